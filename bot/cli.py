@@ -1,0 +1,71 @@
+"""The `crabbot` command: parses arguments, loads config once, and hands off to a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bot.config import CrabbotConfig, load_config
+from router import ConfigError
+
+Handler = Callable[[argparse.Namespace, CrabbotConfig], Awaitable[int]]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="TOML config file (default config/crabbot.toml)"
+    )
+    parser.add_argument("--db", type=Path, help="SQLite database file (overrides database.path)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crabbot", description="A family chat bot that routes each message to the right model."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    route = commands.add_parser("route", help="route a message (or JSON lines on stdin)")
+    _common(route)
+    route.add_argument("text", nargs="?", help="the message; omit to read JSON lines from stdin")
+    route.add_argument("--conv", help="conversation key, so a follow-up keeps its task")
+    route.add_argument("--json", action="store_true", help="print one JSON object")
+    route.add_argument(
+        "--mode", choices=("live", "shadow", "off"), help="mode for this run only (not stored)"
+    )
+    return parser
+
+
+async def _dispatch(args: argparse.Namespace, config: CrabbotConfig) -> int:
+    if args.command == "route":
+        from bot.route_command import run_route
+
+        return await run_route(args, config)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = load_config(args.config, args.db)
+        return asyncio.run(_dispatch(args, config))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

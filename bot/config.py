@@ -1,0 +1,63 @@
+"""The whole crabbot config: the router's sections plus the bot's (upstream, memory, admins,
+platforms), read from one TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from router.config import RouterConfig, Section, load_model
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are crabbot, a warm and helpful assistant in a family group chat. Answer in the language"
+    " you were addressed in (Chinese, English or Japanese; keep Traditional or Simplified Chinese"
+    " as the asker wrote it). Be brief for chit-chat, thorough for real tasks."
+)
+
+
+class UpstreamSettings(Section):
+    base_url: str | None = None
+    model: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    max_retries: int = Field(default=1, ge=0, le=10)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class MemorySettings(Section):
+    max_turns: int = Field(default=20, ge=0)
+    max_tokens: int = Field(default=3000, ge=100)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+
+class AdminSettings(Section):
+    telegram: list[int] = []
+    discord: list[int] = []
+    console: bool = True
+
+
+class TelegramSettings(Section):
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+
+
+class DiscordSettings(Section):
+    sync_commands: bool = True
+
+
+class CrabbotConfig(RouterConfig):
+    upstream: UpstreamSettings = UpstreamSettings()
+    memory: MemorySettings = MemorySettings()
+    admins: AdminSettings = AdminSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+
+
+def load_config(path: Path | None = None, db_path: Path | None = None) -> CrabbotConfig:
+    """Load and validate the config; `db_path` (the --db flag) overrides database.path."""
+    config = load_model(CrabbotConfig, path)
+    if db_path is not None:
+        config = config.model_copy(
+            update={"database": config.database.model_copy(update={"path": db_path})}
+        )
+    return config

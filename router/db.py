@@ -1,0 +1,106 @@
+"""The SQLite file: open it (WAL) through aiosqlite, apply each component's ordered migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+ROUTER_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE routing_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        conv_key TEXT,
+        prompt_hash TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        category TEXT,
+        tier TEXT NOT NULL,
+        tier_mapping_version TEXT NOT NULL,
+        confidence REAL,
+        source TEXT NOT NULL,
+        model TEXT NOT NULL,
+        llm_category TEXT,
+        llm_confidence REAL,
+        llm_latency_ms REAL,
+        knn_category TEXT,
+        knn_tier TEXT,
+        knn_confidence REAL,
+        knn_latency_ms REAL,
+        prior_category TEXT,
+        latency_ms REAL NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        error TEXT
+    );
+    CREATE INDEX routing_log_at ON routing_log (at);
+    CREATE INDEX routing_log_conv ON routing_log (conv_key, id);
+    CREATE TABLE pool (
+        id INTEGER PRIMARY KEY,
+        prompt_hash TEXT NOT NULL,
+        text TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        embedder_id TEXT NOT NULL,
+        category TEXT NOT NULL,
+        label_source TEXT NOT NULL,
+        confidence REAL,
+        added_at REAL NOT NULL,
+        UNIQUE (embedder_id, prompt_hash)
+    );
+    CREATE TABLE taxonomy_audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        action TEXT NOT NULL,
+        from_category TEXT,
+        to_category TEXT,
+        log_rows INTEGER NOT NULL,
+        pool_rows INTEGER NOT NULL,
+        old_version TEXT,
+        new_version TEXT
+    );
+    """,
+)
+
+
+async def connect(path: Path | str) -> aiosqlite.Connection:
+    """Open (creating the folder when needed) with WAL, a busy timeout and Row results."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(str(path), timeout=10.0)
+    conn.row_factory = aiosqlite.Row
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    await conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+async def migrate(conn: aiosqlite.Connection, component: str, migrations: Sequence[str]) -> int:
+    """Apply the migrations of `component` not yet applied, in order; return its schema version."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER)"
+    )
+    async with conn.execute(
+        "SELECT version FROM schema_versions WHERE component = ?", (component,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    current = int(row[0]) if row else 0
+    if current > len(migrations):
+        raise RuntimeError(
+            f"database schema for {component} is version {current}, newer than this crabbot "
+            f"({len(migrations)}): upgrade crabbot"
+        )
+    for version in range(current + 1, len(migrations) + 1):
+        await conn.executescript(
+            "BEGIN;\n"
+            + migrations[version - 1]
+            + f"\nINSERT INTO schema_versions VALUES ('{component}', {version})"
+            " ON CONFLICT(component) DO UPDATE SET version = excluded.version;\nCOMMIT;"
+        )
+    return len(migrations)

@@ -1,0 +1,74 @@
+"""RoutingDecision: what the router decided for one message, and why."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from router.pool import Neighbour
+
+SOURCES = ("knn", "llm", "prior", "fallback", "fixed")
+
+
+@dataclass(frozen=True)
+class SignalAnswer:
+    """One signal's answer, kept beside the decision (shadow logging, explanations)."""
+
+    category: str
+    tier: str
+    confidence: float
+    latency_ms: float
+
+
+@dataclass
+class RoutingDecision:
+    category: str | None
+    tier: str
+    model: str
+    confidence: float | None
+    source: str
+    mode: str
+    tier_mapping_version: str
+    latency_ms: float
+    llm: SignalAnswer | None = None
+    knn: SignalAnswer | None = None
+    prior_category: str | None = None
+    neighbours: list[Neighbour] = field(default_factory=list)
+    error: str | None = None
+    log_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as one flat JSON object (the CLI's and the proxy's wire form)."""
+        data: dict[str, Any] = {
+            "category": self.category,
+            "tier": self.tier,
+            "model": self.model,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "source": self.source,
+            "mode": self.mode,
+            "tier_mapping_version": self.tier_mapping_version,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+        for name in ("llm", "knn"):
+            answer = getattr(self, name)
+            if answer is not None:
+                data[name] = {
+                    k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(answer).items()
+                }
+        if self.prior_category is not None:
+            data["prior_category"] = self.prior_category
+        if self.neighbours:
+            data["nearest"] = [
+                {"text": n.text[:80], "category": n.category, "similarity": round(n.similarity, 3)}
+                for n in self.neighbours[:3]
+            ]
+        if self.error:
+            data["error"] = self.error
+        return data
+
+    def explain(self) -> str:
+        """One line a person can read: the nearest pooled message behind a local decision."""
+        if not self.neighbours:
+            return ""
+        top = self.neighbours[0]
+        return f"nearest: {top.text[:40]} … {top.category}, {top.similarity:.2f}"

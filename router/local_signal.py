@@ -1,0 +1,142 @@
+"""The local signal: a softmax head fit on the pool blended with a similarity-weighted k-NN vote,
+turned into a tier by expected cost (a downgrade costs more than an upgrade)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.pool import Neighbour
+from router.taxonomy import TIERS, Taxonomy
+
+KNN_TEMPERATURE = 0.02  # e5 similarities crowd into 0.75-0.95; this spreads the vote over them
+
+
+@dataclass(frozen=True)
+class LocalAnswer:
+    category: str
+    tier: str
+    confidence: float
+    category_probs: dict[str, float]
+    neighbours: list[Neighbour]
+
+
+class SoftmaxHead:
+    """Multinomial logistic regression on standardized pool vectors, fit by full-batch descent."""
+
+    def __init__(self, categories: tuple[str, ...]) -> None:
+        self.categories = categories
+        self._weights: np.ndarray | None = None
+        self._bias: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
+        self._scale: np.ndarray | None = None
+        self.trained_on = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._weights is not None
+
+    def fit(
+        self, vectors: np.ndarray, labels: list[str], steps: int = 250, l2: float = 3e-3
+    ) -> None:
+        index = {c: i for i, c in enumerate(self.categories)}
+        keep = [i for i, label in enumerate(labels) if label in index]
+        if len({labels[i] for i in keep}) < 2:
+            self._weights = None
+            return
+        x = vectors[keep].astype(np.float64)
+        y = np.array([index[labels[i]] for i in keep])
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0) + 1e-6
+        x = (x - mean) / scale
+        n, dim = x.shape
+        classes = len(self.categories)
+        onehot = np.zeros((n, classes))
+        onehot[np.arange(n), y] = 1.0
+        counts = onehot.sum(axis=0)
+        sample_weight = (n / (classes * np.maximum(counts, 1)))[y][:, None]
+        weights = np.zeros((dim, classes))
+        bias = np.zeros(classes)
+        velocity_w = np.zeros_like(weights)
+        velocity_b = np.zeros_like(bias)
+        rate, momentum = 0.5, 0.9
+        for _ in range(steps):
+            probs = _softmax(x @ weights + bias)
+            error = (probs - onehot) * sample_weight / n
+            grad_w = x.T @ error + l2 * weights
+            grad_b = error.sum(axis=0)
+            velocity_w = momentum * velocity_w - rate * grad_w
+            velocity_b = momentum * velocity_b - rate * grad_b
+            weights += velocity_w
+            bias += velocity_b
+        self._weights, self._bias, self._mean, self._scale = weights, bias, mean, scale
+        self.trained_on = len(keep)
+
+    def predict(self, vector: np.ndarray) -> np.ndarray:
+        assert self._weights is not None and self._mean is not None and self._scale is not None
+        x = (vector.astype(np.float64) - self._mean) / self._scale
+        return _softmax(x @ self._weights + self._bias)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def knn_vote(neighbours: list[Neighbour], categories: tuple[str, ...]) -> np.ndarray:
+    """Category probabilities from the neighbours, each weighted by its similarity."""
+    probs = np.zeros(len(categories))
+    if not neighbours:
+        return probs
+    index = {c: i for i, c in enumerate(categories)}
+    top = neighbours[0].similarity
+    for neighbour in neighbours:
+        if neighbour.category in index:
+            probs[index[neighbour.category]] += np.exp(
+                (neighbour.similarity - top) / KNN_TEMPERATURE
+            )
+    total = probs.sum()
+    return probs / total if total > 0 else probs
+
+
+def choose_tier(tier_probs: np.ndarray, downgrade_cost: float) -> int:
+    """The tier with the least expected cost; sending work below its tier costs more."""
+    ranks = np.arange(len(TIERS))
+    gap = ranks[:, None] - ranks[None, :]  # chosen - true
+    cost = np.where(gap < 0, -gap * downgrade_cost, gap).astype(float)
+    return int(np.argmin(cost @ tier_probs))
+
+
+def decide(
+    probs: np.ndarray,
+    taxonomy: Taxonomy,
+    downgrade_cost: float,
+    neighbours: list[Neighbour],
+) -> LocalAnswer:
+    """Tier first (what matters), then the likeliest category inside that tier."""
+    categories = taxonomy.categories
+    tier_of = [TIERS.index(taxonomy.tier_of(c)) for c in categories]
+    tier_probs = np.zeros(len(TIERS))
+    np.add.at(tier_probs, tier_of, probs)
+    tier_index = choose_tier(tier_probs, downgrade_cost)
+    inside = [i for i, t in enumerate(tier_of) if t == tier_index]
+    best = max(inside, key=lambda i: probs[i]) if inside else int(np.argmax(probs))
+    return LocalAnswer(
+        category=categories[best],
+        tier=TIERS[tier_index],
+        confidence=float(tier_probs[tier_index]),
+        category_probs={c: float(p) for c, p in zip(categories, probs, strict=True)},
+        neighbours=neighbours,
+    )
+
+
+def blend(
+    head: np.ndarray | None, knn: np.ndarray, kind: str, head_weight: float = 0.5
+) -> np.ndarray:
+    if kind == "knn" or head is None:
+        return knn
+    if kind == "head":
+        return head
+    return head_weight * head + (1.0 - head_weight) * knn

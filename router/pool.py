@@ -1,0 +1,148 @@
+"""The k-NN pool: labelled message vectors held in memory for search and persisted in SQLite."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+
+import aiosqlite
+import numpy as np
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """The form two messages must share to count as the same text."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    text: str
+    category: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    text: str
+    category: str
+    vector: np.ndarray
+    label_source: str
+    confidence: float | None = None
+
+
+class Pool:
+    """Vectors of one embedder, appended in place (capacity doubles) so a search never copies."""
+
+    def __init__(self, conn: aiosqlite.Connection, embedder_id: str, dim: int) -> None:
+        self._conn = conn
+        self.embedder_id = embedder_id
+        self.dim = dim
+        self._vectors = np.zeros((0, dim), dtype=np.float32)
+        self._size = 0
+        self.texts: list[str] = []
+        self.categories: list[str] = []
+        self._hashes: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._vectors[: self._size]
+
+    def contains_text(self, text: str) -> bool:
+        return text_hash(text) in self._hashes
+
+    async def load(self) -> int:
+        """Read this embedder's rows from the database into memory; return how many."""
+        async with self._conn.execute(
+            "SELECT prompt_hash, text, embedding, category FROM pool WHERE embedder_id = ? "
+            "ORDER BY id",
+            (self.embedder_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        vectors = np.frombuffer(b"".join(row["embedding"] for row in rows), dtype=np.float32)
+        with self._lock:
+            self._vectors = vectors.reshape(len(rows), self.dim).copy()
+            self._size = len(rows)
+            self.texts = [row["text"] for row in rows]
+            self.categories = [row["category"] for row in rows]
+            self._hashes = {row["prompt_hash"] for row in rows}
+        return len(rows)
+
+    async def count_foreign(self) -> int:
+        """Rows stored by another embedder: kept on disk, never mixed into this pool."""
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM pool WHERE embedder_id != ?", (self.embedder_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    def _append(self, fresh: list[tuple[str, PoolEntry]]) -> None:
+        with self._lock:
+            needed = self._size + len(fresh)
+            if needed > len(self._vectors):
+                grown = np.zeros((max(needed, 2 * len(self._vectors), 64), self.dim), np.float32)
+                grown[: self._size] = self._vectors[: self._size]
+                self._vectors = grown
+            for offset, (digest, entry) in enumerate(fresh):
+                self._vectors[self._size + offset] = entry.vector
+                self.texts.append(entry.text)
+                self.categories.append(entry.category)
+                self._hashes.add(digest)
+            self._size = needed
+
+    async def add_many(self, entries: list[PoolEntry], at: float | None = None) -> int:
+        """Store entries whose normalized text is new; return how many were added."""
+        now = time.time() if at is None else at
+        fresh: dict[str, PoolEntry] = {}
+        for entry in entries:
+            digest = text_hash(entry.text)
+            if digest not in self._hashes and digest not in fresh:
+                fresh[digest] = entry
+        if not fresh:
+            return 0
+        await self._conn.executemany(
+            "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
+            " label_source, confidence, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    digest,
+                    entry.text,
+                    np.asarray(entry.vector, dtype=np.float32).tobytes(),
+                    self.embedder_id,
+                    entry.category,
+                    entry.label_source,
+                    entry.confidence,
+                    now,
+                )
+                for digest, entry in fresh.items()
+            ],
+        )
+        await self._conn.commit()
+        self._append(list(fresh.items()))
+        return len(fresh)
+
+    def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
+        """The k most similar entries, most similar first (exact inner product on unit vectors)."""
+        with self._lock:
+            matrix, size = self._vectors, self._size
+            texts, categories = self.texts, self.categories
+        if size == 0:
+            return []
+        scores = matrix[:size] @ vector
+        k = min(k, size)
+        top = np.argpartition(-scores, k - 1)[:k] if k < size else np.arange(size)
+        top = top[np.argsort(-scores[top])]
+        return [Neighbour(texts[i], categories[i], float(scores[i])) for i in top]

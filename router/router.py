@@ -1,0 +1,449 @@
+"""ModelRouter: names a message's task (LLM, local signal, context prior), derives its tier and
+model, never raises for a failing signal, and writes every decision to the routing log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import numpy as np
+
+from router import routing_log
+from router.categorizer import CategorizerError, LLMCategorizer
+from router.config import ConfigError, RouterConfig, Secrets
+from router.context import PreviousTurn, apply_prior, prior_weight
+from router.db import ROUTER_MIGRATIONS, connect, migrate
+from router.decision import RoutingDecision, SignalAnswer
+from router.embedder import Embedder, build_embedder
+from router.local_signal import LocalAnswer, SoftmaxHead, blend, decide, knn_vote
+from router.pool import Pool, PoolEntry
+from router.seed import load_seed_entries
+from router.taxonomy import MODES, Taxonomy
+
+log = logging.getLogger(__name__)
+
+MODE_KEY = "routing_mode"
+REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class EmptyMessageError(ValueError):
+    """Raised for empty or whitespace-only text: there is nothing to route."""
+
+
+@dataclass(frozen=True)
+class _Local:
+    vector: np.ndarray
+    answer: LocalAnswer | None
+    unprimed: LocalAnswer | None
+    latency_ms: float
+
+
+class ModelRouter:
+    """One per process; safe to share between conversations (CPU work runs in threads)."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        conn: aiosqlite.Connection,
+        embedder: Embedder | None,
+        pool: Pool | None,
+        categorizer: LLMCategorizer | None,
+        categorizer_missing: str | None,
+        mode: str,
+        mode_override: str | None = None,
+    ) -> None:
+        self.config = config
+        self.taxonomy: Taxonomy = config.build_taxonomy()
+        self.conn = conn
+        self.embedder = embedder
+        self.pool = pool
+        self.categorizer = categorizer
+        self.categorizer_missing = categorizer_missing
+        self._stored_mode = mode
+        self.mode_override = mode_override
+        self.head = SoftmaxHead(self.taxonomy.categories)
+        self._refit_task: asyncio.Task[None] | None = None
+        self._previous: dict[str, PreviousTurn] = {}
+        self.counters: Counter[str] = Counter()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        config: RouterConfig,
+        secrets: Secrets | None = None,
+        *,
+        embedder: Embedder | None = None,
+        mode_override: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ModelRouter:
+        secrets = secrets or Secrets()
+        conn = await connect(config.database.path)
+        try:
+            await migrate(conn, "router", ROUTER_MIGRATIONS)
+            taxonomy = config.build_taxonomy()
+            await _check_taxonomy_matches_store(conn, taxonomy)
+            stored = await routing_log.get_setting(conn, MODE_KEY)
+            if stored not in MODES:
+                stored = config.routing.mode
+                await routing_log.set_setting(conn, MODE_KEY, stored)
+            pool = None
+            if config.local.enabled:
+                embedder = embedder or await asyncio.to_thread(build_embedder, config.embedding)
+                pool = Pool(conn, embedder.id, embedder.dim)
+                if await pool.load() == 0 and config.pool.seed:
+                    await _seed_pool(pool, embedder, taxonomy, progress)
+            else:
+                embedder = None
+            categorizer, missing = None, None
+            if config.categorizer.enabled:
+                if secrets.groq_api_key:
+                    categorizer = LLMCategorizer(config.categorizer, taxonomy, secrets.groq_api_key)
+                else:
+                    missing = "GROQ_API_KEY is not set"
+        except BaseException:
+            await conn.close()
+            raise
+        router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
+        if pool is not None and len(pool):
+            await asyncio.to_thread(router.head.fit, pool.vectors, pool.categories)
+        return router
+
+    async def close(self) -> None:
+        if self._refit_task is not None:
+            await self._refit_task
+        if self.categorizer is not None:
+            await self.categorizer.close()
+        await self.conn.close()
+
+    # -- mode ----------------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.mode_override or self._stored_mode
+
+    @property
+    def stored_mode(self) -> str:
+        return self._stored_mode
+
+    async def set_mode(self, mode: str) -> str:
+        """Store a new mode for every conversation; return the old one."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        old = self._stored_mode
+        await routing_log.set_setting(self.conn, MODE_KEY, mode)
+        self._stored_mode = mode
+        log.info("routing mode changed from %s to %s", old, mode)
+        return old
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.pool) if self.pool is not None else 0
+
+    @property
+    def routes_locally(self) -> bool:
+        """False when the bot hands routing to an upstream proxy (no categorizer, no pool)."""
+        return self.pool is not None or self.config.categorizer.enabled
+
+    # -- routing -------------------------------------------------------------------------------
+
+    async def route(
+        self,
+        text: str,
+        history: Sequence[dict[str, Any]] | None = None,
+        conv_key: str | None = None,
+        at: float | None = None,
+    ) -> RoutingDecision:
+        """Decide the tier and model for `text`; raises only EmptyMessageError.
+
+        `history` is accepted for callers that hold one; the prior comes from the routing log."""
+        if not text or not text.strip():
+            raise EmptyMessageError("the message is empty")
+        started = time.perf_counter()
+        now = time.time() if at is None else at
+        mode = self.mode
+        previous = await self._previous_turn(conv_key)
+        if mode == "off":
+            decision = self._fixed(mode)
+        elif mode == "shadow":
+            decision = await self._route_shadow(text, previous, now)
+        else:
+            decision = await self._route_live(text, previous, now)
+        decision.latency_ms = (time.perf_counter() - started) * 1000
+        await self._log(decision, text, conv_key, now)
+        return decision
+
+    async def _route_shadow(
+        self, text: str, previous: PreviousTurn | None, now: float
+    ) -> RoutingDecision:
+        local_task = asyncio.create_task(self._local(text, previous, now))
+        llm_result = await self._ask_llm(text, previous, now)
+        local = await local_task
+        if isinstance(llm_result, SignalAnswer):
+            decision = self._from_llm(llm_result, "shadow", local)
+            await self._learn(text, local, llm_result)
+            return decision
+        return self._fall_back("shadow", local, llm_result)
+
+    async def _route_live(
+        self, text: str, previous: PreviousTurn | None, now: float
+    ) -> RoutingDecision:
+        local = await self._local(text, previous, now)
+        answer = local.answer if local else None
+        if answer is not None and answer.confidence >= self.config.local.min_confidence:
+            return self._from_local(answer, local, "live", previous)
+        llm_result = await self._ask_llm(text, previous, now)
+        if isinstance(llm_result, SignalAnswer):
+            decision = self._from_llm(llm_result, "live", local)
+            await self._learn(text, local, llm_result)
+            return decision
+        return self._fall_back("live", local, llm_result)
+
+    # -- signals -------------------------------------------------------------------------------
+
+    async def _local(self, text: str, previous: PreviousTurn | None, now: float) -> _Local | None:
+        if self.embedder is None or self.pool is None:
+            return None
+        weight = 0.0
+        previous_index = -1
+        if previous is not None and previous.category in self.taxonomy.categories:
+            weight = prior_weight(self.config.context, now - previous.at, text)
+            previous_index = self.taxonomy.categories.index(previous.category)
+        try:
+            return await asyncio.to_thread(self._local_sync, text, weight, previous_index)
+        except Exception:  # a broken embedder degrades routing, it does not stop it
+            log.exception("local signal failed")
+            self.counters["local_errors"] += 1
+            return None
+
+    def _local_sync(self, text: str, weight: float, previous_index: int) -> _Local:
+        started = time.perf_counter()
+        assert self.embedder is not None and self.pool is not None
+        vector = self.embedder.embed([text])[0]
+        if len(self.pool) < self.config.local.min_pool_size:
+            return _Local(vector, None, None, (time.perf_counter() - started) * 1000)
+        settings = self.config.local
+        neighbours = self.pool.search(vector, settings.k)
+        head = self.head.predict(vector) if self.head.ready else None
+        probs = blend(head, knn_vote(neighbours, self.taxonomy.categories), settings.classifier)
+        unprimed = decide(probs, self.taxonomy, settings.downgrade_cost, neighbours)
+        answer = unprimed
+        if weight > 0.0:
+            primed = apply_prior(probs, previous_index, weight)
+            answer = decide(primed, self.taxonomy, settings.downgrade_cost, neighbours)
+        return _Local(vector, answer, unprimed, (time.perf_counter() - started) * 1000)
+
+    async def _ask_llm(
+        self, text: str, previous: PreviousTurn | None, now: float
+    ) -> SignalAnswer | str:
+        """The categorizer's answer, or the reason it gave none."""
+        if self.categorizer is None:
+            return f"categorizer unavailable: {self.categorizer_missing or 'disabled in config'}"
+        try:
+            result = await self.categorizer.categorize(text, previous, now)
+        except CategorizerError as exc:
+            self.counters["categorizer_errors"] += 1
+            log.warning("categorizer failed: %s", exc.reason)
+            return f"categorizer: {exc.reason}"
+        except Exception as exc:  # an SDK surprise must not reach the chat
+            self.counters["categorizer_errors"] += 1
+            log.exception("categorizer failed unexpectedly")
+            return f"categorizer: {type(exc).__name__}"
+        tier = self.taxonomy.tier_of(result.category)
+        return SignalAnswer(result.category, tier, result.confidence, result.latency_ms)
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def _decision(self, **fields: Any) -> RoutingDecision:
+        tier = fields.pop("tier")
+        return RoutingDecision(
+            tier=tier,
+            model=self.config.models.for_tier(tier),
+            tier_mapping_version=self.taxonomy.version,
+            latency_ms=0.0,
+            **fields,
+        )
+
+    def _fixed(self, mode: str) -> RoutingDecision:
+        return self._decision(
+            category=None,
+            tier=self.config.routing.default_tier,
+            confidence=None,
+            source="fixed",
+            mode=mode,
+        )
+
+    @staticmethod
+    def _local_answer(local: _Local | None) -> SignalAnswer | None:
+        if local is None or local.answer is None:
+            return None
+        a = local.answer
+        return SignalAnswer(a.category, a.tier, a.confidence, local.latency_ms)
+
+    def _from_llm(self, llm: SignalAnswer, mode: str, local: _Local | None) -> RoutingDecision:
+        return self._decision(
+            category=llm.category,
+            tier=llm.tier,
+            confidence=llm.confidence,
+            source="llm",
+            mode=mode,
+            llm=llm,
+            knn=self._local_answer(local),
+            neighbours=local.answer.neighbours if local and local.answer else [],
+        )
+
+    def _from_local(
+        self,
+        answer: LocalAnswer,
+        local: _Local,
+        mode: str,
+        previous: PreviousTurn | None,
+    ) -> RoutingDecision:
+        swayed = local.unprimed is not None and local.unprimed.category != answer.category
+        return self._decision(
+            category=answer.category,
+            tier=answer.tier,
+            confidence=answer.confidence,
+            source="prior" if swayed else "knn",
+            mode=mode,
+            knn=self._local_answer(local),
+            prior_category=previous.category if previous else None,
+            neighbours=answer.neighbours,
+        )
+
+    def _fall_back(self, mode: str, local: _Local | None, error: str) -> RoutingDecision:
+        self.counters["fallbacks"] += 1
+        if local is not None and local.answer is not None:
+            answer = local.answer
+            return self._decision(
+                category=answer.category,
+                tier=answer.tier,
+                confidence=answer.confidence,
+                source="fallback",
+                mode=mode,
+                knn=self._local_answer(local),
+                neighbours=answer.neighbours,
+                error=error,
+            )
+        return self._decision(
+            category=None,
+            tier=self.config.routing.default_tier,
+            confidence=None,
+            source="fallback",
+            mode=mode,
+            error=error,
+        )
+
+    # -- learning and logging ------------------------------------------------------------------
+
+    async def _learn(self, text: str, local: _Local | None, llm: SignalAnswer) -> None:
+        """The categorizer labels the pool: confident, new and not near-duplicate labels only."""
+        if local is None or self.pool is None:
+            return
+        if llm.confidence < self.config.pool.min_llm_confidence or self.pool.contains_text(text):
+            return
+        nearest = self.pool.search(local.vector, 1)
+        if nearest and nearest[0].similarity >= self.config.pool.near_duplicate_cosine:
+            return
+        entry = PoolEntry(text, llm.category, local.vector, "llm", llm.confidence)
+        try:
+            await self.pool.add_many([entry])
+        except aiosqlite.Error:
+            log.exception("could not add to the pool")
+            self.counters["db_errors"] += 1
+            return
+        if len(self.pool) >= self.head.trained_on * REFIT_GROWTH and self._refit_task is None:
+            self._refit_task = asyncio.create_task(self._refit())
+
+    async def _refit(self) -> None:
+        assert self.pool is not None
+        head = SoftmaxHead(self.taxonomy.categories)
+        try:
+            await asyncio.to_thread(head.fit, self.pool.vectors.copy(), list(self.pool.categories))
+            self.head = head
+        finally:
+            self._refit_task = None
+
+    async def _previous_turn(self, conv_key: str | None) -> PreviousTurn | None:
+        if conv_key is None:
+            return None
+        if conv_key not in self._previous:
+            try:
+                turn = await routing_log.last_turn(self.conn, conv_key)
+            except aiosqlite.Error:
+                log.exception("could not read the conversation's last decision")
+                self.counters["db_errors"] += 1
+                return None
+            if turn is None:
+                return None
+            self._previous[conv_key] = turn
+        return self._previous[conv_key]
+
+    async def _log(
+        self, decision: RoutingDecision, text: str, conv_key: str | None, at: float
+    ) -> None:
+        if conv_key is not None and decision.category is not None:
+            self._previous[conv_key] = PreviousTurn(decision.category, at, text)
+        if decision.source == "fallback":
+            log.info("routing fell back to %s: %s", decision.tier, decision.error)
+        try:
+            decision.log_id = await routing_log.write_decision(
+                self.conn, decision, text, conv_key, at
+            )
+        except aiosqlite.Error:
+            log.exception("could not write the routing log")
+            self.counters["db_errors"] += 1
+
+    async def record_usage(
+        self, decision: RoutingDecision, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        if decision.log_id is None:
+            return
+        try:
+            await routing_log.record_usage(
+                self.conn, decision.log_id, prompt_tokens, completion_tokens
+            )
+        except aiosqlite.Error:
+            log.exception("could not record token usage")
+            self.counters["db_errors"] += 1
+
+
+async def _seed_pool(
+    pool: Pool, embedder: Embedder, taxonomy: Taxonomy, progress: ProgressCallback | None
+) -> None:
+    entries = load_seed_entries(taxonomy)
+    batch = 32
+    vectors: list[np.ndarray] = []
+    for start in range(0, len(entries), batch):
+        chunk = [text for text, _ in entries[start : start + batch]]
+        vectors.append(await asyncio.to_thread(embedder.embed, chunk))
+        if progress is not None:
+            progress(min(start + batch, len(entries)), len(entries))
+    matrix = np.concatenate(vectors) if vectors else np.empty((0, pool.dim), np.float32)
+    await pool.add_many(
+        [
+            PoolEntry(text, category, vector, "seed", None)
+            for (text, category), vector in zip(entries, matrix, strict=True)
+        ]
+    )
+
+
+async def _check_taxonomy_matches_store(conn: aiosqlite.Connection, taxonomy: Taxonomy) -> None:
+    async with conn.execute("SELECT DISTINCT category FROM pool") as cursor:
+        stored = {row[0] for row in await cursor.fetchall()}
+    missing = sorted(stored - set(taxonomy.categories))
+    if missing:
+        raise ConfigError(
+            f"the pool holds categories this taxonomy ({taxonomy.version}) lacks: "
+            f"{', '.join(missing)}; run `crabbot taxonomy merge {missing[0]} <category>` "
+            "or choose a taxonomy that has them"
+        )

@@ -1,0 +1,59 @@
+"""The task taxonomy: categories, tiers, and the versioned category -> tier maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TIERS: tuple[str, ...] = ("cheap", "medium", "strong")
+MODES: tuple[str, ...] = ("off", "shadow", "live")
+UNKNOWN = "unknown"
+
+MAPPING_V2: dict[str, str] = {
+    "casual": "cheap",
+    "simple_lookup": "cheap",
+    "creative": "medium",
+    "analysis": "medium",
+    "coding": "strong",
+    "reasoning": "strong",
+    UNKNOWN: "medium",
+}
+
+MAPPING_V1: dict[str, str] = {**MAPPING_V2, "research_lookup": "medium"}
+
+BUILTIN_MAPPINGS: dict[str, dict[str, str]] = {"v1": MAPPING_V1, "v2": MAPPING_V2}
+
+CATEGORY_DESCRIPTIONS: dict[str, str] = {
+    "casual": "greetings, small talk, thanks, reactions, feelings, family logistics",
+    "simple_lookup": "one fact, a definition, a conversion, a quick translation",
+    "research_lookup": "research questions needing synthesis (medical, legal, tax, GDPR)",
+    "creative": "stories, poems, wishes, captions, slogans, marketing copy",
+    "analysis": "summarize, compare, explain, review; research questions (medical, legal, tax)",
+    "coding": "write or debug code, SQL, shell, regex, formulas, config, software design",
+    "reasoning": "multi-step logic, maths, puzzles, planning under constraints, trade-offs",
+    UNKNOWN: "only what cannot be read at all",
+}
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """A category -> tier map under a version name, with the tier order cheap < medium < strong."""
+
+    version: str
+    category_tiers: dict[str, str]
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(self.category_tiers)
+
+    def tier_of(self, category: str) -> str:
+        return self.category_tiers[category]
+
+    @staticmethod
+    def tier_rank(tier: str) -> int:
+        return TIERS.index(tier)
+
+    def describe(self, category: str) -> str:
+        return CATEGORY_DESCRIPTIONS.get(category, category.replace("_", " "))
+
+    def categories_in(self, tier: str) -> list[str]:
+        return [c for c, t in self.category_tiers.items() if t == tier]
