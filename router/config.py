@@ -96,6 +96,23 @@ class ContextSettings(Section):
     short_chars: int = Field(default=40, ge=1)
 
 
+class ProxySettings(Section):
+    """`crabbot proxy`: where it listens, who may call it, and the provider it forwards to."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8888, ge=0, le=65535)
+    # Bearer keys clients must send; empty means the proxy is open (keep it on localhost then).
+    client_keys: list[str] = []
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The provider: None means OPENAI_BASE_URL, else the openai SDK's default.
+    base_url: str | None = None
+    # The provider key is read from this environment variable, never from the file.
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    max_retries: int = Field(default=1, ge=0, le=10)
+    access_log: bool = False
+
+
 class RouterConfig(Section):
     database: DatabaseSettings = DatabaseSettings()
     routing: RoutingSettings = RoutingSettings()
@@ -106,6 +123,7 @@ class RouterConfig(Section):
     pool: PoolSettings = PoolSettings()
     categorizer: CategorizerSettings = CategorizerSettings()
     context: ContextSettings = ContextSettings()
+    proxy: ProxySettings = ProxySettings()
 
     def build_taxonomy(self) -> Taxonomy:
         return self.taxonomy.build()
