@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument(
         "--mode", choices=("live", "shadow", "off"), help="mode for this run only (not stored)"
     )
+
+    proxy = commands.add_parser("proxy", help="serve the OpenAI-compatible routing proxy")
+    _common(proxy)
+    proxy.add_argument("--host", help="address to listen on (default proxy.host, 127.0.0.1)")
+    proxy.add_argument("--port", type=int, help="port to listen on (default proxy.port, 8888)")
     return parser
 
 
@@ -45,6 +50,10 @@ async def _dispatch(args: argparse.Namespace, config: CrabbotConfig) -> int:
         from bot.route_command import run_route
 
         return await run_route(args, config)
+    if args.command == "proxy":
+        from router.proxy import run_proxy
+
+        return await run_proxy(args, config)
     raise AssertionError(f"unhandled command {args.command}")
 
 
