@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(proxy)
     proxy.add_argument("--host", help="address to listen on (default proxy.host, 127.0.0.1)")
     proxy.add_argument("--port", type=int, help="port to listen on (default proxy.port, 8888)")
+
+    chat = commands.add_parser("chat", help="chat with crabbot in the terminal")
+    _common(chat)
+    chat.add_argument("--name", help="your name in the chat (default: your login name)")
+    chat.add_argument(
+        "--mode", choices=("live", "shadow", "off"), help="mode for this run only (not stored)"
+    )
+
+    run = commands.add_parser("run", help="run the bot on a chat platform")
+    _common(run)
+    run.add_argument("platform", choices=("telegram", "discord"))
     return parser
 
 
@@ -50,6 +61,14 @@ async def _dispatch(args: argparse.Namespace, config: CrabbotConfig) -> int:
         from bot.route_command import run_route
 
         return await run_route(args, config)
+    if args.command == "chat":
+        from bot.chat_command import run_chat
+
+        return await run_chat(args, config)
+    if args.command == "run":
+        from bot.run_command import run_platform
+
+        return await run_platform(args, config)
     if args.command == "proxy":
         from router.proxy import run_proxy
 

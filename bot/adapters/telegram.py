@@ -1,0 +1,196 @@
+"""The Telegram adapter (python-telegram-bot v22): answers mentions and replies in groups and
+every message in private chats, with typing, split replies, the shared commands and PTB's
+AIORateLimiter for Telegram's flood limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+
+from telegram import BotCommand, Message, MessageEntity, Update
+from telegram.constants import ChatAction, ChatType, MessageLimit, ParseMode
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.admin import COMMANDS
+from bot.chat_user import ChatUser
+from bot.config import TelegramSettings
+from bot.runtime import BotCore
+from bot.split import split_message
+
+log = logging.getLogger(__name__)
+
+TYPING_REFRESH_S = 4.5  # Telegram shows "typing" for about 5 s per chat action
+GROUP_TYPES = {ChatType.GROUP, ChatType.SUPERGROUP}
+
+
+def conv_key(message: Message) -> str:
+    """telegram:<chat_id>, plus :<topic_id> for a forum topic."""
+    if message.is_topic_message and message.message_thread_id is not None:
+        return f"telegram:{message.chat_id}:{message.message_thread_id}"
+    return f"telegram:{message.chat_id}"
+
+
+def chat_user(message: Message) -> ChatUser:
+    sender = message.from_user
+    if sender is None:  # posted as the group or a channel
+        return ChatUser("telegram", message.chat_id, message.chat.title or "someone")
+    return ChatUser("telegram", sender.id, sender.first_name or sender.username or str(sender.id))
+
+
+def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:
+    """The text meant for the bot, without its @mention; None when the message is not for it."""
+    text = message.text or ""
+    handle = f"@{bot_username}".lower()
+    mentioned = any(
+        (entity.type == MessageEntity.MENTION and value.lower() == handle)
+        or (entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot_id)
+        for entity, value in message.parse_entities(
+            [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+        ).items()
+    )
+    replied = (
+        message.reply_to_message is not None
+        and message.reply_to_message.from_user is not None
+        and message.reply_to_message.from_user.id == bot_id
+    )
+    if message.chat.type in GROUP_TYPES and not (mentioned or replied):
+        return None
+    return re.sub(re.escape(handle), "", text, flags=re.IGNORECASE).strip()
+
+
+def to_telegram_markdown(text: str) -> str:
+    """LLMs write CommonMark bold (**x**); Telegram's Markdown wants *x*."""
+    return text.replace("**", "*")
+
+
+async def send_text(message: Message, text: str) -> None:
+    """Send a reply in pieces under Telegram's limit; a piece whose Markdown Telegram rejects
+    goes again as plain text."""
+    quote = message.chat.type in GROUP_TYPES
+    for index, piece in enumerate(split_message(text, MessageLimit.MAX_TEXT_LENGTH)):
+        try:
+            await message.reply_text(
+                to_telegram_markdown(piece), parse_mode=ParseMode.MARKDOWN, do_quote=quote
+            )
+        except BadRequest as exc:
+            if "parse" not in exc.message.lower():
+                raise
+            await message.reply_text(piece, do_quote=quote and index == 0)
+        quote = False
+
+
+async def _keep_typing(message: Message, done: asyncio.Event) -> None:
+    while not done.is_set():
+        try:
+            await message.reply_chat_action(ChatAction.TYPING)
+        except TelegramError as exc:  # a lost typing indicator is not worth a failed reply
+            log.debug("typing indicator failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), TYPING_REFRESH_S)
+
+
+class TelegramBot:
+    """The handlers, bound to one BotCore."""
+
+    def __init__(self, core: BotCore) -> None:
+        self.core = core
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or not message.text:
+            return
+        bot = context.bot
+        text = addressed_text(message, bot.id, bot.username)
+        if text is None:
+            return
+        if not text:
+            text = "/help"
+        key, user = conv_key(message), chat_user(message)
+        if text.startswith("/"):
+            answer = await self.core.admin.dispatch(user, key, text)
+            if answer is not None:
+                await message.reply_text(answer)
+                return
+        done = asyncio.Event()
+        typing = asyncio.create_task(_keep_typing(message, done))
+        try:
+            # The agent takes the conversation's turn before anything else is awaited here.
+            reply = await self.core.agent.handle(key, user, text)
+        finally:
+            done.set()
+            await typing
+        if reply.text:
+            await send_text(message, reply.text)
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or not message.text:
+            return
+        answer = await self.core.admin.dispatch(chat_user(message), conv_key(message), message.text)
+        if answer is not None:
+            await message.reply_text(answer)
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram handler failed", exc_info=context.error)
+
+    async def post_init(self, application: Application) -> None:
+        try:
+            await application.bot.set_my_commands(
+                [BotCommand(name, description) for name, description in COMMANDS.items()]
+            )
+        except TelegramError as exc:
+            log.warning("could not register the command menu: %s", exc)
+
+
+def build_application(core: BotCore, token: str, settings: TelegramSettings) -> Application:
+    handlers = TelegramBot(core)
+    application = (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(settings.base_url)
+        .base_file_url(settings.base_file_url)
+        .rate_limiter(AIORateLimiter(max_retries=2))
+        .post_init(handlers.post_init)
+        .build()
+    )
+    # block=False: conversations run at once; the agent keeps each one in order.
+    application.add_handler(
+        CommandHandler(["routing", "reset", "help", "start"], handlers.on_command, block=False)
+    )
+    application.add_handler(
+        MessageHandler(
+            filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND,
+            handlers.on_text,
+            block=False,
+        )
+    )
+    application.add_error_handler(handlers.on_error)
+    return application
+
+
+@contextlib.asynccontextmanager
+async def polling(application: Application) -> AsyncIterator[Application]:
+    """Run the application (long polling) for the duration of the block."""
+    async with application:
+        if application.post_init is not None:
+            await application.post_init(application)
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(allowed_updates=[Update.MESSAGE])
+        try:
+            yield application
+        finally:
+            await application.updater.stop()
+            await application.stop()

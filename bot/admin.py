@@ -1,0 +1,138 @@
+"""The chat commands every adapter shares: /routing stats, /routing mode, /reset and /help,
+with the admin check. Returns text; the adapter only delivers it."""
+
+from __future__ import annotations
+
+import time
+
+from bot.chat_user import ChatUser
+from bot.config import AdminSettings
+from bot.memory import Memory
+from router import MODES, ModelRouter
+from router import stats as routing_stats
+
+DAY_S = 24 * 3600
+USAGE = "usage: /routing stats | /routing mode live|shadow|off"
+REFUSAL = "Sorry, only crabbot's admins may run /routing."
+HELP = (
+    "I'm crabbot, the family assistant: mention me (or reply to me) in a group, or just write"
+    " to me in private, in Chinese, English or Japanese. Each message goes to the model tier it"
+    " needs: small talk to a quick model, code and hard problems to a strong one.\n"
+    "/reset: forget this conversation\n"
+    "/help: this text\n"
+    "/routing stats: how messages were routed (admins)\n"
+    "/routing mode live|shadow|off: how routing decides (admins)"
+)
+
+# Command name -> description, for the platforms' command menus.
+COMMANDS: dict[str, str] = {
+    "help": "what crabbot does",
+    "reset": "forget this conversation",
+    "routing": "routing stats, or set the routing mode (admins)",
+}
+
+
+def _counts(counts: dict[str, int], total: int) -> str:
+    if not counts:
+        return "-"
+    return " · ".join(f"{name} {n} ({100 * n // total}%)" for name, n in counts.items())
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def format_summary(title: str, summary: routing_stats.Summary) -> list[str]:
+    lines = [f"— {title}: {summary.total} decisions"]
+    if not summary.total:
+        return lines
+    agreement, latency = summary.agreement, summary.llm_latency
+    lines += [
+        f"tier: {_counts(summary.by_tier, summary.total)}",
+        f"category: {_counts(summary.by_category, summary.total)}",
+        f"source: {_counts(summary.by_source, summary.total)}",
+        f"fallbacks {summary.fallbacks} · errors {summary.errors}",
+        f"k-NN = LLM: {_rate(agreement.category_rate)} category,"
+        f" {_rate(agreement.tier_rate)} tier (n={agreement.compared})",
+        f"LLM latency: median {_ms(latency.median_ms)} · p95 {_ms(latency.p95_ms)}"
+        f" (n={latency.count})",
+    ]
+    return lines
+
+
+class Admin:
+    def __init__(self, router: ModelRouter, memory: Memory, admins: AdminSettings) -> None:
+        self.router = router
+        self.memory = memory
+        self.admins = admins
+
+    def is_admin(self, user: ChatUser) -> bool:
+        if user.platform == "console":
+            return self.admins.console
+        ids = {"telegram": self.admins.telegram, "discord": self.admins.discord}.get(
+            user.platform, []
+        )
+        try:
+            return int(user.id) in ids
+        except (TypeError, ValueError):
+            return False
+
+    async def dispatch(self, user: ChatUser, conv_key: str, text: str) -> str | None:
+        """Answer a command message ('/routing mode live', '/reset@crabbot_bot'), or return None
+        when `text` is not one of ours."""
+        words = text.split()
+        if not words or not words[0].startswith("/"):
+            return None
+        name = words[0][1:].split("@", 1)[0].lower()
+        if name == "routing":
+            return await self.routing(user, words[1:])
+        if name == "reset":
+            return await self.reset(conv_key)
+        if name in ("help", "start"):
+            return HELP
+        return None
+
+    async def routing(self, user: ChatUser, args: list[str]) -> str:
+        if not self.is_admin(user):
+            return REFUSAL
+        if args == ["stats"]:
+            return await self.stats_text()
+        if len(args) == 2 and args[0] == "mode":
+            return await self._set_mode(args[1])
+        return USAGE
+
+    async def stats(self, user: ChatUser) -> str:
+        return await self.stats_text() if self.is_admin(user) else REFUSAL
+
+    async def set_mode(self, user: ChatUser, mode: str) -> str:
+        return await self._set_mode(mode) if self.is_admin(user) else REFUSAL
+
+    async def _set_mode(self, mode: str) -> str:
+        mode = mode.lower()
+        if mode not in MODES:
+            return USAGE
+        old = await self.router.set_mode(mode)
+        note = " (unchanged)" if old == mode else ""
+        lines = [f"routing mode: {old} → {mode}{note}"]
+        if self.router.mode != mode:
+            lines.append(f"(this process runs with --mode {self.router.mode} until restarted)")
+        return "\n".join(lines)
+
+    async def stats_text(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        router = self.router
+        head = f"mode {router.mode} · map {router.taxonomy.version} · pool {router.pool_size}"
+        lines = ["crabbot routing", head]
+        for title, since in (("last 24 h", now - DAY_S), ("all time", None)):
+            lines += format_summary(title, await routing_stats.summary(router.conn, since))
+        return "\n".join(lines)
+
+    async def reset(self, conv_key: str) -> str:
+        removed = await self.memory.clear(conv_key)
+        if not removed:
+            return "Nothing to forget."
+        return f"Forgot this conversation ({removed} messages)."

@@ -1,0 +1,124 @@
+"""The agent: one message in, one reply out. History from memory, a routing decision, an
+upstream completion with the routed model, both turns stored, usage logged with the decision."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from openai.types.chat import ChatCompletionMessageParam
+
+from bot.chat_user import ChatUser
+from bot.language import apology
+from bot.memory import Memory, Turn
+from bot.upstream import AUTO_MODEL, Upstream, UpstreamError
+from router import EmptyMessageError, ModelRouter, RoutingDecision
+from router.routing_log import record_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the agent answers. `text` is None when no upstream is configured (routing only);
+    `decision` is None when the upstream routes by itself (model "auto")."""
+
+    text: str | None
+    decision: RoutingDecision | None
+    model: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _message(turn: Turn) -> ChatCompletionMessageParam:
+    if turn.role == "assistant":
+        return {"role": "assistant", "content": turn.content}
+    # In a group several people talk to the bot; the model needs to know who said what.
+    content = f"{turn.author}: {turn.content}" if turn.author else turn.content
+    return {"role": "user", "content": content}
+
+
+class Agent:
+    """Answers messages of one conversation in order, of different conversations at once."""
+
+    def __init__(
+        self, router: ModelRouter, memory: Memory, upstream: Upstream, system_prompt: str
+    ) -> None:
+        self.router = router
+        self.memory = memory
+        self.upstream = upstream
+        self.system_prompt = system_prompt
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: Counter[str] = Counter()
+
+    async def handle(self, conv_key: str, user: ChatUser | None, text: str) -> Reply:
+        """Answer `text`. Call it before any other await in a handler: the per-conversation lock
+        is taken at once and asyncio locks are fair, so replies keep the messages' order."""
+        if not text or not text.strip():
+            raise EmptyMessageError("the message is empty")
+        lock = self._locks.setdefault(conv_key, asyncio.Lock())
+        self._holders[conv_key] += 1
+        try:
+            async with lock:
+                return await self._answer(conv_key, user, text)
+        finally:
+            self._holders[conv_key] -= 1
+            if not self._holders[conv_key]:
+                del self._holders[conv_key]
+                del self._locks[conv_key]
+
+    async def _answer(self, conv_key: str, user: ChatUser | None, text: str) -> Reply:
+        history = await self.memory.history(conv_key)
+        decision: RoutingDecision | None = None
+        if self.upstream.auto:
+            model = AUTO_MODEL
+        else:
+            decision = await self.router.route(
+                text, [{"role": t.role, "content": t.content} for t in history], conv_key
+            )
+            model = decision.model
+        if not self.upstream.configured:
+            return Reply(None, decision, model)
+        author = user.name if user else None
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": self.system_prompt},
+            *(_message(turn) for turn in history),
+            _message(Turn("user", text, author)),
+        ]
+        try:
+            completion = await self.upstream.complete(model, messages)
+        except UpstreamError as exc:
+            return await self._failed(conv_key, text, decision, model, exc.reason)
+        except Exception as exc:  # whatever breaks, the chat must get an answer and go on
+            log.exception("upstream call failed unexpectedly")
+            return await self._failed(conv_key, text, decision, model, type(exc).__name__)
+        if decision is not None:
+            await self.router.record_usage(
+                decision, completion.prompt_tokens, completion.completion_tokens
+            )
+        await self.memory.add_exchange(conv_key, author, text, completion.text)
+        return Reply(completion.text, decision, model)
+
+    async def _failed(
+        self,
+        conv_key: str,
+        text: str,
+        decision: RoutingDecision | None,
+        model: str,
+        reason: str,
+    ) -> Reply:
+        self.router.counters["upstream_errors"] += 1
+        log.warning("no reply for %s (model %s): %s", conv_key, model, reason)
+        if decision is not None and decision.log_id is not None:
+            try:
+                await record_error(self.router.conn, decision.log_id, reason)
+            except Exception:
+                log.exception("could not record the upstream error")
+                self.router.counters["db_errors"] += 1
+        # The failed exchange is not stored: the next message starts from a clean history.
+        return Reply(apology(text), decision, model, error=reason)

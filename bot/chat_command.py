@@ -1,0 +1,36 @@
+"""`crabbot chat`: open the bot and talk to it in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+
+from rich.console import Console
+
+from bot.adapters.console import run_console, terminal_reader
+from bot.config import CrabbotConfig
+from bot.route_command import seed_progress
+from bot.runtime import BotCore
+from router import Secrets
+
+
+async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
+    out = Console()
+    err = Console(stderr=True)
+    progress, update = seed_progress(err)
+    try:
+        core = await BotCore.open(config, Secrets(), mode_override=args.mode, progress=update)
+    finally:
+        progress.stop()
+    try:
+        router = core.router
+        if router.routes_locally and router.mode != "off" and router.categorizer is None:
+            err.print(
+                f"[dim]note: {router.categorizer_missing or 'the categorizer is off'}; the local"
+                " signal decides alone[/dim]",
+                highlight=False,
+            )
+        await run_console(core, args.name or getpass.getuser(), terminal_reader(out), out)
+        return 0
+    finally:
+        await core.close()

@@ -1,0 +1,70 @@
+"""Wires one bot process together: router, memory, upstream, agent and admin commands on one
+database connection, opened and closed as a unit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.admin import Admin
+from bot.agent import Agent
+from bot.config import CrabbotConfig
+from bot.memory import Memory
+from bot.upstream import Upstream
+from router import ModelRouter, Secrets
+from router.embedder import Embedder
+
+
+def router_config(config: CrabbotConfig) -> CrabbotConfig:
+    """With upstream model "auto" the upstream routes: skip the local pool and the categorizer
+    (no seeding, no model load), keeping only the database for the admin commands."""
+    if config.upstream.model != "auto":
+        return config
+    return config.model_copy(
+        update={
+            "local": config.local.model_copy(update={"enabled": False}),
+            "categorizer": config.categorizer.model_copy(update={"enabled": False}),
+        }
+    )
+
+
+@dataclass
+class BotCore:
+    config: CrabbotConfig
+    router: ModelRouter
+    memory: Memory
+    upstream: Upstream
+    agent: Agent
+    admin: Admin
+
+    @classmethod
+    async def open(
+        cls,
+        config: CrabbotConfig,
+        secrets: Secrets | None = None,
+        *,
+        embedder: Embedder | None = None,
+        mode_override: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BotCore:
+        secrets = secrets or Secrets()
+        router = await ModelRouter.open(
+            router_config(config),
+            secrets,
+            embedder=embedder,
+            mode_override=mode_override,
+            progress=progress,
+        )
+        try:
+            memory = await Memory.open(router.conn, config.memory)
+            upstream = Upstream(config.upstream, secrets)
+        except BaseException:
+            await router.close()
+            raise
+        agent = Agent(router, memory, upstream, config.memory.system_prompt)
+        admin = Admin(router, memory, config.admins)
+        return cls(config, router, memory, upstream, agent, admin)
+
+    async def close(self) -> None:
+        await self.upstream.close()
+        await self.router.close()

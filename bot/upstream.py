@@ -1,0 +1,101 @@
+"""The upstream LLM: chat completions through the openai SDK's async client, against any
+OpenAI-compatible base URL; failures become one UpstreamError with a short reason."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from bot.config import UpstreamSettings
+from router import Secrets
+
+log = logging.getLogger(__name__)
+
+AUTO_MODEL = "auto"
+# Local OpenAI-compatible servers (llama.cpp, Ollama, vLLM) need no key, but the SDK wants one.
+PLACEHOLDER_KEY = "not-needed"
+MISSING_HINT = (
+    "no upstream configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a non-OpenAI server),"
+    " or upstream.base_url in the config, to get real replies"
+)
+
+
+class UpstreamError(Exception):
+    """The upstream gave no usable answer; `reason` is short and holds no secret."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def describe_error(exc: Exception) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "upstream: timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "upstream: connection failed"
+    if isinstance(exc, openai.APIStatusError):
+        return f"upstream: HTTP {exc.status_code}"
+    return f"upstream: {type(exc).__name__}"
+
+
+class Upstream:
+    """One client per process; `configured` is False when no key and no URL were given."""
+
+    def __init__(self, settings: UpstreamSettings, secrets: Secrets) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url or secrets.openai_base_url
+        self.configured = bool(self.base_url or secrets.openai_api_key)
+        self.client: openai.AsyncOpenAI | None = None
+        if self.configured:
+            self.client = openai.AsyncOpenAI(
+                api_key=secrets.openai_api_key or PLACEHOLDER_KEY,
+                base_url=self.base_url,
+                timeout=settings.timeout_s,
+                max_retries=settings.max_retries,
+            )
+
+    @property
+    def auto(self) -> bool:
+        """True when the upstream routes by itself (`model = "auto"`): the bot does not route."""
+        return self.settings.model == AUTO_MODEL
+
+    async def complete(
+        self, model: str, messages: Sequence[ChatCompletionMessageParam]
+    ) -> Completion:
+        if self.client is None:
+            raise UpstreamError("upstream: not configured")
+        # A fixed model in config (other than "auto") overrides the routed one.
+        model = self.settings.model or model
+        try:
+            response = await self.client.chat.completions.create(
+                model=model,
+                messages=list(messages),
+                **({"max_tokens": self.settings.max_tokens} if self.settings.max_tokens else {}),
+            )
+        except openai.APIError as exc:
+            raise UpstreamError(describe_error(exc)) from exc
+        if not response.choices or not response.choices[0].message.content:
+            raise UpstreamError("upstream: empty answer")
+        usage = response.usage
+        return Completion(
+            text=response.choices[0].message.content,
+            model=response.model or model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()

@@ -1,0 +1,153 @@
+"""Routing statistics: pure queries over the routing log, each taking the connection and an
+optional since-timestamp (unix seconds; None means all time)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import aiosqlite
+
+# The columns a decision can be counted by; a whitelist, since the name goes into the SQL text.
+GROUP_COLUMNS = ("tier", "category", "source", "mode", "model")
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often the local signal agreed with the LLM on rows where both answered."""
+
+    compared: int
+    same_category: int
+    same_tier: int
+
+    @property
+    def category_rate(self) -> float | None:
+        return self.same_category / self.compared if self.compared else None
+
+    @property
+    def tier_rate(self) -> float | None:
+        return self.same_tier / self.compared if self.compared else None
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Categorizer latency over the rows where the LLM answered, in milliseconds."""
+
+    count: int
+    median_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    since: float | None
+    total: int
+    by_tier: dict[str, int]
+    by_category: dict[str, int]
+    by_source: dict[str, int]
+    fallbacks: int
+    errors: int
+    agreement: Agreement
+    llm_latency: Latency
+
+
+def _where(since: float | None, *conditions: str) -> tuple[str, tuple[float, ...]]:
+    parts = list(conditions)
+    params: tuple[float, ...] = ()
+    if since is not None:
+        parts.append("at >= ?")
+        params = (since,)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+async def total_decisions(conn: aiosqlite.Connection, since: float | None = None) -> int:
+    where, params = _where(since)
+    async with conn.execute(f"SELECT COUNT(*) FROM routing_log{where}", params) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def count_by(
+    conn: aiosqlite.Connection, column: str, since: float | None = None
+) -> dict[str, int]:
+    """Decisions per value of `column` (NULL shown as '-'), largest first."""
+    if column not in GROUP_COLUMNS:
+        raise ValueError(f"cannot group by {column!r}; choose one of {', '.join(GROUP_COLUMNS)}")
+    where, params = _where(since)
+    sql = (
+        f"SELECT COALESCE({column}, '-'), COUNT(*) AS n FROM routing_log{where}"
+        f" GROUP BY 1 ORDER BY n DESC, 1"
+    )
+    async with conn.execute(sql, params) as cursor:
+        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+
+
+async def fallbacks_and_errors(
+    conn: aiosqlite.Connection, since: float | None = None
+) -> tuple[int, int]:
+    """(decisions with source 'fallback', rows carrying any error: signal or upstream)."""
+    where, params = _where(since)
+    sql = (
+        "SELECT COALESCE(SUM(source = 'fallback'), 0), COALESCE(SUM(error IS NOT NULL), 0)"
+        f" FROM routing_log{where}"
+    )
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def knn_agreement(conn: aiosqlite.Connection, since: float | None = None) -> Agreement:
+    """Category and tier agreement where both signals answered. The LLM decided those rows
+    (source 'llm'), so the row's tier is the LLM's tier."""
+    where, params = _where(
+        since, "llm_category IS NOT NULL", "knn_category IS NOT NULL", "source = 'llm'"
+    )
+    sql = (
+        "SELECT COUNT(*), COALESCE(SUM(knn_category = llm_category), 0),"
+        f" COALESCE(SUM(knn_tier = tier), 0) FROM routing_log{where}"
+    )
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return Agreement(0, 0, 0)
+    return Agreement(int(row[0]), int(row[1]), int(row[2]))
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = min(len(sorted_values), max(1, math.ceil(fraction * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def median(sorted_values: list[float]) -> float | None:
+    if not sorted_values:
+        return None
+    middle = len(sorted_values) // 2
+    if len(sorted_values) % 2:
+        return sorted_values[middle]
+    return (sorted_values[middle - 1] + sorted_values[middle]) / 2
+
+
+async def categorizer_latency(conn: aiosqlite.Connection, since: float | None = None) -> Latency:
+    where, params = _where(since, "llm_latency_ms IS NOT NULL")
+    sql = f"SELECT llm_latency_ms FROM routing_log{where} ORDER BY llm_latency_ms"
+    async with conn.execute(sql, params) as cursor:
+        values = [float(row[0]) for row in await cursor.fetchall()]
+    return Latency(len(values), median(values), percentile(values, 0.95))
+
+
+async def summary(conn: aiosqlite.Connection, since: float | None = None) -> Summary:
+    fallbacks, errors = await fallbacks_and_errors(conn, since)
+    return Summary(
+        since=since,
+        total=await total_decisions(conn, since),
+        by_tier=await count_by(conn, "tier", since),
+        by_category=await count_by(conn, "category", since),
+        by_source=await count_by(conn, "source", since),
+        fallbacks=fallbacks,
+        errors=errors,
+        agreement=await knn_agreement(conn, since),
+        llm_latency=await categorizer_latency(conn, since),
+    )

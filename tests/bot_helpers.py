@@ -1,0 +1,45 @@
+"""Helpers for the chat bot's tests: a BotCore on a test database, with a fake upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bot.runtime import BotCore
+from router import Secrets
+from router.embedder import Embedder
+from tests.conftest import make_config
+
+TELEGRAM_ADMIN = 7001
+DISCORD_ADMIN = 8001
+NO_SECRETS = Secrets(
+    groq_api_key=None,
+    openai_api_key=None,
+    openai_base_url=None,
+    telegram_bot_token=None,
+    discord_bot_token=None,
+)
+
+
+async def open_core(
+    db: Path,
+    embedder: Embedder,
+    upstream_url: str | None,
+    *,
+    mode: str = "live",
+    secrets: Secrets = NO_SECRETS,
+    **sections: dict[str, Any],
+) -> BotCore:
+    upstream = {"max_retries": 0, "timeout_s": 10.0} | sections.pop("upstream", {})
+    if upstream_url is not None:
+        upstream["base_url"] = upstream_url
+    admins = {"telegram": [TELEGRAM_ADMIN], "discord": [DISCORD_ADMIN]} | sections.pop("admins", {})
+    config = make_config(db, mode, upstream=upstream, admins=admins, **sections)
+    return await BotCore.open(config, secrets, embedder=embedder)
+
+
+async def log_rows(core: BotCore, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict]:
+    async with core.router.conn.execute(
+        f"SELECT * FROM routing_log WHERE {where} ORDER BY id", params
+    ) as cursor:
+        return [dict(row) for row in await cursor.fetchall()]

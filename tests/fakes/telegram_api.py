@@ -1,0 +1,216 @@
+"""A fake Telegram Bot API server: feeds updates to a real python-telegram-bot Application
+through getUpdates long polling, records every call the bot makes, and rejects Markdown that
+Telegram would reject."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.server import LocalServer
+
+TOKEN = "123456:TEST-TOKEN"
+BOT_ID = 123456
+BOT_USERNAME = "crabbot_test_bot"
+RAW_FIELDS = {"text", "parse_mode", "action", "emoji"}  # strings PTB sends without JSON encoding
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def markdown_is_valid(text: str) -> bool:
+    """Telegram's legacy Markdown fails on an unclosed entity; an odd count is a fair proxy."""
+    rest = text.replace("```", "")
+    return all(rest.count(mark) % 2 == 0 for mark in ("*", "_", "`"))
+
+
+class FakeTelegram:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._updates: list[dict[str, Any]] = []
+        self._update_id = 1000
+        self._message_id = 1
+        self.changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self.server = LocalServer(app)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> FakeTelegram:
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.url}/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        return f"{self.server.url}/file/bot"
+
+    # -- what the bot did ------------------------------------------------------------------------
+
+    def sent(self, chat_id: int | None = None, method: str = "sendMessage") -> list[dict[str, Any]]:
+        return [
+            params
+            for name, params in self.calls
+            if name == method and (chat_id is None or params.get("chat_id") == chat_id)
+        ]
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        return [params["text"] for params in self.sent(chat_id)]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Wait until `condition()` holds; it is checked after every call the bot makes."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(condition), timeout)
+
+    # -- feeding updates -------------------------------------------------------------------------
+
+    def _next_message_id(self) -> int:
+        self._message_id += 1
+        return self._message_id
+
+    async def push_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int = 42,
+        first_name: str = "Mom",
+        chat_type: str | None = None,
+        mention: bool = False,
+        reply_to_bot: bool = False,
+        thread_id: int | None = None,
+    ) -> int:
+        """Queue a message update (a group when chat_id < 0); returns its message id."""
+        chat_type = chat_type or ("supergroup" if chat_id < 0 else "private")
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat["first_name"] = first_name
+        else:
+            chat["title"] = "Family"
+        entities = []
+        if mention:
+            handle = f"@{BOT_USERNAME}"
+            text = f"{handle} {text}"
+            entities.append({"type": "mention", "offset": 0, "length": utf16_len(handle)})
+        message: dict[str, Any] = {
+            "message_id": self._next_message_id(),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+            "text": text,
+        }
+        if entities:
+            message["entities"] = entities
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
+        if reply_to_bot:
+            message["reply_to_message"] = {
+                "message_id": 1,
+                "date": int(time.time()),
+                "chat": chat,
+                "from": self._me(),
+                "text": "an earlier answer",
+            }
+        async with self.changed:
+            self._update_id += 1
+            self._updates.append({"update_id": self._update_id, "message": message})
+            self.changed.notify_all()
+        return int(message["message_id"])
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _me() -> dict[str, Any]:
+        return {
+            "id": BOT_ID,
+            "is_bot": True,
+            "first_name": "crabbot",
+            "username": BOT_USERNAME,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    @staticmethod
+    def _params(form: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for key, value in form.items():
+            if key in RAW_FIELDS:
+                params[key] = value
+                continue
+            try:
+                params[key] = json.loads(value)
+            except (TypeError, ValueError):
+                params[key] = value
+        return params
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != TOKEN:
+            return self._error(401, "Unauthorized")
+        method = request.match_info["method"]
+        params = self._params(await request.post())
+        if method == "getUpdates":
+            return self._ok(await self._get_updates(params))
+        async with self.changed:
+            self.calls.append((method, params))
+            self.changed.notify_all()
+        if method == "getMe":
+            return self._ok(self._me())
+        if method in ("deleteWebhook", "setMyCommands", "sendChatAction"):
+            return self._ok(True)
+        if method == "getChatMember":
+            return self._ok({"status": "member", "user": self._me()})
+        if method == "sendMessage":
+            if params.get("parse_mode") and not markdown_is_valid(params["text"]):
+                return self._error(400, "Bad Request: can't parse entities: unclosed entity")
+            return self._ok(self._sent_message(params))
+        return self._error(404, "Not Found")
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        timeout = float(params.get("timeout") or 0)
+        async with self.changed:
+            # Telegram forgets updates below the offset the bot acknowledged.
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            if not self._updates and timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.changed.wait_for(lambda: bool(self._updates)), timeout
+                    )
+            return list(self._updates)
+
+    def _sent_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = params["chat_id"]
+        chat = {"id": chat_id, "type": "supergroup" if int(chat_id) < 0 else "private"}
+        return {
+            "message_id": self._next_message_id(),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self._me(),
+            "text": params["text"],
+        }
+
+    @staticmethod
+    def _ok(result: Any) -> web.Response:
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    def _error(code: int, description: str) -> web.Response:
+        return web.json_response(
+            {"ok": False, "error_code": code, "description": description}, status=code
+        )

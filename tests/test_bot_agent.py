@@ -1,0 +1,212 @@
+"""The agent with the real router and bundled model, talking through the real openai SDK to a
+fake OpenAI-compatible server: routed models, "auto", usage, failures, memory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.chat_user import ChatUser
+from bot.language import APOLOGIES
+from bot.upstream import MISSING_HINT, Upstream
+from router import EmptyMessageError, Secrets
+from tests.bot_helpers import NO_SECRETS, log_rows, open_core
+from tests.fakes.openai_api import FakeOpenAI
+
+MOM = ChatUser("telegram", 42, "Mom")
+CODING = "Write a Python function that removes duplicates from a list but keeps the order"
+GREETING = "Good morning everyone! Hope you all slept well"
+
+
+@pytest.fixture
+async def upstream():
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def core(seeded_db, embedder, upstream):
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    yield core
+    await core.close()
+
+
+async def test_reply_comes_from_the_routed_model_and_usage_is_logged(core, upstream):
+    for text in (GREETING, CODING):
+        reply = await core.agent.handle("telegram:1", MOM, text)
+        assert reply.ok and reply.decision is not None
+        assert reply.text == f"[{reply.decision.model}] Mom: {text}"
+    rows = await log_rows(core)
+    assert [row["prompt"] for row in rows] == [GREETING, CODING]
+    assert upstream.models == [core.config.models.for_tier(row["tier"]) for row in rows]
+    assert all(row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 for row in rows)
+
+
+async def test_history_is_sent_and_stored(core, upstream):
+    await core.agent.handle("telegram:1", MOM, "My name is Mom and I like tea")
+    await core.agent.handle("telegram:2", MOM, "another conversation")
+    await core.agent.handle("telegram:1", MOM, "What do I like?")
+    last = upstream.requests[-1]["messages"]
+    assert last[0]["role"] == "system"
+    assert [m["content"] for m in last[1:]] == [
+        "Mom: My name is Mom and I like tea",
+        "[" + upstream.requests[0]["model"] + "] Mom: My name is Mom and I like tea",
+        "Mom: What do I like?",
+    ]
+
+
+async def test_memory_is_trimmed_to_max_turns(seeded_db, embedder, upstream):
+    core = await open_core(seeded_db, embedder, upstream.base_url, memory={"max_turns": 4})
+    try:
+        for n in range(5):
+            await core.agent.handle("console:me", None, f"message number {n}")
+        history = await core.memory.history("console:me")
+        assert [t.content for t in history if t.role == "user"] == [
+            "message number 3",
+            "message number 4",
+        ]
+        # Older turns are deleted, not only hidden.
+        async with core.router.conn.execute("SELECT COUNT(*) FROM messages") as cursor:
+            assert (await cursor.fetchone())[0] == 4
+    finally:
+        await core.close()
+
+
+async def test_memory_keeps_to_the_token_budget(seeded_db, embedder, upstream):
+    core = await open_core(
+        seeded_db, embedder, upstream.base_url, memory={"max_tokens": 400, "system_prompt": "Hi"}
+    )
+    try:
+        for n in range(6):
+            await core.agent.handle("console:me", None, f"{n} " + "word " * 80)
+        history = await core.memory.history("console:me")
+        assert 0 < len(history) < 12
+        assert history[0].role == "user" and history[-1].content.startswith("[")
+    finally:
+        await core.close()
+
+
+async def test_auto_model_skips_routing_and_asks_for_auto(seeded_db, embedder, upstream):
+    core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"model": "auto"})
+    try:
+        assert core.router.pool is None and not core.router.routes_locally
+        for text in (GREETING, CODING, "晚饭几点？"):
+            reply = await core.agent.handle("discord:9", None, text)
+            assert reply.ok and reply.decision is None and reply.model == "auto"
+        assert upstream.models == ["auto", "auto", "auto"]
+        assert await log_rows(core) == []
+    finally:
+        await core.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "language"),
+    [
+        (500, "Can you help me with my homework?", "en"),
+        (429, "今天天气怎么样？", "zh-Hans"),
+        (503, "今日は何を食べましょうか", "ja"),
+    ],
+)
+async def test_upstream_error_apologises_records_and_recovers(
+    core, upstream, status, text, language
+):
+    upstream.failures.append(status)
+    reply = await core.agent.handle("telegram:5", MOM, text)
+    assert reply.text == APOLOGIES[language]
+    assert reply.error == f"upstream: HTTP {status}"
+    (row,) = await log_rows(core)
+    assert row["error"].endswith(f"upstream: HTTP {status}") and row["prompt_tokens"] is None
+    assert core.router.counters["upstream_errors"] == 1
+    assert await core.memory.history("telegram:5") == []
+
+    again = await core.agent.handle("telegram:5", MOM, text)
+    assert again.ok and again.text.endswith(text)
+
+
+async def test_refused_connection_apologises(seeded_db, embedder, upstream):
+    url = upstream.base_url
+    await upstream.stop()
+    core = await open_core(seeded_db, embedder, url)
+    try:
+        reply = await core.agent.handle("console:me", None, "are you there?")
+        assert reply.text == APOLOGIES["en"] and reply.error == "upstream: connection failed"
+        (row,) = await log_rows(core)
+        assert row["error"].endswith("upstream: connection failed")
+    finally:
+        await core.close()
+
+
+async def test_timeout_apologises(seeded_db, embedder, upstream):
+    release = asyncio.Event()
+
+    async def never(body):
+        await release.wait()
+        return "too late"
+
+    upstream.reply = never
+    core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"timeout_s": 0.5})
+    try:
+        reply = await core.agent.handle("console:me", None, "hello?")
+        assert reply.error == "upstream: timeout" and reply.text == APOLOGIES["en"]
+    finally:
+        release.set()
+        await core.close()
+
+
+async def test_no_upstream_still_routes(seeded_db, embedder):
+    core = await open_core(seeded_db, embedder, None)
+    try:
+        assert not core.upstream.configured
+        reply = await core.agent.handle("console:me", None, CODING)
+        assert reply.text is None and reply.decision is not None
+        assert reply.decision.log_id is not None
+        assert "OPENAI_API_KEY" in MISSING_HINT
+    finally:
+        await core.close()
+
+
+async def test_empty_message_is_refused(core):
+    with pytest.raises(EmptyMessageError):
+        await core.agent.handle("console:me", None, "   ")
+
+
+def test_environment_is_honoured_when_config_names_no_upstream(monkeypatch):
+    from bot.config import UpstreamSettings
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    upstream = Upstream(UpstreamSettings(), Secrets())
+    assert upstream.configured and upstream.client is not None
+    assert str(upstream.client.base_url) == "http://127.0.0.1:9/v1/"
+    assert upstream.client.api_key == "sk-from-env"
+    configured = Upstream(UpstreamSettings(base_url="http://127.0.0.1:8/v1"), NO_SECRETS)
+    assert configured.configured and configured.client.api_key == "not-needed"
+    assert not Upstream(UpstreamSettings(), NO_SECRETS).configured
+
+
+async def test_conversations_run_at_once_each_in_order(core, upstream):
+    """50 messages in 10 conversations, all at once: each reply answers its own message, and
+    each conversation's history shows its messages in the order they were sent."""
+    order = list(range(50))
+
+    async def jittered(body):
+        # Answer out of arrival order, so ordering comes from the agent, not from luck.
+        await asyncio.sleep(0.001 * (hash(body["messages"][-1]["content"]) % 7))
+        return f"re: {body['messages'][-1]['content']}"
+
+    upstream.reply = jittered
+    replies = await asyncio.gather(
+        *(
+            core.agent.handle(f"telegram:{n % 10}", None, f"conv {n % 10} msg {n // 10}")
+            for n in order
+        )
+    )
+    for n, reply in zip(order, replies, strict=True):
+        assert reply.text == f"re: conv {n % 10} msg {n // 10}"
+    for conv in range(10):
+        history = await core.memory.history(f"telegram:{conv}")
+        assert [t.content for t in history if t.role == "user"] == [
+            f"conv {conv} msg {m}" for m in range(5)
+        ]
