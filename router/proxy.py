@@ -1,0 +1,133 @@
+"""`crabbot proxy`: open the router and the provider client, and serve the OpenAI-compatible app
+with uvicorn until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import socket
+import sys
+from collections.abc import Callable
+
+import uvicorn
+from starlette.applications import Starlette
+
+from router.config import RouterConfig, Secrets
+from router.proxy_app import create_app
+from router.proxy_provider import Provider
+from router.router import ModelRouter, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+
+class ProxyServer:
+    """A uvicorn server for the app on a socket bound before start, so port 0 works (tests)."""
+
+    def __init__(self, app: Starlette, host: str, port: int, access_log: bool = False) -> None:
+        self.host = host
+        self._socket = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
+        )
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            access_log=access_log,
+            log_level="info" if access_log else "warning",
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    async def start(self) -> ProxyServer:
+        self._task = asyncio.create_task(self.server.serve(sockets=[self._socket]))
+        while not self.server.started:
+            if self._task.done():
+                await self._task  # raises the reason it could not start
+                raise RuntimeError("the proxy server stopped before it started")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await self._task
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.wait()
+        self._socket.close()
+
+
+async def serve(
+    config: RouterConfig,
+    secrets: Secrets | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    progress: ProgressCallback | None = None,
+    on_ready: Callable[[ProxyServer, ModelRouter], None] | None = None,
+) -> None:
+    """Run the proxy until the server stops (Ctrl-C); the router and client are closed after."""
+    secrets = secrets or Secrets()
+    settings = config.proxy
+    router = await ModelRouter.open(config, secrets, progress=progress)
+    provider = Provider.from_settings(settings, secrets)
+    try:
+        server = ProxyServer(
+            create_app(router, provider),
+            host or settings.host,
+            settings.port if port is None else port,
+            settings.access_log,
+        )
+        await server.start()
+        if on_ready is not None:
+            on_ready(server, router)
+        await server.wait()
+    finally:
+        await provider.close()
+        await router.close()
+
+
+def _print_seed_progress(done: int, total: int) -> None:
+    if done >= total or done == min(32, total):
+        print(f"embedding the seed pool: {done}/{total}", file=sys.stderr, flush=True)
+
+
+async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
+    """The `crabbot proxy` subcommand: --host and --port override the [proxy] section."""
+    settings = config.proxy
+    host = args.host or settings.host
+    if not settings.client_keys and not ipaddress.ip_address(_resolve(host)).is_loopback:
+        print(
+            f"warning: listening on {host} with no proxy.client_keys: anyone who can reach it"
+            " can spend the provider key",
+            file=sys.stderr,
+        )
+
+    def ready(server: ProxyServer, router: ModelRouter) -> None:
+        keys = len(settings.client_keys)
+        print(
+            f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
+            f" {router.pool_size}, client keys {keys or 'none: open'}); Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    await serve(config, host=host, port=args.port, progress=_print_seed_progress, on_ready=ready)
+    return 0
+
+
+def _resolve(host: str) -> str:
+    try:
+        return socket.getaddrinfo(host, None)[0][4][0]
+    except (socket.gaierror, IndexError):
+        return "0.0.0.0"

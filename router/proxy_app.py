@@ -1,0 +1,244 @@
+"""The proxy's HTTP app (Starlette): OpenAI-compatible chat completions that route
+`model="auto"` with the ModelRouter and say what was decided in X-Crabbot-* headers."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+import anyio
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from router import routing_log
+from router.decision import RoutingDecision
+from router.proxy_errors import ProxyError, bad_request, unauthorized
+from router.proxy_provider import (
+    HOP_HEADER,
+    Provider,
+    ProviderStream,
+    Usage,
+    failure,
+    usage_of,
+)
+from router.proxy_request import SESSION_HEADER, ChatRequest, parse_chat_request, read_body
+from router.router import EmptyMessageError, ModelRouter
+from router.taxonomy import TIERS
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one request goes, and the headers that tell the client why."""
+
+    model: str
+    decision: RoutingDecision | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def decision_headers(decision: RoutingDecision) -> dict[str, str]:
+    headers = {
+        "X-Crabbot-Tier": decision.tier,
+        "X-Crabbot-Source": decision.source,
+        "X-Crabbot-Model": decision.model,
+        "X-Crabbot-Routing-Ms": f"{decision.latency_ms:.2f}",
+    }
+    if decision.category is not None:
+        headers["X-Crabbot-Category"] = decision.category
+    if decision.log_id is not None:
+        headers["X-Crabbot-Log-Id"] = str(decision.log_id)
+    return headers
+
+
+class ChatProxy:
+    """The request handlers, sharing one router and one provider client."""
+
+    def __init__(self, router: ModelRouter, provider: Provider) -> None:
+        self.router = router
+        self.provider = provider
+        self.settings = router.config.proxy
+        self._keys = [key.encode() for key in self.settings.client_keys]
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        if not self._keys:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise unauthorized(
+                "You didn't provide an API key: send it as 'Authorization: Bearer <key>'."
+            )
+        offered = given.strip().encode()
+        # Compare with every key, so the time taken says nothing about which one nearly matched.
+        matches = [hmac.compare_digest(offered, key) for key in self._keys]
+        if not any(matches):
+            raise unauthorized("Incorrect API key provided.")
+
+    @staticmethod
+    def _refuse_loops(request: Request) -> None:
+        if HOP_HEADER.lower() in request.headers:
+            raise ProxyError(
+                508,
+                "the proxy received its own forwarded request: point proxy.base_url (or"
+                " OPENAI_BASE_URL) at the provider, not at this proxy",
+                type_="upstream_error",
+                code="proxy_loop",
+            )
+
+    # -- routing -------------------------------------------------------------------------------
+
+    async def _target(self, chat: ChatRequest) -> Target:
+        models = self.router.config.models
+        if chat.model == AUTO:
+            try:
+                decision = await self.router.route(
+                    chat.route_text, chat.history, conv_key=chat.session_key
+                )
+            except EmptyMessageError:
+                raise bad_request(
+                    "the last user message has no text to route", "messages"
+                ) from None
+            return Target(decision.model, decision, decision_headers(decision))
+        if chat.model in TIERS:
+            model = models.for_tier(chat.model)
+            headers = {"X-Crabbot-Tier": chat.model, "X-Crabbot-Source": "alias"}
+            return Target(model, None, headers | {"X-Crabbot-Model": model})
+        headers = {"X-Crabbot-Source": "passthrough"}
+        tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
+        if tier is not None:
+            headers["X-Crabbot-Tier"] = tier
+        return Target(chat.model, None, headers)
+
+    async def _note_failure(self, target: Target, error: ProxyError) -> None:
+        log.warning(
+            "provider call for model %s failed: HTTP %d, %s", target.model, error.status, error
+        )
+        if target.decision is None or target.decision.log_id is None:
+            return
+        try:
+            await routing_log.record_error(
+                self.router.conn, target.decision.log_id, f"provider: {error.message}"
+            )
+        except aiosqlite.Error:
+            log.exception("could not record the provider failure in the routing log")
+
+    async def _record_usage(self, decision: RoutingDecision | None, usage: Usage | None) -> None:
+        if decision is not None and usage is not None:
+            await self.router.record_usage(decision, usage.prompt_tokens, usage.completion_tokens)
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        self._refuse_loops(request)
+        self._authorize(request)
+        raw = await read_body(request, self.settings.max_body_bytes)
+        chat = parse_chat_request(raw, request.headers.get(SESSION_HEADER))
+        target = await self._target(chat)
+        try:
+            if chat.stream:
+                return await self._stream(chat, target)
+            return await self._complete(chat, target)
+        except ProxyError as error:
+            await self._note_failure(target, error)
+            return error.response(target.headers)
+
+    async def _complete(self, chat: ChatRequest, target: Target) -> Response:
+        raw, data = await self.provider.complete(target.model, chat.body)
+        if not data.get("model"):
+            data["model"] = target.model
+            raw = json.dumps(data).encode()
+        usage = usage_of(data)
+        task = BackgroundTask(self._record_usage, target.decision, usage) if usage else None
+        return Response(raw, media_type="application/json", headers=target.headers, background=task)
+
+    async def _stream(self, chat: ChatRequest, target: Target) -> Response:
+        stream = await self.provider.open_stream(target.model, chat.body, chat.wants_usage)
+        headers = target.headers | {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            self._relay(stream, target), media_type="text/event-stream", headers=headers
+        )
+
+    async def _relay(self, stream: ProviderStream, target: Target) -> AsyncIterator[bytes]:
+        try:
+            async for event in stream.events():
+                yield event
+        except Exception as exc:  # the status line is gone: the error becomes the last event
+            error = failure(exc)
+            await self._note_failure(target, error)
+            yield f"data: {json.dumps(error.body())}\n\n".encode()
+        finally:
+            # Runs when the client hangs up too; the shield lets the cleanup finish then.
+            with anyio.CancelScope(shield=True):
+                await stream.close()
+                await self._record_usage(target.decision, stream.usage)
+
+    async def models(self, request: Request) -> Response:
+        self._authorize(request)
+        configured = [self.router.config.models.for_tier(tier) for tier in TIERS]
+        names = [AUTO, *TIERS, *dict.fromkeys(configured)]
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "crabbot" if name == AUTO or name in TIERS else "provider",
+            }
+            for name in names
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse(
+            {"status": "ok", "mode": self.router.mode, "pool_size": self.router.pool_size}
+        )
+
+
+async def _proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    error = ProxyError(exc.status_code, str(exc.detail), code=code)
+    return error.response(dict(exc.headers) if exc.headers else None)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("the proxy failed on %s %s", request.method, request.url.path, exc_info=exc)
+    return ProxyError(500, "the proxy failed on this request", type_="server_error").response()
+
+
+def create_app(router: ModelRouter, provider: Provider) -> Starlette:
+    """The ASGI app; the caller owns (opens and closes) the router and the provider."""
+    proxy = ChatProxy(router, provider)
+    routes = [
+        Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
+        Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
+        Route("/v1/models", proxy.models, methods=["GET"]),
+        Route("/models", proxy.models, methods=["GET"]),
+        Route("/healthz", proxy.healthz, methods=["GET"]),
+    ]
+    handlers: dict[Any, Any] = {
+        ProxyError: _proxy_error,
+        HTTPException: _http_error,
+        Exception: _server_error,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.proxy = proxy
+    return app

@@ -1,0 +1,52 @@
+"""Errors the proxy answers with, in the OpenAI wire format ({"error": {message, type, ...}})."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+
+class ProxyError(Exception):
+    """Raised anywhere in a request's handling; the app turns it into one OpenAI-format reply."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def bad_request(message: str, param: str | None = None) -> ProxyError:
+    return ProxyError(400, message, param=param, code="invalid_request")
+
+
+def unauthorized(message: str) -> ProxyError:
+    return ProxyError(401, message, code="invalid_api_key")
+
+
+def provider_failed(message: str) -> ProxyError:
+    return ProxyError(502, message, type_="upstream_error", code="provider_error")

@@ -1,0 +1,126 @@
+"""Reading and checking one chat completions request: size limit, JSON shape, the text to route."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from router.proxy_errors import bad_request
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_SESSION_KEY_CHARS = 256
+SESSION_HEADER = "x-session-key"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A checked request: what the client asked for and what the router needs from it."""
+
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    wants_usage: bool
+    route_text: str
+    history: list[dict[str, Any]]
+    session_key: str | None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise bad_request(f"the request body is over the proxy's limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise bad_request(f"the request body is over the proxy's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text" and "text" in part
+        )
+    return ""
+
+
+def _check_message(index: int, message: Any) -> None:
+    param = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise bad_request(f"{param} must be an object", param)
+    role = message.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        raise bad_request(f"{param}.role must be one of {', '.join(sorted(ROLES))}", param)
+    content = message.get("content")
+    if content is None:
+        if role == "user":
+            raise bad_request(f"{param}.content is required for a user message", param)
+        return
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise bad_request(f"{param}.content must be a string or an array of parts", param)
+    for number, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise bad_request(f"{param}.content[{number}] must be an object with a type", param)
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise bad_request(f"{param}.content[{number}].text must be a string", param)
+
+
+def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
+    """Check the body; raise a 400 ProxyError naming the first problem."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise bad_request("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    model = body.get("model")
+    if model is None:
+        raise bad_request("you must provide a model parameter", "model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("model must be a non-empty string", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages must be a non-empty array", "messages")
+    for index, message in enumerate(messages):
+        _check_message(index, message)
+    last_user = max(
+        (index for index, message in enumerate(messages) if message["role"] == "user"),
+        default=None,
+    )
+    if last_user is None:
+        raise bad_request("messages must include a user message", "messages")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request("stream must be a boolean", "stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("stream_options must be an object", "stream_options")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise bad_request("user must be a string", "user")
+    session_key = session_header or user or None
+    if session_key is not None and len(session_key) > MAX_SESSION_KEY_CHARS:
+        raise bad_request(f"the session key is over {MAX_SESSION_KEY_CHARS} characters", "user")
+    return ChatRequest(
+        model=model,
+        body=body,
+        stream=bool(stream),
+        wants_usage=bool(options and options.get("include_usage")),
+        route_text=message_text(messages[last_user]["content"]),
+        history=messages[:last_user],
+        session_key=session_key,
+    )

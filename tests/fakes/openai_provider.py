@@ -1,0 +1,124 @@
+"""An OpenAI-compatible chat completions provider on 127.0.0.1: answers at once (JSON or SSE
+chunks, with usage), can be told to fail, and records the model and key of every request."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+PROMPT_TOKENS = 11
+COMPLETION_TOKENS = 7
+STREAM_PIECES = ("Hello", " from", " the", " fake", " provider.")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the provider received it."""
+
+    model: str
+    stream: bool
+    body: dict[str, Any]
+    authorization: str | None
+    headers: dict[str, str]  # lower-case names
+
+
+@dataclass
+class FakeProvider:
+    """POST /v1/chat/completions; `fail_status` set makes every answer that HTTP error."""
+
+    requests: list[Seen] = field(default_factory=list)
+    fail_status: int | None = None
+    base_url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> FakeProvider:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._completions)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def models(self) -> list[str]:
+        return [seen.model for seen in self.requests]
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = str(body.get("model"))
+        stream = bool(body.get("stream"))
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(
+            Seen(model, stream, body, request.headers.get("Authorization"), headers)
+        )
+        if self.fail_status is not None:
+            error = {"error": {"message": "the fake provider is failing", "type": "server_error"}}
+            return web.json_response(error, status=self.fail_status)
+        if stream:
+            return await self._stream(request, body, model)
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply_text(model)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage(),
+            }
+        )
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], model: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0}
+        base["model"] = model
+
+        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+            chunk = base | {"choices": choices} | extra
+            if include_usage and "usage" not in extra:
+                chunk["usage"] = None
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
+        for piece in STREAM_PIECES:
+            await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+        await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if include_usage:
+            await send([], usage=usage())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def reply_text(model: str) -> str:
+    return f"answer from {model}"
+
+
+def usage() -> dict[str, int]:
+    total = PROMPT_TOKENS + COMPLETION_TOKENS
+    return {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": total,
+    }

@@ -1,0 +1,374 @@
+"""The routing proxy over real HTTP: the openai SDK as its client, a real uvicorn server, a fake
+provider on 127.0.0.1 that records each request's model, and the real bundled embedding model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from bot.config import CrabbotConfig
+from router import ModelRouter, Secrets
+from router.proxy import ProxyServer
+from router.proxy_app import create_app
+from router.proxy_provider import HOP_HEADER, Provider
+from tests.conftest import make_config
+from tests.fakes.openai_provider import (
+    COMPLETION_TOKENS,
+    PROMPT_TOKENS,
+    STREAM_PIECES,
+    FakeProvider,
+    reply_text,
+)
+
+CLIENT_KEY = "client-key-for-tests"
+PROVIDER_KEY = "provider-key-never-leaves"
+CODING = "Write a Python function that removes duplicates from a list but keeps the order"
+GREETING = "Good morning everyone! Hope you all slept well"
+STRONG, CHEAP = "gpt-4.1", "gpt-4.1-nano"
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    router: ModelRouter
+    config: CrabbotConfig
+
+    def client(self, key: str | None = CLIENT_KEY, **kwargs: Any) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.url, api_key=key or "", max_retries=0, **kwargs)
+
+    async def rows(self, where: str = "1") -> list[dict[str, Any]]:
+        async with self.router.conn.execute(
+            f"SELECT * FROM routing_log WHERE {where} ORDER BY id"
+        ) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def rows_when(self, where: str, count: int) -> list[dict[str, Any]]:
+        """The log rows matching `where` once there are `count` of them (usage is written just
+        after the response goes out), or whatever is there after two seconds."""
+        for _ in range(200):
+            rows = await self.rows(where)
+            if len(rows) >= count:
+                return rows
+            await asyncio.sleep(0.01)
+        return await self.rows(where)
+
+
+@asynccontextmanager
+async def running_proxy(
+    db: Path, embedder: Any, provider_url: str, **proxy: Any
+) -> AsyncIterator[RunningProxy]:
+    settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY], "max_retries": 0} | proxy
+    config = make_config(db, categorizer={"enabled": False}, proxy=settings)
+    router = await ModelRouter.open(config, Secrets(groq_api_key=None), embedder=embedder)
+    provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
+    server = await ProxyServer(create_app(router, provider), "127.0.0.1", 0).start()
+    try:
+        yield RunningProxy(server.base_url, router, config)
+    finally:
+        await server.stop()
+        await provider.close()
+        await router.close()
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[FakeProvider]:
+    fake = await FakeProvider().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def proxy(seeded_db, embedder, provider) -> AsyncIterator[RunningProxy]:
+    async with running_proxy(seeded_db, embedder, provider.base_url, max_body_bytes=4096) as p:
+        yield p
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# -- model="auto" --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "tier", "model"), [(CODING, "strong", STRONG), (GREETING, "cheap", CHEAP)]
+)
+async def test_auto_routes_by_task(proxy, provider, text, tier, model):
+    async with proxy.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=user(text)
+        )
+    answer = raw.parse()
+    assert provider.models == [model]
+    assert answer.model == model
+    assert answer.choices[0].message.content == reply_text(model)
+    assert raw.headers["x-crabbot-tier"] == tier
+    assert raw.headers["x-crabbot-category"] in ("coding", "reasoning", "casual", "simple_lookup")
+    assert raw.headers["x-crabbot-source"] in ("knn", "prior", "fallback")
+    # The provider gets the proxy's key, never the client's; the hop marker guards against loops.
+    assert provider.requests[0].authorization == f"Bearer {PROVIDER_KEY}"
+    assert provider.requests[0].headers.get(HOP_HEADER.lower()) == "1"
+    (row,) = await proxy.rows_when("prompt_tokens IS NOT NULL", 1)
+    assert (row["tier"], row["model"], row["prompt"]) == (tier, model, text)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert str(row["id"]) == raw.headers["x-crabbot-log-id"]
+
+
+@pytest.mark.parametrize(("text", "model"), [(CODING, STRONG), (GREETING, CHEAP)])
+async def test_auto_streams_to_the_end(proxy, provider, text, model):
+    async with proxy.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=user(text), stream=True
+        )
+        chunks = [chunk async for chunk in raw.parse()]
+    assert provider.models == [model]
+    assert provider.requests[0].body["stream_options"] == {"include_usage": True}
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert raw.headers["x-crabbot-tier"] == ("strong" if model == STRONG else "cheap")
+    assert {chunk.model for chunk in chunks} == {model}
+    # The client did not ask for usage, so the usage-only chunk the proxy asked for is dropped.
+    assert all(chunk.choices for chunk in chunks)
+    text_out = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text_out == "".join(STREAM_PIECES)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    (row,) = await proxy.rows_when("prompt_tokens IS NOT NULL", 1)
+    assert (row["model"], row["prompt_tokens"]) == (model, PROMPT_TOKENS)
+
+
+async def test_stream_relays_usage_when_the_client_asks(proxy, provider):
+    async with proxy.client() as client:
+        stream = await client.chat.completions.create(
+            model="auto",
+            messages=user(GREETING),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == COMPLETION_TOKENS
+
+
+async def test_session_key_from_header_or_user_field(proxy, provider):
+    async with proxy.client(default_headers={"X-Session-Key": "telegram:42"}) as client:
+        await client.chat.completions.create(model="auto", messages=user(CODING))
+    async with proxy.client() as client:
+        await client.chat.completions.create(model="auto", messages=user(GREETING), user="ann")
+    rows = await proxy.rows()
+    assert [row["conv_key"] for row in rows] == ["telegram:42", "ann"]
+
+
+async def test_routes_the_last_user_message(proxy, provider):
+    messages = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": [{"type": "text", "text": GREETING}]},
+        {"role": "assistant", "content": "Morning!"},
+        {"role": "user", "content": [{"type": "text", "text": CODING}]},
+    ]
+    async with proxy.client() as client:
+        answer = await client.chat.completions.create(model="auto", messages=messages)
+    assert answer.model == STRONG
+    assert provider.requests[0].body["messages"] == messages
+    assert [row["prompt"] for row in await proxy.rows()] == [CODING]
+
+
+# -- aliases and passthrough -----------------------------------------------------------------------
+
+
+async def test_tier_alias_uses_the_tier_model(proxy, provider):
+    async with proxy.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="strong", messages=user(GREETING), temperature=0.2
+        )
+    assert provider.models == [STRONG]
+    assert provider.requests[0].body["temperature"] == 0.2
+    assert raw.parse().model == STRONG
+    assert (raw.headers["x-crabbot-tier"], raw.headers["x-crabbot-source"]) == ("strong", "alias")
+    assert await proxy.rows() == []  # no routing decision was made
+
+
+async def test_other_names_pass_through(proxy, provider):
+    async with proxy.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="llama-3.3-70b-versatile", messages=user(CODING)
+        )
+    assert provider.models == ["llama-3.3-70b-versatile"]
+    assert raw.parse().model == "llama-3.3-70b-versatile"
+    assert raw.headers["x-crabbot-source"] == "passthrough"
+    assert await proxy.rows() == []
+
+
+async def test_models_list_and_health(proxy):
+    async with proxy.client() as client:
+        models = [model.id async for model in client.models.list()]
+    assert models == ["auto", "cheap", "medium", "strong", CHEAP, "gpt-4.1-mini", STRONG]
+    async with httpx.AsyncClient() as http:
+        health = await http.get(proxy.url.removesuffix("/v1") + "/healthz")
+    assert health.status_code == 200
+    assert health.json()["mode"] == "live"
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+
+async def test_wrong_client_key_gets_401(proxy, provider):
+    async with proxy.client(key="wrong-key") as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await client.chat.completions.create(model="auto", messages=user(GREETING))
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"
+    assert caught.value.type == "invalid_request_error"
+    assert "wrong-key" not in caught.value.message
+    assert provider.requests == []
+    assert await proxy.rows() == []
+
+
+async def test_missing_client_key_gets_401(proxy, provider):
+    # The SDK will not send a request without a key, so this one goes out by hand.
+    body = {"model": "auto", "messages": user(GREETING)}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(proxy.url + "/chat/completions", json=body)
+        models = await http.get(proxy.url + "/models")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert models.status_code == 401
+    assert provider.requests == []
+
+
+async def test_malformed_body_via_sdk(proxy, provider):
+    async with proxy.client() as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="auto", messages=[])
+    assert caught.value.status_code == 400
+    assert caught.value.param == "messages"
+    assert provider.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps({"messages": user("hi")}).encode(), "model"),
+        (json.dumps({"model": "auto"}).encode(), "messages"),
+        (json.dumps({"model": "auto", "messages": "hi"}).encode(), "messages"),
+        (
+            json.dumps(
+                {"model": "auto", "messages": [{"role": "system", "content": "x"}]}
+            ).encode(),
+            "user message",
+        ),
+        (
+            json.dumps({"model": "auto", "messages": [{"role": "user", "content": 5}]}).encode(),
+            "content",
+        ),
+        (json.dumps({"model": 7, "messages": user("hi")}).encode(), "model"),
+        (json.dumps({"model": "auto", "messages": user("hi"), "stream": "yes"}).encode(), "stream"),
+        (json.dumps({"model": "auto", "messages": user("hi"), "user": 3}).encode(), "user"),
+        (json.dumps({"model": "auto", "messages": user("   ")}).encode(), "no text"),
+        (json.dumps({"model": "auto", "messages": user("x" * 5000)}).encode(), "limit"),
+    ],
+)
+async def test_bad_bodies_get_400(proxy, provider, body, says):
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            proxy.url + "/chat/completions",
+            content=body,
+            headers={"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"},
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert says in error["message"]
+    assert provider.requests == []
+
+
+async def test_unknown_path_gets_openai_error(proxy):
+    async with httpx.AsyncClient() as http:
+        response = await http.get(proxy.url + "/nope")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_refuses_its_own_forwarded_request(proxy, provider):
+    async with proxy.client(default_headers={HOP_HEADER: "1"}) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model="auto", messages=user(GREETING))
+    assert caught.value.status_code == 508
+    assert provider.requests == []
+
+
+# -- provider failures ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_provider_down_gets_502(proxy, provider, stream):
+    await provider.stop()
+    async with proxy.client() as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model="auto", messages=user(CODING), stream=stream)
+    assert caught.value.status_code == 502
+    assert caught.value.type == "upstream_error"
+    assert PROVIDER_KEY not in str(caught.value.body)
+    assert caught.value.response.headers["x-crabbot-tier"] == "strong"
+    (row,) = await proxy.rows()
+    assert "provider: could not reach the provider" in row["error"]
+
+
+async def test_provider_error_gets_502_without_its_message(proxy, provider):
+    provider.fail_status = 401  # e.g. the proxy's provider key is wrong: not the client's business
+    async with proxy.client() as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model="cheap", messages=user(GREETING))
+    assert caught.value.status_code == 502
+    assert "HTTP 401" in caught.value.message
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+MIXED = [
+    CODING,
+    GREETING,
+    "晚饭七点吃吗？",
+    "SQLでユーザーごとの注文数を数えるクエリを書いて",
+    "thanks!!",
+]
+
+
+async def test_200_requests_from_20_clients(proxy, provider):
+    async def one_client(number: int) -> list[str]:
+        answers = []
+        async with proxy.client() as client:
+            for turn in range(10):
+                text = f"{MIXED[(number + turn) % len(MIXED)]} ({number}.{turn})"
+                if turn % 2:
+                    stream = await client.chat.completions.create(
+                        model="auto", messages=user(text), stream=True
+                    )
+                    parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+                    answers.append("".join(parts))
+                else:
+                    answer = await client.chat.completions.create(
+                        model="auto", messages=user(text), user=f"client-{number}"
+                    )
+                    answers.append(answer.choices[0].message.content or "")
+        return answers
+
+    results = await asyncio.gather(*(one_client(number) for number in range(20)))
+    answers = [answer for answers in results for answer in answers]
+    assert len(answers) == 200 and all(answers)
+    assert len(provider.requests) == 200
+    rows = await proxy.rows_when("prompt_tokens IS NOT NULL", 200)
+    assert len(rows) == 200
+    assert len(await proxy.rows()) == 200
+    assert len({row["prompt"] for row in rows}) == 200  # each request logged once
