@@ -1,0 +1,70 @@
+"""Helpers for the proxy's tests: a real uvicorn proxy on a free 127.0.0.1 port, in front of a
+fake provider, with the routing log at hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openai import AsyncOpenAI
+
+from bot.config import CrabbotConfig
+from router import ModelRouter, Secrets
+from router.embedder import Embedder
+from router.proxy import ProxyServer
+from router.proxy_app import create_app
+from router.proxy_provider import Provider
+from tests.conftest import make_config
+
+CLIENT_KEY = "client-key-for-tests"
+PROVIDER_KEY = "provider-key-never-leaves"
+CODING = "Write a Python function that removes duplicates from a list but keeps the order"
+GREETING = "Good morning everyone! Hope you all slept well"
+STRONG, CHEAP = "gpt-4.1", "gpt-4.1-nano"
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    router: ModelRouter
+    config: CrabbotConfig
+
+    def client(self, key: str = CLIENT_KEY, **kwargs: Any) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, **kwargs)
+
+    async def rows(self, where: str = "1") -> list[dict[str, Any]]:
+        async with self.router.conn.execute(
+            f"SELECT * FROM routing_log WHERE {where} ORDER BY id"
+        ) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def rows_when(self, where: str, count: int) -> list[dict[str, Any]]:
+        """The log rows matching `where` once there are `count` of them (usage is written just
+        after the response goes out), or whatever is there after two seconds."""
+        for _ in range(200):
+            rows = await self.rows(where)
+            if len(rows) >= count:
+                return rows
+            await asyncio.sleep(0.01)
+        return await self.rows(where)
+
+
+@asynccontextmanager
+async def running_proxy(
+    db: Path, embedder: Embedder, provider_url: str, **proxy: Any
+) -> AsyncIterator[RunningProxy]:
+    settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY], "max_retries": 0} | proxy
+    config = make_config(db, categorizer={"enabled": False}, proxy=settings)
+    router = await ModelRouter.open(config, Secrets(groq_api_key=None), embedder=embedder)
+    provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
+    server = await ProxyServer(create_app(router, provider), "127.0.0.1", 0).start()
+    try:
+        yield RunningProxy(server.base_url, router, config)
+    finally:
+        await server.stop()
+        await provider.close()
+        await router.close()
