@@ -37,6 +37,7 @@ class FakeTelegram:
         self._updates: list[dict[str, Any]] = []
         self._update_id = 1000
         self._message_id = 1
+        self._closing = False
         self.changed = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
@@ -49,6 +50,9 @@ class FakeTelegram:
         return self
 
     async def stop(self) -> None:
+        async with self.changed:  # release any long poll still held open
+            self._closing = True
+            self.changed.notify_all()
         await self.server.stop()
 
     @property
@@ -102,6 +106,9 @@ class FakeTelegram:
         else:
             chat["title"] = "Family"
         entities = []
+        if text.startswith("/"):  # Telegram marks a leading command as a bot_command entity
+            command = text.split()[0]
+            entities.append({"type": "bot_command", "offset": 0, "length": utf16_len(command)})
         if mention:
             handle = f"@{BOT_USERNAME}"
             text = f"{handle} {text}"
@@ -190,7 +197,7 @@ class FakeTelegram:
             if not self._updates and timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self.changed.wait_for(lambda: bool(self._updates)), timeout
+                        self.changed.wait_for(lambda: bool(self._updates) or self._closing), timeout
                     )
             return list(self._updates)
 

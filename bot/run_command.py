@@ -1,0 +1,79 @@
+"""`crabbot run telegram|discord`: open the bot and serve one chat platform until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from rich.console import Console
+
+from bot.config import CrabbotConfig
+from bot.route_command import seed_progress
+from bot.runtime import BotCore
+from bot.upstream import MISSING_HINT
+from router import Secrets
+
+TOKEN_VARIABLE = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
+
+
+def _stop_event() -> asyncio.Event:
+    """Set on SIGINT or SIGTERM, so the platform shuts down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve_telegram(core: BotCore, token: str, stop: asyncio.Event) -> None:
+    from bot.adapters.telegram import build_application, polling
+
+    async with polling(build_application(core, token, core.config.telegram)):
+        await stop.wait()
+
+
+async def _serve_discord(core: BotCore, token: str, stop: asyncio.Event) -> None:
+    from bot.adapters.discord import build_client
+
+    client = build_client(core)
+    async with client:
+        runner = asyncio.create_task(client.start(token))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait((runner, stopper), return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if runner.done():
+            runner.result()  # a login or gateway failure ends the run with its error
+        else:
+            await client.close()
+            await runner
+
+
+async def run_platform(args: argparse.Namespace, config: CrabbotConfig) -> int:
+    secrets = Secrets()
+    platform: str = args.platform
+    token = secrets.telegram_bot_token if platform == "telegram" else secrets.discord_bot_token
+    if not token:
+        print(f"error: set {TOKEN_VARIABLE[platform]} to run on {platform}", file=sys.stderr)
+        return 2
+    err = Console(stderr=True)
+    progress, update = seed_progress(err)
+    try:
+        core = await BotCore.open(config, secrets, progress=update)
+    finally:
+        progress.stop()
+    try:
+        if not core.upstream.configured:
+            print(f"error: {MISSING_HINT}", file=sys.stderr)
+            return 2
+        stop = _stop_event()
+        if platform == "telegram":
+            await _serve_telegram(core, token, stop)
+        else:
+            await _serve_discord(core, token, stop)
+        return 0
+    finally:
+        await core.close()

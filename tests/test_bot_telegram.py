@@ -1,0 +1,188 @@
+"""Telegram end to end: a real python-telegram-bot Application polls a fake Bot API server on
+127.0.0.1, the real router routes, and the real openai SDK asks a fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import pytest
+
+from bot.adapters.telegram import build_application, polling
+from bot.admin import COMMANDS, REFUSAL
+from bot.language import APOLOGIES
+from router.routing_log import get_setting
+from tests.bot_helpers import TELEGRAM_ADMIN, log_rows, open_core
+from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.telegram_api import BOT_ID, TOKEN, FakeTelegram
+
+GROUP = -1001
+CODING = "Write a Python function that removes duplicates from a list but keeps the order"
+NOT_ADMIN = 42
+
+
+@pytest.fixture
+async def upstream():
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def telegram():
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
+
+
+@asynccontextmanager
+async def running(db, embedder, upstream, telegram, **sections):
+    """A BotCore and a polling Application on it, both closed at the end of the block."""
+    sections["telegram"] = {"base_url": telegram.base_url, "base_file_url": telegram.base_file_url}
+    core = await open_core(db, embedder, upstream.base_url, **sections)
+    try:
+        async with polling(build_application(core, TOKEN, core.config.telegram)):
+            yield core
+    finally:
+        await core.close()
+
+
+async def test_group_mention_is_answered_by_the_routed_model(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        message_id = await telegram.push_message(GROUP, CODING, mention=True)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        (row,) = await log_rows(core)
+    assert row["conv_key"] == f"telegram:{GROUP}" and row["prompt"] == CODING
+    assert upstream.models == [core.config.models.for_tier(row["tier"])]
+    (sent,) = telegram.sent(GROUP)
+    assert sent["text"] == f"[{row['model']}] Mom: {CODING}"
+    assert sent["reply_parameters"]["message_id"] == message_id
+    assert telegram.sent(GROUP, "sendChatAction")[0]["action"] == "typing"
+    (commands,) = telegram.sent(method="setMyCommands")
+    assert [c["command"] for c in commands["commands"]] == list(COMMANDS)
+
+
+async def test_only_messages_for_the_bot_are_answered(seeded_db, embedder, upstream, telegram):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(GROUP, "Dinner at 7 tonight, everyone?")
+        await telegram.push_message(GROUP, "What is 17 times 23?", reply_to_bot=True)
+        await telegram.push_message(55, "hello crab", chat_type="private")
+        await telegram.wait_until(
+            lambda: len(telegram.texts(GROUP)) == 1 and len(telegram.texts(55)) == 1
+        )
+        rows = await log_rows(core)
+    # The unaddressed message came first in the same conversation: had it been answered, its
+    # reply would have been sent before the one waited for.
+    assert sorted(row["prompt"] for row in rows) == ["What is 17 times 23?", "hello crab"]
+    assert telegram.texts(GROUP)[0].endswith("Mom: What is 17 times 23?")
+    assert len(upstream.requests) == 2
+
+
+async def test_routing_mode_is_admin_only_and_survives_a_rebuild(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram, mode="shadow") as core:
+        await core.router.set_mode("shadow")  # the seeded database stored "live"
+        await telegram.push_message(GROUP, "/routing mode live", user_id=NOT_ADMIN)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        assert telegram.texts(GROUP) == [REFUSAL]
+        assert core.router.mode == "shadow"
+        assert await get_setting(core.router.conn, "routing_mode") == "shadow"
+
+        await telegram.push_message(GROUP, "/routing mode fast", user_id=TELEGRAM_ADMIN)
+        await telegram.push_message(GROUP, "/routing mode live", user_id=TELEGRAM_ADMIN)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 3)
+        assert telegram.texts(GROUP)[1].startswith("usage: /routing")
+        assert telegram.texts(GROUP)[2] == "routing mode: shadow → live"
+        assert core.router.mode == "live"
+
+    # A new process: config still says shadow, the database says live.
+    async with running(seeded_db, embedder, upstream, telegram, mode="shadow") as core:
+        assert core.router.mode == "live"
+        await telegram.push_message(GROUP, "/routing stats", user_id=TELEGRAM_ADMIN)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 4)
+    stats = telegram.texts(GROUP)[3]
+    assert "mode live · map v2 · pool " in stats and "all time" in stats
+
+
+async def test_long_reply_arrives_in_three_messages(seeded_db, embedder, upstream, telegram):
+    paragraph = "A sentence about the family trip to the mountains. " * 9
+    long_text = "\n\n".join(f"{n}. {paragraph.strip()}" for n in range(20))[:9000]
+    assert len(long_text) == 9000
+    upstream.reply = lambda body: long_text
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(77, "Tell me a long story", chat_type="private")
+        await telegram.wait_until(lambda: len(telegram.texts(77)) == 3)
+    pieces = telegram.texts(77)
+    assert len(pieces) == 3 and all(len(piece) <= 4096 for piece in pieces)
+    assert all(piece.endswith(".") for piece in pieces[:-1])  # cut at sentence ends
+    assert "".join(pieces).replace(" ", "").replace("\n", "") == long_text.replace(" ", "").replace(
+        "\n", ""
+    )
+
+
+async def test_upstream_500_gets_an_apology_and_the_next_message_works(
+    seeded_db, embedder, upstream, telegram
+):
+    upstream.failures.append(500)
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(GROUP, "晚饭吃什么好呢？", mention=True)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        await telegram.push_message(GROUP, "Good morning!", mention=True)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 2)
+        rows = await log_rows(core)
+    apology, answer = telegram.texts(GROUP)
+    assert apology == APOLOGIES["zh-Hans"]
+    assert answer.endswith("Mom: Good morning!")
+    assert rows[0]["error"].endswith("upstream: HTTP 500") and rows[1]["prompt_tokens"] > 0
+
+
+async def test_rejected_markdown_is_sent_again_as_plain_text(
+    seeded_db, embedder, upstream, telegram
+):
+    upstream.reply = lambda body: "2 * 3 = 6, see my_file"
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(88, "what is 2 times 3", chat_type="private")
+        await telegram.wait_until(lambda: len(telegram.texts(88)) == 2)
+    first, second = telegram.sent(88)
+    assert first["parse_mode"] == "Markdown"
+    assert "parse_mode" not in second and second["text"] == "2 * 3 = 6, see my_file"
+
+
+async def test_forum_topics_are_separate_conversations_and_reset_is_local(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(GROUP, "hi in topic 7", mention=True, thread_id=7)
+        await telegram.push_message(GROUP, "hi in topic 9", mention=True, thread_id=9)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 2)
+        await telegram.push_message(GROUP, "/reset", thread_id=7, user_id=NOT_ADMIN)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 3)
+        assert await core.memory.history(f"telegram:{GROUP}:7") == []
+        assert len(await core.memory.history(f"telegram:{GROUP}:9")) == 2
+        rows = await log_rows(core)
+    assert {row["conv_key"] for row in rows} == {f"telegram:{GROUP}:7", f"telegram:{GROUP}:9"}
+    assert telegram.texts(GROUP)[2] == "Forgot this conversation (2 messages)."
+    assert {sent["message_thread_id"] for sent in telegram.sent(GROUP)} == {7, 9}
+
+
+async def test_fifty_messages_in_ten_chats_reach_the_right_chat_in_order(
+    seeded_db, embedder, upstream, telegram
+):
+    async def jittered(body):
+        # Answer out of arrival order, so the order seen comes from the bot, not from luck.
+        await asyncio.sleep(0.001 * (hash(body["messages"][-1]["content"]) % 7))
+        return f"re: {body['messages'][-1]['content']}"
+
+    upstream.reply = jittered
+    chats = range(101, 111)
+    async with running(seeded_db, embedder, upstream, telegram):
+        for turn in range(5):
+            for chat in chats:
+                await telegram.push_message(chat, f"chat {chat} message {turn}", user_id=chat)
+        await telegram.wait_until(lambda: len(telegram.texts()) == 50, timeout=120)
+    for chat in chats:
+        assert telegram.texts(chat) == [f"re: Mom: chat {chat} message {n}" for n in range(5)]
+    assert BOT_ID not in {params.get("chat_id") for _, params in telegram.calls}
