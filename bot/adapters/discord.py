@@ -1,0 +1,128 @@
+"""The Discord adapter (discord.py 2.x): answers mentions and DMs, per channel or thread, with
+typing and 2000-character pieces, and the /routing, /reset and /help slash commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Literal
+
+import discord
+from discord import app_commands
+
+from bot.admin import COMMANDS, HELP
+from bot.chat_user import ChatUser
+from bot.runtime import BotCore
+from bot.split import split_message
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+Mode = Literal["live", "shadow", "off"]  # discord.py turns a Literal into the command's choices
+
+
+def conv_key(channel_id: int) -> str:
+    """discord:<channel_or_thread_id> (a thread is a channel of its own)."""
+    return f"discord:{channel_id}"
+
+
+def chat_user(user: discord.abc.User) -> ChatUser:
+    return ChatUser("discord", user.id, user.display_name)
+
+
+def block(text: str) -> str:
+    """A code block keeps the stats' columns readable on a phone."""
+    return f"```\n{text}\n```"
+
+
+def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Group]:
+    """The slash commands; the admin check lives in the shared Admin, not in Discord perms."""
+    admin = core.admin
+    routing = app_commands.Group(name="routing", description=COMMANDS["routing"])
+
+    @routing.command(name="stats", description="how messages were routed (admins)")
+    async def stats(interaction: discord.Interaction) -> None:
+        user = chat_user(interaction.user)
+        text = await admin.stats(user)
+        await interaction.response.send_message(
+            block(text) if admin.is_admin(user) else text, ephemeral=True
+        )
+
+    @routing.command(name="mode", description="how routing decides (admins)")
+    @app_commands.describe(mode="live: local signal first; shadow: LLM decides; off: no routing")
+    async def mode(interaction: discord.Interaction, mode: Mode) -> None:
+        text = await admin.set_mode(chat_user(interaction.user), mode)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="reset", description=COMMANDS["reset"])
+    async def reset(interaction: discord.Interaction) -> None:
+        text = await admin.reset(conv_key(interaction.channel_id or 0))
+        await interaction.response.send_message(text)
+
+    @app_commands.command(name="help", description=COMMANDS["help"])
+    async def help_(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(HELP, ephemeral=True)
+
+    return [routing, reset, help_]
+
+
+class CrabbotDiscord(discord.Client):
+    def __init__(self, core: BotCore) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: enable it in the developer portal
+        # The model's words must never ping @everyone or a role.
+        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
+        self.core = core
+        self.tree = app_commands.CommandTree(self)
+        for command in build_commands(core):
+            self.tree.add_command(command)
+
+    async def setup_hook(self) -> None:
+        if self.core.config.discord.sync_commands:
+            await self.tree.sync()
+
+    def addressed_text(self, message: discord.Message) -> str | None:
+        """The text meant for the bot, without its mention; None when it is not for the bot."""
+        me = self.user
+        if me is None or message.author.bot:
+            return None
+        private = isinstance(message.channel, discord.DMChannel)
+        if not private and not any(user.id == me.id for user in message.mentions):
+            return None
+        return re.sub(rf"<@!?{me.id}>", "", message.content).strip()
+
+    async def on_message(self, message: discord.Message) -> None:
+        text = self.addressed_text(message)
+        if text is None:
+            return
+        key, user = conv_key(message.channel.id), chat_user(message.author)
+        if not text or text.startswith("/"):
+            answer = await self.core.admin.dispatch(user, key, text or "/help")
+            if answer is not None:
+                await self.send(message, answer)
+                return
+        # Created before any await, so the agent takes this conversation's turn in message order.
+        answering = asyncio.create_task(self.core.agent.handle(key, user, text))
+        try:
+            async with message.channel.typing():
+                reply = await answering
+        except discord.HTTPException as exc:  # no typing indicator; the answer still goes out
+            log.debug("typing indicator failed: %s", exc)
+            reply = await answering
+        if reply.text:
+            await self.send(message, reply.text)
+
+    async def send(self, message: discord.Message, text: str) -> None:
+        for index, piece in enumerate(split_message(text, MESSAGE_LIMIT)):
+            if index == 0 and not isinstance(message.channel, discord.DMChannel):
+                await message.reply(piece, mention_author=False)
+            else:
+                await message.channel.send(piece)
+
+    async def on_error(self, event_method: str, /, *args: object, **kwargs: object) -> None:
+        log.exception("discord handler %s failed", event_method)
+
+
+def build_client(core: BotCore) -> CrabbotDiscord:
+    return CrabbotDiscord(core)

@@ -1,0 +1,152 @@
+"""A fake Discord REST API (the few routes crabbot uses): who the bot is, command sync, sending
+messages, typing and interaction callbacks; records what the bot sends."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.server import LocalServer
+
+BOT_ID = 900
+APP_ID = 901
+BOT_USER = {
+    "id": str(BOT_ID),
+    "username": "crabbot",
+    "discriminator": "0",
+    "global_name": None,
+    "avatar": None,
+    "bot": True,
+}
+
+
+def user_payload(user_id: int, name: str) -> dict[str, Any]:
+    return {
+        "id": str(user_id),
+        "username": name.lower(),
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+    }
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # discord.py reads a body as JSON only when the content type is exactly application/json.
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+class FakeDiscord:
+    def __init__(self) -> None:
+        self.messages: list[tuple[int, dict[str, Any]]] = []
+        self.typing: list[int] = []
+        self.callbacks: list[tuple[int, dict[str, Any]]] = []
+        self.synced: list[dict[str, Any]] = []
+        self.changed = asyncio.Condition()
+        self._next_id = 10_000
+        app = web.Application()
+        api = "/api/v10"
+        app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
+        app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
+        app.router.add_post(f"{api}/channels/{{channel}}/messages", self._send)
+        app.router.add_post(f"{api}/channels/{{channel}}/typing", self._typing)
+        app.router.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
+        self.server = LocalServer(app)
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.server.url}/api/v10"
+
+    async def start(self) -> FakeDiscord:
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def texts(self, channel_id: int) -> list[str]:
+        return [body["content"] for channel, body in self.messages if channel == channel_id]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(condition), timeout)
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    async def _record(self, action: Callable[[], None]) -> None:
+        async with self.changed:
+            action()
+            self.changed.notify_all()
+
+    async def _me(self, request: web.Request) -> web.Response:
+        return _json(BOT_USER)
+
+    async def _application(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "id": str(APP_ID),
+                "name": "crabbot",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": user_payload(1, "Owner"),
+                "verify_key": "0" * 64,
+                "flags": 0,
+            }
+        )
+
+    async def _sync(self, request: web.Request) -> web.Response:
+        commands = await request.json()
+        await self._record(lambda: self.synced.extend(commands))
+        return _json(
+            [
+                {**command, "id": str(self.new_id()), "application_id": str(APP_ID), "version": "1"}
+                for command in commands
+            ]
+        )
+
+    async def _send(self, request: web.Request) -> web.Response:
+        channel = int(request.match_info["channel"])
+        body = await request.json()
+        await self._record(lambda: self.messages.append((channel, body)))
+        return _json(
+            {
+                "id": str(self.new_id()),
+                "channel_id": str(channel),
+                "author": BOT_USER,
+                "content": body.get("content", ""),
+                "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                "edited_timestamp": None,
+                "tts": False,
+                "mention_everyone": False,
+                "mentions": [],
+                "mention_roles": [],
+                "attachments": [],
+                "embeds": [],
+                "pinned": False,
+                "type": 0,
+            }
+        )
+
+    async def _typing(self, request: web.Request) -> web.Response:
+        channel = int(request.match_info["channel"])
+        await self._record(lambda: self.typing.append(channel))
+        return web.Response(status=204)
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        interaction = int(request.match_info["id"])
+        body = await request.json()
+        await self._record(lambda: self.callbacks.append((interaction, body)))
+        return _json(
+            {"interaction": {"id": str(interaction), "type": 2}, "resource": {"type": body["type"]}}
+        )

@@ -1,0 +1,195 @@
+"""The Discord adapter with discord.py's own objects (Client, Message, Interaction) whose REST
+calls go to a fake Discord API on 127.0.0.1; real router, fake OpenAI-compatible upstream."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import discord
+import pytest
+
+from bot.adapters.discord import CrabbotDiscord, build_client
+from bot.admin import REFUSAL
+from tests.bot_helpers import DISCORD_ADMIN, log_rows, open_core
+from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
+from tests.fakes.openai_api import FakeOpenAI
+
+GUILD, CHANNEL, DM_CHANNEL = 3000, 3001, 3002
+ANN = user_payload(4242, "Ann")
+EPHEMERAL = 64
+
+
+@pytest.fixture
+async def upstream():
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def discord_api(monkeypatch):
+    server = await FakeDiscord().start()
+    monkeypatch.setattr(discord.http.Route, "BASE", server.api_base)
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client(seeded_db, embedder, upstream, discord_api):
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    client = build_client(core)
+    await client.login("fake-discord-token")
+    yield client
+    await client.close()
+    await core.close()
+
+
+def guild_channel(client: CrabbotDiscord) -> discord.TextChannel:
+    state = client._connection
+    guild = discord.Guild(data={"id": str(GUILD), "name": "Family"}, state=state)
+    return discord.TextChannel(
+        state=state,
+        guild=guild,
+        data={
+            "id": str(CHANNEL),
+            "type": 0,
+            "name": "family",
+            "position": 0,
+            "guild_id": str(GUILD),
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+        },
+    )
+
+
+def dm_channel(client: CrabbotDiscord) -> discord.DMChannel:
+    data = {"id": str(DM_CHANNEL), "type": 1, "recipients": [ANN]}
+    return discord.DMChannel(me=client.user, state=client._connection, data=data)
+
+
+def message(
+    client: CrabbotDiscord, channel: Any, content: str, mentions: list[dict] | None = None
+) -> discord.Message:
+    data = {
+        "id": str(5000 + len(content)),
+        "channel_id": str(channel.id),
+        "author": ANN,
+        "content": content,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": mentions or [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }
+    return discord.Message(state=client._connection, channel=channel, data=data)
+
+
+def interaction(client: CrabbotDiscord, user: dict, interaction_id: int) -> discord.Interaction:
+    data = {
+        "id": str(interaction_id),
+        "application_id": "901",
+        "type": 2,
+        "token": f"token-{interaction_id}",
+        "version": 1,
+        "attachment_size_limit": 8 * 1024 * 1024,
+        "channel": {"id": str(DM_CHANNEL), "type": 1, "recipients": [user]},
+        "channel_id": str(DM_CHANNEL),
+        "user": user,
+        "data": {"id": "1", "name": "routing", "type": 1},
+        "locale": "en-US",
+        "app_permissions": "0",
+    }
+    return discord.Interaction(data=data, state=client._connection)
+
+
+def routing_command(client: CrabbotDiscord, name: str) -> discord.app_commands.Command:
+    group = client.tree.get_command("routing")
+    assert isinstance(group, discord.app_commands.Group)
+    command = group.get_command(name)
+    assert isinstance(command, discord.app_commands.Command)
+    return command
+
+
+async def test_slash_commands_are_registered_with_mode_choices(client, discord_api):
+    assert client.user is not None and client.user.id == BOT_ID
+    synced = {command["name"]: command for command in discord_api.synced}
+    assert set(synced) == {"routing", "reset", "help"}
+    subcommands = {option["name"]: option for option in synced["routing"]["options"]}
+    assert set(subcommands) == {"stats", "mode"}
+    (mode,) = subcommands["mode"]["options"]
+    assert [choice["value"] for choice in mode["choices"]] == ["live", "shadow", "off"]
+
+
+async def test_mention_is_answered_and_other_channel_messages_are_not(
+    client, discord_api, upstream
+):
+    channel = guild_channel(client)
+    await client.on_message(message(client, channel, "dinner at 7?"))
+    assert discord_api.messages == [] and upstream.requests == []
+
+    question = "Can you write a SQL query that counts orders per day?"
+    await client.on_message(message(client, channel, f"<@{BOT_ID}> {question}", [BOT_USER]))
+    (row,) = await log_rows(client.core)
+    assert row["conv_key"] == f"discord:{CHANNEL}" and row["prompt"] == question
+    assert upstream.models == [client.core.config.models.for_tier(row["tier"])]
+    (sent,) = [body for _, body in discord_api.messages]
+    assert sent["content"] == f"[{row['model']}] Ann: {question}"
+    assert sent["message_reference"]["channel_id"] == CHANNEL
+    assert sent["allowed_mentions"]["parse"] == []
+    assert discord_api.typing == [CHANNEL]
+
+
+async def test_direct_message_is_answered_in_pieces_of_2000(client, discord_api, upstream):
+    long_text = " ".join(f"Sentence number {n} of a long answer." for n in range(140))
+    assert 4000 < len(long_text) < 6000
+    upstream.reply = lambda body: long_text
+    await client.on_message(message(client, dm_channel(client), "tell me everything"))
+    pieces = discord_api.texts(DM_CHANNEL)
+    assert len(pieces) == 3 and all(len(piece) <= 2000 for piece in pieces)
+    assert " ".join(pieces) == long_text
+
+
+async def test_routing_mode_slash_command_is_admin_only(client, discord_api):
+    router = client.core.router
+    assert router.mode == "live"
+    mode = routing_command(client, "mode")
+    assert [choice.value for choice in mode.parameters[0].choices] == ["live", "shadow", "off"]
+
+    await mode.callback(interaction(client, ANN, 1), mode="off")
+    assert router.mode == "live"
+    await mode.callback(interaction(client, user_payload(DISCORD_ADMIN, "Dad"), 2), mode="off")
+    assert router.mode == "off"
+
+    refused, obeyed = discord_api.callbacks
+    assert refused[0] == 1 and refused[1]["type"] == 4
+    assert refused[1]["data"]["content"] == REFUSAL and refused[1]["data"]["flags"] == EPHEMERAL
+    assert obeyed[1]["data"]["content"] == "routing mode: live → off"
+
+
+async def test_routing_stats_slash_command(client, discord_api):
+    stats = routing_command(client, "stats")
+    await client.on_message(message(client, dm_channel(client), "good morning"))
+    await stats.callback(interaction(client, user_payload(DISCORD_ADMIN, "Dad"), 3))
+    await stats.callback(interaction(client, ANN, 4))
+    (_, admin_view), (_, other_view) = discord_api.callbacks
+    text = admin_view["data"]["content"]
+    assert text.startswith("```\ncrabbot routing\nmode live") and "1 decisions" in text
+    assert other_view["data"]["content"] == REFUSAL
+
+
+async def test_reset_slash_command_forgets_only_this_channel(client, discord_api):
+    await client.on_message(message(client, dm_channel(client), "remember: I like tea"))
+    await client.core.memory.add_exchange("discord:1", None, "other", "channel")
+    reset = client.tree.get_command("reset")
+    await reset.callback(interaction(client, ANN, 5))
+    assert await client.core.memory.history(f"discord:{DM_CHANNEL}") == []
+    assert len(await client.core.memory.history("discord:1")) == 2
+    ((_, body),) = discord_api.callbacks
+    assert body["data"]["content"] == "Forgot this conversation (2 messages)."
