@@ -71,7 +71,7 @@ class LocalSignalSettings(Section):
     k: int = Field(default=10, ge=1, le=100)
     min_pool_size: int = Field(default=20, ge=1)
     min_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
-    classifier: Literal["blend", "knn", "head"] = "blend"
+    classifier: Literal["head", "blend", "knn"] = "head"
     downgrade_cost: float = Field(default=2.5, ge=1.0)
 
 
@@ -90,10 +90,10 @@ class CategorizerSettings(Section):
 
 class ContextSettings(Section):
     enabled: bool = True
-    weight: float = Field(default=0.85, ge=0.0, lt=1.0)
+    strength: float = Field(default=4.0, ge=0.0, le=12.0)
     half_life_s: float = Field(default=300.0, gt=0.0)
     max_gap_s: float = Field(default=1800.0, gt=0.0)
-    short_chars: int = Field(default=40, ge=1)
+    short_chars: int = Field(default=20, ge=1)
 
 
 class ProxySettings(Section):

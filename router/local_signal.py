@@ -38,26 +38,26 @@ class SoftmaxHead:
         return self._weights is not None
 
     def fit(
-        self, vectors: np.ndarray, labels: list[str], steps: int = 250, l2: float = 3e-3
+        self, vectors: np.ndarray, labels: list[str], steps: int = 120, l2: float = 3e-3
     ) -> None:
         index = {c: i for i, c in enumerate(self.categories)}
         keep = [i for i, label in enumerate(labels) if label in index]
         if len({labels[i] for i in keep}) < 2:
             self._weights = None
             return
-        x = vectors[keep].astype(np.float64)
+        x = vectors[keep].astype(np.float32)
         y = np.array([index[labels[i]] for i in keep])
         mean = x.mean(axis=0)
         scale = x.std(axis=0) + 1e-6
         x = (x - mean) / scale
         n, dim = x.shape
         classes = len(self.categories)
-        onehot = np.zeros((n, classes))
+        onehot = np.zeros((n, classes), dtype=np.float32)
         onehot[np.arange(n), y] = 1.0
         counts = onehot.sum(axis=0)
         sample_weight = (n / (classes * np.maximum(counts, 1)))[y][:, None]
-        weights = np.zeros((dim, classes))
-        bias = np.zeros(classes)
+        weights = np.zeros((dim, classes), dtype=np.float32)
+        bias = np.zeros(classes, dtype=np.float32)
         velocity_w = np.zeros_like(weights)
         velocity_b = np.zeros_like(bias)
         rate, momentum = 0.5, 0.9
@@ -75,7 +75,7 @@ class SoftmaxHead:
 
     def predict(self, vector: np.ndarray) -> np.ndarray:
         assert self._weights is not None and self._mean is not None and self._scale is not None
-        x = (vector.astype(np.float64) - self._mean) / self._scale
+        x = (vector.astype(np.float32) - self._mean) / self._scale
         return _softmax(x @ self._weights + self._bias)
 
 

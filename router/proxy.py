@@ -27,9 +27,10 @@ class ProxyServer:
 
     def __init__(self, app: Starlette, host: str, port: int, access_log: bool = False) -> None:
         self.host = host
-        self._socket = socket.socket(
-            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
-        )
+        # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that do, and
+        # with Nagle on every response waits ~40 ms for the client's delayed ACK.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.port: int = self._socket.getsockname()[1]

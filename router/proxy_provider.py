@@ -134,26 +134,14 @@ class Provider:
         )
         return cls(client)
 
-    @staticmethod
-    def _fields(model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
-        # Everything the client sent goes through untouched in extra_body (the SDK would drop or
-        # reshape fields it does not know); only the model is replaced.
-        extra = {key: value for key, value in body.items() if key not in ("model", "messages")}
-        if stream:
-            options = dict(extra.get("stream_options") or {})
-            options["include_usage"] = True
-            extra["stream_options"] = options
-        extra["stream"] = stream
-        return {"model": model, "messages": body["messages"], "extra_body": extra}
-
     async def complete(self, model: str, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """The provider's JSON answer, raw and parsed."""
         try:
-            fields = self._fields(model, body, stream=False)
-            async with self.client.chat.completions.with_streaming_response.create(
-                **fields
-            ) as response:
-                raw = await response.read()
+            # A plain POST of the client's body (the SDK's documented way to send any request):
+            # the typed create() would reshape every message first, for nothing (~1 ms a request).
+            raw = await self.client.post(
+                "/chat/completions", cast_to=bytes, body=body | {"model": model}
+            )
         except Exception as exc:
             raise failure(exc) from exc
         try:
@@ -168,8 +156,13 @@ class Provider:
         self, model: str, body: dict[str, Any], wants_usage: bool
     ) -> ProviderStream:
         """Start a streamed answer; the status is known (and failures raised) before it returns."""
+        # Everything the client sent goes through untouched in extra_body (the SDK would drop or
+        # reshape fields it does not know); the model is replaced and usage always asked for.
+        extra = {key: value for key, value in body.items() if key not in ("model", "messages")}
+        extra["stream_options"] = dict(extra.get("stream_options") or {}) | {"include_usage": True}
+        extra["stream"] = True
         manager = self.client.chat.completions.with_streaming_response.create(
-            **self._fields(model, body, stream=True)
+            model=model, messages=body["messages"], extra_body=extra
         )
         try:
             response = await manager.__aenter__()

@@ -17,7 +17,7 @@ import numpy as np
 from router import routing_log
 from router.categorizer import CategorizerError, LLMCategorizer
 from router.config import ConfigError, RouterConfig, Secrets
-from router.context import PreviousTurn, apply_prior, prior_weight
+from router.context import PreviousTurn, apply_prior, prior_strength
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.decision import RoutingDecision, SignalAnswer
 from router.embedder import Embedder, build_embedder
@@ -213,19 +213,19 @@ class ModelRouter:
     async def _local(self, text: str, previous: PreviousTurn | None, now: float) -> _Local | None:
         if self.embedder is None or self.pool is None:
             return None
-        weight = 0.0
+        strength = 0.0
         previous_index = -1
         if previous is not None and previous.category in self.taxonomy.categories:
-            weight = prior_weight(self.config.context, now - previous.at, text)
+            strength = prior_strength(self.config.context, now - previous.at, text)
             previous_index = self.taxonomy.categories.index(previous.category)
         try:
-            return await asyncio.to_thread(self._local_sync, text, weight, previous_index)
+            return await asyncio.to_thread(self._local_sync, text, strength, previous_index)
         except Exception:  # a broken embedder degrades routing, it does not stop it
             log.exception("local signal failed")
             self.counters["local_errors"] += 1
             return None
 
-    def _local_sync(self, text: str, weight: float, previous_index: int) -> _Local:
+    def _local_sync(self, text: str, strength: float, previous_index: int) -> _Local:
         started = time.perf_counter()
         assert self.embedder is not None and self.pool is not None
         vector = self.embedder.embed([text])[0]
@@ -237,8 +237,8 @@ class ModelRouter:
         probs = blend(head, knn_vote(neighbours, self.taxonomy.categories), settings.classifier)
         unprimed = decide(probs, self.taxonomy, settings.downgrade_cost, neighbours)
         answer = unprimed
-        if weight > 0.0:
-            primed = apply_prior(probs, previous_index, weight)
+        if strength > 0.0:
+            primed = apply_prior(probs, previous_index, strength)
             answer = decide(primed, self.taxonomy, settings.downgrade_cost, neighbours)
         return _Local(vector, answer, unprimed, (time.perf_counter() - started) * 1000)
 

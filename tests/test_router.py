@@ -1,0 +1,247 @@
+"""ModelRouter end to end on the real bundled model: modes, the local signal, the context prior,
+fallbacks, pool learning and the routing log."""
+
+from __future__ import annotations
+
+import time
+
+import aiosqlite
+import pytest
+
+from router import EmptyMessageError, ModelRouter, Secrets
+from router.embedder import clip_text
+from tests.conftest import make_config
+from tests.fakes.groq_server import FakeGroq, Reply, category_reply
+
+NO_KEY = Secrets(groq_api_key=None)
+
+
+@pytest.fixture
+async def groq_server():
+    server = await FakeGroq().start()
+    yield server
+    await server.stop()
+
+
+async def open_router(db, embedder, mode="live", groq=None, **sections) -> ModelRouter:
+    secrets = NO_KEY
+    if groq is not None:
+        sections.setdefault("categorizer", {})["base_url"] = groq.base_url
+        secrets = Secrets(groq_api_key="test-key")
+    return await ModelRouter.open(make_config(db, mode, **sections), secrets, embedder=embedder)
+
+
+async def log_rows(db) -> list[dict]:
+    async with aiosqlite.connect(db) as conn:
+        conn.row_factory = aiosqlite.Row
+        async with conn.execute("SELECT * FROM routing_log ORDER BY id") as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+
+async def test_same_task_in_two_languages_lands_on_one_tier(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    try:
+        chinese = await router.route("幫我寫代碼")
+        english = await router.route("write me some code")
+    finally:
+        await router.close()
+    assert chinese.tier == english.tier == "strong"
+    assert chinese.source in ("knn", "fallback") and chinese.neighbours
+    assert chinese.model == router.config.models.strong
+
+
+async def test_short_follow_up_keeps_its_task_and_fades_after_hours(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    start = 1_700_000_000.0
+    try:
+        alone = await router.route("No, need dedup")
+        first = await router.route(
+            "write a python script that merges the employee tables from 3 databases",
+            conv_key="c1",
+            at=start,
+        )
+        follow_up = await router.route("No, need dedup", conv_key="c1", at=start + 12)
+        later = await router.route("No, need dedup", conv_key="c2", at=start)
+        await router.route("寫一個 SQL 把重複的訂單刪掉", conv_key="c3", at=start)
+        hours_later = await router.route("No, need dedup", conv_key="c3", at=start + 3 * 3600)
+    finally:
+        await router.close()
+    assert first.category == "coding"
+    assert follow_up.category == "coding" and follow_up.tier == "strong"
+    assert alone.category != "coding", "the test needs a follow-up that is ambiguous alone"
+    for no_context in (later, hours_later):
+        assert (no_context.category, no_context.tier) == (alone.category, alone.tier)
+
+
+async def test_a_clear_new_topic_overrides_the_prior(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    try:
+        await router.route("幫我 debug 這個 TypeError: 'NoneType' is not iterable", "", "c", 1000)
+        switched = await router.route("ok thanks!! 晚餐吃什麼", conv_key="c", at=1010)
+    finally:
+        await router.close()
+    assert switched.category == "casual" and switched.tier == "cheap"
+
+
+async def test_prior_survives_a_restart(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    await router.route(
+        "write a bash script that renames all my photos by date", conv_key="k", at=50
+    )
+    await router.close()
+    reopened = await open_router(seeded_db, embedder)
+    try:
+        follow_up = await reopened.route("No, need dedup", conv_key="k", at=62)
+    finally:
+        await reopened.close()
+    assert follow_up.category == "coding"
+
+
+async def test_mode_is_stored_and_survives_a_restart(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder, mode="shadow")
+    assert router.mode == "shadow"
+    assert await router.set_mode("live") == "shadow"
+    with pytest.raises(ValueError):
+        await router.set_mode("turbo")
+    await router.close()
+    # The config's mode is only the first value: the stored one wins after a restart.
+    reopened = await open_router(seeded_db, embedder, mode="off")
+    assert reopened.mode == "live"
+    await reopened.close()
+    overridden = await ModelRouter.open(
+        make_config(seeded_db, "off"), NO_KEY, embedder=embedder, mode_override="off"
+    )
+    assert overridden.mode == "off"
+    decision = await overridden.route("hello")
+    await overridden.close()
+    assert (decision.source, decision.tier, decision.category) == ("fixed", "medium", None)
+    final = await open_router(seeded_db, embedder)
+    assert final.mode == "live", "a one-run override is never stored"
+    await final.close()
+
+
+async def test_shadow_mode_llm_decides_and_local_is_logged(seeded_db, embedder, groq_server):
+    groq_server.respond = lambda _r: category_reply("reasoning", 0.93)
+    router = await open_router(seeded_db, embedder, mode="shadow", groq=groq_server)
+    try:
+        decision = await router.route("早安！今天天氣真好", conv_key="s")
+    finally:
+        await router.close()
+    assert (decision.source, decision.category, decision.tier) == ("llm", "reasoning", "strong")
+    assert decision.knn is not None and decision.knn.tier == "cheap"
+    row = (await log_rows(seeded_db))[-1]
+    assert row["llm_category"] == "reasoning" and row["knn_tier"] == "cheap"
+    assert row["mode"] == "shadow" and row["source"] == "llm"
+
+
+async def test_groq_down_falls_back_loudly_in_every_mode(seeded_db, embedder, groq_server):
+    groq_server.respond = lambda _r: Reply(status=503)
+    router = await open_router(seeded_db, embedder, mode="shadow", groq=groq_server)
+    try:
+        shadow = await router.route("幫我寫一個 python 爬蟲")
+        await router.set_mode("live")
+        # An unreadable message leaves the local signal unsure, so live asks the LLM too.
+        live = await router.route("qwpoeiruty zmxncbv")
+    finally:
+        await router.close()
+    assert shadow.source == "fallback" and shadow.tier == "strong"
+    assert shadow.error == "categorizer: HTTP 503"
+    assert router.counters["fallbacks"] >= 1 and router.counters["categorizer_errors"] >= 1
+    rows = await log_rows(seeded_db)
+    assert rows[0]["source"] == "fallback" and rows[0]["error"] == "categorizer: HTTP 503"
+    if live.source != "knn":
+        assert live.source == "fallback" and live.error
+
+
+async def test_no_pool_and_no_groq_falls_back_to_the_default_tier(tmp_path, embedder):
+    router = await open_router(tmp_path / "empty.db", embedder, mode="shadow", pool={"seed": False})
+    try:
+        decision = await router.route("write me some code")
+    finally:
+        await router.close()
+    assert (decision.source, decision.tier, decision.category) == ("fallback", "medium", None)
+    assert "GROQ_API_KEY" in (decision.error or "")
+
+
+async def test_pool_learns_only_confident_new_labels(seeded_db, embedder, groq_server):
+    replies = iter(
+        [
+            category_reply("creative", 0.70),  # below the quality gate
+            category_reply("creative", 0.95),
+            category_reply("creative", 0.95),  # same text again, different spacing and case
+            category_reply("creative", 0.95),  # near-duplicate of a message just added
+        ]
+    )
+    groq_server.respond = lambda _r: next(replies)
+    router = await open_router(seeded_db, embedder, mode="shadow", groq=groq_server)
+    before = router.pool_size
+    text = "寫一首關於外婆家院子裡那棵老芒果樹的小詩，要有夏天蟬叫的感覺"
+    try:
+        await router.route("幫我想一段給阿公九十大壽的順口溜，要押韻")
+        assert router.pool_size == before
+        await router.route(text)
+        assert router.pool_size == before + 1
+        await router.route("  " + text.replace("，", ", ") + "  ")
+        await router.route(text + "!")
+        assert router.pool_size == before + 1
+    finally:
+        await router.close()
+    async with (
+        aiosqlite.connect(seeded_db) as conn,
+        conn.execute("SELECT label_source, confidence FROM pool WHERE text = ?", (text,)) as c,
+    ):
+        assert await c.fetchall() == [("llm", 0.95)]
+
+
+async def test_routing_log_rows_and_usage(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    try:
+        before = time.time()
+        decision = await router.route("how many cups in a liter", conv_key="console:me")
+        await router.record_usage(decision, 120, 48)
+    finally:
+        await router.close()
+    rows = await log_rows(seeded_db)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["id"] == decision.log_id and row["at"] >= before
+    assert row["conv_key"] == "console:me" and row["prompt"] == "how many cups in a liter"
+    assert (row["category"], row["tier"], row["tier_mapping_version"]) == (
+        decision.category,
+        decision.tier,
+        "v2",
+    )
+    assert row["model"] == decision.model and row["source"] == decision.source
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (120, 48)
+    assert len(row["prompt_hash"]) == 64 and row["latency_ms"] > 0
+
+
+async def test_empty_message_is_refused_and_not_logged(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    try:
+        for text in ("", "   \n\t"):
+            with pytest.raises(EmptyMessageError):
+                await router.route(text)
+    finally:
+        await router.close()
+    assert await log_rows(seeded_db) == []
+
+
+async def test_huge_message_is_clipped_before_embedding(seeded_db, embedder):
+    huge = "請幫我看看這段 log 哪裡出錯 " + "ERROR worker crashed: segfault at 0x0 " * 2700
+    assert len(huge) > 100_000
+    router = await open_router(seeded_db, embedder)
+    try:
+        decision = await router.route(huge)
+    finally:
+        await router.close()
+    assert decision.tier in ("medium", "strong")
+    fitted = embedder._fit(huge)
+    assert embedder._model.token_count(fitted, True) <= embedder.max_input_tokens
+
+
+def test_clip_keeps_head_and_tail():
+    text = "HEAD " + "x" * 1000 + " TAIL"
+    clipped = clip_text(text, 60)
+    assert clipped.startswith("HEAD") and clipped.endswith("TAIL") and len(clipped) <= 63
+    assert clip_text("short", 60) == "short"
