@@ -4,6 +4,7 @@ given reply text, an HTTP status, or a delay, and records every request it recei
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -55,10 +56,8 @@ class FakeGroq:
         reply = self.respond(body)
         if reply.delay_s:
             # Held until the delay passes or the test ends, whichever is first.
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), reply.delay_s)
-            except TimeoutError:
-                pass
         if reply.status != 200:
             error = {"error": {"message": "service unavailable", "type": "internal_server_error"}}
             return web.json_response(error, status=reply.status)
