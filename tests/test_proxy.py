@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import openai
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from router.proxy import ProxyServer
 from router.proxy_provider import HOP_HEADER
 from tests.fakes.openai_provider import (
     COMPLETION_TOKENS,
@@ -283,6 +289,25 @@ async def test_provider_error_gets_502_without_its_message(proxy, provider):
             await client.chat.completions.create(model="cheap", messages=user(GREETING))
     assert caught.value.status_code == 502
     assert "HTTP 401" in caught.value.message
+
+
+async def test_server_turns_nagle_off():
+    # With Nagle on, each response's body waits ~40 ms for the client's delayed ACK.
+    flags: list[int] = []
+
+    async def handler(request: Request) -> Response:
+        for connection in server.server.server_state.connections:
+            sock = connection.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return Response(b"ok")
+
+    server = await ProxyServer(Starlette(routes=[Route("/x", handler)]), "127.0.0.1", 0).start()
+    try:
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{server.port}/x")).status_code == 200
+    finally:
+        await server.stop()
+    assert flags and all(flags)
 
 
 # -- load ---------------------------------------------------------------------------------------

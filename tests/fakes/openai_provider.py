@@ -32,6 +32,7 @@ class FakeProvider:
 
     requests: list[Seen] = field(default_factory=list)
     fail_status: int | None = None
+    record: bool = True  # off for benchmarks, so a long run does not grow a list
     base_url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -59,10 +60,10 @@ class FakeProvider:
         body = await request.json()
         model = str(body.get("model"))
         stream = bool(body.get("stream"))
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(
-            Seen(model, stream, body, request.headers.get("Authorization"), headers)
-        )
+        if self.record:
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            authorization = request.headers.get("Authorization")
+            self.requests.append(Seen(model, stream, body, authorization, headers))
         if self.fail_status is not None:
             error = {"error": {"message": "the fake provider is failing", "type": "server_error"}}
             return web.json_response(error, status=self.fail_status)
