@@ -23,6 +23,7 @@ def seed_progress(console: Console) -> tuple[Progress, Any]:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
     task = None
 
