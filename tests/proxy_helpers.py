@@ -55,10 +55,17 @@ class RunningProxy:
 
 @asynccontextmanager
 async def running_proxy(
-    db: Path, embedder: Embedder, provider_url: str, **proxy: Any
+    db: Path, embedder: Embedder | None, provider_url: str, **proxy: Any
 ) -> AsyncIterator[RunningProxy]:
+    """The proxy on a free port; without an embedder its router has no local signal (quick to
+    open, for requests that are refused or not routed)."""
     settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY], "max_retries": 0} | proxy
-    config = make_config(db, categorizer={"enabled": False}, proxy=settings)
+    config = make_config(
+        db,
+        categorizer={"enabled": False},
+        local={"enabled": embedder is not None},
+        proxy=settings,
+    )
     router = await ModelRouter.open(config, Secrets(groq_api_key=None), embedder=embedder)
     provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
     server = await ProxyServer(create_app(router, provider), "127.0.0.1", 0).start()

@@ -46,7 +46,16 @@ async def provider() -> AsyncIterator[FakeProvider]:
 
 @pytest.fixture
 async def proxy(seeded_db, embedder, provider) -> AsyncIterator[RunningProxy]:
-    async with running_proxy(seeded_db, embedder, provider.base_url, max_body_bytes=4096) as p:
+    async with running_proxy(seeded_db, embedder, provider.base_url) as p:
+        yield p
+
+
+@pytest.fixture
+async def plain(tmp_path, provider) -> AsyncIterator[RunningProxy]:
+    """A proxy whose router has no local signal, for requests that are refused or not routed."""
+    async with running_proxy(
+        tmp_path / "plain.db", None, provider.base_url, max_body_bytes=4096
+    ) as p:
         yield p
 
 
@@ -142,8 +151,8 @@ async def test_routes_the_last_user_message(proxy, provider):
 # -- aliases and passthrough -----------------------------------------------------------------------
 
 
-async def test_tier_alias_uses_the_tier_model(proxy, provider):
-    async with proxy.client() as client:
+async def test_tier_alias_uses_the_tier_model(plain, provider):
+    async with plain.client() as client:
         raw = await client.chat.completions.with_raw_response.create(
             model="strong", messages=user(GREETING), temperature=0.2
         )
@@ -151,26 +160,26 @@ async def test_tier_alias_uses_the_tier_model(proxy, provider):
     assert provider.requests[0].body["temperature"] == 0.2
     assert raw.parse().model == STRONG
     assert (raw.headers["x-crabbot-tier"], raw.headers["x-crabbot-source"]) == ("strong", "alias")
-    assert await proxy.rows() == []  # no routing decision was made
+    assert await plain.rows() == []  # no routing decision was made
 
 
-async def test_other_names_pass_through(proxy, provider):
-    async with proxy.client() as client:
+async def test_other_names_pass_through(plain, provider):
+    async with plain.client() as client:
         raw = await client.chat.completions.with_raw_response.create(
             model="llama-3.3-70b-versatile", messages=user(CODING)
         )
     assert provider.models == ["llama-3.3-70b-versatile"]
     assert raw.parse().model == "llama-3.3-70b-versatile"
     assert raw.headers["x-crabbot-source"] == "passthrough"
-    assert await proxy.rows() == []
+    assert await plain.rows() == []
 
 
-async def test_models_list_and_health(proxy):
-    async with proxy.client() as client:
+async def test_models_list_and_health(plain):
+    async with plain.client() as client:
         models = [model.id async for model in client.models.list()]
     assert models == ["auto", "cheap", "medium", "strong", CHEAP, "gpt-4.1-mini", STRONG]
     async with httpx.AsyncClient() as http:
-        health = await http.get(proxy.url.removesuffix("/v1") + "/healthz")
+        health = await http.get(plain.url.removesuffix("/v1") + "/healthz")
     assert health.status_code == 200
     assert health.json()["mode"] == "live"
 
@@ -178,8 +187,8 @@ async def test_models_list_and_health(proxy):
 # -- refusals -----------------------------------------------------------------------------------
 
 
-async def test_wrong_client_key_gets_401(proxy, provider):
-    async with proxy.client(key="wrong-key") as client:
+async def test_wrong_client_key_gets_401(plain, provider):
+    async with plain.client(key="wrong-key") as client:
         with pytest.raises(openai.AuthenticationError) as caught:
             await client.chat.completions.create(model="auto", messages=user(GREETING))
     assert caught.value.status_code == 401
@@ -187,23 +196,23 @@ async def test_wrong_client_key_gets_401(proxy, provider):
     assert caught.value.type == "invalid_request_error"
     assert "wrong-key" not in caught.value.message
     assert provider.requests == []
-    assert await proxy.rows() == []
+    assert await plain.rows() == []
 
 
-async def test_missing_client_key_gets_401(proxy, provider):
+async def test_missing_client_key_gets_401(plain, provider):
     # The SDK will not send a request without a key, so this one goes out by hand.
     body = {"model": "auto", "messages": user(GREETING)}
     async with httpx.AsyncClient() as http:
-        response = await http.post(proxy.url + "/chat/completions", json=body)
-        models = await http.get(proxy.url + "/models")
+        response = await http.post(plain.url + "/chat/completions", json=body)
+        models = await http.get(plain.url + "/models")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
     assert models.status_code == 401
     assert provider.requests == []
 
 
-async def test_malformed_body_via_sdk(proxy, provider):
-    async with proxy.client() as client:
+async def test_malformed_body_via_sdk(plain, provider):
+    async with plain.client() as client:
         with pytest.raises(openai.BadRequestError) as caught:
             await client.chat.completions.create(model="auto", messages=[])
     assert caught.value.status_code == 400
@@ -236,10 +245,10 @@ async def test_malformed_body_via_sdk(proxy, provider):
         (json.dumps({"model": "auto", "messages": user("x" * 5000)}).encode(), "limit"),
     ],
 )
-async def test_bad_bodies_get_400(proxy, provider, body, says):
+async def test_bad_bodies_get_400(plain, provider, body, says):
     async with httpx.AsyncClient() as http:
         response = await http.post(
-            proxy.url + "/chat/completions",
+            plain.url + "/chat/completions",
             content=body,
             headers={"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"},
         )
@@ -250,15 +259,15 @@ async def test_bad_bodies_get_400(proxy, provider, body, says):
     assert provider.requests == []
 
 
-async def test_unknown_path_gets_openai_error(proxy):
+async def test_unknown_path_gets_openai_error(plain):
     async with httpx.AsyncClient() as http:
-        response = await http.get(proxy.url + "/nope")
+        response = await http.get(plain.url + "/nope")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 
 
-async def test_refuses_its_own_forwarded_request(proxy, provider):
-    async with proxy.client(default_headers={HOP_HEADER: "1"}) as client:
+async def test_refuses_its_own_forwarded_request(plain, provider):
+    async with plain.client(default_headers={HOP_HEADER: "1"}) as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.chat.completions.create(model="auto", messages=user(GREETING))
     assert caught.value.status_code == 508
@@ -282,9 +291,9 @@ async def test_provider_down_gets_502(proxy, provider, stream):
     assert "provider: could not reach the provider" in row["error"]
 
 
-async def test_provider_error_gets_502_without_its_message(proxy, provider):
+async def test_provider_error_gets_502_without_its_message(plain, provider):
     provider.fail_status = 401  # e.g. the proxy's provider key is wrong: not the client's business
-    async with proxy.client() as client:
+    async with plain.client() as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.chat.completions.create(model="cheap", messages=user(GREETING))
     assert caught.value.status_code == 502
