@@ -32,10 +32,12 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _counts(counts: dict[str, int], total: int) -> str:
-    if not counts:
-        return "-"
-    return " · ".join(f"{name} {n} ({100 * n // total}%)" for name, n in counts.items())
+def _counts(counts: dict[str, int], total: int | None = None) -> str:
+    """'cheap 80 (66%) · medium 40 (33%)'; without a total, counts only (shorter lines)."""
+    share = (lambda n: f" ({100 * n // total}%)") if total else (lambda n: "")
+    return " · ".join(
+        f"{'none' if name == '-' else name} {n}{share(n)}" for name, n in counts.items()
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -53,7 +55,7 @@ def format_summary(title: str, summary: routing_stats.Summary) -> list[str]:
     agreement, latency = summary.agreement, summary.llm_latency
     lines += [
         f"tier: {_counts(summary.by_tier, summary.total)}",
-        f"category: {_counts(summary.by_category, summary.total)}",
+        f"category: {_counts(summary.by_category)}",
         f"source: {_counts(summary.by_source, summary.total)}",
         f"fallbacks {summary.fallbacks} · errors {summary.errors}",
         f"k-NN = LLM: {_rate(agreement.category_rate)} category,"

@@ -1,0 +1,170 @@
+"""The shared admin commands, tested once and directly, and the routing stats they print."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bot.admin import HELP, REFUSAL, USAGE
+from bot.chat_user import ChatUser
+from router import RoutingDecision, SignalAnswer
+from router import stats as routing_stats
+from router.routing_log import get_setting, write_decision
+from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
+
+ADMINS = [
+    ChatUser("telegram", TELEGRAM_ADMIN, "Dad"),
+    ChatUser("discord", DISCORD_ADMIN, "Dad"),
+    ChatUser("console", "me", "me"),
+]
+OTHERS = [
+    ChatUser("telegram", DISCORD_ADMIN, "Kid"),  # an admin id on another platform
+    ChatUser("discord", 12, "Kid"),
+    ChatUser("telegram", "not-a-number", "Kid"),
+]
+
+
+@pytest.fixture
+async def core(seeded_db, embedder):
+    core = await open_core(seeded_db, embedder, None)
+    yield core
+    await core.close()
+
+
+async def test_only_admins_may_route_and_nothing_changes_otherwise(core):
+    for user in OTHERS:
+        for command in ("/routing mode off", "/routing stats", "/routing"):
+            assert await core.admin.dispatch(user, "c", command) == REFUSAL
+        assert await core.admin.set_mode(user, "off") == REFUSAL
+        assert await core.admin.stats(user) == REFUSAL
+    assert core.router.mode == "live"
+    assert await get_setting(core.router.conn, "routing_mode") == "live"
+    for user in ADMINS:
+        assert core.admin.is_admin(user)
+
+
+async def test_console_user_is_admin_only_when_config_says_so(seeded_db, embedder):
+    core = await open_core(seeded_db, embedder, None, admins={"console": False})
+    try:
+        assert await core.admin.dispatch(ADMINS[2], "c", "/routing stats") == REFUSAL
+    finally:
+        await core.close()
+
+
+async def test_mode_change_answers_old_and_new_and_persists(seeded_db, embedder):
+    core = await open_core(seeded_db, embedder, None)
+    try:
+        answer = await core.admin.dispatch(ADMINS[0], "c", "/routing@crabbot_bot mode SHADOW")
+        assert answer == "routing mode: live → shadow"
+        assert core.router.mode == "shadow"
+        again = await core.admin.dispatch(ADMINS[1], "c", "/routing mode shadow")
+        assert again == "routing mode: shadow → shadow (unchanged)"
+    finally:
+        await core.close()
+    core = await open_core(seeded_db, embedder, None, mode="off")
+    try:
+        assert core.router.mode == "shadow"
+    finally:
+        await core.close()
+
+
+@pytest.mark.parametrize(
+    "command", ["/routing mode", "/routing mode fast", "/routing stats now", "/routing purge"]
+)
+async def test_wrong_arguments_get_the_usage_line(core, command):
+    assert await core.admin.dispatch(ADMINS[0], "c", command) == USAGE
+    assert core.router.mode == "live"
+
+
+async def test_help_reset_and_other_text(core):
+    assert await core.admin.dispatch(OTHERS[0], "c", "/help") == HELP
+    assert "/routing stats" in HELP and "/reset" in HELP
+    assert await core.admin.dispatch(OTHERS[0], "c", "hello") is None
+    assert await core.admin.dispatch(OTHERS[0], "c", "/weather") is None
+    await core.memory.add_exchange("telegram:1", "Mom", "hi", "hello")
+    await core.memory.add_exchange("telegram:2", "Dad", "hi", "hello")
+    assert await core.admin.dispatch(OTHERS[0], "telegram:1", "/reset") == (
+        "Forgot this conversation (2 messages)."
+    )
+    assert await core.admin.dispatch(OTHERS[0], "telegram:1", "/reset") == "Nothing to forget."
+    assert len(await core.memory.history("telegram:2")) == 2
+
+
+def _decision(tier, category, source, llm=None, knn=None, error=None) -> RoutingDecision:
+    return RoutingDecision(
+        category=category,
+        tier=tier,
+        model=f"model-{tier}",
+        confidence=0.9,
+        source=source,
+        mode="shadow",
+        tier_mapping_version="v2",
+        latency_ms=5.0,
+        llm=llm,
+        knn=knn,
+        error=error,
+    )
+
+
+async def test_stats_count_the_last_day_and_all_time(core):
+    conn, now = core.router.conn, time.time()
+    rows = [
+        (now - 3 * 86400, _decision("cheap", "casual", "knn")),
+        (now - 60, _decision("strong", "coding", "llm",
+                             SignalAnswer("coding", "strong", 0.9, 100.0),
+                             SignalAnswer("coding", "strong", 0.8, 9.0))),
+        (now - 50, _decision("medium", "analysis", "llm",
+                             SignalAnswer("analysis", "medium", 0.9, 300.0),
+                             SignalAnswer("casual", "cheap", 0.7, 9.0))),
+        (now - 40, _decision("medium", None, "fallback", error="categorizer: timeout")),
+        (now - 30, _decision("cheap", "simple_lookup", "llm",
+                             SignalAnswer("simple_lookup", "cheap", 0.9, 200.0))),
+    ]  # fmt: skip
+    for at, decision in rows:
+        await write_decision(conn, decision, "some text", "c", at)
+
+    day = await routing_stats.summary(conn, now - 86400)
+    assert day.total == 4
+    assert day.by_tier == {"medium": 2, "cheap": 1, "strong": 1}
+    assert day.by_source == {"llm": 3, "fallback": 1}
+    assert day.by_category["-"] == 1
+    assert (day.fallbacks, day.errors) == (1, 1)
+    assert (day.agreement.compared, day.agreement.same_category, day.agreement.same_tier) == (
+        2,
+        1,
+        1,
+    )
+    assert (day.llm_latency.count, day.llm_latency.median_ms, day.llm_latency.p95_ms) == (
+        3,
+        200.0,
+        300.0,
+    )
+    all_time = await routing_stats.summary(conn)
+    assert all_time.total == 5 and all_time.by_source["knn"] == 1
+
+    text = await core.admin.stats_text(now)
+    assert text.splitlines()[:2] == [
+        "crabbot routing",
+        f"mode live · map v2 · pool {core.router.pool_size}",
+    ]
+    assert "— last 24 h: 4 decisions" in text and "— all time: 5 decisions" in text
+    assert "k-NN = LLM: 50% category, 50% tier (n=2)" in text
+    assert "LLM latency: median 200 ms · p95 300 ms (n=3)" in text
+    assert "fallbacks 1 · errors 1" in text
+    assert "category: none 1 · analysis 1 · coding 1 · simple_lookup 1\n" in text
+
+
+async def test_stats_of_an_empty_log_and_bad_columns(core):
+    assert "— last 24 h: 0 decisions" in await core.admin.stats_text()
+    with pytest.raises(ValueError):
+        await routing_stats.count_by(core.router.conn, "prompt; DROP TABLE pool")
+
+
+def test_percentiles():
+    assert routing_stats.percentile([], 0.95) is None
+    assert routing_stats.percentile([5.0], 0.95) == 5.0
+    values = [float(n) for n in range(1, 101)]
+    assert routing_stats.percentile(values, 0.95) == 95.0
+    assert routing_stats.median(values) == 50.5
+    assert routing_stats.median([1.0, 2.0, 9.0]) == 2.0

@@ -1,0 +1,82 @@
+"""The console adapter and the CLI entry points of the bot."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from bot.adapters.console import run_console
+from bot.cli import build_parser, main
+from tests.bot_helpers import open_core
+from tests.fakes.openai_api import FakeOpenAI
+
+
+def scripted(lines: list[str]):
+    queue = list(lines)
+
+    async def read() -> str | None:
+        return queue.pop(0) if queue else None
+
+    return read
+
+
+def capture() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, width=200, color_system=None), buffer
+
+
+async def test_console_without_upstream_routes_and_says_what_to_set(seeded_db, embedder):
+    core = await open_core(seeded_db, embedder, None)
+    out, buffer = capture()
+    try:
+        await run_console(
+            core,
+            "grandpa",
+            scripted(["Good morning!", "/routing mode off", "what is 2+2", "/quit", "never"]),
+            out,
+        )
+    finally:
+        await core.close()
+    lines = buffer.getvalue().splitlines()
+    assert lines[0].startswith("no upstream configured: set OPENAI_API_KEY")
+    decision_lines = [line for line in lines if " ms" in line]
+    assert len(decision_lines) == 2
+    assert decision_lines[0].split(" · ")[3] in ("knn", "prior", "fallback")
+    assert "routing mode: live → off" in lines
+    assert decision_lines[1].startswith("medium · gpt-4.1-mini · fixed")
+
+
+async def test_console_chat_with_upstream(seeded_db, embedder):
+    upstream = await FakeOpenAI().start()
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    out, buffer = capture()
+    try:
+        await run_console(core, "grandpa", scripted(["hello crab", "/reset"]), out)
+    finally:
+        await core.close()
+        await upstream.stop()
+    text = buffer.getvalue()
+    model = upstream.models[0]
+    assert f"[{model}] grandpa: hello crab" in text
+    assert f" · {model} · " in text
+    assert "Forgot this conversation (2 messages)." in text
+    assert "no upstream" not in text
+
+
+def test_parser_knows_the_bot_commands():
+    parser = build_parser()
+    assert parser.parse_args(["chat", "--name", "me"]).name == "me"
+    assert parser.parse_args(["run", "discord"]).platform == "discord"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "irc"])
+
+
+@pytest.mark.parametrize(("platform", "variable"), [("telegram", "TELEGRAM_BOT_TOKEN"),
+                                                     ("discord", "DISCORD_BOT_TOKEN")])  # fmt: skip
+def test_run_without_a_token_says_which_to_set(tmp_path, monkeypatch, capsys, platform, variable):
+    monkeypatch.delenv(variable, raising=False)
+    assert main(["run", platform, "--db", str(tmp_path / "x.db")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: set {variable} to run on {platform}"
+    assert not (tmp_path / "x.db").exists()
