@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Protocol
 
@@ -65,6 +66,8 @@ class SentenceTransformerEmbedder:
     """Any sentence-transformers model by name or local path, at full precision (needs torch)."""
 
     def __init__(self, model_name: str, max_input_tokens: int = 128) -> None:
+        # crabbot never fetches weights at run time: the model must be a local path or cached.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
@@ -72,11 +75,20 @@ class SentenceTransformerEmbedder:
                 "embedding.backend = 'sentence-transformers' needs the extra: "
                 "pip install 'crabbot[sentence-transformers]'"
             ) from exc
-        self._model = SentenceTransformer(model_name, device="cpu")
+        try:
+            self._model = SentenceTransformer(model_name, device="cpu", local_files_only=True)
+        except OSError as exc:
+            raise RuntimeError(
+                f"embedding model {model_name!r} is not on this machine: give a local path, or"
+                " download it once into the Hugging Face cache"
+            ) from exc
         self._model.max_seq_length = max_input_tokens
         self._lock = threading.Lock()
         self.max_input_tokens = max_input_tokens
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension() or 0)
         self._prefix = f"{PREFIX_CONVENTION}: " if "e5" in model_name.lower() else ""
         convention = PREFIX_CONVENTION if self._prefix else "none"
         self.id = f"sentence-transformers:{model_name}:{convention}"

@@ -1,0 +1,91 @@
+"""`crabbot route` as a user runs it: a subprocess on a seeded database, no network, no keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ENV = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
+
+
+def crabbot(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def test_route_prints_the_decision(seeded_db):
+    result = crabbot("route", "--db", str(seeded_db), "--mode", "live", "幫我寫代碼")
+    assert result.returncode == 0, result.stderr
+    for label in ("category", "tier", "model", "confidence", "source", "latency"):
+        assert label in result.stdout
+    assert "strong" in result.stdout and "coding" in result.stdout
+
+
+def test_route_json_in_shadow_without_a_key_falls_back_and_says_so(seeded_db):
+    result = crabbot("route", "--db", str(seeded_db), "--json", "早安 今天好冷")
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["mode"] == "shadow" and decision["source"] == "fallback"
+    assert decision["tier"] == "cheap" and "GROQ_API_KEY" in decision["error"]
+    assert decision["knn"]["category"] == decision["category"]
+    assert result.stderr.count("GROQ_API_KEY is not set") == 1
+
+
+def test_empty_text_is_an_error_with_status_2(seeded_db):
+    result = crabbot("route", "--db", str(seeded_db), "   ")
+    assert result.returncode == 2
+    assert "empty" in result.stderr and result.stdout == ""
+
+
+def test_stdin_stream_keeps_order_and_survives_bad_lines(seeded_db):
+    lines = [
+        json.dumps(
+            {"text": "write a python script that merges 3 csv files", "conv_key": "a", "at": 100}
+        ),
+        "this is not json",
+        json.dumps({"text": "No, need dedup", "conv_key": "a", "at": 112}),
+        json.dumps({"text": "   "}),
+        json.dumps({"text": "No, need dedup", "conv_key": "b", "at": 112}),
+        json.dumps({"text": "No, need dedup", "conv_key": "a", "at": 112 + 3 * 3600}),
+    ]
+    result = crabbot("route", "--db", str(seeded_db), "--mode", "live", stdin="\n".join(lines))
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(out) == 6
+    assert out[1] == {"line": 2, "error": out[1]["error"]} and "JSON" in out[1]["error"]
+    assert out[3]["line"] == 4 and "empty" in out[3]["error"]
+    assert "line 2:" in result.stderr and "line 4:" in result.stderr
+    assert out[0]["category"] == out[2]["category"] == "coding"
+    assert out[4]["category"] != "coding", "no context: the follow-up alone is not coding"
+    assert out[5]["category"] == out[4]["category"], "three hours later the context is gone"
+    for decision in (out[0], out[2], out[4], out[5]):
+        assert {"category", "tier", "model", "confidence", "source", "latency_ms"} <= set(decision)
+    assert result.returncode == 1
+
+
+def test_mode_flag_is_for_one_run_only(seeded_db):
+    off = crabbot("route", "--db", str(seeded_db), "--mode", "off", "--json", "hello")
+    assert json.loads(off.stdout)["source"] == "fixed"
+    stored = crabbot("route", "--db", str(seeded_db), "--json", "hello")
+    assert json.loads(stored.stdout)["mode"] == "shadow"
+
+
+def test_bad_config_names_the_key(tmp_path, seeded_db):
+    config = tmp_path / "bad.toml"
+    config.write_text('[local]\nmin_confidence = 3\n[routing]\nmode = "live"\n')
+    result = crabbot("route", "--config", str(config), "--db", str(seeded_db), "hi")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "local.min_confidence" in result.stderr
+    config.write_text("[local]\nneighbours = 3\n")
+    result = crabbot("route", "--config", str(config), "hi")
+    assert "local.neighbours: unknown key" in result.stderr

@@ -1,0 +1,88 @@
+"""The shipped seed pool and the held-out dev set: size, balance, languages, no near-duplicates,
+and no overlap between them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.pool import normalize_text
+from router.taxonomy import MAPPING_V2
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "router" / "data" / "seed_pool.jsonl"
+DEV = ROOT / "tests" / "data" / "dev_set.jsonl"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def seed() -> list[dict]:
+    return read_jsonl(SEED)
+
+
+@pytest.fixture(scope="module")
+def dev() -> list[dict]:
+    return read_jsonl(DEV)
+
+
+def dev_texts(dev: list[dict]) -> list[str]:
+    texts = [row["text"] for row in dev if "text" in row]
+    return texts + [turn["text"] for row in dev if "turns" in row for turn in row["turns"]]
+
+
+def test_seed_pool_size_balance_and_languages(seed):
+    assert len(seed) >= 800
+    categories = Counter(row["category"] for row in seed)
+    assert set(categories) <= set(MAPPING_V2)
+    for category in MAPPING_V2:
+        if category != "unknown":
+            assert categories[category] >= 80, category
+    languages = Counter(row["lang"] for row in seed)
+    share = {lang: count / len(seed) for lang, count in languages.items()}
+    assert 0.40 <= share["zh-Hant"] + share["zh-Hans"] <= 0.50
+    assert min(share["zh-Hant"], share["zh-Hans"]) >= 0.15
+    assert 0.30 <= share["en"] <= 0.40
+    assert 0.12 <= share["ja"] <= 0.18
+    assert 0.03 <= share["mixed"] <= 0.08
+
+
+def test_seed_pool_has_no_near_duplicates(seed, seeded_template):
+    """Read the vectors the real bundled model made when the pool was seeded."""
+    with sqlite3.connect(seeded_template) as conn:
+        rows = conn.execute("SELECT embedding, text FROM pool ORDER BY id").fetchall()
+    assert len(rows) == len(seed), "every seed message is pooled once"
+    vectors = np.frombuffer(b"".join(row[0] for row in rows), dtype=np.float32)
+    vectors = vectors.reshape(len(rows), -1)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, 0.0)
+    i, j = np.unravel_index(np.argmax(similarity), similarity.shape)
+    assert similarity[i, j] < 0.95, (rows[i][1], rows[j][1], float(similarity[i, j]))
+
+
+def test_dev_set_is_held_out_and_has_conversations(seed, dev):
+    singles = [row for row in dev if "text" in row]
+    conversations = [row for row in dev if "turns" in row]
+    assert len(singles) >= 200 and len(conversations) >= 20
+    assert all(len(row["turns"]) >= 2 for row in conversations)
+    for row in conversations:
+        assert all(isinstance(turn["gap_s"], int | float) for turn in row["turns"])
+    pooled = {normalize_text(row["text"]) for row in seed}
+    overlap = [text for text in dev_texts(dev) if normalize_text(text) in pooled]
+    assert overlap == []
+
+
+def test_dev_set_is_not_near_any_seed_message(seed, dev, embedder, seeded_template):
+    with sqlite3.connect(seeded_template) as conn:
+        blobs = [row[0] for row in conn.execute("SELECT embedding FROM pool")]
+    pool = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+    singles = [row["text"] for row in dev if "text" in row]
+    closest = (embedder.embed(singles) @ pool.T).max(axis=1)
+    assert float(closest.max()) < 0.95, singles[int(np.argmax(closest))]
