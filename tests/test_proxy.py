@@ -291,6 +291,22 @@ async def test_provider_down_gets_502(proxy, provider, stream):
     assert "provider: could not reach the provider" in row["error"]
 
 
+async def test_stream_cut_by_the_provider_ends_with_an_error_event(proxy, provider):
+    provider.cut_stream_after = 2
+    pieces: list[str] = []
+    async with proxy.client() as client:
+        stream = await client.chat.completions.create(
+            model="auto", messages=user(CODING), stream=True
+        )
+        with pytest.raises(openai.APIError) as caught:
+            async for chunk in stream:
+                pieces.append(chunk.choices[0].delta.content or "")
+    assert "".join(pieces) == "".join(STREAM_PIECES[:2])
+    assert "provider" in caught.value.message
+    (row,) = await proxy.rows()
+    assert "provider:" in row["error"]
+
+
 async def test_provider_error_gets_502_without_its_message(plain, provider):
     provider.fail_status = 401  # e.g. the proxy's provider key is wrong: not the client's business
     async with plain.client() as client:

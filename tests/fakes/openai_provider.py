@@ -32,6 +32,7 @@ class FakeProvider:
 
     requests: list[Seen] = field(default_factory=list)
     fail_status: int | None = None
+    cut_stream_after: int | None = None  # chunks sent before a stream's connection is dropped
     record: bool = True  # off for benchmarks, so a long run does not grow a list
     base_url: str = ""
     _runner: web.AppRunner | None = None
@@ -102,7 +103,11 @@ class FakeProvider:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await send([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-        for piece in STREAM_PIECES:
+        for number, piece in enumerate(STREAM_PIECES):
+            if number == self.cut_stream_after:
+                assert request.transport is not None
+                request.transport.close()
+                return response
             await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if include_usage:
