@@ -113,6 +113,22 @@ class ProxySettings(Section):
     access_log: bool = False
 
 
+class ModelPrice(Section):
+    """What one model costs, in currency units (USD by default) per million tokens."""
+
+    input: float = Field(ge=0.0)
+    output: float = Field(ge=0.0)
+
+
+# OpenAI's list prices for the default tier models (USD per million tokens); a [prices] table in
+# the config file replaces this one.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-4.1-nano": ModelPrice(input=0.10, output=0.40),
+    "gpt-4.1-mini": ModelPrice(input=0.40, output=1.60),
+    "gpt-4.1": ModelPrice(input=2.00, output=8.00),
+}
+
+
 class RouterConfig(Section):
     database: DatabaseSettings = DatabaseSettings()
     routing: RoutingSettings = RoutingSettings()
@@ -124,6 +140,8 @@ class RouterConfig(Section):
     categorizer: CategorizerSettings = CategorizerSettings()
     context: ContextSettings = ContextSettings()
     proxy: ProxySettings = ProxySettings()
+    # Model name -> price, for the cost figures of `crabbot stats` and `/routing stats`.
+    prices: dict[str, ModelPrice] = DEFAULT_PRICES
 
     def build_taxonomy(self) -> Taxonomy:
         return self.taxonomy.build()
