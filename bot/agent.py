@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -18,6 +19,8 @@ from router import EmptyMessageError, ModelRouter, RoutingDecision
 from router.routing_log import record_error
 
 log = logging.getLogger(__name__)
+
+Deliver = Callable[["Reply"], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -56,16 +59,26 @@ class Agent:
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: Counter[str] = Counter()
 
-    async def handle(self, conv_key: str, user: ChatUser | None, text: str) -> Reply:
-        """Answer `text`. Call it before any other await in a handler: the per-conversation lock
-        is taken at once and asyncio locks are fair, so replies keep the messages' order."""
+    async def handle(
+        self,
+        conv_key: str,
+        user: ChatUser | None,
+        text: str,
+        deliver: Deliver | None = None,
+    ) -> Reply:
+        """Answer `text`, and hand the reply to `deliver` (if given) before the conversation's
+        next message is answered. Call it before any other await in a handler: the lock is
+        taken at once and asyncio locks are fair, so replies keep the messages' order."""
         if not text or not text.strip():
             raise EmptyMessageError("the message is empty")
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
         self._holders[conv_key] += 1
         try:
             async with lock:
-                return await self._answer(conv_key, user, text)
+                reply = await self._answer(conv_key, user, text)
+                if deliver is not None:
+                    await deliver(reply)
+                return reply
         finally:
             self._holders[conv_key] -= 1
             if not self._holders[conv_key]:

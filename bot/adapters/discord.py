@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 
 from bot.admin import COMMANDS, HELP
+from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from bot.split import split_message
@@ -102,16 +103,26 @@ class CrabbotDiscord(discord.Client):
             if answer is not None:
                 await self.send(message, answer)
                 return
-        # Created before any await, so the agent takes this conversation's turn in message order.
-        answering = asyncio.create_task(self.core.agent.handle(key, user, text))
+        typed = asyncio.Event()
+
+        async def deliver(reply: Reply) -> None:
+            typed.set()
+            if reply.text:
+                await self.send(message, reply.text)
+
+        # Created before any await, so the agent takes this conversation's turn in message order
+        # (and delivers within it).
+        answering = asyncio.create_task(self.core.agent.handle(key, user, text, deliver))
+        replied = asyncio.create_task(typed.wait())
         try:
             async with message.channel.typing():
-                reply = await answering
+                # Until the reply is ready, or the agent failed before it was.
+                await asyncio.wait((answering, replied), return_when=asyncio.FIRST_COMPLETED)
         except discord.HTTPException as exc:  # no typing indicator; the answer still goes out
             log.debug("typing indicator failed: %s", exc)
-            reply = await answering
-        if reply.text:
-            await self.send(message, reply.text)
+        finally:
+            replied.cancel()
+        await answering
 
     async def send(self, message: discord.Message, text: str) -> None:
         for index, piece in enumerate(split_message(text, MESSAGE_LIMIT)):

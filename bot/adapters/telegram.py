@@ -24,6 +24,7 @@ from telegram.ext import (
 )
 
 from bot.admin import COMMANDS
+from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
 from bot.runtime import BotCore
@@ -125,14 +126,20 @@ class TelegramBot:
                 return
         done = asyncio.Event()
         typing = asyncio.create_task(_keep_typing(message, done))
+
+        async def deliver(reply: Reply) -> None:
+            done.set()
+            await typing
+            if reply.text:
+                await send_text(message, reply.text)
+
         try:
-            # The agent takes the conversation's turn before anything else is awaited here.
-            reply = await self.core.agent.handle(key, user, text)
+            # The agent takes the conversation's turn before anything else is awaited here, and
+            # delivers within it, so replies go out in the order the messages came in.
+            await self.core.agent.handle(key, user, text, deliver)
         finally:
             done.set()
             await typing
-        if reply.text:
-            await send_text(message, reply.text)
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
