@@ -136,6 +136,8 @@ async def bench(args: argparse.Namespace, provider_url: str, proxy_url: str) -> 
         print(row("direct to the fake provider", direct.total_ms))
         print(row('proxy, model "cheap" (no routing)', alias.total_ms))
         print(row('proxy, model "auto"', auto.total_ms))
+        # X-Crabbot-Routing-Ms is the router's decision latency; writing the decision's log row
+        # comes after it, so it counts here as the proxy's own overhead.
         print(row("  of which routing (X-Crabbot)", auto.routing_ms))
         print(row('  "auto" minus its routing time', beyond))
         base = statistics.median(direct.total_ms)
