@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -18,8 +17,6 @@ from router.config import RouterConfig, Secrets
 from router.proxy_app import create_app
 from router.proxy_provider import Provider
 from router.router import ModelRouter, ProgressCallback
-
-log = logging.getLogger(__name__)
 
 
 class ProxyServer:
