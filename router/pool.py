@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import threading
@@ -12,7 +13,10 @@ from dataclasses import dataclass
 import aiosqlite
 import numpy as np
 
+from router.vector_index import EXACT_LIMIT, CoarseIndex
+
 _SPACES = re.compile(r"\s+")
+PROBES = 16  # coarse lists searched per query in a large pool
 
 
 def normalize_text(text: str) -> str:
@@ -52,6 +56,7 @@ class Pool:
         self.texts: list[str] = []
         self.categories: list[str] = []
         self._hashes: set[str] = set()
+        self._index: CoarseIndex | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -79,7 +84,21 @@ class Pool:
             self.texts = [row["text"] for row in rows]
             self.categories = [row["category"] for row in rows]
             self._hashes = {row["prompt_hash"] for row in rows}
+        await self._refresh_index()
         return len(rows)
+
+    def build_index(self) -> None:
+        """Index a large pool for search; a small one is searched exactly."""
+        with self._lock:
+            matrix, size = self._vectors, self._size
+        index = CoarseIndex(matrix[:size]) if size > EXACT_LIMIT else None
+        with self._lock:
+            self._index = index
+
+    async def _refresh_index(self) -> None:
+        index = self._index
+        if (index is None and self._size > EXACT_LIMIT) or (index and index.stale(self._size)):
+            await asyncio.to_thread(self.build_index)
 
     async def count_foreign(self) -> int:
         """Rows stored by another embedder: kept on disk, never mixed into this pool."""
@@ -132,17 +151,27 @@ class Pool:
         )
         await self._conn.commit()
         self._append(list(fresh.items()))
+        await self._refresh_index()
         return len(fresh)
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The k most similar entries, most similar first (exact inner product on unit vectors)."""
         with self._lock:
-            matrix, size = self._vectors, self._size
+            matrix, size, index = self._vectors, self._size, self._index
             texts, categories = self.texts, self.categories
         if size == 0:
             return []
-        scores = matrix[:size] @ vector
-        k = min(k, size)
-        top = np.argpartition(-scores, k - 1)[:k] if k < size else np.arange(size)
+        if index is None:
+            rows = None
+            scores = matrix[:size] @ vector
+        else:
+            rows = index.candidates(vector, size, PROBES)
+            scores = matrix[rows] @ vector
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top])]
-        return [Neighbour(texts[i], categories[i], float(scores[i])) for i in top]
+        found = top if rows is None else rows[top]
+        return [
+            Neighbour(texts[i], categories[i], float(s))
+            for i, s in zip(found, scores[top], strict=True)
+        ]
