@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bot import pool_command, taxonomy_command
 from bot.config import CrabbotConfig, load_config
 from router import ConfigError
 
@@ -53,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the bot on a chat platform")
     _common(run)
     run.add_argument("platform", choices=("telegram", "discord"))
+
+    stats = commands.add_parser("stats", help="routing stats, agreement and cost over a window")
+    _common(stats)
+    stats.add_argument("--since", default="7d", help="24h, 7d, 30d ... or all (default 7d)")
+    stats.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the daily mix and cost")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    pool_command.add_parser(commands, _common)
+    taxonomy_command.add_parser(commands, _common)
     return parser
 
 
@@ -73,6 +82,18 @@ async def _dispatch(args: argparse.Namespace, config: CrabbotConfig) -> int:
         from router.proxy import run_proxy
 
         return await run_proxy(args, config)
+    if args.command == "stats":
+        from bot.stats_command import run_stats
+
+        return await run_stats(args, config)
+    if args.command == "pool":
+        from bot.pool_command import run_pool
+
+        return await run_pool(args, config)
+    if args.command == "taxonomy":
+        from bot.taxonomy_command import run_taxonomy
+
+        return await run_taxonomy(args, config)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -25,6 +25,7 @@ from router.local_signal import LocalAnswer, SoftmaxHead, blend, decide, knn_vot
 from router.pool import Pool, PoolEntry
 from router.seed import load_seed_entries
 from router.taxonomy import MODES, Taxonomy
+from router.taxonomy_ops import merged_away, stored_categories
 
 log = logging.getLogger(__name__)
 
@@ -438,12 +439,19 @@ async def _seed_pool(
 
 
 async def _check_taxonomy_matches_store(conn: aiosqlite.Connection, taxonomy: Taxonomy) -> None:
-    async with conn.execute("SELECT DISTINCT category FROM pool") as cursor:
-        stored = {row[0] for row in await cursor.fetchall()}
-    missing = sorted(stored - set(taxonomy.categories))
+    """The pool and the routing log must only name categories the config has, and the config
+    must not bring back a category `crabbot taxonomy merge` merged away."""
+    missing = sorted(await stored_categories(conn) - set(taxonomy.categories))
     if missing:
         raise ConfigError(
-            f"the pool holds categories this taxonomy ({taxonomy.version}) lacks: "
-            f"{', '.join(missing)}; run `crabbot taxonomy merge {missing[0]} <category>` "
-            "or choose a taxonomy that has them"
+            f"the stored pool or routing log holds categories this taxonomy ({taxonomy.version})"
+            f" lacks: {', '.join(missing)}; run `crabbot taxonomy merge {missing[0]} <category>`"
+            " or choose a taxonomy that has them"
         )
+    for category, (target, version) in (await merged_away(conn)).items():
+        if category in taxonomy.category_tiers:
+            raise ConfigError(
+                f"{category} was merged into {target} by `crabbot taxonomy merge` (the stored rows"
+                f" follow taxonomy {version}): remove {category} from [taxonomy] and set"
+                f' version = "{version}"'
+            )

@@ -1,0 +1,84 @@
+"""Plumbing shared by the operator commands (pool, taxonomy, stats): the database without the
+router's start checks, the embedder, a progress bar on stderr, and small formatters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiosqlite
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bot.config import CrabbotConfig
+from router.db import ROUTER_MIGRATIONS, connect, migrate
+from router.embedder import Embedder, build_embedder
+
+StageProgress = Callable[[str, int, int], None]
+
+
+async def open_store(config: CrabbotConfig) -> aiosqlite.Connection:
+    """The database, migrated; unlike ModelRouter.open it neither seeds nor checks the taxonomy
+    (the taxonomy commands exist to repair a mismatch)."""
+    conn = await connect(config.database.path)
+    try:
+        await migrate(conn, "router", ROUTER_MIGRATIONS)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def load_embedder(config: CrabbotConfig) -> Embedder:
+    return await asyncio.to_thread(build_embedder, config.embedding)
+
+
+@contextlib.contextmanager
+def progress_bar(err: Console) -> Iterator[StageProgress]:
+    """Yield update(stage, done, total); each stage gets its own bar (drawn on a terminal only)."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress:
+        yield update
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Many small matrix products run far faster on one BLAS thread than on a crowd of them
+    (10x on a busy two-core machine); threadpoolctl is used when installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def consoles() -> tuple[Console, Console]:
+    """(stdout, stderr) consoles; messages are not wrapped, tables fit the terminal."""
+    return Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def dry_run_note(console: Console) -> None:
+    console.print("[yellow]dry run[/yellow]: nothing was changed; add --apply to do it")
