@@ -129,6 +129,8 @@ class Admin:
         router = self.router
         head = f"mode {router.mode} · map {router.taxonomy.version} · pool {router.pool_size}"
         lines = ["crabbot routing", head]
+        if not router.routes_locally:
+            lines.append("routing happens upstream (model auto); rows below are the proxy's")
         for title, since in (("last 24 h", now - DAY_S), ("all time", None)):
             lines += format_summary(title, await routing_stats.summary(router.conn, since))
         return "\n".join(lines)

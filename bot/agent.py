@@ -104,7 +104,7 @@ class Agent:
             _message(Turn("user", text, author)),
         ]
         try:
-            completion = await self.upstream.complete(model, messages)
+            completion = await self.upstream.complete(model, messages, session_key=conv_key)
         except UpstreamError as exc:
             return await self._failed(conv_key, text, decision, model, exc.reason)
         except Exception as exc:  # whatever breaks, the chat must get an answer and go on

@@ -72,8 +72,12 @@ class Upstream:
         return self.settings.model == AUTO_MODEL
 
     async def complete(
-        self, model: str, messages: Sequence[ChatCompletionMessageParam]
+        self,
+        model: str,
+        messages: Sequence[ChatCompletionMessageParam],
+        session_key: str | None = None,
     ) -> Completion:
+        """One chat completion; `session_key` tells a routing proxy which conversation it is."""
         if self.client is None:
             raise UpstreamError("upstream: not configured")
         # A fixed model in config (other than "auto") overrides the routed one.
@@ -82,6 +86,7 @@ class Upstream:
             response = await self.client.chat.completions.create(
                 model=model,
                 messages=list(messages),
+                extra_headers={"X-Session-Key": session_key} if session_key else None,
                 **({"max_tokens": self.settings.max_tokens} if self.settings.max_tokens else {}),
             )
         except openai.APIError as exc:

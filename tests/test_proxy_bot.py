@@ -55,4 +55,7 @@ async def test_bot_routes_through_the_proxy(seeded_db, embedder, provider):
     # The decisions were made, and logged once each, by the proxy.
     assert [row["tier"] for row in rows] == ["strong", "cheap"]
     assert [row["model"] for row in rows] == [STRONG, CHEAP]
+    # The bot names its conversation, so the proxy's context prior sees follow-ups.
+    assert [row["conv_key"] for row in rows] == ["telegram:1", "telegram:2"]
     assert "2 decisions" in stats
+    assert "routing happens upstream" in stats
