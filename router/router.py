@@ -174,7 +174,7 @@ class ModelRouter:
         mode = self.mode
         previous = await self._previous_turn(conv_key)
         if mode == "off":
-            decision = self._fixed(mode)
+            decision = self._default_tier(mode, "fixed")
         elif mode == "shadow":
             decision = await self._route_shadow(text, previous, now)
         else:
@@ -274,13 +274,15 @@ class ModelRouter:
             **fields,
         )
 
-    def _fixed(self, mode: str) -> RoutingDecision:
+    def _default_tier(self, mode: str, source: str, error: str | None = None) -> RoutingDecision:
+        """No category: the configured default tier (routing off, or every signal failed)."""
         return self._decision(
             category=None,
             tier=self.config.routing.default_tier,
             confidence=None,
-            source="fixed",
+            source=source,
             mode=mode,
+            error=error,
         )
 
     @staticmethod
@@ -335,14 +337,7 @@ class ModelRouter:
                 neighbours=answer.neighbours,
                 error=error,
             )
-        return self._decision(
-            category=None,
-            tier=self.config.routing.default_tier,
-            confidence=None,
-            source="fallback",
-            mode=mode,
-            error=error,
-        )
+        return self._default_tier(mode, "fallback", error)
 
     # -- learning and logging ------------------------------------------------------------------
 
