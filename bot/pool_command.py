@@ -17,7 +17,6 @@ from bot.tooling import (
     consoles,
     dry_run_note,
     load_embedder,
-    one_blas_thread,
     open_store,
     pct,
     progress_bar,
@@ -122,7 +121,7 @@ async def validation_report(
             f"the pool holds categories taxonomy {taxonomy.version} lacks: {', '.join(unknown)};"
             f" run `crabbot taxonomy merge {unknown[0]} <category>` first"
         )
-    with progress_bar(err) as update, one_blas_thread():
+    with progress_bar(err) as update:
         return validate(
             pool.vectors,
             labels,
@@ -358,7 +357,7 @@ async def _dedupe(
         err.print("error: --threshold must be in (0, 1]")
         return 2
     pool = await read_pool(conn, embedder.id, embedder.dim)
-    with progress_bar(err) as update, one_blas_thread():
+    with progress_bar(err) as update:
         plan = plan_dedupe(pool, threshold, progress=lambda d, t: update("comparing", d, t))
     conflicts = plan.label_conflicts()
     out.print(

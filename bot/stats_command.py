@@ -85,8 +85,8 @@ def _day_range(days: list[str]) -> list[str]:
 
 def cost_table(report: CostReport) -> Table:
     table = Table(title="cost (prices per million tokens, from \\[prices])", title_justify="left")
-    for column in ("if every message went to", "model", "cost", "routing saved"):
-        table.add_column(column, justify="right" if column in ("cost", "routing saved") else "left")
+    for column in ("if every message went to", "model", "cost", "routing"):
+        table.add_column(column, justify="right" if column in ("cost", "routing") else "left")
     table.add_row("its routed tier", "(as routed)", money(report.routed), "")
     for name, model, baseline, saving in (
         ("the medium tier", report.medium_model, report.all_medium, report.saving_vs_medium),

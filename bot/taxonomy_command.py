@@ -4,6 +4,7 @@ of stored data safely (a dry run with row counts and accuracy before and after b
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from router.taxonomy_ops import (
     get_stored_version,
     plan_merge,
 )
+from router.validation import ValidationReport
 
 
 def add_parser(
@@ -38,6 +40,7 @@ def add_parser(
     merge.add_argument("source", metavar="FROM")
     merge.add_argument("target", metavar="TO")
     merge.add_argument("--apply", action="store_true", help="do it (default: dry run)")
+    merge.add_argument("--json", action="store_true", help="print one JSON object")
     show = actions.add_parser("show", help="the config's map, the stored version and the audit")
     common(show)
 
@@ -79,8 +82,9 @@ def _print_plan(plan: MergePlan, out: Console) -> None:
 
 
 async def _accuracy(
-    plan: MergePlan, config: CrabbotConfig, conn: aiosqlite.Connection, out: Console, err: Console
-) -> None:
+    plan: MergePlan, config: CrabbotConfig, conn: aiosqlite.Connection, err: Console
+) -> tuple[ValidationReport, ValidationReport] | str:
+    """The pool validated before and after the merge, or why it could not be."""
     embedder = await load_embedder(config)
     try:
         before = await validation_report(conn, config, embedder.id, embedder.dim, plan.before, err)
@@ -88,8 +92,11 @@ async def _accuracy(
             conn, config, embedder.id, embedder.dim, plan.after, err, {plan.source: plan.target}
         )
     except PoolToolError as exc:
-        out.print(f"accuracy: not measured ({exc})", highlight=False)
-        return
+        return str(exc)
+    return before, after
+
+
+def _print_accuracy(before: ValidationReport, after: ValidationReport, out: Console) -> None:
     table = Table(title="cross-validated accuracy on the pool", title_justify="left")
     for column in ("classifier", "tier before", "tier after", "category before", "category after"):
         table.add_column(column, justify="left" if column == "classifier" else "right")
@@ -103,7 +110,30 @@ async def _accuracy(
             pct(new.category_accuracy),
         )
     out.print(table)
-    out.print(f"  {before.default.name}: {before.default.method}", highlight=False)
+    for result in before.classifiers:
+        out.print(f"  {result.name}: {result.method}", highlight=False)
+
+
+def _plan_json(plan: MergePlan) -> dict[str, object]:
+    return {
+        "from": plan.source,
+        "to": plan.target,
+        "old_version": plan.before.version,
+        "new_version": plan.after.version,
+        "log_rows": plan.log_rows,
+        "pool_rows": plan.pool_rows,
+        "rows_by_column": plan.column_counts,
+    }
+
+
+def _accuracy_json(report: ValidationReport) -> dict[str, object]:
+    return {
+        result.name: {
+            "tier_accuracy": round(result.tier_accuracy, 4),
+            "category_accuracy": round(result.category_accuracy, 4),
+        }
+        for result in report.classifiers
+    }
 
 
 async def _merge(
@@ -118,19 +148,40 @@ async def _merge(
     except MergeRefused as exc:
         err.print(f"refused: {exc}", highlight=False, markup=False)
         return 2
-    _print_plan(plan, out)
+    data: dict[str, object] = {**_plan_json(plan), "applied": args.apply}
+    if not args.json:
+        _print_plan(plan, out)
     if not args.apply:
-        await _accuracy(plan, config, conn, out, err)
+        accuracy = await _accuracy(plan, config, conn, err)
+        if args.json:
+            if isinstance(accuracy, str):
+                data["accuracy"] = {"not_measured": accuracy}
+            else:
+                data["accuracy"] = {
+                    "before": _accuracy_json(accuracy[0]),
+                    "after": _accuracy_json(accuracy[1]),
+                }
+            print(json.dumps(data, ensure_ascii=False))
+            return 0
+        if isinstance(accuracy, str):
+            out.print(f"accuracy: not measured ({accuracy})", highlight=False)
+        else:
+            _print_accuracy(*accuracy, out)
         dry_run_note(out)
         return 0
     audit_id = await apply_merge(conn, plan)
+    follow = plan.source in config.build_taxonomy().category_tiers
+    if args.json:
+        data |= {"audit_id": audit_id, "config": config_lines(plan.after) if follow else []}
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
     out.print(
         f"merged {plan.source} into {plan.target}: {plan.log_rows} routing-log rows and"
         f" {plan.pool_rows} pool rows relabelled in one transaction; stored taxonomy version"
         f" {plan.after.version} (audit row {audit_id})",
         highlight=False,
     )
-    if plan.source in config.build_taxonomy().category_tiers:
+    if follow:
         out.print("Now make the config match the data (crabbot refuses to start until it does):")
         for line in config_lines(plan.after):
             out.print(f"  {line}", highlight=False, markup=False)

@@ -58,19 +58,6 @@ def progress_bar(err: Console) -> Iterator[StageProgress]:
         yield update
 
 
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Many small matrix products run far faster on one BLAS thread than on a crowd of them
-    (10x on a busy two-core machine); threadpoolctl is used when installed."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def consoles() -> tuple[Console, Console]:
     """(stdout, stderr) consoles; messages are not wrapped, tables fit the terminal."""
     return Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)

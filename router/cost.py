@@ -109,9 +109,10 @@ def money(value: float) -> str:
 
 
 def saved(fraction: float | None) -> str:
+    """'saved 62%', or '40% more' when routing cost more than the baseline."""
     if fraction is None:
         return "-"
-    return f"−{100 * fraction:.0f}%" if fraction >= 0 else f"+{-100 * fraction:.0f}%"
+    return f"saved {100 * fraction:.0f}%" if fraction >= 0 else f"{-100 * fraction:.0f}% more"
 
 
 def _where(since: float | None) -> tuple[str, tuple[float, ...]]:

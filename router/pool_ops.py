@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosqlite
 import numpy as np
 
+from router.blas import one_blas_thread
 from router.embedder import Embedder
 from router.pool import text_hash
 from router.taxonomy import Taxonomy
@@ -348,6 +349,13 @@ def plan_dedupe(
 ) -> DedupePlan:
     """Leader clustering in id order: an entry joins the most similar earlier kept entry at or
     above `threshold`, else it is kept. No chaining: every member is that close to its leader."""
+    with one_blas_thread():
+        return _plan_dedupe(pool, threshold, block, progress)
+
+
+def _plan_dedupe(
+    pool: StoredPool, threshold: float, block: int, progress: Progress | None
+) -> DedupePlan:
     vectors = pool.vectors
     n = len(vectors)
     leader_of = np.full(n, -1, dtype=np.int64)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from router.blas import one_blas_thread
 from router.local_signal import KNN_TEMPERATURE, SoftmaxHead
 from router.taxonomy import TIERS, UNKNOWN, Taxonomy
 
@@ -396,8 +397,9 @@ def validate(
     if len(labels) < 2:
         raise ValueError("the pool needs at least two entries to validate")
     label_index = np.array([index[label] for label in labels], dtype=np.int64)
-    knn = knn_loo_probs(vectors, label_index, len(categories), k, progress)
-    head = head_kfold_probs(vectors, labels, categories, folds, progress)
+    with one_blas_thread():
+        knn = knn_loo_probs(vectors, label_index, len(categories), k, progress)
+        head = head_kfold_probs(vectors, labels, categories, folds, progress)
     signals = {"head": head, "knn": knn, "blend": 0.5 * head + 0.5 * knn}
     order = [classifier] + [name for name in ("head", "knn") if name != classifier]
     reports = [score(name, signals[name], label_index, taxonomy, downgrade_cost) for name in order]
