@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,9 @@ from router.taxonomy_ops import merged_away, stored_categories
 log = logging.getLogger(__name__)
 
 MODE_KEY = "routing_mode"
+MODE_RECHECK_S = 2.0  # another process (bot or proxy) sharing the database may change the mode
+PRIOR_CACHE_SIZE = 10_000  # conversations whose last turn is kept in memory (older: from the log)
+PRIOR_TEXT_CHARS = 300
 REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
 
 ProgressCallback = Callable[[int, int], None]
@@ -72,7 +75,8 @@ class ModelRouter:
         self.mode_override = mode_override
         self.head = SoftmaxHead(self.taxonomy.categories)
         self._refit_task: asyncio.Task[None] | None = None
-        self._previous: dict[str, PreviousTurn] = {}
+        self._previous: OrderedDict[str, PreviousTurn] = OrderedDict()
+        self._mode_checked_at = time.monotonic()
         self.counters: Counter[str] = Counter()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -136,6 +140,22 @@ class ModelRouter:
     def stored_mode(self) -> str:
         return self._stored_mode
 
+    async def refresh_mode(self, max_age_s: float | None = None) -> str:
+        """Re-read the stored mode when the last read is older than `max_age_s`; return the mode."""
+        max_age_s = MODE_RECHECK_S if max_age_s is None else max_age_s
+        if time.monotonic() - self._mode_checked_at >= max_age_s:
+            self._mode_checked_at = time.monotonic()
+            try:
+                stored = await routing_log.get_setting(self.conn, MODE_KEY)
+            except aiosqlite.Error:
+                log.exception("could not read the stored routing mode")
+                self.counters["db_errors"] += 1
+                stored = None
+            if stored in MODES and stored != self._stored_mode:
+                log.info("routing mode is now %s (changed by another process)", stored)
+                self._stored_mode = stored
+        return self.mode
+
     async def set_mode(self, mode: str) -> str:
         """Store a new mode for every conversation; return the old one."""
         if mode not in MODES:
@@ -143,6 +163,7 @@ class ModelRouter:
         old = self._stored_mode
         await routing_log.set_setting(self.conn, MODE_KEY, mode)
         self._stored_mode = mode
+        self._mode_checked_at = time.monotonic()
         log.info("routing mode changed from %s to %s", old, mode)
         return old
 
@@ -171,7 +192,7 @@ class ModelRouter:
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
         now = time.time() if at is None else at
-        mode = self.mode
+        mode = await self.refresh_mode()
         previous = await self._previous_turn(conv_key)
         if mode == "off":
             decision = self._default_tier(mode, "fixed")
@@ -372,7 +393,9 @@ class ModelRouter:
     async def _previous_turn(self, conv_key: str | None) -> PreviousTurn | None:
         if conv_key is None:
             return None
-        if conv_key not in self._previous:
+        if conv_key in self._previous:
+            self._previous.move_to_end(conv_key)
+        else:
             try:
                 turn = await routing_log.last_turn(self.conn, conv_key)
             except aiosqlite.Error:
@@ -381,14 +404,22 @@ class ModelRouter:
                 return None
             if turn is None:
                 return None
-            self._previous[conv_key] = turn
+            self._remember(conv_key, turn)
         return self._previous[conv_key]
+
+    def _remember(self, conv_key: str, turn: PreviousTurn) -> None:
+        """Keep the last turn of the most recent conversations; the rest are read back on demand."""
+        kept = PreviousTurn(turn.category, turn.at, turn.text[:PRIOR_TEXT_CHARS])
+        self._previous[conv_key] = kept
+        self._previous.move_to_end(conv_key)
+        while len(self._previous) > PRIOR_CACHE_SIZE:
+            self._previous.popitem(last=False)
 
     async def _log(
         self, decision: RoutingDecision, text: str, conv_key: str | None, at: float
     ) -> None:
         if conv_key is not None and decision.category is not None:
-            self._previous[conv_key] = PreviousTurn(decision.category, at, text)
+            self._remember(conv_key, PreviousTurn(decision.category, at, text))
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)
         try:

@@ -245,3 +245,36 @@ def test_clip_keeps_head_and_tail():
     clipped = clip_text(text, 60)
     assert clipped.startswith("HEAD") and clipped.endswith("TAIL") and len(clipped) <= 63
     assert clip_text("short", 60) == "short"
+
+
+async def test_a_mode_changed_by_another_process_takes_effect(seeded_db, embedder, monkeypatch):
+    import router.router as router_module
+
+    monkeypatch.setattr(router_module, "MODE_RECHECK_S", 0.0)
+    proxy = await open_router(seeded_db, embedder, mode="live")
+    bot = await open_router(seeded_db, embedder, mode="live")
+    try:
+        assert (await proxy.route("早安")).source == "knn"
+        assert await bot.set_mode("off") == "live"
+        decision = await proxy.route("早安")
+    finally:
+        await bot.close()
+        await proxy.close()
+    assert (decision.mode, decision.source) == ("off", "fixed")
+
+
+async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embedder, monkeypatch):
+    import router.router as router_module
+
+    monkeypatch.setattr(router_module, "PRIOR_CACHE_SIZE", 2)
+    router = await open_router(seeded_db, embedder)
+    try:
+        await router.route("寫一個 SQL 把重複的訂單刪掉 " + "x" * 5000, conv_key="old", at=100)
+        await router.route("早安", conv_key="b", at=101)
+        await router.route("晚安", conv_key="c", at=102)
+        assert list(router._previous) == ["b", "c"]
+        follow_up = await router.route("No, need dedup", conv_key="old", at=110)
+        assert len(router._previous["old"].text) <= router_module.PRIOR_TEXT_CHARS
+    finally:
+        await router.close()
+    assert follow_up.category == "coding"
