@@ -85,8 +85,17 @@ class Agent:
                 del self._holders[conv_key]
                 del self._locks[conv_key]
 
+    def _db_failed(self, what: str) -> None:
+        log.exception("could not %s", what)
+        self.router.counters["db_errors"] += 1
+
     async def _answer(self, conv_key: str, user: ChatUser | None, text: str) -> Reply:
-        history = await self.memory.history(conv_key)
+        # A database failure costs the conversation its memory, never the reply.
+        try:
+            history = await self.memory.history(conv_key)
+        except Exception:
+            self._db_failed("read the conversation's history; answering without it")
+            history = []
         decision: RoutingDecision | None = None
         if self.upstream.auto:
             model = AUTO_MODEL
@@ -111,10 +120,16 @@ class Agent:
             log.exception("upstream call failed unexpectedly")
             return await self._failed(conv_key, text, decision, model, type(exc).__name__)
         if decision is not None:
-            await self.router.record_usage(
-                decision, completion.prompt_tokens, completion.completion_tokens
-            )
-        await self.memory.add_exchange(conv_key, author, text, completion.text)
+            try:
+                await self.router.record_usage(
+                    decision, completion.prompt_tokens, completion.completion_tokens
+                )
+            except Exception:
+                self._db_failed("record token usage")
+        try:
+            await self.memory.add_exchange(conv_key, author, text, completion.text)
+        except Exception:
+            self._db_failed("store the exchange in memory")
         return Reply(completion.text, decision, model)
 
     async def _failed(
@@ -131,7 +146,6 @@ class Agent:
             try:
                 await record_error(self.router.conn, decision.log_id, reason)
             except Exception:
-                log.exception("could not record the upstream error")
-                self.router.counters["db_errors"] += 1
+                self._db_failed("record the upstream error")
         # The failed exchange is not stored: the next message starts from a clean history.
         return Reply(apology(text), decision, model, error=reason)

@@ -74,6 +74,20 @@ async def test_memory_is_trimmed_to_max_turns(seeded_db, embedder, upstream):
         await core.close()
 
 
+async def test_database_failure_costs_the_memory_not_the_reply(core, upstream):
+    await core.agent.handle("telegram:1", MOM, "My name is Mom")
+    # The memory table is gone: reading the history and storing the exchange both fail.
+    await core.router.conn.execute("DROP TABLE messages")
+    reply = await core.agent.handle("telegram:1", MOM, CODING)
+    assert reply.ok and reply.text == f"[{reply.decision.model}] Mom: {CODING}"
+    # Answered without history: only the system prompt and the new message went upstream.
+    assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["system", "user"]
+    assert core.router.counters["db_errors"] == 2
+    # The routing log is another table: the decision and its usage are still there.
+    rows = await log_rows(core)
+    assert rows[-1]["prompt"] == CODING and rows[-1]["prompt_tokens"] > 0
+
+
 async def test_memory_keeps_to_the_token_budget(seeded_db, embedder, upstream):
     core = await open_core(
         seeded_db, embedder, upstream.base_url, memory={"max_tokens": 400, "system_prompt": "Hi"}

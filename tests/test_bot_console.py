@@ -65,6 +65,24 @@ async def test_console_chat_with_upstream(seeded_db, embedder):
     assert "no upstream" not in text
 
 
+async def test_console_survives_a_failing_message(seeded_db, embedder, monkeypatch):
+    core = await open_core(seeded_db, embedder, None)
+    out, buffer = capture()
+
+    async def broken_reset(conv_key: str) -> str:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(core.admin, "reset", broken_reset)
+    try:
+        await run_console(core, "grandpa", scripted(["/reset", "Good morning!"]), out)
+    finally:
+        await core.close()
+    lines = buffer.getvalue().splitlines()
+    assert "error: RuntimeError; the chat goes on" in lines
+    # The next message is still answered (routed; no upstream here).
+    assert lines[-1].endswith(" ms") and lines[-1].split(" · ")[0] in ("cheap", "medium")
+
+
 def test_parser_knows_the_bot_commands():
     parser = build_parser()
     assert parser.parse_args(["chat", "--name", "me"]).name == "me"

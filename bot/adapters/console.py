@@ -4,6 +4,7 @@ the routing decision; the console user is the admin."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from rich.console import Console
@@ -13,6 +14,8 @@ from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from bot.upstream import MISSING_HINT
+
+log = logging.getLogger(__name__)
 
 QUIT = {"/quit", "/exit", "/q"}
 ReadLine = Callable[[], Awaitable[str | None]]
@@ -54,11 +57,19 @@ async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) ->
         text = line.strip()
         if not text:
             continue
-        answer = await core.admin.dispatch(user, conv_key, text)
-        if answer is not None:
-            out.print(answer, markup=False, highlight=False)
-            continue
-        reply = await core.agent.handle(conv_key, user, text)
-        if reply.text is not None:
-            out.print(reply.text, markup=False, highlight=False)
-        out.print(f"[dim]{escape(decision_line(reply))}[/dim]", highlight=False)
+        try:
+            await _answer(core, user, conv_key, text, out)
+        except Exception as exc:  # one failed message must not end the chat
+            log.exception("console message failed")
+            out.print(f"[red]error: {escape(type(exc).__name__)}; the chat goes on[/red]")
+
+
+async def _answer(core: BotCore, user: ChatUser, conv_key: str, text: str, out: Console) -> None:
+    answer = await core.admin.dispatch(user, conv_key, text)
+    if answer is not None:
+        out.print(answer, markup=False, highlight=False)
+        return
+    reply = await core.agent.handle(conv_key, user, text)
+    if reply.text is not None:
+        out.print(reply.text, markup=False, highlight=False)
+    out.print(f"[dim]{escape(decision_line(reply))}[/dim]", highlight=False)
