@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import re
 import time
 
-import aiosqlite
 from rich.table import Table
 
 from bot.admin import format_summary
@@ -18,8 +16,7 @@ from bot.config import CrabbotConfig
 from bot.tooling import consoles, open_store, pct
 from router import stats as routing_stats
 from router.agreement import AgreementCount, ShadowAgreement, shadow_agreement
-from router.config import RouterConfig
-from router.cost import CostReport, cost_report, daily_costs, daily_counts, money, saved
+from router.cost import CostReport, cost_report, money, saved
 from router.routing_log import get_setting
 
 _WINDOW = re.compile(r"(\d+)\s*([mhdw])")
@@ -39,48 +36,6 @@ def parse_since(text: str, now: float) -> float | None:
 
 def window_title(text: str) -> str:
     return "all time" if text.strip().lower() == "all" else f"last {text.strip()}"
-
-
-async def chart_png(
-    conn: aiosqlite.Connection, config: RouterConfig, since: float | None, title: str
-) -> bytes:
-    """The tier and source mix per day and the cost against both baselines, as a PNG."""
-    from router.charts import stats_png
-
-    tiers = await daily_counts(conn, "tier", since)
-    sources = await daily_counts(conn, "source", since)
-    costs = await daily_costs(conn, config, since)
-    days = _day_range(sorted(set(tiers) | set(costs)))
-    tier_names = sorted({name for counts in tiers.values() for name in counts})
-    source_names = sorted({name for counts in sources.values() for name in counts})
-    cost_series: dict[str, list[float]] = {"routed": []}
-    empty = CostReport(since, config.models.medium, config.models.strong)
-    baselines = {"all medium": "all_medium", "all strong": "all_strong"}
-    for name, attribute in baselines.items():
-        if getattr(empty, attribute) is not None:
-            cost_series[name] = []
-    for day in days:
-        report = costs.get(day, empty)
-        cost_series["routed"].append(report.routed)
-        for name, attribute in baselines.items():
-            if name in cost_series:
-                cost_series[name].append(getattr(report, attribute) or 0.0)
-    return stats_png(
-        [day[5:] for day in days],
-        {name: [tiers.get(day, {}).get(name, 0) for day in days] for name in tier_names},
-        {name: [sources.get(day, {}).get(name, 0) for day in days] for name in source_names},
-        cost_series,
-        currency="price units",
-        title=f"{title} (UTC days)",
-    )
-
-
-def _day_range(days: list[str]) -> list[str]:
-    """Every day from the first to the last with data, gaps filled."""
-    if not days:
-        return [dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")]
-    first, last = (dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
-    return [(first + dt.timedelta(n)).isoformat() for n in range((last - first).days + 1)]
 
 
 def cost_table(report: CostReport) -> Table:
@@ -157,9 +112,9 @@ async def run_stats(args: argparse.Namespace, config: CrabbotConfig) -> int:
         agreement = await shadow_agreement(conn, config.local.min_confidence, since)
         mode = await get_setting(conn, "routing_mode") or config.routing.mode
         if args.plot is not None:
-            from router.charts import write_png
+            from router.charts import stats_chart, write_png
 
-            write_png(args.plot, await chart_png(conn, config, since, f"crabbot, {title}"))
+            write_png(args.plot, await stats_chart(conn, config, since, f"crabbot, {title}"))
     finally:
         await conn.close()
     if args.json:

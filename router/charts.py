@@ -1,20 +1,20 @@
-"""Pictures for operators, drawn with matplotlib's Agg backend (no screen): the confusion matrix
-of `crabbot pool validate`, and the daily tier/source mix and cost of `crabbot stats`."""
+"""Pictures for operators, drawn on matplotlib's Agg canvas (no screen, no pyplot state): the
+confusion matrix of `crabbot pool validate`, and the daily mix and cost of `crabbot stats`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from pathlib import Path
 
-import matplotlib
+import aiosqlite
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from router.taxonomy import TIERS  # noqa: E402
+from router.config import RouterConfig
+from router.cost import CostReport, daily_costs, daily_counts
+from router.taxonomy import TIERS
 
 DPI = 100
 CONFUSION_SIZE = (8.0, 7.0)  # inches: 800 x 700 pixels
@@ -25,8 +25,7 @@ TIER_COLOURS = {"cheap": "#4caf50", "medium": "#2196f3", "strong": "#e53935"}
 def _png(figure: Figure) -> bytes:
     # No bbox_inches="tight": the picture keeps the size the caller was promised.
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    plt.close(figure)
+    FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()
 
 
@@ -35,7 +34,8 @@ def confusion_png(labels: list[str], matrix: np.ndarray, title: str) -> bytes:
     counts = np.asarray(matrix, dtype=float)
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    figure, axes = plt.subplots(figsize=CONFUSION_SIZE, dpi=DPI)
+    figure = Figure(figsize=CONFUSION_SIZE, dpi=DPI)
+    axes = figure.subplots()
     axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(labels)), labels, rotation=40, ha="right")
     axes.set_yticks(range(len(labels)), labels)
@@ -62,7 +62,8 @@ def stats_png(
 ) -> bytes:
     """Three panels over the same days: decisions by tier, by source, and the routed cost
     against the all-medium and all-strong baselines (cumulative)."""
-    figure, (by_tier, by_source, money) = plt.subplots(3, 1, figsize=STATS_SIZE, dpi=DPI)
+    figure = Figure(figsize=STATS_SIZE, dpi=DPI)
+    by_tier, by_source, money = figure.subplots(3, 1)
     positions = np.arange(len(days))
     for axes, series, colours in (
         (by_tier, tiers, TIER_COLOURS),
@@ -93,3 +94,43 @@ def stats_png(
 def write_png(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+async def stats_chart(
+    conn: aiosqlite.Connection, config: RouterConfig, since: float | None, title: str
+) -> bytes:
+    """The tier and source mix per day and the cost against both baselines, as a PNG."""
+    tiers = await daily_counts(conn, "tier", since)
+    sources = await daily_counts(conn, "source", since)
+    costs = await daily_costs(conn, config, since)
+    days = _day_range(sorted(set(tiers) | set(costs)))
+    tier_names = sorted({name for counts in tiers.values() for name in counts})
+    source_names = sorted({name for counts in sources.values() for name in counts})
+    cost_series: dict[str, list[float]] = {"routed": []}
+    empty = CostReport(since, config.models.medium, config.models.strong)
+    baselines = {"all medium": "all_medium", "all strong": "all_strong"}
+    for name, attribute in baselines.items():
+        if getattr(empty, attribute) is not None:
+            cost_series[name] = []
+    for day in days:
+        report = costs.get(day, empty)
+        cost_series["routed"].append(report.routed)
+        for name, attribute in baselines.items():
+            if name in cost_series:
+                cost_series[name].append(getattr(report, attribute) or 0.0)
+    return stats_png(
+        [day[5:] for day in days],
+        {name: [tiers.get(day, {}).get(name, 0) for day in days] for name in tier_names},
+        {name: [sources.get(day, {}).get(name, 0) for day in days] for name in source_names},
+        cost_series,
+        currency="price units",
+        title=f"{title} (UTC days)",
+    )
+
+
+def _day_range(days: list[str]) -> list[str]:
+    """Every day from the first to the last with data, gaps filled."""
+    if not days:
+        return [dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")]
+    first, last = (dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
+    return [(first + dt.timedelta(n)).isoformat() for n in range((last - first).days + 1)]

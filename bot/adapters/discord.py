@@ -4,6 +4,7 @@ typing and 2000-character pieces, and the /routing, /reset and /help slash comma
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from typing import Literal
@@ -11,7 +12,7 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from bot.admin import COMMANDS, HELP
+from bot.admin import CHART_CAPTION, COMMANDS, HELP
 from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.runtime import BotCore
@@ -37,14 +38,25 @@ def block(text: str) -> str:
     return f"```\n{text}\n```"
 
 
+def chart_file(png: bytes) -> discord.File:
+    return discord.File(io.BytesIO(png), filename="crabbot-routing.png", description=CHART_CAPTION)
+
+
 def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Group]:
     """The slash commands; the admin check lives in the shared Admin, not in Discord perms."""
     admin = core.admin
     routing = app_commands.Group(name="routing", description=COMMANDS["routing"])
 
     @routing.command(name="stats", description="how messages were routed (admins)")
-    async def stats(interaction: discord.Interaction) -> None:
+    @app_commands.describe(chart="the last week as a picture instead")
+    async def stats(interaction: discord.Interaction, chart: bool = False) -> None:
         user = chat_user(interaction.user)
+        if chart and admin.is_admin(user):
+            await interaction.response.defer(ephemeral=True, thinking=True)  # drawing takes a while
+            png = await admin.stats_chart(user, "/routing stats chart")
+            assert png is not None
+            await interaction.followup.send(file=chart_file(png), ephemeral=True)
+            return
         text = await admin.stats(user)
         await interaction.response.send_message(
             block(text) if admin.is_admin(user) else text, ephemeral=True
@@ -99,6 +111,10 @@ class CrabbotDiscord(discord.Client):
             return
         key, user = conv_key(message.channel.id), chat_user(message.author)
         if not text or text.startswith("/"):
+            chart = await self.core.admin.stats_chart(user, text)
+            if chart is not None:
+                await message.reply(file=chart_file(chart), mention_author=False)
+                return
             answer = await self.core.admin.dispatch(user, key, text or "/help")
             if answer is not None:
                 await self.send(message, answer)

@@ -23,7 +23,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.admin import COMMANDS
+from bot.admin import CHART_CAPTION, COMMANDS
 from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
@@ -120,6 +120,8 @@ class TelegramBot:
             text = "/help"
         key, user = conv_key(message), chat_user(message)
         if text.startswith("/"):
+            if await self._sent_chart(message, user, text):
+                return
             answer = await self.core.admin.dispatch(user, key, text)
             if answer is not None:
                 await message.reply_text(answer)
@@ -145,9 +147,19 @@ class TelegramBot:
         message = update.message
         if message is None or not message.text:
             return
+        if await self._sent_chart(message, chat_user(message), message.text):
+            return
         answer = await self.core.admin.dispatch(chat_user(message), conv_key(message), message.text)
         if answer is not None:
             await message.reply_text(answer)
+
+    async def _sent_chart(self, message: Message, user: ChatUser, text: str) -> bool:
+        """Answer an admin's '/routing stats chart' with the picture."""
+        chart = await self.core.admin.stats_chart(user, text)
+        if chart is None:
+            return False
+        await message.reply_photo(chart, caption=CHART_CAPTION)
+        return True
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram handler failed", exc_info=context.error)
