@@ -26,7 +26,8 @@ Deliver = Callable[["Reply"], Awaitable[None]]
 @dataclass(frozen=True)
 class Reply:
     """What the agent answers. `text` is None when no upstream is configured (routing only);
-    `decision` is None when the upstream routes by itself (model "auto")."""
+    `decision` is None when the bot does not route: the upstream routes by itself (model
+    "auto"), or config fixes one model for every reply."""
 
     text: str | None
     decision: RoutingDecision | None
@@ -99,6 +100,8 @@ class Agent:
         decision: RoutingDecision | None = None
         if self.upstream.auto:
             model = AUTO_MODEL
+        elif self.upstream.fixed_model is not None:
+            model = self.upstream.fixed_model  # config fixed the model: routing is off
         else:
             decision = await self.router.route(
                 text, [{"role": t.role, "content": t.content} for t in history], conv_key

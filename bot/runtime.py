@@ -16,9 +16,10 @@ from router.embedder import Embedder
 
 
 def router_config(config: CrabbotConfig) -> CrabbotConfig:
-    """With upstream model "auto" the upstream routes: skip the local pool and the categorizer
-    (no seeding, no model load), keeping only the database for the admin commands."""
-    if config.upstream.model != "auto":
+    """When the bot does not route (upstream model "auto": the upstream routes; any other model
+    named in config: every reply uses it), skip the local pool and the categorizer (no seeding,
+    no model load, no Groq call), keeping only the database for the admin commands."""
+    if not config.upstream.model:
         return config
     return config.model_copy(
         update={
@@ -62,7 +63,7 @@ class BotCore:
             await router.close()
             raise
         agent = Agent(router, memory, upstream, config.memory.system_prompt)
-        admin = Admin(router, memory, config.admins)
+        admin = Admin(router, memory, config.admins, fixed_model=upstream.fixed_model)
         return cls(config, router, memory, upstream, agent, admin)
 
     async def close(self) -> None:

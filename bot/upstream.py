@@ -71,31 +71,40 @@ class Upstream:
         """True when the upstream routes by itself (`model = "auto"`): the bot does not route."""
         return self.settings.model == AUTO_MODEL
 
+    @property
+    def fixed_model(self) -> str | None:
+        """The one model config names for every reply (anything but unset or "auto"): the bot
+        does not route then either."""
+        model = self.settings.model
+        return model if model and model != AUTO_MODEL else None
+
     async def complete(
         self,
         model: str,
         messages: Sequence[ChatCompletionMessageParam],
         session_key: str | None = None,
     ) -> Completion:
-        """One chat completion; `session_key` tells a routing proxy which conversation it is."""
+        """One chat completion; `session_key` tells a routing proxy which conversation it is,
+        so it is sent only to a routing proxy (model "auto"), never to a plain provider."""
         if self.client is None:
             raise UpstreamError("upstream: not configured")
-        # A fixed model in config (other than "auto") overrides the routed one.
-        model = self.settings.model or model
         try:
             response = await self.client.chat.completions.create(
                 model=model,
                 messages=list(messages),
-                extra_headers={"X-Session-Key": session_key} if session_key else None,
+                extra_headers=(
+                    {"X-Session-Key": session_key} if session_key and self.auto else None
+                ),
                 **({"max_tokens": self.settings.max_tokens} if self.settings.max_tokens else {}),
             )
         except openai.APIError as exc:
             raise UpstreamError(describe_error(exc)) from exc
-        if not response.choices or not response.choices[0].message.content:
+        content = response.choices[0].message.content if response.choices else None
+        if not content or not content.strip():
             raise UpstreamError("upstream: empty answer")
         usage = response.usage
         return Completion(
-            text=response.choices[0].message.content,
+            text=content,
             model=response.model or model,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,

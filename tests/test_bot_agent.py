@@ -115,6 +115,52 @@ async def test_auto_model_skips_routing_and_asks_for_auto(seeded_db, embedder, u
         await core.close()
 
 
+async def test_session_key_goes_only_to_a_routing_proxy(seeded_db, embedder, upstream):
+    routed = await open_core(seeded_db, embedder, upstream.base_url)
+    try:
+        await routed.agent.handle("telegram:1", MOM, GREETING)
+    finally:
+        await routed.close()
+    auto = await open_core(seeded_db, embedder, upstream.base_url, upstream={"model": "auto"})
+    try:
+        await auto.agent.handle("telegram:1", MOM, GREETING)
+    finally:
+        await auto.close()
+    plain, proxy = upstream.headers
+    assert "x-session-key" not in plain  # a chat id is none of a plain provider's business
+    assert proxy["x-session-key"] == "telegram:1"
+
+
+async def test_fixed_model_does_no_routing(seeded_db, embedder, upstream):
+    # A Groq key is present on purpose: a fixed model must not cost a categorizer call.
+    secrets = Secrets(groq_api_key="gsk-unused", openai_api_key=None, openai_base_url=None)
+    core = await open_core(
+        seeded_db, embedder, upstream.base_url, secrets=secrets, upstream={"model": "my-model"}
+    )
+    try:
+        assert core.router.categorizer is None and core.router.pool is None
+        for text in (GREETING, CODING):
+            reply = await core.agent.handle("discord:9", MOM, text)
+            assert reply.ok and reply.decision is None and reply.model == "my-model"
+            assert reply.text == f"[my-model] Mom: {text}"
+        assert upstream.models == ["my-model", "my-model"]
+        assert await log_rows(core) == []  # no decision logged for a model nobody chose
+        stats = await core.admin.stats_text()
+        assert "every reply uses my-model; routing is off in config" in stats
+        assert "routing happens upstream" not in stats
+        assert all("x-session-key" not in headers for headers in upstream.headers)
+    finally:
+        await core.close()
+
+
+@pytest.mark.parametrize("answer", ["", "   ", "\n\t \n"])
+async def test_blank_upstream_answer_gets_an_apology(core, upstream, answer):
+    upstream.reply = lambda body: answer
+    reply = await core.agent.handle("telegram:5", MOM, "Can you help me?")
+    assert reply.text == APOLOGIES["en"] and reply.error == "upstream: empty answer"
+    assert await core.memory.history("telegram:5") == []
+
+
 @pytest.mark.parametrize(
     ("status", "text", "language"),
     [

@@ -7,7 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from bot.adapters.console import run_console
+from bot.adapters.console import decision_line, run_console
+from bot.agent import Reply
 from bot.cli import build_parser, main
 from tests.bot_helpers import open_core
 from tests.fakes.openai_api import FakeOpenAI
@@ -81,6 +82,11 @@ async def test_console_survives_a_failing_message(seeded_db, embedder, monkeypat
     assert "error: RuntimeError; the chat goes on" in lines
     # The next message is still answered (routed; no upstream here).
     assert lines[-1].endswith(" ms") and lines[-1].split(" · ")[0] in ("cheap", "medium")
+
+
+def test_decision_line_says_why_there_is_no_decision():
+    assert decision_line(Reply("hi", None, "auto")) == "model auto (the upstream routes)"
+    assert decision_line(Reply("hi", None, "my-model")) == "model my-model (fixed in config)"
 
 
 def test_parser_knows_the_bot_commands():

@@ -13,7 +13,7 @@ from rich.markup import escape
 from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.runtime import BotCore
-from bot.upstream import MISSING_HINT
+from bot.upstream import AUTO_MODEL, MISSING_HINT
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ ReadLine = Callable[[], Awaitable[str | None]]
 def decision_line(reply: Reply) -> str:
     decision = reply.decision
     if decision is None:
-        return f"model {reply.model} (the upstream routes)"
+        why = "the upstream routes" if reply.model == AUTO_MODEL else "fixed in config"
+        return f"model {reply.model} ({why})"
     parts = [decision.tier, decision.model, decision.source, f"{decision.latency_ms:.0f} ms"]
     if decision.category:
         parts.insert(1, decision.category)

@@ -28,6 +28,7 @@ def echo(body: dict[str, Any]) -> str:
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's HTTP headers, lower-case names
         self.failures: list[int] = []
         self.reply: ReplyFn = echo
         app = web.Application()
@@ -54,6 +55,7 @@ class FakeOpenAI:
         body = await request.json()
         async with self.changed:
             self.requests.append(body)
+            self.headers.append({name.lower(): value for name, value in request.headers.items()})
             self.changed.notify_all()
         if self.failures:
             status = self.failures.pop(0)
