@@ -10,9 +10,16 @@ from bot.config import AdminSettings
 from bot.memory import Memory
 from router import MODES, ModelRouter
 from router import stats as routing_stats
+from router.cost import cost_report
 
 DAY_S = 24 * 3600
-USAGE = "usage: /routing stats | /routing mode live|shadow|off"
+USAGE = "usage: /routing stats [chart] | /routing mode live|shadow|off"
+CHART_DAYS = 7
+CHART_CAPTION = "crabbot routing, last 7 days: tiers, sources, cost against all-medium/all-strong"
+CHART_ELSEWHERE = (
+    "The chart comes as a picture on Telegram and Discord; here, run"
+    " `crabbot stats --since 7d --plot stats.png`."
+)
 REFUSAL = "Sorry, only crabbot's admins may run /routing."
 HELP = (
     "I'm crabbot, the family assistant: mention me (or reply to me) in a group, or just write"
@@ -20,7 +27,8 @@ HELP = (
     " needs: small talk to a quick model, code and hard problems to a strong one.\n"
     "/reset: forget this conversation\n"
     "/help: this text\n"
-    "/routing stats: how messages were routed (admins)\n"
+    "/routing stats: how messages were routed, and what it cost (admins)\n"
+    "/routing stats chart: the last week as a picture (admins)\n"
     "/routing mode live|shadow|off: how routing decides (admins)"
 )
 
@@ -110,6 +118,8 @@ class Admin:
             return REFUSAL
         if args == ["stats"]:
             return await self.stats_text()
+        if [arg.lower() for arg in args] == ["stats", "chart"]:
+            return CHART_ELSEWHERE  # an adapter that can send pictures asks stats_chart first
         if len(args) == 2 and args[0] == "mode":
             return await self._set_mode(args[1])
         return USAGE
@@ -141,8 +151,24 @@ class Admin:
         elif not router.routes_locally:
             lines.append("routing happens upstream (model auto); rows below are the proxy's")
         for title, since in (("last 24 h", now - DAY_S), ("all time", None)):
-            lines += format_summary(title, await routing_stats.summary(router.conn, since))
+            summary = await routing_stats.summary(router.conn, since)
+            lines += format_summary(title, summary)
+            if summary.total:
+                lines.append((await cost_report(router.conn, router.config, since)).line())
         return "\n".join(lines)
+
+    async def stats_chart(self, user: ChatUser, text: str) -> bytes | None:
+        """The PNG for an admin's '/routing stats chart' (the last week); None for any other
+        text or user, which `dispatch` answers."""
+        words = text.split()
+        if not words or words[0][1:].split("@", 1)[0].lower() != "routing":
+            return None
+        if [w.lower() for w in words[1:]] != ["stats", "chart"] or not self.is_admin(user):
+            return None
+        from router.charts import stats_chart  # matplotlib loads on first use only
+
+        since = time.time() - CHART_DAYS * DAY_S
+        return await stats_chart(self.router.conn, self.router.config, since, "crabbot, last week")
 
     async def reset(self, conv_key: str) -> str:
         removed = await self.memory.clear(conv_key)
