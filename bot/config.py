@@ -25,7 +25,7 @@ class UpstreamSettings(Section):
 
 
 class MemorySettings(Section):
-    max_turns: int = Field(default=20, ge=0)
+    max_turns: int = Field(default=10, ge=0)  # exchanges: a message and the bot's reply
     max_tokens: int = Field(default=3000, ge=100)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 

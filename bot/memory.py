@@ -1,5 +1,5 @@
-"""Conversation memory: the last turns of each conversation in the `messages` table of the one
-SQLite file, trimmed to a number of turns and an approximate token budget."""
+"""Conversation memory: the last exchanges of each conversation in the `messages` table of the
+one SQLite file, trimmed to a number of exchanges and an approximate token budget."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ class Turn:
 
 
 class Memory:
-    """Per-conversation history. A turn is one message, the user's or the bot's."""
+    """Per-conversation history. A turn is one message, the user's or the bot's; an exchange is
+    a question and its answer, always stored together. `max_turns` counts exchanges, so the
+    history never holds half of one."""
 
     def __init__(self, conn: aiosqlite.Connection, settings: MemorySettings) -> None:
         self.conn = conn
@@ -52,14 +54,19 @@ class Memory:
         await migrate(conn, "bot", BOT_MIGRATIONS)
         return cls(conn, settings)
 
+    @property
+    def max_messages(self) -> int:
+        """max_turns counts exchanges: two messages each."""
+        return 2 * self.settings.max_turns
+
     async def history(self, conv_key: str) -> list[Turn]:
-        """The newest turns, oldest first, within max_turns and the token budget."""
+        """The newest whole exchanges, oldest first, within max_turns and the token budget."""
         if self.settings.max_turns == 0:
             return []
         async with self.conn.execute(
             "SELECT role, content, author FROM messages WHERE conv_key = ?"
             " ORDER BY id DESC LIMIT ?",
-            (conv_key, self.settings.max_turns),
+            (conv_key, self.max_messages),
         ) as cursor:
             rows = await cursor.fetchall()
         budget = self.settings.max_tokens - estimate_tokens(self.settings.system_prompt)
@@ -78,7 +85,7 @@ class Memory:
     async def add_exchange(
         self, conv_key: str, author: str | None, question: str, answer: str
     ) -> None:
-        """Store a question and its answer together, then forget turns beyond max_turns."""
+        """Store a question and its answer together, then forget exchanges beyond max_turns."""
         now = time.time()
         await self.conn.executemany(
             "INSERT INTO messages (conv_key, at, role, author, content) VALUES (?, ?, ?, ?, ?)",
@@ -90,7 +97,7 @@ class Memory:
         await self.conn.execute(
             "DELETE FROM messages WHERE conv_key = ? AND id NOT IN"
             " (SELECT id FROM messages WHERE conv_key = ? ORDER BY id DESC LIMIT ?)",
-            (conv_key, conv_key, self.settings.max_turns),
+            (conv_key, conv_key, self.max_messages),
         )
         await self.conn.commit()
 

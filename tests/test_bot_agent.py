@@ -57,19 +57,21 @@ async def test_history_is_sent_and_stored(core, upstream):
     ]
 
 
-async def test_memory_is_trimmed_to_max_turns(seeded_db, embedder, upstream):
-    core = await open_core(seeded_db, embedder, upstream.base_url, memory={"max_turns": 4})
+@pytest.mark.parametrize("max_turns", [1, 2, 3])
+async def test_memory_keeps_max_turns_whole_exchanges(seeded_db, embedder, upstream, max_turns):
+    core = await open_core(seeded_db, embedder, upstream.base_url, memory={"max_turns": max_turns})
     try:
         for n in range(5):
             await core.agent.handle("console:me", None, f"message number {n}")
         history = await core.memory.history("console:me")
+        # max_turns counts exchanges: each question with its answer, none cut in half.
+        assert [t.role for t in history] == ["user", "assistant"] * max_turns
         assert [t.content for t in history if t.role == "user"] == [
-            "message number 3",
-            "message number 4",
+            f"message number {n}" for n in range(5 - max_turns, 5)
         ]
         # Older turns are deleted, not only hidden.
         async with core.router.conn.execute("SELECT COUNT(*) FROM messages") as cursor:
-            assert (await cursor.fetchone())[0] == 4
+            assert (await cursor.fetchone())[0] == 2 * max_turns
     finally:
         await core.close()
 
