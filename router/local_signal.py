@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from router.blas import one_blas_thread
 from router.pool import Neighbour
 from router.taxonomy import TIERS, Taxonomy
 
@@ -40,6 +41,10 @@ class SoftmaxHead:
     def fit(
         self, vectors: np.ndarray, labels: list[str], steps: int = 120, l2: float = 3e-3
     ) -> None:
+        with one_blas_thread():
+            self._fit(vectors, labels, steps, l2)
+
+    def _fit(self, vectors: np.ndarray, labels: list[str], steps: int, l2: float) -> None:
         index = {c: i for i, c in enumerate(self.categories)}
         keep = [i for i, label in enumerate(labels) if label in index]
         if len({labels[i] for i in keep}) < 2:

@@ -48,6 +48,7 @@ def config_for(db: Path, args: argparse.Namespace) -> CrabbotConfig:
             "database": {"path": str(db)},
             "routing": {"mode": "live"},
             "categorizer": {"enabled": False},
+            "embedding": {"max_input_tokens": args.max_tokens},
             "local": {
                 "classifier": args.classifier,
                 "downgrade_cost": args.downgrade_cost,
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--classifier", choices=("head", "blend", "knn"), default="head")
     parser.add_argument("--downgrade-cost", type=float, default=2.5)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=48, help="embedding input cap")
     parser.add_argument("--fresh", action="store_true", help="re-embed the seed pool")
     parser.add_argument("--misses", action="store_true", help="list the tier misses")
     asyncio.run(evaluate(parser.parse_args()))
