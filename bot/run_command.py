@@ -13,7 +13,7 @@ from rich.console import Console
 from bot.config import CrabbotConfig
 from bot.route_command import seed_progress
 from bot.runtime import BotCore
-from bot.upstream import MISSING_HINT
+from bot.upstream import MISSING_HINT, is_configured
 from router import Secrets
 
 TOKEN_VARIABLE = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
@@ -59,6 +59,10 @@ async def run_platform(args: argparse.Namespace, config: CrabbotConfig) -> int:
     if not token:
         print(f"error: set {TOKEN_VARIABLE[platform]} to run on {platform}", file=sys.stderr)
         return 2
+    # Checked before the router opens: no database, model load or seeding for a run that stops.
+    if not is_configured(config.upstream, secrets):
+        print(f"error: {MISSING_HINT}", file=sys.stderr)
+        return 2
     err = Console(stderr=True)
     progress, update = seed_progress(err)
     try:
@@ -66,9 +70,6 @@ async def run_platform(args: argparse.Namespace, config: CrabbotConfig) -> int:
     finally:
         progress.stop()
     try:
-        if not core.upstream.configured:
-            print(f"error: {MISSING_HINT}", file=sys.stderr)
-            return 2
         stop = _stop_event()
         if platform == "telegram":
             await _serve_telegram(core, token, stop)

@@ -50,13 +50,18 @@ def describe_error(exc: Exception) -> str:
     return f"upstream: {type(exc).__name__}"
 
 
+def is_configured(settings: UpstreamSettings, secrets: Secrets) -> bool:
+    """A key or a base URL (a local server needs no key) was given, in config or environment."""
+    return bool(settings.base_url or secrets.openai_base_url or secrets.openai_api_key)
+
+
 class Upstream:
     """One client per process; `configured` is False when no key and no URL were given."""
 
     def __init__(self, settings: UpstreamSettings, secrets: Secrets) -> None:
         self.settings = settings
         self.base_url = settings.base_url or secrets.openai_base_url
-        self.configured = bool(self.base_url or secrets.openai_api_key)
+        self.configured = is_configured(settings, secrets)
         self.client: openai.AsyncOpenAI | None = None
         if self.configured:
             self.client = openai.AsyncOpenAI(

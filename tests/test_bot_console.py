@@ -10,6 +10,7 @@ from rich.console import Console
 from bot.adapters.console import decision_line, run_console
 from bot.agent import Reply
 from bot.cli import build_parser, main
+from bot.upstream import MISSING_HINT
 from tests.bot_helpers import open_core
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -103,4 +104,14 @@ def test_run_without_a_token_says_which_to_set(tmp_path, monkeypatch, capsys, pl
     monkeypatch.delenv(variable, raising=False)
     assert main(["run", platform, "--db", str(tmp_path / "x.db")]) == 2
     assert capsys.readouterr().err.strip() == f"error: set {variable} to run on {platform}"
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_run_without_an_upstream_stops_before_opening_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:token")
+    for variable in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    assert main(["run", "telegram", "--db", str(tmp_path / "x.db")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {MISSING_HINT}"
+    # No database was created, so no pool was seeded and no model loaded.
     assert not (tmp_path / "x.db").exists()
