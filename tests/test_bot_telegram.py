@@ -7,6 +7,7 @@ import asyncio
 from contextlib import asynccontextmanager
 
 import pytest
+from telegram import Message
 
 from bot.adapters.telegram import build_application, polling
 from bot.admin import COMMANDS, REFUSAL
@@ -186,3 +187,43 @@ async def test_fifty_messages_in_ten_chats_reach_the_right_chat_in_order(
     for chat in chats:
         assert telegram.texts(chat) == [f"re: Mom: chat {chat} message {n}" for n in range(5)]
     assert BOT_ID not in {params.get("chat_id") for _, params in telegram.calls}
+
+
+async def test_reply_to_a_message_deleted_meanwhile_still_goes_out(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram):
+        message_id = await telegram.push_message(GROUP, CODING, mention=True)
+        telegram.deleted.add((GROUP, message_id))  # deleted before the answer is ready
+        await telegram.wait_until(lambda: len(telegram.sent(GROUP)) == 1)
+    (sent,) = telegram.sent(GROUP)
+    assert sent["reply_parameters"] == {
+        "message_id": message_id,
+        "allow_sending_without_reply": True,
+    }
+    assert sent["text"].endswith(CODING)
+
+
+async def test_a_held_typing_indicator_does_not_hold_the_reply(
+    seeded_db, embedder, upstream, telegram, monkeypatch
+):
+    """AIORateLimiter may queue a chat action behind the group's limit; the reply must not
+    wait for it. Here the typing call never gets through; the reply cancels it."""
+    cancelled, released = asyncio.Event(), asyncio.Event()
+
+    async def held(self, *args, **kwargs):
+        try:
+            await released.wait()  # the rate limiter does not let it through
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    monkeypatch.setattr(Message, "reply_chat_action", held)
+    async with running(seeded_db, embedder, upstream, telegram):
+        try:
+            await telegram.push_message(GROUP, CODING, mention=True)
+            await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1, timeout=30)
+            await asyncio.wait_for(cancelled.wait(), 30)
+        finally:
+            released.set()  # so a failing run can shut down
+    assert telegram.texts(GROUP)[0].endswith(CODING)

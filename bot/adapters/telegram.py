@@ -19,6 +19,7 @@ from telegram.ext import (
     ApplicationBuilder,
     CommandHandler,
     ContextTypes,
+    Defaults,
     MessageHandler,
     filters,
 )
@@ -92,14 +93,15 @@ async def send_text(message: Message, text: str) -> None:
         quote = False
 
 
-async def _keep_typing(message: Message, done: asyncio.Event) -> None:
-    while not done.is_set():
+async def _keep_typing(message: Message) -> None:
+    """Show "typing" until cancelled. AIORateLimiter counts chat actions against the group's
+    message limit, so one may wait in its queue: the reply cancels this, never waits for it."""
+    while True:
         try:
             await message.reply_chat_action(ChatAction.TYPING)
         except TelegramError as exc:  # a lost typing indicator is not worth a failed reply
             log.debug("typing indicator failed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), TYPING_REFRESH_S)
+        await asyncio.sleep(TYPING_REFRESH_S)
 
 
 class TelegramBot:
@@ -126,12 +128,10 @@ class TelegramBot:
             if answer is not None:
                 await message.reply_text(answer)
                 return
-        done = asyncio.Event()
-        typing = asyncio.create_task(_keep_typing(message, done))
+        typing = asyncio.create_task(_keep_typing(message))
 
         async def deliver(reply: Reply) -> None:
-            done.set()
-            await typing
+            typing.cancel()
             if reply.text:
                 await send_text(message, reply.text)
 
@@ -140,8 +140,8 @@ class TelegramBot:
             # delivers within it, so replies go out in the order the messages came in.
             await self.core.agent.handle(key, user, text, deliver)
         finally:
-            done.set()
-            await typing
+            typing.cancel()
+            await asyncio.wait((typing,))
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -181,6 +181,8 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
         .base_url(settings.base_url)
         .base_file_url(settings.base_file_url)
         .rate_limiter(AIORateLimiter(max_retries=2))
+        # A reply to a message deleted meanwhile goes out as a plain message, not as an error.
+        .defaults(Defaults(allow_sending_without_reply=True))
         .post_init(handlers.post_init)
         .build()
     )

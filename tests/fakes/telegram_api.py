@@ -38,6 +38,7 @@ class FakeTelegram:
         self._update_id = 1000
         self._message_id = 1
         self._closing = False
+        self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) deleted by users
         self.changed = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
@@ -185,6 +186,10 @@ class FakeTelegram:
         if method == "sendMessage":
             if params.get("parse_mode") and not markdown_is_valid(params["text"]):
                 return self._error(400, "Bad Request: can't parse entities: unclosed entity")
+            reply_to = params.get("reply_parameters") or {}
+            gone = (int(params["chat_id"]), reply_to.get("message_id")) in self.deleted
+            if gone and not reply_to.get("allow_sending_without_reply"):
+                return self._error(400, "Bad Request: message to be replied not found")
             return self._ok(self._sent_message(params))
         return self._error(404, "Not Found")
 
