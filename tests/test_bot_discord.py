@@ -173,15 +173,42 @@ async def test_routing_mode_slash_command_is_admin_only(client, discord_api):
     assert obeyed[1]["data"]["content"] == "routing mode: live → off"
 
 
-async def test_routing_stats_slash_command(client, discord_api):
+async def test_routing_stats_slash_command_defers_then_follows_up(client, discord_api, monkeypatch):
     stats = routing_command(client, "stats")
     await client.on_message(message(client, dm_channel(client), "good morning"))
+    answered_before_query: list[int] = []
+    stats_text = client.core.admin.stats_text
+
+    async def slow_query(*args: Any, **kwargs: Any) -> str:
+        answered_before_query.append(len(discord_api.callbacks))
+        return await stats_text(*args, **kwargs)
+
+    monkeypatch.setattr(client.core.admin, "stats_text", slow_query)
     await stats.callback(interaction(client, user_payload(DISCORD_ADMIN, "Dad"), 3))
     await stats.callback(interaction(client, ANN, 4))
-    (_, admin_view), (_, other_view) = discord_api.callbacks
-    text = admin_view["data"]["content"]
+    # Discord heard back (deferred: "thinking", ephemeral) before the query ran, so a slow
+    # query cannot miss its 3 s deadline; the text follows up.
+    assert answered_before_query == [1]
+    assert [(i, body["type"], body["data"]["flags"]) for i, body in discord_api.callbacks] == [
+        (3, 5, EPHEMERAL),
+        (4, 5, EPHEMERAL),
+    ]
+    (admin_token, admin_view), (other_token, other_view) = discord_api.followups
+    assert (admin_token, other_token) == ("token-3", "token-4")
+    text = admin_view["content"]
     assert text.startswith("```\ncrabbot routing\nmode live") and "1 decisions" in text
-    assert other_view["data"]["content"] == REFUSAL
+    assert admin_view["flags"] == EPHEMERAL
+    assert other_view["content"] == REFUSAL
+
+
+async def test_reply_to_a_message_deleted_meanwhile_still_goes_out(client, discord_api):
+    question = message(client, guild_channel(client), f"<@{BOT_ID}> good morning", [BOT_USER])
+    discord_api.deleted.add(question.id)  # deleted before the answer is ready
+    await client.on_message(question)
+    (sent,) = [body for _, body in discord_api.messages]
+    assert sent["message_reference"]["message_id"] == question.id
+    assert sent["message_reference"]["fail_if_not_exists"] is False
+    assert sent["content"].endswith("good morning")
 
 
 async def test_reset_slash_command_forgets_only_this_channel(client, discord_api):

@@ -51,14 +51,15 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
     @app_commands.describe(chart="the last week as a picture instead")
     async def stats(interaction: discord.Interaction, chart: bool = False) -> None:
         user = chat_user(interaction.user)
+        # Discord wants an answer within 3 s; the query (or the drawing) may take longer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         if chart and admin.is_admin(user):
-            await interaction.response.defer(ephemeral=True, thinking=True)  # drawing takes a while
             png = await admin.stats_chart(user, "/routing stats chart")
             assert png is not None
             await interaction.followup.send(file=chart_file(png), ephemeral=True)
             return
         text = await admin.stats(user)
-        await interaction.response.send_message(
+        await interaction.followup.send(
             block(text) if admin.is_admin(user) else text, ephemeral=True
         )
 
@@ -143,7 +144,9 @@ class CrabbotDiscord(discord.Client):
     async def send(self, message: discord.Message, text: str) -> None:
         for index, piece in enumerate(split_message(text, MESSAGE_LIMIT)):
             if index == 0 and not isinstance(message.channel, discord.DMChannel):
-                await message.reply(piece, mention_author=False)
+                # Still sent, unquoted, when the message was deleted meanwhile.
+                reference = message.to_reference(fail_if_not_exists=False)
+                await message.channel.send(piece, reference=reference, mention_author=False)
             else:
                 await message.channel.send(piece)
 

@@ -47,6 +47,8 @@ class FakeDiscord:
         self.messages: list[tuple[int, dict[str, Any]]] = []
         self.typing: list[int] = []
         self.callbacks: list[tuple[int, dict[str, Any]]] = []
+        self.followups: list[tuple[str, dict[str, Any]]] = []  # (interaction token, body)
+        self.deleted: set[int] = set()  # ids of messages deleted by their authors
         self.synced: list[dict[str, Any]] = []
         self.changed = asyncio.Condition()
         self._next_id = 10_000
@@ -58,6 +60,7 @@ class FakeDiscord:
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._send)
         app.router.add_post(f"{api}/channels/{{channel}}/typing", self._typing)
         app.router.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
+        app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
         self.server = LocalServer(app)
 
     @property
@@ -115,10 +118,46 @@ class FakeDiscord:
             ]
         )
 
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        """A JSON body, or the payload_json part of a multipart one (a message with files)."""
+        if request.content_type == "application/json":
+            return await request.json()
+        form = await request.post()
+        return json.loads(str(form["payload_json"]))
+
     async def _send(self, request: web.Request) -> web.Response:
         channel = int(request.match_info["channel"])
-        body = await request.json()
+        body = await self._body(request)
         await self._record(lambda: self.messages.append((channel, body)))
+        reference = body.get("message_reference") or {}
+        gone = (
+            reference.get("message_id") is not None and int(reference["message_id"]) in self.deleted
+        )
+        if gone and reference.get("fail_if_not_exists", True):
+            return _json(
+                {
+                    "message": "Invalid Form Body",
+                    "code": 50035,
+                    "errors": {
+                        "message_reference": {
+                            "_errors": [
+                                {"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}
+                            ]
+                        }
+                    },
+                },
+                status=400,
+            )
+        return self._message(channel, body)
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        body = await self._body(request)
+        await self._record(lambda: self.followups.append((token, body)))
+        return self._message(0, body)
+
+    def _message(self, channel: int, body: dict[str, Any]) -> web.Response:
         return _json(
             {
                 "id": str(self.new_id()),
