@@ -77,8 +77,13 @@ async def serve(
     """Run the proxy until the server stops (Ctrl-C); the router and client are closed after."""
     secrets = secrets or Secrets()
     settings = config.proxy
-    router = await ModelRouter.open(config, secrets, progress=progress)
+    # Before the router opens: a proxy with no provider stops at once, loading nothing.
     provider = Provider.from_settings(settings, secrets)
+    try:
+        router = await ModelRouter.open(config, secrets, progress=progress)
+    except BaseException:
+        await provider.close()
+        raise
     try:
         server = ProxyServer(
             create_app(router, provider),

@@ -12,7 +12,7 @@ from typing import Any
 
 from openai import APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI
 
-from router.config import ProxySettings, Secrets
+from router.config import ConfigError, ProxySettings, Secrets
 from router.proxy_errors import ProxyError, provider_failed
 
 log = logging.getLogger(__name__)
@@ -120,14 +120,20 @@ class Provider:
     def from_settings(
         cls, settings: ProxySettings, secrets: Secrets, api_key: str | None = None
     ) -> Provider:
+        """The provider client; raises ConfigError when neither a key nor a base URL is set
+        (the proxy would otherwise send family messages to api.openai.com with no key)."""
         key = api_key or os.environ.get(settings.api_key_env)
-        if not key:
-            log.warning(
-                "%s is not set: requests go to the provider without a key", settings.api_key_env
+        base_url = settings.base_url or secrets.openai_base_url
+        if not key and not base_url:
+            raise ConfigError(
+                f"the proxy has no provider: set {settings.api_key_env} (the variable"
+                " proxy.api_key_env names), or proxy.base_url for a keyless local server"
             )
+        if not key:
+            log.info("%s is not set: %s gets requests with no key", settings.api_key_env, base_url)
         client = AsyncOpenAI(
             api_key=key or NO_KEY,
-            base_url=settings.base_url or secrets.openai_base_url,
+            base_url=base_url,
             timeout=settings.timeout_s,
             max_retries=settings.max_retries,
             default_headers={HOP_HEADER: "1"},

@@ -16,8 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bot.cli import main
+from router import ConfigError, ModelRouter, Secrets
+from router.config import ProxySettings
 from router.proxy import ProxyServer
-from router.proxy_provider import HOP_HEADER
+from router.proxy_provider import HOP_HEADER, Provider
 from tests.fakes.openai_provider import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
@@ -373,3 +376,36 @@ async def test_200_requests_from_20_clients(proxy, provider):
     assert len(rows) == 200
     assert len(await proxy.rows()) == 200
     assert len({row["prompt"] for row in rows}) == 200  # each request logged once
+
+
+# -- start -----------------------------------------------------------------------------------------
+
+NO_PROVIDER_ENV = Secrets(groq_api_key=None, openai_api_key=None, openai_base_url=None)
+
+
+async def test_provider_needs_a_key_or_a_base_url(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"set OPENAI_API_KEY .* or proxy\.base_url"):
+        Provider.from_settings(ProxySettings(), NO_PROVIDER_ENV)
+    with pytest.raises(ConfigError, match="set MY_PROVIDER_KEY"):
+        Provider.from_settings(ProxySettings(api_key_env="MY_PROVIDER_KEY"), NO_PROVIDER_ENV)
+    # A keyless local server, or a key alone (OpenAI itself), is a provider.
+    local = Provider.from_settings(ProxySettings(base_url="http://127.0.0.1:9/v1"), NO_PROVIDER_ENV)
+    await local.close()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    keyed = Provider.from_settings(ProxySettings(), NO_PROVIDER_ENV)
+    await keyed.close()
+
+
+def test_proxy_without_a_provider_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    for variable in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+
+    async def must_not_open(*args, **kwargs):
+        raise AssertionError("the router was opened for a proxy with no provider")
+
+    monkeypatch.setattr(ModelRouter, "open", must_not_open)
+    assert main(["proxy", "--port", "0", "--db", str(tmp_path / "x.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: the proxy has no provider: set OPENAI_API_KEY")
+    assert "\n" not in err
