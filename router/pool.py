@@ -165,8 +165,7 @@ class Pool:
             rows = None
             scores = matrix[:size] @ vector
         else:
-            rows = index.candidates(vector, size, PROBES)
-            scores = matrix[rows] @ vector
+            rows, scores = index.score(vector, matrix, size, PROBES)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top])]

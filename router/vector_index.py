@@ -28,6 +28,8 @@ class CoarseIndex:
         assignment = self._assign(vectors)
         self.order = np.argsort(assignment, kind="stable").astype(np.int64)
         self.starts = np.searchsorted(assignment[self.order], np.arange(self.lists + 1))
+        # A copy in list order, so each probed list is one contiguous slice (no scattered reads).
+        self.sorted_vectors = np.ascontiguousarray(vectors[self.order])
         self.built_size = size
 
     def _assign(self, vectors: np.ndarray, batch: int = 8192) -> np.ndarray:
@@ -38,12 +40,16 @@ class CoarseIndex:
             ]
         )
 
-    def candidates(self, query: np.ndarray, size: int, probes: int) -> np.ndarray:
-        """Rows worth scoring: the members of the `probes` nearest lists, plus every newer row."""
+    def score(
+        self, query: np.ndarray, matrix: np.ndarray, size: int, probes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, similarities) of the `probes` nearest lists' members and of every newer row."""
         nearest = np.argpartition(-(self.centroids @ query), probes - 1)[:probes]
-        members = [self.order[self.starts[i] : self.starts[i + 1]] for i in nearest]
-        members.append(np.arange(self.built_size, size, dtype=np.int64))
-        return np.concatenate(members)
+        rows = [self.order[self.starts[i] : self.starts[i + 1]] for i in nearest]
+        scores = [self.sorted_vectors[self.starts[i] : self.starts[i + 1]] @ query for i in nearest]
+        rows.append(np.arange(self.built_size, size, dtype=np.int64))
+        scores.append(matrix[self.built_size : size] @ query)
+        return np.concatenate(rows), np.concatenate(scores)
 
     def stale(self, size: int) -> bool:
         return size > self.built_size * 1.25
