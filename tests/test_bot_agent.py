@@ -12,18 +12,10 @@ from bot.language import APOLOGIES
 from bot.upstream import MISSING_HINT, Upstream
 from router import EmptyMessageError, Secrets
 from tests.bot_helpers import NO_SECRETS, log_rows, open_core
-from tests.fakes.openai_api import FakeOpenAI
 
 MOM = ChatUser("telegram", 42, "Mom")
 CODING = "Write a Python function that removes duplicates from a list but keeps the order"
 GREETING = "Good morning everyone! Hope you all slept well"
-
-
-@pytest.fixture
-async def upstream():
-    server = await FakeOpenAI().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -13,18 +13,10 @@ from bot.adapters.discord import CrabbotDiscord, build_client
 from bot.admin import REFUSAL
 from tests.bot_helpers import DISCORD_ADMIN, log_rows, open_core
 from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
-from tests.fakes.openai_api import FakeOpenAI
 
 GUILD, CHANNEL, DM_CHANNEL = 3000, 3001, 3002
 ANN = user_payload(4242, "Ann")
 EPHEMERAL = 64
-
-
-@pytest.fixture
-async def upstream():
-    server = await FakeOpenAI().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

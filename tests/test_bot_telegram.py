@@ -14,19 +14,11 @@ from bot.admin import COMMANDS, REFUSAL
 from bot.language import APOLOGIES
 from router.routing_log import get_setting
 from tests.bot_helpers import TELEGRAM_ADMIN, log_rows, open_core
-from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import BOT_ID, TOKEN, FakeTelegram
 
 GROUP = -1001
 CODING = "Write a Python function that removes duplicates from a list but keeps the order"
 NOT_ADMIN = 42
-
-
-@pytest.fixture
-async def upstream():
-    server = await FakeOpenAI().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -15,13 +15,6 @@ from tests.fakes.groq_server import FakeGroq, Reply
 TAXONOMY = Taxonomy("v2", dict(MAPPING_V2))
 
 
-@pytest.fixture
-async def groq_server():
-    server = await FakeGroq().start()
-    yield server
-    await server.stop()
-
-
 def categorizer_for(server: FakeGroq, timeout_s: float = 3.0) -> LLMCategorizer:
     settings = CategorizerSettings(base_url=server.base_url, timeout_s=timeout_s)
     return LLMCategorizer(settings, TAXONOMY, api_key="test-key")

@@ -11,16 +11,9 @@ import pytest
 from router import EmptyMessageError, ModelRouter, Secrets
 from router.embedder import clip_text
 from tests.conftest import make_config
-from tests.fakes.groq_server import FakeGroq, Reply, category_reply
+from tests.fakes.groq_server import Reply, category_reply
 
 NO_KEY = Secrets(groq_api_key=None)
-
-
-@pytest.fixture
-async def groq_server():
-    server = await FakeGroq().start()
-    yield server
-    await server.stop()
 
 
 async def open_router(db, embedder, mode="live", groq=None, **sections) -> ModelRouter:
