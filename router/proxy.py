@@ -84,9 +84,10 @@ async def serve(
     except BaseException:
         await provider.close()
         raise
+    app = create_app(router, provider)
     try:
         server = ProxyServer(
-            create_app(router, provider),
+            app,
             host or settings.host,
             settings.port if port is None else port,
             settings.access_log,
@@ -96,6 +97,7 @@ async def serve(
             on_ready(server, router)
         await server.wait()
     finally:
+        await app.state.proxy.settled()  # the last usage writes, before the database closes
         await provider.close()
         await router.close()
 

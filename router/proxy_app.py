@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -13,7 +14,6 @@ from typing import Any
 import aiosqlite
 import anyio
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -70,6 +70,8 @@ class ChatProxy:
         self.provider = provider
         self.settings = router.config.proxy
         self._keys = [key.encode() for key in self.settings.client_keys]
+        # Usage writes still running for requests already answered (see `settled`).
+        self._writes: set[asyncio.Future[None]] = set()
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -140,6 +142,22 @@ class ChatProxy:
         if decision is not None and usage is not None:
             await self.router.record_usage(decision, usage.prompt_tokens, usage.completion_tokens)
 
+    async def _write_usage(self, decision: RoutingDecision, usage: Usage) -> None:
+        try:
+            await self._record_usage(decision, usage)
+        except Exception:  # nobody awaits this task: say what went wrong here
+            log.exception("could not record the usage of an answered request")
+
+    def _track(self, write: asyncio.Future[None]) -> None:
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    async def settled(self) -> None:
+        """Wait until the usage of every request answered so far is written: the client may
+        have its answer a moment before the proxy's log has the tokens (tests, shutdown)."""
+        while self._writes:
+            await asyncio.wait(set(self._writes))
+
     # -- endpoints -----------------------------------------------------------------------------
 
     async def chat_completions(self, request: Request) -> Response:
@@ -162,8 +180,10 @@ class ChatProxy:
             data["model"] = target.model
             raw = json.dumps(data).encode()
         usage = usage_of(data)
-        task = BackgroundTask(self._record_usage, target.decision, usage) if usage else None
-        return Response(raw, media_type="application/json", headers=target.headers, background=task)
+        if usage is not None and target.decision is not None:
+            # Written beside the response, not before it: the client does not wait for the log.
+            self._track(asyncio.create_task(self._write_usage(target.decision, usage)))
+        return Response(raw, media_type="application/json", headers=target.headers)
 
     async def _stream(self, chat: ChatRequest, target: Target) -> Response:
         stream = await self.provider.open_stream(target.model, chat.body, chat.wants_usage)
@@ -173,6 +193,8 @@ class ChatProxy:
         )
 
     async def _relay(self, stream: ProviderStream, target: Target) -> AsyncIterator[bytes]:
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._track(written)
         try:
             async for event in stream.events():
                 yield event
@@ -183,8 +205,11 @@ class ChatProxy:
         finally:
             # Runs when the client hangs up too; the shield lets the cleanup finish then.
             with anyio.CancelScope(shield=True):
-                await stream.close()
-                await self._record_usage(target.decision, stream.usage)
+                try:
+                    await stream.close()
+                    await self._record_usage(target.decision, stream.usage)
+                finally:
+                    written.set_result(None)
 
     async def models(self, request: Request) -> Response:
         self._authorize(request)

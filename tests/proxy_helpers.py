@@ -3,7 +3,6 @@ fake provider, with the routing log at hand."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
 from router.embedder import Embedder
 from router.proxy import ProxyServer
-from router.proxy_app import create_app
+from router.proxy_app import ChatProxy, create_app
 from router.proxy_provider import Provider
 from tests.conftest import make_config
 
@@ -32,6 +31,7 @@ class RunningProxy:
     url: str
     router: ModelRouter
     config: CrabbotConfig
+    proxy: ChatProxy
 
     def client(self, key: str = CLIENT_KEY, **kwargs: Any) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, **kwargs)
@@ -42,15 +42,17 @@ class RunningProxy:
         ) as cursor:
             return [dict(row) for row in await cursor.fetchall()]
 
-    async def rows_when(self, where: str, count: int) -> list[dict[str, Any]]:
-        """The log rows matching `where` once there are `count` of them (usage is written just
-        after the response goes out), or whatever is there after two seconds."""
-        for _ in range(200):
-            rows = await self.rows(where)
-            if len(rows) >= count:
-                return rows
-            await asyncio.sleep(0.01)
-        return await self.rows(where)
+    async def settled_rows(self, where: str, count: int) -> list[dict[str, Any]]:
+        """The `count` log rows matching `where`, read once the proxy has written the usage of
+        every request answered so far (usage is written beside the response, so a client can
+        have its answer first). Any other number of rows fails the test."""
+        await self.proxy.settled()
+        rows = await self.rows(where)
+        assert len(rows) == count, (
+            f"expected {count} routing_log rows where {where} once the proxy's writes settled,"
+            f" found {len(rows)}"
+        )
+        return rows
 
 
 @asynccontextmanager
@@ -68,10 +70,12 @@ async def running_proxy(
     )
     router = await ModelRouter.open(config, Secrets(groq_api_key=None), embedder=embedder)
     provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
-    server = await ProxyServer(create_app(router, provider), "127.0.0.1", 0).start()
+    app = create_app(router, provider)
+    server = await ProxyServer(app, "127.0.0.1", 0).start()
     try:
-        yield RunningProxy(server.base_url, router, config)
+        yield RunningProxy(server.base_url, router, config, app.state.proxy)
     finally:
         await server.stop()
+        await app.state.proxy.settled()
         await provider.close()
         await router.close()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -87,7 +88,7 @@ async def test_auto_routes_by_task(proxy, provider, text, tier, model):
     # The provider gets the proxy's key, never the client's; the hop marker guards against loops.
     assert provider.requests[0].authorization == f"Bearer {PROVIDER_KEY}"
     assert provider.requests[0].headers.get(HOP_HEADER.lower()) == "1"
-    (row,) = await proxy.rows_when("prompt_tokens IS NOT NULL", 1)
+    (row,) = await proxy.settled_rows("prompt_tokens IS NOT NULL", 1)
     assert (row["tier"], row["model"], row["prompt"]) == (tier, model, text)
     assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
     assert str(row["id"]) == raw.headers["x-crabbot-log-id"]
@@ -110,8 +111,32 @@ async def test_auto_streams_to_the_end(proxy, provider, text, model):
     text_out = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
     assert text_out == "".join(STREAM_PIECES)
     assert chunks[-1].choices[0].finish_reason == "stop"
-    (row,) = await proxy.rows_when("prompt_tokens IS NOT NULL", 1)
+    (row,) = await proxy.settled_rows("prompt_tokens IS NOT NULL", 1)
     assert (row["model"], row["prompt_tokens"]) == (model, PROMPT_TOKENS)
+
+
+async def test_usage_written_after_the_answer_can_be_awaited(proxy, provider, monkeypatch):
+    """The client has its answer before the usage is in the log; `settled` waits for it."""
+    release = asyncio.Event()
+    record_usage = proxy.router.record_usage
+
+    async def held(*args: Any) -> None:
+        await release.wait()
+        await record_usage(*args)
+
+    monkeypatch.setattr(proxy.router, "record_usage", held)
+    try:
+        async with proxy.client() as client:
+            answer = await client.chat.completions.create(model="auto", messages=user(GREETING))
+        assert answer.choices[0].message.content
+        settled = asyncio.create_task(proxy.proxy.settled())
+        (row,) = await proxy.rows()
+        assert row["prompt_tokens"] is None and not settled.done()  # the write is held
+    finally:
+        release.set()  # so a failing run can shut down
+    await settled
+    (row,) = await proxy.settled_rows("prompt_tokens IS NOT NULL", 1)
+    assert row["prompt_tokens"] == PROMPT_TOKENS
 
 
 async def test_stream_relays_usage_when_the_client_asks(proxy, provider):
@@ -372,7 +397,7 @@ async def test_200_requests_from_20_clients(proxy, provider):
     answers = [answer for answers in results for answer in answers]
     assert len(answers) == 200 and all(answers)
     assert len(provider.requests) == 200
-    rows = await proxy.rows_when("prompt_tokens IS NOT NULL", 200)
+    rows = await proxy.settled_rows("prompt_tokens IS NOT NULL", 200)
     assert len(rows) == 200
     assert len(await proxy.rows()) == 200
     assert len({row["prompt"] for row in rows}) == 200  # each request logged once

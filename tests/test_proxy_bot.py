@@ -46,7 +46,7 @@ async def test_bot_routes_through_the_proxy(seeded_db, embedder, provider):
             stats = await core.admin.stats_text()
         finally:
             await core.close()
-        rows = await proxy.rows_when("prompt_tokens IS NOT NULL", 2)
+        rows = await proxy.settled_rows("prompt_tokens IS NOT NULL", 2)
 
     assert provider.models == [STRONG, CHEAP]
     assert all(seen.authorization != f"Bearer {CLIENT_KEY}" for seen in provider.requests)
