@@ -41,8 +41,8 @@ COMMANDS: dict[str, str] = {
 
 
 def _counts(counts: dict[str, int], total: int | None = None) -> str:
-    """'cheap 80 (66%) · medium 40 (33%)'; without a total, counts only (shorter lines)."""
-    share = (lambda n: f" ({100 * n // total}%)") if total else (lambda n: "")
+    """'cheap 80 (67%) · medium 40 (33%)'; without a total, counts only (shorter lines)."""
+    share = (lambda n: f" ({100 * n / total:.0f}%)") if total else (lambda n: "")
     return " · ".join(
         f"{'none' if name == '-' else name} {n}{share(n)}" for name, n in counts.items()
     )
