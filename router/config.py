@@ -157,6 +157,11 @@ class Secrets(BaseSettings):
     openai_base_url: str | None = None
     telegram_bot_token: str | None = None
     discord_bot_token: str | None = None
+    crabbot_proxy_keys: str | None = None
+
+    def proxy_client_keys(self) -> list[str]:
+        """The proxy's client keys from CRABBOT_PROXY_KEYS (comma-separated)."""
+        return [key.strip() for key in (self.crabbot_proxy_keys or "").split(",") if key.strip()]
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

@@ -84,7 +84,7 @@ async def serve(
     except BaseException:
         await provider.close()
         raise
-    app = create_app(router, provider)
+    app = create_app(router, provider, secrets.proxy_client_keys())
     try:
         server = ProxyServer(
             app,
@@ -111,15 +111,17 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
     """The `crabbot proxy` subcommand: --host and --port override the [proxy] section."""
     settings = config.proxy
     host = args.host or settings.host
-    if not settings.client_keys and not ipaddress.ip_address(_resolve(host)).is_loopback:
+    secrets = Secrets()
+    keys = len(settings.client_keys) + len(secrets.proxy_client_keys())
+    if not keys and not ipaddress.ip_address(_resolve(host)).is_loopback:
         print(
-            f"warning: listening on {host} with no proxy.client_keys: anyone who can reach it"
+            f"warning: listening on {host} with no client keys (CRABBOT_PROXY_KEYS or"
+            " proxy.client_keys): anyone who can reach it"
             " can spend the provider key",
             file=sys.stderr,
         )
 
     def ready(server: ProxyServer, router: ModelRouter) -> None:
-        keys = len(settings.client_keys)
         print(
             f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
             f" {router.pool_size}, client keys {keys or 'none: open'}); Ctrl-C stops it",
@@ -127,7 +129,14 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
             flush=True,
         )
 
-    await serve(config, host=host, port=args.port, progress=_print_seed_progress, on_ready=ready)
+    await serve(
+        config,
+        secrets,
+        host=host,
+        port=args.port,
+        progress=_print_seed_progress,
+        on_ready=ready,
+    )
     return 0
 
 

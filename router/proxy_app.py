@@ -7,7 +7,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +65,13 @@ def decision_headers(decision: RoutingDecision) -> dict[str, str]:
 class ChatProxy:
     """The request handlers, sharing one router and one provider client."""
 
-    def __init__(self, router: ModelRouter, provider: Provider) -> None:
+    def __init__(
+        self, router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()
+    ) -> None:
         self.router = router
         self.provider = provider
         self.settings = router.config.proxy
-        self._keys = [key.encode() for key in self.settings.client_keys]
+        self._keys = [key.encode() for key in [*self.settings.client_keys, *env_keys]]
         # Usage writes still running for requests already answered (see `settled`).
         self._writes: set[asyncio.Future[None]] = set()
 
@@ -249,9 +251,10 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return ProxyError(500, "the proxy failed on this request", type_="server_error").response()
 
 
-def create_app(router: ModelRouter, provider: Provider) -> Starlette:
-    """The ASGI app; the caller owns (opens and closes) the router and the provider."""
-    proxy = ChatProxy(router, provider)
+def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()) -> Starlette:
+    """The ASGI app; the caller owns (opens and closes) the router and the provider. Client keys
+    are proxy.client_keys plus `env_keys` (CRABBOT_PROXY_KEYS)."""
+    proxy = ChatProxy(router, provider, env_keys)
     routes = [
         Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),

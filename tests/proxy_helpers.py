@@ -57,7 +57,11 @@ class RunningProxy:
 
 @asynccontextmanager
 async def running_proxy(
-    db: Path, embedder: Embedder | None, provider_url: str, **proxy: Any
+    db: Path,
+    embedder: Embedder | None,
+    provider_url: str,
+    env_keys: tuple[str, ...] = (),
+    **proxy: Any,
 ) -> AsyncIterator[RunningProxy]:
     """The proxy on a free port; without an embedder its router has no local signal (quick to
     open, for requests that are refused or not routed)."""
@@ -70,7 +74,7 @@ async def running_proxy(
     )
     router = await ModelRouter.open(config, Secrets(groq_api_key=None), embedder=embedder)
     provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
-    app = create_app(router, provider)
+    app = create_app(router, provider, env_keys)
     server = await ProxyServer(app, "127.0.0.1", 0).start()
     try:
         yield RunningProxy(server.base_url, router, config, app.state.proxy)

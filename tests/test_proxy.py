@@ -227,6 +227,22 @@ async def test_wrong_client_key_gets_401(plain, provider):
     assert await plain.rows() == []
 
 
+async def test_client_keys_from_the_environment(tmp_path, provider, monkeypatch):
+    monkeypatch.setenv("CRABBOT_PROXY_KEYS", " family-key , , second-key ")
+    env_keys = tuple(Secrets().proxy_client_keys())
+    assert env_keys == ("family-key", "second-key")
+    async with running_proxy(
+        tmp_path / "env.db", None, provider.base_url, env_keys=env_keys, client_keys=[]
+    ) as proxy:
+        async with proxy.client(key="second-key") as client:
+            reply = await client.chat.completions.create(model="cheap", messages=user(GREETING))
+        async with proxy.client(key=CLIENT_KEY) as client:
+            with pytest.raises(openai.AuthenticationError):
+                await client.chat.completions.create(model="cheap", messages=user(GREETING))
+    assert reply.model == CHEAP
+    assert len(provider.requests) == 1
+
+
 async def test_missing_client_key_gets_401(plain, provider):
     # The SDK will not send a request without a key, so this one goes out by hand.
     body = {"model": "auto", "messages": user(GREETING)}
