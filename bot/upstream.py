@@ -12,6 +12,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from bot.config import UpstreamSettings
 from router import Secrets
+from router.errors import ReasonError
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,8 @@ MISSING_HINT = (
 )
 
 
-class UpstreamError(Exception):
-    """The upstream gave no usable answer; `reason` is short and holds no secret."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class UpstreamError(ReasonError):
+    """The upstream gave no usable answer."""
 
 
 @dataclass(frozen=True)

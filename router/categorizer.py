@@ -12,18 +12,15 @@ import groq
 
 from router.config import CategorizerSettings
 from router.context import PreviousTurn
+from router.errors import ReasonError
 from router.taxonomy import Taxonomy
 
 MAX_PROMPT_CHARS = 2000
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
-class CategorizerError(Exception):
-    """The categorizer gave no usable answer; `reason` is short and safe to log."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class CategorizerError(ReasonError):
+    """The categorizer gave no usable answer."""
 
 
 @dataclass(frozen=True)
