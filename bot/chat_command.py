@@ -9,19 +9,16 @@ from rich.console import Console
 
 from bot.adapters.console import run_console, terminal_reader
 from bot.config import CrabbotConfig
-from bot.route_command import seed_progress
 from bot.runtime import BotCore
+from bot.tooling import seed_progress
 from router import Secrets
 
 
 async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
     out = Console()
     err = Console(stderr=True)
-    progress, update = seed_progress(err)
-    try:
+    with seed_progress(err) as update:
         core = await BotCore.open(config, Secrets(), mode_override=args.mode, progress=update)
-    finally:
-        progress.stop()
     try:
         router = core.router
         if router.routes_locally and router.mode != "off" and router.categorizer is None:

@@ -5,50 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.config import CrabbotConfig
+from bot.tooling import seed_progress
 from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
-
-
-def seed_progress(console: Console) -> tuple[Progress, Any]:
-    """A progress bar for the one-time embedding of the seed pool, drawn on stderr."""
-    progress = Progress(
-        TextColumn("embedding the seed pool"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-    task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            progress.start()
-            task = progress.add_task("seed", total=total)
-        progress.update(task, completed=done)
-        if done >= total:
-            progress.stop()
-
-    return progress, update
 
 
 async def open_router(
     config: CrabbotConfig, mode_override: str | None, err: Console
 ) -> ModelRouter:
-    progress, update = seed_progress(err)
-    try:
+    with seed_progress(err) as update:
         return await ModelRouter.open(
             config, Secrets(), mode_override=mode_override, progress=update
         )
-    finally:
-        progress.stop()
 
 
 def print_decision(decision: RoutingDecision, out: Console) -> None:

@@ -11,8 +11,8 @@ import sys
 from rich.console import Console
 
 from bot.config import CrabbotConfig
-from bot.route_command import seed_progress
 from bot.runtime import BotCore
+from bot.tooling import seed_progress
 from bot.upstream import MISSING_HINT, is_configured
 from router import Secrets
 
@@ -64,11 +64,8 @@ async def run_platform(args: argparse.Namespace, config: CrabbotConfig) -> int:
         print(f"error: {MISSING_HINT}", file=sys.stderr)
         return 2
     err = Console(stderr=True)
-    progress, update = seed_progress(err)
-    try:
+    with seed_progress(err) as update:
         core = await BotCore.open(config, secrets, progress=update)
-    finally:
-        progress.stop()
     try:
         stop = _stop_event()
         if platform == "telegram":

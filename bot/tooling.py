@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,6 +57,13 @@ def progress_bar(err: Console) -> Iterator[StageProgress]:
 
     with progress:
         yield update
+
+
+@contextlib.contextmanager
+def seed_progress(err: Console) -> Iterator[Callable[[int, int], None]]:
+    """update(done, total) for the one-time embedding of the seed pool, as a bar on stderr."""
+    with progress_bar(err) as update:
+        yield functools.partial(update, "embedding the seed pool")
 
 
 def consoles() -> tuple[Console, Console]:
