@@ -9,8 +9,8 @@ from bot.chat_user import ChatUser
 from bot.config import AdminSettings
 from bot.memory import Memory
 from router import MODES, ModelRouter
-from router import stats as routing_stats
-from router.cost import cost_report
+from router.analytics import stats as routing_stats
+from router.analytics.cost import cost_report
 
 DAY_S = 24 * 3600
 USAGE = "usage: /routing stats [chart] | /routing mode live|shadow|off"
@@ -165,7 +165,7 @@ class Admin:
             return None
         if [w.lower() for w in words[1:]] != ["stats", "chart"] or not self.is_admin(user):
             return None
-        from router.charts import stats_chart  # matplotlib loads on first use only
+        from router.analytics.charts import stats_chart  # matplotlib loads on first use only
 
         since = time.time() - CHART_DAYS * DAY_S
         return await stats_chart(self.router.conn, self.router.config, since, "crabbot, last week")

@@ -7,25 +7,24 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
-import numpy as np
 
 from router import routing_log
-from router.categorizer import CategorizerError, LLMCategorizer
-from router.config import ConfigError, RouterConfig, Secrets
-from router.context import PreviousTurn, apply_prior, prior_strength
+from router.config import RouterConfig, Secrets
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.decision import RoutingDecision, SignalAnswer
+from router.decision_builder import DecisionBuilder
 from router.embedder import Embedder, build_embedder
-from router.local_signal import LocalAnswer, SoftmaxHead, blend, decide, knn_vote
 from router.pool import Pool, PoolEntry
-from router.seed import load_seed_entries
+from router.seed import ProgressCallback, seed_pool
+from router.signals.categorizer import CategorizerError, LLMCategorizer
+from router.signals.context import PreviousTurn, apply_prior, prior_strength
+from router.signals.local import LocalResult, SoftmaxHead, blend, decide, knn_vote
+from router.stored_taxonomy import check_taxonomy_matches_store
 from router.taxonomy import MODES, Taxonomy
-from router.taxonomy_ops import merged_away, stored_categories
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +34,9 @@ PRIOR_CACHE_SIZE = 10_000  # conversations whose last turn is kept in memory (ol
 PRIOR_TEXT_CHARS = 300
 REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
 
-ProgressCallback = Callable[[int, int], None]
-
 
 class EmptyMessageError(ValueError):
     """Raised for empty or whitespace-only text: there is nothing to route."""
-
-
-@dataclass(frozen=True)
-class _Local:
-    vector: np.ndarray
-    answer: LocalAnswer | None
-    unprimed: LocalAnswer | None
-    latency_ms: float
 
 
 class ModelRouter:
@@ -78,6 +67,7 @@ class ModelRouter:
         self._previous: OrderedDict[str, PreviousTurn] = OrderedDict()
         self._mode_checked_at = time.monotonic()
         self.counters: Counter[str] = Counter()
+        self.decisions = DecisionBuilder(config, self.taxonomy)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -96,7 +86,7 @@ class ModelRouter:
         try:
             await migrate(conn, "router", ROUTER_MIGRATIONS)
             taxonomy = config.build_taxonomy()
-            await _check_taxonomy_matches_store(conn, taxonomy)
+            await check_taxonomy_matches_store(conn, taxonomy)
             stored = await routing_log.get_setting(conn, MODE_KEY)
             if stored not in MODES:
                 stored = config.routing.mode
@@ -106,7 +96,7 @@ class ModelRouter:
                 embedder = embedder or await asyncio.to_thread(build_embedder, config.embedding)
                 pool = Pool(conn, embedder.id, embedder.dim)
                 if await pool.load() == 0 and config.pool.seed:
-                    await _seed_pool(pool, embedder, taxonomy, progress)
+                    await seed_pool(pool, embedder, taxonomy, progress)
             else:
                 embedder = None
             categorizer, missing = None, None
@@ -195,7 +185,7 @@ class ModelRouter:
         mode = await self.refresh_mode()
         previous = await self._previous_turn(conv_key)
         if mode == "off":
-            decision = self._default_tier(mode, "fixed")
+            decision = self.decisions.default_tier(mode, "fixed")
         elif mode == "shadow":
             decision = await self._route_shadow(text, previous, now)
         else:
@@ -211,7 +201,7 @@ class ModelRouter:
         llm_result = await self._ask_llm(text, previous, now)
         local = await local_task
         if isinstance(llm_result, SignalAnswer):
-            decision = self._from_llm(llm_result, "shadow", local)
+            decision = self.decisions.from_llm(llm_result, "shadow", local)
             await self._learn(text, local, llm_result)
             return decision
         return self._fall_back("shadow", local, llm_result)
@@ -222,17 +212,19 @@ class ModelRouter:
         local = await self._local(text, previous, now)
         answer = local.answer if local else None
         if answer is not None and answer.confidence >= self.config.local.min_confidence:
-            return self._from_local(answer, local, "live", previous)
+            return self.decisions.from_local(answer, local, "live", previous)
         llm_result = await self._ask_llm(text, previous, now)
         if isinstance(llm_result, SignalAnswer):
-            decision = self._from_llm(llm_result, "live", local)
+            decision = self.decisions.from_llm(llm_result, "live", local)
             await self._learn(text, local, llm_result)
             return decision
         return self._fall_back("live", local, llm_result)
 
     # -- signals -------------------------------------------------------------------------------
 
-    async def _local(self, text: str, previous: PreviousTurn | None, now: float) -> _Local | None:
+    async def _local(
+        self, text: str, previous: PreviousTurn | None, now: float
+    ) -> LocalResult | None:
         if self.embedder is None or self.pool is None:
             return None
         strength = 0.0
@@ -247,12 +239,12 @@ class ModelRouter:
             self.counters["local_errors"] += 1
             return None
 
-    def _local_sync(self, text: str, strength: float, previous_index: int) -> _Local:
+    def _local_sync(self, text: str, strength: float, previous_index: int) -> LocalResult:
         started = time.perf_counter()
         assert self.embedder is not None and self.pool is not None
         vector = self.embedder.embed([text])[0]
         if len(self.pool) < self.config.local.min_pool_size:
-            return _Local(vector, None, None, (time.perf_counter() - started) * 1000)
+            return LocalResult(vector, None, None, (time.perf_counter() - started) * 1000)
         settings = self.config.local
         neighbours = self.pool.search(vector, settings.k)
         head = self.head.predict(vector) if self.head.ready else None
@@ -262,7 +254,7 @@ class ModelRouter:
         if strength > 0.0:
             primed = apply_prior(probs, previous_index, strength)
             answer = decide(primed, self.taxonomy, settings.downgrade_cost, neighbours)
-        return _Local(vector, answer, unprimed, (time.perf_counter() - started) * 1000)
+        return LocalResult(vector, answer, unprimed, (time.perf_counter() - started) * 1000)
 
     async def _ask_llm(
         self, text: str, previous: PreviousTurn | None, now: float
@@ -283,86 +275,13 @@ class ModelRouter:
         tier = self.taxonomy.tier_of(result.category)
         return SignalAnswer(result.category, tier, result.confidence, result.latency_ms)
 
-    # -- decisions -----------------------------------------------------------------------------
-
-    def _decision(self, **fields: Any) -> RoutingDecision:
-        tier = fields.pop("tier")
-        return RoutingDecision(
-            tier=tier,
-            model=self.config.models.for_tier(tier),
-            tier_mapping_version=self.taxonomy.version,
-            latency_ms=0.0,
-            **fields,
-        )
-
-    def _default_tier(self, mode: str, source: str, error: str | None = None) -> RoutingDecision:
-        """No category: the configured default tier (routing off, or every signal failed)."""
-        return self._decision(
-            category=None,
-            tier=self.config.routing.default_tier,
-            confidence=None,
-            source=source,
-            mode=mode,
-            error=error,
-        )
-
-    @staticmethod
-    def _local_answer(local: _Local | None) -> SignalAnswer | None:
-        if local is None or local.answer is None:
-            return None
-        a = local.answer
-        return SignalAnswer(a.category, a.tier, a.confidence, local.latency_ms)
-
-    def _from_llm(self, llm: SignalAnswer, mode: str, local: _Local | None) -> RoutingDecision:
-        return self._decision(
-            category=llm.category,
-            tier=llm.tier,
-            confidence=llm.confidence,
-            source="llm",
-            mode=mode,
-            llm=llm,
-            knn=self._local_answer(local),
-            neighbours=local.answer.neighbours if local and local.answer else [],
-        )
-
-    def _from_local(
-        self,
-        answer: LocalAnswer,
-        local: _Local,
-        mode: str,
-        previous: PreviousTurn | None,
-    ) -> RoutingDecision:
-        swayed = local.unprimed is not None and local.unprimed.category != answer.category
-        return self._decision(
-            category=answer.category,
-            tier=answer.tier,
-            confidence=answer.confidence,
-            source="prior" if swayed else "knn",
-            mode=mode,
-            knn=self._local_answer(local),
-            prior_category=previous.category if previous else None,
-            neighbours=answer.neighbours,
-        )
-
-    def _fall_back(self, mode: str, local: _Local | None, error: str) -> RoutingDecision:
+    def _fall_back(self, mode: str, local: LocalResult | None, error: str) -> RoutingDecision:
         self.counters["fallbacks"] += 1
-        if local is not None and local.answer is not None:
-            answer = local.answer
-            return self._decision(
-                category=answer.category,
-                tier=answer.tier,
-                confidence=answer.confidence,
-                source="fallback",
-                mode=mode,
-                knn=self._local_answer(local),
-                neighbours=answer.neighbours,
-                error=error,
-            )
-        return self._default_tier(mode, "fallback", error)
+        return self.decisions.fall_back(mode, local, error)
 
     # -- learning and logging ------------------------------------------------------------------
 
-    async def _learn(self, text: str, local: _Local | None, llm: SignalAnswer) -> None:
+    async def _learn(self, text: str, local: LocalResult | None, llm: SignalAnswer) -> None:
         """The categorizer labels the pool: confident, new and not near-duplicate labels only."""
         if local is None or self.pool is None:
             return
@@ -442,42 +361,3 @@ class ModelRouter:
         except aiosqlite.Error:
             log.exception("could not record token usage")
             self.counters["db_errors"] += 1
-
-
-async def _seed_pool(
-    pool: Pool, embedder: Embedder, taxonomy: Taxonomy, progress: ProgressCallback | None
-) -> None:
-    entries = load_seed_entries(taxonomy)
-    batch = 32
-    vectors: list[np.ndarray] = []
-    for start in range(0, len(entries), batch):
-        chunk = [text for text, _ in entries[start : start + batch]]
-        vectors.append(await asyncio.to_thread(embedder.embed, chunk))
-        if progress is not None:
-            progress(min(start + batch, len(entries)), len(entries))
-    matrix = np.concatenate(vectors) if vectors else np.empty((0, pool.dim), np.float32)
-    await pool.add_many(
-        [
-            PoolEntry(text, category, vector, "seed", None)
-            for (text, category), vector in zip(entries, matrix, strict=True)
-        ]
-    )
-
-
-async def _check_taxonomy_matches_store(conn: aiosqlite.Connection, taxonomy: Taxonomy) -> None:
-    """The pool and the routing log must only name categories the config has, and the config
-    must not bring back a category `crabbot taxonomy merge` merged away."""
-    missing = sorted(await stored_categories(conn) - set(taxonomy.categories))
-    if missing:
-        raise ConfigError(
-            f"the stored pool or routing log holds categories this taxonomy ({taxonomy.version})"
-            f" lacks: {', '.join(missing)}; run `crabbot taxonomy merge {missing[0]} <category>`"
-            " or choose a taxonomy that has them"
-        )
-    for category, (target, version) in (await merged_away(conn)).items():
-        if category in taxonomy.category_tiers:
-            raise ConfigError(
-                f"{category} was merged into {target} by `crabbot taxonomy merge` (the stored rows"
-                f" follow taxonomy {version}): remove {category} from [taxonomy] and set"
-                f' version = "{version}"'
-            )

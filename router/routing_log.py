@@ -7,9 +7,9 @@ import time
 
 import aiosqlite
 
-from router.context import PreviousTurn
 from router.decision import RoutingDecision
 from router.pool import text_hash
+from router.signals.context import PreviousTurn
 
 
 async def write_decision(

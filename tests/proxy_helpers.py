@@ -14,9 +14,9 @@ from openai import AsyncOpenAI
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
 from router.embedder import Embedder
-from router.proxy import ProxyServer
-from router.proxy_app import ChatProxy, create_app
-from router.proxy_provider import Provider
+from router.proxy.app import ChatProxy, create_app
+from router.proxy.provider import Provider
+from router.proxy.server import ProxyServer
 from tests.conftest import make_config
 
 CLIENT_KEY = "client-key-for-tests"

@@ -9,7 +9,7 @@ import pytest
 from bot.admin import HELP, REFUSAL, USAGE
 from bot.chat_user import ChatUser
 from router import RoutingDecision, SignalAnswer
-from router import stats as routing_stats
+from router.analytics import stats as routing_stats
 from router.routing_log import get_setting, write_decision
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from router.categorizer import CategorizerError, LLMCategorizer, parse_reply
 from router.config import CategorizerSettings
-from router.context import PreviousTurn
+from router.signals.categorizer import CategorizerError, LLMCategorizer, parse_reply
+from router.signals.context import PreviousTurn
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.fakes.groq_server import FakeGroq, Reply
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from bot.cli import main
-from bot.stats_command import parse_since
+from bot.cli.stats import parse_since
 from router import RoutingDecision, SignalAnswer
-from router.agreement import shadow_agreement
-from router.charts import confusion_png, stats_png
-from router.cost import cost_report
+from router.analytics.agreement import shadow_agreement
+from router.analytics.charts import confusion_png, stats_png
+from router.analytics.cost import cost_report
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.routing_log import record_usage, write_decision
 from tests.conftest import make_config

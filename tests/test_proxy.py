@@ -20,8 +20,8 @@ from starlette.routing import Route
 from bot.cli import main
 from router import ConfigError, ModelRouter, Secrets
 from router.config import ProxySettings
-from router.proxy import ProxyServer
-from router.proxy_provider import HOP_HEADER, Provider
+from router.proxy.provider import HOP_HEADER, Provider
+from router.proxy.server import ProxyServer
 from tests.fakes.openai_provider import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,

@@ -13,13 +13,13 @@ import pytest
 
 from bot.cli import main
 from router import ConfigError, ModelRouter, Secrets
+from router.analytics.pool_ops import read_pool
+from router.analytics.taxonomy_ops import MergeRefused, next_version, plan_merge
+from router.analytics.validation import decide_all, knn_loo_probs, validate
 from router.db import connect
-from router.local_signal import decide, knn_vote
 from router.pool import Neighbour
-from router.pool_ops import read_pool
+from router.signals.local import decide, knn_vote
 from router.taxonomy import MAPPING_V1, MAPPING_V2, TIERS, Taxonomy
-from router.taxonomy_ops import MergeRefused, next_version, plan_merge
-from router.validation import decide_all, knn_loo_probs, validate
 from tests.conftest import make_config
 
 V2 = Taxonomy("v2", MAPPING_V2)

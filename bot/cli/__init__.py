@@ -9,7 +9,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot import pool_command, taxonomy_command
+from bot.cli import pool as pool_command
+from bot.cli import taxonomy as taxonomy_command
 from bot.config import CrabbotConfig, load_config
 from router import ConfigError
 
@@ -67,31 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _dispatch(args: argparse.Namespace, config: CrabbotConfig) -> int:
     if args.command == "route":
-        from bot.route_command import run_route
+        from bot.cli.route import run_route
 
         return await run_route(args, config)
     if args.command == "chat":
-        from bot.chat_command import run_chat
+        from bot.cli.chat import run_chat
 
         return await run_chat(args, config)
     if args.command == "run":
-        from bot.run_command import run_platform
+        from bot.cli.run import run_platform
 
         return await run_platform(args, config)
     if args.command == "proxy":
-        from router.proxy import run_proxy
+        from bot.cli.proxy import run_proxy
 
         return await run_proxy(args, config)
     if args.command == "stats":
-        from bot.stats_command import run_stats
+        from bot.cli.stats import run_stats
 
         return await run_stats(args, config)
     if args.command == "pool":
-        from bot.pool_command import run_pool
+        from bot.cli.pool import run_pool
 
         return await run_pool(args, config)
     if args.command == "taxonomy":
-        from bot.taxonomy_command import run_taxonomy
+        from bot.cli.taxonomy import run_taxonomy
 
         return await run_taxonomy(args, config)
     raise AssertionError(f"unhandled command {args.command}")
@@ -115,6 +116,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,9 +8,9 @@ import getpass
 from rich.console import Console
 
 from bot.adapters.console import run_console, terminal_reader
+from bot.cli.tooling import seed_progress
 from bot.config import CrabbotConfig
 from bot.runtime import BotCore
-from bot.tooling import seed_progress
 from router import Secrets
 
 

@@ -12,8 +12,7 @@ import aiosqlite
 from rich.console import Console
 from rich.table import Table
 
-from bot.config import CrabbotConfig
-from bot.tooling import (
+from bot.cli.tooling import (
     consoles,
     dry_run_note,
     load_embedder,
@@ -21,8 +20,8 @@ from bot.tooling import (
     pct,
     progress_bar,
 )
-from router.embedder import Embedder
-from router.pool_ops import (
+from bot.config import CrabbotConfig
+from router.analytics.pool_ops import (
     PoolToolError,
     apply_dedupe,
     apply_import,
@@ -33,8 +32,9 @@ from router.pool_ops import (
     plan_import,
     read_pool,
 )
+from router.analytics.validation import ValidationReport, validate
+from router.embedder import Embedder
 from router.taxonomy import Taxonomy
-from router.validation import ValidationReport, validate
 
 
 def add_parser(
@@ -242,7 +242,7 @@ async def _validate(
         conn, config, embedder.id, embedder.dim, taxonomy, err, folds=args.folds
     )
     if args.plot is not None:
-        from router.charts import confusion_png, write_png
+        from router.analytics.charts import confusion_png, write_png
 
         default = report.default
         title = (

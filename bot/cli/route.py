@@ -9,8 +9,8 @@ from typing import TextIO
 
 from rich.console import Console
 
+from bot.cli.tooling import seed_progress
 from bot.config import CrabbotConfig
-from bot.tooling import seed_progress
 from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
 
 

@@ -10,9 +10,9 @@ import sys
 
 from rich.console import Console
 
+from bot.cli.tooling import seed_progress
 from bot.config import CrabbotConfig
 from bot.runtime import BotCore
-from bot.tooling import seed_progress
 from bot.upstream import MISSING_HINT, is_configured
 from router import Secrets
 

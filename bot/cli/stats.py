@@ -12,11 +12,11 @@ import time
 from rich.table import Table
 
 from bot.admin import format_summary
+from bot.cli.tooling import consoles, open_store, pct
 from bot.config import CrabbotConfig
-from bot.tooling import consoles, open_store, pct
-from router import stats as routing_stats
-from router.agreement import AgreementCount, ShadowAgreement, shadow_agreement
-from router.cost import CostReport, cost_report, money, saved
+from router.analytics import stats as routing_stats
+from router.analytics.agreement import AgreementCount, ShadowAgreement, shadow_agreement
+from router.analytics.cost import CostReport, cost_report, money, saved
 from router.routing_log import get_setting
 
 _WINDOW = re.compile(r"(\d+)\s*([mhdw])")
@@ -112,7 +112,7 @@ async def run_stats(args: argparse.Namespace, config: CrabbotConfig) -> int:
         agreement = await shadow_agreement(conn, config.local.min_confidence, since)
         mode = await get_setting(conn, "routing_mode") or config.routing.mode
         if args.plot is not None:
-            from router.charts import stats_chart, write_png
+            from router.analytics.charts import stats_chart, write_png
 
             write_png(args.plot, await stats_chart(conn, config, since, f"crabbot, {title}"))
     finally:

@@ -12,20 +12,20 @@ import aiosqlite
 from rich.console import Console
 from rich.table import Table
 
+from bot.cli.pool import validation_report
+from bot.cli.tooling import consoles, dry_run_note, load_embedder, open_store, pct
 from bot.config import CrabbotConfig
-from bot.pool_command import validation_report
-from bot.tooling import consoles, dry_run_note, load_embedder, open_store, pct
-from router.pool_ops import PoolToolError, embedder_counts
-from router.taxonomy import BUILTIN_MAPPINGS, Taxonomy
-from router.taxonomy_ops import (
-    LOG_CATEGORY_COLUMNS,
+from router.analytics.pool_ops import PoolToolError, embedder_counts
+from router.analytics.taxonomy_ops import (
     MergePlan,
     MergeRefused,
     apply_merge,
     get_stored_version,
     plan_merge,
 )
-from router.validation import ValidationReport
+from router.analytics.validation import ValidationReport
+from router.stored_taxonomy import LOG_CATEGORY_COLUMNS
+from router.taxonomy import BUILTIN_MAPPINGS, Taxonomy
 
 
 def add_parser(

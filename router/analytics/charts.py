@@ -12,8 +12,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from router.analytics.cost import CostReport, daily_costs, daily_counts
 from router.config import RouterConfig
-from router.cost import CostReport, daily_costs, daily_counts
 from router.taxonomy import TIERS
 
 DPI = 100

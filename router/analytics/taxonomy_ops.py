@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from router.stored_taxonomy import LOG_CATEGORY_COLUMNS, stored_categories
 from router.taxonomy import BUILTIN_MAPPINGS, TIERS, UNKNOWN, Taxonomy
 
 # The version the stored rows follow after the last `crabbot taxonomy merge` (absent before any).
 STORED_VERSION_KEY = "tier_mapping_version"
-LOG_CATEGORY_COLUMNS = ("category", "llm_category", "knn_category", "prior_category")
 
 
 class MergeRefused(Exception):
@@ -45,18 +45,6 @@ def next_version(current: str, mapping: dict[str, str]) -> str:
         number += 1
         candidate = f"{stem}{number + 1}"
     return candidate
-
-
-async def stored_categories(conn: aiosqlite.Connection) -> set[str]:
-    """Every category named by the pool or by any category column of the routing log."""
-    found: set[str] = set()
-    async with conn.execute("SELECT DISTINCT category FROM pool") as cursor:
-        found |= {row[0] for row in await cursor.fetchall()}
-    for column in LOG_CATEGORY_COLUMNS:
-        sql = f"SELECT DISTINCT {column} FROM routing_log WHERE {column} IS NOT NULL"
-        async with conn.execute(sql) as cursor:
-            found |= {row[0] for row in await cursor.fetchall()}
-    return found
 
 
 async def get_stored_version(conn: aiosqlite.Connection) -> str | None:
@@ -180,12 +168,3 @@ async def apply_merge(conn: aiosqlite.Connection, plan: MergePlan, at: float | N
         raise
     await conn.commit()
     return audit_id
-
-
-async def merged_away(conn: aiosqlite.Connection) -> dict[str, tuple[str, str]]:
-    """Categories merged away by `crabbot taxonomy merge`: name -> (merged into, new version)."""
-    async with conn.execute(
-        "SELECT from_category, to_category, new_version FROM taxonomy_audit"
-        " WHERE action = 'merge' ORDER BY id"
-    ) as cursor:
-        return {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}

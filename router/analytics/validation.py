@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from router.blas import one_blas_thread
-from router.local_signal import KNN_TEMPERATURE, SoftmaxHead
+from router.signals.local import KNN_TEMPERATURE, SoftmaxHead
 from router.taxonomy import TIERS, UNKNOWN, Taxonomy
 
 # (stage, done, total): drives a progress bar without this module knowing about one.

@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from router import routing_log
 from router.decision import RoutingDecision
-from router.proxy_errors import ProxyError, bad_request, unauthorized
-from router.proxy_provider import (
+from router.proxy.errors import ProxyError, bad_request, unauthorized
+from router.proxy.provider import (
     HOP_HEADER,
     Provider,
     ProviderStream,
@@ -30,7 +30,7 @@ from router.proxy_provider import (
     failure,
     usage_of,
 )
-from router.proxy_request import SESSION_HEADER, ChatRequest, parse_chat_request, read_body
+from router.proxy.request import SESSION_HEADER, ChatRequest, parse_chat_request, read_body
 from router.router import EmptyMessageError, ModelRouter
 from router.taxonomy import TIERS
 

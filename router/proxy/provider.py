@@ -13,7 +13,7 @@ from typing import Any
 from openai import APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI
 
 from router.config import ConfigError, ProxySettings, Secrets
-from router.proxy_errors import ProxyError, provider_failed
+from router.proxy.errors import ProxyError, provider_failed
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from router.proxy_errors import bad_request
+from router.proxy.errors import bad_request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_SESSION_KEY_CHARS = 256

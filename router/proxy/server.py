@@ -1,22 +1,20 @@
-"""`crabbot proxy`: open the router and the provider client, and serve the OpenAI-compatible app
+"""The proxy server: open the router and the provider client, and serve the OpenAI-compatible app
 with uvicorn until stopped."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import ipaddress
 import socket
-import sys
 from collections.abc import Callable
 
 import uvicorn
 from starlette.applications import Starlette
 
 from router.config import RouterConfig, Secrets
-from router.proxy_app import create_app
-from router.proxy_provider import Provider
-from router.router import ModelRouter, ProgressCallback
+from router.proxy.app import create_app
+from router.proxy.provider import Provider
+from router.router import ModelRouter
+from router.seed import ProgressCallback
 
 
 class ProxyServer:
@@ -100,48 +98,3 @@ async def serve(
         await app.state.proxy.settled()  # the last usage writes, before the database closes
         await provider.close()
         await router.close()
-
-
-def _print_seed_progress(done: int, total: int) -> None:
-    if done >= total or done == min(32, total):
-        print(f"embedding the seed pool: {done}/{total}", file=sys.stderr, flush=True)
-
-
-async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
-    """The `crabbot proxy` subcommand: --host and --port override the [proxy] section."""
-    settings = config.proxy
-    host = args.host or settings.host
-    secrets = Secrets()
-    keys = len(settings.client_keys) + len(secrets.proxy_client_keys())
-    if not keys and not ipaddress.ip_address(_resolve(host)).is_loopback:
-        print(
-            f"warning: listening on {host} with no client keys (CRABBOT_PROXY_KEYS or"
-            " proxy.client_keys): anyone who can reach it"
-            " can spend the provider key",
-            file=sys.stderr,
-        )
-
-    def ready(server: ProxyServer, router: ModelRouter) -> None:
-        print(
-            f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
-            f" {router.pool_size}, client keys {keys or 'none: open'}); Ctrl-C stops it",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    await serve(
-        config,
-        secrets,
-        host=host,
-        port=args.port,
-        progress=_print_seed_progress,
-        on_ready=ready,
-    )
-    return 0
-
-
-def _resolve(host: str) -> str:
-    try:
-        return socket.getaddrinfo(host, None)[0][4][0]
-    except (socket.gaierror, IndexError):
-        return "0.0.0.0"

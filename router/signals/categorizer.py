@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import groq
 
 from router.config import CategorizerSettings
-from router.context import PreviousTurn
 from router.errors import ReasonError
+from router.signals.context import PreviousTurn
 from router.taxonomy import Taxonomy
 
 MAX_PROMPT_CHARS = 2000

@@ -145,3 +145,14 @@ def blend(
     if kind == "head":
         return head
     return head_weight * head + (1.0 - head_weight) * knn
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """The local signal's work on one message: its vector, its answer with and without the
+    conversation's prior, and how long it took."""
+
+    vector: np.ndarray
+    answer: LocalAnswer | None
+    unprimed: LocalAnswer | None
+    latency_ms: float

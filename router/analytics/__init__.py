@@ -1,0 +1,2 @@
+"""Operator tools over stored data: validation, cost, stats, agreement, charts, pool and taxonomy
+operations."""

@@ -1,0 +1,94 @@
+"""DecisionBuilder: turns a signal's answer (or the lack of one) into a RoutingDecision with its
+tier, model and tier-mapping version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.config import RouterConfig
+from router.decision import RoutingDecision, SignalAnswer
+from router.signals.context import PreviousTurn
+from router.signals.local import LocalAnswer, LocalResult
+from router.taxonomy import Taxonomy
+
+
+class DecisionBuilder:
+    """Builds decisions under one config and taxonomy."""
+
+    def __init__(self, config: RouterConfig, taxonomy: Taxonomy) -> None:
+        self.config = config
+        self.taxonomy = taxonomy
+
+    def _decision(self, **fields: Any) -> RoutingDecision:
+        tier = fields.pop("tier")
+        return RoutingDecision(
+            tier=tier,
+            model=self.config.models.for_tier(tier),
+            tier_mapping_version=self.taxonomy.version,
+            latency_ms=0.0,
+            **fields,
+        )
+
+    def default_tier(self, mode: str, source: str, error: str | None = None) -> RoutingDecision:
+        """No category: the configured default tier (routing off, or every signal failed)."""
+        return self._decision(
+            category=None,
+            tier=self.config.routing.default_tier,
+            confidence=None,
+            source=source,
+            mode=mode,
+            error=error,
+        )
+
+    @staticmethod
+    def _local_answer(local: LocalResult | None) -> SignalAnswer | None:
+        if local is None or local.answer is None:
+            return None
+        a = local.answer
+        return SignalAnswer(a.category, a.tier, a.confidence, local.latency_ms)
+
+    def from_llm(self, llm: SignalAnswer, mode: str, local: LocalResult | None) -> RoutingDecision:
+        return self._decision(
+            category=llm.category,
+            tier=llm.tier,
+            confidence=llm.confidence,
+            source="llm",
+            mode=mode,
+            llm=llm,
+            knn=self._local_answer(local),
+            neighbours=local.answer.neighbours if local and local.answer else [],
+        )
+
+    def from_local(
+        self,
+        answer: LocalAnswer,
+        local: LocalResult,
+        mode: str,
+        previous: PreviousTurn | None,
+    ) -> RoutingDecision:
+        swayed = local.unprimed is not None and local.unprimed.category != answer.category
+        return self._decision(
+            category=answer.category,
+            tier=answer.tier,
+            confidence=answer.confidence,
+            source="prior" if swayed else "knn",
+            mode=mode,
+            knn=self._local_answer(local),
+            prior_category=previous.category if previous else None,
+            neighbours=answer.neighbours,
+        )
+
+    def fall_back(self, mode: str, local: LocalResult | None, error: str) -> RoutingDecision:
+        if local is not None and local.answer is not None:
+            answer = local.answer
+            return self._decision(
+                category=answer.category,
+                tier=answer.tier,
+                confidence=answer.confidence,
+                source="fallback",
+                mode=mode,
+                knn=self._local_answer(local),
+                neighbours=answer.neighbours,
+                error=error,
+            )
+        return self.default_tier(mode, "fallback", error)

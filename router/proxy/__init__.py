@@ -1,0 +1,1 @@
+"""`crabbot proxy`: the OpenAI-compatible routing proxy, built on the routing core."""

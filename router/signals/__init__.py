@@ -1,0 +1,2 @@
+"""What names a message's task: the LLM categorizer, the local signal and the conversation
+context."""

@@ -1,0 +1,51 @@
+"""The categories the stored rows name, and those `crabbot taxonomy merge` merged away: checked
+against the config's taxonomy at start, so the pool, the log and the map never disagree."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from router.config import ConfigError
+from router.taxonomy import Taxonomy
+
+LOG_CATEGORY_COLUMNS = ("category", "llm_category", "knn_category", "prior_category")
+
+
+async def stored_categories(conn: aiosqlite.Connection) -> set[str]:
+    """Every category named by the pool or by any category column of the routing log."""
+    found: set[str] = set()
+    async with conn.execute("SELECT DISTINCT category FROM pool") as cursor:
+        found |= {row[0] for row in await cursor.fetchall()}
+    for column in LOG_CATEGORY_COLUMNS:
+        sql = f"SELECT DISTINCT {column} FROM routing_log WHERE {column} IS NOT NULL"
+        async with conn.execute(sql) as cursor:
+            found |= {row[0] for row in await cursor.fetchall()}
+    return found
+
+
+async def merged_away(conn: aiosqlite.Connection) -> dict[str, tuple[str, str]]:
+    """Categories merged away by `crabbot taxonomy merge`: name -> (merged into, new version)."""
+    async with conn.execute(
+        "SELECT from_category, to_category, new_version FROM taxonomy_audit"
+        " WHERE action = 'merge' ORDER BY id"
+    ) as cursor:
+        return {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
+
+
+async def check_taxonomy_matches_store(conn: aiosqlite.Connection, taxonomy: Taxonomy) -> None:
+    """The pool and the routing log must only name categories the config has, and the config
+    must not bring back a category `crabbot taxonomy merge` merged away."""
+    missing = sorted(await stored_categories(conn) - set(taxonomy.categories))
+    if missing:
+        raise ConfigError(
+            f"the stored pool or routing log holds categories this taxonomy ({taxonomy.version})"
+            f" lacks: {', '.join(missing)}; run `crabbot taxonomy merge {missing[0]} <category>`"
+            " or choose a taxonomy that has them"
+        )
+    for category, (target, version) in (await merged_away(conn)).items():
+        if category in taxonomy.category_tiers:
+            raise ConfigError(
+                f"{category} was merged into {target} by `crabbot taxonomy merge` (the stored rows"
+                f" follow taxonomy {version}): remove {category} from [taxonomy] and set"
+                f' version = "{version}"'
+            )
