@@ -72,7 +72,7 @@ class LocalSignalSettings(Section):
     min_pool_size: int = Field(default=20, ge=1)
     min_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
     classifier: Literal["head", "blend", "knn"] = "head"
-    downgrade_cost: float = Field(default=2.5, ge=1.0)
+    downgrade_cost: float = Field(default=1.5, ge=1.0)
 
 
 class PoolSettings(Section):
@@ -90,10 +90,8 @@ class CategorizerSettings(Section):
 
 class ContextSettings(Section):
     enabled: bool = True
-    strength: float = Field(default=4.0, ge=0.0, le=12.0)
-    half_life_s: float = Field(default=300.0, gt=0.0)
-    max_gap_s: float = Field(default=1800.0, gt=0.0)
-    short_chars: int = Field(default=20, ge=1)
+    # Earlier user turns of the caller's history read for context (the proxy's stateless clients).
+    max_history_turns: int = Field(default=2, ge=1, le=8)
 
 
 class ProxySettings(Section):

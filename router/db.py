@@ -66,6 +66,13 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
         new_version TEXT
     );
     """,
+    # /reset: the conversation's routing context starts over from this time.
+    """
+    CREATE TABLE context_resets (
+        conv_key TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from router.config import RouterConfig
 from router.decision import RoutingDecision, SignalAnswer
-from router.signals.context import PreviousTurn
+from router.signals.continuity import PreviousTurn
 from router.signals.local import LocalAnswer, LocalResult
 from router.taxonomy import Taxonomy
 

@@ -4,6 +4,7 @@ model, never raises for a failing signal, and writes every decision to the routi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -11,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
-import numpy as np
 
 from router import routing_log
 from router.config import RouterConfig, Secrets
@@ -19,17 +19,20 @@ from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.decision import RoutingDecision, SignalAnswer
 from router.decision_builder import DecisionBuilder
 from router.embedder import Embedder, build_embedder
-from router.pool import Pool, PoolEntry
+from router.pool import Pool, PoolEntry, normalize_text
 from router.seed import ProgressCallback, seed_pool
+from router.signals.calibration import Calibration
 from router.signals.categorizer import CategorizerError, LLMCategorizer
-from router.signals.context import PreviousTurn, apply_prior, prior_strength
-from router.signals.local import LocalResult, SoftmaxHead, blend, decide, knn_vote
+from router.signals.continuity import ContinuityModel, PreviousTurn, earlier_user_texts
+from router.signals.local import LocalResult
+from router.signals.local_signal import LocalSignal
 from router.stored_taxonomy import check_taxonomy_matches_store
 from router.taxonomy import MODES, Taxonomy
 
 log = logging.getLogger(__name__)
 
 MODE_KEY = "routing_mode"
+CALIBRATION_KEY = "local_calibration"
 MODE_RECHECK_S = 2.0  # another process (bot or proxy) sharing the database may change the mode
 PRIOR_CACHE_SIZE = 10_000  # conversations whose last turn is kept in memory (older: from the log)
 PRIOR_TEXT_CHARS = 300
@@ -63,7 +66,11 @@ class ModelRouter:
         self.categorizer_missing = categorizer_missing
         self._stored_mode = mode
         self.mode_override = mode_override
-        self.head = SoftmaxHead(self.taxonomy.categories)
+        self.local = (
+            LocalSignal(config, self.taxonomy, embedder, pool, ContinuityModel.load(self.taxonomy))
+            if embedder is not None and pool is not None
+            else None
+        )
         self._refit_task: asyncio.Task[None] | None = None
         self._previous: OrderedDict[str, PreviousTurn] = OrderedDict()
         self._mode_checked_at = time.monotonic()
@@ -110,8 +117,11 @@ class ModelRouter:
             await conn.close()
             raise
         router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
-        if pool is not None and len(pool):
-            await asyncio.to_thread(router.head.fit, pool.vectors, pool.categories)
+        if router.local is not None and len(router.local.pool):
+            calibration = await router._stored_calibration()
+            router.local.classifier = await asyncio.to_thread(router.local.fit, calibration)
+            if calibration is None:
+                await router._store_calibration()
         return router
 
     async def close(self) -> None:
@@ -178,13 +188,14 @@ class ModelRouter:
     ) -> RoutingDecision:
         """Decide the tier and model for `text`; raises only EmptyMessageError.
 
-        `history` is accepted for callers that hold one; the prior comes from the routing log."""
+        The context is the previous user turns of `history` (OpenAI-style messages, the bot's
+        memory or a proxy request's), else the conversation's last decision in the log."""
         if not text or not text.strip():
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
         now = time.time() if at is None else at
         mode = await self.refresh_mode()
-        previous = await self._previous_turn(conv_key)
+        previous = None if mode == "off" else await self._context(history, conv_key, now)
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
         elif mode == "shadow":
@@ -194,6 +205,17 @@ class ModelRouter:
         decision.latency_ms = (time.perf_counter() - started) * 1000
         await self._log(decision, text, conv_key, now)
         return decision
+
+    async def forget(self, conv_key: str, at: float | None = None) -> bool:
+        """/reset: the conversation's routing context starts over. True when there was one."""
+        had = await self._previous_turn(conv_key) is not None
+        self._previous.pop(conv_key, None)
+        try:
+            await routing_log.reset_context(self.conn, conv_key, time.time() if at is None else at)
+        except aiosqlite.Error:
+            log.exception("could not store the conversation's reset")
+            self.counters["db_errors"] += 1
+        return had
 
     async def _route_shadow(
         self, text: str, previous: PreviousTurn | None, now: float
@@ -226,39 +248,39 @@ class ModelRouter:
     async def _local(
         self, text: str, previous: PreviousTurn | None, now: float
     ) -> LocalResult | None:
-        if self.embedder is None or self.pool is None:
+        if self.local is None:
             return None
-        strength = 0.0
-        previous_index = -1
-        if previous is not None and previous.category in self.taxonomy.categories:
-            strength = prior_strength(self.config.context, now - previous.at, text)
-            previous_index = self.taxonomy.categories.index(previous.category)
-        started = time.perf_counter()
         try:
-            vector = await self.embedder.aembed_message(text)
-            return self._local_answer(vector, strength, previous_index, started)
+            return await self.local.answer(text, previous, now)
         except Exception:  # a broken embedder degrades routing, it does not stop it
             log.exception("local signal failed")
             self.counters["local_errors"] += 1
             return None
 
-    def _local_answer(
-        self, vector: np.ndarray, strength: float, previous_index: int, started: float
-    ) -> LocalResult:
-        """Search, classify and decide on the event loop: about 1 ms, not worth a thread hop."""
-        assert self.pool is not None
-        if len(self.pool) < self.config.local.min_pool_size:
-            return LocalResult(vector, None, None, (time.perf_counter() - started) * 1000)
-        settings = self.config.local
-        neighbours = self.pool.search(vector, settings.k)
-        head = self.head.predict(vector) if self.head.ready else None
-        probs = blend(head, knn_vote(neighbours, self.taxonomy.categories), settings.classifier)
-        unprimed = decide(probs, self.taxonomy, settings.downgrade_cost, neighbours)
-        answer = unprimed
-        if strength > 0.0:
-            primed = apply_prior(probs, previous_index, strength)
-            answer = decide(primed, self.taxonomy, settings.downgrade_cost, neighbours)
-        return LocalResult(vector, answer, unprimed, (time.perf_counter() - started) * 1000)
+    async def _context(
+        self, history: Sequence[dict[str, Any]] | None, conv_key: str | None, now: float
+    ) -> PreviousTurn | None:
+        """The previous user turn and its task: the log's when it is the history's last user
+        turn (it knows the time, and the LLM's label in shadow mode), else read from the
+        history itself, else the log's alone."""
+        logged = await self._previous_turn(conv_key)
+        if not self.config.context.enabled:
+            return None
+        texts = earlier_user_texts(history, self.config.context.max_history_turns)
+        if not texts:
+            return logged
+        if logged is not None and normalize_text(logged.text) == normalize_text(
+            texts[-1][:PRIOR_TEXT_CHARS]
+        ):
+            return logged
+        if self.local is None or not self.local.ready:
+            return logged
+        try:
+            return await self.local.previous_from_history(texts, now)
+        except Exception:
+            log.exception("could not read the history's context")
+            self.counters["local_errors"] += 1
+            return logged
 
     async def _ask_llm(
         self, text: str, previous: PreviousTurn | None, now: float
@@ -301,17 +323,48 @@ class ModelRouter:
             log.exception("could not add to the pool")
             self.counters["db_errors"] += 1
             return
-        if len(self.pool) >= self.head.trained_on * REFIT_GROWTH and self._refit_task is None:
+        trained_on = self.local.classifier.trained_on if self.local else 0
+        if len(self.pool) >= trained_on * REFIT_GROWTH and self._refit_task is None:
             self._refit_task = asyncio.create_task(self._refit())
 
     async def _refit(self) -> None:
-        assert self.pool is not None
-        head = SoftmaxHead(self.taxonomy.categories)
+        """Refit and recalibrate (cross-validated) on the grown pool, off the event loop."""
+        assert self.local is not None
         try:
-            await asyncio.to_thread(head.fit, self.pool.vectors.copy(), list(self.pool.categories))
-            self.head = head
+            self.local.classifier = await asyncio.to_thread(self.local.fit)
+            await self._store_calibration()
         finally:
             self._refit_task = None
+
+    async def _stored_calibration(self) -> Calibration | None:
+        """The last cross-validated calibration, when it was made for this embedder on a pool
+        of about this size."""
+        assert self.local is not None
+        raw = await routing_log.get_setting(self.conn, CALIBRATION_KEY)
+        try:
+            stored = json.loads(raw) if raw else None
+            if stored is None or stored["embedder_id"] != self.local.embedder.id:
+                return None
+            if len(self.local.pool) > stored["pool_size"] * REFIT_GROWTH:
+                return None
+            return Calibration(float(stored["head_scale"]), float(stored["ngram_scale"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def _store_calibration(self) -> None:
+        assert self.local is not None
+        classifier = self.local.classifier
+        value = {
+            "embedder_id": self.local.embedder.id,
+            "pool_size": classifier.trained_on,
+            "head_scale": classifier.calibration.head_scale,
+            "ngram_scale": classifier.calibration.ngram_scale,
+        }
+        try:
+            await routing_log.set_setting(self.conn, CALIBRATION_KEY, json.dumps(value))
+        except aiosqlite.Error:
+            log.exception("could not store the calibration")
+            self.counters["db_errors"] += 1
 
     async def _previous_turn(self, conv_key: str | None) -> PreviousTurn | None:
         if conv_key is None:

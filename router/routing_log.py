@@ -9,7 +9,7 @@ import aiosqlite
 
 from router.decision import RoutingDecision
 from router.pool import text_hash
-from router.signals.context import PreviousTurn
+from router.signals.continuity import PreviousTurn
 
 
 async def write_decision(
@@ -73,14 +73,25 @@ async def record_error(conn: aiosqlite.Connection, log_id: int, error: str) -> N
 
 
 async def last_turn(conn: aiosqlite.Connection, conv_key: str) -> PreviousTurn | None:
-    """The conversation's last categorized decision: the context prior after a restart."""
+    """The conversation's last categorized decision since its last /reset: its context after a
+    restart."""
     async with conn.execute(
         "SELECT category, at, prompt FROM routing_log WHERE conv_key = ? AND category IS NOT NULL"
+        " AND at > COALESCE((SELECT at FROM context_resets WHERE conv_key = ?), 0)"
         " ORDER BY id DESC LIMIT 1",
-        (conv_key,),
+        (conv_key, conv_key),
     ) as cursor:
         row = await cursor.fetchone()
     return PreviousTurn(row["category"], row["at"], row["prompt"]) if row else None
+
+
+async def reset_context(conn: aiosqlite.Connection, conv_key: str, at: float) -> None:
+    await conn.execute(
+        "INSERT INTO context_resets (conv_key, at) VALUES (?, ?)"
+        " ON CONFLICT(conv_key) DO UPDATE SET at = excluded.at",
+        (conv_key, at),
+    )
+    await conn.commit()
 
 
 async def get_setting(conn: aiosqlite.Connection, key: str) -> str | None:

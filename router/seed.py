@@ -1,9 +1,13 @@
-"""The seed pool shipped with crabbot: labelled family-chat messages, embedded into an empty pool
-on first start."""
+"""The seed pool shipped with crabbot: labelled family-chat messages, and their vectors embedded
+once at build time, stored into an empty pool on first start (embedded there when the shipped
+vectors are not this embedder's)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
 from collections.abc import Callable
 from importlib import resources
 
@@ -13,37 +17,99 @@ from router.embedder import Embedder
 from router.pool import Pool, PoolEntry
 from router.taxonomy import Taxonomy
 
+log = logging.getLogger(__name__)
+
 SEED_FILE = "seed_pool.jsonl"
+VECTORS_FILE = "seed_vectors.npz"  # written by scripts/build_seed_vectors.py
+SPOT_CHECKS = 6  # shipped vectors re-embedded at start: a changed model must not slip in
+SPOT_CHECK_COSINE = 0.99  # float16 storage keeps cosine above 0.999 for the same model
+BATCH = 32
 
 ProgressCallback = Callable[[int, int], None]
 
 
+def _data_file(name: str) -> resources.abc.Traversable:
+    return resources.files("router").joinpath("data", name)
+
+
+def seed_rows() -> list[dict[str, str]]:
+    raw = _data_file(SEED_FILE).read_text(encoding="utf-8")
+    return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+
+def seed_digest() -> str:
+    """The shipped vectors belong to exactly this seed file."""
+    return hashlib.sha256(_data_file(SEED_FILE).read_bytes()).hexdigest()
+
+
 def load_seed_entries(taxonomy: Taxonomy) -> list[tuple[str, str]]:
     """(text, category) pairs whose category the taxonomy knows."""
-    raw = resources.files("router").joinpath("data", SEED_FILE).read_text(encoding="utf-8")
-    entries: list[tuple[str, str]] = []
-    for line in raw.splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if row["category"] in taxonomy.category_tiers:
-            entries.append((row["text"], row["category"]))
-    return entries
+    return [
+        (row["text"], row["category"])
+        for row in seed_rows()
+        if row["category"] in taxonomy.category_tiers
+    ]
+
+
+def write_seed_vectors(vectors: np.ndarray, embedder_id: str) -> bytes:
+    """The npz bytes of the shipped vectors (float16, one row a seed line, in file order)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        vectors=vectors.astype(np.float16),
+        embedder_id=np.array(embedder_id),
+        seed_sha256=np.array(seed_digest()),
+    )
+    return buffer.getvalue()
+
+
+def shipped_vectors(embedder: Embedder) -> dict[str, np.ndarray] | None:
+    """The shipped vectors by seed text, when they were made by this embedder for this seed file
+    and a spot check agrees; else None (the caller embeds)."""
+    try:
+        with _data_file(VECTORS_FILE).open("rb") as handle, np.load(handle) as data:
+            vectors = data["vectors"].astype(np.float32)
+            embedder_id, digest = str(data["embedder_id"]), str(data["seed_sha256"])
+    except (OSError, KeyError, ValueError):
+        return None
+    rows = seed_rows()
+    if embedder_id != embedder.id or digest != seed_digest() or len(vectors) != len(rows):
+        return None
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    picks = np.linspace(0, len(rows) - 1, SPOT_CHECKS).astype(int)
+    fresh = embedder.embed([rows[i]["text"] for i in picks])
+    agreement = np.sum(fresh * vectors[picks], axis=1)
+    if float(agreement.min()) < SPOT_CHECK_COSINE:
+        log.warning(
+            "the shipped seed vectors disagree with %s (cosine %.3f): embedding the seed pool",
+            embedder.id,
+            float(agreement.min()),
+        )
+        return None
+    return {row["text"]: vectors[i] for i, row in enumerate(rows)}
 
 
 async def seed_pool(
     pool: Pool, embedder: Embedder, taxonomy: Taxonomy, progress: ProgressCallback | None
 ) -> None:
-    """Embed the shipped seed entries into an empty pool, reporting (done, total) as it goes."""
+    """Fill an empty pool with the seed entries: the shipped vectors when they are this
+    embedder's, else embedded here, reporting (done, total) as it goes."""
     entries = load_seed_entries(taxonomy)
-    batch = 32
-    vectors: list[np.ndarray] = []
-    for start in range(0, len(entries), batch):
-        chunk = [text for text, _ in entries[start : start + batch]]
-        vectors.append(await embedder.aembed(chunk))
+    shipped = shipped_vectors(embedder)
+    if shipped is not None:
+        matrix = np.stack([shipped[text] for text, _ in entries]) if entries else None
         if progress is not None:
-            progress(min(start + batch, len(entries)), len(entries))
-    matrix = np.concatenate(vectors) if vectors else np.empty((0, pool.dim), np.float32)
+            progress(len(entries), len(entries))
+    else:
+        vectors: list[np.ndarray] = []
+        for start in range(0, len(entries), BATCH):
+            chunk = [text for text, _ in entries[start : start + BATCH]]
+            vectors.append(await embedder.aembed(chunk))
+            if progress is not None:
+                progress(min(start + BATCH, len(entries)), len(entries))
+        matrix = np.concatenate(vectors) if vectors else None
+    if matrix is None:
+        return
     await pool.add_many(
         [
             PoolEntry(text, category, vector, "seed", None)

@@ -1,25 +1,40 @@
-"""Score the local routing signal on the held-out dev set: tier and category accuracy, downgrades,
-per language, on single messages and on the follow-up turns of conversations.
+"""Score the local routing signal (live mode, no keys) on the frozen test split, or the dev set:
+tier accuracy and downgrades with counts and 95% Wilson intervals, single messages by language,
+follow-ups with the conversation key and real gaps (continuations and topic switches apart), and
+the same follow-ups sent the proxy's way (history in `messages`, no session key).
 
-    python scripts/eval_router.py [--classifier blend|knn|head] [--downgrade-cost 2.5] [--k 10]
-"""
+    python scripts/eval_router.py [--split test|dev] [--misses]
+
+The test split was written apart from the pool and nothing is fit or tuned on it; tune by
+cross-validation on the training data instead (`crabbot pool validate`,
+scripts/fit_continuity.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import shutil
+import math
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
 from router.taxonomy import TIERS
 
-DEV_SET = Path(__file__).resolve().parent.parent / "tests" / "data" / "dev_set.jsonl"
-CACHE = Path(tempfile.gettempdir()) / "crabbot-eval-seeded.db"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+SPLITS = {"test": DATA / "test_set.jsonl", "dev": DATA / "dev_set.jsonl"}
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 class Score:
@@ -34,99 +49,99 @@ class Score:
 
     def row(self, name: str) -> str:
         if not self.n:
-            return f"{name:<22}{0:>5}"
-        pct = lambda x: f"{100 * x / self.n:6.1f}%"  # noqa: E731
+            return f"  {name:<26}{0:>5}"
+        low, high = wilson(self.tier_ok, self.n)
+        down_low, down_high = wilson(self.downgrades, self.n)
         return (
-            f"{name:<22}{self.n:>5}  tier {pct(self.tier_ok)}  category {pct(self.category_ok)}"
-            f"  downgrades {pct(self.downgrades)}"
+            f"  {name:<26}{self.n:>5}  tier {self.tier_ok / self.n:.3f} [{low:.3f}, {high:.3f}]"
+            f"  downgrades {self.downgrades / self.n:.3f} [{down_low:.3f}, {down_high:.3f}]"
+            f"  category {self.category_ok / self.n:.3f}"
         )
 
 
-def config_for(db: Path, args: argparse.Namespace) -> CrabbotConfig:
+def config_for(db: Path) -> CrabbotConfig:
     return CrabbotConfig.model_validate(
         {
             "database": {"path": str(db)},
             "routing": {"mode": "live"},
             "categorizer": {"enabled": False},
-            "embedding": {"max_input_tokens": args.max_tokens},
-            "local": {
-                "classifier": args.classifier,
-                "downgrade_cost": args.downgrade_cost,
-                "k": args.k,
-                "min_confidence": 0.0,
-            },
         }
     )
 
 
-async def evaluate(args: argparse.Namespace) -> None:
+async def evaluate(split: Path, show_misses: bool) -> None:
+    rows = [json.loads(line) for line in split.read_text(encoding="utf-8").splitlines() if line]
     work = Path(tempfile.mkdtemp()) / "eval.db"
-    if CACHE.exists() and not args.fresh:
-        shutil.copyfile(CACHE, work)
-    router = await ModelRouter.open(config_for(work, args), Secrets(groq_api_key=None))
-    if not CACHE.exists() or args.fresh:
-        await router.close()
-        shutil.copyfile(work, CACHE)
-        router = await ModelRouter.open(config_for(work, args), Secrets(groq_api_key=None))
-    taxonomy = router.taxonomy
+    router = await ModelRouter.open(config_for(work), Secrets(groq_api_key=None))
+    tier_of = router.taxonomy.tier_of
     singles: dict[str, Score] = defaultdict(Score)
-    follow_ups: dict[str, Score] = defaultdict(Score)
+    keyed: dict[str, Score] = defaultdict(Score)
+    stateless: dict[str, Score] = defaultdict(Score)
     misses: list[str] = []
+
+    def note(
+        scores: dict[str, Score], keys: list[str], truth: str, decision: Any, text: str, tag: str
+    ) -> None:
+        for key in keys:
+            scores[key].add(tier_of(truth), truth, decision.tier, decision.category)
+        if decision.tier != tier_of(truth):
+            misses.append(f"  {tag:<9}{truth:>13} -> {decision.category!s:<13} {text[:60]!r}")
+
     try:
-        for number, line in enumerate(DEV_SET.read_text(encoding="utf-8").splitlines()):
-            if not line.strip():
-                continue
-            item = json.loads(line)
+        for number, item in enumerate(rows):
             if "turns" not in item:
                 decision = await router.route(item["text"])
-                truth = item["category"]
-                for key in ("all", item.get("lang", "?")):
-                    singles[key].add(
-                        taxonomy.tier_of(truth), truth, decision.tier, decision.category
-                    )
-                if decision.tier != taxonomy.tier_of(truth):
-                    misses.append(f"  {truth:>13} -> {decision.category:<13} {item['text'][:60]}")
+                note(
+                    singles,
+                    ["all", item["lang"]],
+                    item["category"],
+                    decision,
+                    item["text"],
+                    "single",
+                )
                 continue
-            at = 1_800_000_000.0 + number * 100_000
+            at = 1_800_000_000.0 + number * 200_000
             conv = f"eval:{item['conversation']}"
+            history: list[dict[str, str]] = []
             for index, turn in enumerate(item["turns"]):
                 at += turn.get("gap_s", 0)
-                decision = await router.route(turn["text"], conv_key=conv, at=at)
+                with_key = await router.route(turn["text"], conv_key=conv, at=at)
+                without_key = await router.route(turn["text"], history=history, at=at)
+                history += [
+                    {"role": "user", "content": turn["text"]},
+                    {"role": "assistant", "content": "(answer)"},
+                ]
                 if index == 0:
                     continue
-                truth = turn["category"]
-                follow_ups["all"].add(
-                    taxonomy.tier_of(truth), truth, decision.tier, decision.category
-                )
-                if decision.tier != taxonomy.tier_of(truth):
-                    misses.append(
-                        f"  [conv] {truth:>6} -> {decision.category:<13} {turn['text'][:50]}"
-                    )
+                kind = turn.get("kind", "follow-up")
+                keys = ["all", kind, item.get("lang", "?")]
+                note(keyed, keys, turn["category"], with_key, turn["text"], kind)
+                note(stateless, keys, turn["category"], without_key, turn["text"], "proxy")
     finally:
         await router.close()
     print(
-        f"pool {router.pool_size} entries; classifier {args.classifier}, "
-        f"downgrade cost {args.downgrade_cost}, k {args.k}"
+        f"{split.name}: pool {router.pool_size} entries, live mode, no keys; 95% Wilson intervals"
     )
-    print("single messages")
-    for key in sorted(singles, key=lambda k: (k != "all", k)):
-        print("  " + singles[key].row(key))
-    print("follow-up turns")
-    print("  " + follow_ups["all"].row("all"))
-    if args.misses:
+    order = ("all", "continue", "switch", "zh-Hant", "zh-Hans", "en", "ja", "mixed")
+    for title, scores in (
+        ("single messages", singles),
+        ("follow-ups, conversation key and real gaps", keyed),
+        ("follow-ups sent statelessly (history in messages, no key)", stateless),
+    ):
+        print(title)
+        for key in sorted(scores, key=lambda k: order.index(k) if k in order else 99):
+            print(scores[key].row(key))
+    if show_misses:
         print("tier misses:")
         print("\n".join(misses))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classifier", choices=("head", "blend", "knn"), default="head")
-    parser.add_argument("--downgrade-cost", type=float, default=2.5)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--max-tokens", type=int, default=48, help="embedding input cap")
-    parser.add_argument("--fresh", action="store_true", help="re-embed the seed pool")
+    parser.add_argument("--split", choices=sorted(SPLITS), default="test")
     parser.add_argument("--misses", action="store_true", help="list the tier misses")
-    asyncio.run(evaluate(parser.parse_args()))
+    args = parser.parse_args()
+    asyncio.run(evaluate(SPLITS[args.split], args.misses))
 
 
 if __name__ == "__main__":

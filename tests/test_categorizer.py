@@ -8,7 +8,7 @@ import pytest
 
 from router.config import CategorizerSettings
 from router.signals.categorizer import CategorizerError, LLMCategorizer, parse_reply
-from router.signals.context import PreviousTurn
+from router.signals.continuity import PreviousTurn
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.fakes.groq_server import FakeGroq, Reply
 

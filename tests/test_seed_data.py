@@ -17,6 +17,8 @@ from router.taxonomy import MAPPING_V2
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "router" / "data" / "seed_pool.jsonl"
 DEV = ROOT / "tests" / "data" / "dev_set.jsonl"
+TEST = ROOT / "tests" / "data" / "test_set.jsonl"
+TRAIN_CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -39,7 +41,7 @@ def dev_texts(dev: list[dict]) -> list[str]:
 
 
 def test_seed_pool_size_balance_and_languages(seed):
-    assert len(seed) >= 800
+    assert len(seed) >= 2500
     categories = Counter(row["category"] for row in seed)
     assert set(categories) <= set(MAPPING_V2)
     for category in MAPPING_V2:
@@ -47,10 +49,10 @@ def test_seed_pool_size_balance_and_languages(seed):
             assert categories[category] >= 80, category
     languages = Counter(row["lang"] for row in seed)
     share = {lang: count / len(seed) for lang, count in languages.items()}
-    assert 0.40 <= share["zh-Hant"] + share["zh-Hans"] <= 0.50
+    assert 0.35 <= share["zh-Hant"] + share["zh-Hans"] <= 0.50
     assert min(share["zh-Hant"], share["zh-Hans"]) >= 0.15
-    assert 0.30 <= share["en"] <= 0.40
-    assert 0.12 <= share["ja"] <= 0.18
+    assert 0.25 <= share["en"] <= 0.40
+    assert share["ja"] >= 0.20
     assert 0.03 <= share["mixed"] <= 0.08
 
 
@@ -86,3 +88,39 @@ def test_dev_set_is_not_near_any_seed_message(seed, dev, embedder, seeded_templa
     singles = [row["text"] for row in dev if "text" in row]
     closest = (embedder.embed(singles) @ pool.T).max(axis=1)
     assert float(closest.max()) < 0.95, singles[int(np.argmax(closest))]
+
+
+def test_frozen_test_split_is_apart_from_the_pool_and_covers_every_language(seed):
+    test = read_jsonl(TEST)
+    singles = [row for row in test if "text" in row]
+    conversations = [row for row in test if "turns" in row]
+    assert len(singles) >= 500 and len(conversations) >= 80
+    languages = Counter(row["lang"] for row in singles)
+    assert (
+        min(
+            languages[lang]
+            for in_lang in [("zh-Hant", "zh-Hans", "en", "ja", "mixed")]
+            for lang in in_lang
+        )
+        >= 40
+    )
+    kinds = Counter(turn["kind"] for row in conversations for turn in row["turns"][1:])
+    assert kinds["continue"] >= 100 and kinds["switch"] >= 60
+    pooled = {normalize_text(row["text"]) for row in seed}
+    assert [row["text"] for row in singles if normalize_text(row["text"]) in pooled] == []
+
+
+def test_training_conversations_label_every_follow_up():
+    conversations = read_jsonl(TRAIN_CONVERSATIONS)
+    follow_ups = [turn for row in conversations for turn in row["turns"][1:]]
+    assert len(conversations) >= 400 and len(follow_ups) >= 1200
+    assert {turn["kind"] for turn in follow_ups} == {"continue", "switch"}
+    for row in conversations:
+        first, *rest = row["turns"]
+        assert first["gap_s"] == 0 and "kind" not in first
+        for before, turn in zip(row["turns"], rest, strict=False):
+            assert turn["category"] in MAPPING_V2 and turn["gap_s"] > 0
+            if turn["kind"] == "continue":
+                assert turn["category"] == before["category"], (row["conversation"], turn["text"])
+    by_language = Counter(row["lang"] for row in conversations)
+    assert set(by_language) == {"zh-Hant", "zh-Hans", "en", "ja", "mixed"}

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from router.proxy.errors import bad_request
+from router.signals.continuity import message_text
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_SESSION_KEY_CHARS = 256
@@ -41,19 +42,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise bad_request(f"the request body is over the proxy's limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's content: a string, or the text parts of a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and "text" in part
-        )
-    return ""
 
 
 def _check_message(index: int, message: Any) -> None:

@@ -12,7 +12,7 @@ import groq
 
 from router.config import CategorizerSettings
 from router.errors import ReasonError
-from router.signals.context import PreviousTurn
+from router.signals.continuity import PreviousTurn
 from router.taxonomy import Taxonomy
 
 MAX_PROMPT_CHARS = 2000
@@ -73,8 +73,9 @@ def build_messages(
     )
     context = ""
     if previous is not None:
+        ago = "" if previous.at is None else f", {max(0, int(at - previous.at))}s ago"
         context = (
-            f"[Previous routing: {previous.category}, {max(0, int(at - previous.at))}s ago]\n"
+            f"[Previous routing: {previous.category}{ago}]\n"
             f"[Previous message: {json.dumps(previous.text[:300], ensure_ascii=False)}]\n"
         )
     user = f"{context}[Current message: {json.dumps(text[:MAX_PROMPT_CHARS], ensure_ascii=False)}]"

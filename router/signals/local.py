@@ -9,8 +9,11 @@ import numpy as np
 
 from router.blas import one_blas_thread
 from router.pool import Neighbour
+from router.signals.calibration import Calibration, fit_calibration, softmax
+from router.signals.ngrams import NgramNaiveBayes
 from router.taxonomy import TIERS, Taxonomy
 
+CALIBRATION_FOLDS = 5
 KNN_TEMPERATURE = 0.02  # e5 similarities crowd into 0.75-0.95; this spreads the vote over them
 
 
@@ -67,7 +70,7 @@ class SoftmaxHead:
         velocity_b = np.zeros_like(bias)
         rate, momentum = 0.5, 0.9
         for _ in range(steps):
-            probs = _softmax(x @ weights + bias)
+            probs = softmax(x @ weights + bias)
             error = (probs - onehot) * sample_weight / n
             grad_w = x.T @ error + l2 * weights
             grad_b = error.sum(axis=0)
@@ -78,16 +81,75 @@ class SoftmaxHead:
         self._weights, self._bias, self._mean, self._scale = weights, bias, mean, scale
         self.trained_on = len(keep)
 
-    def predict(self, vector: np.ndarray) -> np.ndarray:
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw class scores for one vector or a matrix of them."""
         assert self._weights is not None and self._mean is not None and self._scale is not None
-        x = (vector.astype(np.float32) - self._mean) / self._scale
-        return _softmax(x @ self._weights + self._bias)
+        x = (vectors.astype(np.float32) - self._mean) / self._scale
+        return x @ self._weights + self._bias
+
+    def predict(self, vector: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(vector))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+class LocalClassifier:
+    """The local signal's classifier: the embedding head and the n-gram view, combined by weights
+    fit on out-of-fold predictions, which also calibrates its probabilities."""
+
+    def __init__(self, categories: tuple[str, ...]) -> None:
+        self.categories = categories
+        self.head = SoftmaxHead(categories)
+        self.ngrams = NgramNaiveBayes(len(categories))
+        self.calibration = Calibration()
+        self.trained_on = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.head.ready and self.ngrams.ready
+
+    def _known(self, texts: list[str], labels: list[str]) -> tuple[list[int], np.ndarray]:
+        index = {c: i for i, c in enumerate(self.categories)}
+        keep = [i for i, label in enumerate(labels) if label in index]
+        return keep, np.array([index[labels[i]] for i in keep], dtype=np.int64)
+
+    def fit(
+        self,
+        vectors: np.ndarray,
+        texts: list[str],
+        labels: list[str],
+        calibration: Calibration | None = None,
+        folds: int = CALIBRATION_FOLDS,
+    ) -> None:
+        """Fit both views on everything; calibrate by `folds`-fold refits unless given."""
+        keep, y = self._known(texts, labels)
+        kept_texts = [texts[i] for i in keep]
+        self.head.fit(vectors[keep], [labels[i] for i in keep])
+        self.ngrams.fit(kept_texts, y)
+        if calibration is None:
+            head_oof, ngram_oof = self.out_of_fold(vectors[keep], kept_texts, y, folds)
+            calibration = fit_calibration(head_oof, ngram_oof, y)
+        self.calibration = calibration
+        self.trained_on = len(keep)
+
+    def out_of_fold(
+        self, vectors: np.ndarray, texts: list[str], y: np.ndarray, folds: int, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Head logits and n-gram scores for every row from models that never saw it."""
+        head_oof = np.zeros((len(y), len(self.categories)))
+        ngram_oof = np.zeros_like(head_oof)
+        order = np.random.default_rng(seed).permutation(len(y))
+        for fold in range(folds):
+            held = order[fold::folds]
+            train = np.setdiff1d(order, held)
+            head = SoftmaxHead(self.categories)
+            head.fit(vectors[train], [self.categories[i] for i in y[train]])
+            ngrams = NgramNaiveBayes(len(self.categories)).fit([texts[i] for i in train], y[train])
+            head_oof[held] = head.logits(vectors[held])
+            ngram_oof[held] = np.stack([ngrams.scores(texts[i]) for i in held])
+        return head_oof, ngram_oof
+
+    def probs(self, vector: np.ndarray, text: str) -> np.ndarray:
+        """Calibrated category probabilities of one message."""
+        return self.calibration.probs(self.head.logits(vector), self.ngrams.scores(text))
 
 
 def knn_vote(neighbours: list[Neighbour], categories: tuple[str, ...]) -> np.ndarray:
@@ -156,3 +218,4 @@ class LocalResult:
     answer: LocalAnswer | None
     unprimed: LocalAnswer | None
     latency_ms: float
+    p_continue: float | None = None  # the continuity model's estimate, when a task could carry

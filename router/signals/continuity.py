@@ -1,0 +1,173 @@
+"""Continuity: does a turn continue the previous task or start a new one? A logistic model over
+the turn and its context (length in tokens, similarity to the previous user message, the gap,
+how clearly the message alone names another task, a cue read from its wording), fit on the
+training conversations by scripts/fit_continuity.py; it replaces a hand-set prior."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from router.signals.ngrams import ngram_buckets
+from router.taxonomy import TIERS, UNKNOWN, Taxonomy
+
+MODEL_FILE = "continuity.npz"
+UNKNOWN_GAP_S = 60.0  # history without times (a stateless client): one sitting
+FEATURES = (
+    "log_tokens",
+    "similarity",
+    "log_gap",
+    "alone_previous_category",
+    "alone_previous_tier",
+    "alone_confidence",
+    "alone_casual",
+    "previous_is_casual",
+    "wording_cue",
+)
+
+
+@dataclass(frozen=True)
+class PreviousTurn:
+    """The conversation's last user turn as the router knows it."""
+
+    category: str
+    at: float | None  # None when the caller's history carries no times
+    text: str
+
+
+@dataclass(frozen=True)
+class TurnFeatures:
+    tokens: int
+    similarity: float
+    gap_s: float | None
+    alone: np.ndarray  # the message's calibrated category probabilities on its own
+    previous_index: int
+    cue: float
+
+
+class ContinuityModel:
+    """Weights over standardized features, and the wording cue's log-odds by n-gram bucket."""
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        weights: np.ndarray,
+        bias: float,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        cue: np.ndarray | None,
+    ) -> None:
+        self.taxonomy = taxonomy
+        self.weights, self.bias, self.mean, self.scale = weights, bias, mean, scale
+        self.cue = cue
+        self._tier_of = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
+        self._casual = (
+            taxonomy.categories.index("casual") if "casual" in taxonomy.categories else -1
+        )
+
+    @classmethod
+    def load(cls, taxonomy: Taxonomy, data: bytes | None = None) -> ContinuityModel:
+        raw = data or resources.files("router").joinpath("data", MODEL_FILE).read_bytes()
+        with np.load(io.BytesIO(raw)) as stored:
+            cue = np.zeros(int(stored["cue_buckets"]), np.float32)
+            cue[stored["cue_index"]] = stored["cue_value"]
+            return cls(
+                taxonomy,
+                stored["weights"],
+                float(stored["bias"]),
+                stored["mean"],
+                stored["scale"],
+                cue,
+            )
+
+    def dump(self) -> bytes:
+        assert self.cue is not None
+        nonzero = np.flatnonzero(self.cue)
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            weights=self.weights,
+            bias=np.array(self.bias),
+            mean=self.mean,
+            scale=self.scale,
+            cue_buckets=np.array(len(self.cue)),
+            cue_index=nonzero,
+            cue_value=self.cue[nonzero],
+            features=np.array(FEATURES),
+        )
+        return buffer.getvalue()
+
+    def wording_cue(self, text: str) -> float:
+        if self.cue is None:
+            return 0.0
+        buckets = ngram_buckets(text) % len(self.cue)
+        return float(self.cue[buckets].sum() / math.sqrt(len(buckets)))
+
+    def vector(self, turn: TurnFeatures) -> np.ndarray:
+        alone = turn.alone
+        tier_probs = np.zeros(len(TIERS))
+        np.add.at(tier_probs, self._tier_of, alone)
+        gap = UNKNOWN_GAP_S if turn.gap_s is None else max(turn.gap_s, 0.0)
+        previous_tier = self._tier_of[turn.previous_index]
+        return np.array(
+            [
+                math.log1p(turn.tokens),
+                turn.similarity,
+                math.log1p(gap),
+                alone[turn.previous_index],
+                tier_probs[previous_tier],
+                alone.max(),
+                alone[self._casual] if self._casual >= 0 else 0.0,
+                float(turn.previous_index == self._casual),
+                turn.cue,
+            ]
+        )
+
+    def p_continue(self, turn: TurnFeatures) -> float:
+        z = (self.vector(turn) - self.mean) / self.scale
+        return float(1.0 / (1.0 + math.exp(-(z @ self.weights + self.bias))))
+
+
+def carry(alone: np.ndarray, previous_index: int, p_continue: float) -> np.ndarray:
+    """The turn's category probabilities: the previous task with the chance it continues, else
+    what the message says alone."""
+    carried = (1.0 - p_continue) * alone
+    carried[previous_index] += p_continue
+    return carried
+
+
+def carries(category: str | None, taxonomy: Taxonomy) -> bool:
+    """`unknown` (and anything the taxonomy lacks) is never carried to the next turn."""
+    return category is not None and category != UNKNOWN and category in taxonomy.categories
+
+
+def message_text(content: Any) -> str:
+    """The text of a chat message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text" and "text" in part
+        )
+    return ""
+
+
+def earlier_user_texts(history: Sequence[dict[str, Any]] | None, limit: int) -> list[str]:
+    """The last `limit` user messages with text in an OpenAI-style history, oldest first."""
+    texts: list[str] = []
+    for message in reversed(history or ()):
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = message_text(message.get("content")).strip()
+            if text:
+                texts.append(text)
+                if len(texts) == limit:
+                    break
+    return texts[::-1]

