@@ -150,6 +150,9 @@ class Admin:
             lines.append(f"every reply uses {self.fixed_model}; routing is off in config")
         elif not router.routes_locally:
             lines.append("routing happens upstream (model auto); rows below are the proxy's")
+        elif router.categorizer is None:
+            why = router.categorizer_missing or "disabled in config"
+            lines.append(f"LLM categorizer off ({why}): the local signal decides alone")
         for title, since in (("last 24 h", now - DAY_S), ("all time", None)):
             summary = await routing_stats.summary(router.conn, since)
             lines += format_summary(title, summary)
@@ -171,7 +174,14 @@ class Admin:
         return await stats_chart(self.router.conn, self.router.config, since, "crabbot, last week")
 
     async def reset(self, conv_key: str) -> str:
+        """Forget the conversation's memory and its routing context (the last task, which the
+        next message would otherwise continue)."""
         removed = await self.memory.clear(conv_key)
-        if not removed:
-            return "Nothing to forget."
-        return f"Forgot this conversation ({removed} messages)."
+        had_context = await self.router.forget(conv_key) if self.router.routes_locally else False
+        if removed and had_context:
+            return f"Forgot this conversation ({removed} messages) and its routing context."
+        if removed:
+            return f"Forgot this conversation ({removed} messages)."
+        if had_context:
+            return "Forgot this conversation's routing context (no messages were kept)."
+        return "Nothing to forget."

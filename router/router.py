@@ -99,12 +99,12 @@ class ModelRouter:
             if stored not in MODES:
                 stored = config.routing.mode
                 await routing_log.set_setting(conn, MODE_KEY, stored)
-            pool = None
+            pool, seeded = None, None
             if config.local.enabled:
                 embedder = embedder or await asyncio.to_thread(build_embedder, config.embedding)
                 pool = Pool(conn, embedder.id, embedder.dim)
                 if await pool.load() == 0 and config.pool.seed:
-                    await seed_pool(pool, embedder, taxonomy, progress)
+                    seeded = await seed_pool(pool, embedder, taxonomy, progress)
             else:
                 embedder = None
             categorizer, missing = None, None
@@ -118,9 +118,9 @@ class ModelRouter:
             raise
         router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
         if router.local is not None and len(router.local.pool):
-            calibration = await router._stored_calibration()
-            router.local.classifier = await asyncio.to_thread(router.local.fit, calibration)
-            if calibration is None:
+            kept = await router._stored_calibration()
+            router.local.classifier = await asyncio.to_thread(router.local.fit, kept or seeded)
+            if kept is None:
                 await router._store_calibration()
         return router
 
@@ -220,6 +220,8 @@ class ModelRouter:
     async def _route_shadow(
         self, text: str, previous: PreviousTurn | None, now: float
     ) -> RoutingDecision:
+        if self.categorizer is None:
+            return self._local_alone("shadow", await self._local(text, previous, now), previous)
         local_task = asyncio.create_task(self._local(text, previous, now))
         llm_result = await self._ask_llm(text, previous, now)
         local = await local_task
@@ -236,6 +238,8 @@ class ModelRouter:
         answer = local.answer if local else None
         if answer is not None and answer.confidence >= self.config.local.min_confidence:
             return self.decisions.from_local(answer, local, "live", previous)
+        if self.categorizer is None:
+            return self._local_alone("live", local, previous)
         llm_result = await self._ask_llm(text, previous, now)
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "live", local)
@@ -300,6 +304,15 @@ class ModelRouter:
             return f"categorizer: {type(exc).__name__}"
         tier = self.taxonomy.tier_of(result.category)
         return SignalAnswer(result.category, tier, result.confidence, result.latency_ms)
+
+    def _local_alone(
+        self, mode: str, local: LocalResult | None, previous: PreviousTurn | None
+    ) -> RoutingDecision:
+        """No categorizer configured (no key, or disabled): a stated configuration, not a
+        failure. The local signal decides, and says so; nothing is counted as a fallback."""
+        if local is None or local.answer is None:
+            return self.decisions.default_tier(mode, "fixed")
+        return self.decisions.from_local(local.answer, local, mode, previous)
 
     def _fall_back(self, mode: str, local: LocalResult | None, error: str) -> RoutingDecision:
         self.counters["fallbacks"] += 1

@@ -9,12 +9,14 @@ import io
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
 from router.embedder import Embedder
 from router.pool import Pool, PoolEntry
+from router.signals.calibration import Calibration
 from router.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -51,26 +53,35 @@ def load_seed_entries(taxonomy: Taxonomy) -> list[tuple[str, str]]:
     ]
 
 
-def write_seed_vectors(vectors: np.ndarray, embedder_id: str) -> bytes:
-    """The npz bytes of the shipped vectors (float16, one row a seed line, in file order)."""
+def write_seed_vectors(vectors: np.ndarray, embedder_id: str, calibration: Calibration) -> bytes:
+    """The npz bytes of the shipped vectors (float16, one row a seed line, in file order) and
+    the local classifier's cross-validated calibration on them."""
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
         vectors=vectors.astype(np.float16),
         embedder_id=np.array(embedder_id),
         seed_sha256=np.array(seed_digest()),
+        calibration=np.array([calibration.head_scale, calibration.ngram_scale]),
     )
     return buffer.getvalue()
 
 
-def shipped_vectors(embedder: Embedder) -> dict[str, np.ndarray] | None:
+@dataclass(frozen=True)
+class ShippedVectors:
+    by_text: dict[str, np.ndarray]
+    calibration: Calibration
+
+
+def shipped_vectors(embedder: Embedder) -> ShippedVectors | None:
     """The shipped vectors by seed text, when they were made by this embedder for this seed file
     and a spot check agrees; else None (the caller embeds)."""
     try:
         with _data_file(VECTORS_FILE).open("rb") as handle, np.load(handle) as data:
             vectors = data["vectors"].astype(np.float32)
             embedder_id, digest = str(data["embedder_id"]), str(data["seed_sha256"])
-    except (OSError, KeyError, ValueError):
+            calibration = Calibration(*(float(x) for x in data["calibration"]))
+    except (OSError, KeyError, ValueError, TypeError):
         return None
     rows = seed_rows()
     if embedder_id != embedder.id or digest != seed_digest() or len(vectors) != len(rows):
@@ -86,18 +97,20 @@ def shipped_vectors(embedder: Embedder) -> dict[str, np.ndarray] | None:
             float(agreement.min()),
         )
         return None
-    return {row["text"]: vectors[i] for i, row in enumerate(rows)}
+    return ShippedVectors({row["text"]: vectors[i] for i, row in enumerate(rows)}, calibration)
 
 
 async def seed_pool(
     pool: Pool, embedder: Embedder, taxonomy: Taxonomy, progress: ProgressCallback | None
-) -> None:
+) -> Calibration | None:
     """Fill an empty pool with the seed entries: the shipped vectors when they are this
-    embedder's, else embedded here, reporting (done, total) as it goes."""
+    embedder's (then return their calibration, made for the whole seed pool), else embedded
+    here, reporting (done, total) as it goes."""
     entries = load_seed_entries(taxonomy)
     shipped = shipped_vectors(embedder)
+    complete = len(entries) == len(seed_rows())
     if shipped is not None:
-        matrix = np.stack([shipped[text] for text, _ in entries]) if entries else None
+        matrix = np.stack([shipped.by_text[text] for text, _ in entries]) if entries else None
         if progress is not None:
             progress(len(entries), len(entries))
     else:
@@ -109,10 +122,11 @@ async def seed_pool(
                 progress(min(start + BATCH, len(entries)), len(entries))
         matrix = np.concatenate(vectors) if vectors else None
     if matrix is None:
-        return
+        return None
     await pool.add_many(
         [
             PoolEntry(text, category, vector, "seed", None)
             for (text, category), vector in zip(entries, matrix, strict=True)
         ]
     )
+    return shipped.calibration if shipped is not None and complete else None

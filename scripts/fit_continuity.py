@@ -74,7 +74,7 @@ def main() -> None:
     rows = seed_rows()
     shipped = shipped_vectors(embedder)
     pool = (
-        np.stack([shipped[row["text"]] for row in rows])
+        np.stack([shipped.by_text[row["text"]] for row in rows])
         if shipped
         else embedder.embed([row["text"] for row in rows])
     )

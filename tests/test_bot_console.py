@@ -63,7 +63,7 @@ async def test_console_chat_with_upstream(seeded_db, embedder):
     model = upstream.models[0]
     assert f"[{model}] grandpa: hello crab" in text
     assert f" · {model} · " in text
-    assert "Forgot this conversation (2 messages)." in text
+    assert "Forgot this conversation (2 messages) and its routing context." in text
     assert "no upstream" not in text
 
 

@@ -211,4 +211,6 @@ async def test_reset_slash_command_forgets_only_this_channel(client, discord_api
     assert await client.core.memory.history(f"discord:{DM_CHANNEL}") == []
     assert len(await client.core.memory.history("discord:1")) == 2
     ((_, body),) = discord_api.callbacks
-    assert body["data"]["content"] == "Forgot this conversation (2 messages)."
+    assert (
+        body["data"]["content"] == "Forgot this conversation (2 messages) and its routing context."
+    )

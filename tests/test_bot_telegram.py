@@ -157,7 +157,9 @@ async def test_forum_topics_are_separate_conversations_and_reset_is_local(
         assert len(await core.memory.history(f"telegram:{GROUP}:9")) == 2
         rows = await log_rows(core)
     assert {row["conv_key"] for row in rows} == {f"telegram:{GROUP}:7", f"telegram:{GROUP}:9"}
-    assert telegram.texts(GROUP)[2] == "Forgot this conversation (2 messages)."
+    assert (
+        telegram.texts(GROUP)[2] == "Forgot this conversation (2 messages) and its routing context."
+    )
     assert {sent["message_thread_id"] for sent in telegram.sent(GROUP)} == {7, 9}
 
 

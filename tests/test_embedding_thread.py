@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 
 import numpy as np
 
@@ -39,10 +40,11 @@ async def test_routing_seeding_and_batch_work_all_embed_on_one_thread(
 
 
 async def test_a_repeated_message_is_served_from_the_cache(embedder):
-    first = await embedder.aembed_message("早安")
+    word = f"早安 {uuid.uuid4().hex[:6]}"  # not embedded by any other test of the session
+    first = await embedder.aembed_message(word)
     misses, hits = embedder.cache_misses, embedder.cache_hits
-    again = await embedder.aembed_message("  早安 ")  # the same text once normalized
+    again = await embedder.aembed_message(f"  {word.upper()} ")  # the same text once normalized
     assert (embedder.cache_misses, embedder.cache_hits) == (misses, hits + 1)
     assert np.array_equal(first, again)
-    other = await embedder.aembed_message("晚安")
+    other = await embedder.aembed_message(f"晚安 {uuid.uuid4().hex[:6]}")
     assert embedder.cache_misses == misses + 1 and not np.array_equal(first, other)

@@ -47,16 +47,16 @@ async def test_short_follow_up_keeps_its_task_and_fades_after_hours(seeded_db, e
     router = await open_router(seeded_db, embedder)
     start = 1_700_000_000.0
     try:
-        alone = await router.route("No, need dedup")
+        alone = await router.route("why?")
         first = await router.route(
             "write a python script that merges the employee tables from 3 databases",
             conv_key="c1",
             at=start,
         )
-        follow_up = await router.route("No, need dedup", conv_key="c1", at=start + 12)
-        later = await router.route("No, need dedup", conv_key="c2", at=start)
+        follow_up = await router.route("why?", conv_key="c1", at=start + 12)
+        later = await router.route("why?", conv_key="c2", at=start)
         await router.route("寫一個 SQL 把重複的訂單刪掉", conv_key="c3", at=start)
-        hours_later = await router.route("No, need dedup", conv_key="c3", at=start + 3 * 3600)
+        hours_later = await router.route("why?", conv_key="c3", at=start + 12 * 3600)
     finally:
         await router.close()
     assert first.category == "coding"
@@ -84,10 +84,42 @@ async def test_prior_survives_a_restart(seeded_db, embedder):
     await router.close()
     reopened = await open_router(seeded_db, embedder)
     try:
-        follow_up = await reopened.route("No, need dedup", conv_key="k", at=62)
+        follow_up = await reopened.route("why?", conv_key="k", at=62)
+        assert await reopened.forget("k", at=70) is True
+        after_reset = await reopened.route("why?", conv_key="k", at=74)
     finally:
         await reopened.close()
-    assert follow_up.category == "coding"
+    assert follow_up.category == "coding" and follow_up.source == "prior"
+    assert after_reset.category != "coding" and after_reset.source == "knn"
+    # The reset is stored: a restart does not bring the context back.
+    again = await open_router(seeded_db, embedder)
+    try:
+        cold = await again.route("why?", conv_key="other", at=80)
+        assert (await again.route("why?", conv_key="k", at=90)).category == cold.category
+    finally:
+        await again.close()
+
+
+async def test_a_stateless_client_gets_context_from_the_history_it_sends(seeded_db, embedder):
+    """The proxy's usual client sends the whole conversation and no session key."""
+    router = await open_router(seeded_db, embedder)
+    history = [
+        {"role": "system", "content": "You are a helpful family assistant."},
+        {"role": "user", "content": "寫一個 python 函數把兩個 list 合併去重"},
+        {"role": "assistant", "content": "def merge(a, b): ..."},
+    ]
+    try:
+        alone = await router.route("為什麼")
+        follow_up = await router.route("為什麼", history=history)
+        switched = await router.route("好了 謝謝!! 晚餐吃什麼", history=history)
+        picture = {"type": "image_url", "image_url": {"url": "https://example.invalid/cat.png"}}
+        image_only = await router.route("為什麼", history=[{"role": "user", "content": [picture]}])
+    finally:
+        await router.close()
+    assert alone.category != "coding"
+    assert (follow_up.category, follow_up.tier, follow_up.source) == ("coding", "strong", "prior")
+    assert switched.tier == "cheap"
+    assert image_only.category == alone.category, "a turn with no text gives no context"
 
 
 async def test_mode_is_stored_and_survives_a_restart(seeded_db, embedder):
@@ -146,14 +178,15 @@ async def test_groq_down_falls_back_loudly_in_every_mode(seeded_db, embedder, gr
         assert live.source == "fallback" and live.error
 
 
-async def test_no_pool_and_no_groq_falls_back_to_the_default_tier(tmp_path, embedder):
+async def test_no_pool_and_no_groq_is_the_default_tier_and_no_fallback(tmp_path, embedder):
+    """Nothing configured can name the task: the default tier, stated, and not an outage."""
     router = await open_router(tmp_path / "empty.db", embedder, mode="shadow", pool={"seed": False})
     try:
         decision = await router.route("write me some code")
     finally:
         await router.close()
-    assert (decision.source, decision.tier, decision.category) == ("fallback", "medium", None)
-    assert "GROQ_API_KEY" in (decision.error or "")
+    assert (decision.source, decision.tier, decision.category) == ("fixed", "medium", None)
+    assert decision.error is None and router.counters["fallbacks"] == 0
 
 
 async def test_pool_learns_only_confident_new_labels(seeded_db, embedder, groq_server):

@@ -32,7 +32,7 @@ from router.analytics.pool_ops import (
     plan_import,
     read_pool,
 )
-from router.analytics.validation import ValidationReport, validate
+from router.analytics.validation import Calibrated, ValidationReport, validate
 from router.embedder import Embedder
 from router.taxonomy import Taxonomy
 
@@ -126,12 +126,38 @@ async def validation_report(
             pool.vectors,
             labels,
             taxonomy,
+            texts=pool.texts,
             k=config.local.k,
+            threshold=config.local.min_confidence,
             downgrade_cost=config.local.downgrade_cost,
             classifier=config.local.classifier,
             folds=folds,
             progress=update,
         )
+
+
+def print_calibration(calibrated: Calibrated, name: str, out: Console) -> None:
+    """Does the confidence mean probability, and what does live mode's threshold buy?"""
+    table = Table(
+        title=(
+            f"reliability ({name}; confidence = the chosen tier's probability; expected"
+            f" calibration error {calibrated.expected_calibration_error:.3f})"
+        ),
+        title_justify="left",
+    )
+    for column in ("confidence", "n", "mean confidence", "tier accuracy"):
+        table.add_column(column, justify="right")
+    for b in calibrated.bins:
+        table.add_row(f"{b.low:.1f}-{b.high:.1f}", str(b.count), pct(b.confidence), pct(b.accuracy))
+    out.print(table)
+    accuracy = calibrated.alone_tier_accuracy
+    out.print(
+        f"at min_confidence {calibrated.threshold:g}, the local signal decides"
+        f" {pct(calibrated.alone_share)} alone ({calibrated.alone}/{calibrated.n}) with tier"
+        f" accuracy {pct(accuracy) if accuracy is not None else '-'}"
+        f" ({calibrated.alone_tier_correct}/{calibrated.alone}); the rest asks the LLM",
+        highlight=False,
+    )
 
 
 def accuracy_table(report: ValidationReport, title: str = "accuracy") -> Table:
@@ -178,6 +204,8 @@ def print_validation(report: ValidationReport, embedder_id: str, out: Console) -
                 str(score.downgrades),
             )
     out.print(per)
+    if report.calibration is not None:
+        print_calibration(report.calibration, default.name, out)
 
     confusion = Table(
         title=f"confusion ({default.name}; rows: label, columns: predicted)", title_justify="left"

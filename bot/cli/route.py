@@ -47,8 +47,8 @@ def print_decision(decision: RoutingDecision, out: Console) -> None:
 def _note_missing_categorizer(router: ModelRouter, err: Console) -> None:
     if router.mode != "off" and router.categorizer is None and router.categorizer_missing:
         print(
-            f"note: {router.categorizer_missing}: the LLM categorizer is off, so decisions that"
-            " need it fall back to the local signal (source 'fallback')",
+            f"note: {router.categorizer_missing}: the LLM categorizer is off, so the local"
+            " signal decides alone",
             file=sys.stderr,
         )
 

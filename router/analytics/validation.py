@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from router.blas import one_blas_thread
-from router.signals.local import KNN_TEMPERATURE, SoftmaxHead
+from router.signals.calibration import ReliabilityBin, fit_calibration, reliability
+from router.signals.local import KNN_TEMPERATURE, LocalClassifier
 from router.taxonomy import TIERS, UNKNOWN, Taxonomy
 
 # (stage, done, total): drives a progress bar without this module knowing about one.
@@ -23,7 +24,10 @@ BLOCK_ROWS = 512  # rows of the similarity matrix computed at once (512 x 10k fl
 MIN_PAIR_CONFUSION = 0.25
 MIN_ERROR_SHARE = 0.5
 METHODS = {
-    "head": f"{HEAD_FOLDS}-fold cross-validation (a refit per fold; a refit per entry is too slow)",
+    "head": (
+        f"{HEAD_FOLDS}-fold cross-validation of the embedding head and the n-gram view, calibrated"
+        " on those out-of-fold scores (two weights)"
+    ),
     "knn": "leave-one-out (one similarity matrix, each entry's own row masked)",
     "blend": f"mean of the head ({HEAD_FOLDS}-fold) and the k-NN vote (leave-one-out)",
 }
@@ -146,6 +150,8 @@ class ValidationReport:
     k: int
     downgrade_cost: float
     classifiers: list[ClassifierReport]
+    threshold: float = 0.0  # live mode's min_confidence
+    calibration: Calibrated | None = None  # of the configured classifier
 
     @property
     def default(self) -> ClassifierReport:
@@ -171,7 +177,67 @@ class ValidationReport:
                 for p in default.merge_candidates
             ],
             "classifiers": [report.to_json() for report in self.classifiers],
+            "calibration": None if self.calibration is None else self.calibration.to_json(),
         }
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """How far the configured classifier's confidence (its chosen tier's probability) can be
+    trusted, and what live mode's threshold buys."""
+
+    expected_calibration_error: float
+    bins: list[ReliabilityBin]
+    threshold: float
+    alone: int  # entries at or above the threshold: the local signal decides them alone
+    alone_tier_correct: int
+    n: int
+
+    @property
+    def alone_share(self) -> float:
+        return self.alone / self.n if self.n else 0.0
+
+    @property
+    def alone_tier_accuracy(self) -> float | None:
+        return self.alone_tier_correct / self.alone if self.alone else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "expected_calibration_error": round(self.expected_calibration_error, 4),
+            "reliability": [
+                {
+                    "confidence": [round(b.low, 2), round(b.high, 2)],
+                    "n": b.count,
+                    "mean_confidence": round(b.confidence, 4),
+                    "tier_accuracy": round(b.accuracy, 4),
+                }
+                for b in self.bins
+            ],
+            "threshold": self.threshold,
+            "decided_alone": self.alone,
+            "decided_alone_share": round(self.alone_share, 4),
+            "decided_alone_tier_accuracy": _round(self.alone_tier_accuracy),
+        }
+
+
+def calibrated(
+    probs: np.ndarray,
+    label_index: np.ndarray,
+    taxonomy: Taxonomy,
+    downgrade_cost: float,
+    threshold: float,
+) -> Calibrated:
+    category_tier = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
+    _, tiers = decide_all(probs, category_tier, downgrade_cost)
+    membership = np.zeros((len(category_tier), len(TIERS)))
+    membership[np.arange(len(category_tier)), category_tier] = 1.0
+    confidence = (probs @ membership)[np.arange(len(tiers)), tiers]
+    correct = tiers == category_tier[label_index]
+    error, bins = reliability(confidence, correct.astype(float))
+    alone = confidence >= threshold
+    return Calibrated(
+        error, bins, threshold, int(alone.sum()), int((correct & alone).sum()), len(tiers)
+    )
 
 
 def _round(value: float | None) -> float | None:
@@ -221,27 +287,22 @@ def fold_of(n: int, folds: int, seed: int = 0) -> np.ndarray:
 
 def head_kfold_probs(
     vectors: np.ndarray,
-    labels: Sequence[str],
+    texts: Sequence[str],
+    label_index: np.ndarray,
     categories: tuple[str, ...],
     folds: int = HEAD_FOLDS,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """The softmax head's probabilities for each entry, from a head fit on the other folds."""
-    n = len(vectors)
-    probs = np.zeros((n, len(categories)), dtype=np.float64)
-    folds = max(2, min(folds, n))
-    fold = fold_of(n, folds)
-    label_list = list(labels)
-    for number in range(folds):
-        test = np.flatnonzero(fold == number)
-        train = np.flatnonzero(fold != number)
-        head = SoftmaxHead(categories)
-        head.fit(vectors[train], [label_list[i] for i in train])
-        if head.ready and len(test):
-            probs[test] = head.predict(vectors[test])
-        if progress is not None:
-            progress(f"softmax head, {folds} folds", number + 1, folds)
-    return probs
+    """The configured classifier's calibrated probabilities for each entry, from the embedding
+    head and the n-gram view fit on the other folds."""
+    folds = max(2, min(folds, len(vectors)))
+    classifier = LocalClassifier(categories)
+    if progress is not None:
+        progress(f"head and n-grams, {folds} folds", 0, 1)
+    head, ngrams = classifier.out_of_fold(vectors, list(texts), label_index, folds)
+    if progress is not None:
+        progress(f"head and n-grams, {folds} folds", 1, 1)
+    return fit_calibration(head, ngrams, label_index).probs(head, ngrams)
 
 
 # -- decisions and scores ----------------------------------------------------------------------
@@ -379,10 +440,12 @@ def validate(
     labels: Sequence[str],
     taxonomy: Taxonomy,
     *,
+    texts: Sequence[str],
     k: int,
     downgrade_cost: float,
     classifier: str = "head",
     folds: int = HEAD_FOLDS,
+    threshold: float = 0.0,
     progress: Progress | None = None,
 ) -> ValidationReport:
     """Score the configured classifier (first) and the others over the pool, every entry
@@ -399,7 +462,7 @@ def validate(
     label_index = np.array([index[label] for label in labels], dtype=np.int64)
     with one_blas_thread():
         knn = knn_loo_probs(vectors, label_index, len(categories), k, progress)
-        head = head_kfold_probs(vectors, labels, categories, folds, progress)
+        head = head_kfold_probs(vectors, texts, label_index, categories, folds, progress)
     signals = {"head": head, "knn": knn, "blend": 0.5 * head + 0.5 * knn}
     order = [classifier] + [name for name in ("head", "knn") if name != classifier]
     reports = [score(name, signals[name], label_index, taxonomy, downgrade_cost) for name in order]
@@ -409,4 +472,8 @@ def validate(
         k=k,
         downgrade_cost=downgrade_cost,
         classifiers=reports,
+        threshold=threshold,
+        calibration=calibrated(
+            signals[classifier], label_index, taxonomy, downgrade_cost, threshold
+        ),
     )

@@ -122,13 +122,15 @@ class LocalClassifier:
         """Fit both views on everything; calibrate by `folds`-fold refits unless given."""
         keep, y = self._known(texts, labels)
         kept_texts = [texts[i] for i in keep]
+        self.trained_on = len(keep)
+        if len(set(y.tolist())) < 2:  # nothing to tell apart yet: the k-NN vote answers
+            return
         self.head.fit(vectors[keep], [labels[i] for i in keep])
         self.ngrams.fit(kept_texts, y)
         if calibration is None:
             head_oof, ngram_oof = self.out_of_fold(vectors[keep], kept_texts, y, folds)
             calibration = fit_calibration(head_oof, ngram_oof, y)
         self.calibration = calibration
-        self.trained_on = len(keep)
 
     def out_of_fold(
         self, vectors: np.ndarray, texts: list[str], y: np.ndarray, folds: int, seed: int = 0
@@ -143,6 +145,8 @@ class LocalClassifier:
             head = SoftmaxHead(self.categories)
             head.fit(vectors[train], [self.categories[i] for i in y[train]])
             ngrams = NgramNaiveBayes(len(self.categories)).fit([texts[i] for i in train], y[train])
+            if not head.ready or not len(held):
+                continue
             head_oof[held] = head.logits(vectors[held])
             ngram_oof[held] = np.stack([ngrams.scores(texts[i]) for i in held])
         return head_oof, ngram_oof
