@@ -14,6 +14,7 @@ from typing import Any
 import aiosqlite
 
 from router import routing_log
+from router.blas import one_blas_thread_for_the_process
 from router.config import RouterConfig, Secrets
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.decision import RoutingDecision, SignalAnswer
@@ -101,6 +102,7 @@ class ModelRouter:
                 await routing_log.set_setting(conn, MODE_KEY, stored)
             pool, seeded = None, None
             if config.local.enabled:
+                one_blas_thread_for_the_process()
                 embedder = embedder or await asyncio.to_thread(build_embedder, config.embedding)
                 pool = Pool(conn, embedder.id, embedder.dim)
                 if await pool.load() == 0 and config.pool.seed:
