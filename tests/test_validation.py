@@ -40,12 +40,12 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def split_analysis(db: Path) -> None:
-    """Relabel every second analysis entry (pool and log) as research_lookup: the v1 situation,
+    """Relabel every third analysis entry (pool and log) as research_lookup: the v1 situation,
     two labels for one kind of message."""
     with sqlite3.connect(db) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM pool WHERE category = 'analysis'")]
         conn.executemany(
-            "UPDATE pool SET category = 'research_lookup' WHERE id = ?", [(i,) for i in ids[::2]]
+            "UPDATE pool SET category = 'research_lookup' WHERE id = ?", [(i,) for i in ids[::3]]
         )
         for at, category in ((1.0, "research_lookup"), (2.0, "analysis"), (3.0, "casual")):
             conn.execute(
