@@ -1,5 +1,5 @@
-"""The chat commands every adapter shares: /routing stats, /routing mode, /reset and /help,
-with the admin check. Returns text; the adapter only delivers it."""
+"""The chat commands every adapter shares: /routing stats, /routing mode, /reset, /whoami and
+/help, with the admin check. Returns text; the adapter only delivers it."""
 
 from __future__ import annotations
 
@@ -20,12 +20,16 @@ CHART_ELSEWHERE = (
     "The chart comes as a picture on Telegram and Discord; here, run"
     " `crabbot stats --since 7d --plot stats.png`."
 )
-REFUSAL = "Sorry, only crabbot's admins may run /routing."
+REFUSAL = (
+    "Sorry, only crabbot's admins may run /routing. Send /whoami to see your user id; whoever"
+    " runs crabbot adds it to [admins] in the config."
+)
 HELP = (
     "I'm crabbot, the family assistant: mention me (or reply to me) in a group, or just write"
     " to me in private, in Chinese, English or Japanese. Each message goes to the model tier it"
     " needs: small talk to a quick model, code and hard problems to a strong one.\n"
     "/reset: forget this conversation\n"
+    "/whoami: your platform and user id (for the admins list)\n"
     "/help: this text\n"
     "/routing stats: how messages were routed, and what it cost (admins)\n"
     "/routing stats chart: the last week as a picture (admins)\n"
@@ -36,6 +40,7 @@ HELP = (
 COMMANDS: dict[str, str] = {
     "help": "what crabbot does",
     "reset": "forget this conversation",
+    "whoami": "your platform and user id (for the admins list)",
     "routing": "routing stats, or set the routing mode (admins)",
 }
 
@@ -111,7 +116,9 @@ class Admin:
             return await self.reset(conv_key)
         if name in ("help", "start"):
             return HELP
-        return None
+        if name == "whoami":
+            return self.whoami(user)
+        return f"Unknown command /{name}, try /help."
 
     async def routing(self, user: ChatUser, args: list[str]) -> str:
         if not self.is_admin(user):
@@ -172,6 +179,19 @@ class Admin:
 
         since = time.time() - CHART_DAYS * DAY_S
         return await stats_chart(self.router.conn, self.router.config, since, "crabbot, last week")
+
+    def whoami(self, user: ChatUser) -> str:
+        if user.platform == "console":
+            return (
+                f"You are {user.name} at the terminal: admins.console = true makes the person at"
+                " the terminal an admin of `crabbot chat`."
+            )
+        role = "an admin" if self.is_admin(user) else "not an admin"
+        return (
+            f"You are {user.name} on {user.platform}, user id {user.id} ({role}). To make this"
+            f" account an admin, add {user.id} to `{user.platform} = [...]` under [admins] in"
+            " crabbot's config and restart it."
+        )
 
     async def reset(self, conv_key: str) -> str:
         """Forget the conversation's memory and its routing context (the last task, which the

@@ -81,7 +81,13 @@ async def test_help_reset_and_other_text(core):
     assert await core.admin.dispatch(OTHERS[0], "c", "/help") == HELP
     assert "/routing stats" in HELP and "/reset" in HELP
     assert await core.admin.dispatch(OTHERS[0], "c", "hello") is None
-    assert await core.admin.dispatch(OTHERS[0], "c", "/weather") is None
+    assert await core.admin.dispatch(OTHERS[0], "c", "/weather") == (
+        "Unknown command /weather, try /help."
+    )
+    whoami = await core.admin.dispatch(OTHERS[0], "c", "/whoami")
+    assert f"user id {OTHERS[0].id}" in whoami and OTHERS[0].platform in whoami
+    assert "not an admin" in whoami and "[admins]" in whoami
+    assert "(an admin)" in await core.admin.dispatch(ADMINS[0], "c", "/whoami@crabbot_bot")
     await core.memory.add_exchange("telegram:1", "Mom", "hi", "hello")
     await core.memory.add_exchange("telegram:2", "Dad", "hi", "hello")
     assert await core.admin.dispatch(OTHERS[0], "telegram:1", "/reset") == (

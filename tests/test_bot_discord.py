@@ -112,7 +112,7 @@ def routing_command(client: CrabbotDiscord, name: str) -> discord.app_commands.C
 async def test_slash_commands_are_registered_with_mode_choices(client, discord_api):
     assert client.user is not None and client.user.id == BOT_ID
     synced = {command["name"]: command for command in discord_api.synced}
-    assert set(synced) == {"routing", "reset", "help"}
+    assert set(synced) == {"routing", "reset", "whoami", "help"}
     subcommands = {option["name"]: option for option in synced["routing"]["options"]}
     assert set(subcommands) == {"stats", "mode"}
     (mode,) = subcommands["mode"]["options"]

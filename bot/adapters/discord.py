@@ -74,11 +74,17 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
         text = await admin.reset(conv_key(interaction.channel_id or 0))
         await interaction.response.send_message(text)
 
+    @app_commands.command(name="whoami", description=COMMANDS["whoami"])
+    async def whoami(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            admin.whoami(chat_user(interaction.user)), ephemeral=True
+        )
+
     @app_commands.command(name="help", description=COMMANDS["help"])
     async def help_(interaction: discord.Interaction) -> None:
         await interaction.response.send_message(HELP, ephemeral=True)
 
-    return [routing, reset, help_]
+    return [routing, reset, whoami, help_]
 
 
 class CrabbotDiscord(discord.Client):

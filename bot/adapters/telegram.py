@@ -188,7 +188,7 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
     )
     # block=False: conversations run at once; the agent keeps each one in order.
     application.add_handler(
-        CommandHandler(["routing", "reset", "help", "start"], handlers.on_command, block=False)
+        CommandHandler(list(COMMANDS) + ["start"], handlers.on_command, block=False)
     )
     application.add_handler(
         MessageHandler(
