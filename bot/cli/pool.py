@@ -19,6 +19,7 @@ from bot.cli.tooling import (
     open_store,
     pct,
     progress_bar,
+    seed_progress,
 )
 from bot.config import CrabbotConfig
 from router.analytics.pool_ops import (
@@ -34,6 +35,8 @@ from router.analytics.pool_ops import (
 )
 from router.analytics.validation import Calibrated, ValidationReport, validate
 from router.embedder import Embedder
+from router.pool import Pool
+from router.seed import seed_pool
 from router.taxonomy import Taxonomy
 
 
@@ -81,6 +84,8 @@ async def run_pool(args: argparse.Namespace, config: CrabbotConfig) -> int:
     embedder = await load_embedder(config)
     conn = await open_store(config)
     try:
+        if args.pool_command in ("validate", "dedupe"):
+            await seed_if_empty(conn, config, embedder, err)
         if args.pool_command == "validate":
             return await _validate(args, config, conn, embedder, out, err)
         if args.pool_command == "import":
@@ -93,6 +98,16 @@ async def run_pool(args: argparse.Namespace, config: CrabbotConfig) -> int:
         return 2
     finally:
         await conn.close()
+
+
+async def seed_if_empty(
+    conn: aiosqlite.Connection, config: CrabbotConfig, embedder: Embedder, err: Console
+) -> None:
+    """A fresh database gets the seed pool here as on any start (the same bar)."""
+    pool = Pool(conn, embedder.id, embedder.dim)
+    if await pool.load() == 0 and config.pool.seed:
+        with seed_progress(err) as update:
+            await seed_pool(pool, embedder, config.build_taxonomy(), update)
 
 
 # -- validate ------------------------------------------------------------------------------------

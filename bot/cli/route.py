@@ -93,6 +93,14 @@ async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
     if args.text is not None and not args.text.strip():
         err.print("error: the message is empty; give some text to route", highlight=False)
         return 2
+    if args.text is None and sys.stdin.isatty():
+        err.print(
+            'usage: crabbot route "a message" (or JSON lines on stdin, one'
+            ' {"text": ..., "conv_key": ..., "at": ...} a line; see crabbot route --help)',
+            highlight=False,
+            markup=False,
+        )
+        return 2
     router = await open_router(config, args.mode, err)
     try:
         _note_missing_categorizer(router, err)
