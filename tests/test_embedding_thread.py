@@ -4,8 +4,12 @@ costs +16-18 ms an embedding on two cores), and a message seen recently is not e
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info
@@ -60,3 +64,25 @@ async def test_a_routing_process_runs_blas_on_one_thread(seeded_db, embedder):
         await router.close()
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
+def test_no_groq_key_means_the_groq_sdk_is_never_imported(seeded_db):
+    """Start-up pays only for what is configured: the SDK import alone costs ~0.17 s."""
+    script = (
+        "import asyncio, sys\n"
+        "from router import ModelRouter, Secrets\n"
+        "from tests.conftest import make_config\n"
+        "async def main():\n"
+        f"    router = await ModelRouter.open(make_config({str(seeded_db)!r}), Secrets())\n"
+        "    await router.route('早安')\n"
+        "    await router.close()\n"
+        "asyncio.run(main())\n"
+        "print('groq' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GROQ_API_KEY"}
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

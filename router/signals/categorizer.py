@@ -8,8 +8,6 @@ import re
 import time
 from dataclasses import dataclass
 
-import groq
-
 from router.config import CategorizerSettings
 from router.errors import ReasonError
 from router.signals.continuity import PreviousTurn
@@ -86,8 +84,11 @@ class LLMCategorizer:
     """Groq's async client with no retries: a slow answer is worth less than a fallback now."""
 
     def __init__(self, settings: CategorizerSettings, taxonomy: Taxonomy, api_key: str) -> None:
+        import groq  # only a configured categorizer pays for the SDK's import (~0.17 s)
+
         self.settings = settings
         self.taxonomy = taxonomy
+        self._groq = groq
         self._client = groq.AsyncGroq(
             api_key=api_key,
             base_url=settings.base_url,
@@ -99,6 +100,7 @@ class LLMCategorizer:
         self, text: str, previous: PreviousTurn | None, at: float
     ) -> Categorization:
         started = time.perf_counter()
+        groq = self._groq
         try:
             response = await self._client.chat.completions.create(
                 model=self.settings.model,
