@@ -58,6 +58,10 @@ def load_config(path: Path | None = None, db_path: Path | None = None) -> Crabbo
     config = load_model(CrabbotConfig, path)
     if db_path is not None:
         config = config.model_copy(
-            update={"database": config.database.model_copy(update={"path": db_path})}
+            update={
+                "database": config.database.model_copy(
+                    update={"path": db_path.expanduser().absolute()}
+                )
+            }
         )
     return config

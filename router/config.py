@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal, Self, TypeVar
@@ -183,16 +184,38 @@ def read_toml(path: Path | None) -> tuple[dict, str]:
             return tomllib.load(handle), str(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
+def user_data_dir() -> Path:
+    """Where crabbot keeps its database when no config file says otherwise."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "crabbot"
+
+
 def load_model(model: type[ConfigT], path: Path | None) -> ConfigT:
+    """Validate the config; a relative database.path is resolved against the config file's
+    folder, or the per-user data folder with no config file, never the working directory."""
     data, source = read_toml(path)
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
+    database = config.database.path.expanduser()
+    if not database.is_absolute():
+        read = path or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+        base = read.resolve().parent if read is not None else user_data_dir()
+        if read is None and database == DatabaseSettings().path:
+            database = Path(database.name)  # data/crabbot.db -> <data folder>/crabbot.db
+        database = base / database
+    return config.model_copy(
+        update={"database": config.database.model_copy(update={"path": database})}
+    )
 
 
 def load_router_config(path: Path | None = None) -> RouterConfig:

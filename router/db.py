@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
+
+from router.config import ConfigError
 
 ROUTER_MIGRATIONS: tuple[str, ...] = (
     """
@@ -76,10 +79,37 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
 )
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_database_path(path: Path) -> None:
+    """One clear line before SQLite gets a path it cannot use (a folder, another kind of file,
+    a place it may not write)."""
+    if path.is_dir():
+        raise ConfigError(f"database {path}: is a folder; give a file path (--db FILE)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"database {path}: cannot create its folder ({exc.strerror})") from None
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise ConfigError(f"database {path}: cannot read it ({exc.strerror})") from None
+        if header and header != SQLITE_HEADER:
+            raise ConfigError(f"database {path}: not an SQLite database")
+        writable = os.access(path, os.W_OK)
+    else:
+        writable = os.access(path.parent, os.W_OK)
+    if not writable:
+        raise ConfigError(f"database {path}: read-only; crabbot needs to write there")
+
+
 async def connect(path: Path | str) -> aiosqlite.Connection:
     """Open (creating the folder when needed) with WAL, a busy timeout and Row results."""
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        check_database_path(Path(path))
     conn = await aiosqlite.connect(str(path), timeout=10.0)
     conn.row_factory = aiosqlite.Row
     await conn.execute("PRAGMA journal_mode=WAL")

@@ -17,6 +17,7 @@ from router import Secrets
 async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
     out = Console()
     err = Console(stderr=True)
+    err.print(f"[dim]database: {config.database.path}[/dim]", highlight=False)
     with seed_progress(err) as update:
         core = await BotCore.open(config, Secrets(), mode_override=args.mode, progress=update)
     try:

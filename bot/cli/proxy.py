@@ -35,7 +35,8 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
     def ready(server: ProxyServer, router: ModelRouter) -> None:
         print(
             f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
-            f" {router.pool_size}, client keys {keys or 'none: open'}); Ctrl-C stops it",
+            f" {router.pool_size}, client keys {keys or 'none: open'}, database"
+            f" {config.database.path}); Ctrl-C stops it",
             file=sys.stderr,
             flush=True,
         )

@@ -64,6 +64,7 @@ async def run_platform(args: argparse.Namespace, config: CrabbotConfig) -> int:
         print(f"error: {MISSING_HINT}", file=sys.stderr)
         return 2
     err = Console(stderr=True)
+    err.print(f"[dim]database: {config.database.path}[/dim]", highlight=False)
     with seed_progress(err) as update:
         core = await BotCore.open(config, secrets, progress=update)
     try:
