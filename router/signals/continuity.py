@@ -19,6 +19,9 @@ from router.taxonomy import TIERS, UNKNOWN, Taxonomy
 
 MODEL_FILE = "continuity.npz"
 UNKNOWN_GAP_S = 60.0  # history without times (a stateless client): one sitting
+# The training conversations' gaps start at about 8 s; a gap below that (a quick paste right
+# after an answer) is read as that, not extrapolated into "surely the same task".
+MIN_GAP_S = 8.0
 FEATURES = (
     "log_tokens",
     "similarity",
@@ -29,6 +32,7 @@ FEATURES = (
     "alone_casual",
     "previous_is_casual",
     "wording_cue",
+    "expected_tier_change",
 )
 
 
@@ -113,7 +117,7 @@ class ContinuityModel:
         alone = turn.alone
         tier_probs = np.zeros(len(TIERS))
         np.add.at(tier_probs, self._tier_of, alone)
-        gap = UNKNOWN_GAP_S if turn.gap_s is None else max(turn.gap_s, 0.0)
+        gap = UNKNOWN_GAP_S if turn.gap_s is None else max(turn.gap_s, MIN_GAP_S)
         previous_tier = self._tier_of[turn.previous_index]
         return np.array(
             [
@@ -126,6 +130,7 @@ class ContinuityModel:
                 alone[self._casual] if self._casual >= 0 else 0.0,
                 float(turn.previous_index == self._casual),
                 turn.cue,
+                float(tier_probs @ np.arange(len(TIERS))) - previous_tier,
             ]
         )
 
