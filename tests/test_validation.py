@@ -13,9 +13,10 @@ import pytest
 
 from bot.cli import main
 from router import ConfigError, ModelRouter, Secrets
+from router.analytics.calibration import decide_all
 from router.analytics.pool_ops import read_pool
 from router.analytics.taxonomy_ops import MergeRefused, next_version, plan_merge
-from router.analytics.validation import decide_all, knn_loo_probs, validate
+from router.analytics.validation import knn_loo_probs, validate
 from router.db import connect
 from router.pool import Neighbour
 from router.seed import seed_rows

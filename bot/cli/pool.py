@@ -22,6 +22,7 @@ from bot.cli.tooling import (
     seed_progress,
 )
 from bot.config import CrabbotConfig
+from router.analytics.calibration import Calibrated
 from router.analytics.pool_ops import (
     PoolToolError,
     apply_dedupe,
@@ -33,7 +34,7 @@ from router.analytics.pool_ops import (
     plan_import,
     read_pool,
 )
-from router.analytics.validation import Calibrated, ValidationReport, validate
+from router.analytics.validation import ValidationReport, validate
 from router.embedder import Embedder
 from router.pool import Pool
 from router.seed import seed_pool
