@@ -8,14 +8,12 @@ import ipaddress
 import socket
 import sys
 
+from rich.console import Console
+
+from bot.cli.tooling import SeedBar, note_missing_categorizer
 from router.config import RouterConfig, Secrets
 from router.proxy.server import ProxyServer, serve
 from router.router import ModelRouter
-
-
-def _print_seed_progress(done: int, total: int) -> None:
-    if done >= total or done == min(32, total):
-        print(f"embedding the seed pool: {done}/{total}", file=sys.stderr, flush=True)
 
 
 async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
@@ -33,6 +31,7 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
         )
 
     def ready(server: ProxyServer, router: ModelRouter) -> None:
+        note_missing_categorizer(router)
         print(
             f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
             f" {router.pool_size}, client keys {keys or 'none: open'}, database"
@@ -46,7 +45,7 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
         secrets,
         host=host,
         port=args.port,
-        progress=_print_seed_progress,
+        progress=SeedBar(Console(stderr=True)),
         on_ready=ready,
     )
     return 0

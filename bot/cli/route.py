@@ -9,7 +9,7 @@ from typing import TextIO
 
 from rich.console import Console
 
-from bot.cli.tooling import seed_progress
+from bot.cli.tooling import note_missing_categorizer, seed_progress
 from bot.config import CrabbotConfig
 from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
 
@@ -42,15 +42,6 @@ def print_decision(decision: RoutingDecision, out: Console) -> None:
         out.print(f"[bold]{label:<11}[/bold]{value}", highlight=False)
     if decision.explain():
         out.print(f"[dim]{decision.explain()}[/dim]", highlight=False)
-
-
-def _note_missing_categorizer(router: ModelRouter, err: Console) -> None:
-    if router.mode != "off" and router.categorizer is None and router.categorizer_missing:
-        print(
-            f"note: {router.categorizer_missing}: the LLM categorizer is off, so the local"
-            " signal decides alone",
-            file=sys.stderr,
-        )
 
 
 async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO, err: Console) -> int:
@@ -103,7 +94,7 @@ async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
         return 2
     router = await open_router(config, args.mode, err)
     try:
-        _note_missing_categorizer(router, err)
+        note_missing_categorizer(router)
         if args.text is None:
             return await route_stream(router, sys.stdin, sys.stdout, err)
         decision = await router.route(args.text, conv_key=args.conv)

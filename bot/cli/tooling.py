@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.config import CrabbotConfig
+from router import ModelRouter
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.embedder import Embedder, build_embedder
 
@@ -64,6 +66,36 @@ def seed_progress(err: Console) -> Iterator[Callable[[int, int], None]]:
     """update(done, total) for the one-time embedding of the seed pool, as a bar on stderr."""
     with progress_bar(err) as update:
         yield functools.partial(update, "embedding the seed pool")
+
+
+class SeedBar:
+    """The same bar for a command that goes on long after seeding (the proxy): it opens on the
+    first report and closes with the last."""
+
+    def __init__(self, err: Console) -> None:
+        self._err = err
+        self._bar: contextlib.AbstractContextManager[StageProgress] | None = None
+        self._update: StageProgress | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = progress_bar(self._err)
+            self._update = self._bar.__enter__()
+        assert self._update is not None
+        self._update("embedding the seed pool", done, total)
+        if done >= total:
+            self._bar.__exit__(None, None, None)
+
+
+def note_missing_categorizer(router: ModelRouter) -> None:
+    """Once at start: no Groq key is a configuration, and the person starting crabbot should
+    know what it means."""
+    if router.mode != "off" and router.categorizer is None and router.categorizer_missing:
+        print(
+            f"note: {router.categorizer_missing}: the LLM categorizer is off, so the local"
+            " signal decides alone",
+            file=sys.stderr,
+        )
 
 
 def consoles() -> tuple[Console, Console]:
