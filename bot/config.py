@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from router.config import RouterConfig, Section, load_model
+from router.config import ConfigError, RouterConfig, Section, load_model
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are crabbot, a warm and helpful assistant in a family group chat. Answer in the language"
@@ -57,6 +57,9 @@ def load_config(path: Path | None = None, db_path: Path | None = None) -> Crabbo
     """Load and validate the config; `db_path` (the --db flag) overrides database.path."""
     config = load_model(CrabbotConfig, path)
     if db_path is not None:
+        folder = db_path.expanduser().absolute().parent
+        if not folder.is_dir():  # a typo in --db must not quietly start a second database
+            raise ConfigError(f"database {db_path}: folder {folder} does not exist")
         config = config.model_copy(
             update={
                 "database": config.database.model_copy(

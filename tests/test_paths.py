@@ -33,9 +33,11 @@ def test_paths_that_cannot_be_a_database_get_one_line_and_status_2(tmp_path, cap
         ("--db", str(not_sqlite)): f"{not_sqlite}: not an SQLite database",
         ("--db", str(tmp_path)): f"{tmp_path}: is a folder",
         ("--config", str(config_folder)): f"{config_folder}: is a folder, not a config file",
+        ("--db", str(tmp_path / "typo" / "c.db")): f"folder {tmp_path / 'typo'} does not exist",
     }
     for flags, message in cases.items():
         assert main(["route", *flags, "hi"]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not_sqlite.read_text() == "shopping list: milk, eggs\n", "nothing is overwritten"
+    assert not (tmp_path / "typo").exists()
