@@ -10,7 +10,7 @@ import numpy as np
 from router.blas import one_blas_thread
 from router.pool import Neighbour
 from router.signals.calibration import Calibration, fit_calibration, softmax
-from router.signals.ngrams import NgramNaiveBayes
+from router.signals.ngrams import NgramNaiveBayes, ngram_buckets
 from router.taxonomy import TIERS, Taxonomy
 
 CALIBRATION_FOLDS = 5
@@ -138,17 +138,19 @@ class LocalClassifier:
         """Head logits and n-gram scores for every row from models that never saw it."""
         head_oof = np.zeros((len(y), len(self.categories)))
         ngram_oof = np.zeros_like(head_oof)
+        hashed = [ngram_buckets(text) for text in texts]
         order = np.random.default_rng(seed).permutation(len(y))
         for fold in range(folds):
             held = order[fold::folds]
             train = np.setdiff1d(order, held)
             head = SoftmaxHead(self.categories)
             head.fit(vectors[train], [self.categories[i] for i in y[train]])
-            ngrams = NgramNaiveBayes(len(self.categories)).fit([texts[i] for i in train], y[train])
+            ngrams = NgramNaiveBayes(len(self.categories))
+            ngrams.fit_buckets([hashed[i] for i in train], y[train])
             if not head.ready or not len(held):
                 continue
             head_oof[held] = head.logits(vectors[held])
-            ngram_oof[held] = np.stack([ngrams.scores(texts[i]) for i in held])
+            ngram_oof[held] = np.stack([ngrams.scores_buckets(hashed[i]) for i in held])
         return head_oof, ngram_oof
 
     def probs(self, vector: np.ndarray, text: str) -> np.ndarray:

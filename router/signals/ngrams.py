@@ -43,7 +43,10 @@ class NgramNaiveBayes:
         return self._log_probs is not None
 
     def fit(self, texts: list[str], labels: np.ndarray) -> NgramNaiveBayes:
-        buckets = [ngram_buckets(text) for text in texts]
+        return self.fit_buckets([ngram_buckets(text) for text in texts], labels)
+
+    def fit_buckets(self, buckets: list[np.ndarray], labels: np.ndarray) -> NgramNaiveBayes:
+        """Fit on texts already hashed (cross-validation hashes each text once, not per fold)."""
         flat = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
         rows = np.repeat(np.asarray(labels, np.int64), [len(b) for b in buckets])
         counts = np.bincount(rows * BUCKETS + flat, minlength=self.classes * BUCKETS)
@@ -53,6 +56,8 @@ class NgramNaiveBayes:
         return self
 
     def scores(self, text: str) -> np.ndarray:
+        return self.scores_buckets(ngram_buckets(text))
+
+    def scores_buckets(self, buckets: np.ndarray) -> np.ndarray:
         assert self._log_probs is not None
-        buckets = ngram_buckets(text)
         return self._log_probs[:, buckets].sum(axis=1) / np.sqrt(len(buckets))
