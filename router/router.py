@@ -208,6 +208,16 @@ class ModelRouter:
         await self._log(decision, text, conv_key, now)
         return decision
 
+    async def route_without_text(
+        self, reason: str, conv_key: str | None = None, at: float | None = None
+    ) -> RoutingDecision:
+        """A request with nothing to read (an image alone, only a system prompt): the default
+        tier, logged with the reason."""
+        mode = await self.refresh_mode()
+        decision = self.decisions.default_tier(mode, "fixed", reason)
+        await self._log(decision, "", conv_key, time.time() if at is None else at)
+        return decision
+
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
         had = await self._previous_turn(conv_key) is not None

@@ -176,6 +176,36 @@ async def test_routes_the_last_user_message(proxy, provider):
     assert [row["prompt"] for row in await proxy.rows()] == [CODING]
 
 
+async def test_nothing_to_read_still_gets_an_answer_on_the_default_tier(proxy, provider):
+    """OpenAI accepts a system prompt alone, or a picture alone: so does the proxy."""
+    picture = {"type": "image_url", "image_url": {"url": "https://example.invalid/plant.jpg"}}
+    system_only = [{"role": "system", "content": "Say hello to the family."}]
+    image_after_text = [
+        {"role": "user", "content": CODING},
+        {"role": "assistant", "content": "Here you go."},
+        {"role": "user", "content": [picture]},
+    ]
+    async with proxy.client() as client:
+        alone = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=system_only
+        )
+        by_earlier_text = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=image_after_text
+        )
+        empty = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=user("   ")
+        )
+    for raw in (alone, empty):
+        assert raw.status_code == 200 and raw.headers["x-crabbot-source"] == "fixed"
+        assert raw.headers["x-crabbot-tier"] == "medium"
+    assert by_earlier_text.headers["x-crabbot-tier"] == "strong"
+    assert len(provider.requests) == 3
+    rows = await proxy.rows()
+    assert [(row["source"], row["error"]) for row in rows[::2]] == [
+        ("fixed", "no user text to route: the default tier")
+    ] * 2
+
+
 # -- aliases and passthrough -----------------------------------------------------------------------
 
 
@@ -273,19 +303,12 @@ async def test_malformed_body_via_sdk(plain, provider):
         (json.dumps({"model": "auto"}).encode(), "messages"),
         (json.dumps({"model": "auto", "messages": "hi"}).encode(), "messages"),
         (
-            json.dumps(
-                {"model": "auto", "messages": [{"role": "system", "content": "x"}]}
-            ).encode(),
-            "user message",
-        ),
-        (
             json.dumps({"model": "auto", "messages": [{"role": "user", "content": 5}]}).encode(),
             "content",
         ),
         (json.dumps({"model": 7, "messages": user("hi")}).encode(), "model"),
         (json.dumps({"model": "auto", "messages": user("hi"), "stream": "yes"}).encode(), "stream"),
         (json.dumps({"model": "auto", "messages": user("hi"), "user": 3}).encode(), "user"),
-        (json.dumps({"model": "auto", "messages": user("   ")}).encode(), "no text"),
         (json.dumps({"model": "auto", "messages": user("x" * 5000)}).encode(), "limit"),
     ],
 )

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from router import routing_log
 from router.decision import RoutingDecision
-from router.proxy.errors import ProxyError, bad_request, unauthorized
+from router.proxy.errors import ProxyError, unauthorized
 from router.proxy.provider import (
     HOP_HEADER,
     Provider,
@@ -31,7 +31,8 @@ from router.proxy.provider import (
     usage_of,
 )
 from router.proxy.request import SESSION_HEADER, ChatRequest, parse_chat_request, read_body
-from router.router import EmptyMessageError, ModelRouter
+from router.router import ModelRouter
+from router.signals.continuity import message_text
 from router.taxonomy import TIERS
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ class Target:
     model: str
     decision: RoutingDecision | None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The last user message with text, and the messages before it; ("", []) when none has."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message.get("role") == "user" and message_text(message.get("content")).strip():
+            return message_text(message["content"]), messages[:index]
+    return "", []
 
 
 def decision_headers(decision: RoutingDecision) -> dict[str, str]:
@@ -108,14 +118,15 @@ class ChatProxy:
     async def _target(self, chat: ChatRequest) -> Target:
         models = self.router.config.models
         if chat.model == AUTO:
-            try:
-                decision = await self.router.route(
-                    chat.route_text, chat.history, conv_key=chat.session_key
+            text, history = chat.route_text, chat.history
+            if not text.strip():  # an image alone, or no user message: the last user text there is
+                text, history = last_user_text(history)
+            if text.strip():
+                decision = await self.router.route(text, history, conv_key=chat.session_key)
+            else:
+                decision = await self.router.route_without_text(
+                    "no user text to route: the default tier", conv_key=chat.session_key
                 )
-            except EmptyMessageError:
-                raise bad_request(
-                    "the last user message has no text to route", "messages"
-                ) from None
             return Target(decision.model, decision, decision_headers(decision))
         if chat.model in TIERS:
             model = models.for_tier(chat.model)

@@ -89,8 +89,6 @@ def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
         (index for index, message in enumerate(messages) if message["role"] == "user"),
         default=None,
     )
-    if last_user is None:
-        raise bad_request("messages must include a user message", "messages")
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("stream must be a boolean", "stream")
@@ -108,7 +106,7 @@ def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
         body=body,
         stream=bool(stream),
         wants_usage=bool(options and options.get("include_usage")),
-        route_text=message_text(messages[last_user]["content"]),
-        history=messages[:last_user],
+        route_text="" if last_user is None else message_text(messages[last_user]["content"]),
+        history=messages if last_user is None else messages[:last_user],
         session_key=session_key,
     )
