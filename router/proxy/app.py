@@ -32,7 +32,7 @@ from router.proxy.provider import (
 )
 from router.proxy.request import SESSION_HEADER, ChatRequest, parse_chat_request, read_body
 from router.router import ModelRouter
-from router.signals.continuity import message_text
+from router.signals.continuity import last_user_text
 from router.taxonomy import TIERS
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ class Target:
     model: str
     decision: RoutingDecision | None
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The last user message with text, and the messages before it; ("", []) when none has."""
-    for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
-        if message.get("role") == "user" and message_text(message.get("content")).strip():
-            return message_text(message["content"]), messages[:index]
-    return "", []
 
 
 def decision_headers(decision: RoutingDecision) -> dict[str, str]:

@@ -6,8 +6,9 @@ training conversations by scripts/fit_continuity.py; it replaces a hand-set prio
 from __future__ import annotations
 
 import io
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -165,14 +166,27 @@ def message_text(content: Any) -> str:
     return ""
 
 
+def user_texts_backwards(
+    messages: Sequence[dict[str, Any]] | None,
+) -> Iterator[tuple[int, str]]:
+    """(index, text) of each user message with text in an OpenAI-style list, newest first."""
+    items = messages or ()
+    for index in range(len(items) - 1, -1, -1):
+        message = items[index]
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = message_text(message.get("content"))
+            if text.strip():
+                yield index, text
+
+
 def earlier_user_texts(history: Sequence[dict[str, Any]] | None, limit: int) -> list[str]:
     """The last `limit` user messages with text in an OpenAI-style history, oldest first."""
-    texts: list[str] = []
-    for message in reversed(history or ()):
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = message_text(message.get("content")).strip()
-            if text:
-                texts.append(text)
-                if len(texts) == limit:
-                    break
+    texts = [text.strip() for _, text in itertools.islice(user_texts_backwards(history), limit)]
     return texts[::-1]
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The last user message with text, and the messages before it; ("", []) when none has."""
+    for index, text in user_texts_backwards(messages):
+        return text, list(messages[:index])
+    return "", []
