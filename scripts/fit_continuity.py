@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from router.signals.continuity import (
     carry,
 )
 from router.signals.local import LocalClassifier, decide
-from router.signals.ngrams import BUCKETS, ngram_buckets
+from router.signals.ngrams import NgramNaiveBayes
 from router.taxonomy import MAPPING_V2, TIERS, Taxonomy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,18 +38,10 @@ TARGET = ROOT / "router" / "data" / "continuity.npz"
 FOLDS = 5
 
 
-def fit_cue(texts: list[str], continues: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
     """Per n-gram bucket, log p(bucket | continues) - log p(bucket | switches)."""
-    counts = np.zeros((2, BUCKETS))
-    for text, label in zip(texts, continues, strict=True):
-        np.add.at(counts[int(label)], ngram_buckets(text), 1.0)
-    logs = np.log(counts + alpha) - np.log(counts.sum(axis=1, keepdims=True) + alpha * BUCKETS)
-    return (logs[1] - logs[0]).astype(np.float32)
-
-
-def cue_score(cue: np.ndarray, text: str) -> float:
-    buckets = ngram_buckets(text)
-    return float(cue[buckets].sum() / math.sqrt(len(buckets)))
+    naive_bayes = NgramNaiveBayes(2, alpha=0.5).fit(texts, continues.astype(np.int64))
+    return naive_bayes.log_probs[1] - naive_bayes.log_probs[0]
 
 
 def fit_logistic(
@@ -143,20 +135,14 @@ def main() -> None:
     y = np.array([s[3] for s in samples], dtype=float)
 
     def features_with_cue(rows_: np.ndarray, cue: np.ndarray) -> np.ndarray:
-        model = ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), None)
-        out = []
-        for i in rows_:
-            f = samples[i][1]
-            f = TurnFeatures(
-                f.tokens,
-                f.similarity,
-                f.gap_s,
-                f.alone,
-                f.previous_index,
-                cue_score(cue, follow_texts[i]),
-            )
-            out.append(model.vector(f))
-        return np.array(out)
+        # The runtime's own wording_cue and vector: training reads a turn as routing will.
+        model = ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue)
+        return np.array(
+            [
+                model.vector(replace(samples[i][1], cue=model.wording_cue(follow_texts[i])))
+                for i in rows_
+            ]
+        )
 
     def stacked_features(train: np.ndarray) -> np.ndarray:
         """Cue scores for the training rows from cue models that never saw their conversation."""

@@ -42,6 +42,12 @@ class NgramNaiveBayes:
     def ready(self) -> bool:
         return self._log_probs is not None
 
+    @property
+    def log_probs(self) -> np.ndarray:
+        """log p(bucket | class), one row a class."""
+        assert self._log_probs is not None
+        return self._log_probs
+
     def fit(self, texts: list[str], labels: np.ndarray) -> NgramNaiveBayes:
         return self.fit_buckets([ngram_buckets(text) for text in texts], labels)
 
