@@ -108,7 +108,6 @@ async def seed_pool(
     here, reporting (done, total) as it goes."""
     entries = load_seed_entries(taxonomy)
     shipped = shipped_vectors(embedder)
-    complete = len(entries) == len(seed_rows())
     if shipped is not None:
         matrix = np.stack([shipped.by_text[text] for text, _ in entries]) if entries else None
         if progress is not None:
@@ -129,4 +128,6 @@ async def seed_pool(
             for (text, category), vector in zip(entries, matrix, strict=True)
         ]
     )
-    return shipped.calibration if shipped is not None and complete else None
+    if shipped is None or len(entries) != len(shipped.by_text):
+        return None  # the calibration was made for the whole shipped pool
+    return shipped.calibration

@@ -20,6 +20,8 @@ from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.embedder import Embedder, build_embedder
 
 StageProgress = Callable[[str, int, int], None]
+# Shipped vectors are copied in a second; another embedder embeds the pool: one label for both.
+SEED_STAGE = "seeding the pool"
 
 
 async def open_store(config: CrabbotConfig) -> aiosqlite.Connection:
@@ -65,7 +67,7 @@ def progress_bar(err: Console) -> Iterator[StageProgress]:
 def seed_progress(err: Console) -> Iterator[Callable[[int, int], None]]:
     """update(done, total) for the one-time embedding of the seed pool, as a bar on stderr."""
     with progress_bar(err) as update:
-        yield functools.partial(update, "embedding the seed pool")
+        yield functools.partial(update, SEED_STAGE)
 
 
 class SeedBar:
@@ -82,7 +84,7 @@ class SeedBar:
             self._bar = progress_bar(self._err)
             self._update = self._bar.__enter__()
         assert self._update is not None
-        self._update("embedding the seed pool", done, total)
+        self._update(SEED_STAGE, done, total)
         if done >= total:
             self._bar.__exit__(None, None, None)
 

@@ -1,5 +1,6 @@
-"""The local signal: a softmax head fit on the pool blended with a similarity-weighted k-NN vote,
-turned into a tier by expected cost (a downgrade costs more than an upgrade)."""
+"""The local signal's classifier: a softmax head on the pool vectors and a character n-gram view,
+calibrated together (or a similarity-weighted k-NN vote), turned into a tier by expected cost (a
+downgrade costs more than an upgrade)."""
 
 from __future__ import annotations
 
