@@ -13,6 +13,7 @@ from router.analytics import stats as routing_stats
 from router.analytics.cost import cost_report
 
 DAY_S = 24 * 3600
+STATS_FLUSH_S = 2.0  # stats wait this long for rows still queued (a locked database)
 USAGE = "usage: /routing stats [chart] | /routing mode live|shadow|off"
 CHART_DAYS = 7
 CHART_CAPTION = "crabbot routing, last 7 days: tiers, sources, cost against all-medium/all-strong"
@@ -70,7 +71,9 @@ def format_summary(title: str, summary: routing_stats.Summary) -> list[str]:
         f"tier: {_counts(summary.by_tier, summary.total)}",
         f"category: {_counts(summary.by_category)}",
         f"source: {_counts(summary.by_source, summary.total)}",
+        f"outcome: {_counts(summary.by_outcome, summary.total)}",
         f"fallbacks {summary.fallbacks} · errors {summary.errors}",
+        *(f"  {count} × {reason}" for reason, count in summary.errors_by_reason.items()),
         f"k-NN = LLM: {_rate(agreement.category_rate)} category,"
         f" {_rate(agreement.tier_rate)} tier (n={agreement.compared})",
         f"LLM latency: median {_ms(latency.median_ms)} · p95 {_ms(latency.p95_ms)}"
@@ -151,6 +154,7 @@ class Admin:
     async def stats_text(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         router = self.router
+        await router.log.flush(STATS_FLUSH_S)  # the messages answered a moment ago count too
         head = f"mode {router.mode} · map {router.taxonomy.version} · pool {router.pool_size}"
         lines = ["crabbot routing", head]
         if self.fixed_model is not None:
@@ -160,6 +164,13 @@ class Admin:
         elif router.categorizer is None:
             why = router.categorizer_missing or "disabled in config"
             lines.append(f"LLM categorizer off ({why}): the local signal decides alone")
+        failures = {
+            name.replace("_", " "): count
+            for name, count in sorted(router.counters.items())
+            if count and name.endswith(("errors", "dropped"))
+        }
+        if failures:
+            lines.append(f"since start: {_counts(failures)}")
         for title, since in (("last 24 h", now - DAY_S), ("all time", None)):
             summary = await routing_stats.summary(router.conn, since)
             lines += format_summary(title, summary)
@@ -178,6 +189,7 @@ class Admin:
         from router.analytics.charts import stats_chart  # matplotlib loads on first use only
 
         since = time.time() - CHART_DAYS * DAY_S
+        await self.router.log.flush(STATS_FLUSH_S)
         return await stats_chart(self.router.conn, self.router.config, since, "crabbot, last week")
 
     def whoami(self, user: ChatUser) -> str:

@@ -1,5 +1,6 @@
 """The agent: one message in, one reply out. History from memory, a routing decision, an
-upstream completion with the routed model, both turns stored, usage logged with the decision."""
+upstream completion with the routed model, both turns stored; the decision is logged with its
+outcome and usage once the answer is in."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from bot.language import apology
 from bot.memory import Memory, Turn
 from bot.upstream import AUTO_MODEL, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
-from router.routing_log import record_error
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class Agent:
             )
             model = decision.model
         if not self.upstream.configured:
+            if decision is not None:
+                self.router.finish(decision, "routed")
             return Reply(None, decision, model)
         author = user.name if user else None
         messages: list[ChatCompletionMessageParam] = [
@@ -123,12 +125,12 @@ class Agent:
             log.exception("upstream call failed unexpectedly")
             return await self._failed(conv_key, text, decision, model, type(exc).__name__)
         if decision is not None:
-            try:
-                await self.router.record_usage(
-                    decision, completion.prompt_tokens, completion.completion_tokens
-                )
-            except Exception:
-                self._db_failed("record token usage")
+            self.router.finish(
+                decision,
+                "completed",
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+            )
         try:
             await self.memory.add_exchange(conv_key, author, text, completion.text)
         except Exception:
@@ -145,10 +147,7 @@ class Agent:
     ) -> Reply:
         self.router.counters["upstream_errors"] += 1
         log.warning("no reply for %s (model %s): %s", conv_key, model, reason)
-        if decision is not None and decision.log_id is not None:
-            try:
-                await record_error(self.router.conn, decision.log_id, reason)
-            except Exception:
-                self._db_failed("record the upstream error")
+        if decision is not None:
+            self.router.finish(decision, "provider_error", error=reason)
         # The failed exchange is not stored: the next message starts from a clean history.
         return Reply(apology(text), decision, model, error=reason)

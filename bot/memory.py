@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.config import MemorySettings
-from router.db import migrate
+from router.db import migrate, transaction
 
 BOT_MIGRATIONS: tuple[str, ...] = (
     """
@@ -87,22 +87,22 @@ class Memory:
     ) -> None:
         """Store a question and its answer together, then forget exchanges beyond max_turns."""
         now = time.time()
-        await self.conn.executemany(
-            "INSERT INTO messages (conv_key, at, role, author, content) VALUES (?, ?, ?, ?, ?)",
-            [
-                (conv_key, now, "user", author, question),
-                (conv_key, now, "assistant", None, answer),
-            ],
-        )
-        await self.conn.execute(
-            "DELETE FROM messages WHERE conv_key = ? AND id NOT IN"
-            " (SELECT id FROM messages WHERE conv_key = ? ORDER BY id DESC LIMIT ?)",
-            (conv_key, conv_key, self.max_messages),
-        )
-        await self.conn.commit()
+        async with transaction(self.conn) as conn:
+            await conn.executemany(
+                "INSERT INTO messages (conv_key, at, role, author, content) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (conv_key, now, "user", author, question),
+                    (conv_key, now, "assistant", None, answer),
+                ],
+            )
+            await conn.execute(
+                "DELETE FROM messages WHERE conv_key = ? AND id NOT IN"
+                " (SELECT id FROM messages WHERE conv_key = ? ORDER BY id DESC LIMIT ?)",
+                (conv_key, conv_key, self.max_messages),
+            )
 
     async def clear(self, conv_key: str) -> int:
         """Forget one conversation; return how many turns were removed."""
-        cursor = await self.conn.execute("DELETE FROM messages WHERE conv_key = ?", (conv_key,))
-        await self.conn.commit()
+        async with transaction(self.conn) as conn:
+            cursor = await conn.execute("DELETE FROM messages WHERE conv_key = ?", (conv_key,))
         return int(cursor.rowcount or 0)

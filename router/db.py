@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -76,6 +77,52 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # Every request gets a row (aliases and passthrough models too: tier may be unknown), written
+    # once it has ended, with how it ended and a decision id the client sees in a header.
+    """
+    CREATE TABLE routing_log_v3 (
+        id INTEGER PRIMARY KEY,
+        decision_id TEXT,
+        at REAL NOT NULL,
+        conv_key TEXT,
+        prompt_hash TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        category TEXT,
+        tier TEXT,
+        tier_mapping_version TEXT NOT NULL,
+        confidence REAL,
+        source TEXT NOT NULL,
+        model TEXT NOT NULL,
+        llm_category TEXT,
+        llm_confidence REAL,
+        llm_latency_ms REAL,
+        knn_category TEXT,
+        knn_tier TEXT,
+        knn_confidence REAL,
+        knn_latency_ms REAL,
+        prior_category TEXT,
+        latency_ms REAL NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        outcome TEXT,
+        error TEXT
+    );
+    INSERT INTO routing_log_v3 (id, at, conv_key, prompt_hash, prompt, mode, category, tier,
+        tier_mapping_version, confidence, source, model, llm_category, llm_confidence,
+        llm_latency_ms, knn_category, knn_tier, knn_confidence, knn_latency_ms, prior_category,
+        latency_ms, prompt_tokens, completion_tokens, error)
+    SELECT id, at, conv_key, prompt_hash, prompt, mode, category, tier, tier_mapping_version,
+        confidence, source, model, llm_category, llm_confidence, llm_latency_ms, knn_category,
+        knn_tier, knn_confidence, knn_latency_ms, prior_category, latency_ms, prompt_tokens,
+        completion_tokens, error
+    FROM routing_log;
+    DROP TABLE routing_log;
+    ALTER TABLE routing_log_v3 RENAME TO routing_log;
+    CREATE INDEX routing_log_at ON routing_log (at);
+    CREATE INDEX routing_log_conv ON routing_log (conv_key, id);
+    CREATE UNIQUE INDEX routing_log_decision ON routing_log (decision_id);
+    """,
 )
 
 
@@ -116,6 +163,18 @@ async def connect(path: Path | str) -> aiosqlite.Connection:
     await conn.execute("PRAGMA synchronous=NORMAL")
     await conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+@asynccontextmanager
+async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """Commit the writes made inside, or roll them back when one fails: a failed write must not
+    leave its transaction open and hold the write lock (the routing log's writer waits on it)."""
+    try:
+        yield conn
+    except BaseException:
+        await conn.rollback()
+        raise
+    await conn.commit()
 
 
 async def migrate(conn: aiosqlite.Connection, component: str, migrations: Sequence[str]) -> int:

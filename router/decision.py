@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from router.pool import Neighbour
 
-SOURCES = ("knn", "llm", "prior", "fallback", "fixed")
+SOURCES = ("knn", "llm", "prior", "fallback", "fixed", "alias", "passthrough")
+# How a decision's request ended; "routed" is a decision nobody asked an answer for (`crabbot
+# route`, a bot with no upstream), "interrupted" one still open when the process stopped.
+OUTCOMES = ("completed", "provider_error", "client_gone", "interrupted", "routed")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,17 @@ class RoutingDecision:
     prior_category: str | None = None
     neighbours: list[Neighbour] = field(default_factory=list)
     error: str | None = None
-    log_id: int | None = None
+    # The routing log row's own fields, filled in by the router and by whoever answers.
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    text: str = ""
+    conv_key: str | None = None
+    at: float = 0.0
+    outcome: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def add_error(self, error: str) -> None:
+        self.error = f"{self.error}; {error}" if self.error else error
 
     def to_json(self) -> dict[str, Any]:
         """The decision as one flat JSON object (the CLI's and the proxy's wire form)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiosqlite
 import numpy as np
 
+from router.db import transaction
 from router.vector_index import EXACT_LIMIT, CoarseIndex
 
 _SPACES = re.compile(r"\s+")
@@ -132,24 +133,24 @@ class Pool:
                 fresh[digest] = entry
         if not fresh:
             return 0
-        await self._conn.executemany(
-            "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
-            " label_source, confidence, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    digest,
-                    entry.text,
-                    np.asarray(entry.vector, dtype=np.float32).tobytes(),
-                    self.embedder_id,
-                    entry.category,
-                    entry.label_source,
-                    entry.confidence,
-                    now,
-                )
-                for digest, entry in fresh.items()
-            ],
-        )
-        await self._conn.commit()
+        async with transaction(self._conn):
+            await self._conn.executemany(
+                "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
+                " label_source, confidence, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        digest,
+                        entry.text,
+                        np.asarray(entry.vector, dtype=np.float32).tobytes(),
+                        self.embedder_id,
+                        entry.category,
+                        entry.label_source,
+                        entry.confidence,
+                        now,
+                    )
+                    for digest, entry in fresh.items()
+                ],
+            )
         self._append(list(fresh.items()))
         await self._refresh_index()
         return len(fresh)

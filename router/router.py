@@ -1,5 +1,5 @@
 """ModelRouter: names a message's task (LLM, local signal, context prior), derives its tier and
-model, never raises for a failing signal, and writes every decision to the routing log."""
+model, never raises for a failing signal, and logs every decision once its request has ended."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from router.config import RouterConfig, Secrets
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.decision import RoutingDecision, SignalAnswer
 from router.decision_builder import DecisionBuilder
+from router.decision_log import DecisionLog
 from router.embedder import Embedder, build_embedder
+from router.log_writer import LogWriter
 from router.pool import Pool, PoolEntry, normalize_text
 from router.seed import ProgressCallback, seed_pool
 from router.signals.calibration import Calibration
@@ -77,6 +79,9 @@ class ModelRouter:
         self._mode_checked_at = time.monotonic()
         self.counters: Counter[str] = Counter()
         self.decisions = DecisionBuilder(config, self.taxonomy)
+        self.log = DecisionLog(
+            LogWriter(config.database.path, routing_log.INSERT_SQL, self.counters), self.counters
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -119,6 +124,8 @@ class ModelRouter:
             await conn.close()
             raise
         router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
+        in_memory = str(config.database.path) == ":memory:"
+        await router.log.writer.start(conn if in_memory else None)
         if router.local is not None and len(router.local.pool):
             kept = await router._stored_calibration()
             router.local.classifier = await asyncio.to_thread(router.local.fit, kept or seeded)
@@ -131,6 +138,7 @@ class ModelRouter:
             await self._refit_task
         if self.categorizer is not None:
             await self.categorizer.close()
+        await self.log.close()
         await self.conn.close()
 
     # -- mode ----------------------------------------------------------------------------------
@@ -205,7 +213,7 @@ class ModelRouter:
         else:
             decision = await self._route_live(text, previous, now)
         decision.latency_ms = (time.perf_counter() - started) * 1000
-        await self._log(decision, text, conv_key, now)
+        self._open(decision, text, conv_key, now)
         return decision
 
     async def route_without_text(
@@ -215,8 +223,45 @@ class ModelRouter:
         tier, logged with the reason."""
         mode = await self.refresh_mode()
         decision = self.decisions.default_tier(mode, "fixed", reason)
-        await self._log(decision, "", conv_key, time.time() if at is None else at)
+        self._open(decision, "", conv_key, time.time() if at is None else at)
         return decision
+
+    def named(
+        self, model: str, tier: str | None, source: str, text: str, conv_key: str | None = None
+    ) -> RoutingDecision:
+        """A request that named its model (a tier alias, or a provider model passed through):
+        nothing to decide, but it is logged like a decision."""
+        decision = RoutingDecision(
+            category=None,
+            tier=tier or "",
+            model=model,
+            confidence=None,
+            source=source,
+            mode=self.mode,
+            tier_mapping_version=self.taxonomy.version,
+            latency_ms=0.0,
+        )
+        decision.text, decision.conv_key, decision.at = text, conv_key, time.time()
+        self.log.open(decision)
+        return decision
+
+    def finish(
+        self,
+        decision: RoutingDecision,
+        outcome: str,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """The request behind `decision` has ended: queue its row (see DecisionLog.finish)."""
+        self.log.finish(
+            decision,
+            outcome,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            error=error,
+        )
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
@@ -416,30 +461,10 @@ class ModelRouter:
         while len(self._previous) > PRIOR_CACHE_SIZE:
             self._previous.popitem(last=False)
 
-    async def _log(
-        self, decision: RoutingDecision, text: str, conv_key: str | None, at: float
-    ) -> None:
+    def _open(self, decision: RoutingDecision, text: str, conv_key: str | None, at: float) -> None:
+        decision.text, decision.conv_key, decision.at = text, conv_key, at
         if conv_key is not None and decision.category is not None:
             self._remember(conv_key, PreviousTurn(decision.category, at, text))
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)
-        try:
-            decision.log_id = await routing_log.write_decision(
-                self.conn, decision, text, conv_key, at
-            )
-        except aiosqlite.Error:
-            log.exception("could not write the routing log")
-            self.counters["db_errors"] += 1
-
-    async def record_usage(
-        self, decision: RoutingDecision, prompt_tokens: int, completion_tokens: int
-    ) -> None:
-        if decision.log_id is None:
-            return
-        try:
-            await routing_log.record_usage(
-                self.conn, decision.log_id, prompt_tokens, completion_tokens
-            )
-        except aiosqlite.Error:
-            log.exception("could not record token usage")
-            self.counters["db_errors"] += 1
+        self.log.open(decision)

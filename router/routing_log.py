@@ -7,69 +7,80 @@ import time
 
 import aiosqlite
 
+from router.db import transaction
 from router.decision import RoutingDecision
 from router.pool import text_hash
 from router.signals.continuity import PreviousTurn
 
+COLUMNS = (
+    "decision_id",
+    "at",
+    "conv_key",
+    "prompt_hash",
+    "prompt",
+    "mode",
+    "category",
+    "tier",
+    "tier_mapping_version",
+    "confidence",
+    "source",
+    "model",
+    "llm_category",
+    "llm_confidence",
+    "llm_latency_ms",
+    "knn_category",
+    "knn_tier",
+    "knn_confidence",
+    "knn_latency_ms",
+    "prior_category",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "outcome",
+    "error",
+)
+INSERT_SQL = (
+    f"INSERT OR IGNORE INTO routing_log ({', '.join(COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
 
-async def write_decision(
-    conn: aiosqlite.Connection,
-    decision: RoutingDecision,
-    text: str,
-    conv_key: str | None,
-    at: float,
-) -> int:
+
+def row_of(decision: RoutingDecision) -> tuple[object, ...]:
+    """The decision's routing-log row, in COLUMNS order."""
     llm, knn = decision.llm, decision.knn
-    cursor = await conn.execute(
-        "INSERT INTO routing_log (at, conv_key, prompt_hash, prompt, mode, category, tier,"
-        " tier_mapping_version, confidence, source, model, llm_category, llm_confidence,"
-        " llm_latency_ms, knn_category, knn_tier, knn_confidence, knn_latency_ms,"
-        " prior_category, latency_ms, error)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            at,
-            conv_key,
-            text_hash(text),
-            text,
-            decision.mode,
-            decision.category,
-            decision.tier,
-            decision.tier_mapping_version,
-            decision.confidence,
-            decision.source,
-            decision.model,
-            llm.category if llm else None,
-            llm.confidence if llm else None,
-            llm.latency_ms if llm else None,
-            knn.category if knn else None,
-            knn.tier if knn else None,
-            knn.confidence if knn else None,
-            knn.latency_ms if knn else None,
-            decision.prior_category,
-            decision.latency_ms,
-            decision.error,
-        ),
+    return (
+        decision.id,
+        decision.at,
+        decision.conv_key,
+        text_hash(decision.text),
+        decision.text,
+        decision.mode,
+        decision.category,
+        decision.tier or None,  # a passthrough model no tier names
+        decision.tier_mapping_version,
+        decision.confidence,
+        decision.source,
+        decision.model,
+        llm.category if llm else None,
+        llm.confidence if llm else None,
+        llm.latency_ms if llm else None,
+        knn.category if knn else None,
+        knn.tier if knn else None,
+        knn.confidence if knn else None,
+        knn.latency_ms if knn else None,
+        decision.prior_category,
+        decision.latency_ms,
+        decision.prompt_tokens,
+        decision.completion_tokens,
+        decision.outcome,
+        decision.error,
     )
-    await conn.commit()
-    return int(cursor.lastrowid or 0)
 
 
-async def record_usage(
-    conn: aiosqlite.Connection, log_id: int, prompt_tokens: int, completion_tokens: int
-) -> None:
-    await conn.execute(
-        "UPDATE routing_log SET prompt_tokens = ?, completion_tokens = ? WHERE id = ?",
-        (prompt_tokens, completion_tokens, log_id),
-    )
-    await conn.commit()
-
-
-async def record_error(conn: aiosqlite.Connection, log_id: int, error: str) -> None:
-    await conn.execute(
-        "UPDATE routing_log SET error = COALESCE(error || '; ', '') || ? WHERE id = ?",
-        (error, log_id),
-    )
-    await conn.commit()
+async def write_decision(conn: aiosqlite.Connection, decision: RoutingDecision) -> None:
+    """Insert one finished decision at once (tools and tests; the router writes behind)."""
+    async with transaction(conn):
+        await conn.execute(INSERT_SQL, row_of(decision))
 
 
 async def last_turn(conn: aiosqlite.Connection, conv_key: str) -> PreviousTurn | None:
@@ -86,12 +97,12 @@ async def last_turn(conn: aiosqlite.Connection, conv_key: str) -> PreviousTurn |
 
 
 async def reset_context(conn: aiosqlite.Connection, conv_key: str, at: float) -> None:
-    await conn.execute(
-        "INSERT INTO context_resets (conv_key, at) VALUES (?, ?)"
-        " ON CONFLICT(conv_key) DO UPDATE SET at = excluded.at",
-        (conv_key, at),
-    )
-    await conn.commit()
+    async with transaction(conn):
+        await conn.execute(
+            "INSERT INTO context_resets (conv_key, at) VALUES (?, ?)"
+            " ON CONFLICT(conv_key) DO UPDATE SET at = excluded.at",
+            (conv_key, at),
+        )
 
 
 async def get_setting(conn: aiosqlite.Connection, key: str) -> str | None:
@@ -101,9 +112,10 @@ async def get_setting(conn: aiosqlite.Connection, key: str) -> str | None:
 
 
 async def set_setting(conn: aiosqlite.Connection, key: str, value: str) -> None:
-    await conn.execute(
-        "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
-        " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        (key, value, time.time()),
-    )
-    await conn.commit()
+    async with transaction(conn):
+        await conn.execute(
+            "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+            " updated_at = excluded.updated_at",
+            (key, value, time.time()),
+        )

@@ -102,7 +102,7 @@ async def route_ms(router: ModelRouter, texts: list[str]) -> list[float]:
     times: list[float] = []
     for text in texts:
         started = time.perf_counter()
-        await router.route(text)
+        router.finish(await router.route(text), "routed")
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -176,7 +176,10 @@ async def cache_stream(
             at = 1_800_000_000.0 + number * 600
             for turn in conversation["turns"]:
                 at += turn["gap_s"]
-                await router.route(turn["text"], conv_key=conversation["conversation"], at=at)
+                decision = await router.route(
+                    turn["text"], conv_key=conversation["conversation"], at=at
+                )
+                router.finish(decision, "routed")
                 messages += 1
     finally:
         await router.close()

@@ -91,6 +91,7 @@ async def evaluate(split: Path, show_misses: bool) -> None:
         for number, item in enumerate(rows):
             if "turns" not in item:
                 decision = await router.route(item["text"])
+                router.finish(decision, "routed")
                 note(
                     singles,
                     ["all", item["lang"]],
@@ -107,6 +108,8 @@ async def evaluate(split: Path, show_misses: bool) -> None:
                 at += turn.get("gap_s", 0)
                 with_key = await router.route(turn["text"], conv_key=conv, at=at)
                 without_key = await router.route(turn["text"], history=history, at=at)
+                router.finish(with_key, "routed")
+                router.finish(without_key, "routed")
                 history += [
                     {"role": "user", "content": turn["text"]},
                     {"role": "assistant", "content": "(answer)"},

@@ -39,6 +39,8 @@ async def open_core(
 
 
 async def log_rows(core: BotCore, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict]:
+    """The routing log's rows, once every decision finished so far is written."""
+    await core.router.log.flush()
     async with core.router.conn.execute(
         f"SELECT * FROM routing_log WHERE {where} ORDER BY id", params
     ) as cursor:

@@ -37,6 +37,7 @@ class RunningProxy:
         return AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, **kwargs)
 
     async def rows(self, where: str = "1") -> list[dict[str, Any]]:
+        await self.router.log.flush()
         async with self.router.conn.execute(
             f"SELECT * FROM routing_log WHERE {where} ORDER BY id"
         ) as cursor:

@@ -128,7 +128,10 @@ async def test_stats_count_the_last_day_and_all_time(core):
                              SignalAnswer("simple_lookup", "cheap", 0.9, 200.0))),
     ]  # fmt: skip
     for at, decision in rows:
-        await write_decision(conn, decision, "some text", "c", at)
+        decision.text, decision.conv_key, decision.at = "some text", "c", at
+        decision.outcome = "provider_error" if decision.source == "fallback" else "completed"
+        await write_decision(conn, decision)
+    core.router.counters["log_rows_dropped"] += 2
 
     day = await routing_stats.summary(conn, now - 86400)
     assert day.total == 4
@@ -157,7 +160,9 @@ async def test_stats_count_the_last_day_and_all_time(core):
     assert "— last 24 h: 4 decisions" in text and "— all time: 5 decisions" in text
     assert "k-NN = LLM: 50% category, 50% tier (n=2)" in text
     assert "LLM latency: median 200 ms · p95 300 ms (n=3)" in text
-    assert "fallbacks 1 · errors 1" in text
+    assert "fallbacks 1 · errors 1\n  1 × categorizer: timeout\n" in text
+    assert "outcome: completed 3 (75%) · provider_error 1 (25%)" in text
+    assert "since start: log rows dropped 2" in text
     assert "category: none 1 · analysis 1 · coding 1 · simple_lookup 1\n" in text
 
 

@@ -215,7 +215,10 @@ async def test_no_upstream_still_routes(seeded_db, embedder):
         assert not core.upstream.configured
         reply = await core.agent.handle("console:me", None, CODING)
         assert reply.text is None and reply.decision is not None
-        assert reply.decision.log_id is not None
+        rows = await log_rows(core)
+        assert [(row["decision_id"], row["outcome"]) for row in rows] == [
+            (reply.decision.id, "routed")
+        ]
         assert "OPENAI_API_KEY" in MISSING_HINT
     finally:
         await core.close()

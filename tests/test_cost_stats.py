@@ -19,7 +19,7 @@ from router.analytics.agreement import shadow_agreement
 from router.analytics.charts import confusion_png, stats_png
 from router.analytics.cost import cost_report
 from router.db import ROUTER_MIGRATIONS, connect, migrate
-from router.routing_log import record_usage, write_decision
+from router.routing_log import write_decision
 from tests.conftest import make_config
 
 NOW = time.time()
@@ -74,9 +74,9 @@ async def write_log(db: Path) -> None:
             llm=llm,
             knn=knn,
         )
-        log_id = await write_decision(conn, decision, "text", "c", NOW - ago)
-        if usage:
-            await record_usage(conn, log_id, *usage)
+        decision.text, decision.conv_key, decision.at = "text", "c", NOW - ago
+        decision.prompt_tokens, decision.completion_tokens = usage or (None, None)
+        await write_decision(conn, decision)
     await conn.close()
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import openai
@@ -91,7 +91,7 @@ async def test_auto_routes_by_task(proxy, provider, text, tier, model):
     (row,) = await proxy.settled_rows("prompt_tokens IS NOT NULL", 1)
     assert (row["tier"], row["model"], row["prompt"]) == (tier, model, text)
     assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
-    assert str(row["id"]) == raw.headers["x-crabbot-log-id"]
+    assert row["decision_id"] == raw.headers["x-crabbot-decision-id"]
 
 
 @pytest.mark.parametrize(("text", "model"), [(CODING, STRONG), (GREETING, CHEAP)])
@@ -115,28 +115,23 @@ async def test_auto_streams_to_the_end(proxy, provider, text, model):
     assert (row["model"], row["prompt_tokens"]) == (model, PROMPT_TOKENS)
 
 
-async def test_usage_written_after_the_answer_can_be_awaited(proxy, provider, monkeypatch):
-    """The client has its answer before the usage is in the log; `settled` waits for it."""
-    release = asyncio.Event()
-    record_usage = proxy.router.record_usage
-
-    async def held(*args: Any) -> None:
-        await release.wait()
-        await record_usage(*args)
-
-    monkeypatch.setattr(proxy.router, "record_usage", held)
+async def test_a_locked_database_delays_no_answer_and_loses_no_row(proxy, provider):
+    """Another process holds the database's write lock: answers still come at once, and their
+    rows are written when the lock lifts."""
+    locker = sqlite3.connect(proxy.config.database.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
     try:
         async with proxy.client() as client:
-            answer = await client.chat.completions.create(model="auto", messages=user(GREETING))
-        assert answer.choices[0].message.content
-        settled = asyncio.create_task(proxy.proxy.settled())
-        (row,) = await proxy.rows()
-        assert row["prompt_tokens"] is None and not settled.done()  # the write is held
+            for _ in range(3):
+                answer = await client.chat.completions.create(model="auto", messages=user(GREETING))
+                assert answer.choices[0].message.content
+        assert proxy.router.log.writer.depth == 3
     finally:
-        release.set()  # so a failing run can shut down
-    await settled
-    (row,) = await proxy.settled_rows("prompt_tokens IS NOT NULL", 1)
-    assert row["prompt_tokens"] == PROMPT_TOKENS
+        locker.execute("COMMIT")
+        locker.close()
+    rows = await proxy.settled_rows("outcome = 'completed'", 3)
+    assert all(row["prompt_tokens"] == PROMPT_TOKENS for row in rows)
+    assert proxy.router.counters["log_rows_dropped"] == 0
 
 
 async def test_stream_relays_usage_when_the_client_asks(proxy, provider):
@@ -218,7 +213,10 @@ async def test_tier_alias_uses_the_tier_model(plain, provider):
     assert provider.requests[0].body["temperature"] == 0.2
     assert raw.parse().model == STRONG
     assert (raw.headers["x-crabbot-tier"], raw.headers["x-crabbot-source"]) == ("strong", "alias")
-    assert await plain.rows() == []  # no routing decision was made
+    # No routing decision was made, but the spending is logged.
+    (row,) = await plain.settled_rows("source = 'alias'", 1)
+    assert (row["tier"], row["model"], row["outcome"]) == ("strong", STRONG, "completed")
+    assert row["prompt_tokens"] == PROMPT_TOKENS and row["category"] is None
 
 
 async def test_other_names_pass_through(plain, provider):
@@ -229,7 +227,12 @@ async def test_other_names_pass_through(plain, provider):
     assert provider.models == ["llama-3.3-70b-versatile"]
     assert raw.parse().model == "llama-3.3-70b-versatile"
     assert raw.headers["x-crabbot-source"] == "passthrough"
-    assert await plain.rows() == []
+    (row,) = await plain.settled_rows("source = 'passthrough'", 1)
+    assert (row["tier"], row["model"], row["outcome"]) == (
+        None,
+        "llama-3.3-70b-versatile",
+        "completed",
+    )
 
 
 async def test_models_list_and_health(plain):

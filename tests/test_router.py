@@ -224,13 +224,20 @@ async def test_routing_log_rows_and_usage(seeded_db, embedder):
     try:
         before = time.time()
         decision = await router.route("how many cups in a liter", conv_key="console:me")
-        await router.record_usage(decision, 120, 48)
+        # Nothing is written while the request is in flight: one row, once it has ended.
+        await router.log.flush()
+        assert await log_rows(seeded_db) == []
+        router.finish(decision, "completed", prompt_tokens=120, completion_tokens=48)
+        router.finish(decision, "client_gone")  # a decision ends once
+        await router.log.flush()
+        assert len(await log_rows(seeded_db)) == 1
     finally:
         await router.close()
     rows = await log_rows(seeded_db)
     assert len(rows) == 1
     row = rows[0]
-    assert row["id"] == decision.log_id and row["at"] >= before
+    assert row["decision_id"] == decision.id and row["at"] >= before
+    assert row["outcome"] == "completed"
     assert row["conv_key"] == "console:me" and row["prompt"] == "how many cups in a liter"
     assert (row["category"], row["tier"], row["tier_mapping_version"]) == (
         decision.category,
@@ -295,9 +302,13 @@ async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embed
     monkeypatch.setattr(router_module, "PRIOR_CACHE_SIZE", 2)
     router = await open_router(seeded_db, embedder)
     try:
-        await router.route("寫一個 SQL 把重複的訂單刪掉 " + "x" * 5000, conv_key="old", at=100)
-        await router.route("早安", conv_key="b", at=101)
-        await router.route("晚安", conv_key="c", at=102)
+        for text, conv_key, at in (
+            ("寫一個 SQL 把重複的訂單刪掉 " + "x" * 5000, "old", 100),
+            ("早安", "b", 101),
+            ("晚安", "c", 102),
+        ):
+            router.finish(await router.route(text, conv_key=conv_key, at=at), "completed")
+        await router.log.flush()
         assert list(router._previous) == ["b", "c"]
         follow_up = await router.route("No, need dedup", conv_key="old", at=110)
         assert len(router._previous["old"].text) <= router_module.PRIOR_TEXT_CHARS

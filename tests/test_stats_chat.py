@@ -15,7 +15,7 @@ from bot.adapters.telegram import TelegramBot
 from bot.admin import CHART_ELSEWHERE, REFUSAL
 from bot.chat_user import ChatUser
 from router import RoutingDecision
-from router.routing_log import record_usage, write_decision
+from router.routing_log import write_decision
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
 
 ADMIN = ChatUser("telegram", TELEGRAM_ADMIN, "Dad")
@@ -43,9 +43,9 @@ async def core(seeded_db, embedder):
             tier_mapping_version="v2",
             latency_ms=1.0,
         )
-        log_id = await write_decision(conn, decision, "hi", "c", now - ago)
-        if usage:
-            await record_usage(conn, log_id, *usage)
+        decision.text, decision.conv_key, decision.at = "hi", "c", now - ago
+        decision.prompt_tokens, decision.completion_tokens = usage or (None, None)
+        await write_decision(conn, decision)
     yield core
     await core.close()
 

@@ -67,6 +67,7 @@ async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO, err: Con
             if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
                 raise ValueError('"at" must be unix seconds')
             decision = await router.route(text, conv_key=conv_key, at=at)
+            router.finish(decision, "routed")
         except (ValueError, EmptyMessageError) as exc:
             failures += 1
             err.print(f"line {number}: {exc}", highlight=False, markup=False)
@@ -98,6 +99,7 @@ async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
         if args.text is None:
             return await route_stream(router, sys.stdin, sys.stdout, err)
         decision = await router.route(args.text, conv_key=args.conv)
+        router.finish(decision, "routed")
         if args.json:
             print(json.dumps(decision.to_json(), ensure_ascii=False))
         else:

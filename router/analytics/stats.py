@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import aiosqlite
 
 # The columns a decision can be counted by; a whitelist, since the name goes into the SQL text.
-GROUP_COLUMNS = ("tier", "category", "source", "mode", "model")
+GROUP_COLUMNS = ("tier", "category", "source", "mode", "model", "outcome")
+REASON_CHARS = 60  # errors are counted by their first words: "categorizer: timeout", ...
+TOP_REASONS = 5
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,10 @@ class Summary:
     by_tier: dict[str, int]
     by_category: dict[str, int]
     by_source: dict[str, int]
+    by_outcome: dict[str, int]
     fallbacks: int
     errors: int
+    errors_by_reason: dict[str, int]
     agreement: Agreement
     llm_latency: Latency
 
@@ -94,6 +98,19 @@ async def fallbacks_and_errors(
     async with conn.execute(sql, params) as cursor:
         row = await cursor.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def errors_by_reason(
+    conn: aiosqlite.Connection, since: float | None = None, limit: int = TOP_REASONS
+) -> dict[str, int]:
+    """The most frequent errors (signal fallbacks, provider failures), by their first words."""
+    where, params = _where(since, "error IS NOT NULL")
+    sql = (
+        f"SELECT substr(error, 1, {REASON_CHARS}), COUNT(*) AS n FROM routing_log{where}"
+        f" GROUP BY 1 ORDER BY n DESC, 1 LIMIT {int(limit)}"
+    )
+    async with conn.execute(sql, params) as cursor:
+        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
 
 
 async def knn_agreement(conn: aiosqlite.Connection, since: float | None = None) -> Agreement:
@@ -146,8 +163,10 @@ async def summary(conn: aiosqlite.Connection, since: float | None = None) -> Sum
         by_tier=await count_by(conn, "tier", since),
         by_category=await count_by(conn, "category", since),
         by_source=await count_by(conn, "source", since),
+        by_outcome=await count_by(conn, "outcome", since),
         fallbacks=fallbacks,
         errors=errors,
+        errors_by_reason=await errors_by_reason(conn, since),
         agreement=await knn_agreement(conn, since),
         llm_latency=await categorizer_latency(conn, since),
     )

@@ -1,5 +1,6 @@
 """The proxy's HTTP app (Starlette): OpenAI-compatible chat completions that route
-`model="auto"` with the ModelRouter and say what was decided in X-Crabbot-* headers."""
+`model="auto"` with the ModelRouter, say what was decided in X-Crabbot-* headers, and log every
+request (auto, alias or passthrough) with how it ended."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from router import routing_log
 from router.decision import RoutingDecision
 from router.proxy.errors import ProxyError, unauthorized
 from router.proxy.provider import (
@@ -45,21 +44,22 @@ class Target:
     """Where one request goes, and the headers that tell the client why."""
 
     model: str
-    decision: RoutingDecision | None
+    decision: RoutingDecision
     headers: dict[str, str] = field(default_factory=dict)
 
 
 def decision_headers(decision: RoutingDecision) -> dict[str, str]:
     headers = {
-        "X-Crabbot-Tier": decision.tier,
         "X-Crabbot-Source": decision.source,
         "X-Crabbot-Model": decision.model,
-        "X-Crabbot-Routing-Ms": f"{decision.latency_ms:.2f}",
+        "X-Crabbot-Decision-Id": decision.id,
     }
+    if decision.tier:
+        headers["X-Crabbot-Tier"] = decision.tier
     if decision.category is not None:
         headers["X-Crabbot-Category"] = decision.category
-    if decision.log_id is not None:
-        headers["X-Crabbot-Log-Id"] = str(decision.log_id)
+    if decision.source not in ("alias", "passthrough"):
+        headers["X-Crabbot-Routing-Ms"] = f"{decision.latency_ms:.2f}"
     return headers
 
 
@@ -73,8 +73,8 @@ class ChatProxy:
         self.provider = provider
         self.settings = router.config.proxy
         self._keys = [key.encode() for key in [*self.settings.client_keys, *env_keys]]
-        # Usage writes still running for requests already answered (see `settled`).
-        self._writes: set[asyncio.Future[None]] = set()
+        # Streams still being relayed: their rows are queued when they end (see `settled`).
+        self._relays: set[asyncio.Future[None]] = set()
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -118,49 +118,39 @@ class ChatProxy:
                 decision = await self.router.route_without_text(
                     "no user text to route: the default tier", conv_key=chat.session_key
                 )
-            return Target(decision.model, decision, decision_headers(decision))
-        if chat.model in TIERS:
+        elif chat.model in TIERS:
             model = models.for_tier(chat.model)
-            headers = {"X-Crabbot-Tier": chat.model, "X-Crabbot-Source": "alias"}
-            return Target(model, None, headers | {"X-Crabbot-Model": model})
-        headers = {"X-Crabbot-Source": "passthrough"}
-        tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
-        if tier is not None:
-            headers["X-Crabbot-Tier"] = tier
-        return Target(chat.model, None, headers)
+            decision = self.router.named(
+                model, chat.model, "alias", chat.route_text, chat.session_key
+            )
+        else:
+            tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
+            decision = self.router.named(
+                chat.model, tier, "passthrough", chat.route_text, chat.session_key
+            )
+        return Target(decision.model, decision, decision_headers(decision))
 
-    async def _note_failure(self, target: Target, error: ProxyError) -> None:
+    def _failed(self, target: Target, error: ProxyError) -> None:
         log.warning(
             "provider call for model %s failed: HTTP %d, %s", target.model, error.status, error
         )
-        if target.decision is None or target.decision.log_id is None:
-            return
-        try:
-            await routing_log.record_error(
-                self.router.conn, target.decision.log_id, f"provider: {error.message}"
-            )
-        except aiosqlite.Error:
-            log.exception("could not record the provider failure in the routing log")
+        self.router.counters["upstream_errors"] += 1
+        self.router.finish(target.decision, "provider_error", error=f"provider: {error.message}")
 
-    async def _record_usage(self, decision: RoutingDecision | None, usage: Usage | None) -> None:
-        if decision is not None and usage is not None:
-            await self.router.record_usage(decision, usage.prompt_tokens, usage.completion_tokens)
-
-    async def _write_usage(self, decision: RoutingDecision, usage: Usage) -> None:
-        try:
-            await self._record_usage(decision, usage)
-        except Exception:  # nobody awaits this task: say what went wrong here
-            log.exception("could not record the usage of an answered request")
-
-    def _track(self, write: asyncio.Future[None]) -> None:
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
+    def _completed(self, target: Target, usage: Usage | None) -> None:
+        self.router.finish(
+            target.decision,
+            "completed",
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
 
     async def settled(self) -> None:
-        """Wait until the usage of every request answered so far is written: the client may
-        have its answer a moment before the proxy's log has the tokens (tests, shutdown)."""
-        while self._writes:
-            await asyncio.wait(set(self._writes))
+        """Wait until every request answered so far is in the log: a streamed answer's row is
+        queued when its relay ends, a moment after the client has read the last event."""
+        while self._relays:
+            await asyncio.wait(set(self._relays))
+        await self.router.log.flush()
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -175,18 +165,18 @@ class ChatProxy:
                 return await self._stream(chat, target)
             return await self._complete(chat, target)
         except ProxyError as error:
-            await self._note_failure(target, error)
+            self._failed(target, error)
             return error.response(target.headers)
+        except BaseException:
+            self.router.finish(target.decision, "interrupted", error="the proxy failed")
+            raise
 
     async def _complete(self, chat: ChatRequest, target: Target) -> Response:
         raw, data = await self.provider.complete(target.model, chat.body)
         if not data.get("model"):
             data["model"] = target.model
             raw = json.dumps(data).encode()
-        usage = usage_of(data)
-        if usage is not None and target.decision is not None:
-            # Written beside the response, not before it: the client does not wait for the log.
-            self._track(asyncio.create_task(self._write_usage(target.decision, usage)))
+        self._completed(target, usage_of(data))
         return Response(raw, media_type="application/json", headers=target.headers)
 
     async def _stream(self, chat: ChatRequest, target: Target) -> Response:
@@ -197,23 +187,36 @@ class ChatProxy:
         )
 
     async def _relay(self, stream: ProviderStream, target: Target) -> AsyncIterator[bytes]:
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._track(written)
+        relayed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._relays.add(relayed)
+        relayed.add_done_callback(self._relays.discard)
+        ended = False
         try:
             async for event in stream.events():
                 yield event
+            ended = True
         except Exception as exc:  # the status line is gone: the error becomes the last event
             error = failure(exc)
-            await self._note_failure(target, error)
+            self._failed(target, error)
             yield f"data: {json.dumps(error.body())}\n\n".encode()
         finally:
             # Runs when the client hangs up too; the shield lets the cleanup finish then.
             with anyio.CancelScope(shield=True):
                 try:
                     await stream.close()
-                    await self._record_usage(target.decision, stream.usage)
                 finally:
-                    written.set_result(None)
+                    if ended:
+                        self._completed(target, stream.usage)
+                    else:  # no-op when the provider's failure was already logged
+                        self.router.finish(
+                            target.decision,
+                            "client_gone",
+                            prompt_tokens=stream.usage.prompt_tokens if stream.usage else None,
+                            completion_tokens=(
+                                stream.usage.completion_tokens if stream.usage else None
+                            ),
+                        )
+                    relayed.set_result(None)
 
     async def models(self, request: Request) -> Response:
         self._authorize(request)

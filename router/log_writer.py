@@ -1,0 +1,183 @@
+"""The routing log's write-behind: finished rows wait in memory and are written in batches on a
+connection of their own, so no answer waits for SQLite (a commit, a lock held elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+FLUSH_MS = 200.0  # a finished row waits at most this long before its batch is committed
+BATCH_ROWS = 256  # ... or until this many rows are waiting
+MAX_PENDING = 10_000  # rows kept while the database refuses them; further rows are dropped
+LOCK_WAIT_S = 0.5  # the writer's busy timeout: it retries itself rather than block for long
+RETRY_S = (0.05, 0.2, 0.5, 1.0)  # waits between attempts while the database refuses a batch
+CLOSING_ATTEMPTS = 3  # at shutdown a database that still refuses costs the rows, not the exit
+
+Row = Sequence[Any]
+
+
+class LogWriter:
+    """Queues rows (`put` never waits) and commits them in batches from one background task.
+
+    A hard kill loses the rows finished in the last FLUSH_MS (those not yet committed); a
+    graceful stop (`close`) writes everything."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        insert_sql: str,
+        counters: Counter[str],
+        *,
+        flush_ms: float = FLUSH_MS,
+        batch_rows: int = BATCH_ROWS,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.path = str(path)
+        self.insert_sql = insert_sql
+        self.counters = counters
+        self.flush_s = flush_ms / 1000
+        self.batch_rows = batch_rows
+        self.max_pending = max_pending
+        self._pending: list[Row] = []
+        self._conn: aiosqlite.Connection | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._owns_conn = True
+        self._hurry = False
+        self._nudge = asyncio.Event()
+
+    @property
+    def depth(self) -> int:
+        """Rows finished and not yet committed."""
+        return len(self._pending)
+
+    async def start(self, shared: aiosqlite.Connection | None = None) -> LogWriter:
+        """Open the writer's own connection; an in-memory database (one connection only) is
+        written through `shared`, which the caller keeps and closes."""
+        if shared is not None:
+            self._conn, self._owns_conn = shared, False
+        else:
+            self._conn = await aiosqlite.connect(self.path, timeout=LOCK_WAIT_S)
+            await self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._task = asyncio.create_task(self._run(), name="routing-log-writer")
+        return self
+
+    def put(self, row: Row) -> None:
+        """Queue one finished row; never blocks. Past MAX_PENDING the row is dropped, counted
+        and logged: the answer matters more than its line in the log."""
+        if len(self._pending) >= self.max_pending:
+            self.counters["log_rows_dropped"] += 1
+            if self.counters["log_rows_dropped"] in (1, 10, 100) or not (
+                self.counters["log_rows_dropped"] % 1000
+            ):
+                log.warning(
+                    "routing log: %d rows waiting for the database; %d dropped so far",
+                    len(self._pending),
+                    self.counters["log_rows_dropped"],
+                )
+            return
+        self._pending.append(row)
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every row queued so far is committed; False when `timeout_s` ran out first
+        (the database still refuses the rows: they keep waiting)."""
+        if self._task is None or self._task.done():
+            return not self._pending
+        self._hurry = True
+        self._wake.set()
+        self._nudge.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Write what is queued, then stop. Rows the database still refuses after the retries
+        are counted as dropped and logged."""
+        self._closing = True
+        self._wake.set()
+        self._nudge.set()
+        if self._task is not None:
+            await self._task
+        if self._conn is not None and self._owns_conn:
+            await self._conn.close()
+        self._conn = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                self._hurry = False
+                self._idle.set()
+                if self._closing:
+                    return
+                continue
+            if len(self._pending) < self.batch_rows and not (self._closing or self._hurry):
+                # Let the batch fill for up to FLUSH_MS; a full batch or close() cuts it short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full_or_closing(), self.flush_s)
+            await self._write_batch()
+
+    async def _full_or_closing(self) -> None:
+        while len(self._pending) < self.batch_rows and not (self._closing or self._hurry):
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _write_batch(self) -> None:
+        """Commit the oldest batch, retrying while the database refuses it (locked, busy): the
+        rows wait in memory, up to MAX_PENDING, and are written when it lets them in."""
+        batch = self._pending[: self.batch_rows]
+        attempt = 0
+        while True:
+            try:
+                await self._commit(batch)
+            except (aiosqlite.Error, ValueError) as exc:
+                attempt += 1
+                self.counters["log_write_errors"] += 1
+                if self._closing and attempt >= CLOSING_ATTEMPTS:
+                    log.error("routing log: %d rows lost at shutdown: %s", len(batch), exc)
+                    self.counters["log_rows_dropped"] += len(batch)
+                    break
+                if attempt == 1 or not attempt % 60:
+                    log.warning(
+                        "routing log: cannot write (%s); %d rows wait", exc, len(self._pending)
+                    )
+                await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
+            else:
+                self.counters["log_rows_written"] += len(batch)
+                if attempt:
+                    log.info("routing log: written again after %d failed attempts", attempt)
+                break
+        del self._pending[: len(batch)]
+        self._wake.set()  # go round again: more rows, or none left (idle)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before retrying; flush() and close() cut the wait short."""
+        self._nudge.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._nudge.wait(), seconds)
+
+    async def _commit(self, batch: list[Row]) -> None:
+        assert self._conn is not None
+        try:
+            await self._conn.executemany(self.insert_sql, batch)
+            await self._conn.commit()
+        except BaseException:
+            await self._conn.rollback()
+            raise

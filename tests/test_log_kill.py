@@ -1,0 +1,120 @@
+"""The routing log written behind the answers survives a hard kill of `crabbot proxy`: the rows
+already committed stay, at most the last batch is lost, and the database opens clean again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from openai import AsyncOpenAI
+
+from router.log_writer import FLUSH_MS
+from tests.fakes.openai_provider import FakeProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMIT_DEADLINE_S = 30.0  # generous for a loaded CI machine; the writer commits every FLUSH_MS
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[FakeProvider]:
+    fake = await FakeProvider().start()
+    yield fake
+    await fake.stop()
+
+
+def _config(tmp_path: Path, provider: FakeProvider) -> Path:
+    path = tmp_path / "crabbot.toml"
+    path.write_text(
+        f'[database]\npath = "{tmp_path / "kill.db"}"\n'
+        "[local]\nenabled = false\n[categorizer]\nenabled = false\n"
+        f'[proxy]\nport = 0\nbase_url = "{provider.base_url}"\nmax_retries = 0\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def _start_proxy(config: Path) -> tuple[asyncio.subprocess.Process, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "CRABBOT_PROXY_KEYS")}
+    env["OPENAI_API_KEY"] = "provider-key-for-tests"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "proxy",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    while line := (await asyncio.wait_for(process.stderr.readline(), 120)).decode():
+        if line.startswith("crabbot proxy on "):
+            return process, line.split()[3]
+    raise AssertionError(f"the proxy stopped before it was ready (exit {await process.wait()})")
+
+
+def _rows(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT prompt, outcome FROM routing_log ORDER BY id").fetchall()
+
+
+async def _committed(db: Path, count: int) -> float:
+    """Seconds until `count` rows are visible to another process. The proxy's commit happens in
+    another process, so it cannot be awaited: read the file until it shows them."""
+    started = time.monotonic()
+    while len(_rows(db)) < count:
+        assert time.monotonic() - started < COMMIT_DEADLINE_S, f"rows: {len(_rows(db))}/{count}"
+        await asyncio.sleep(FLUSH_MS / 4000)
+    return time.monotonic() - started
+
+
+async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_path, provider):
+    config = _config(tmp_path, provider)
+    db = tmp_path / "kill.db"
+    process, url = await _start_proxy(config)
+    try:
+        async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+            for n in range(10):
+                messages = [{"role": "user", "content": f"before {n}"}]
+                await client.chat.completions.create(model="cheap", messages=messages)
+            # Written with no shutdown to flush them: the batch timer alone commits them.
+            await _committed(db, 10)
+            for n in range(5):
+                messages = [{"role": "user", "content": f"after {n}"}]
+                await client.chat.completions.create(model="strong", messages=messages)
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    rows = _rows(db)
+    assert rows[:10] == [(f"before {n}", "completed") for n in range(10)]
+    # What the kill may cost: the answers of its last batch, never an earlier row or a partial one.
+    assert rows[10:] == [(f"after {n}", "completed") for n in range(len(rows) - 10)]
+
+    # A new proxy opens the same file and logs on.
+    process, url = await _start_proxy(config)
+    try:
+        async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+            messages = [{"role": "user", "content": "after the restart"}]
+            await client.chat.completions.create(model="cheap", messages=messages)
+        process.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop writes what is queued
+        assert await asyncio.wait_for(process.wait(), 60) == 130  # the shell convention for ^C
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert _rows(db)[-1] == ("after the restart", "completed")
