@@ -3,7 +3,7 @@ tier accuracy and downgrades with counts and 95% Wilson intervals, single messag
 follow-ups with the conversation key and real gaps (continuations and topic switches apart), and
 the same follow-ups sent the proxy's way (history in `messages`, no session key).
 
-    python scripts/eval_router.py [--split test|dev] [--misses]
+    python scripts/eval_router.py [--split test|dev|dev2] [--misses]
 
 The test split was written apart from the pool and nothing is fit or tuned on it; tune by
 cross-validation on the training data instead (`crabbot pool validate`,
@@ -25,7 +25,11 @@ from router import ModelRouter, Secrets
 from router.taxonomy import TIERS
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-SPLITS = {"test": DATA / "test_set.jsonl", "dev": DATA / "dev_set.jsonl"}
+SPLITS = {
+    "test": DATA / "test_set.jsonl",
+    "dev": DATA / "dev_set.jsonl",
+    "dev2": DATA / "dev2_set.jsonl",
+}
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
