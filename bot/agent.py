@@ -21,6 +21,7 @@ from router import EmptyMessageError, ModelRouter, RoutingDecision
 log = logging.getLogger(__name__)
 
 Deliver = Callable[["Reply"], Awaitable[None]]
+OnText = Callable[[str], None]  # the answer so far, while it streams
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,19 @@ class Agent:
         user: ChatUser | None,
         text: str,
         deliver: Deliver | None = None,
+        on_text: OnText | None = None,
     ) -> Reply:
         """Answer `text`, and hand the reply to `deliver` (if given) before the conversation's
-        next message is answered. Call it before any other await in a handler: the lock is
-        taken at once and asyncio locks are fair, so replies keep the messages' order."""
+        next message is answered; a streamed answer goes to `on_text` as it grows. Call it
+        before any other await in a handler: the lock is taken at once and asyncio locks are
+        fair, so replies keep the messages' order."""
         if not text or not text.strip():
             raise EmptyMessageError("the message is empty")
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
         self._holders[conv_key] += 1
         try:
             async with lock:
-                reply = await self._answer(conv_key, user, text)
+                reply = await self._answer(conv_key, user, text, on_text)
                 if deliver is not None:
                     await deliver(reply)
                 return reply
@@ -90,7 +93,9 @@ class Agent:
         log.exception("could not %s", what)
         self.router.counters["db_errors"] += 1
 
-    async def _answer(self, conv_key: str, user: ChatUser | None, text: str) -> Reply:
+    async def _answer(
+        self, conv_key: str, user: ChatUser | None, text: str, on_text: OnText | None
+    ) -> Reply:
         # A database failure costs the conversation its memory, never the reply.
         try:
             history = await self.memory.history(conv_key)
@@ -117,13 +122,23 @@ class Agent:
             *(_message(turn) for turn in history),
             _message(Turn("user", text, author)),
         ]
+        partial = ""
+
+        def streamed(so_far: str) -> None:
+            nonlocal partial
+            partial = so_far
+            if on_text is not None:
+                on_text(so_far)
+
         try:
-            completion = await self.upstream.complete(model, messages, session_key=conv_key)
+            completion = await self.upstream.complete(
+                model, messages, session_key=conv_key, on_text=streamed
+            )
         except UpstreamError as exc:
-            return await self._failed(conv_key, text, decision, model, exc.reason)
+            return await self._failed(conv_key, text, decision, model, exc.reason, partial)
         except Exception as exc:  # whatever breaks, the chat must get an answer and go on
             log.exception("upstream call failed unexpectedly")
-            return await self._failed(conv_key, text, decision, model, type(exc).__name__)
+            return await self._failed(conv_key, text, decision, model, type(exc).__name__, partial)
         if decision is not None:
             self.router.finish(
                 decision,
@@ -144,10 +159,14 @@ class Agent:
         decision: RoutingDecision | None,
         model: str,
         reason: str,
+        partial: str = "",
     ) -> Reply:
         self.router.counters["upstream_errors"] += 1
         log.warning("no reply for %s (model %s): %s", conv_key, model, reason)
         if decision is not None:
             self.router.finish(decision, "provider_error", error=reason)
-        # The failed exchange is not stored: the next message starts from a clean history.
-        return Reply(apology(text), decision, model, error=reason)
+        # The failed exchange is not stored: the next message starts from a clean history. What
+        # a broken stream had already shown stays, with the apology under it.
+        sorry = apology(text)
+        answer = f"{partial.rstrip()}\n\n{sorry}" if partial.strip() else sorry
+        return Reply(answer, decision, model, error=reason)

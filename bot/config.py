@@ -22,6 +22,7 @@ class UpstreamSettings(Section):
     timeout_s: float = Field(default=60.0, gt=0.0)
     max_retries: int = Field(default=1, ge=0, le=10)
     max_tokens: int | None = Field(default=None, ge=1)
+    stream: bool = True  # the answer appears while it is written
 
 
 class MemorySettings(Section):
