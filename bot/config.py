@@ -40,10 +40,14 @@ class AdminSettings(Section):
 class TelegramSettings(Section):
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
+    drafts: bool = True  # stream private replies with sendMessageDraft where the server has it
+    edit_interval_s: float = Field(default=1.0, ge=0.0)  # between edits of a streamed reply
+    group_edit_interval_s: float = Field(default=3.0, ge=0.0)
 
 
 class DiscordSettings(Section):
     sync_commands: bool = True
+    edit_interval_s: float = Field(default=1.0, ge=0.0)  # between edits of a streamed reply
 
 
 class CrabbotConfig(RouterConfig):

@@ -1,6 +1,6 @@
 """The Telegram adapter (python-telegram-bot v22): answers mentions and replies in groups and
-every message in private chats, with typing, split replies, the shared commands and PTB's
-AIORateLimiter for Telegram's flood limits."""
+every message in private chats, with typing, streamed and split replies, the shared commands and
+PTB's AIORateLimiter for Telegram's flood limits."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import re
 from collections.abc import AsyncIterator
 
 from telegram import BotCommand, Message, MessageEntity, Update
-from telegram.constants import ChatAction, ChatType, MessageLimit, ParseMode
-from telegram.error import BadRequest, TelegramError
+from telegram.constants import ChatAction, ChatType
+from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -24,12 +24,14 @@ from telegram.ext import (
     filters,
 )
 
+from bot.adapters.telegram_markdown import TelegramText
+from bot.adapters.telegram_stream import Drafts, TelegramSurface
 from bot.admin import CHART_CAPTION, COMMANDS
 from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
 from bot.runtime import BotCore
-from bot.split import split_message
+from bot.streaming import StreamedReply
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +74,6 @@ def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | No
     return re.sub(re.escape(handle), "", text, flags=re.IGNORECASE).strip()
 
 
-def to_telegram_markdown(text: str) -> str:
-    """LLMs write CommonMark bold (**x**); Telegram's Markdown wants *x*."""
-    return text.replace("**", "*")
-
-
-async def send_text(message: Message, text: str) -> None:
-    """Send a reply in pieces under Telegram's limit; a piece whose Markdown Telegram rejects
-    goes again as plain text."""
-    quote = message.chat.type in GROUP_TYPES
-    for index, piece in enumerate(split_message(text, MessageLimit.MAX_TEXT_LENGTH)):
-        try:
-            await message.reply_text(
-                to_telegram_markdown(piece), parse_mode=ParseMode.MARKDOWN, do_quote=quote
-            )
-        except BadRequest as exc:
-            if "parse" not in exc.message.lower():
-                raise
-            await message.reply_text(piece, do_quote=quote and index == 0)
-        quote = False
-
-
 async def _keep_typing(message: Message) -> None:
     """Show "typing" until cancelled. AIORateLimiter counts chat actions against the group's
     message limit, so one may wait in its queue: the reply cancels this, never waits for it."""
@@ -109,6 +90,17 @@ class TelegramBot:
 
     def __init__(self, core: BotCore) -> None:
         self.core = core
+        self.settings = core.config.telegram
+        self.text = TelegramText(core.router.counters)
+        self.drafts = Drafts(self.settings.drafts)
+
+    def streamed_reply(self, message: Message) -> StreamedReply:
+        surface = TelegramSurface(message, self.text, self.drafts, self.core.router.counters)
+        # Telegram allows about one edit a second in a chat, twenty a minute in a group.
+        interval = (
+            self.settings.group_edit_interval_s if surface.group else self.settings.edit_interval_s
+        )
+        return StreamedReply(surface, interval, self.core.router.counters)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -129,16 +121,20 @@ class TelegramBot:
                 await message.reply_text(answer)
                 return
         typing = asyncio.create_task(_keep_typing(message))
+        stream = self.streamed_reply(message)
+
+        def on_text(so_far: str) -> None:
+            typing.cancel()  # the answer itself shows now
+            stream.update(so_far)
 
         async def deliver(reply: Reply) -> None:
             typing.cancel()
-            if reply.text:
-                await send_text(message, reply.text)
+            await stream.finish(reply.text)
 
         try:
             # The agent takes the conversation's turn before anything else is awaited here, and
             # delivers within it, so replies go out in the order the messages came in.
-            await self.core.agent.handle(key, user, text, deliver)
+            await self.core.agent.handle(key, user, text, deliver, on_text)
         finally:
             typing.cancel()
             await asyncio.wait((typing,))

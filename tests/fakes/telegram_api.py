@@ -1,6 +1,6 @@
 """A fake Telegram Bot API server: feeds updates to a real python-telegram-bot Application
-through getUpdates long polling, records every call the bot makes, and rejects Markdown that
-Telegram would reject."""
+through getUpdates long polling, records every call the bot makes, keeps the bot's messages as
+edits change them, shows drafts, and rejects formatting that Telegram would reject."""
 
 from __future__ import annotations
 
@@ -31,6 +31,19 @@ def markdown_is_valid(text: str) -> bool:
     return all(rest.count(mark) % 2 == 0 for mark in ("*", "_", "`"))
 
 
+def entities_error(text: str, entities: list[dict[str, Any]]) -> str | None:
+    """Why Telegram would refuse these entities, or None: each must lie inside the text, and a
+    link must be an absolute URL (a model's relative link, `[notes](notes.md)`, is refused)."""
+    size = utf16_len(text)
+    for entity in entities:
+        if entity["offset"] < 0 or entity["offset"] + entity["length"] > size:
+            return "Bad Request: entity is out of range"
+        url = entity.get("url")
+        if entity["type"] == "text_link" and not str(url).startswith(("http://", "https://")):
+            return "Bad Request: wrong HTTP URL specified"
+    return None
+
+
 class FakeTelegram:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -39,6 +52,9 @@ class FakeTelegram:
         self._message_id = 1
         self._closing = False
         self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) deleted by users
+        # The bot's messages as they stand now, after edits: (chat_id, message_id) -> params.
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.drafts_supported = True  # False: answer sendMessageDraft with 404, as old servers do
         self.changed = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
@@ -75,6 +91,14 @@ class FakeTelegram:
 
     def texts(self, chat_id: int | None = None) -> list[str]:
         return [params["text"] for params in self.sent(chat_id)]
+
+    def shown(self, chat_id: int) -> list[str]:
+        """The text of each message the bot sent to the chat, as it reads now."""
+        return [
+            params["text"]
+            for (chat, message_id), params in sorted(self.messages.items())
+            if chat == chat_id and (chat, message_id) not in self.deleted
+        ]
 
     async def wait_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
         """Wait until `condition()` holds; it is checked after every call the bot makes."""
@@ -183,15 +207,42 @@ class FakeTelegram:
             return self._ok(True)
         if method == "getChatMember":
             return self._ok({"status": "member", "user": self._me()})
+        if method in ("sendMessage", "editMessageText", "sendMessageDraft"):
+            refused = self._refused_format(params)
+            if refused:
+                return self._error(400, refused)
         if method == "sendMessage":
-            if params.get("parse_mode") and not markdown_is_valid(params["text"]):
-                return self._error(400, "Bad Request: can't parse entities: unclosed entity")
             reply_to = params.get("reply_parameters") or {}
             gone = (int(params["chat_id"]), reply_to.get("message_id")) in self.deleted
             if gone and not reply_to.get("allow_sending_without_reply"):
                 return self._error(400, "Bad Request: message to be replied not found")
             return self._ok(self._sent_message(params))
+        if method == "editMessageText":
+            return self._edit(params)
+        if method == "sendMessageDraft":
+            if not self.drafts_supported:
+                return self._error(404, "Not Found")
+            if int(params["chat_id"]) < 0 or not int(params["draft_id"]):
+                return self._error(400, "Bad Request: TEXTDRAFT_PEER_INVALID")
+            return self._ok(True)
         return self._error(404, "Not Found")
+
+    @staticmethod
+    def _refused_format(params: dict[str, Any]) -> str | None:
+        text = params.get("text") or ""
+        if params.get("parse_mode") and not markdown_is_valid(text):
+            return "Bad Request: can't parse entities: unclosed entity"
+        return entities_error(text, params.get("entities") or [])
+
+    def _edit(self, params: dict[str, Any]) -> web.Response:
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        current = self.messages.get(key)
+        if current is None or key in self.deleted:
+            return self._error(400, "Bad Request: message to edit not found")
+        if (current["text"], current.get("entities")) == (params["text"], params.get("entities")):
+            return self._error(400, "Bad Request: message is not modified")
+        self.messages[key] = params
+        return self._ok(self._message_json(key[1], params))
 
     async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
@@ -207,10 +258,15 @@ class FakeTelegram:
             return list(self._updates)
 
     def _sent_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        message_id = self._next_message_id()
+        self.messages[(int(params["chat_id"]), message_id)] = params
+        return self._message_json(message_id, params)
+
+    def _message_json(self, message_id: int, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = params["chat_id"]
         chat = {"id": chat_id, "type": "supergroup" if int(chat_id) < 0 else "private"}
         return {
-            "message_id": self._next_message_id(),
+            "message_id": message_id,
             "date": int(time.time()),
             "chat": chat,
             "from": self._me(),
