@@ -29,7 +29,19 @@ async def discord_api(monkeypatch):
 
 @pytest.fixture
 async def client(seeded_db, embedder, upstream, discord_api):
-    core = await open_core(seeded_db, embedder, upstream.base_url)
+    """A logged-in client whose replies come whole (streamed ones have tests of their own)."""
+    core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"stream": False})
+    client = build_client(core)
+    await client.login("fake-discord-token")
+    yield client
+    await client.close()
+    await core.close()
+
+
+@pytest.fixture
+async def streaming(seeded_db, embedder, upstream, discord_api):
+    """A logged-in client with streamed replies, edited with no pause between edits."""
+    core = await open_core(seeded_db, embedder, upstream.base_url, discord={"edit_interval_s": 0})
     client = build_client(core)
     await client.login("fake-discord-token")
     yield client
@@ -214,3 +226,49 @@ async def test_reset_slash_command_forgets_only_this_channel(client, discord_api
     assert (
         body["data"]["content"] == "Forgot this conversation (2 messages) and its routing context."
     )
+
+
+ANSWER = "Rice first, then the soup, and the fish goes in last so it stays tender."
+
+
+async def test_streamed_reply_edits_one_message_in_place(streaming, discord_api, upstream):
+    upstream.reply = lambda body: ANSWER
+
+    async def shown_in_place(so_far: str) -> None:
+        await discord_api.wait_until(lambda: discord_api.shown(CHANNEL) == [so_far.strip()])
+
+    upstream.gate = shown_in_place
+    question = message(streaming, guild_channel(streaming), f"<@{BOT_ID}> dinner?", [BOT_USER])
+    await streaming.on_message(question)
+    assert discord_api.shown(CHANNEL) == [ANSWER]
+    (sent,) = [body for _, body in discord_api.messages]  # one message, then edits
+    assert sent["content"] == "Rice" and sent["message_reference"]["message_id"] == question.id
+    contents = [body["content"] for _, body in discord_api.edits]
+    assert contents[:2] == ["Rice first,", "Rice first, then"] and contents[-1] == ANSWER
+    (row,) = await log_rows(streaming.core)
+    assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+
+
+async def test_streamed_reply_longer_than_2000_continues_in_further_messages(
+    streaming, discord_api, upstream
+):
+    long_text = " ".join(f"Sentence number {n} of a long answer." for n in range(140))
+    upstream.reply = lambda body: long_text
+    await streaming.on_message(message(streaming, dm_channel(streaming), "tell me everything"))
+    pieces = discord_api.shown(DM_CHANNEL)
+    assert len(pieces) == 3 and all(len(piece) <= 2000 for piece in pieces)
+    assert " ".join(pieces) == long_text
+
+
+async def test_streamed_reply_survives_a_failed_edit(streaming, discord_api, upstream):
+    upstream.reply = lambda body: ANSWER
+
+    async def deleted_once_shown(so_far: str) -> None:
+        await discord_api.wait_until(lambda: len(discord_api.messages) == 1)
+        discord_api.deleted.update(discord_api.current)  # someone deletes the half-written reply
+
+    upstream.gate = deleted_once_shown
+    await streaming.on_message(message(streaming, dm_channel(streaming), "dinner?"))
+    assert discord_api.shown(DM_CHANNEL) == [ANSWER]
+    assert [body["content"] for _, body in discord_api.messages] == ["Rice", ANSWER]
+    assert streaming.core.router.counters["stream_edit_fallbacks"] == 1

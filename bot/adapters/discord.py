@@ -1,5 +1,6 @@
 """The Discord adapter (discord.py 2.x): answers mentions and DMs, per channel or thread, with
-typing and 2000-character pieces, and the /routing, /reset and /help slash commands."""
+typing, replies streamed by editing in place in 2000-character pieces, and the /routing, /reset
+and /help slash commands."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from typing import Literal
 import discord
 from discord import app_commands
 
+from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
 from bot.admin import CHART_CAPTION, COMMANDS, HELP
 from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from bot.split import split_message
+from bot.streaming import StreamedReply
 
 log = logging.getLogger(__name__)
-
-MESSAGE_LIMIT = 2000
 Mode = Literal["live", "shadow", "off"]  # discord.py turns a Literal into the command's choices
 
 
@@ -127,15 +128,22 @@ class CrabbotDiscord(discord.Client):
                 await self.send(message, answer)
                 return
         typed = asyncio.Event()
+        counters = self.core.router.counters
+        stream = StreamedReply(
+            DiscordSurface(message, counters), self.core.config.discord.edit_interval_s, counters
+        )
+
+        def on_text(so_far: str) -> None:
+            typed.set()  # the answer itself shows now
+            stream.update(so_far)
 
         async def deliver(reply: Reply) -> None:
             typed.set()
-            if reply.text:
-                await self.send(message, reply.text)
+            await stream.finish(reply.text)
 
         # Created before any await, so the agent takes this conversation's turn in message order
         # (and delivers within it).
-        answering = asyncio.create_task(self.core.agent.handle(key, user, text, deliver))
+        answering = asyncio.create_task(self.core.agent.handle(key, user, text, deliver, on_text))
         replied = asyncio.create_task(typed.wait())
         try:
             async with message.channel.typing():

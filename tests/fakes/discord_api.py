@@ -1,5 +1,6 @@
 """A fake Discord REST API (the few routes crabbot uses): who the bot is, command sync, sending
-messages, typing and interaction callbacks; records what the bot sends."""
+and editing messages, typing and interaction callbacks; records what the bot sends and keeps
+each of its messages as edits leave it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ class FakeDiscord:
         self.callbacks: list[tuple[int, dict[str, Any]]] = []
         self.followups: list[tuple[str, dict[str, Any]]] = []  # (interaction token, body)
         self.deleted: set[int] = set()  # ids of messages deleted by their authors
+        self.edits: list[tuple[int, dict[str, Any]]] = []  # (message id, body)
+        self.current: dict[int, tuple[int, str]] = {}  # message id -> (channel, content now)
         self.synced: list[dict[str, Any]] = []
         self.changed = asyncio.Condition()
         self._next_id = 10_000
@@ -58,6 +61,7 @@ class FakeDiscord:
         app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
         app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._send)
+        app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit)
         app.router.add_post(f"{api}/channels/{{channel}}/typing", self._typing)
         app.router.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
         app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
@@ -76,6 +80,14 @@ class FakeDiscord:
 
     def texts(self, channel_id: int) -> list[str]:
         return [body["content"] for channel, body in self.messages if channel == channel_id]
+
+    def shown(self, channel_id: int) -> list[str]:
+        """What each of the bot's messages in the channel says now, oldest first."""
+        return [
+            content
+            for message_id, (channel, content) in sorted(self.current.items())
+            if channel == channel_id and message_id not in self.deleted
+        ]
 
     async def wait_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
         async with self.changed:
@@ -157,10 +169,25 @@ class FakeDiscord:
         await self._record(lambda: self.followups.append((token, body)))
         return self._message(0, body)
 
-    def _message(self, channel: int, body: dict[str, Any]) -> web.Response:
+    async def _edit(self, request: web.Request) -> web.Response:
+        channel, message_id = int(request.match_info["channel"]), int(request.match_info["message"])
+        body = await self._body(request)
+        await self._record(lambda: self.edits.append((message_id, body)))
+        if message_id not in self.current or message_id in self.deleted:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        await self._record(lambda: self.current.update({message_id: (channel, body["content"])}))
+        return self._message(channel, body, message_id)
+
+    def _message(
+        self, channel: int, body: dict[str, Any], message_id: int | None = None
+    ) -> web.Response:
+        if message_id is None:
+            message_id = self.new_id()
+            if channel:
+                self.current[message_id] = (channel, body.get("content", ""))
         return _json(
             {
-                "id": str(self.new_id()),
+                "id": str(message_id),
                 "channel_id": str(channel),
                 "author": BOT_USER,
                 "content": body.get("content", ""),
