@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from openai.types.chat import ChatCompletionMessageParam
 
 from bot.chat_user import ChatUser
+from bot.incoming import Incoming
 from bot.language import apology
 from bot.memory import Memory, Turn
 from bot.upstream import AUTO_MODEL, Upstream, UpstreamError
@@ -65,21 +66,23 @@ class Agent:
         self,
         conv_key: str,
         user: ChatUser | None,
-        text: str,
+        message: str | Incoming,
         deliver: Deliver | None = None,
         on_text: OnText | None = None,
     ) -> Reply:
-        """Answer `text`, and hand the reply to `deliver` (if given) before the conversation's
-        next message is answered; a streamed answer goes to `on_text` as it grows. Call it
-        before any other await in a handler: the lock is taken at once and asyncio locks are
-        fair, so replies keep the messages' order."""
-        if not text or not text.strip():
+        """Answer `message` (its words, the message it replies to, its images), and hand the
+        reply to `deliver` (if given) before the conversation's next message is answered; a
+        streamed answer goes to `on_text` as it grows. Call it before any other await in a
+        handler: the lock is taken at once and asyncio locks are fair, so replies keep the
+        messages' order."""
+        incoming = Incoming(message) if isinstance(message, str) else message
+        if incoming.is_empty():
             raise EmptyMessageError("the message is empty")
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
         self._holders[conv_key] += 1
         try:
             async with lock:
-                reply = await self._answer(conv_key, user, text, on_text)
+                reply = await self._answer(conv_key, user, incoming, on_text)
                 if deliver is not None:
                     await deliver(reply)
                 return reply
@@ -93,9 +96,23 @@ class Agent:
         log.exception("could not %s", what)
         self.router.counters["db_errors"] += 1
 
+    async def _route(
+        self, incoming: Incoming, history: list[Turn], conv_key: str
+    ) -> RoutingDecision:
+        text = incoming.routing_text()
+        if not text.strip():  # a photo with no caption: nothing to read, a tier for images
+            tier = self.router.config.routing.image_tier
+            return await self.router.route_without_text(
+                f"image without text: routing.image_tier {tier}", conv_key, tier=tier
+            )
+        return await self.router.route(
+            text, [{"role": t.role, "content": t.content} for t in history], conv_key
+        )
+
     async def _answer(
-        self, conv_key: str, user: ChatUser | None, text: str, on_text: OnText | None
+        self, conv_key: str, user: ChatUser | None, incoming: Incoming, on_text: OnText | None
     ) -> Reply:
+        text = incoming.routing_text()
         # A database failure costs the conversation its memory, never the reply.
         try:
             history = await self.memory.history(conv_key)
@@ -108,9 +125,7 @@ class Agent:
         elif self.upstream.fixed_model is not None:
             model = self.upstream.fixed_model  # config fixed the model: routing is off
         else:
-            decision = await self.router.route(
-                text, [{"role": t.role, "content": t.content} for t in history], conv_key
-            )
+            decision = await self._route(incoming, history, conv_key)
             model = decision.model
         if not self.upstream.configured:
             if decision is not None:
@@ -120,7 +135,7 @@ class Agent:
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": self.system_prompt},
             *(_message(turn) for turn in history),
-            _message(Turn("user", text, author)),
+            {"role": "user", "content": incoming.model_content(author)},
         ]
         partial = ""
 
@@ -147,7 +162,9 @@ class Agent:
                 completion_tokens=completion.completion_tokens,
             )
         try:
-            await self.memory.add_exchange(conv_key, author, text, completion.text)
+            await self.memory.add_exchange(
+                conv_key, author, incoming.memory_text(), completion.text
+            )
         except Exception:
             self._db_failed("store the exchange in memory")
         return Reply(completion.text, decision, model)

@@ -31,6 +31,8 @@ class DatabaseSettings(Section):
 class RoutingSettings(Section):
     mode: Literal["off", "shadow", "live"] = "shadow"
     default_tier: Literal["cheap", "medium", "strong"] = "medium"
+    # A picture with no words to route on (the bot's photos, the proxy's images) goes here.
+    image_tier: Literal["cheap", "medium", "strong"] = "medium"
 
 
 class TaxonomySettings(Section):

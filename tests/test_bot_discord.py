@@ -73,9 +73,34 @@ def dm_channel(client: CrabbotDiscord) -> discord.DMChannel:
     return discord.DMChannel(me=client.user, state=client._connection, data=data)
 
 
+def message_data(channel: Any, content: str, author: dict = ANN, message_id: int = 0) -> dict:
+    return {
+        "id": str(message_id or 5000 + len(content)),
+        "channel_id": str(channel.id),
+        "author": author,
+        "content": content,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }
+
+
 def message(
-    client: CrabbotDiscord, channel: Any, content: str, mentions: list[dict] | None = None
+    client: CrabbotDiscord,
+    channel: Any,
+    content: str,
+    mentions: list[dict] | None = None,
+    replying_to: dict | None = None,
 ) -> discord.Message:
+    """A message from Ann; `replying_to` is the message data it replies to, as the gateway
+    sends it along."""
     data = {
         "id": str(5000 + len(content)),
         "channel_id": str(channel.id),
@@ -92,6 +117,13 @@ def message(
         "pinned": False,
         "type": 0,
     }
+    if replying_to is not None:
+        data["type"] = 19  # a reply
+        data["message_reference"] = {
+            "message_id": replying_to["id"],
+            "channel_id": str(channel.id),
+        }
+        data["referenced_message"] = replying_to
     return discord.Message(state=client._connection, channel=channel, data=data)
 
 
@@ -272,3 +304,18 @@ async def test_streamed_reply_survives_a_failed_edit(streaming, discord_api, ups
     assert discord_api.shown(DM_CHANNEL) == [ANSWER]
     assert [body["content"] for _, body in discord_api.messages] == ["Rice", ANSWER]
     assert streaming.core.router.counters["stream_edit_fallbacks"] == 1
+
+
+async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
+    client, discord_api, upstream
+):
+    channel = guild_channel(client)
+    notice = "School notice: the trip on Friday is moved to Monday; bring lunch and a raincoat."
+    dad = message_data(channel, notice, author=user_payload(4343, "Dad"), message_id=4999)
+    await client.on_message(
+        message(client, channel, f"<@{BOT_ID}> 总结一下", [BOT_USER], replying_to=dad)
+    )
+    (row,) = await log_rows(client.core)
+    assert row["prompt"] == f"总结一下\n\n{notice}"
+    asked = upstream.requests[0]["messages"][-1]["content"]
+    assert asked == f"Ann: 总结一下\n\n(replying to Dad:)\n> {notice}"

@@ -55,8 +55,13 @@ async def test_only_messages_for_the_bot_are_answered(seeded_db, embedder, upstr
         rows = await log_rows(core)
     # The unaddressed message came first in the same conversation: had it been answered, its
     # reply would have been sent before the one waited for.
-    assert sorted(row["prompt"] for row in rows) == ["What is 17 times 23?", "hello crab"]
-    assert telegram.texts(GROUP)[0].endswith("Mom: What is 17 times 23?")
+    # The reply to the bot is read with the message it quotes.
+    assert sorted(row["prompt"] for row in rows) == [
+        "What is 17 times 23?\n\nan earlier answer",
+        "hello crab",
+    ]
+    asked = [request["messages"][-1]["content"] for request in upstream.requests]
+    assert "Mom: What is 17 times 23?\n\n(replying to crabbot:)\n> an earlier answer" in asked
     assert len(upstream.requests) == 2
 
 
@@ -239,3 +244,44 @@ async def test_a_held_typing_indicator_does_not_hold_the_reply(
         finally:
             released.set()  # so a failing run can shut down
     assert telegram.texts(GROUP)[0].endswith(CODING)
+
+
+TRACEBACK = """Traceback (most recent call last):
+  File "app.py", line 12, in <module>
+    main()
+KeyError: 'user_id'"""
+
+
+async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(
+            GROUP, "what does this mean?", mention=True, reply_to_user="Dad", replied_text=TRACEBACK
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        (row,) = await log_rows(core)
+        history = await core.memory.history(f"telegram:{GROUP}")
+    # Alone, "what does this mean?" is a cheap lookup; on a traceback it is a coding question.
+    assert row["prompt"] == f"what does this mean?\n\n{TRACEBACK}"
+    assert row["category"] == "coding" and row["tier"] == "strong"
+    asked = upstream.requests[0]["messages"][-1]["content"]
+    assert asked.startswith("Mom: what does this mean?\n\n(replying to Dad:)\n> Traceback")
+    assert "> KeyError: 'user_id'" in asked
+    # Memory keeps a short reminder of the quote, not the whole of it.
+    assert history[0].content.startswith('what does this mean? (replying to Dad: "Traceback')
+    assert len(history[0].content) < 200
+
+
+async def test_reply_context_bare_mention_on_a_reply_asks_about_that_message(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(
+            GROUP, "", mention=True, reply_to_user="Grandma", replied_text="明天早上八点出发去机场"
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        (row,) = await log_rows(core)
+    assert row["prompt"] == "明天早上八点出发去机场"
+    asked = upstream.requests[0]["messages"][-1]["content"]
+    assert asked == "Mom: (replying to Grandma:)\n> 明天早上八点出发去机场"

@@ -17,6 +17,7 @@ from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
 from bot.admin import CHART_CAPTION, COMMANDS, HELP
 from bot.agent import Reply
 from bot.chat_user import ChatUser
+from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
 from bot.streaming import StreamedReply
@@ -113,12 +114,26 @@ class CrabbotDiscord(discord.Client):
             return None
         return re.sub(rf"<@!?{me.id}>", "", message.content).strip()
 
+    def quoted(self, message: discord.Message) -> Quote | None:
+        """The message this one replies to, from the gateway's copy (never fetched: an await
+        here would let a later message overtake this one)."""
+        reference = message.reference
+        if reference is None:
+            return None
+        replied = reference.resolved if isinstance(reference.resolved, discord.Message) else None
+        replied = replied or reference.cached_message
+        if replied is None or not replied.content.strip():
+            return None
+        mine = self.user is not None and replied.author.id == self.user.id
+        return Quote("crabbot" if mine else replied.author.display_name, replied.content)
+
     async def on_message(self, message: discord.Message) -> None:
         text = self.addressed_text(message)
         if text is None:
             return
         key, user = conv_key(message.channel.id), chat_user(message.author)
-        if not text or text.startswith("/"):
+        quote = self.quoted(message)
+        if (not text and quote is None) or text.startswith("/"):
             chart = await self.core.admin.stats_chart(user, text)
             if chart is not None:
                 await message.reply(file=chart_file(chart), mention_author=False)
@@ -143,7 +158,10 @@ class CrabbotDiscord(discord.Client):
 
         # Created before any await, so the agent takes this conversation's turn in message order
         # (and delivers within it).
-        answering = asyncio.create_task(self.core.agent.handle(key, user, text, deliver, on_text))
+        incoming = Incoming(text, quote=quote)
+        answering = asyncio.create_task(
+            self.core.agent.handle(key, user, incoming, deliver, on_text)
+        )
         replied = asyncio.create_task(typed.wait())
         try:
             async with message.channel.typing():

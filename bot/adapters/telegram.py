@@ -30,6 +30,7 @@ from bot.admin import CHART_CAPTION, COMMANDS
 from bot.agent import Reply
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
+from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.streaming import StreamedReply
 
@@ -85,6 +86,21 @@ async def _keep_typing(message: Message) -> None:
         await asyncio.sleep(TYPING_REFRESH_S)
 
 
+def quoted(message: Message, bot_id: int) -> Quote | None:
+    """The message this one replies to, as the model and the router should see it: the part
+    the person quoted when they selected one, else the whole text or caption."""
+    replied = message.reply_to_message
+    if replied is None:
+        return None
+    text = (message.quote.text if message.quote else None) or replied.text or replied.caption
+    if not text:  # a sticker, a service message (a forum topic's first message)...
+        return None
+    sender = replied.from_user
+    if sender is None:
+        return Quote(replied.chat.title, text)
+    return Quote("crabbot" if sender.id == bot_id else sender.first_name, text)
+
+
 class TelegramBot:
     """The handlers, bound to one BotCore."""
 
@@ -110,8 +126,9 @@ class TelegramBot:
         text = addressed_text(message, bot.id, bot.username)
         if text is None:
             return
-        if not text:
-            text = "/help"
+        quote = quoted(message, bot.id)
+        if not text and quote is None:
+            text = "/help"  # a bare mention; a bare mention on a reply asks about that message
         key, user = conv_key(message), chat_user(message)
         if text.startswith("/"):
             if await self._sent_chart(message, user, text):
@@ -134,7 +151,8 @@ class TelegramBot:
         try:
             # The agent takes the conversation's turn before anything else is awaited here, and
             # delivers within it, so replies go out in the order the messages came in.
-            await self.core.agent.handle(key, user, text, deliver, on_text)
+            incoming = Incoming(text, quote=quote)
+            await self.core.agent.handle(key, user, incoming, deliver, on_text)
         finally:
             typing.cancel()
             await asyncio.wait((typing,))

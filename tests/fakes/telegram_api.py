@@ -121,9 +121,12 @@ class FakeTelegram:
         chat_type: str | None = None,
         mention: bool = False,
         reply_to_bot: bool = False,
+        reply_to_user: str | None = None,
+        replied_text: str = "an earlier answer",
         thread_id: int | None = None,
     ) -> int:
-        """Queue a message update (a group when chat_id < 0); returns its message id."""
+        """Queue a message update (a group when chat_id < 0); returns its message id. It replies
+        to `replied_text`, the bot's (`reply_to_bot`) or a family member's (`reply_to_user`)."""
         chat_type = chat_type or ("supergroup" if chat_id < 0 else "private")
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -150,13 +153,18 @@ class FakeTelegram:
         if thread_id is not None:
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
-        if reply_to_bot:
+        if reply_to_bot or reply_to_user:
+            sender = (
+                self._me()
+                if reply_to_bot
+                else {"id": 43, "is_bot": False, "first_name": reply_to_user}
+            )
             message["reply_to_message"] = {
                 "message_id": 1,
                 "date": int(time.time()),
                 "chat": chat,
-                "from": self._me(),
-                "text": "an earlier answer",
+                "from": sender,
+                "text": replied_text,
             }
         async with self.changed:
             self._update_id += 1
