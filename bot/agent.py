@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from bot.chat_user import ChatUser
 from bot.incoming import Incoming
 from bot.language import apology
+from bot.media import Unreadable
 from bot.memory import Memory, Turn
 from bot.upstream import AUTO_MODEL, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Deliver = Callable[["Reply"], Awaitable[None]]
 OnText = Callable[[str], None]  # the answer so far, while it streams
+# Reads a message that needs work first (a download, a transcription), in the message's turn.
+Prepare = Callable[[], Awaitable[Incoming]]
 
 
 @dataclass(frozen=True)
@@ -66,23 +69,24 @@ class Agent:
         self,
         conv_key: str,
         user: ChatUser | None,
-        message: str | Incoming,
+        message: str | Incoming | Prepare,
         deliver: Deliver | None = None,
         on_text: OnText | None = None,
     ) -> Reply:
-        """Answer `message` (its words, the message it replies to, its images), and hand the
-        reply to `deliver` (if given) before the conversation's next message is answered; a
-        streamed answer goes to `on_text` as it grows. Call it before any other await in a
-        handler: the lock is taken at once and asyncio locks are fair, so replies keep the
-        messages' order."""
-        incoming = Incoming(message) if isinstance(message, str) else message
-        if incoming.is_empty():
+        """Answer `message` (its words, the message it replies to, its images; or what reads
+        them), and hand the reply to `deliver` (if given) before the conversation's next
+        message is answered; a streamed answer goes to `on_text` as it grows. Call it before
+        any other await in a handler: the lock is taken at once and asyncio locks are fair, so
+        replies keep the messages' order."""
+        if isinstance(message, str):
+            message = Incoming(message)
+        if isinstance(message, Incoming) and message.is_empty():
             raise EmptyMessageError("the message is empty")
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
         self._holders[conv_key] += 1
         try:
             async with lock:
-                reply = await self._answer(conv_key, user, incoming, on_text)
+                reply = await self._read_and_answer(conv_key, user, message, on_text)
                 if deliver is not None:
                     await deliver(reply)
                 return reply
@@ -91,6 +95,25 @@ class Agent:
             if not self._holders[conv_key]:
                 del self._holders[conv_key]
                 del self._locks[conv_key]
+
+    async def _read_and_answer(
+        self,
+        conv_key: str,
+        user: ChatUser | None,
+        message: Incoming | Prepare,
+        on_text: OnText | None,
+    ) -> Reply:
+        if isinstance(message, Incoming):
+            return await self._answer(conv_key, user, message, on_text)
+        try:
+            incoming = await message()
+        except Unreadable as exc:  # too big, a wrong type, no transcription: say so, go on
+            log.info("could not use a message in %s: %s", conv_key, exc.reason)
+            self.router.counters[exc.reason] += 1
+            return Reply(exc.reply, None, None, error=exc.reason)
+        if incoming.is_empty():
+            raise EmptyMessageError("the message is empty")
+        return await self._answer(conv_key, user, incoming, on_text)
 
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)

@@ -31,6 +31,11 @@ class MemorySettings(Section):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
 
+class ImageSettings(Section):
+    enabled: bool = True  # photos and image attachments go to the model as image parts
+    max_mb: float = Field(default=10.0, gt=0.0, le=20.0)  # Telegram's getFile stops at 20 MB
+
+
 class AdminSettings(Section):
     telegram: list[int] = []
     discord: list[int] = []
@@ -53,6 +58,7 @@ class DiscordSettings(Section):
 class CrabbotConfig(RouterConfig):
     upstream: UpstreamSettings = UpstreamSettings()
     memory: MemorySettings = MemorySettings()
+    images: ImageSettings = ImageSettings()
     admins: AdminSettings = AdminSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()

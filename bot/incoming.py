@@ -68,7 +68,7 @@ class Incoming:
 
     def model_content(self, author: str | None) -> str | list[dict[str, Any]]:
         """The user message's content: text, or text and image parts."""
-        text = self.model_text()
+        text = self.model_text() or "(photo)"
         if author:
             text = f"{author}: {text}"
         if not self.images:

@@ -3,6 +3,7 @@ calls go to a fake Discord API on 127.0.0.1; real router, fake OpenAI-compatible
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
@@ -98,6 +99,7 @@ def message(
     content: str,
     mentions: list[dict] | None = None,
     replying_to: dict | None = None,
+    attachments: list[dict] | None = None,
 ) -> discord.Message:
     """A message from Ann; `replying_to` is the message data it replies to, as the gateway
     sends it along."""
@@ -112,7 +114,7 @@ def message(
         "mention_everyone": False,
         "mentions": mentions or [],
         "mention_roles": [],
-        "attachments": [],
+        "attachments": attachments or [],
         "embeds": [],
         "pinned": False,
         "type": 0,
@@ -319,3 +321,47 @@ async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
     assert row["prompt"] == f"总结一下\n\n{notice}"
     asked = upstream.requests[0]["messages"][-1]["content"]
     assert asked == f"Ann: 总结一下\n\n(replying to Dad:)\n> {notice}"
+
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
+
+
+async def test_image_attachment_goes_to_the_vision_model_routed_on_the_caption(
+    client, discord_api, upstream
+):
+    photo = discord_api.attachment(JPEG, "plant.jpg", "image/jpeg")
+    question = message(
+        client,
+        guild_channel(client),
+        f"<@{BOT_ID}> 这是什么植物？",
+        [BOT_USER],
+        attachments=[photo],
+    )
+    await client.on_message(question)
+    (row,) = await log_rows(client.core)
+    assert row["prompt"] == "这是什么植物？" and discord_api.downloads == ["plant.jpg"]
+    content = upstream.requests[0]["messages"][-1]["content"]
+    assert content[0] == {"type": "text", "text": "Ann: 这是什么植物？"}
+    assert content[1]["image_url"]["url"] == (
+        f"data:image/jpeg;base64,{base64.b64encode(JPEG).decode()}"
+    )
+    history = await client.core.memory.history(f"discord:{CHANNEL}")
+    assert history[0].content == "[photo: 这是什么植物？]"
+
+
+async def test_photo_alone_in_a_dm_routes_to_the_image_tier(client, discord_api, upstream):
+    photo = discord_api.attachment(JPEG, "menu.jpg", "image/jpeg")
+    await client.on_message(message(client, dm_channel(client), "", attachments=[photo]))
+    (row,) = await log_rows(client.core)
+    assert (row["tier"], row["source"]) == ("medium", "fixed")
+    assert "image without text" in row["error"]
+    assert discord_api.texts(DM_CHANNEL)[0].endswith("Ann: (photo) (+1 images)")
+
+
+async def test_photo_too_big_gets_a_clear_reply(client, discord_api, upstream):
+    huge = discord_api.attachment(JPEG, "scan.png", "image/png", size=30 * 1024 * 1024)
+    await client.on_message(
+        message(client, dm_channel(client), "今日の献立は？", attachments=[huge])
+    )
+    assert discord_api.texts(DM_CHANNEL) == ["画像が大きすぎます（30.0 MB、上限は 10 MB）。"]
+    assert discord_api.downloads == [] and upstream.requests == []

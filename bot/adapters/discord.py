@@ -13,9 +13,10 @@ from typing import Literal
 import discord
 from discord import app_commands
 
+from bot.adapters.discord_media import image_attachments, read_images
 from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
 from bot.admin import CHART_CAPTION, COMMANDS, HELP
-from bot.agent import Reply
+from bot.agent import Prepare, Reply
 from bot.chat_user import ChatUser
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
@@ -127,13 +128,26 @@ class CrabbotDiscord(discord.Client):
         mine = self.user is not None and replied.author.id == self.user.id
         return Quote("crabbot" if mine else replied.author.display_name, replied.content)
 
+    def with_pictures(
+        self, pictures: list[discord.Attachment], text: str, quote: Quote | None
+    ) -> Prepare:
+        """Reads the pictures in the message's turn, so a slow download keeps the order."""
+        settings = self.core.config.images
+
+        async def prepare() -> Incoming:
+            images = await read_images(pictures, settings, text)
+            return Incoming(text, quote=quote, images=images, kind="photo")
+
+        return prepare
+
     async def on_message(self, message: discord.Message) -> None:
         text = self.addressed_text(message)
         if text is None:
             return
         key, user = conv_key(message.channel.id), chat_user(message.author)
         quote = self.quoted(message)
-        if (not text and quote is None) or text.startswith("/"):
+        pictures = image_attachments(message) if self.core.config.images.enabled else []
+        if (not text and quote is None and not pictures) or text.startswith("/"):
             chart = await self.core.admin.stats_chart(user, text)
             if chart is not None:
                 await message.reply(file=chart_file(chart), mention_author=False)
@@ -158,7 +172,10 @@ class CrabbotDiscord(discord.Client):
 
         # Created before any await, so the agent takes this conversation's turn in message order
         # (and delivers within it).
-        incoming = Incoming(text, quote=quote)
+        incoming: Incoming | Prepare = Incoming(text, quote=quote)
+        if pictures:
+            incoming = self.with_pictures(pictures, text, quote)
+
         answering = asyncio.create_task(
             self.core.agent.handle(key, user, incoming, deliver, on_text)
         )

@@ -25,9 +25,10 @@ from telegram.ext import (
 )
 
 from bot.adapters.telegram_markdown import TelegramText
+from bot.adapters.telegram_media import read_image
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
 from bot.admin import CHART_CAPTION, COMMANDS
-from bot.agent import Reply
+from bot.agent import Prepare, Reply
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
 from bot.incoming import Incoming, Quote
@@ -55,15 +56,18 @@ def chat_user(message: Message) -> ChatUser:
 
 
 def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:
-    """The text meant for the bot, without its @mention; None when the message is not for it."""
-    text = message.text or ""
+    """The text (or a photo's caption) meant for the bot, without its @mention; None when the
+    message is not for it."""
+    kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+    if message.text is not None:
+        text, entities = message.text, message.parse_entities(kinds)
+    else:
+        text, entities = message.caption or "", message.parse_caption_entities(kinds)
     handle = f"@{bot_username}".lower()
     mentioned = any(
         (entity.type == MessageEntity.MENTION and value.lower() == handle)
         or (entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot_id)
-        for entity, value in message.parse_entities(
-            [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
-        ).items()
+        for entity, value in entities.items()
     )
     replied = (
         message.reply_to_message is not None
@@ -137,6 +141,28 @@ class TelegramBot:
             if answer is not None:
                 await message.reply_text(answer)
                 return
+        await self._answer(message, key, user, Incoming(text, quote=quote))
+
+    async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo, or a picture sent as a file: to the model as an image part."""
+        message = update.message
+        if message is None:
+            return
+        text = addressed_text(message, context.bot.id, context.bot.username)
+        if text is None:
+            return
+        quote = quoted(message, context.bot.id)
+        settings = self.core.config.images
+
+        async def prepare() -> Incoming:
+            picture = await read_image(message, settings, text)
+            return Incoming(text, quote=quote, images=(picture,), kind="photo")
+
+        await self._answer(message, conv_key(message), chat_user(message), prepare)
+
+    async def _answer(
+        self, message: Message, key: str, user: ChatUser, incoming: Incoming | Prepare
+    ) -> None:
         typing = asyncio.create_task(_keep_typing(message))
         stream = self.streamed_reply(message)
 
@@ -151,7 +177,6 @@ class TelegramBot:
         try:
             # The agent takes the conversation's turn before anything else is awaited here, and
             # delivers within it, so replies go out in the order the messages came in.
-            incoming = Incoming(text, quote=quote)
             await self.core.agent.handle(key, user, incoming, deliver, on_text)
         finally:
             typing.cancel()
@@ -211,6 +236,14 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
             block=False,
         )
     )
+    if core.config.images.enabled:
+        application.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (filters.PHOTO | filters.Document.IMAGE),
+                handlers.on_photo,
+                block=False,
+            )
+        )
     application.add_error_handler(handlers.on_error)
     return application
 

@@ -21,7 +21,13 @@ GateFn = Callable[[str], Awaitable[None]]
 
 
 def last_user_text(body: dict[str, Any]) -> str:
-    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+    """The last user message's text; a message with images adds "(+N images)"."""
+    content = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+    if isinstance(content, str):
+        return content
+    text = " ".join(part["text"] for part in content if part["type"] == "text")
+    images = sum(part["type"] == "image_url" for part in content)
+    return f"{text} (+{images} images)" if images else text
 
 
 def echo(body: dict[str, Any]) -> str:
