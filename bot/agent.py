@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -111,6 +111,10 @@ class Agent:
             log.info("could not use a message in %s: %s", conv_key, exc.reason)
             self.router.counters[exc.reason] += 1
             return Reply(exc.reply, None, None, error=exc.reason)
+        except Exception as exc:  # a bug in reading must cost this message, not the chat
+            log.exception("could not read a message in %s", conv_key)
+            self.router.counters["unreadable_errors"] += 1
+            return Reply(apology(""), None, None, error=type(exc).__name__)
         if incoming.is_empty():
             raise EmptyMessageError("the message is empty")
         return await self._answer(conv_key, user, incoming, on_text)
@@ -166,17 +170,20 @@ class Agent:
             nonlocal partial
             partial = so_far
             if on_text is not None:
-                on_text(so_far)
+                on_text(incoming.headed(so_far))
 
         try:
             completion = await self.upstream.complete(
                 model, messages, session_key=conv_key, on_text=streamed
             )
         except UpstreamError as exc:
-            return await self._failed(conv_key, text, decision, model, exc.reason, partial)
+            failed = await self._failed(conv_key, text, decision, model, exc.reason, partial)
+            return replace(failed, text=incoming.headed(failed.text or ""))
         except Exception as exc:  # whatever breaks, the chat must get an answer and go on
             log.exception("upstream call failed unexpectedly")
-            return await self._failed(conv_key, text, decision, model, type(exc).__name__, partial)
+            reason = type(exc).__name__
+            failed = await self._failed(conv_key, text, decision, model, reason, partial)
+            return replace(failed, text=incoming.headed(failed.text or ""))
         if decision is not None:
             self.router.finish(
                 decision,
@@ -190,7 +197,7 @@ class Agent:
             )
         except Exception:
             self._db_failed("store the exchange in memory")
-        return Reply(completion.text, decision, model)
+        return Reply(incoming.headed(completion.text), decision, model)
 
     async def _failed(
         self,

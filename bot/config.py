@@ -36,6 +36,16 @@ class ImageSettings(Section):
     max_mb: float = Field(default=10.0, gt=0.0, le=20.0)  # Telegram's getFile stops at 20 MB
 
 
+class VoiceSettings(Section):
+    enabled: bool = True  # voice messages and audio files are transcribed (needs GROQ_API_KEY)
+    model: str = "whisper-large-v3-turbo"
+    base_url: str | None = None  # Groq's API by default
+    timeout_s: float = Field(default=30.0, gt=0.0)
+    max_duration_s: int = Field(default=600, ge=1)
+    max_mb: float = Field(default=20.0, gt=0.0, le=25.0)  # Groq takes up to 25 MB
+    show_transcript: bool = True  # the reply opens with "[voice 0:12] what was heard"
+
+
 class AdminSettings(Section):
     telegram: list[int] = []
     discord: list[int] = []
@@ -59,6 +69,7 @@ class CrabbotConfig(RouterConfig):
     upstream: UpstreamSettings = UpstreamSettings()
     memory: MemorySettings = MemorySettings()
     images: ImageSettings = ImageSettings()
+    voice: VoiceSettings = VoiceSettings()
     admins: AdminSettings = AdminSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()

@@ -42,6 +42,8 @@ class Incoming:
     quote: Quote | None = None
     images: tuple[Image, ...] = ()
     kind: str = "text"  # "text", "photo" or "voice": how memory names what was sent
+    heading: str | None = None  # shown above the reply ("[voice 0:12] what was heard")
+    transcription_ms: float | None = None  # a voice message's transcription time
 
     def is_empty(self) -> bool:
         return not self.routing_text().strip() and not self.images
@@ -77,11 +79,17 @@ class Incoming:
         parts += [{"type": "image_url", "image_url": {"url": i.data_url()}} for i in self.images]
         return parts
 
+    def headed(self, answer: str) -> str:
+        """The answer as shown: under the heading, when there is one."""
+        return f"{self.heading}\n\n{answer}" if self.heading else answer
+
     def memory_text(self) -> str:
         """What memory keeps: images never, a short placeholder instead ("[photo: caption]")."""
         words = self.text.strip()
         if self.kind == "photo":
             words = f"[photo: {_short(words, CAPTION_LIMIT)}]" if words else "[photo]"
+        elif self.kind == "voice":
+            words = f"[voice] {words}"
         if self.quote is not None and self.quote.text.strip():
             who = self.quote.author or "someone"
             words += f' (replying to {who}: "{_short(self.quote.text, MEMORY_QUOTE_LIMIT)}")'

@@ -12,6 +12,7 @@ import pytest
 
 from bot.adapters.discord import CrabbotDiscord, build_client
 from bot.admin import REFUSAL
+from router import Secrets
 from tests.bot_helpers import DISCORD_ADMIN, log_rows, open_core
 from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
 
@@ -32,6 +33,26 @@ async def discord_api(monkeypatch):
 async def client(seeded_db, embedder, upstream, discord_api):
     """A logged-in client whose replies come whole (streamed ones have tests of their own)."""
     core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"stream": False})
+    client = build_client(core)
+    await client.login("fake-discord-token")
+    yield client
+    await client.close()
+    await core.close()
+
+
+@pytest.fixture
+async def voice_client(seeded_db, embedder, upstream, discord_api, groq_server):
+    """A client with a Groq key, Whisper on the fake Groq, and the categorizer off."""
+    secrets = Secrets(groq_api_key="gsk-test", openai_api_key=None, openai_base_url=None)
+    core = await open_core(
+        seeded_db,
+        embedder,
+        upstream.base_url,
+        secrets=secrets,
+        upstream={"stream": False},
+        voice={"base_url": groq_server.base_url},
+        categorizer={"enabled": False},
+    )
     client = build_client(core)
     await client.login("fake-discord-token")
     yield client
@@ -365,3 +386,21 @@ async def test_photo_too_big_gets_a_clear_reply(client, discord_api, upstream):
     )
     assert discord_api.texts(DM_CHANNEL) == ["画像が大きすぎます（30.0 MB、上限は 10 MB）。"]
     assert discord_api.downloads == [] and upstream.requests == []
+
+
+async def test_voice_message_transcription_is_answered_with_a_quote_line(
+    voice_client, discord_api, upstream, groq_server
+):
+    groq_server.transcript = "明天几点出发？"
+    voice = discord_api.attachment(b"OggS" * 100, "voice-message.ogg", "audio/ogg")
+    voice["duration_secs"] = 7.4
+    await voice_client.on_message(
+        message(voice_client, dm_channel(voice_client), "", attachments=[voice])
+    )
+    assert groq_server.transcriptions[0]["file"]["filename"] == "voice-message.ogg"
+    (row,) = await log_rows(voice_client.core)
+    assert row["prompt"] == "明天几点出发？"
+    (text,) = discord_api.texts(DM_CHANNEL)
+    assert text.startswith("> [voice 0:07] 明天几点出发？\n\n") and text.endswith(
+        "Ann: 明天几点出发？"
+    )

@@ -13,7 +13,12 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from bot.adapters.discord_media import image_attachments, read_images
+from bot.adapters.discord_media import (
+    image_attachments,
+    read_images,
+    read_sound,
+    sound_attachment,
+)
 from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
 from bot.admin import CHART_CAPTION, COMMANDS, HELP
 from bot.agent import Prepare, Reply
@@ -140,6 +145,15 @@ class CrabbotDiscord(discord.Client):
 
         return prepare
 
+    def with_sound(self, sound: discord.Attachment, text: str, quote: Quote | None) -> Prepare:
+        """Transcribes in the message's turn, so a slow transcription keeps the order."""
+        core = self.core
+
+        async def prepare() -> Incoming:
+            return await read_sound(sound, core.transcriber, core.config.voice, text, quote)
+
+        return prepare
+
     async def on_message(self, message: discord.Message) -> None:
         text = self.addressed_text(message)
         if text is None:
@@ -147,7 +161,8 @@ class CrabbotDiscord(discord.Client):
         key, user = conv_key(message.channel.id), chat_user(message.author)
         quote = self.quoted(message)
         pictures = image_attachments(message) if self.core.config.images.enabled else []
-        if (not text and quote is None and not pictures) or text.startswith("/"):
+        sound = sound_attachment(message) if self.core.config.voice.enabled else None
+        if (not text and quote is None and not pictures and not sound) or text.startswith("/"):
             chart = await self.core.admin.stats_chart(user, text)
             if chart is not None:
                 await message.reply(file=chart_file(chart), mention_author=False)
@@ -173,7 +188,9 @@ class CrabbotDiscord(discord.Client):
         # Created before any await, so the agent takes this conversation's turn in message order
         # (and delivers within it).
         incoming: Incoming | Prepare = Incoming(text, quote=quote)
-        if pictures:
+        if sound is not None:
+            incoming = self.with_sound(sound, text, quote)
+        elif pictures:
             incoming = self.with_pictures(pictures, text, quote)
 
         answering = asyncio.create_task(

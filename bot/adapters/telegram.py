@@ -25,7 +25,7 @@ from telegram.ext import (
 )
 
 from bot.adapters.telegram_markdown import TelegramText
-from bot.adapters.telegram_media import read_image
+from bot.adapters.telegram_media import read_image, read_voice_message
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
 from bot.admin import CHART_CAPTION, COMMANDS
 from bot.agent import Prepare, Reply
@@ -160,6 +160,24 @@ class TelegramBot:
 
         await self._answer(message, conv_key(message), chat_user(message), prepare)
 
+    async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A voice message or an audio file: transcribed, then answered like text."""
+        message = update.message
+        if message is None:
+            return
+        text = addressed_text(message, context.bot.id, context.bot.username)
+        if text is None:
+            return
+        quote = quoted(message, context.bot.id)
+        core = self.core
+
+        async def prepare() -> Incoming:
+            return await read_voice_message(
+                message, core.transcriber, core.config.voice, text, quote
+            )
+
+        await self._answer(message, conv_key(message), chat_user(message), prepare)
+
     async def _answer(
         self, message: Message, key: str, user: ChatUser, incoming: Incoming | Prepare
     ) -> None:
@@ -241,6 +259,14 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
             MessageHandler(
                 filters.UpdateType.MESSAGE & (filters.PHOTO | filters.Document.IMAGE),
                 handlers.on_photo,
+                block=False,
+            )
+        )
+    if core.config.voice.enabled:
+        application.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (filters.VOICE | filters.AUDIO),
+                handlers.on_voice,
                 block=False,
             )
         )
