@@ -58,6 +58,12 @@ class TelegramSettings(Section):
     drafts: bool = True  # stream private replies with sendMessageDraft where the server has it
     edit_interval_s: float = Field(default=1.0, ge=0.0)  # between edits of a streamed reply
     group_edit_interval_s: float = Field(default=3.0, ge=0.0)
+    # Webhook mode: Telegram posts updates to webhook_url (HTTPS, e.g. a reverse proxy) which
+    # forwards to webhook_listen:webhook_port/webhook_path. Unset = long polling.
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    webhook_path: str = "telegram"
 
 
 class DiscordSettings(Section):

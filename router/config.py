@@ -157,6 +157,7 @@ class Secrets(BaseSettings):
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     telegram_bot_token: str | None = None
+    telegram_webhook_secret: str | None = None
     discord_bot_token: str | None = None
     crabbot_proxy_keys: str | None = None
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator
 
 from telegram import BotCommand, Message, MessageEntity, Update
@@ -277,14 +278,37 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
 @contextlib.asynccontextmanager
 async def polling(application: Application) -> AsyncIterator[Application]:
     """Run the application (long polling) for the duration of the block."""
+    async with serving(application, TelegramSettings()):
+        yield application
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    application: Application, settings: TelegramSettings, webhook_secret: str | None = None
+) -> AsyncIterator[Application]:
+    """Run the application for the duration of the block: long polling, or with
+    `webhook_url` set a webhook server that accepts only requests carrying the secret token
+    (a random one per run unless TELEGRAM_WEBHOOK_SECRET gives it)."""
     async with application:
         if application.post_init is not None:
             await application.post_init(application)
         await application.start()
-        assert application.updater is not None
-        await application.updater.start_polling(allowed_updates=[Update.MESSAGE])
+        updater = application.updater
+        assert updater is not None
+        if settings.webhook_url:
+            path = settings.webhook_path.strip("/")
+            await updater.start_webhook(
+                listen=settings.webhook_listen,
+                port=settings.webhook_port,
+                url_path=path,
+                webhook_url=f"{settings.webhook_url.rstrip('/')}/{path}",
+                allowed_updates=[Update.MESSAGE],
+                secret_token=webhook_secret or secrets.token_urlsafe(32),
+            )
+        else:
+            await updater.start_polling(allowed_updates=[Update.MESSAGE])
         try:
             yield application
         finally:
-            await application.updater.stop()
+            await updater.stop()
             await application.stop()

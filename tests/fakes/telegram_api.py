@@ -214,6 +214,10 @@ class FakeTelegram:
             "audio": file | {"duration": duration, "mime_type": "audio/mpeg", "file_name": name}
         }
 
+    def take_update(self) -> dict[str, Any]:
+        """The update queued last, taken off the getUpdates queue (to post it to a webhook)."""
+        return self._updates.pop()
+
     # -- the API ---------------------------------------------------------------------------------
 
     @staticmethod
@@ -257,7 +261,7 @@ class FakeTelegram:
             self.changed.notify_all()
         if method == "getMe":
             return self._ok(self._me())
-        if method in ("deleteWebhook", "setMyCommands", "sendChatAction"):
+        if method in ("deleteWebhook", "setWebhook", "setMyCommands", "sendChatAction"):
             return self._ok(True)
         if method == "getChatMember":
             return self._ok({"status": "member", "user": self._me()})
