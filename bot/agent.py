@@ -153,6 +153,7 @@ class Agent:
             model = self.upstream.fixed_model  # config fixed the model: routing is off
         else:
             decision = await self._route(incoming, history, conv_key)
+            decision.transcription_ms = incoming.transcription_ms
             model = decision.model
         if not self.upstream.configured:
             if decision is not None:
