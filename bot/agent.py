@@ -8,12 +8,14 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from openai.types.chat import ChatCompletionMessageParam
 
 from bot.chat_user import ChatUser
+from bot.incoming import Incoming
 from bot.language import apology
+from bot.media import Unreadable
 from bot.memory import Memory, Turn
 from bot.upstream import AUTO_MODEL, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
@@ -21,6 +23,9 @@ from router import EmptyMessageError, ModelRouter, RoutingDecision
 log = logging.getLogger(__name__)
 
 Deliver = Callable[["Reply"], Awaitable[None]]
+OnText = Callable[[str], None]  # the answer so far, while it streams
+# Reads a message that needs work first (a download, a transcription), in the message's turn.
+Prepare = Callable[[], Awaitable[Incoming]]
 
 
 @dataclass(frozen=True)
@@ -64,19 +69,24 @@ class Agent:
         self,
         conv_key: str,
         user: ChatUser | None,
-        text: str,
+        message: str | Incoming | Prepare,
         deliver: Deliver | None = None,
+        on_text: OnText | None = None,
     ) -> Reply:
-        """Answer `text`, and hand the reply to `deliver` (if given) before the conversation's
-        next message is answered. Call it before any other await in a handler: the lock is
-        taken at once and asyncio locks are fair, so replies keep the messages' order."""
-        if not text or not text.strip():
+        """Answer `message` (its words, the message it replies to, its images; or what reads
+        them), and hand the reply to `deliver` (if given) before the conversation's next
+        message is answered; a streamed answer goes to `on_text` as it grows. Call it before
+        any other await in a handler: the lock is taken at once and asyncio locks are fair, so
+        replies keep the messages' order."""
+        if isinstance(message, str):
+            message = Incoming(message)
+        if isinstance(message, Incoming) and message.is_empty():
             raise EmptyMessageError("the message is empty")
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
         self._holders[conv_key] += 1
         try:
             async with lock:
-                reply = await self._answer(conv_key, user, text)
+                reply = await self._read_and_answer(conv_key, user, message, on_text)
                 if deliver is not None:
                     await deliver(reply)
                 return reply
@@ -86,11 +96,50 @@ class Agent:
                 del self._holders[conv_key]
                 del self._locks[conv_key]
 
+    async def _read_and_answer(
+        self,
+        conv_key: str,
+        user: ChatUser | None,
+        message: Incoming | Prepare,
+        on_text: OnText | None,
+    ) -> Reply:
+        if isinstance(message, Incoming):
+            return await self._answer(conv_key, user, message, on_text)
+        try:
+            incoming = await message()
+        except Unreadable as exc:  # too big, a wrong type, no transcription: say so, go on
+            log.info("could not use a message in %s: %s", conv_key, exc.reason)
+            self.router.counters[exc.reason] += 1
+            return Reply(exc.reply, None, None, error=exc.reason)
+        except Exception as exc:  # a bug in reading must cost this message, not the chat
+            log.exception("could not read a message in %s", conv_key)
+            self.router.counters["unreadable_errors"] += 1
+            return Reply(apology(""), None, None, error=type(exc).__name__)
+        if incoming.is_empty():
+            raise EmptyMessageError("the message is empty")
+        return await self._answer(conv_key, user, incoming, on_text)
+
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)
         self.router.counters["db_errors"] += 1
 
-    async def _answer(self, conv_key: str, user: ChatUser | None, text: str) -> Reply:
+    async def _route(
+        self, incoming: Incoming, history: list[Turn], conv_key: str
+    ) -> RoutingDecision:
+        text = incoming.routing_text()
+        if not text.strip():  # a photo with no caption: nothing to read, a tier for images
+            tier = self.router.config.routing.image_tier
+            return await self.router.route_without_text(
+                f"image without text: routing.image_tier {tier}", conv_key, tier=tier
+            )
+        return await self.router.route(
+            text, [{"role": t.role, "content": t.content} for t in history], conv_key
+        )
+
+    async def _answer(
+        self, conv_key: str, user: ChatUser | None, incoming: Incoming, on_text: OnText | None
+    ) -> Reply:
+        text = incoming.routing_text()
         # A database failure costs the conversation its memory, never the reply.
         try:
             history = await self.memory.history(conv_key)
@@ -103,9 +152,8 @@ class Agent:
         elif self.upstream.fixed_model is not None:
             model = self.upstream.fixed_model  # config fixed the model: routing is off
         else:
-            decision = await self.router.route(
-                text, [{"role": t.role, "content": t.content} for t in history], conv_key
-            )
+            decision = await self._route(incoming, history, conv_key)
+            decision.transcription_ms = incoming.transcription_ms
             model = decision.model
         if not self.upstream.configured:
             if decision is not None:
@@ -115,15 +163,28 @@ class Agent:
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": self.system_prompt},
             *(_message(turn) for turn in history),
-            _message(Turn("user", text, author)),
+            {"role": "user", "content": incoming.model_content(author)},
         ]
+        partial = ""
+
+        def streamed(so_far: str) -> None:
+            nonlocal partial
+            partial = so_far
+            if on_text is not None:
+                on_text(incoming.headed(so_far))
+
         try:
-            completion = await self.upstream.complete(model, messages, session_key=conv_key)
+            completion = await self.upstream.complete(
+                model, messages, session_key=conv_key, on_text=streamed
+            )
         except UpstreamError as exc:
-            return await self._failed(conv_key, text, decision, model, exc.reason)
+            failed = await self._failed(conv_key, text, decision, model, exc.reason, partial)
+            return replace(failed, text=incoming.headed(failed.text or ""))
         except Exception as exc:  # whatever breaks, the chat must get an answer and go on
             log.exception("upstream call failed unexpectedly")
-            return await self._failed(conv_key, text, decision, model, type(exc).__name__)
+            reason = type(exc).__name__
+            failed = await self._failed(conv_key, text, decision, model, reason, partial)
+            return replace(failed, text=incoming.headed(failed.text or ""))
         if decision is not None:
             self.router.finish(
                 decision,
@@ -132,10 +193,12 @@ class Agent:
                 completion_tokens=completion.completion_tokens,
             )
         try:
-            await self.memory.add_exchange(conv_key, author, text, completion.text)
+            await self.memory.add_exchange(
+                conv_key, author, incoming.memory_text(), completion.text
+            )
         except Exception:
             self._db_failed("store the exchange in memory")
-        return Reply(completion.text, decision, model)
+        return Reply(incoming.headed(completion.text), decision, model)
 
     async def _failed(
         self,
@@ -144,10 +207,14 @@ class Agent:
         decision: RoutingDecision | None,
         model: str,
         reason: str,
+        partial: str = "",
     ) -> Reply:
         self.router.counters["upstream_errors"] += 1
         log.warning("no reply for %s (model %s): %s", conv_key, model, reason)
         if decision is not None:
             self.router.finish(decision, "provider_error", error=reason)
-        # The failed exchange is not stored: the next message starts from a clean history.
-        return Reply(apology(text), decision, model, error=reason)
+        # The failed exchange is not stored: the next message starts from a clean history. What
+        # a broken stream had already shown stays, with the apology under it.
+        sorry = apology(text)
+        answer = f"{partial.rstrip()}\n\n{sorry}" if partial.strip() else sorry
+        return Reply(answer, decision, model, error=reason)

@@ -22,12 +22,28 @@ class UpstreamSettings(Section):
     timeout_s: float = Field(default=60.0, gt=0.0)
     max_retries: int = Field(default=1, ge=0, le=10)
     max_tokens: int | None = Field(default=None, ge=1)
+    stream: bool = True  # the answer appears while it is written
 
 
 class MemorySettings(Section):
     max_turns: int = Field(default=10, ge=0)  # exchanges: a message and the bot's reply
     max_tokens: int = Field(default=3000, ge=100)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+
+class ImageSettings(Section):
+    enabled: bool = True  # photos and image attachments go to the model as image parts
+    max_mb: float = Field(default=10.0, gt=0.0, le=20.0)  # Telegram's getFile stops at 20 MB
+
+
+class VoiceSettings(Section):
+    enabled: bool = True  # voice messages and audio files are transcribed (needs GROQ_API_KEY)
+    model: str = "whisper-large-v3-turbo"
+    base_url: str | None = None  # Groq's API by default
+    timeout_s: float = Field(default=30.0, gt=0.0)
+    max_duration_s: int = Field(default=600, ge=1)
+    max_mb: float = Field(default=20.0, gt=0.0, le=25.0)  # Groq takes up to 25 MB
+    show_transcript: bool = True  # the reply opens with "[voice 0:12] what was heard"
 
 
 class AdminSettings(Section):
@@ -39,15 +55,27 @@ class AdminSettings(Section):
 class TelegramSettings(Section):
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
+    drafts: bool = True  # stream private replies with sendMessageDraft where the server has it
+    edit_interval_s: float = Field(default=1.0, ge=0.0)  # between edits of a streamed reply
+    group_edit_interval_s: float = Field(default=3.0, ge=0.0)
+    # Webhook mode: Telegram posts updates to webhook_url (HTTPS, e.g. a reverse proxy) which
+    # forwards to webhook_listen:webhook_port/webhook_path. Unset = long polling.
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    webhook_path: str = "telegram"
 
 
 class DiscordSettings(Section):
     sync_commands: bool = True
+    edit_interval_s: float = Field(default=1.0, ge=0.0)  # between edits of a streamed reply
 
 
 class CrabbotConfig(RouterConfig):
     upstream: UpstreamSettings = UpstreamSettings()
     memory: MemorySettings = MemorySettings()
+    images: ImageSettings = ImageSettings()
+    voice: VoiceSettings = VoiceSettings()
     admins: AdminSettings = AdminSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()

@@ -32,3 +32,43 @@ def detect_language(text: str) -> str:
 def apology(text: str) -> str:
     """The bot's apology for a failed reply, in the language `text` was written in."""
     return APOLOGIES[detect_language(text)]
+
+
+# What the bot says about a picture or a voice message it cannot use; {placeholders} filled in.
+MEDIA_REPLIES: dict[str, dict[str, str]] = {
+    "image_too_big": {
+        "en": "That picture is too big for me ({size:.1f} MB; the limit is {limit:.0f} MB).",
+        "zh-Hans": "这张图片太大了（{size:.1f} MB，上限 {limit:.0f} MB）。",
+        "zh-Hant": "這張圖片太大了（{size:.1f} MB，上限 {limit:.0f} MB）。",
+        "ja": "画像が大きすぎます（{size:.1f} MB、上限は {limit:.0f} MB）。",
+    },
+    "image_type": {
+        "en": "I can read JPEG, PNG, WebP and GIF pictures, not {kind}.",
+        "zh-Hans": "我只能看 JPEG、PNG、WebP 和 GIF 图片，看不了 {kind}。",
+        "zh-Hant": "我只能看 JPEG、PNG、WebP 和 GIF 圖片，看不了 {kind}。",
+        "ja": "読めるのは JPEG・PNG・WebP・GIF の画像だけで、{kind} は読めません。",
+    },
+    "voice_too_long": {
+        "en": "That voice message is too long for me ({size}; the limit is {limit}).",
+        "zh-Hans": "这条语音太长了（{size}，上限 {limit}）。",
+        "zh-Hant": "這條語音太長了（{size}，上限 {limit}）。",
+        "ja": "音声メッセージが長すぎます（{size}、上限は {limit}）。",
+    },
+    "voice_failed": {
+        "en": "Sorry, I could not make out that voice message. Please try again or type it.",
+        "zh-Hans": "抱歉，这条语音我没听清，请再试一次或打字告诉我。",
+        "zh-Hant": "抱歉，這條語音我沒聽清，請再試一次或打字告訴我。",
+        "ja": "すみません、音声を聞き取れませんでした。もう一度送るか、文字で送ってください。",
+    },
+    "download_failed": {
+        "en": "Sorry, I could not download that file. Please send it again.",
+        "zh-Hans": "抱歉，文件没能下载下来，请再发一次。",
+        "zh-Hant": "抱歉，檔案沒能下載下來，請再傳一次。",
+        "ja": "すみません、ファイルをダウンロードできませんでした。もう一度送ってください。",
+    },
+}
+
+
+def media_reply(key: str, text: str, **values: object) -> str:
+    """MEDIA_REPLIES[key] in the language of `text` (a caption; English when there is none)."""
+    return MEDIA_REPLIES[key][detect_language(text)].format(**values)

@@ -1,5 +1,5 @@
-"""Wires one bot process together: router, memory, upstream, agent and admin commands on one
-database connection, opened and closed as a unit."""
+"""Wires one bot process together: router, memory, upstream, agent, admin commands and the voice
+transcriber on one database connection, opened and closed as a unit."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from bot.admin import Admin
 from bot.agent import Agent
 from bot.config import CrabbotConfig
 from bot.memory import Memory
+from bot.transcriber import Transcriber
 from bot.upstream import Upstream
 from router import ModelRouter, Secrets
 from router.embedder import Embedder
@@ -37,6 +38,7 @@ class BotCore:
     upstream: Upstream
     agent: Agent
     admin: Admin
+    transcriber: Transcriber
 
     @classmethod
     async def open(
@@ -64,8 +66,10 @@ class BotCore:
             raise
         agent = Agent(router, memory, upstream, config.memory.system_prompt)
         admin = Admin(router, memory, config.admins, fixed_model=upstream.fixed_model)
-        return cls(config, router, memory, upstream, agent, admin)
+        transcriber = Transcriber(config.voice, secrets.groq_api_key)
+        return cls(config, router, memory, upstream, agent, admin, transcriber)
 
     async def close(self) -> None:
+        await self.transcriber.close()
         await self.upstream.close()
         await self.router.close()

@@ -1,11 +1,13 @@
 """The upstream LLM: chat completions through the openai SDK's async client, against any
-OpenAI-compatible base URL; failures become one UpstreamError with a short reason."""
+OpenAI-compatible base URL, streamed or whole; failures become one UpstreamError with a short
+reason."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -85,20 +87,24 @@ class Upstream:
         model: str,
         messages: Sequence[ChatCompletionMessageParam],
         session_key: str | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         """One chat completion; `session_key` tells a routing proxy which conversation it is,
-        so it is sent only to a routing proxy (model "auto"), never to a plain provider."""
+        so it is sent only to a routing proxy (model "auto"), never to a plain provider.
+        Streamed (`[upstream] stream`), `on_text` gets the answer so far after every chunk."""
         if self.client is None:
             raise UpstreamError("upstream: not configured")
+        options: dict[str, Any] = {
+            "model": model,
+            "messages": list(messages),
+            "extra_headers": {"X-Session-Key": session_key} if session_key and self.auto else None,
+        }
+        if self.settings.max_tokens:
+            options["max_tokens"] = self.settings.max_tokens
         try:
-            response = await self.client.chat.completions.create(
-                model=model,
-                messages=list(messages),
-                extra_headers=(
-                    {"X-Session-Key": session_key} if session_key and self.auto else None
-                ),
-                **({"max_tokens": self.settings.max_tokens} if self.settings.max_tokens else {}),
-            )
+            if self.settings.stream:
+                return await self._stream(self.client, options, on_text)
+            response = await self.client.chat.completions.create(**options)
         except openai.APIError as exc:
             raise UpstreamError(describe_error(exc)) from exc
         content = response.choices[0].message.content if response.choices else None
@@ -111,6 +117,34 @@ class Upstream:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
+
+    async def _stream(
+        self,
+        client: openai.AsyncOpenAI,
+        options: dict[str, Any],
+        on_text: Callable[[str], None] | None,
+    ) -> Completion:
+        parts: list[str] = []
+        model = options["model"]
+        prompt_tokens = completion_tokens = 0
+        stream = await client.chat.completions.create(
+            **options, stream=True, stream_options={"include_usage": True}
+        )
+        async with stream:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage is not None:  # the last chunk, with no choices
+                    prompt_tokens = chunk.usage.prompt_tokens
+                    completion_tokens = chunk.usage.completion_tokens
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    parts.append(delta)
+                    if on_text is not None:
+                        on_text("".join(parts))
+        text = "".join(parts)
+        if not text.strip():
+            raise UpstreamError("upstream: empty answer")
+        return Completion(text, model, prompt_tokens, completion_tokens)
 
     async def close(self) -> None:
         if self.client is not None:

@@ -31,6 +31,8 @@ class DatabaseSettings(Section):
 class RoutingSettings(Section):
     mode: Literal["off", "shadow", "live"] = "shadow"
     default_tier: Literal["cheap", "medium", "strong"] = "medium"
+    # A picture with no words to route on (the bot's photos, the proxy's images) goes here.
+    image_tier: Literal["cheap", "medium", "strong"] = "medium"
 
 
 class TaxonomySettings(Section):
@@ -155,6 +157,7 @@ class Secrets(BaseSettings):
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     telegram_bot_token: str | None = None
+    telegram_webhook_secret: str | None = None
     discord_bot_token: str | None = None
     crabbot_proxy_keys: str | None = None
 

@@ -123,6 +123,8 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX routing_log_conv ON routing_log (conv_key, id);
     CREATE UNIQUE INDEX routing_log_decision ON routing_log (decision_id);
     """,
+    # A voice message's transcription time, beside the routing latency it came before.
+    "ALTER TABLE routing_log ADD COLUMN transcription_ms REAL;",
 )
 
 

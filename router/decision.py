@@ -47,6 +47,7 @@ class RoutingDecision:
     outcome: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    transcription_ms: float | None = None  # a voice message's transcription, before routing
 
     def add_error(self, error: str) -> None:
         self.error = f"{self.error}; {error}" if self.error else error
@@ -76,6 +77,8 @@ class RoutingDecision:
                 {"text": n.text[:80], "category": n.category, "similarity": round(n.similarity, 3)}
                 for n in self.neighbours[:3]
             ]
+        if self.transcription_ms is not None:
+            data["transcription_ms"] = round(self.transcription_ms, 2)
         if self.error:
             data["error"] = self.error
         return data

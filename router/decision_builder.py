@@ -29,11 +29,14 @@ class DecisionBuilder:
             **fields,
         )
 
-    def default_tier(self, mode: str, source: str, error: str | None = None) -> RoutingDecision:
-        """No category: the configured default tier (routing off, or every signal failed)."""
+    def default_tier(
+        self, mode: str, source: str, error: str | None = None, tier: str | None = None
+    ) -> RoutingDecision:
+        """No category: the configured default tier (routing off, or every signal failed), or
+        the `tier` given (an image with no text)."""
         return self._decision(
             category=None,
-            tier=self.config.routing.default_tier,
+            tier=tier or self.config.routing.default_tier,
             confidence=None,
             source=source,
             mode=mode,

@@ -217,12 +217,16 @@ class ModelRouter:
         return decision
 
     async def route_without_text(
-        self, reason: str, conv_key: str | None = None, at: float | None = None
+        self,
+        reason: str,
+        conv_key: str | None = None,
+        at: float | None = None,
+        tier: str | None = None,
     ) -> RoutingDecision:
-        """A request with nothing to read (an image alone, only a system prompt): the default
-        tier, logged with the reason."""
+        """A request with nothing to read (an image alone, only a system prompt): `tier`, else
+        the default tier, logged with the reason."""
         mode = await self.refresh_mode()
-        decision = self.decisions.default_tier(mode, "fixed", reason)
+        decision = self.decisions.default_tier(mode, "fixed", reason, tier)
         self._open(decision, "", conv_key, time.time() if at is None else at)
         return decision
 

@@ -38,6 +38,7 @@ COLUMNS = (
     "completion_tokens",
     "outcome",
     "error",
+    "transcription_ms",
 )
 INSERT_SQL = (
     f"INSERT OR IGNORE INTO routing_log ({', '.join(COLUMNS)})"
@@ -74,6 +75,7 @@ def row_of(decision: RoutingDecision) -> tuple[object, ...]:
         decision.completion_tokens,
         decision.outcome,
         decision.error,
+        decision.transcription_ms,
     )
 
 

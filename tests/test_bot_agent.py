@@ -267,3 +267,43 @@ async def test_conversations_run_at_once_each_in_order(core, upstream):
         assert [t.content for t in history if t.role == "user"] == [
             f"conv {conv} msg {m}" for m in range(5)
         ]
+
+
+async def test_streamed_reply_grows_chunk_by_chunk_and_usage_is_logged(core, upstream):
+    seen: list[str] = []
+    reply = await core.agent.handle("telegram:1", MOM, CODING, on_text=seen.append)
+    assert upstream.requests[0]["stream"] is True
+    assert upstream.requests[0]["stream_options"] == {"include_usage": True}
+    answer = f"[{reply.decision.model}] Mom: {CODING}"
+    assert reply.ok and reply.text == answer
+    # One call a word, each the answer so far.
+    assert len(seen) == len(answer.split()) and seen[-1] == answer
+    assert all(answer.startswith(part) for part in seen)
+    (row,) = await log_rows(core)
+    assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+
+
+async def test_streamed_reply_cut_off_keeps_what_was_shown_and_apologises(core, upstream):
+    upstream.reply = lambda body: "First part of the answer and then the rest of it"
+    upstream.cut_stream_after = 4
+    seen: list[str] = []
+    reply = await core.agent.handle("telegram:1", MOM, "Can you help me?", on_text=seen.append)
+    assert seen[-1] == "First part of the"
+    assert reply.text == f"First part of the\n\n{APOLOGIES['en']}" and not reply.ok
+    assert core.router.counters["upstream_errors"] == 1
+    (row,) = await log_rows(core)
+    assert row["error"] and row["prompt_tokens"] is None
+    assert await core.memory.history("telegram:1") == []
+
+
+async def test_stream_off_asks_for_the_whole_answer(seeded_db, embedder, upstream):
+    core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"stream": False})
+    try:
+        seen: list[str] = []
+        reply = await core.agent.handle("telegram:1", MOM, GREETING, on_text=seen.append)
+        assert "stream" not in upstream.requests[0] and seen == []
+        assert reply.ok and reply.text.endswith(GREETING)
+        (row,) = await log_rows(core)
+        assert row["prompt_tokens"] > 0
+    finally:
+        await core.close()

@@ -3,6 +3,7 @@ calls go to a fake Discord API on 127.0.0.1; real router, fake OpenAI-compatible
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from bot.adapters.discord import CrabbotDiscord, build_client
 from bot.admin import REFUSAL
+from router import Secrets
 from tests.bot_helpers import DISCORD_ADMIN, log_rows, open_core
 from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
 
@@ -29,7 +31,39 @@ async def discord_api(monkeypatch):
 
 @pytest.fixture
 async def client(seeded_db, embedder, upstream, discord_api):
-    core = await open_core(seeded_db, embedder, upstream.base_url)
+    """A logged-in client whose replies come whole (streamed ones have tests of their own)."""
+    core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"stream": False})
+    client = build_client(core)
+    await client.login("fake-discord-token")
+    yield client
+    await client.close()
+    await core.close()
+
+
+@pytest.fixture
+async def voice_client(seeded_db, embedder, upstream, discord_api, groq_server):
+    """A client with a Groq key, Whisper on the fake Groq, and the categorizer off."""
+    secrets = Secrets(groq_api_key="gsk-test", openai_api_key=None, openai_base_url=None)
+    core = await open_core(
+        seeded_db,
+        embedder,
+        upstream.base_url,
+        secrets=secrets,
+        upstream={"stream": False},
+        voice={"base_url": groq_server.base_url},
+        categorizer={"enabled": False},
+    )
+    client = build_client(core)
+    await client.login("fake-discord-token")
+    yield client
+    await client.close()
+    await core.close()
+
+
+@pytest.fixture
+async def streaming(seeded_db, embedder, upstream, discord_api):
+    """A logged-in client with streamed replies, edited with no pause between edits."""
+    core = await open_core(seeded_db, embedder, upstream.base_url, discord={"edit_interval_s": 0})
     client = build_client(core)
     await client.login("fake-discord-token")
     yield client
@@ -61,9 +95,35 @@ def dm_channel(client: CrabbotDiscord) -> discord.DMChannel:
     return discord.DMChannel(me=client.user, state=client._connection, data=data)
 
 
+def message_data(channel: Any, content: str, author: dict = ANN, message_id: int = 0) -> dict:
+    return {
+        "id": str(message_id or 5000 + len(content)),
+        "channel_id": str(channel.id),
+        "author": author,
+        "content": content,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }
+
+
 def message(
-    client: CrabbotDiscord, channel: Any, content: str, mentions: list[dict] | None = None
+    client: CrabbotDiscord,
+    channel: Any,
+    content: str,
+    mentions: list[dict] | None = None,
+    replying_to: dict | None = None,
+    attachments: list[dict] | None = None,
 ) -> discord.Message:
+    """A message from Ann; `replying_to` is the message data it replies to, as the gateway
+    sends it along."""
     data = {
         "id": str(5000 + len(content)),
         "channel_id": str(channel.id),
@@ -75,11 +135,18 @@ def message(
         "mention_everyone": False,
         "mentions": mentions or [],
         "mention_roles": [],
-        "attachments": [],
+        "attachments": attachments or [],
         "embeds": [],
         "pinned": False,
         "type": 0,
     }
+    if replying_to is not None:
+        data["type"] = 19  # a reply
+        data["message_reference"] = {
+            "message_id": replying_to["id"],
+            "channel_id": str(channel.id),
+        }
+        data["referenced_message"] = replying_to
     return discord.Message(state=client._connection, channel=channel, data=data)
 
 
@@ -213,4 +280,127 @@ async def test_reset_slash_command_forgets_only_this_channel(client, discord_api
     ((_, body),) = discord_api.callbacks
     assert (
         body["data"]["content"] == "Forgot this conversation (2 messages) and its routing context."
+    )
+
+
+ANSWER = "Rice first, then the soup, and the fish goes in last so it stays tender."
+
+
+async def test_streamed_reply_edits_one_message_in_place(streaming, discord_api, upstream):
+    upstream.reply = lambda body: ANSWER
+
+    async def shown_in_place(so_far: str) -> None:
+        await discord_api.wait_until(lambda: discord_api.shown(CHANNEL) == [so_far.strip()])
+
+    upstream.gate = shown_in_place
+    question = message(streaming, guild_channel(streaming), f"<@{BOT_ID}> dinner?", [BOT_USER])
+    await streaming.on_message(question)
+    assert discord_api.shown(CHANNEL) == [ANSWER]
+    (sent,) = [body for _, body in discord_api.messages]  # one message, then edits
+    assert sent["content"] == "Rice" and sent["message_reference"]["message_id"] == question.id
+    contents = [body["content"] for _, body in discord_api.edits]
+    assert contents[:2] == ["Rice first,", "Rice first, then"] and contents[-1] == ANSWER
+    (row,) = await log_rows(streaming.core)
+    assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+
+
+async def test_streamed_reply_longer_than_2000_continues_in_further_messages(
+    streaming, discord_api, upstream
+):
+    long_text = " ".join(f"Sentence number {n} of a long answer." for n in range(140))
+    upstream.reply = lambda body: long_text
+    await streaming.on_message(message(streaming, dm_channel(streaming), "tell me everything"))
+    pieces = discord_api.shown(DM_CHANNEL)
+    assert len(pieces) == 3 and all(len(piece) <= 2000 for piece in pieces)
+    assert " ".join(pieces) == long_text
+
+
+async def test_streamed_reply_survives_a_failed_edit(streaming, discord_api, upstream):
+    upstream.reply = lambda body: ANSWER
+
+    async def deleted_once_shown(so_far: str) -> None:
+        await discord_api.wait_until(lambda: len(discord_api.messages) == 1)
+        discord_api.deleted.update(discord_api.current)  # someone deletes the half-written reply
+
+    upstream.gate = deleted_once_shown
+    await streaming.on_message(message(streaming, dm_channel(streaming), "dinner?"))
+    assert discord_api.shown(DM_CHANNEL) == [ANSWER]
+    assert [body["content"] for _, body in discord_api.messages] == ["Rice", ANSWER]
+    assert streaming.core.router.counters["stream_edit_fallbacks"] == 1
+
+
+async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
+    client, discord_api, upstream
+):
+    channel = guild_channel(client)
+    notice = "School notice: the trip on Friday is moved to Monday; bring lunch and a raincoat."
+    dad = message_data(channel, notice, author=user_payload(4343, "Dad"), message_id=4999)
+    await client.on_message(
+        message(client, channel, f"<@{BOT_ID}> 总结一下", [BOT_USER], replying_to=dad)
+    )
+    (row,) = await log_rows(client.core)
+    assert row["prompt"] == f"总结一下\n\n{notice}"
+    asked = upstream.requests[0]["messages"][-1]["content"]
+    assert asked == f"Ann: 总结一下\n\n(replying to Dad:)\n> {notice}"
+
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
+
+
+async def test_image_attachment_goes_to_the_vision_model_routed_on_the_caption(
+    client, discord_api, upstream
+):
+    photo = discord_api.attachment(JPEG, "plant.jpg", "image/jpeg")
+    question = message(
+        client,
+        guild_channel(client),
+        f"<@{BOT_ID}> 这是什么植物？",
+        [BOT_USER],
+        attachments=[photo],
+    )
+    await client.on_message(question)
+    (row,) = await log_rows(client.core)
+    assert row["prompt"] == "这是什么植物？" and discord_api.downloads == ["plant.jpg"]
+    content = upstream.requests[0]["messages"][-1]["content"]
+    assert content[0] == {"type": "text", "text": "Ann: 这是什么植物？"}
+    assert content[1]["image_url"]["url"] == (
+        f"data:image/jpeg;base64,{base64.b64encode(JPEG).decode()}"
+    )
+    history = await client.core.memory.history(f"discord:{CHANNEL}")
+    assert history[0].content == "[photo: 这是什么植物？]"
+
+
+async def test_photo_alone_in_a_dm_routes_to_the_image_tier(client, discord_api, upstream):
+    photo = discord_api.attachment(JPEG, "menu.jpg", "image/jpeg")
+    await client.on_message(message(client, dm_channel(client), "", attachments=[photo]))
+    (row,) = await log_rows(client.core)
+    assert (row["tier"], row["source"]) == ("medium", "fixed")
+    assert "image without text" in row["error"]
+    assert discord_api.texts(DM_CHANNEL)[0].endswith("Ann: (photo) (+1 images)")
+
+
+async def test_photo_too_big_gets_a_clear_reply(client, discord_api, upstream):
+    huge = discord_api.attachment(JPEG, "scan.png", "image/png", size=30 * 1024 * 1024)
+    await client.on_message(
+        message(client, dm_channel(client), "今日の献立は？", attachments=[huge])
+    )
+    assert discord_api.texts(DM_CHANNEL) == ["画像が大きすぎます（30.0 MB、上限は 10 MB）。"]
+    assert discord_api.downloads == [] and upstream.requests == []
+
+
+async def test_voice_message_transcription_is_answered_with_a_quote_line(
+    voice_client, discord_api, upstream, groq_server
+):
+    groq_server.transcript = "明天几点出发？"
+    voice = discord_api.attachment(b"OggS" * 100, "voice-message.ogg", "audio/ogg")
+    voice["duration_secs"] = 7.4
+    await voice_client.on_message(
+        message(voice_client, dm_channel(voice_client), "", attachments=[voice])
+    )
+    assert groq_server.transcriptions[0]["file"]["filename"] == "voice-message.ogg"
+    (row,) = await log_rows(voice_client.core)
+    assert row["prompt"] == "明天几点出发？"
+    (text,) = discord_api.texts(DM_CHANNEL)
+    assert text.startswith("> [voice 0:07] 明天几点出发？\n\n") and text.endswith(
+        "Ann: 明天几点出发？"
     )

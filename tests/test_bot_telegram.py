@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 
 import pytest
 from telegram import Message
 
-from bot.adapters.telegram import build_application, polling
 from bot.admin import COMMANDS, REFUSAL
 from bot.language import APOLOGIES
 from router.routing_log import get_setting
-from tests.bot_helpers import TELEGRAM_ADMIN, log_rows, open_core
-from tests.fakes.telegram_api import BOT_ID, TOKEN, FakeTelegram
+from tests.bot_helpers import TELEGRAM_ADMIN, log_rows
+from tests.fakes.telegram_api import BOT_ID, FakeTelegram
+from tests.telegram_helpers import running
 
 GROUP = -1001
 CODING = "Write a Python function that removes duplicates from a list but keeps the order"
@@ -26,18 +25,6 @@ async def telegram():
     server = await FakeTelegram().start()
     yield server
     await server.stop()
-
-
-@asynccontextmanager
-async def running(db, embedder, upstream, telegram, **sections):
-    """A BotCore and a polling Application on it, both closed at the end of the block."""
-    sections["telegram"] = {"base_url": telegram.base_url, "base_file_url": telegram.base_file_url}
-    core = await open_core(db, embedder, upstream.base_url, **sections)
-    try:
-        async with polling(build_application(core, TOKEN, core.config.telegram)):
-            yield core
-    finally:
-        await core.close()
 
 
 async def test_group_mention_is_answered_by_the_routed_model(
@@ -68,8 +55,13 @@ async def test_only_messages_for_the_bot_are_answered(seeded_db, embedder, upstr
         rows = await log_rows(core)
     # The unaddressed message came first in the same conversation: had it been answered, its
     # reply would have been sent before the one waited for.
-    assert sorted(row["prompt"] for row in rows) == ["What is 17 times 23?", "hello crab"]
-    assert telegram.texts(GROUP)[0].endswith("Mom: What is 17 times 23?")
+    # The reply to the bot is read with the message it quotes.
+    assert sorted(row["prompt"] for row in rows) == [
+        "What is 17 times 23?\n\nan earlier answer",
+        "hello crab",
+    ]
+    asked = [request["messages"][-1]["content"] for request in upstream.requests]
+    assert "Mom: What is 17 times 23?\n\n(replying to crabbot:)\n> an earlier answer" in asked
     assert len(upstream.requests) == 2
 
 
@@ -132,16 +124,47 @@ async def test_upstream_500_gets_an_apology_and_the_next_message_works(
     assert rows[0]["error"].endswith("upstream: HTTP 500") and rows[1]["prompt_tokens"] > 0
 
 
+MARKDOWN = """Here is **the plan**:
+
+- buy `rice`
+- read [the recipe](https://example.org/rice)
+
+```python
+print("2 * 3 =", 2 * 3)  # my_file
+```"""
+
+
+async def test_markdown_arrives_formatted_as_entities(seeded_db, embedder, upstream, telegram):
+    upstream.reply = lambda body: MARKDOWN
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(88, "what is the plan", chat_type="private")
+        await telegram.wait_until(lambda: len(telegram.texts(88)) == 1)
+    (sent,) = telegram.sent(88)
+    # No parse mode to get wrong: the markers are gone and entities carry the formatting.
+    assert "parse_mode" not in sent and "**" not in sent["text"] and "```" not in sent["text"]
+    assert (
+        sent["text"].startswith("Here is the plan:") and 'print("2 * 3 =", 2 * 3)' in sent["text"]
+    )
+    kinds = {entity["type"]: entity for entity in sent["entities"]}
+    assert {"bold", "code", "text_link", "pre"} <= set(kinds)
+    assert kinds["text_link"]["url"] == "https://example.org/rice"
+    assert kinds["pre"]["language"] == "python"
+
+
 async def test_rejected_markdown_is_sent_again_as_plain_text(
     seeded_db, embedder, upstream, telegram
 ):
-    upstream.reply = lambda body: "2 * 3 = 6, see my_file"
-    async with running(seeded_db, embedder, upstream, telegram):
-        await telegram.push_message(88, "what is 2 times 3", chat_type="private")
+    answer = "Everything is in [the notes](notes.md), **section 2**."
+    upstream.reply = lambda body: answer
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(88, "where is it", chat_type="private")
         await telegram.wait_until(lambda: len(telegram.texts(88)) == 2)
     first, second = telegram.sent(88)
-    assert first["parse_mode"] == "Markdown"
-    assert "parse_mode" not in second and second["text"] == "2 * 3 = 6, see my_file"
+    assert {entity["type"] for entity in first["entities"]} == {"text_link", "bold"}
+    # A relative link is refused by Telegram: the answer goes again as the model wrote it.
+    assert "entities" not in second and second["text"] == answer
+    assert telegram.shown(88) == [answer]
+    assert core.router.counters["markdown_fallbacks"] == 1
 
 
 async def test_forum_topics_are_separate_conversations_and_reset_is_local(
@@ -221,3 +244,44 @@ async def test_a_held_typing_indicator_does_not_hold_the_reply(
         finally:
             released.set()  # so a failing run can shut down
     assert telegram.texts(GROUP)[0].endswith(CODING)
+
+
+TRACEBACK = """Traceback (most recent call last):
+  File "app.py", line 12, in <module>
+    main()
+KeyError: 'user_id'"""
+
+
+async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(
+            GROUP, "what does this mean?", mention=True, reply_to_user="Dad", replied_text=TRACEBACK
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        (row,) = await log_rows(core)
+        history = await core.memory.history(f"telegram:{GROUP}")
+    # Alone, "what does this mean?" is a cheap lookup; on a traceback it is a coding question.
+    assert row["prompt"] == f"what does this mean?\n\n{TRACEBACK}"
+    assert row["category"] == "coding" and row["tier"] == "strong"
+    asked = upstream.requests[0]["messages"][-1]["content"]
+    assert asked.startswith("Mom: what does this mean?\n\n(replying to Dad:)\n> Traceback")
+    assert "> KeyError: 'user_id'" in asked
+    # Memory keeps a short reminder of the quote, not the whole of it.
+    assert history[0].content.startswith('what does this mean? (replying to Dad: "Traceback')
+    assert len(history[0].content) < 200
+
+
+async def test_reply_context_bare_mention_on_a_reply_asks_about_that_message(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(
+            GROUP, "", mention=True, reply_to_user="Grandma", replied_text="明天早上八点出发去机场"
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        (row,) = await log_rows(core)
+    assert row["prompt"] == "明天早上八点出发去机场"
+    asked = upstream.requests[0]["messages"][-1]["content"]
+    assert asked == "Mom: (replying to Grandma:)\n> 明天早上八点出发去机场"

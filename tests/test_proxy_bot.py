@@ -12,7 +12,7 @@ from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from router import Secrets
 from tests.conftest import make_config
-from tests.fakes.openai_provider import FakeProvider, reply_text
+from tests.fakes.openai_provider import STREAM_PIECES, FakeProvider
 from tests.proxy_helpers import CHEAP, CLIENT_KEY, CODING, GREETING, STRONG, running_proxy
 
 MOM = ChatUser("telegram", 42, "Mom")
@@ -51,8 +51,11 @@ async def test_bot_routes_through_the_proxy(seeded_db, embedder, provider):
 
     assert provider.models == [STRONG, CHEAP]
     assert all(seen.authorization != f"Bearer {CLIENT_KEY}" for seen in provider.requests)
-    assert (coding.text, coding.model, coding.decision) == (reply_text(STRONG), "auto", None)
-    assert (greeting.text, greeting.model) == (reply_text(CHEAP), "auto")
+    # The bot streams by default: the proxy relays the provider's chunks, usage included.
+    assert all(seen.stream for seen in provider.requests)
+    streamed = "".join(STREAM_PIECES)
+    assert (coding.text, coding.model, coding.decision) == (streamed, "auto", None)
+    assert (greeting.text, greeting.model) == (streamed, "auto")
     # The decisions were made, and logged once each, by the proxy.
     assert [row["tier"] for row in rows] == ["strong", "cheap"]
     assert [row["model"] for row in rows] == [STRONG, CHEAP]

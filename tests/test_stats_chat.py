@@ -99,6 +99,8 @@ async def test_discord_sends_the_chart_as_a_file(core):
         channel=SimpleNamespace(id=55),
         author=SimpleNamespace(id=DISCORD_ADMIN, display_name="Dad"),
         reply=AsyncMock(),
+        reference=None,
+        attachments=[],
     )
     try:
         await client.on_message(message)

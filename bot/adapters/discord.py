@@ -1,5 +1,6 @@
 """The Discord adapter (discord.py 2.x): answers mentions and DMs, per channel or thread, with
-typing and 2000-character pieces, and the /routing, /reset and /help slash commands."""
+typing, replies streamed by editing in place in 2000-character pieces, and the /routing, /reset
+and /help slash commands."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ from typing import Literal
 import discord
 from discord import app_commands
 
+from bot.adapters.discord_media import (
+    image_attachments,
+    read_images,
+    read_sound,
+    sound_attachment,
+)
+from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
 from bot.admin import CHART_CAPTION, COMMANDS, HELP
-from bot.agent import Reply
+from bot.agent import Prepare, Reply
 from bot.chat_user import ChatUser
+from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
+from bot.streaming import StreamedReply
 
 log = logging.getLogger(__name__)
-
-MESSAGE_LIMIT = 2000
 Mode = Literal["live", "shadow", "off"]  # discord.py turns a Literal into the command's choices
 
 
@@ -112,12 +120,49 @@ class CrabbotDiscord(discord.Client):
             return None
         return re.sub(rf"<@!?{me.id}>", "", message.content).strip()
 
+    def quoted(self, message: discord.Message) -> Quote | None:
+        """The message this one replies to, from the gateway's copy (never fetched: an await
+        here would let a later message overtake this one)."""
+        reference = message.reference
+        if reference is None:
+            return None
+        replied = reference.resolved if isinstance(reference.resolved, discord.Message) else None
+        replied = replied or reference.cached_message
+        if replied is None or not replied.content.strip():
+            return None
+        mine = self.user is not None and replied.author.id == self.user.id
+        return Quote("crabbot" if mine else replied.author.display_name, replied.content)
+
+    def with_pictures(
+        self, pictures: list[discord.Attachment], text: str, quote: Quote | None
+    ) -> Prepare:
+        """Reads the pictures in the message's turn, so a slow download keeps the order."""
+        settings = self.core.config.images
+
+        async def prepare() -> Incoming:
+            images = await read_images(pictures, settings, text)
+            return Incoming(text, quote=quote, images=images, kind="photo")
+
+        return prepare
+
+    def with_sound(self, sound: discord.Attachment, text: str, quote: Quote | None) -> Prepare:
+        """Transcribes in the message's turn, so a slow transcription keeps the order."""
+        core = self.core
+
+        async def prepare() -> Incoming:
+            return await read_sound(sound, core.transcriber, core.config.voice, text, quote)
+
+        return prepare
+
     async def on_message(self, message: discord.Message) -> None:
         text = self.addressed_text(message)
         if text is None:
             return
         key, user = conv_key(message.channel.id), chat_user(message.author)
-        if not text or text.startswith("/"):
+        quote = self.quoted(message)
+        pictures = image_attachments(message) if self.core.config.images.enabled else []
+        sound = sound_attachment(message) if self.core.config.voice.enabled else None
+        if (not text and quote is None and not pictures and not sound) or text.startswith("/"):
             chart = await self.core.admin.stats_chart(user, text)
             if chart is not None:
                 await message.reply(file=chart_file(chart), mention_author=False)
@@ -127,15 +172,30 @@ class CrabbotDiscord(discord.Client):
                 await self.send(message, answer)
                 return
         typed = asyncio.Event()
+        counters = self.core.router.counters
+        stream = StreamedReply(
+            DiscordSurface(message, counters), self.core.config.discord.edit_interval_s, counters
+        )
+
+        def on_text(so_far: str) -> None:
+            typed.set()  # the answer itself shows now
+            stream.update(so_far)
 
         async def deliver(reply: Reply) -> None:
             typed.set()
-            if reply.text:
-                await self.send(message, reply.text)
+            await stream.finish(reply.text)
 
         # Created before any await, so the agent takes this conversation's turn in message order
         # (and delivers within it).
-        answering = asyncio.create_task(self.core.agent.handle(key, user, text, deliver))
+        incoming: Incoming | Prepare = Incoming(text, quote=quote)
+        if sound is not None:
+            incoming = self.with_sound(sound, text, quote)
+        elif pictures:
+            incoming = self.with_pictures(pictures, text, quote)
+
+        answering = asyncio.create_task(
+            self.core.agent.handle(key, user, incoming, deliver, on_text)
+        )
         replied = asyncio.create_task(typed.wait())
         try:
             async with message.channel.typing():

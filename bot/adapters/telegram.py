@@ -1,6 +1,6 @@
 """The Telegram adapter (python-telegram-bot v22): answers mentions and replies in groups and
-every message in private chats, with typing, split replies, the shared commands and PTB's
-AIORateLimiter for Telegram's flood limits."""
+every message in private chats, with typing, streamed and split replies, the shared commands and
+PTB's AIORateLimiter for Telegram's flood limits."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator
 
 from telegram import BotCommand, Message, MessageEntity, Update
-from telegram.constants import ChatAction, ChatType, MessageLimit, ParseMode
-from telegram.error import BadRequest, TelegramError
+from telegram.constants import ChatAction, ChatType
+from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -24,12 +25,16 @@ from telegram.ext import (
     filters,
 )
 
+from bot.adapters.telegram_markdown import TelegramText
+from bot.adapters.telegram_media import read_image, read_voice_message
+from bot.adapters.telegram_stream import Drafts, TelegramSurface
 from bot.admin import CHART_CAPTION, COMMANDS
-from bot.agent import Reply
+from bot.agent import Prepare, Reply
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
+from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
-from bot.split import split_message
+from bot.streaming import StreamedReply
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +57,18 @@ def chat_user(message: Message) -> ChatUser:
 
 
 def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:
-    """The text meant for the bot, without its @mention; None when the message is not for it."""
-    text = message.text or ""
+    """The text (or a photo's caption) meant for the bot, without its @mention; None when the
+    message is not for it."""
+    kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+    if message.text is not None:
+        text, entities = message.text, message.parse_entities(kinds)
+    else:
+        text, entities = message.caption or "", message.parse_caption_entities(kinds)
     handle = f"@{bot_username}".lower()
     mentioned = any(
         (entity.type == MessageEntity.MENTION and value.lower() == handle)
         or (entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot_id)
-        for entity, value in message.parse_entities(
-            [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
-        ).items()
+        for entity, value in entities.items()
     )
     replied = (
         message.reply_to_message is not None
@@ -70,27 +78,6 @@ def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | No
     if message.chat.type in GROUP_TYPES and not (mentioned or replied):
         return None
     return re.sub(re.escape(handle), "", text, flags=re.IGNORECASE).strip()
-
-
-def to_telegram_markdown(text: str) -> str:
-    """LLMs write CommonMark bold (**x**); Telegram's Markdown wants *x*."""
-    return text.replace("**", "*")
-
-
-async def send_text(message: Message, text: str) -> None:
-    """Send a reply in pieces under Telegram's limit; a piece whose Markdown Telegram rejects
-    goes again as plain text."""
-    quote = message.chat.type in GROUP_TYPES
-    for index, piece in enumerate(split_message(text, MessageLimit.MAX_TEXT_LENGTH)):
-        try:
-            await message.reply_text(
-                to_telegram_markdown(piece), parse_mode=ParseMode.MARKDOWN, do_quote=quote
-            )
-        except BadRequest as exc:
-            if "parse" not in exc.message.lower():
-                raise
-            await message.reply_text(piece, do_quote=quote and index == 0)
-        quote = False
 
 
 async def _keep_typing(message: Message) -> None:
@@ -104,11 +91,37 @@ async def _keep_typing(message: Message) -> None:
         await asyncio.sleep(TYPING_REFRESH_S)
 
 
+def quoted(message: Message, bot_id: int) -> Quote | None:
+    """The message this one replies to, as the model and the router should see it: the part
+    the person quoted when they selected one, else the whole text or caption."""
+    replied = message.reply_to_message
+    if replied is None:
+        return None
+    text = (message.quote.text if message.quote else None) or replied.text or replied.caption
+    if not text:  # a sticker, a service message (a forum topic's first message)...
+        return None
+    sender = replied.from_user
+    if sender is None:
+        return Quote(replied.chat.title, text)
+    return Quote("crabbot" if sender.id == bot_id else sender.first_name, text)
+
+
 class TelegramBot:
     """The handlers, bound to one BotCore."""
 
     def __init__(self, core: BotCore) -> None:
         self.core = core
+        self.settings = core.config.telegram
+        self.text = TelegramText(core.router.counters)
+        self.drafts = Drafts(self.settings.drafts)
+
+    def streamed_reply(self, message: Message) -> StreamedReply:
+        surface = TelegramSurface(message, self.text, self.drafts, self.core.router.counters)
+        # Telegram allows about one edit a second in a chat, twenty a minute in a group.
+        interval = (
+            self.settings.group_edit_interval_s if surface.group else self.settings.edit_interval_s
+        )
+        return StreamedReply(surface, interval, self.core.router.counters)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -118,8 +131,9 @@ class TelegramBot:
         text = addressed_text(message, bot.id, bot.username)
         if text is None:
             return
-        if not text:
-            text = "/help"
+        quote = quoted(message, bot.id)
+        if not text and quote is None:
+            text = "/help"  # a bare mention; a bare mention on a reply asks about that message
         key, user = conv_key(message), chat_user(message)
         if text.startswith("/"):
             if await self._sent_chart(message, user, text):
@@ -128,17 +142,61 @@ class TelegramBot:
             if answer is not None:
                 await message.reply_text(answer)
                 return
+        await self._answer(message, key, user, Incoming(text, quote=quote))
+
+    async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo, or a picture sent as a file: to the model as an image part."""
+        message = update.message
+        if message is None:
+            return
+        text = addressed_text(message, context.bot.id, context.bot.username)
+        if text is None:
+            return
+        quote = quoted(message, context.bot.id)
+        settings = self.core.config.images
+
+        async def prepare() -> Incoming:
+            picture = await read_image(message, settings, text)
+            return Incoming(text, quote=quote, images=(picture,), kind="photo")
+
+        await self._answer(message, conv_key(message), chat_user(message), prepare)
+
+    async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A voice message or an audio file: transcribed, then answered like text."""
+        message = update.message
+        if message is None:
+            return
+        text = addressed_text(message, context.bot.id, context.bot.username)
+        if text is None:
+            return
+        quote = quoted(message, context.bot.id)
+        core = self.core
+
+        async def prepare() -> Incoming:
+            return await read_voice_message(
+                message, core.transcriber, core.config.voice, text, quote
+            )
+
+        await self._answer(message, conv_key(message), chat_user(message), prepare)
+
+    async def _answer(
+        self, message: Message, key: str, user: ChatUser, incoming: Incoming | Prepare
+    ) -> None:
         typing = asyncio.create_task(_keep_typing(message))
+        stream = self.streamed_reply(message)
+
+        def on_text(so_far: str) -> None:
+            typing.cancel()  # the answer itself shows now
+            stream.update(so_far)
 
         async def deliver(reply: Reply) -> None:
             typing.cancel()
-            if reply.text:
-                await send_text(message, reply.text)
+            await stream.finish(reply.text)
 
         try:
             # The agent takes the conversation's turn before anything else is awaited here, and
             # delivers within it, so replies go out in the order the messages came in.
-            await self.core.agent.handle(key, user, text, deliver)
+            await self.core.agent.handle(key, user, incoming, deliver, on_text)
         finally:
             typing.cancel()
             await asyncio.wait((typing,))
@@ -197,6 +255,22 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
             block=False,
         )
     )
+    if core.config.images.enabled:
+        application.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (filters.PHOTO | filters.Document.IMAGE),
+                handlers.on_photo,
+                block=False,
+            )
+        )
+    if core.config.voice.enabled:
+        application.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (filters.VOICE | filters.AUDIO),
+                handlers.on_voice,
+                block=False,
+            )
+        )
     application.add_error_handler(handlers.on_error)
     return application
 
@@ -204,14 +278,37 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
 @contextlib.asynccontextmanager
 async def polling(application: Application) -> AsyncIterator[Application]:
     """Run the application (long polling) for the duration of the block."""
+    async with serving(application, TelegramSettings()):
+        yield application
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    application: Application, settings: TelegramSettings, webhook_secret: str | None = None
+) -> AsyncIterator[Application]:
+    """Run the application for the duration of the block: long polling, or with
+    `webhook_url` set a webhook server that accepts only requests carrying the secret token
+    (a random one per run unless TELEGRAM_WEBHOOK_SECRET gives it)."""
     async with application:
         if application.post_init is not None:
             await application.post_init(application)
         await application.start()
-        assert application.updater is not None
-        await application.updater.start_polling(allowed_updates=[Update.MESSAGE])
+        updater = application.updater
+        assert updater is not None
+        if settings.webhook_url:
+            path = settings.webhook_path.strip("/")
+            await updater.start_webhook(
+                listen=settings.webhook_listen,
+                port=settings.webhook_port,
+                url_path=path,
+                webhook_url=f"{settings.webhook_url.rstrip('/')}/{path}",
+                allowed_updates=[Update.MESSAGE],
+                secret_token=webhook_secret or secrets.token_urlsafe(32),
+            )
+        else:
+            await updater.start_polling(allowed_updates=[Update.MESSAGE])
         try:
             yield application
         finally:
-            await application.updater.stop()
+            await updater.stop()
             await application.stop()

@@ -30,9 +30,11 @@ def _stop_event() -> asyncio.Event:
 
 
 async def _serve_telegram(core: BotCore, token: str, stop: asyncio.Event) -> None:
-    from bot.adapters.telegram import build_application, polling
+    from bot.adapters.telegram import build_application, serving
 
-    async with polling(build_application(core, token, core.config.telegram)):
+    settings = core.config.telegram
+    secret = Secrets().telegram_webhook_secret
+    async with serving(build_application(core, token, settings), settings, secret):
         await stop.wait()
 
 

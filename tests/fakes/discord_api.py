@@ -1,5 +1,7 @@
 """A fake Discord REST API (the few routes crabbot uses): who the bot is, command sync, sending
-messages, typing and interaction callbacks; records what the bot sends."""
+and editing messages (JSON or multipart with files), typing, interaction callbacks and the CDN
+that serves attachments; records what the bot sends and keeps each of its messages as edits
+leave it."""
 
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ class FakeDiscord:
         self.callbacks: list[tuple[int, dict[str, Any]]] = []
         self.followups: list[tuple[str, dict[str, Any]]] = []  # (interaction token, body)
         self.deleted: set[int] = set()  # ids of messages deleted by their authors
+        self.edits: list[tuple[int, dict[str, Any]]] = []  # (message id, body)
+        self.current: dict[int, tuple[int, str]] = {}  # message id -> (channel, content now)
+        self.files: dict[str, bytes] = {}  # attachment name -> bytes, served by the fake CDN
+        self.uploads: list[tuple[str, bytes]] = []  # (file name, bytes) the bot sent
+        self.downloads: list[str] = []
         self.synced: list[dict[str, Any]] = []
         self.changed = asyncio.Condition()
         self._next_id = 10_000
@@ -58,9 +65,11 @@ class FakeDiscord:
         app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
         app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._send)
+        app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit)
         app.router.add_post(f"{api}/channels/{{channel}}/typing", self._typing)
         app.router.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
         app.router.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._followup)
+        app.router.add_get("/attachments/{name}", self._download)
         self.server = LocalServer(app)
 
     @property
@@ -77,9 +86,39 @@ class FakeDiscord:
     def texts(self, channel_id: int) -> list[str]:
         return [body["content"] for channel, body in self.messages if channel == channel_id]
 
+    def shown(self, channel_id: int) -> list[str]:
+        """What each of the bot's messages in the channel says now, oldest first."""
+        return [
+            content
+            for message_id, (channel, content) in sorted(self.current.items())
+            if channel == channel_id and message_id not in self.deleted
+        ]
+
     async def wait_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
         async with self.changed:
             await asyncio.wait_for(self.changed.wait_for(condition), timeout)
+
+    def attachment(
+        self, data: bytes, name: str, content_type: str, size: int | None = None
+    ) -> dict[str, Any]:
+        """An attachment as the gateway describes it; its URL points at this fake's CDN."""
+        self.files[name] = data
+        url = f"{self.server.url}/attachments/{name}"
+        return {
+            "id": str(self.new_id()),
+            "filename": name,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.files:
+            return web.Response(status=404)
+        await self._record(lambda: self.downloads.append(name))
+        return web.Response(body=self.files[name], content_type="application/octet-stream")
 
     def new_id(self) -> int:
         self._next_id += 1
@@ -118,12 +157,14 @@ class FakeDiscord:
             ]
         )
 
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
+    async def _body(self, request: web.Request) -> dict[str, Any]:
         """A JSON body, or the payload_json part of a multipart one (a message with files)."""
         if request.content_type == "application/json":
             return await request.json()
         form = await request.post()
+        for value in form.values():
+            if isinstance(value, web.FileField):
+                self.uploads.append((value.filename, value.file.read()))
         return json.loads(str(form["payload_json"]))
 
     async def _send(self, request: web.Request) -> web.Response:
@@ -157,10 +198,25 @@ class FakeDiscord:
         await self._record(lambda: self.followups.append((token, body)))
         return self._message(0, body)
 
-    def _message(self, channel: int, body: dict[str, Any]) -> web.Response:
+    async def _edit(self, request: web.Request) -> web.Response:
+        channel, message_id = int(request.match_info["channel"]), int(request.match_info["message"])
+        body = await self._body(request)
+        await self._record(lambda: self.edits.append((message_id, body)))
+        if message_id not in self.current or message_id in self.deleted:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        await self._record(lambda: self.current.update({message_id: (channel, body["content"])}))
+        return self._message(channel, body, message_id)
+
+    def _message(
+        self, channel: int, body: dict[str, Any], message_id: int | None = None
+    ) -> web.Response:
+        if message_id is None:
+            message_id = self.new_id()
+            if channel:
+                self.current[message_id] = (channel, body.get("content", ""))
         return _json(
             {
-                "id": str(self.new_id()),
+                "id": str(message_id),
                 "channel_id": str(channel),
                 "author": BOT_USER,
                 "content": body.get("content", ""),

@@ -1,5 +1,6 @@
-"""A Groq-compatible chat completions server on 127.0.0.1, scripted per test: it answers with a
-given reply text, an HTTP status, or a delay, and records every request it receives."""
+"""A Groq-compatible server on 127.0.0.1, scripted per test: chat completions answer with a given
+reply text, an HTTP status, or a delay; audio transcriptions (multipart, Whisper's verbose_json)
+with a given transcript or status; every request is recorded."""
 
 from __future__ import annotations
 
@@ -28,12 +29,17 @@ class FakeGroq:
     respond: Callable[[dict[str, Any]], Reply] = field(default=lambda _request: Reply())
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
+    transcript: str = "晚饭吃什么？"
+    transcript_language: str = "chinese"
+    transcription_status: int = 200
+    transcriptions: list[dict[str, Any]] = field(default_factory=list)  # form fields + file
     _runner: web.AppRunner | None = None
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> FakeGroq:
         app = web.Application()
         app.router.add_post("/openai/v1/chat/completions", self._completions)
+        app.router.add_post("/openai/v1/audio/transcriptions", self._transcriptions)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -46,6 +52,30 @@ class FakeGroq:
         self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        seen: dict[str, Any] = {}
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                seen[name] = {"filename": value.filename, "data": value.file.read()}
+            else:
+                seen[name] = value
+        seen["authorization"] = request.headers.get("Authorization")
+        self.transcriptions.append(seen)
+        if self.transcription_status != 200:
+            error = {"error": {"message": "service unavailable", "type": "internal_server_error"}}
+            return web.json_response(error, status=self.transcription_status)
+        return web.json_response(
+            {
+                "task": "transcribe",
+                "language": self.transcript_language,
+                "duration": 12.0,
+                "text": self.transcript,
+                "segments": [],
+                "x_groq": {"id": "req_fake"},
+            }
+        )
 
     def user_content(self, index: int = -1) -> str:
         return str(self.requests[index]["messages"][-1]["content"])

@@ -1,6 +1,7 @@
-"""A fake Telegram Bot API server: feeds updates to a real python-telegram-bot Application
-through getUpdates long polling, records every call the bot makes, and rejects Markdown that
-Telegram would reject."""
+"""A fake Telegram Bot API server: feeds updates (text, photos, image files, voice and audio) to
+a real python-telegram-bot Application through getUpdates long polling, serves their files via
+getFile and file downloads, takes multipart uploads, records every call the bot makes, keeps the
+bot's messages as edits change them, shows drafts, and rejects formatting Telegram would reject."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tests.fakes.server import LocalServer
 TOKEN = "123456:TEST-TOKEN"
 BOT_ID = 123456
 BOT_USERNAME = "crabbot_test_bot"
-RAW_FIELDS = {"text", "parse_mode", "action", "emoji"}  # strings PTB sends without JSON encoding
+RAW_FIELDS = {"text", "parse_mode", "action", "emoji", "caption"}  # strings sent as they are
+GETFILE_LIMIT = 20 * 1024 * 1024  # the Bot API does not hand out bigger files
 
 
 def utf16_len(text: str) -> int:
@@ -31,6 +33,19 @@ def markdown_is_valid(text: str) -> bool:
     return all(rest.count(mark) % 2 == 0 for mark in ("*", "_", "`"))
 
 
+def entities_error(text: str, entities: list[dict[str, Any]]) -> str | None:
+    """Why Telegram would refuse these entities, or None: each must lie inside the text, and a
+    link must be an absolute URL (a model's relative link, `[notes](notes.md)`, is refused)."""
+    size = utf16_len(text)
+    for entity in entities:
+        if entity["offset"] < 0 or entity["offset"] + entity["length"] > size:
+            return "Bad Request: entity is out of range"
+        url = entity.get("url")
+        if entity["type"] == "text_link" and not str(url).startswith(("http://", "https://")):
+            return "Bad Request: wrong HTTP URL specified"
+    return None
+
+
 class FakeTelegram:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -39,9 +54,16 @@ class FakeTelegram:
         self._message_id = 1
         self._closing = False
         self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) deleted by users
+        # The bot's messages as they stand now, after edits: (chat_id, message_id) -> params.
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.drafts_supported = True  # False: answer sendMessageDraft with 404, as old servers do
+        self.files: dict[str, tuple[str, bytes, int]] = {}  # file_id -> (path, bytes, size)
+        self.uploads: list[tuple[str, str, bytes]] = []  # (method, field, bytes) sent by the bot
+        self.downloads: list[str] = []  # file paths the bot downloaded
         self.changed = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self.server = LocalServer(app)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -76,6 +98,14 @@ class FakeTelegram:
     def texts(self, chat_id: int | None = None) -> list[str]:
         return [params["text"] for params in self.sent(chat_id)]
 
+    def shown(self, chat_id: int) -> list[str]:
+        """The text of each message the bot sent to the chat, as it reads now."""
+        return [
+            params["text"]
+            for (chat, message_id), params in sorted(self.messages.items())
+            if chat == chat_id and (chat, message_id) not in self.deleted
+        ]
+
     async def wait_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
         """Wait until `condition()` holds; it is checked after every call the bot makes."""
         async with self.changed:
@@ -97,9 +127,14 @@ class FakeTelegram:
         chat_type: str | None = None,
         mention: bool = False,
         reply_to_bot: bool = False,
+        reply_to_user: str | None = None,
+        replied_text: str = "an earlier answer",
         thread_id: int | None = None,
+        media: dict[str, Any] | None = None,
     ) -> int:
-        """Queue a message update (a group when chat_id < 0); returns its message id."""
+        """Queue a message update (a group when chat_id < 0); returns its message id. It replies
+        to `replied_text`, the bot's (`reply_to_bot`) or a family member's (`reply_to_user`).
+        With `media` (from photo(), document(), voice() or audio()), `text` is its caption."""
         chat_type = chat_type or ("supergroup" if chat_id < 0 else "private")
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -119,26 +154,69 @@ class FakeTelegram:
             "date": int(time.time()),
             "chat": chat,
             "from": {"id": user_id, "is_bot": False, "first_name": first_name},
-            "text": text,
         }
+        words, marks = ("caption", "caption_entities") if media else ("text", "entities")
+        if text or not media:
+            message[words] = text
         if entities:
-            message["entities"] = entities
+            message[marks] = entities
+        message |= media or {}
         if thread_id is not None:
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
-        if reply_to_bot:
+        if reply_to_bot or reply_to_user:
+            sender = (
+                self._me()
+                if reply_to_bot
+                else {"id": 43, "is_bot": False, "first_name": reply_to_user}
+            )
             message["reply_to_message"] = {
                 "message_id": 1,
                 "date": int(time.time()),
                 "chat": chat,
-                "from": self._me(),
-                "text": "an earlier answer",
+                "from": sender,
+                "text": replied_text,
             }
         async with self.changed:
             self._update_id += 1
             self._updates.append({"update_id": self._update_id, "message": message})
             self.changed.notify_all()
         return int(message["message_id"])
+
+    def _file(self, data: bytes, suffix: str, size: int | None = None) -> dict[str, Any]:
+        file_id = f"file-{len(self.files) + 1}"
+        size = len(data) if size is None else size
+        self.files[file_id] = (f"media/{file_id}.{suffix}", data, size)
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": size}
+
+    def photo(self, data: bytes) -> dict[str, Any]:
+        """A photo as Telegram sends it: the sizes it made, smallest first (all JPEG)."""
+        thumb = self._file(data[: len(data) // 4], "jpg") | {"width": 90, "height": 90}
+        full = self._file(data, "jpg") | {"width": 1280, "height": 960}
+        return {"photo": [thumb, full]}
+
+    def document(
+        self, data: bytes, mime_type: str, name: str, size: int | None = None
+    ) -> dict[str, Any]:
+        """A file sent as a file (a picture keeps its full resolution, any type)."""
+        file = self._file(data, name.rsplit(".", 1)[-1], size)
+        return {"document": file | {"mime_type": mime_type, "file_name": name}}
+
+    def voice(self, data: bytes, duration: int, size: int | None = None) -> dict[str, Any]:
+        """A voice message recorded in the app (OGG/Opus)."""
+        file = self._file(data, "oga", size)
+        return {"voice": file | {"duration": duration, "mime_type": "audio/ogg"}}
+
+    def audio(self, data: bytes, duration: int, name: str = "memo.mp3") -> dict[str, Any]:
+        """A sound file sent as music/audio."""
+        file = self._file(data, name.rsplit(".", 1)[-1])
+        return {
+            "audio": file | {"duration": duration, "mime_type": "audio/mpeg", "file_name": name}
+        }
+
+    def take_update(self) -> dict[str, Any]:
+        """The update queued last, taken off the getUpdates queue (to post it to a webhook)."""
+        return self._updates.pop()
 
     # -- the API ---------------------------------------------------------------------------------
 
@@ -171,7 +249,11 @@ class FakeTelegram:
         if request.match_info["token"] != TOKEN:
             return self._error(401, "Unauthorized")
         method = request.match_info["method"]
-        params = self._params(await request.post())
+        form = await request.post()
+        for name, value in form.items():  # a multipart upload: the file's bytes
+            if isinstance(value, web.FileField):
+                self.uploads.append((method, name, value.file.read()))
+        params = self._params(form)
         if method == "getUpdates":
             return self._ok(await self._get_updates(params))
         async with self.changed:
@@ -179,19 +261,71 @@ class FakeTelegram:
             self.changed.notify_all()
         if method == "getMe":
             return self._ok(self._me())
-        if method in ("deleteWebhook", "setMyCommands", "sendChatAction"):
+        if method in ("deleteWebhook", "setWebhook", "setMyCommands", "sendChatAction"):
             return self._ok(True)
         if method == "getChatMember":
             return self._ok({"status": "member", "user": self._me()})
+        if method in ("sendMessage", "editMessageText", "sendMessageDraft"):
+            refused = self._refused_format(params)
+            if refused:
+                return self._error(400, refused)
         if method == "sendMessage":
-            if params.get("parse_mode") and not markdown_is_valid(params["text"]):
-                return self._error(400, "Bad Request: can't parse entities: unclosed entity")
             reply_to = params.get("reply_parameters") or {}
             gone = (int(params["chat_id"]), reply_to.get("message_id")) in self.deleted
             if gone and not reply_to.get("allow_sending_without_reply"):
                 return self._error(400, "Bad Request: message to be replied not found")
             return self._ok(self._sent_message(params))
+        if method == "editMessageText":
+            return self._edit(params)
+        if method in ("sendPhoto", "sendDocument"):
+            return self._ok(self._sent_message(params | {"text": params.get("caption", "")}))
+        if method == "getFile":
+            return self._get_file(str(params["file_id"]))
+        if method == "sendMessageDraft":
+            if not self.drafts_supported:
+                return self._error(404, "Not Found")
+            if int(params["chat_id"]) < 0 or not int(params["draft_id"]):
+                return self._error(400, "Bad Request: TEXTDRAFT_PEER_INVALID")
+            return self._ok(True)
         return self._error(404, "Not Found")
+
+    def _get_file(self, file_id: str) -> web.Response:
+        if file_id not in self.files:
+            return self._error(400, "Bad Request: invalid file_id")
+        path, _data, size = self.files[file_id]
+        if size > GETFILE_LIMIT:
+            return self._error(400, "Bad Request: file is too big")
+        info = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": size}
+        return self._ok(info | {"file_path": path})
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != TOKEN:
+            return web.Response(status=401)
+        path = request.match_info["path"]
+        found = [data for file_path, data, _size in self.files.values() if file_path == path]
+        if not found:
+            return web.Response(status=404)
+        async with self.changed:
+            self.downloads.append(path)
+            self.changed.notify_all()
+        return web.Response(body=found[0], content_type="application/octet-stream")
+
+    @staticmethod
+    def _refused_format(params: dict[str, Any]) -> str | None:
+        text = params.get("text") or ""
+        if params.get("parse_mode") and not markdown_is_valid(text):
+            return "Bad Request: can't parse entities: unclosed entity"
+        return entities_error(text, params.get("entities") or [])
+
+    def _edit(self, params: dict[str, Any]) -> web.Response:
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        current = self.messages.get(key)
+        if current is None or key in self.deleted:
+            return self._error(400, "Bad Request: message to edit not found")
+        if (current["text"], current.get("entities")) == (params["text"], params.get("entities")):
+            return self._error(400, "Bad Request: message is not modified")
+        self.messages[key] = params
+        return self._ok(self._message_json(key[1], params))
 
     async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
@@ -207,10 +341,15 @@ class FakeTelegram:
             return list(self._updates)
 
     def _sent_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        message_id = self._next_message_id()
+        self.messages[(int(params["chat_id"]), message_id)] = params
+        return self._message_json(message_id, params)
+
+    def _message_json(self, message_id: int, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = params["chat_id"]
         chat = {"id": chat_id, "type": "supergroup" if int(chat_id) < 0 else "private"}
         return {
-            "message_id": self._next_message_id(),
+            "message_id": message_id,
             "date": int(time.time()),
             "chat": chat,
             "from": self._me(),

@@ -1,0 +1,92 @@
+"""Where a streamed reply appears on Telegram: a message draft (sendMessageDraft) in private
+chats while the server supports it, else one message per piece edited in place."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from telegram import Message
+from telegram.constants import ChatType, MessageLimit
+from telegram.error import BadRequest, EndPointNotFound, InvalidToken, TelegramError
+
+from bot.adapters.telegram_markdown import TelegramText, to_entities
+
+log = logging.getLogger(__name__)
+
+
+class Drafts:
+    """Whether this process still sends drafts; a server without sendMessageDraft (a 404, which
+    PTB reports as InvalidToken outside do_api_request) turns them off for good."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def unsupported(self, exc: TelegramError) -> None:
+        log.warning("the Bot API server has no sendMessageDraft (%s); editing in place", exc)
+        self.enabled = False
+
+
+class TelegramSurface:
+    """One reply to `message`; pieces after the first are further messages."""
+
+    limit = MessageLimit.MAX_TEXT_LENGTH
+
+    def __init__(
+        self, message: Message, text: TelegramText, drafts: Drafts, counters: Counter[str]
+    ) -> None:
+        self.message = message
+        self.text = text
+        self.drafts = drafts
+        self.counters = counters
+        self.group = message.chat.type != ChatType.PRIVATE
+        self.drafting = not self.group
+        self.sent: dict[int, Message] = {}
+        self.texts: dict[int, str] = {}  # what each sent message says now
+
+    async def show(self, index: int, text: str) -> None:
+        if self.drafting and self.drafts.enabled and await self._draft(index, text):
+            return
+        await self._put(index, text)
+
+    async def settle(self, index: int, text: str) -> None:
+        try:
+            await self._put(index, text)
+        except TelegramError as exc:
+            if index not in self.sent:
+                raise  # nothing to fall back from: sending itself failed
+            # The edit failed (the message was deleted, the edit window passed...): the piece
+            # goes out as a new message instead, so the answer is never lost.
+            log.warning("could not edit the streamed reply (%s); sending it anew", exc)
+            self.counters["stream_edit_fallbacks"] += 1
+            self.sent[index] = await self.text.reply(self.message, text, quote=False)
+            self.texts[index] = text
+
+    async def _put(self, index: int, text: str) -> None:
+        sent = self.sent.get(index)
+        if sent is None:
+            quote = self.group and index == 0
+            self.sent[index] = await self.text.reply(self.message, text, quote=quote)
+        elif self.texts.get(index) != text:
+            await self.text.edit(sent, text)
+        self.texts[index] = text
+
+    async def _draft(self, index: int, text: str) -> bool:
+        """True when the draft was shown; False: this reply edits in place from now on."""
+        message = self.message
+        thread = message.message_thread_id if message.is_topic_message else None
+        body, entities = to_entities(text)
+        # Non-zero and one per piece: the message id is unique in the chat.
+        draft_id = message.message_id * 100 + index + 1
+        try:
+            await message.get_bot().send_message_draft(
+                message.chat_id, draft_id, body, message_thread_id=thread, entities=entities
+            )
+            return True
+        except (InvalidToken, EndPointNotFound) as exc:
+            self.drafts.unsupported(exc)
+        except BadRequest as exc:
+            log.info("draft refused (%s); editing in place", exc.message)
+            self.counters["draft_errors"] += 1
+        self.drafting = False
+        return False

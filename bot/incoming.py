@@ -1,0 +1,96 @@
+"""One incoming message as the agent reads it: the words, the message it replies to, the images,
+and how each shows to the router, to the model and in memory."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+QUOTE_LIMIT = 4000  # characters of a quoted message the model and the router see
+MEMORY_QUOTE_LIMIT = 120  # memory keeps a short reminder of what was quoted
+CAPTION_LIMIT = 80
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The message replied to: its author's name (None when unknown) and its text."""
+
+    author: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Image:
+    data: bytes
+    mime_type: str
+
+    def data_url(self) -> str:
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode()}"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """`text` is what the person wrote: a message, a photo's caption, a voice transcript."""
+
+    text: str
+    quote: Quote | None = None
+    images: tuple[Image, ...] = ()
+    kind: str = "text"  # "text", "photo" or "voice": how memory names what was sent
+    heading: str | None = None  # shown above the reply ("[voice 0:12] what was heard")
+    transcription_ms: float | None = None  # a voice message's transcription time
+
+    def is_empty(self) -> bool:
+        return not self.routing_text().strip() and not self.images
+
+    def routing_text(self) -> str:
+        """What the router reads: the words, then the quoted message ("summarize this" routes
+        on what it points at too). Empty for a photo with no caption."""
+        words = self.text.strip()
+        if self.quote is None or not self.quote.text.strip():
+            return words
+        quoted = self.quote.text.strip()[:QUOTE_LIMIT]
+        return f"{words}\n\n{quoted}" if words else quoted
+
+    def model_text(self) -> str:
+        """The words for the model, with the quoted message under them."""
+        words = self.text.strip()
+        if self.quote is None or not self.quote.text.strip():
+            return words
+        quoted = "\n".join(
+            f"> {line}" for line in self.quote.text.strip()[:QUOTE_LIMIT].split("\n")
+        )
+        who = self.quote.author or "someone"
+        return f"{words}\n\n(replying to {who}:)\n{quoted}".lstrip()
+
+    def model_content(self, author: str | None) -> str | list[dict[str, Any]]:
+        """The user message's content: text, or text and image parts."""
+        text = self.model_text() or "(photo)"
+        if author:
+            text = f"{author}: {text}"
+        if not self.images:
+            return text
+        parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        parts += [{"type": "image_url", "image_url": {"url": i.data_url()}} for i in self.images]
+        return parts
+
+    def headed(self, answer: str) -> str:
+        """The answer as shown: under the heading, when there is one."""
+        return f"{self.heading}\n\n{answer}" if self.heading else answer
+
+    def memory_text(self) -> str:
+        """What memory keeps: images never, a short placeholder instead ("[photo: caption]")."""
+        words = self.text.strip()
+        if self.kind == "photo":
+            words = f"[photo: {_short(words, CAPTION_LIMIT)}]" if words else "[photo]"
+        elif self.kind == "voice":
+            words = f"[voice] {words}"
+        if self.quote is not None and self.quote.text.strip():
+            who = self.quote.author or "someone"
+            words += f' (replying to {who}: "{_short(self.quote.text, MEMORY_QUOTE_LIMIT)}")'
+        return words

@@ -1,0 +1,143 @@
+"""Streamed replies on Telegram, end to end: the fake upstream streams a word at a time and holds
+each chunk until the fake Bot API shows the text so far, so every test sees the answer appear
+while it is written (drafts in private chats, one message edited in place in groups)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.adapters.telegram_markdown import to_entities
+from tests.bot_helpers import log_rows
+from tests.fakes.telegram_api import FakeTelegram
+from tests.telegram_helpers import running
+
+GROUP, PRIVATE = -1001, 55
+ANSWER = "Rice first, then the soup, and the fish goes in last so it stays tender."
+
+
+@pytest.fixture
+async def telegram():
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
+
+
+def drafts(telegram: FakeTelegram, chat_id: int) -> list[str]:
+    return [params["text"] for params in telegram.sent(chat_id, "sendMessageDraft")]
+
+
+def edits(telegram: FakeTelegram, chat_id: int) -> list[str]:
+    return [params["text"] for params in telegram.sent(chat_id, "editMessageText")]
+
+
+async def test_streamed_reply_in_a_private_chat_is_drafted_then_sent(
+    seeded_db, embedder, upstream, telegram
+):
+    upstream.reply = lambda body: ANSWER
+
+    async def shown_as_draft(so_far: str) -> None:
+        await telegram.wait_until(lambda: so_far.strip() in drafts(telegram, PRIVATE))
+
+    upstream.gate = shown_as_draft
+    async with running(seeded_db, embedder, upstream, telegram, stream=True) as core:
+        await telegram.push_message(PRIVATE, "How do I cook dinner?")
+        await telegram.wait_until(lambda: telegram.shown(PRIVATE) == [ANSWER])
+        (row,) = await log_rows(core)
+    # The answer grew in the draft word by word, then went out as one message; nothing edited.
+    words = ANSWER.split()
+    assert drafts(telegram, PRIVATE)[:3] == [" ".join(words[:n]) for n in (1, 2, 3)]
+    assert len(telegram.sent(PRIVATE)) == 1 and edits(telegram, PRIVATE) == []
+    draft_ids = {params["draft_id"] for params in telegram.sent(PRIVATE, "sendMessageDraft")}
+    assert len(draft_ids) == 1 and 0 not in draft_ids
+    assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0  # usage of a stream
+
+
+async def test_streamed_reply_in_a_group_edits_one_message_in_place(
+    seeded_db, embedder, upstream, telegram
+):
+    upstream.reply = lambda body: ANSWER
+
+    async def shown_in_place(so_far: str) -> None:
+        await telegram.wait_until(lambda: telegram.shown(GROUP) == [so_far.strip()])
+
+    upstream.gate = shown_in_place
+    async with running(seeded_db, embedder, upstream, telegram, stream=True) as core:
+        message_id = await telegram.push_message(GROUP, "How do I cook dinner?", mention=True)
+        await telegram.wait_until(lambda: telegram.shown(GROUP) == [ANSWER])
+        (row,) = await log_rows(core)
+    (sent,) = telegram.sent(GROUP)  # one message, quoting the question, then edits
+    assert sent["text"] == "Rice" and sent["reply_parameters"]["message_id"] == message_id
+    assert edits(telegram, GROUP)[:2] == ["Rice first,", "Rice first, then"]
+    assert edits(telegram, GROUP)[-1] == ANSWER
+    assert drafts(telegram, GROUP) == []  # drafts are for private chats only
+    assert row["prompt_tokens"] > 0
+
+
+async def test_streamed_reply_edits_in_place_where_the_server_has_no_drafts(
+    seeded_db, embedder, upstream, telegram
+):
+    telegram.drafts_supported = False
+    upstream.reply = lambda body: ANSWER
+    async with running(seeded_db, embedder, upstream, telegram, stream=True):
+        for question in ("How do I cook dinner?", "And tomorrow?"):
+            await telegram.push_message(PRIVATE, question)
+        await telegram.wait_until(lambda: telegram.shown(PRIVATE) == [ANSWER, ANSWER])
+    # One 404 turned drafts off for the process: the second reply did not try again.
+    assert len(telegram.sent(PRIVATE, "sendMessageDraft")) == 1
+    assert len(telegram.sent(PRIVATE)) == 2
+
+
+async def test_streamed_reply_longer_than_the_limit_continues_in_further_messages(
+    seeded_db, embedder, upstream, telegram
+):
+    paragraph = "A sentence about the family trip to the mountains. " * 9
+    long_text = "\n\n".join(f"Day {n}: {paragraph.strip()}" for n in range(20))
+    upstream.reply = lambda body: long_text
+    async with running(seeded_db, embedder, upstream, telegram, stream=True):
+        await telegram.push_message(GROUP, "Tell me a long story", mention=True)
+        await telegram.wait_until(lambda: "Day 19" in "".join(telegram.shown(GROUP)))
+        await telegram.wait_until(lambda: telegram.shown(GROUP)[-1].endswith("mountains."))
+    pieces = telegram.shown(GROUP)
+    assert len(pieces) == 3 and all(len(piece) <= 4096 for piece in pieces)
+    assert all(piece.endswith(".") for piece in pieces[:-1])
+    assert "".join(pieces).replace("\n", "") == long_text.replace("\n", "")
+
+
+async def test_streamed_reply_falls_back_to_plain_text_when_markdown_is_refused(
+    seeded_db, embedder, upstream, telegram
+):
+    answer = "The **recipe** is in [the notes](notes.md), **section 2** and **section 3**."
+    upstream.reply = lambda body: answer
+
+    async def shown_either_way(so_far: str) -> None:
+        wanted = {so_far.strip(), to_entities(so_far.strip())[0]}
+        await telegram.wait_until(lambda: telegram.shown(GROUP)[-1:] in ([w] for w in wanted))
+
+    upstream.gate = shown_either_way
+    async with running(seeded_db, embedder, upstream, telegram, stream=True) as core:
+        await telegram.push_message(GROUP, "where is it?", mention=True)
+        await telegram.wait_until(lambda: telegram.shown(GROUP) == [answer])
+    edited = telegram.sent(GROUP, "editMessageText")
+    # Formatted while Telegram took it ("The recipe" in bold)...
+    assert any(p["text"] == "The recipe is" and p["entities"] for p in edited)
+    # ...then each formatted edit with the relative link was refused and plain text took over.
+    refused = [p for p in edited if any(e["type"] == "text_link" for e in p.get("entities", []))]
+    assert refused and edited[-1]["text"] == answer and "entities" not in edited[-1]
+    assert core.router.counters["markdown_fallbacks"] == len(refused)
+
+
+async def test_streamed_reply_survives_a_failed_edit(seeded_db, embedder, upstream, telegram):
+    upstream.reply = lambda body: ANSWER
+
+    async def deleted_once_shown(so_far: str) -> None:
+        await telegram.wait_until(lambda: len(telegram.sent(GROUP)) == 1)
+        # Someone deletes the half-written reply: every edit of it fails from now on.
+        telegram.deleted.add((GROUP, max(key[1] for key in telegram.messages)))
+
+    upstream.gate = deleted_once_shown
+    async with running(seeded_db, embedder, upstream, telegram, stream=True) as core:
+        await telegram.push_message(GROUP, "How do I cook dinner?", mention=True)
+        await telegram.wait_until(lambda: telegram.shown(GROUP) == [ANSWER])
+    # The finished answer went out as a new message instead of being lost.
+    assert [params["text"] for params in telegram.sent(GROUP)] == ["Rice", ANSWER]
+    assert core.router.counters["stream_edit_fallbacks"] == 1
