@@ -125,6 +125,15 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
     """,
     # A voice message's transcription time, beside the routing latency it came before.
     "ALTER TABLE routing_log ADD COLUMN transcription_ms REAL;",
+    # The local classifier as last fitted, with what it was fitted on (see fitted_state.py).
+    """
+    CREATE TABLE fitted_state (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        state BLOB NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 )
 
 

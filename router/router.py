@@ -13,7 +13,7 @@ from typing import Any
 
 import aiosqlite
 
-from router import routing_log
+from router import fitted_state, routing_log
 from router.blas import one_blas_thread_for_the_process
 from router.config import RouterConfig, Secrets
 from router.db import ROUTER_MIGRATIONS, connect, migrate
@@ -128,7 +128,7 @@ class ModelRouter:
         await router.log.writer.start(conn if in_memory else None)
         if router.local is not None and len(router.local.pool):
             kept = await router._stored_calibration()
-            router.local.classifier = await asyncio.to_thread(router.local.fit, kept or seeded)
+            await router._load_or_fit(kept or seeded)
             if kept is None:
                 await router._store_calibration()
         return router
@@ -407,8 +407,37 @@ class ModelRouter:
         try:
             self.local.classifier = await asyncio.to_thread(self.local.fit)
             await self._store_calibration()
+            await self._store_fitted()
         finally:
             self._refit_task = None
+
+    async def _load_or_fit(self, calibration: Calibration | None) -> None:
+        """The classifier stored for this very pool and calibration, else a fresh fit (stored)."""
+        assert self.local is not None
+        if calibration is not None:
+            wanted = self.local.fingerprint(calibration)
+            try:
+                loaded = await fitted_state.load(self.conn, wanted, self.taxonomy.categories)
+            except (aiosqlite.Error, OSError, ValueError, KeyError):
+                log.exception("could not read the stored classifier; fitting it again")
+                loaded = None
+            if loaded is not None:
+                self.local.classifier = loaded
+                return
+        self.local.classifier = await asyncio.to_thread(self.local.fit, calibration)
+        await self._store_fitted()
+
+    async def _store_fitted(self) -> None:
+        assert self.local is not None
+        classifier = self.local.classifier
+        if not classifier.ready:  # too little to fit yet: nothing worth keeping
+            return
+        try:
+            key = self.local.fingerprint(classifier.calibration)
+            await fitted_state.save(self.conn, key, classifier)
+        except aiosqlite.Error:
+            log.exception("could not store the fitted classifier")
+            self.counters["db_errors"] += 1
 
     async def _stored_calibration(self) -> Calibration | None:
         """The last cross-validated calibration, when it was made for this embedder on a pool

@@ -315,3 +315,37 @@ async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embed
     finally:
         await router.close()
     assert follow_up.category == "coding"
+
+
+async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fitting(
+    seeded_db, embedder, monkeypatch
+):
+    from router.signals.local_signal import LocalSignal
+
+    router = await open_router(seeded_db, embedder)
+    try:
+        first = await router.route("幫我把這段英文翻成日文")
+    finally:
+        await router.close()
+
+    def no_fit(self: LocalSignal, calibration: object = None) -> None:
+        raise AssertionError("the stored classifier should have been loaded")
+
+    monkeypatch.setattr(LocalSignal, "fit", no_fit)
+    router = await open_router(seeded_db, embedder)
+    try:
+        again = await router.route("幫我把這段英文翻成日文")
+        # A relabelled pool is another pool: the stored fit no longer matches it.
+        assert router.local is not None
+        router.local.pool.categories[0] = (
+            "coding" if router.local.pool.categories[0] != "coding" else "casual"
+        )
+        with pytest.raises(AssertionError, match="should have been loaded"):
+            await router._load_or_fit(router.local.classifier.calibration)
+    finally:
+        await router.close()
+    assert (again.category, again.tier, again.confidence) == (
+        first.category,
+        first.tier,
+        first.confidence,
+    )

@@ -82,6 +82,21 @@ class SoftmaxHead:
         self._weights, self._bias, self._mean, self._scale = weights, bias, mean, scale
         self.trained_on = len(keep)
 
+    def state(self) -> dict[str, np.ndarray]:
+        assert self._weights is not None and self._bias is not None
+        assert self._mean is not None and self._scale is not None
+        return {
+            "head_weights": self._weights,
+            "head_bias": self._bias,
+            "head_mean": self._mean,
+            "head_scale": self._scale,
+        }
+
+    def load_state(self, state: dict[str, np.ndarray], trained_on: int) -> None:
+        self._weights, self._bias = state["head_weights"], state["head_bias"]
+        self._mean, self._scale = state["head_mean"], state["head_scale"]
+        self.trained_on = trained_on
+
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         """Raw class scores for one vector or a matrix of them."""
         assert self._weights is not None and self._mean is not None and self._scale is not None
@@ -153,6 +168,28 @@ class LocalClassifier:
             head_oof[held] = head.logits(vectors[held])
             ngram_oof[held] = np.stack([ngrams.scores_buckets(hashed[i]) for i in held])
         return head_oof, ngram_oof
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything fitted, as arrays (stored so a restart need not fit again)."""
+        calibration = self.calibration
+        return {
+            **self.head.state(),
+            **self.ngrams.state(),
+            "calibration": np.array([calibration.head_scale, calibration.ngram_scale]),
+            "trained_on": np.array([self.trained_on]),
+        }
+
+    @classmethod
+    def from_state(
+        cls, categories: tuple[str, ...], state: dict[str, np.ndarray]
+    ) -> LocalClassifier:
+        classifier = cls(categories)
+        classifier.trained_on = int(state["trained_on"][0])
+        classifier.head.load_state(state, classifier.trained_on)
+        classifier.ngrams.load_state(state)
+        head_scale, ngram_scale = (float(v) for v in state["calibration"])
+        classifier.calibration = Calibration(head_scale, ngram_scale)
+        return classifier
 
     def probs(self, vector: np.ndarray, text: str) -> np.ndarray:
         """Calibrated category probabilities of one message."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from router.config import RouterConfig
 from router.embedder import Embedder
+from router.fitted_state import fingerprint as fitted_state_fingerprint
 from router.pool import Pool
 from router.signals.calibration import Calibration
 from router.signals.continuity import (
@@ -53,6 +54,16 @@ class LocalSignal:
     @property
     def ready(self) -> bool:
         return len(self.pool) >= self.config.local.min_pool_size and self.classifier.ready
+
+    def fingerprint(self, calibration: Calibration) -> str:
+        """What a classifier fit on the pool as it is now, with `calibration`, depends on."""
+        return fitted_state_fingerprint(
+            self.embedder.id,
+            self.pool.texts,
+            self.pool.categories,
+            self.taxonomy.categories,
+            calibration,
+        )
 
     def fit(self, calibration: Calibration | None = None) -> LocalClassifier:
         """A classifier fit on the pool as it is now (run it in a thread)."""

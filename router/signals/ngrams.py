@@ -37,6 +37,7 @@ class NgramNaiveBayes:
         self.classes = classes
         self.alpha = alpha
         self._log_probs: np.ndarray | None = None
+        self._counts = np.zeros((classes, 0), dtype=np.float32)
 
     @property
     def ready(self) -> bool:
@@ -56,10 +57,24 @@ class NgramNaiveBayes:
         flat = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
         rows = np.repeat(np.asarray(labels, np.int64), [len(b) for b in buckets])
         counts = np.bincount(rows * BUCKETS + flat, minlength=self.classes * BUCKETS)
-        counts = counts.reshape(self.classes, BUCKETS).astype(np.float32)
+        return self._set_counts(counts.reshape(self.classes, BUCKETS).astype(np.float32))
+
+    def _set_counts(self, counts: np.ndarray) -> NgramNaiveBayes:
+        self._counts = counts
         totals = counts.sum(axis=1, keepdims=True)
         self._log_probs = np.log(counts + self.alpha) - np.log(totals + self.alpha * BUCKETS)
         return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted counts, sparse (most buckets are empty): what `from_state` needs."""
+        flat = self._counts.ravel()
+        nonzero = np.flatnonzero(flat)
+        return {"ngram_index": nonzero.astype(np.int32), "ngram_count": flat[nonzero]}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> NgramNaiveBayes:
+        counts = np.zeros(self.classes * BUCKETS, dtype=np.float32)
+        counts[state["ngram_index"]] = state["ngram_count"]
+        return self._set_counts(counts.reshape(self.classes, BUCKETS))
 
     def scores(self, text: str) -> np.ndarray:
         return self.scores_buckets(ngram_buckets(text))
