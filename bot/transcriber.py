@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-
-import groq
+from typing import TYPE_CHECKING
 
 from bot.config import VoiceSettings
-from router.errors import ReasonError
+from router.errors import ReasonError, sdk_error_reason
+
+if TYPE_CHECKING:
+    import groq
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +30,6 @@ class Transcript:
     latency_ms: float
 
 
-def describe_error(exc: Exception) -> str:
-    if isinstance(exc, groq.APITimeoutError):
-        return "transcription: timeout"
-    if isinstance(exc, groq.APIConnectionError):
-        return "transcription: connection failed"
-    if isinstance(exc, groq.APIStatusError):
-        return f"transcription: HTTP {exc.status_code}"
-    return f"transcription: {type(exc).__name__}"
-
-
 class Transcriber:
     """One client per process; `configured` is False without a Groq key."""
 
@@ -45,6 +37,9 @@ class Transcriber:
         self.settings = settings
         self.client: groq.AsyncGroq | None = None
         if api_key and settings.enabled:
+            import groq  # only a configured transcriber pays for the SDK's import
+
+            self._groq = groq
             self.client = groq.AsyncGroq(
                 api_key=api_key,
                 base_url=settings.base_url,
@@ -67,8 +62,8 @@ class Transcriber:
                 response_format="verbose_json",  # also names the language it heard
                 temperature=0.0,
             )
-        except groq.APIError as exc:
-            raise TranscriptionError(describe_error(exc)) from exc
+        except self._groq.APIError as exc:
+            raise TranscriptionError(sdk_error_reason("transcription", self._groq, exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         text = (response.text or "").strip()
         if not text:

@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from bot.config import UpstreamSettings
 from router import Secrets
-from router.errors import ReasonError
+from router.errors import ReasonError, sdk_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,6 @@ class Completion:
     model: str
     prompt_tokens: int
     completion_tokens: int
-
-
-def describe_error(exc: Exception) -> str:
-    if isinstance(exc, openai.APITimeoutError):
-        return "upstream: timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "upstream: connection failed"
-    if isinstance(exc, openai.APIStatusError):
-        return f"upstream: HTTP {exc.status_code}"
-    return f"upstream: {type(exc).__name__}"
 
 
 def is_configured(settings: UpstreamSettings, secrets: Secrets) -> bool:
@@ -106,7 +96,7 @@ class Upstream:
                 return await self._stream(self.client, options, on_text)
             response = await self.client.chat.completions.create(**options)
         except openai.APIError as exc:
-            raise UpstreamError(describe_error(exc)) from exc
+            raise UpstreamError(sdk_error_reason("upstream", openai, exc)) from exc
         content = response.choices[0].message.content if response.choices else None
         if not content or not content.strip():
             raise UpstreamError("upstream: empty answer")

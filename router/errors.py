@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
+
+def sdk_error_reason(what: str, sdk: ModuleType, exc: Exception) -> str:
+    """'what: timeout', 'what: connection failed', 'what: HTTP 429' or 'what: <error class>' for
+    an error of an OpenAI-style SDK (openai and groq name their error classes alike)."""
+    if isinstance(exc, sdk.APITimeoutError):
+        return f"{what}: timeout"
+    if isinstance(exc, sdk.APIConnectionError):
+        return f"{what}: connection failed"
+    if isinstance(exc, sdk.APIStatusError):
+        return f"{what}: HTTP {exc.status_code}"
+    return f"{what}: {type(exc).__name__}"
+
 
 class ReasonError(Exception):
     """A dependency gave no usable answer; `reason` is short and holds no secret."""

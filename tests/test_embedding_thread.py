@@ -67,15 +67,17 @@ async def test_a_routing_process_runs_blas_on_one_thread(seeded_db, embedder):
 
 
 def test_no_groq_key_means_the_groq_sdk_is_never_imported(seeded_db):
-    """Start-up pays only for what is configured: the SDK import alone costs ~0.17 s."""
+    """Start-up pays only for what is configured: the SDK import alone costs ~0.17 s. The bot
+    (router, categorizer, voice transcriber) answers a message without it."""
     script = (
         "import asyncio, sys\n"
-        "from router import ModelRouter, Secrets\n"
+        "from bot.runtime import BotCore\n"
+        "from router import Secrets\n"
         "from tests.conftest import make_config\n"
         "async def main():\n"
-        f"    router = await ModelRouter.open(make_config({str(seeded_db)!r}), Secrets())\n"
-        "    await router.route('早安')\n"
-        "    await router.close()\n"
+        f"    core = await BotCore.open(make_config({str(seeded_db)!r}), Secrets())\n"
+        "    await core.agent.handle('console:me', None, '早安')\n"
+        "    await core.close()\n"
         "asyncio.run(main())\n"
         "print('groq' in sys.modules)\n"
     )
