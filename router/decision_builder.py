@@ -23,7 +23,7 @@ class DecisionBuilder:
         tier = fields.pop("tier")
         return RoutingDecision(
             tier=tier,
-            model=self.config.models.for_tier(tier),
+            model=fields.pop("model", None) or self.config.models.for_tier(tier),
             tier_mapping_version=self.taxonomy.version,
             latency_ms=0.0,
             **fields,
@@ -41,6 +41,13 @@ class DecisionBuilder:
             source=source,
             mode=mode,
             error=error,
+        )
+
+    def named(self, mode: str, model: str, tier: str | None, source: str) -> RoutingDecision:
+        """A request that named its model (a tier alias, a provider model passed through): no
+        category; `tier` is None for a model no tier uses."""
+        return self._decision(
+            category=None, tier=tier or "", model=model, confidence=None, source=source, mode=mode
         )
 
     @staticmethod

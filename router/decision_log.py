@@ -4,7 +4,6 @@ its request ended (outcome, usage, error); only then is its one row queued for t
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 from router.decision import OUTCOMES, RoutingDecision
 from router.log_writer import LogWriter
@@ -16,14 +15,9 @@ log = logging.getLogger(__name__)
 class DecisionLog:
     """Owns the write-behind; `finish` never waits and never raises for the database."""
 
-    def __init__(self, writer: LogWriter, counters: Counter[str]) -> None:
+    def __init__(self, writer: LogWriter) -> None:
         self.writer = writer
-        self.counters = counters
         self._open: dict[str, RoutingDecision] = {}
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._open)
 
     def open(self, decision: RoutingDecision) -> None:
         self._open[decision.id] = decision
@@ -49,7 +43,6 @@ class DecisionLog:
             decision.completion_tokens = completion_tokens
         if error:
             decision.add_error(error)
-        self.counters[f"outcome_{outcome}"] += 1
         self.writer.put(row_of(decision))
 
     async def flush(self, timeout_s: float | None = None) -> bool:

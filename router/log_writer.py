@@ -160,7 +160,6 @@ class LogWriter:
                     )
                 await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
             else:
-                self.counters["log_rows_written"] += len(batch)
                 if attempt:
                     log.info("routing log: written again after %d failed attempts", attempt)
                 break

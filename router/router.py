@@ -80,8 +80,10 @@ class ModelRouter:
         self.counters: Counter[str] = Counter()
         self.decisions = DecisionBuilder(config, self.taxonomy)
         self.log = DecisionLog(
-            LogWriter(config.database.path, routing_log.INSERT_SQL, self.counters), self.counters
+            LogWriter(config.database.path, routing_log.INSERT_SQL, self.counters)
         )
+        # router.finish(decision, outcome, ...): the request behind a decision has ended.
+        self.finish = self.log.finish
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -235,37 +237,9 @@ class ModelRouter:
     ) -> RoutingDecision:
         """A request that named its model (a tier alias, or a provider model passed through):
         nothing to decide, but it is logged like a decision."""
-        decision = RoutingDecision(
-            category=None,
-            tier=tier or "",
-            model=model,
-            confidence=None,
-            source=source,
-            mode=self.mode,
-            tier_mapping_version=self.taxonomy.version,
-            latency_ms=0.0,
-        )
-        decision.text, decision.conv_key, decision.at = text, conv_key, time.time()
-        self.log.open(decision)
+        decision = self.decisions.named(self.mode, model, tier, source)
+        self._open(decision, text, conv_key, time.time())
         return decision
-
-    def finish(
-        self,
-        decision: RoutingDecision,
-        outcome: str,
-        *,
-        prompt_tokens: int | None = None,
-        completion_tokens: int | None = None,
-        error: str | None = None,
-    ) -> None:
-        """The request behind `decision` has ended: queue its row (see DecisionLog.finish)."""
-        self.log.finish(
-            decision,
-            outcome,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            error=error,
-        )
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""

@@ -137,10 +137,10 @@ class ChatProxy:
         self.router.counters["upstream_errors"] += 1
         self.router.finish(target.decision, "provider_error", error=f"provider: {error.message}")
 
-    def _completed(self, target: Target, usage: Usage | None) -> None:
+    def _ended(self, target: Target, outcome: str, usage: Usage | None) -> None:
         self.router.finish(
             target.decision,
-            "completed",
+            outcome,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
         )
@@ -176,7 +176,7 @@ class ChatProxy:
         if not data.get("model"):
             data["model"] = target.model
             raw = json.dumps(data).encode()
-        self._completed(target, usage_of(data))
+        self._ended(target, "completed", usage_of(data))
         return Response(raw, media_type="application/json", headers=target.headers)
 
     async def _stream(self, chat: ChatRequest, target: Target) -> Response:
@@ -205,17 +205,8 @@ class ChatProxy:
                 try:
                     await stream.close()
                 finally:
-                    if ended:
-                        self._completed(target, stream.usage)
-                    else:  # no-op when the provider's failure was already logged
-                        self.router.finish(
-                            target.decision,
-                            "client_gone",
-                            prompt_tokens=stream.usage.prompt_tokens if stream.usage else None,
-                            completion_tokens=(
-                                stream.usage.completion_tokens if stream.usage else None
-                            ),
-                        )
+                    # "client_gone" is a no-op when the provider's failure was already logged.
+                    self._ended(target, "completed" if ended else "client_gone", stream.usage)
                     relayed.set_result(None)
 
     async def models(self, request: Request) -> Response:
