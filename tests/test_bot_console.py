@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
@@ -115,3 +116,66 @@ def test_run_without_an_upstream_stops_before_opening_anything(tmp_path, monkeyp
     assert capsys.readouterr().err.strip() == f"error: {MISSING_HINT}"
     # No database was created, so no pool was seeded and no model loaded.
     assert not (tmp_path / "x.db").exists()
+
+
+class WatchedBuffer(io.StringIO):
+    """A terminal buffer that wakes whoever waits for some text to appear on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.written.set()
+        return super().write(text)
+
+    async def shows(self, text: str) -> None:
+        while text not in self.getvalue():
+            self.written.clear()
+            await self.written.wait()
+
+
+async def test_console_streamed_reply_appears_while_it_is_written(seeded_db, embedder):
+    upstream = await FakeOpenAI().start()
+    upstream.reply = lambda body: "Good morning to you, grandpa, and to the cat."
+    buffer = WatchedBuffer()
+    out = Console(file=buffer, width=200, color_system=None)
+    seen_mid_stream: list[str] = []
+
+    async def gate(sent: str) -> None:
+        # The next word is held back until the words sent so far are on the screen.
+        await asyncio.wait_for(buffer.shows(sent), 10)
+        seen_mid_stream.append(buffer.getvalue())
+
+    upstream.gate = gate
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    try:
+        await run_console(core, "grandpa", scripted(["good morning"]), out)
+    finally:
+        await core.close()
+        await upstream.stop()
+    # Before the last word was sent, everything before it was already on the screen.
+    assert "Good morning to you, grandpa, and to the" in seen_mid_stream[-1]
+    assert "cat." not in seen_mid_stream[-1]
+    lines = buffer.getvalue().splitlines()
+    # Printed piece by piece, the answer still reads as one line, once, then the decision.
+    assert lines.count("Good morning to you, grandpa, and to the cat.") == 1
+    assert lines[-1].endswith(" ms")
+
+
+async def test_console_broken_stream_keeps_what_was_shown_and_apologizes(seeded_db, embedder):
+    upstream = await FakeOpenAI().start()
+    upstream.reply = lambda body: "First words arrive and then the line goes dead."
+    upstream.cut_stream_after = 3
+    out, buffer = capture()
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    try:
+        await run_console(core, "grandpa", scripted(["tell me a story"]), out)
+    finally:
+        await core.close()
+        await upstream.stop()
+    text = buffer.getvalue()
+    assert text.count("First words arrive") == 1
+    assert text.index("First words arrive") < text.index("ms")
+    apology_line = next(line for line in text.splitlines()[2:] if line.strip())
+    assert "First words" not in apology_line

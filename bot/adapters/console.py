@@ -1,12 +1,14 @@
 """The console adapter: a terminal chat with crabbot (prompt_toolkit: line editing, history kept
 across runs, a paste of any length arrives as one message), each reply followed by one dim line
-with the routing decision; Ctrl-C cancels an answer or quits at the prompt, Ctrl-D quits."""
+with the routing decision; a streamed answer is printed as it is written. Ctrl-C cancels an
+answer or quits at the prompt, Ctrl-D quits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -98,12 +100,41 @@ async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) ->
             out.print(f"[red]error: {escape(type(exc).__name__)}; the chat goes on[/red]")
 
 
+class TypedAnswer:
+    """A streamed answer on the terminal: each update prints only what is not on screen yet."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.shown = ""
+
+    def _write(self, text: str) -> None:
+        self.out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+
+    def grow(self, so_far: str) -> None:
+        common = os.path.commonprefix([self.shown, so_far])
+        # Text that changed behind what is shown (a broken stream's trimmed end, then the
+        # apology) continues on a new line rather than rewriting the terminal.
+        self._write(("" if common == self.shown else "\n") + so_far[len(common) :])
+        self.shown = so_far
+
+    def finish(self, text: str | None) -> None:
+        """The whole answer: the rest of it (an apology after a broken stream), then a newline."""
+        if text is not None:
+            self.grow(text)
+        if self.shown:
+            self._write("\n")
+
+
 async def _answer(core: BotCore, user: ChatUser, conv_key: str, text: str, out: Console) -> None:
     answer = await core.admin.dispatch(user, conv_key, text)
     if answer is not None:
         out.print(answer, markup=False, highlight=False)
         return
-    reply = await core.agent.handle(conv_key, user, text)
-    if reply.text is not None:
-        out.print(reply.text, markup=False, highlight=False)
+    typed = TypedAnswer(out)
+    try:
+        reply = await core.agent.handle(conv_key, user, text, on_text=typed.grow)
+    except BaseException:  # cancelled with Ctrl-C: what was shown stays, the line ends
+        typed.finish(None)
+        raise
+    typed.finish(reply.text)
     out.print(f"[dim]{escape(decision_line(reply))}[/dim]", highlight=False)
