@@ -164,13 +164,15 @@ class Admin:
         elif router.categorizer is None:
             why = router.categorizer_missing or "disabled in config"
             lines.append(f"LLM categorizer off ({why}): the local signal decides alone")
-        failures = {
+        # What went wrong or was degraded in this process (failed calls, dropped rows, Markdown
+        # sent as plain text, a photo too big), by reason.
+        happened = {
             name.replace("_", " "): count
             for name, count in sorted(router.counters.items())
-            if count and name.endswith(("errors", "dropped"))
+            if count
         }
-        if failures:
-            lines.append(f"since start: {_counts(failures)}")
+        if happened:
+            lines.append(f"since start: {_counts(happened)}")
         for title, since in (("last 24 h", now - DAY_S), ("all time", None)):
             summary = await routing_stats.summary(router.conn, since)
             lines += format_summary(title, summary)

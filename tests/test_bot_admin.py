@@ -132,6 +132,7 @@ async def test_stats_count_the_last_day_and_all_time(core):
         decision.outcome = "provider_error" if decision.source == "fallback" else "completed"
         await write_decision(conn, decision)
     core.router.counters["log_rows_dropped"] += 2
+    core.router.counters["markdown_fallbacks"] += 1
 
     day = await routing_stats.summary(conn, now - 86400)
     assert day.total == 4
@@ -162,7 +163,8 @@ async def test_stats_count_the_last_day_and_all_time(core):
     assert "LLM latency: median 200 ms · p95 300 ms (n=3)" in text
     assert "fallbacks 1 · errors 1\n  1 × categorizer: timeout\n" in text
     assert "outcome: completed 3 (75%) · provider_error 1 (25%)" in text
-    assert "since start: log rows dropped 2" in text
+    # Degradations are shown with the failures, by reason.
+    assert "since start: log rows dropped 2 · markdown fallbacks 1" in text
     assert "category: none 1 · analysis 1 · coding 1 · simple_lookup 1\n" in text
 
 
