@@ -94,7 +94,7 @@ class CategorizerSettings(Section):
 class ContextSettings(Section):
     enabled: bool = True
     # Earlier user turns of the caller's history read for context (the proxy's stateless clients).
-    max_history_turns: int = Field(default=2, ge=1, le=8)
+    max_history_turns: int = Field(default=4, ge=1, le=8)
 
 
 class ProxySettings(Section):
