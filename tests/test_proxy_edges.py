@@ -334,6 +334,13 @@ async def test_metrics_count_requests_decisions_fallbacks_and_provider_errors(tm
         async with proxy.client() as client:
             for model in ("auto", "auto", "cheap", "some-provider-model"):
                 await client.chat.completions.create(model=model, messages=user(GREETING))
+            stream = await client.chat.completions.create(
+                model="medium", messages=user(GREETING), stream=True
+            )
+            assert [chunk async for chunk in stream]
+            # A stream's provider time is taken when its relay ends, a moment after the client
+            # has read the last event.
+            await proxy.proxy.settled()
             provider.fail_status = 500
             with pytest.raises(openai.APIStatusError):
                 await client.chat.completions.create(model="strong", messages=user(GREETING))
@@ -346,22 +353,25 @@ async def test_metrics_count_requests_decisions_fallbacks_and_provider_errors(tm
     assert scraped.headers["content-type"].startswith("text/plain")
     got = samples(scraped.text)
     chat = (("endpoint", "/v1/chat/completions"),)
-    assert got[("crabbot_proxy_requests_total", (*chat, ("status", "200")))] == 4
+    # The stream is counted once its last byte is sent: before the requests that followed it.
+    assert got[("crabbot_proxy_requests_total", (*chat, ("status", "200")))] == 5
     assert got[("crabbot_proxy_requests_total", (*chat, ("status", "502")))] == 1
     assert (
         got[("crabbot_proxy_requests_total", (("endpoint", "unmatched"), ("status", "404")))] == 1
     )
-    assert got[("crabbot_proxy_request_seconds_count", chat)] == 5
+    assert got[("crabbot_proxy_request_seconds_count", chat)] == 6
     decisions = "crabbot_routing_decisions_total"
     assert got[(decisions, (("source", "fallback"), ("tier", "medium")))] == 2
     assert got[(decisions, (("source", "alias"), ("tier", "cheap")))] == 1
     assert got[(decisions, (("source", "passthrough"), ("tier", "none")))] == 1
     assert got[(decisions, (("source", "alias"), ("tier", "strong")))] == 1
+    assert got[(decisions, (("source", "alias"), ("tier", "medium")))] == 1
     reason = (("reason", "categorizer: connection failed"),)
     assert got[("crabbot_routing_fallbacks_total", reason)] == 2
     assert got[("crabbot_routing_seconds_count", ())] == 2
     assert got[("crabbot_provider_errors_total", (("status", "502"),))] == 1
     assert got[("crabbot_provider_seconds_count", (("stream", "false"),))] == 5
+    assert got[("crabbot_provider_seconds_count", (("stream", "true"),))] == 1
     assert got[("crabbot_router_upstream_errors_total", ())] == 1
     assert got[("crabbot_router_fallbacks_total", ())] == 2
     assert got[("crabbot_router_categorizer_errors_total", ())] == 2
