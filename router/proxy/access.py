@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from router.config import KEY_LABEL, ConfigError, ModelSettings, ProxySettings
-from router.proxy.errors import model_not_allowed, unauthorized
+from router.proxy.errors import unauthorized
 from router.taxonomy import TIERS
 
 AUTO = "auto"
@@ -52,8 +52,8 @@ def _allowed_names(names: Sequence[str], models: ModelSettings) -> frozenset[str
 
 
 class Access:
-    """Checks a request's key (401) and its model (403); both before any routing or provider
-    call. The keys are compared in constant time, every one of them."""
+    """Checks a request's key (a 401 when wrong) and says which models its label may use. A key
+    is compared with every configured key, in constant time."""
 
     def __init__(
         self, settings: ProxySettings, models: ModelSettings, key_entries: Sequence[str]
@@ -116,7 +116,3 @@ class Access:
     def allows(self, label: str | None, model: str) -> bool:
         allowed = self._by_label.get(label, self._default) if label else self._default
         return allowed is None or model in allowed
-
-    def check_model(self, label: str | None, model: str) -> None:
-        if not self.allows(label, model):
-            raise model_not_allowed(model)

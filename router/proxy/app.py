@@ -16,7 +16,6 @@ import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -24,7 +23,8 @@ from starlette.routing import Route
 from router.decision import RoutingDecision
 from router.proxy.access import AUTO, Access
 from router.proxy.catalog import model_entry, model_list
-from router.proxy.errors import ProxyError, route_error
+from router.proxy.cors import cors_middleware
+from router.proxy.errors import ProxyError, model_not_allowed, route_error
 from router.proxy.metrics import CONTENT_TYPE, ProxyMetrics, RequestMetrics
 from router.proxy.provider import (
     HOP_HEADER,
@@ -40,23 +40,6 @@ from router.signals.continuity import last_user_text
 from router.taxonomy import TIERS
 
 log = logging.getLogger(__name__)
-
-# Headers a browser page may read from a cross-origin answer (with proxy.cors_origins set).
-EXPOSED_HEADERS = (
-    "X-Crabbot-Source",
-    "X-Crabbot-Model",
-    "X-Crabbot-Tier",
-    "X-Crabbot-Category",
-    "X-Crabbot-Decision-Id",
-    "X-Crabbot-Routing-Ms",
-    "Retry-After",
-    "X-Request-Id",
-    *(
-        f"X-Ratelimit-{kind}-{what}"
-        for kind in ("Limit", "Remaining", "Reset")
-        for what in ("Requests", "Tokens")
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -112,7 +95,7 @@ class ChatProxy:
         if not self.access.allows(label, model):
             self.router.counters["models_refused"] += 1
             log.info("refused model %.200r for key label %s", model, label or "(none)")
-            self.access.check_model(label, model)
+            raise model_not_allowed(model)
 
     @staticmethod
     def _refuse_loops(request: Request) -> None:
@@ -292,17 +275,10 @@ def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] 
         HTTPException: _http_error,
         Exception: _server_error,
     }
-    middleware = [Middleware(RequestMetrics, metrics=proxy.metrics)]
-    if proxy.settings.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=proxy.settings.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["*"],
-                expose_headers=EXPOSED_HEADERS,
-            )
-        )
+    middleware = [
+        Middleware(RequestMetrics, metrics=proxy.metrics),  # outermost: counts every answer
+        *cors_middleware(proxy.settings.cors_origins),
+    ]
     app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
     app.state.proxy = proxy
     return app
