@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal, Self, TypeVar
@@ -14,6 +15,8 @@ from router.taxonomy import BUILTIN_MAPPINGS, UNKNOWN, Taxonomy
 
 DEFAULT_CONFIG_PATH = Path("config/crabbot.toml")
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+# A proxy client key's label: CRABBOT_PROXY_KEYS="kids:<key>,grown-ups:<key>".
+KEY_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
 class ConfigError(Exception):
@@ -112,6 +115,23 @@ class ProxySettings(Section):
     timeout_s: float = Field(default=60.0, gt=0.0)
     max_retries: int = Field(default=1, ge=0, le=10)
     access_log: bool = False
+    # Browser origins allowed to call the proxy (CORS); empty = none, ["*"] = any.
+    cors_origins: list[str] = []
+    # Models every key may use (auto, a tier alias or a provider name); None = any model.
+    allowed_models: list[str] | None = None
+    # Key label -> the models that key may use, instead of allowed_models. A key gets a label
+    # in CRABBOT_PROXY_KEYS as `label:key`; the config file never holds the key itself.
+    allowed_models_by_key: dict[str, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _labels_are_names(self) -> Self:
+        for label in self.allowed_models_by_key:
+            if not KEY_LABEL.fullmatch(label):
+                raise ValueError(
+                    f"allowed_models_by_key: {label!r} is not a key label (letters, digits,"
+                    " _ and -, up to 32, starting with a letter)"
+                )
+        return self
 
 
 class ModelPrice(Section):
@@ -162,7 +182,8 @@ class Secrets(BaseSettings):
     crabbot_proxy_keys: str | None = None
 
     def proxy_client_keys(self) -> list[str]:
-        """The proxy's client keys from CRABBOT_PROXY_KEYS (comma-separated)."""
+        """The proxy's client keys from CRABBOT_PROXY_KEYS (comma-separated), each as given:
+        `key` or `label:key`."""
         return [key.strip() for key in (self.crabbot_proxy_keys or "").split(",") if key.strip()]
 
 

@@ -62,18 +62,26 @@ async def running_proxy(
     embedder: Embedder | None,
     provider_url: str,
     env_keys: tuple[str, ...] = (),
+    *,
+    sections: dict[str, dict[str, Any]] | None = None,
+    groq_api_key: str | None = None,
     **proxy: Any,
 ) -> AsyncIterator[RunningProxy]:
     """The proxy on a free port; without an embedder its router has no local signal (quick to
-    open, for requests that are refused or not routed)."""
+    open, for requests that are refused or not routed). `sections` replace config sections
+    (the categorizer is off unless they say otherwise)."""
     settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY], "max_retries": 0} | proxy
     config = make_config(
         db,
-        categorizer={"enabled": False},
-        local={"enabled": embedder is not None},
-        proxy=settings,
+        **{
+            "categorizer": {"enabled": False},
+            "local": {"enabled": embedder is not None},
+            "proxy": settings,
+        }
+        | (sections or {}),
     )
-    router = await ModelRouter.open(config, Secrets(groq_api_key=None), embedder=embedder)
+    secrets = Secrets(groq_api_key=groq_api_key)
+    router = await ModelRouter.open(config, secrets, embedder=embedder)
     provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
     app = create_app(router, provider, env_keys)
     server = await ProxyServer(app, "127.0.0.1", 0).start()

@@ -181,3 +181,23 @@ def test_percentiles():
     assert routing_stats.percentile(values, 0.95) == 95.0
     assert routing_stats.median(values) == 50.5
     assert routing_stats.median([1.0, 2.0, 9.0]) == 2.0
+
+
+async def test_stats_count_a_fallback_that_also_failed_at_the_provider_under_each_reason(core):
+    now = time.time()
+    errors = [
+        ("fallback", "categorizer: timeout; provider: the provider answered HTTP 502"),
+        ("fallback", "categorizer: timeout"),
+        ("llm", "provider: the provider answered HTTP 502"),
+    ]
+    for source, error in errors:
+        decision = _decision("medium", None, source, error=error)
+        decision.text, decision.conv_key, decision.at = "some text", "c", now - 10
+        decision.outcome = "provider_error" if "provider" in error else "completed"
+        await write_decision(core.router.conn, decision)
+    text = await core.admin.stats_text(now)
+    assert (
+        "fallbacks 2 · errors 3\n"
+        "  2 × categorizer: timeout\n"
+        "  2 × provider: the provider answered HTTP 502\n"
+    ) in text

@@ -4,6 +4,7 @@ optional since-timestamp (unix seconds; None means all time)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import aiosqlite
@@ -103,14 +104,20 @@ async def fallbacks_and_errors(
 async def errors_by_reason(
     conn: aiosqlite.Connection, since: float | None = None, limit: int = TOP_REASONS
 ) -> dict[str, int]:
-    """The most frequent errors (signal fallbacks, provider failures), by their first words."""
+    """The most frequent errors (signal fallbacks, provider failures), by their first words. A
+    row with two (a fallback, then the provider failed too: "categorizer: timeout; provider:
+    ...") counts under each."""
     where, params = _where(since, "error IS NOT NULL")
     sql = (
-        f"SELECT substr(error, 1, {REASON_CHARS}), COUNT(*) AS n FROM routing_log{where}"
-        f" GROUP BY 1 ORDER BY n DESC, 1 LIMIT {int(limit)}"
+        f"SELECT substr(error, 1, {4 * REASON_CHARS}), COUNT(*) FROM routing_log{where} GROUP BY 1"
     )
+    counts: Counter[str] = Counter()
     async with conn.execute(sql, params) as cursor:
-        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+        for error, n in await cursor.fetchall():
+            for reason in {part[:REASON_CHARS] for part in str(error).split("; ") if part}:
+                counts[reason] += int(n)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return dict(ranked[: int(limit)])
 
 
 async def knn_agreement(conn: aiosqlite.Connection, since: float | None = None) -> Agreement:

@@ -5,9 +5,9 @@ request (auto, alias or passthrough) with how it ended."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +15,17 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from router.decision import RoutingDecision
-from router.proxy.errors import ProxyError, unauthorized
+from router.proxy.access import AUTO, Access
+from router.proxy.catalog import model_entry, model_list
+from router.proxy.cors import cors_middleware
+from router.proxy.errors import ProxyError, model_not_allowed, route_error
+from router.proxy.metrics import CONTENT_TYPE, ProxyMetrics, RequestMetrics
 from router.proxy.provider import (
     HOP_HEADER,
     Provider,
@@ -36,8 +41,6 @@ from router.taxonomy import TIERS
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"
-
 
 @dataclass(frozen=True)
 class Target:
@@ -46,6 +49,8 @@ class Target:
     model: str
     decision: RoutingDecision
     headers: dict[str, str] = field(default_factory=dict)
+    stream: bool = False
+    started: float = field(default_factory=time.perf_counter)  # the provider call's start
 
 
 def decision_headers(decision: RoutingDecision) -> dict[str, str]:
@@ -72,26 +77,25 @@ class ChatProxy:
         self.router = router
         self.provider = provider
         self.settings = router.config.proxy
-        self._keys = [key.encode() for key in [*self.settings.client_keys, *env_keys]]
+        self.access = Access(
+            self.settings, router.config.models, [*self.settings.client_keys, *env_keys]
+        )
+        self.metrics = ProxyMetrics(router.counters, lambda: router.log.writer.depth)
         # Streams still being relayed: their rows are queued when they end (see `settled`).
         self._relays: set[asyncio.Future[None]] = set()
 
     # -- checks --------------------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
-        if not self._keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise unauthorized(
-                "You didn't provide an API key: send it as 'Authorization: Bearer <key>'."
-            )
-        offered = given.strip().encode()
-        # Compare with every key, so the time taken says nothing about which one nearly matched.
-        matches = [hmac.compare_digest(offered, key) for key in self._keys]
-        if not any(matches):
-            raise unauthorized("Incorrect API key provided.")
+    def _authorize(self, request: Request) -> str | None:
+        """The caller's key label; a 401 without a valid key (when keys are set)."""
+        return self.access.authorize(request)
+
+    def _check_model(self, label: str | None, model: str) -> None:
+        """A 403 for a model this key may not use, before any routing or provider call."""
+        if not self.access.allows(label, model):
+            self.router.counters["models_refused"] += 1
+            log.info("refused model %.200r for key label %s", model, label or "(none)")
+            raise model_not_allowed(model)
 
     @staticmethod
     def _refuse_loops(request: Request) -> None:
@@ -128,16 +132,20 @@ class ChatProxy:
             decision = self.router.named(
                 chat.model, tier, "passthrough", chat.route_text, chat.session_key
             )
-        return Target(decision.model, decision, decision_headers(decision))
+        self.metrics.decided(decision)
+        return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
 
     def _failed(self, target: Target, error: ProxyError) -> None:
         log.warning(
             "provider call for model %s failed: HTTP %d, %s", target.model, error.status, error
         )
         self.router.counters["upstream_errors"] += 1
+        self.metrics.provider_done(target.started, target.stream, error.status)
         self.router.finish(target.decision, "provider_error", error=f"provider: {error.message}")
 
     def _ended(self, target: Target, outcome: str, usage: Usage | None) -> None:
+        if outcome == "completed":
+            self.metrics.provider_done(target.started, target.stream, None)
         self.router.finish(
             target.decision,
             outcome,
@@ -156,9 +164,10 @@ class ChatProxy:
 
     async def chat_completions(self, request: Request) -> Response:
         self._refuse_loops(request)
-        self._authorize(request)
+        label = self._authorize(request)
         raw = await read_body(request, self.settings.max_body_bytes)
         chat = parse_chat_request(raw, request.headers.get(SESSION_HEADER))
+        self._check_model(label, chat.model)
         target = await self._target(chat)
         try:
             if chat.stream:
@@ -210,24 +219,25 @@ class ChatProxy:
                     relayed.set_result(None)
 
     async def models(self, request: Request) -> Response:
-        self._authorize(request)
-        configured = [self.router.config.models.for_tier(tier) for tier in TIERS]
-        names = [AUTO, *TIERS, *dict.fromkeys(configured)]
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "crabbot" if name == AUTO or name in TIERS else "provider",
-            }
-            for name in names
-        ]
-        return JSONResponse({"object": "list", "data": data})
+        label = self._authorize(request)
+        return JSONResponse(model_list(self.router.config.models, self.access, label))
+
+    async def model(self, request: Request) -> Response:
+        label = self._authorize(request)
+        name = request.path_params["model"]
+        return JSONResponse(model_entry(self.router.config.models, self.access, label, name))
 
     async def healthz(self, request: Request) -> Response:
+        """That the proxy is up; with a valid client key (or none configured), more."""
+        if not self.access.authorized(request):
+            return JSONResponse({"status": "ok"})
         return JSONResponse(
             {"status": "ok", "mode": self.router.mode, "pool_size": self.router.pool_size}
         )
+
+    async def prometheus(self, request: Request) -> Response:
+        self._authorize(request)
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 async def _proxy_error(request: Request, exc: Exception) -> Response:
@@ -237,8 +247,7 @@ async def _proxy_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    error = ProxyError(exc.status_code, str(exc.detail), code=code)
+    error = route_error(request.method, request.url.path, exc.status_code)
     return error.response(dict(exc.headers) if exc.headers else None)
 
 
@@ -256,13 +265,20 @@ def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] 
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/v1/models", proxy.models, methods=["GET"]),
         Route("/models", proxy.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", proxy.model, methods=["GET"]),
+        Route("/models/{model:path}", proxy.model, methods=["GET"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
+        Route("/metrics", proxy.prometheus, methods=["GET"]),
     ]
     handlers: dict[Any, Any] = {
         ProxyError: _proxy_error,
         HTTPException: _http_error,
         Exception: _server_error,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    middleware = [
+        Middleware(RequestMetrics, metrics=proxy.metrics),  # outermost: counts every answer
+        *cors_middleware(proxy.settings.cors_origins),
+    ]
+    app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
     app.state.proxy = proxy
     return app

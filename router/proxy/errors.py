@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from starlette.responses import JSONResponse
+
+STATUSES = frozenset(status.value for status in HTTPStatus)
+MODEL_CHARS = 200  # a model name echoed in an error is cut here
 
 
 class ProxyError(Exception):
@@ -50,3 +54,30 @@ def unauthorized(message: str) -> ProxyError:
 
 def provider_failed(message: str) -> ProxyError:
     return ProxyError(502, message, type_="upstream_error", code="provider_error")
+
+
+def route_error(method: str, path: str, status: int) -> ProxyError:
+    """OpenAI's answer to a path it does not serve (404) or a method a path does not take (405)."""
+    if status == 405:
+        return ProxyError(405, f"Invalid method for URL ({method} {path})")
+    if status == 404:
+        return ProxyError(404, f"Invalid URL ({method} {path})")
+    return ProxyError(status, HTTPStatus(status).phrase if status in STATUSES else "HTTP error")
+
+
+def model_not_found(model: str) -> ProxyError:
+    return ProxyError(
+        404,
+        f"The model `{model[:MODEL_CHARS]}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def model_not_allowed(model: str) -> ProxyError:
+    return ProxyError(
+        403,
+        f"The model `{model[:MODEL_CHARS]}` is not allowed for this key.",
+        param="model",
+        code="model_not_allowed",
+    )

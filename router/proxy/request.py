@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
-from router.proxy.errors import bad_request
+from router.proxy.errors import ProxyError, bad_request
+from router.proxy.json_body import load_json
 from router.signals.continuity import message_text
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -29,17 +29,25 @@ class ChatRequest:
     session_key: str | None
 
 
+def too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413,
+        f"the request body is over the proxy's limit of {limit} bytes",
+        code="request_too_large",
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused as soon as it is known to be over `limit` bytes."""
+    """The raw body, refused (413) as soon as it is known to be over `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise bad_request(f"the request body is over the proxy's limit of {limit} bytes")
+        raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise bad_request(f"the request body is over the proxy's limit of {limit} bytes")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -69,10 +77,7 @@ def _check_message(index: int, message: Any) -> None:
 
 def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
     """Check the body; raise a 400 ProxyError naming the first problem."""
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise bad_request("the request body is not valid JSON") from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     model = body.get("model")

@@ -11,6 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from router.config import RouterConfig, Secrets
+from router.proxy.access import Access
 from router.proxy.app import create_app
 from router.proxy.provider import Provider
 from router.router import ModelRouter
@@ -75,7 +76,9 @@ async def serve(
     """Run the proxy until the server stops (Ctrl-C); the router and client are closed after."""
     secrets = secrets or Secrets()
     settings = config.proxy
-    # Before the router opens: a proxy with no provider stops at once, loading nothing.
+    # Before the router opens: a proxy with no provider, or with an allowed-models rule for a
+    # key label no key has, stops at once, loading nothing.
+    Access(settings, config.models, [*settings.client_keys, *secrets.proxy_client_keys()])
     provider = Provider.from_settings(settings, secrets)
     try:
         router = await ModelRouter.open(config, secrets, progress=progress)
