@@ -18,6 +18,7 @@ class ProxyError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -25,6 +26,8 @@ class ProxyError(Exception):
         self.type = type_
         self.code = code
         self.param = param
+        # Sent with the reply, e.g. a provider 429's Retry-After and x-ratelimit-* headers.
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -37,7 +40,9 @@ class ProxyError(Exception):
         }
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        return JSONResponse(
+            self.body(), status_code=self.status, headers=self.headers | (headers or {})
+        )
 
 
 def bad_request(message: str, param: str | None = None) -> ProxyError:
@@ -50,3 +55,7 @@ def unauthorized(message: str) -> ProxyError:
 
 def provider_failed(message: str) -> ProxyError:
     return ProxyError(502, message, type_="upstream_error", code="provider_error")
+
+
+def provider_timeout(message: str) -> ProxyError:
+    return ProxyError(504, message, type_="upstream_error", code="provider_timeout")
