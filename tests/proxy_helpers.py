@@ -66,7 +66,7 @@ async def running_proxy(
 ) -> AsyncIterator[RunningProxy]:
     """The proxy on a free port; without an embedder its router has no local signal (quick to
     open, for requests that are refused or not routed)."""
-    settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY], "max_retries": 0} | proxy
+    settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY]} | proxy
     config = make_config(
         db,
         categorizer={"enabled": False},

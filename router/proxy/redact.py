@@ -10,7 +10,7 @@ REDACTED = "[redacted]"
 # Shapes of secrets the proxy may not know: "Bearer <anything>", OpenAI-style "sk-..." keys
 # (sk-proj-..., sk-ant-... too) and Groq's "gsk_..." keys.
 _SHAPES = re.compile(
-    r"(?i:\bbearer\s+)[^\s\"'`,;]+|\bsk-[A-Za-z0-9_\-]{6,}|\bgsk_[A-Za-z0-9]{6,}",
+    r"(?i:\bbearer\s+)[^\s\"'`,;]{8,}|\bsk-[A-Za-z0-9_\-]{6,}|\bgsk_[A-Za-z0-9]{6,}",
 )
 
 
