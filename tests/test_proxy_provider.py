@@ -12,7 +12,7 @@ import pytest
 
 from router.config import ProxySettings
 from router.proxy.redact import Redactor
-from tests.fakes.openai_provider import STREAM_PIECES, FakeProvider
+from tests.fakes.openai_provider import EMBEDDING_TOKENS_PER_INPUT, STREAM_PIECES, FakeProvider
 from tests.proxy_helpers import CLIENT_KEY, GREETING, PROVIDER_KEY, RunningProxy, running_proxy
 
 LEAKED_TOKEN = "sk-live-0123456789abcdef"
@@ -206,3 +206,51 @@ async def test_streamed_200_that_is_no_event_stream_is_a_502(tmp_path, provider,
     assert caught.value.status_code == 502
     assert says in caught.value.message
     assert row["outcome"] == "provider_error" and says in str(row["error"])
+
+
+# -- embeddings -----------------------------------------------------------------------------------
+
+
+async def test_embeddings_pass_through_with_one_logged_row(tmp_path, provider):
+    async with running_proxy(tmp_path / "p.db", None, provider.base_url) as proxy:
+        async with proxy.client() as client:
+            raw = await client.embeddings.with_raw_response.create(
+                model="text-embedding-3-small", input=["早安", "good night"]
+            )
+        (row,) = await proxy.settled_rows("source = 'passthrough'", 1)
+    answer = raw.parse()
+    assert [item.embedding for item in answer.data] == [[0.0, 0.5, -0.25], [1.0, 0.5, -0.25]]
+    assert answer.usage.prompt_tokens == 2 * EMBEDDING_TOKENS_PER_INPUT
+    assert raw.headers["x-crabbot-source"] == "passthrough"
+    (seen,) = provider.requests
+    assert (seen.model, seen.body["input"]) == ("text-embedding-3-small", ["早安", "good night"])
+    assert seen.authorization == f"Bearer {PROVIDER_KEY}"
+    assert (row["model"], row["outcome"], row["prompt"]) == (
+        "text-embedding-3-small",
+        "completed",
+        "",
+    )
+    assert row["prompt_tokens"] == 2 * EMBEDDING_TOKENS_PER_INPUT
+
+
+async def test_embeddings_provider_error_is_scrubbed_and_logged(tmp_path, provider):
+    provider.fail_status, provider.echo_secrets = 400, True
+    async with running_proxy(tmp_path / "p.db", None, provider.base_url) as proxy:
+        async with proxy.client() as client:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await client.embeddings.create(model="text-embedding-3-small", input=LEAKED_TOKEN)
+        row = await only_row(proxy)
+    assert PROVIDER_KEY not in caught.value.response.text
+    assert LEAKED_TOKEN not in caught.value.response.text
+    assert row["outcome"] == "provider_error" and "[redacted]" in str(row["error"])
+
+
+async def test_embeddings_without_input_get_400_and_no_provider_call(tmp_path, provider):
+    async with (
+        running_proxy(tmp_path / "p.db", None, provider.base_url) as proxy,
+        proxy.client() as client,
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.embeddings.create(model="text-embedding-3-small", input=[])
+    assert caught.value.param == "input"
+    assert provider.requests == []

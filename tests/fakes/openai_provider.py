@@ -1,10 +1,13 @@
-"""An OpenAI-compatible chat completions provider on 127.0.0.1: answers at once (JSON or SSE
-chunks, with usage), can be told to fail, and records the model and key of every request."""
+"""An OpenAI-compatible chat completions (and embeddings) provider on 127.0.0.1: answers at once
+(JSON or SSE chunks, with usage), can be told to fail, and records the model and key of every
+request."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +16,7 @@ from aiohttp import web
 
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = 7
+EMBEDDING_TOKENS_PER_INPUT = 4
 STREAM_PIECES = ("Hello", " from", " the", " fake", " provider.")
 
 
@@ -52,6 +56,7 @@ class FakeProvider:
     async def start(self) -> FakeProvider:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         # A stalled handler ends when the proxy hangs up on it.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -107,10 +112,35 @@ class FakeProvider:
             }
         )
 
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.record:
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            authorization = request.headers.get("Authorization")
+            self.requests.append(Seen(str(body.get("model")), False, body, authorization, headers))
+        if self.fail_status is not None:
+            return self._failure(request, body)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for index, _ in enumerate(texts):
+            vector: Any = [float(index), 0.5, -0.25]
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = EMBEDDING_TOKENS_PER_INPUT * len(texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     def _failure(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         message = "the fake provider is failing"
         if self.echo_secrets:
-            said = body["messages"][-1].get("content")
+            said = body["messages"][-1].get("content") if "messages" in body else body.get("input")
             message = f"bad request; you sent {request.headers.get('Authorization')} and {said!r}"
         error = {"error": {"message": message, "type": "server_error", "code": "fake_failure"}}
         return web.json_response(error, status=self.fail_status, headers=self.fail_headers)
