@@ -106,7 +106,11 @@ class Provider:
         self.base_url = base_url.rstrip("/")
         self.settings = settings
         self.redact = redact
-        self._headers = {"Content-Type": "application/json", HOP_HEADER: "1"}
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "crabbot-proxy",
+            HOP_HEADER: "1",
+        }
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
