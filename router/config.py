@@ -6,7 +6,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,8 +112,15 @@ class ProxySettings(Section):
     base_url: str | None = None
     # The provider key is read from this environment variable, never from the file.
     api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = Field(default=60.0, gt=0.0)
-    max_retries: int = Field(default=1, ge=0, le=10)
+    # The provider call's time limits: to connect; for its answer to start (and, streamed, the
+    # longest silence between two events); for the whole answer.
+    connect_timeout_s: float = Field(default=5.0, gt=0.0)
+    first_byte_timeout_s: float = Field(default=60.0, gt=0.0)
+    total_timeout_s: float = Field(default=600.0, gt=0.0)
+    # Provider calls retried after a connection error, a 429 or a 5xx (0: one provider call per
+    # client attempt, as the SDKs retry themselves), waiting at most max_retry_wait_s before each.
+    max_retries: int = Field(default=0, ge=0, le=10)
+    max_retry_wait_s: float = Field(default=10.0, ge=0.0)
     access_log: bool = False
     # Browser origins allowed to call the proxy (CORS); empty = none, ["*"] = any.
     cors_origins: list[str] = []
@@ -132,6 +139,15 @@ class ProxySettings(Section):
                     " _ and -, up to 32, starting with a letter)"
                 )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_timeout_key(cls, data: Any) -> Any:
+        """timeout_s, the one limit of older config files, was the longest wait for an answer."""
+        if isinstance(data, dict) and "timeout_s" in data:
+            data = dict(data)
+            data.setdefault("first_byte_timeout_s", data.pop("timeout_s"))
+        return data
 
 
 class ModelPrice(Section):

@@ -1,7 +1,8 @@
 """The proxy's own overhead: a fake provider that answers at once, called directly and through
-`crabbot proxy` (model "auto" and a tier alias), at 1 and 20 concurrent clients; prints figures.
+`crabbot proxy` (a tier alias, and "auto" less its routing time), interleaved from one client and
+then at 20 concurrent clients; prints medians, p95 and the overheads against issue 9's targets.
 
-    python scripts/bench_proxy.py [--db SEEDED.db] [--requests 200]
+    python scripts/bench_proxy.py [--db SEEDED.db] [--requests 300] [--clients 20]
 
 Each of the three parties runs in its own process (fake provider, proxy, this client). Without
 --db a new database is seeded first (the proxy embeds the seed pool once, tens of seconds)."""
@@ -54,6 +55,14 @@ max_retries = 0
 """
 
 
+# The three scenarios and the model each asks for: the fake provider directly, and the proxy.
+SCENARIOS = {"direct": "gpt-4.1-nano", "alias": "cheap", "auto": "auto"}
+WARMUP = 30  # rounds not counted: connections, caches
+# Issue 9's targets for the proxy's own overhead (medians, one client).
+ALIAS_TARGET_MS = 1.0
+AUTO_TARGET_MS = 2.0
+
+
 @dataclass
 class Sample:
     total_ms: list[float] = field(default_factory=list)
@@ -86,7 +95,38 @@ async def wait_healthy(url: str, process: subprocess.Popen[bytes], limit_s: floa
     raise SystemExit(f"the proxy was not ready after {limit_s:.0f} s")
 
 
-async def run(base_url: str, model: str, clients: int, requests: int) -> Sample:
+async def one_request(client: AsyncOpenAI, model: str, text: str, sample: Sample) -> None:
+    started = time.perf_counter()
+    raw = await client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}]
+    )
+    raw.parse()
+    sample.total_ms.append((time.perf_counter() - started) * 1000)
+    routing = raw.headers.get("x-crabbot-routing-ms")
+    if routing is not None:
+        sample.routing_ms.append(float(routing))
+
+
+async def interleaved(provider_url: str, proxy_url: str, requests: int) -> dict[str, Sample]:
+    """One client: each round sends one request direct, one with a tier alias and one with
+    "auto", so all three see the same machine."""
+    samples = {name: Sample() for name in SCENARIOS}
+    async with (
+        AsyncOpenAI(base_url=provider_url, api_key="bench", max_retries=0) as direct,
+        AsyncOpenAI(base_url=proxy_url, api_key="bench", max_retries=0) as proxied,
+    ):
+        clients = {"direct": direct, "alias": proxied, "auto": proxied}
+        for turn in range(WARMUP + requests):
+            text = f"{MESSAGES[turn % len(MESSAGES)]} #{turn}"
+            # "auto" last, and direct and alias in turn first: each follows an embedding (whose
+            # threads may still spin) equally often.
+            for name in ("direct", "alias", "auto") if turn % 2 else ("alias", "direct", "auto"):
+                sample = samples[name] if turn >= WARMUP else Sample()
+                await one_request(clients[name], SCENARIOS[name], text, sample)
+    return samples
+
+
+async def concurrent(base_url: str, model: str, clients: int, requests: int) -> Sample:
     """`requests` chat completions spread over `clients` concurrent clients."""
     sample = Sample()
     per_client = max(1, requests // clients)
@@ -95,15 +135,7 @@ async def run(base_url: str, model: str, clients: int, requests: int) -> Sample:
         async with AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0) as client:
             for turn in range(per_client):
                 text = MESSAGES[(number * per_client + turn) % len(MESSAGES)]
-                started = time.perf_counter()
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=model, messages=[{"role": "user", "content": f"{text} #{turn}"}]
-                )
-                raw.parse()
-                sample.total_ms.append((time.perf_counter() - started) * 1000)
-                routing = raw.headers.get("x-crabbot-routing-ms")
-                if routing is not None:
-                    sample.routing_ms.append(float(routing))
+                await one_request(client, model, f"{text} #{turn}", sample)
 
     await asyncio.gather(*(one_client(number) for number in range(clients)))
     return sample
@@ -115,43 +147,61 @@ def row(label: str, values: list[float]) -> str:
     return f"  {label:<34}{statistics.median(values):>7.2f}ms{p95(values):>7.2f}ms"
 
 
+def beyond_routing(auto: Sample) -> list[float]:
+    # X-Crabbot-Routing-Ms is the router's decision latency; anything after it (the provider
+    # call, the relay) counts as the proxy's own overhead.
+    return [total - routing for total, routing in zip(auto.total_ms, auto.routing_ms, strict=True)]
+
+
+def report(direct: Sample, alias: Sample, auto: Sample, targets: bool) -> None:
+    beyond = beyond_routing(auto)
+    print(row("direct to the fake provider", direct.total_ms))
+    print(row('proxy, model "cheap" (tier alias)', alias.total_ms))
+    print(row('proxy, model "auto"', auto.total_ms))
+    print(row("  of which routing (X-Crabbot)", auto.routing_ms))
+    print(row('  "auto" minus its routing time', beyond))
+    base = statistics.median(direct.total_ms)
+    alias_over = statistics.median(alias.total_ms) - base
+    auto_over = statistics.median(beyond) - base
+    if not targets:
+        print(
+            f"  overhead, median: alias {alias_over:+.2f} ms;"
+            f" auto beyond routing {auto_over:+.2f} ms"
+        )
+        return
+    for label, over, target in (
+        ("tier alias over direct", alias_over, ALIAS_TARGET_MS),
+        ('"auto" beyond routing over direct', auto_over, AUTO_TARGET_MS),
+    ):
+        verdict = "meets" if over <= target else "MISSES"
+        print(f"  {label:<34}{over:>+7.2f}ms  target <= {target:+.1f} ms: {verdict}")
+
+
 async def bench(args: argparse.Namespace, provider_url: str, proxy_url: str) -> None:
-    for clients in (1, 20):
-        for url, model in (
-            (provider_url, "gpt-4.1-nano"),
-            (proxy_url, "cheap"),
-            (proxy_url, "auto"),
-        ):
-            await run(url, model, clients, min(40, args.requests))  # warm up connections
-        direct = await run(provider_url, "gpt-4.1-nano", clients, args.requests)
-        alias = await run(proxy_url, "cheap", clients, args.requests)
-        auto = await run(proxy_url, "auto", clients, args.requests)
-        beyond = [
-            total - routing for total, routing in zip(auto.total_ms, auto.routing_ms, strict=True)
-        ]
-        print(
-            f"\n{clients} concurrent client(s), {len(direct.total_ms)} requests each"
-            f"{'':>4}median      p95"
-        )
-        print(row("direct to the fake provider", direct.total_ms))
-        print(row('proxy, model "cheap" (no routing)', alias.total_ms))
-        print(row('proxy, model "auto"', auto.total_ms))
-        # X-Crabbot-Routing-Ms is the router's decision latency; writing the decision's log row
-        # comes after it, so it counts here as the proxy's own overhead.
-        print(row("  of which routing (X-Crabbot)", auto.routing_ms))
-        print(row('  "auto" minus its routing time', beyond))
-        base = statistics.median(direct.total_ms)
-        print(
-            f"  overhead, median: alias {statistics.median(alias.total_ms) - base:+.2f} ms;"
-            f" auto beyond routing {statistics.median(beyond) - base:+.2f} ms"
-            f" (routing itself {statistics.median(auto.routing_ms):.2f} ms)"
-        )
+    samples = await interleaved(provider_url, proxy_url, args.requests)
+    print(f"\n1 client, interleaved, {args.requests} requests each{'':>8}median      p95")
+    report(samples["direct"], samples["alias"], samples["auto"], targets=True)
+    if args.clients <= 1:
+        return
+    runs = {}
+    for name, model in SCENARIOS.items():
+        url = provider_url if name == "direct" else proxy_url
+        await concurrent(url, model, args.clients, min(40, args.requests))  # warm connections
+        runs[name] = await concurrent(url, model, args.clients, args.requests)
+    print(
+        f"\n{args.clients} concurrent clients, one scenario after the other,"
+        f" {len(runs['direct'].total_ms)} requests each"
+    )
+    report(runs["direct"], runs["alias"], runs["auto"], targets=False)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="a seeded crabbot database to copy (saves seeding)")
-    parser.add_argument("--requests", type=int, default=200, help="requests per scenario")
+    parser.add_argument("--requests", type=int, default=300, help="requests per scenario")
+    parser.add_argument(
+        "--clients", type=int, default=20, help="concurrent clients of the second run (1: none)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_proxy_"))

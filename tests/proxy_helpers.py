@@ -70,7 +70,7 @@ async def running_proxy(
     """The proxy on a free port; without an embedder its router has no local signal (quick to
     open, for requests that are refused or not routed). `sections` replace config sections
     (the categorizer is off unless they say otherwise)."""
-    settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY], "max_retries": 0} | proxy
+    settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY]} | proxy
     config = make_config(
         db,
         **{

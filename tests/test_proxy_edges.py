@@ -270,6 +270,10 @@ async def test_allowed_models_per_key_label(tmp_path, provider):
                         assert error.code == "model_not_allowed"
                 listed = [model.id async for model in client.models.list()]
                 outcomes[key]["listed"] = ",".join(listed)
+        # The embeddings endpoint keeps the same rule.
+        async with proxy.client(key="kids-key") as client:
+            with pytest.raises(openai.PermissionDeniedError):
+                await client.embeddings.create(model="text-embedding-3-small", input="hi")
         rows = await proxy.settled_rows("1", 8)
     m = ("auto", "cheap", CHEAP, "strong", "llama-3.3-70b-versatile")
     assert [outcomes[CLIENT_KEY][name] for name in m] == [403, 200, 200, 403, 403]
@@ -279,7 +283,7 @@ async def test_allowed_models_per_key_label(tmp_path, provider):
     assert outcomes["kids-key"]["listed"] == "auto"
     # Refused before any provider call or routing-log row; counted.
     assert len(provider.requests) == len(rows) == 8
-    assert proxy.router.counters["models_refused"] == 7
+    assert proxy.router.counters["models_refused"] == 8
 
 
 def test_an_allowed_models_rule_for_a_label_no_key_has_stops_the_start(

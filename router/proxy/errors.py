@@ -22,6 +22,7 @@ class ProxyError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -29,6 +30,8 @@ class ProxyError(Exception):
         self.type = type_
         self.code = code
         self.param = param
+        # Sent with the reply, e.g. a provider 429's Retry-After and x-ratelimit-* headers.
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -41,7 +44,9 @@ class ProxyError(Exception):
         }
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        return JSONResponse(
+            self.body(), status_code=self.status, headers=self.headers | (headers or {})
+        )
 
 
 def bad_request(message: str, param: str | None = None) -> ProxyError:
@@ -81,3 +86,7 @@ def model_not_allowed(model: str) -> ProxyError:
         param="model",
         code="model_not_allowed",
     )
+
+
+def provider_timeout(message: str) -> ProxyError:
+    return ProxyError(504, message, type_="upstream_error", code="provider_timeout")

@@ -1,19 +1,29 @@
-"""The provider behind the proxy: one AsyncOpenAI client whose raw answers (a JSON body, or an
-SSE stream event by event) are relayed as they come, with the usage they report picked out."""
+"""The provider behind the proxy: one aiohttp session posting the client's body (model replaced)
+to the provider's chat completions, relaying its raw answer (JSON, or an SSE stream event by
+event) within the configured time limits and retries, its errors scrubbed of secrets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+import urllib.parse
+import urllib.request
+from email.utils import parsedate_to_datetime
 from typing import Any
 
-from openai import APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI
+import aiohttp
+from yarl import URL
 
 from router.config import ConfigError, ProxySettings, Secrets
-from router.proxy.errors import ProxyError, provider_failed
+from router.proxy.errors import ProxyError, provider_failed, provider_timeout
+from router.proxy.redact import Redactor
+from router.proxy.sse import ProviderStream
+from router.proxy.usage import Usage, usage_of
+
+__all__ = ["HOP_HEADER", "Provider", "ProviderStream", "Usage", "failure", "usage_of"]
 
 log = logging.getLogger(__name__)
 
@@ -21,100 +31,90 @@ log = logging.getLogger(__name__)
 HOP_HEADER = "X-Crabbot-Proxy-Hop"
 # Provider answers that are about the client's request, so the client should see them as they are.
 RELAYED_STATUSES = frozenset({400, 404, 413, 422, 429})
-NO_KEY = "no-key-set"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+# Connections kept to the provider, as many as the openai SDK allows.
+MAX_CONNECTIONS = 1000
 
 
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-
-def usage_of(data: Any) -> Usage | None:
-    """The usage block of a completion or chunk, when it has one with token counts."""
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt, completion)
-
-
-def failure(exc: Exception) -> ProxyError:
+def failure(exc: BaseException) -> ProxyError:
     """The reply for a failed provider call; never carries the provider's key or auth message."""
-    if isinstance(exc, APIStatusError):
-        if exc.status_code in RELAYED_STATUSES:
-            body = exc.body if isinstance(exc.body, dict) else {}
-            return ProxyError(
-                exc.status_code,
-                str(body.get("message") or f"the provider refused the request ({exc.status_code})"),
-                type_=str(body.get("type") or "invalid_request_error"),
-                code=body.get("code") if isinstance(body.get("code"), str) else None,
-                param=body.get("param") if isinstance(body.get("param"), str) else None,
-            )
-        return provider_failed(f"the provider answered HTTP {exc.status_code}")
-    if isinstance(exc, APITimeoutError):
-        return provider_failed("the provider did not answer in time")
-    if isinstance(exc, APIConnectionError):
+    if isinstance(exc, ProxyError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return provider_timeout("the provider did not answer in time")
+    if isinstance(exc, aiohttp.ClientError):
         return provider_failed("could not reach the provider")
     return provider_failed(f"the provider call failed ({type(exc).__name__})")
 
 
-class ProviderStream:
-    """An open SSE answer: `events()` yields each event's bytes; `usage` is set once seen."""
+def rate_limit_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+    """Retry-After and x-ratelimit-* as the provider sent them, for the client to back off by."""
+    return {
+        name: value
+        for name, value in response.headers.items()
+        if name.lower() in ("retry-after", "retry-after-ms")
+        or name.lower().startswith("x-ratelimit-")
+    }
 
-    def __init__(self, manager: Any, response: Any, relay_usage_chunk: bool) -> None:
-        self._manager = manager
-        self._response = response
-        self._relay_usage_chunk = relay_usage_chunk
-        self.usage: Usage | None = None
 
-    async def events(self) -> AsyncIterator[bytes]:
-        lines: list[str] = []
-        async for line in self._response.iter_lines():
-            if line:
-                lines.append(line)
-                continue
-            if lines:
-                event = self._event(lines)
-                lines = []
-                if event is not None:
-                    yield event
-        if lines:
-            event = self._event(lines)
-            if event is not None:
-                yield event
-
-    def _event(self, lines: list[str]) -> bytes | None:
-        """The event to relay, or None to drop it (a usage-only chunk the client did not ask
-        for: the proxy asks for usage on every stream, and strict clients index choices[0])."""
-        for line in lines:
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if '"usage"' not in payload:
-                continue
+def retry_after_s(headers: dict[str, str]) -> float | None:
+    """The wait a provider asked for (retry-after-ms, or Retry-After in seconds or as a date)."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    try:
+        if "retry-after-ms" in lowered:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
+        if "retry-after" in lowered:
+            value = lowered["retry-after"]
             try:
-                data = json.loads(payload)
-            except json.JSONDecodeError:
-                continue
-            usage = usage_of(data)
-            if usage is not None:
-                self.usage = usage
-                if not self._relay_usage_chunk and not data.get("choices"):
-                    return None
-        return ("\n".join(lines) + "\n\n").encode()
+                return max(0.0, float(value))
+            except ValueError:
+                when = parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+    except (ValueError, TypeError):
+        return None
+    return None
 
-    async def close(self) -> None:
-        await self._manager.__aexit__(None, None, None)
+
+def env_proxy(url: str) -> dict[str, Any]:
+    """The HTTP(S)_PROXY the environment sets for `url` (NO_PROXY heeded), as the openai SDK
+    honoured it: looked up once, as aiohttp's trust_env would cost ~0.1 ms on every request."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return {}
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy:
+        return {}
+    address = URL(proxy)
+    return {"proxy": address.with_user(None), "proxy_auth": aiohttp.BasicAuth.from_url(address)}
+
+
+class _Retryable(Exception):
+    """One attempt's failure that another attempt may get past."""
+
+    def __init__(self, error: ProxyError, wait_s: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.wait_s = wait_s
 
 
 class Provider:
     """Forwards checked requests with a fixed model name; the client's own keys never pass."""
 
-    def __init__(self, client: AsyncOpenAI) -> None:
-        self.client = client
+    def __init__(
+        self, base_url: str, api_key: str | None, settings: ProxySettings, redact: Redactor
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.settings = settings
+        self.redact = redact
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "crabbot-proxy",
+            HOP_HEADER: "1",
+        }
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._session: aiohttp.ClientSession | None = None
+        self._via: dict[str, Any] = {}
 
     @classmethod
     def from_settings(
@@ -131,25 +131,39 @@ class Provider:
             )
         if not key:
             log.info("%s is not set: %s gets requests with no key", settings.api_key_env, base_url)
-        client = AsyncOpenAI(
-            api_key=key or NO_KEY,
-            base_url=base_url,
-            timeout=settings.timeout_s,
-            max_retries=settings.max_retries,
-            default_headers={HOP_HEADER: "1"},
-        )
-        return cls(client)
+        # Provider text is scrubbed of every key the proxy holds, before anyone sees it.
+        redact = Redactor([key, *settings.client_keys, *secrets.proxy_client_keys()])
+        return cls(base_url or OPENAI_BASE_URL, key, settings, redact)
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop it is made in.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.settings.connect_timeout_s
+                ),
+            )
+            self._via = env_proxy(self.base_url)
+        return self._session
 
     async def complete(self, model: str, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        """The provider's JSON answer, raw and parsed."""
+        """The provider's JSON chat completion, raw and parsed."""
+        return await self.post_json("/chat/completions", body | {"model": model})
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """The provider's JSON answer to `body` posted to `path`, raw and parsed."""
+        deadline = asyncio.get_running_loop().time() + self.settings.total_timeout_s
+        response = await self._post(path, body, deadline)
         try:
-            # A plain POST of the client's body (the SDK's documented way to send any request):
-            # the typed create() would reshape every message first, for nothing (~1 ms a request).
-            raw = await self.client.post(
-                "/chat/completions", cast_to=bytes, body=body | {"model": model}
-            )
-        except Exception as exc:
-            raise failure(exc) from exc
+            async with asyncio.timeout_at(deadline):
+                raw = await response.read()
+        except TimeoutError:
+            raise provider_timeout("the provider's answer ran past the total timeout") from None
+        except aiohttp.ClientError:
+            raise provider_failed("the provider's answer broke off") from None
+        finally:
+            response.release()
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -161,20 +175,109 @@ class Provider:
     async def open_stream(
         self, model: str, body: dict[str, Any], wants_usage: bool
     ) -> ProviderStream:
-        """Start a streamed answer; the status is known (and failures raised) before it returns."""
-        # Everything the client sent goes through untouched in extra_body (the SDK would drop or
-        # reshape fields it does not know); the model is replaced and usage always asked for.
-        extra = {key: value for key, value in body.items() if key not in ("model", "messages")}
-        extra["stream_options"] = dict(extra.get("stream_options") or {}) | {"include_usage": True}
-        extra["stream"] = True
-        manager = self.client.chat.completions.with_streaming_response.create(
-            model=model, messages=body["messages"], extra_body=extra
-        )
+        """Start a streamed answer; its status and first event are known (and failures raised)
+        before it returns. Usage is always asked for, and relayed only when the client asked."""
+        deadline = asyncio.get_running_loop().time() + self.settings.total_timeout_s
+        options = dict(body.get("stream_options") or {}) | {"include_usage": True}
+        request = body | {"model": model, "stream": True, "stream_options": options}
+        response = await self._post("/chat/completions", request, deadline)
+        stream = ProviderStream(response, wants_usage, self.settings.first_byte_timeout_s, deadline)
         try:
-            response = await manager.__aenter__()
-        except Exception as exc:
-            raise failure(exc) from exc
-        return ProviderStream(manager, response, relay_usage_chunk=wants_usage)
+            await stream.start()
+        except BaseException:
+            await stream.close()
+            raise
+        return stream
+
+    async def _post(
+        self, path: str, body: dict[str, Any], deadline: float
+    ) -> aiohttp.ClientResponse:
+        """The provider's 2xx response, its body unread, after up to proxy.max_retries retries;
+        a ProxyError otherwise."""
+        data = json.dumps(body).encode()
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(self.base_url + path, data, deadline)
+            except _Retryable as failed:
+                wait = failed.wait_s
+                if wait is None:
+                    wait = min(0.5 * 2**attempt, self.settings.max_retry_wait_s)
+                if (
+                    attempt >= self.settings.max_retries
+                    or wait > self.settings.max_retry_wait_s
+                    or loop.time() + wait >= deadline
+                ):
+                    raise failed.error from None
+                attempt += 1
+                log.info(
+                    "provider call failed (%s); retry %d of %d in %.2f s",
+                    failed.error.message,
+                    attempt,
+                    self.settings.max_retries,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+
+    async def _attempt(self, url: str, data: bytes, deadline: float) -> aiohttp.ClientResponse:
+        loop = asyncio.get_running_loop()
+        first_byte = self.settings.first_byte_timeout_s
+        started = min(loop.time() + first_byte, deadline)
+        try:
+            async with asyncio.timeout_at(started):
+                response = await self._client().post(
+                    url, data=data, headers=self._headers, **self._via
+                )
+        except aiohttp.ConnectionTimeoutError:
+            error = provider_timeout(
+                f"could not connect to the provider in {self.settings.connect_timeout_s:g} s"
+            )
+            raise _Retryable(error) from None
+        except TimeoutError:
+            waited = min(first_byte, self.settings.total_timeout_s)
+            raise provider_timeout(f"the provider did not answer in {waited:g} s") from None
+        except aiohttp.ClientError:
+            raise _Retryable(provider_failed("could not reach the provider")) from None
+        if response.status < 400:
+            return response
+        try:
+            error = await self._error(response, deadline)
+        finally:
+            response.release()
+        if response.status == 429 or response.status >= 500:
+            raise _Retryable(error, retry_after_s(rate_limit_headers(response)))
+        raise error
+
+    async def _error(self, response: aiohttp.ClientResponse, deadline: float) -> ProxyError:
+        """The reply for a provider's error status: its own message (scrubbed) and rate-limit
+        headers for statuses about the client's request, a plain 502 otherwise."""
+        status = response.status
+        if status not in RELAYED_STATUSES:
+            return provider_failed(f"the provider answered HTTP {status}")
+        try:
+            async with asyncio.timeout_at(deadline):
+                raw = await response.read()
+            parsed = json.loads(raw)
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            parsed = None
+        body = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+        body = body if isinstance(body, dict) else {}
+
+        def text(key: str) -> str | None:
+            value = body.get(key)
+            return self.redact(value) if isinstance(value, str) else None
+
+        return ProxyError(
+            status,
+            text("message") or f"the provider refused the request ({status})",
+            type_=text("type") or "invalid_request_error",
+            code=text("code"),
+            param=text("param"),
+            headers=rate_limit_headers(response),
+        )
 
     async def close(self) -> None:
-        await self.client.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

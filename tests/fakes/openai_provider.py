@@ -1,9 +1,13 @@
-"""An OpenAI-compatible chat completions provider on 127.0.0.1: answers at once (JSON or SSE
-chunks, with usage), can be told to fail, and records the model and key of every request."""
+"""An OpenAI-compatible chat completions (and embeddings) provider on 127.0.0.1: answers at once
+(JSON or SSE chunks, with usage), can be told to fail, and records the model and key of every
+request."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +16,7 @@ from aiohttp import web
 
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = 7
+EMBEDDING_TOKENS_PER_INPUT = 4
 STREAM_PIECES = ("Hello", " from", " the", " fake", " provider.")
 
 
@@ -28,19 +33,32 @@ class Seen:
 
 @dataclass
 class FakeProvider:
-    """POST /v1/chat/completions; `fail_status` set makes every answer that HTTP error."""
+    """POST /v1/chat/completions; `fail_status` set makes every answer that HTTP error (the first
+    `fail_count` answers only, when set), with `fail_headers`; `echo_secrets` puts the request's
+    Authorization header and last message in the error message, as careless providers do."""
 
     requests: list[Seen] = field(default_factory=list)
     fail_status: int | None = None
+    fail_count: int | None = None
+    fail_headers: dict[str, str] = field(default_factory=dict)
+    echo_secrets: bool = False
     cut_stream_after: int | None = None  # chunks sent before a stream's connection is dropped
+    # Chunks sent before a stream goes silent; -1: silent before any answer (no status either).
+    stall_after: int | None = None
+    # A 200 answer of this body and content type instead of the real one (e.g. an HTML page).
+    plain_answer: tuple[bytes, str] | None = None
     record: bool = True  # off for benchmarks, so a long run does not grow a list
     base_url: str = ""
     _runner: web.AppRunner | None = None
+    # What a stalled answer waits for: set only when the provider stops.
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> FakeProvider:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
-        self._runner = web.AppRunner(app, access_log=None)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        # A stalled handler ends when the proxy hangs up on it.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -49,6 +67,7 @@ class FakeProvider:
         return self
 
     async def stop(self) -> None:
+        self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -65,9 +84,15 @@ class FakeProvider:
             headers = {name.lower(): value for name, value in request.headers.items()}
             authorization = request.headers.get("Authorization")
             self.requests.append(Seen(model, stream, body, authorization, headers))
-        if self.fail_status is not None:
-            error = {"error": {"message": "the fake provider is failing", "type": "server_error"}}
-            return web.json_response(error, status=self.fail_status)
+        if self.fail_status is not None and (self.fail_count is None or self.fail_count > 0):
+            if self.fail_count is not None:
+                self.fail_count -= 1
+            return self._failure(request, body)
+        if self.stall_after == -1:
+            await self._released.wait()
+        if self.plain_answer is not None:
+            content, content_type = self.plain_answer
+            return web.Response(body=content, headers={"Content-Type": content_type})
         if stream:
             return await self._stream(request, body, model)
         return web.json_response(
@@ -87,6 +112,39 @@ class FakeProvider:
             }
         )
 
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.record:
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            authorization = request.headers.get("Authorization")
+            self.requests.append(Seen(str(body.get("model")), False, body, authorization, headers))
+        if self.fail_status is not None:
+            return self._failure(request, body)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for index, _ in enumerate(texts):
+            vector: Any = [float(index), 0.5, -0.25]
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = EMBEDDING_TOKENS_PER_INPUT * len(texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    def _failure(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        message = "the fake provider is failing"
+        if self.echo_secrets:
+            said = body["messages"][-1].get("content") if "messages" in body else body.get("input")
+            message = f"bad request; you sent {request.headers.get('Authorization')} and {said!r}"
+        error = {"error": {"message": message, "type": "server_error", "code": "fake_failure"}}
+        return web.json_response(error, status=self.fail_status, headers=self.fail_headers)
+
     async def _stream(
         self, request: web.Request, body: dict[str, Any], model: str
     ) -> web.StreamResponse:
@@ -104,6 +162,8 @@ class FakeProvider:
 
         await send([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
         for number, piece in enumerate(STREAM_PIECES):
+            if number == self.stall_after:
+                await self._released.wait()
             if number == self.cut_stream_after:
                 assert request.transport is not None
                 request.transport.close()
