@@ -141,19 +141,36 @@ class LogWriter:
 
     async def _write_batch(self) -> None:
         """Commit the oldest batch, retrying while the database refuses it (locked, busy): the
-        rows wait in memory, up to MAX_PENDING, and are written when it lets them in."""
+        rows wait in memory, up to MAX_PENDING, and are written when it lets them in. A row it
+        can never take (a bad value) is dropped alone, counted, and the rest written."""
         batch = self._pending[: self.batch_rows]
+        if await self._commit_retrying(batch) == "refused":
+            for row in batch:
+                if await self._commit_retrying([row]) == "refused":
+                    log.error("routing log: a row the database refuses is dropped")
+                    self.counters["log_rows_dropped"] += 1
+        del self._pending[: len(batch)]
+        self._wake.set()  # go round again: more rows, or none left (idle)
+
+    async def _commit_retrying(self, rows: list[Row]) -> str:
+        """'written'; 'refused' for a row the database will never take; 'dropped' when a database
+        that keeps refusing at shutdown costs the rows."""
         attempt = 0
         while True:
             try:
-                await self._commit(batch)
+                await self._commit(rows)
             except (aiosqlite.Error, ValueError) as exc:
                 attempt += 1
                 self.counters["log_write_errors"] += 1
+                # Locked, busy, disk full: it may pass. A value SQLite cannot store (a lone
+                # surrogate) or a broken constraint never will.
+                if not isinstance(exc, aiosqlite.OperationalError):
+                    log.warning("routing log: a batch was refused (%s)", exc)
+                    return "refused"
                 if self._closing and attempt >= CLOSING_ATTEMPTS:
-                    log.error("routing log: %d rows lost at shutdown: %s", len(batch), exc)
-                    self.counters["log_rows_dropped"] += len(batch)
-                    break
+                    log.error("routing log: %d rows lost at shutdown: %s", len(rows), exc)
+                    self.counters["log_rows_dropped"] += len(rows)
+                    return "dropped"
                 if attempt == 1 or not attempt % 60:
                     log.warning(
                         "routing log: cannot write (%s); %d rows wait", exc, len(self._pending)
@@ -162,9 +179,7 @@ class LogWriter:
             else:
                 if attempt:
                     log.info("routing log: written again after %d failed attempts", attempt)
-                break
-        del self._pending[: len(batch)]
-        self._wake.set()  # go round again: more rows, or none left (idle)
+                return "written"
 
     async def _pause(self, seconds: float) -> None:
         """Wait before retrying; flush() and close() cut the wait short."""
