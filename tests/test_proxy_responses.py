@@ -183,6 +183,20 @@ async def test_responses_provider_error_is_relayed_in_openai_shape(plain, provid
     assert row["outcome"] == "provider_error" and "[redacted]" in str(row["error"])
 
 
+async def test_responses_stream_broken_off_ends_with_an_error_event_and_row(plain, provider):
+    provider.cut_stream_after = 2
+    deltas: list[str] = []
+    async with plain.client() as client:
+        stream = await client.responses.create(model="cheap", input=GREETING, stream=True)
+        with pytest.raises(openai.APIError, match="broke off"):
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    deltas.append(event.delta)
+    assert deltas == list(STREAM_PIECES[:2])
+    (row,) = await plain.settled_rows("1", 1)
+    assert row["outcome"] == "provider_error" and "broke off" in str(row["error"])
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

@@ -170,7 +170,11 @@ class FakeProvider:
         await send("response.output_item.added", output_index=0, item=item | {"content": []})
         empty = {"type": "output_text", "text": "", "annotations": []}
         await send("response.content_part.added", **where, content_index=0, part=empty)
-        for piece in STREAM_PIECES:
+        for number, piece in enumerate(STREAM_PIECES):
+            if number == self.cut_stream_after:
+                assert request.transport is not None
+                request.transport.close()
+                return response
             await send("response.output_text.delta", **where, content_index=0, delta=piece)
         text = "".join(STREAM_PIECES)
         await send("response.output_text.done", **where, content_index=0, text=text)
