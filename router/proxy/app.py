@@ -259,16 +259,20 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()) -> Starlette:
     """The ASGI app; the caller owns (opens and closes) the router and the provider. Client keys
     are proxy.client_keys plus `env_keys` (CRABBOT_PROXY_KEYS)."""
-    # Imported here: the embeddings endpoint builds on ChatProxy, defined above.
+    # Imported here: the embeddings and responses endpoints build on ChatProxy, defined above.
     from router.proxy.embeddings import EmbeddingsEndpoint
+    from router.proxy.responses import ResponsesEndpoint
 
     proxy = ChatProxy(router, provider, env_keys)
     embeddings = EmbeddingsEndpoint(proxy)
+    responses = ResponsesEndpoint(proxy)
     routes = [
         Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings.handle, methods=["POST"]),
         Route("/embeddings", embeddings.handle, methods=["POST"]),
+        Route("/v1/responses", responses.handle, methods=["POST"]),
+        Route("/responses", responses.handle, methods=["POST"]),
         Route("/v1/models", proxy.models, methods=["GET"]),
         Route("/models", proxy.models, methods=["GET"]),
         Route("/v1/models/{model:path}", proxy.model, methods=["GET"]),

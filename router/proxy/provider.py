@@ -1,6 +1,7 @@
 """The provider behind the proxy: one aiohttp session posting the client's body (model replaced)
-to the provider's chat completions, relaying its raw answer (JSON, or an SSE stream event by
-event) within the configured time limits and retries, its errors scrubbed of secrets."""
+to the provider's chat completions (or responses, embeddings), relaying its raw answer (JSON, or
+an SSE stream event by event) within the configured time limits and retries, its errors scrubbed
+of secrets."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -177,11 +179,24 @@ class Provider:
     ) -> ProviderStream:
         """Start a streamed answer; its status and first event are known (and failures raised)
         before it returns. Usage is always asked for, and relayed only when the client asked."""
-        deadline = asyncio.get_running_loop().time() + self.settings.total_timeout_s
         options = dict(body.get("stream_options") or {}) | {"include_usage": True}
         request = body | {"model": model, "stream": True, "stream_options": options}
-        response = await self._post("/chat/completions", request, deadline)
-        stream = ProviderStream(response, wants_usage, self.settings.first_byte_timeout_s, deadline)
+        return await self.stream("/chat/completions", request, wants_usage)
+
+    async def stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        relay_usage_chunk: bool = True,
+        read_usage: Callable[[Any], Usage | None] = usage_of,
+    ) -> ProviderStream:
+        """Post `body` (which asks for a stream) to `path` and start its SSE answer, as
+        `open_stream` does; `read_usage` picks the usage out of an event's data."""
+        deadline = asyncio.get_running_loop().time() + self.settings.total_timeout_s
+        response = await self._post(path, body, deadline)
+        stream = ProviderStream(
+            response, relay_usage_chunk, self.settings.first_byte_timeout_s, deadline, read_usage
+        )
         try:
             await stream.start()
         except BaseException:

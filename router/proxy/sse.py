@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -23,7 +23,8 @@ class ProviderStream:
     """An open SSE answer: `events()` yields each event's bytes; `usage` is set once seen.
 
     Each wait for the provider's next bytes is bounded by `stall_s` and by the request's overall
-    `deadline` (event-loop time); either running out ends the stream with a 504 ProxyError."""
+    `deadline` (event-loop time); either running out ends the stream with a 504 ProxyError.
+    `read_usage` picks the usage out of an event's data (chat completion chunks by default)."""
 
     def __init__(
         self,
@@ -31,8 +32,10 @@ class ProviderStream:
         relay_usage_chunk: bool,
         stall_s: float,
         deadline: float,
+        read_usage: Callable[[Any], Usage | None] = usage_of,
     ) -> None:
         self._response = response
+        self._read_usage = read_usage
         self._relay_usage_chunk = relay_usage_chunk
         self._stall_s = stall_s
         self._deadline = deadline
@@ -121,7 +124,7 @@ class ProviderStream:
                 data: Any = json.loads(line[5:])
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            usage = usage_of(data)
+            usage = self._read_usage(data)
             if usage is not None:
                 self.usage = usage
                 if not self._relay_usage_chunk and not data.get("choices"):

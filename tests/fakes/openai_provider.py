@@ -1,6 +1,6 @@
-"""An OpenAI-compatible chat completions (and embeddings) provider on 127.0.0.1: answers at once
-(JSON or SSE chunks, with usage), can be told to fail, and records the model and key of every
-request."""
+"""An OpenAI-compatible chat completions (and responses, embeddings) provider on 127.0.0.1:
+answers at once (JSON or SSE chunks or events, with usage), can be told to fail, and records the
+model and key of every request."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class FakeProvider:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/responses", self._responses)
         # A stalled handler ends when the proxy hangs up on it.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -137,6 +138,54 @@ class FakeProvider:
             }
         )
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/responses: a response object with one output_text message, or its events."""
+        body = await request.json()
+        model = str(body.get("model"))
+        stream = bool(body.get("stream"))
+        if self.record:
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            authorization = request.headers.get("Authorization")
+            self.requests.append(Seen(model, stream, body, authorization, headers))
+        if self.fail_status is not None:
+            return self._failure(request, body)
+        if not stream:
+            return web.json_response(response_object(model, "completed"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        sequence = 0
+
+        async def send(kind: str, **fields: Any) -> None:
+            nonlocal sequence
+            data = {"type": kind, "sequence_number": sequence} | fields
+            sequence += 1
+            await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+
+        started = response_object(model, "in_progress")
+        await send("response.created", response=started)
+        await send("response.in_progress", response=started)
+        done = response_object(model, "completed")
+        item = done["output"][0]
+        where = {"item_id": item["id"], "output_index": 0}
+        await send("response.output_item.added", output_index=0, item=item | {"content": []})
+        empty = {"type": "output_text", "text": "", "annotations": []}
+        await send("response.content_part.added", **where, content_index=0, part=empty)
+        for number, piece in enumerate(STREAM_PIECES):
+            if number == self.cut_stream_after:
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            await send("response.output_text.delta", **where, content_index=0, delta=piece)
+        text = "".join(STREAM_PIECES)
+        await send("response.output_text.done", **where, content_index=0, text=text)
+        part = empty | {"text": text}
+        await send("response.content_part.done", **where, content_index=0, part=part)
+        item["content"] = [part]
+        await send("response.output_item.done", output_index=0, item=item)
+        await send("response.completed", response=done)
+        await response.write_eof()
+        return response
+
     def _failure(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         message = "the fake provider is failing"
         if self.echo_secrets:
@@ -188,3 +237,43 @@ def usage() -> dict[str, int]:
         "completion_tokens": COMPLETION_TOKENS,
         "total_tokens": total,
     }
+
+
+def response_object(model: str, status: str) -> dict[str, Any]:
+    """A Responses API response object: its output and usage once completed, none before."""
+    answer: dict[str, Any] = {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": None,
+    }
+    if status != "completed":
+        return answer
+    message = {
+        "type": "output_text",
+        "text": reply_text(model),
+        "annotations": [],
+    }
+    answer["output"] = [
+        {
+            "type": "message",
+            "id": "msg_fake",
+            "status": "completed",
+            "role": "assistant",
+            "content": [message],
+        }
+    ]
+    answer["usage"] = {
+        "input_tokens": PROMPT_TOKENS,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": COMPLETION_TOKENS,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+    }
+    return answer

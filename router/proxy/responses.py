@@ -1,0 +1,157 @@
+"""POST /v1/responses (OpenAI's Responses API): `auto` routed on the input's last user text with
+the earlier items as context, aliases and other names as for chat; forwarded with the model
+replaced, streamed or not, and logged with its input and output tokens."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from router.proxy.app import ChatProxy, Target
+from router.proxy.errors import ProxyError, bad_request
+from router.proxy.json_body import load_json
+from router.proxy.request import (
+    MAX_SESSION_KEY_CHARS,
+    SESSION_HEADER,
+    ChatRequest,
+    read_body,
+)
+from router.proxy.usage import responses_usage_of
+
+# Content part types whose text is what a person wrote (or the model answered).
+TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+# Item roles kept as routing context; system and developer text is not the user's.
+CONTEXT_ROLES = frozenset({"user", "assistant"})
+
+
+def _item_text(index: int, item: dict[str, Any]) -> str:
+    """The text of a message item's content (its text parts joined); a 400 for a malformed one."""
+    param = f"input[{index}]"
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise bad_request(f"{param}.content must be a string or an array of parts", param)
+    texts: list[str] = []
+    for number, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise bad_request(f"{param}.content[{number}] must be an object with a type", param)
+        if part["type"] in TEXT_PARTS:
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise bad_request(f"{param}.content[{number}].text must be a string", param)
+            texts.append(text)
+    return "\n".join(texts)
+
+
+def _as_messages(items: list[Any]) -> list[dict[str, Any]]:
+    """The input items as chat-style {"role", "content"} messages: user and assistant text only
+    (function calls, their outputs, reasoning and references carry no user text)."""
+    messages: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        param = f"input[{index}]"
+        if not isinstance(item, dict):
+            raise bad_request(f"{param} must be an object", param)
+        role = item.get("role")
+        if role is None:
+            if not isinstance(item.get("type"), str):
+                raise bad_request(f"{param} must have a role or a type", param)
+            continue
+        if not isinstance(role, str):
+            raise bad_request(f"{param}.role must be a string", param)
+        text = _item_text(index, item)
+        if role in CONTEXT_ROLES:
+            messages.append({"role": role, "content": text})
+    return messages
+
+
+def parse_responses_request(raw: bytes, session_header: str | None) -> ChatRequest:
+    """The checked body, with what the router needs from it in chat terms; a 400 ProxyError
+    naming the first problem."""
+    body = load_json(raw)
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    model = body.get("model")
+    if model is None:
+        raise bad_request("you must provide a model parameter", "model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("model must be a non-empty string", "model")
+    given = body.get("input")
+    # No input is valid (previous_response_id or a stored prompt can supply it): nothing to read.
+    if given is None:
+        messages: list[dict[str, Any]] = []
+    elif isinstance(given, str):
+        messages = [{"role": "user", "content": given}]
+    elif isinstance(given, list):
+        messages = _as_messages(given)
+    else:
+        raise bad_request("input must be a string or an array of items", "input")
+    last_user = max(
+        (index for index, message in enumerate(messages) if message["role"] == "user"),
+        default=None,
+    )
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request("stream must be a boolean", "stream")
+    user = body.get("user")
+    session_key = session_header or (user if isinstance(user, str) else None) or None
+    if session_key is not None and len(session_key) > MAX_SESSION_KEY_CHARS:
+        raise bad_request(f"the session key is over {MAX_SESSION_KEY_CHARS} characters", "user")
+    return ChatRequest(
+        model=model,
+        body=body,
+        stream=bool(stream),
+        wants_usage=True,
+        route_text="" if last_user is None else messages[last_user]["content"],
+        history=messages if last_user is None else messages[:last_user],
+        session_key=session_key,
+    )
+
+
+class ResponsesEndpoint:
+    """The handler, sharing the chat proxy's keys, router, provider and logging."""
+
+    def __init__(self, chat: ChatProxy) -> None:
+        self.chat = chat
+
+    async def handle(self, request: Request) -> Response:
+        chat = self.chat
+        chat._refuse_loops(request)
+        label = chat._authorize(request)
+        raw = await read_body(request, chat.settings.max_body_bytes)
+        parsed = parse_responses_request(raw, request.headers.get(SESSION_HEADER))
+        chat._check_model(label, parsed.model)
+        target = await chat._target(parsed)
+        body = parsed.body | {"model": target.model}
+        try:
+            if parsed.stream:
+                return await self._stream(body, target)
+            return await self._complete(body, target)
+        except ProxyError as error:
+            chat._failed(target, error)
+            return error.response(target.headers)
+        except BaseException:
+            chat.router.finish(target.decision, "interrupted", error="the proxy failed")
+            raise
+
+    async def _complete(self, body: dict[str, Any], target: Target) -> Response:
+        raw, data = await self.chat.provider.post_json("/responses", body)
+        if not data.get("model"):
+            data["model"] = target.model
+            raw = json.dumps(data).encode()
+        self.chat._ended(target, "completed", responses_usage_of(data))
+        return Response(raw, media_type="application/json", headers=target.headers)
+
+    async def _stream(self, body: dict[str, Any], target: Target) -> Response:
+        stream = await self.chat.provider.stream(
+            "/responses", body | {"stream": True}, read_usage=responses_usage_of
+        )
+        headers = target.headers | {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        # The chat relay: events as they come, a broken stream's error as the last event, and
+        # the row ended with the usage of response.completed (or as client_gone).
+        return StreamingResponse(
+            self.chat._relay(stream, target), media_type="text/event-stream", headers=headers
+        )
