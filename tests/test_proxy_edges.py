@@ -230,9 +230,12 @@ async def test_healthz_says_more_only_with_a_client_key(plain):
 async def test_retrieve_a_model_by_id(plain):
     async with plain.client() as client:
         found = [(await client.models.retrieve(name)).id for name in ("auto", "cheap", CHEAP)]
+        # A model outside the tiers is the provider's to answer for.
+        theirs = await client.models.retrieve("provider-llama")
         with pytest.raises(openai.NotFoundError) as caught:
             await client.models.retrieve("llama-3.3-70b-versatile")
     assert found == ["auto", "cheap", CHEAP]
+    assert (theirs.id, theirs.owned_by) == ("provider-llama", "p")
     assert caught.value.code == "model_not_found"
     assert "`llama-3.3-70b-versatile` does not exist" in caught.value.message
     async with httpx.AsyncClient() as http:

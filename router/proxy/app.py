@@ -225,7 +225,9 @@ class ChatProxy:
     async def model(self, request: Request) -> Response:
         label = self._authorize(request)
         name = request.path_params["model"]
-        return JSONResponse(model_entry(self.router.config.models, self.access, label, name))
+        models = self.router.config.models
+        entry = await model_entry(models, self.access, label, name, self.provider.model)
+        return JSONResponse(entry)
 
     async def healthz(self, request: Request) -> Response:
         """That the proxy is up; with a valid client key (or none configured), more."""

@@ -1,8 +1,10 @@
 """The models the proxy names (`GET /v1/models`, `GET /v1/models/{id}`): auto, the tier aliases
-and the configured tier models, each shown only to keys allowed to use it."""
+and the configured tier models, each shown only to keys allowed to use it; any other id is the
+provider's to answer."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.config import ModelSettings
@@ -31,11 +33,20 @@ def model_list(models: ModelSettings, access: Access, label: str | None) -> dict
     return {"object": "list", "data": [_entry(name) for name in names]}
 
 
-def model_entry(
-    models: ModelSettings, access: Access, label: str | None, name: str
+async def model_entry(
+    models: ModelSettings,
+    access: Access,
+    label: str | None,
+    name: str,
+    provider_entry: Callable[[str], Awaitable[dict[str, Any] | None]],
 ) -> dict[str, Any]:
-    """One model's entry; 404 in OpenAI's words for a name the proxy does not name, or one this
-    key may not use (a provider model outside the tiers is not looked up)."""
-    if name not in model_names(models) or not access.allows(label, name):
+    """One model's entry: the proxy's own names, else the provider's; 404 in OpenAI's words for
+    a model neither has, or one this key may not use."""
+    if not access.allows(label, name):
         raise model_not_found(name)
-    return _entry(name)
+    if name in model_names(models):
+        return _entry(name)
+    entry = await provider_entry(name)
+    if entry is None:
+        raise model_not_found(name)
+    return entry

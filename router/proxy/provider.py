@@ -292,6 +292,24 @@ class Provider:
             headers=rate_limit_headers(response),
         )
 
+    async def model(self, name: str) -> dict[str, Any] | None:
+        """The provider's entry for one model (`GET /models/{name}`); None when it has no such
+        model. One attempt within the first-byte timeout: a lookup is not worth a wait."""
+        url = f"{self.base_url}/models/{urllib.parse.quote(name, safe='')}"
+        try:
+            async with asyncio.timeout(self.settings.first_byte_timeout_s):
+                async with self._client().get(url, headers=self._headers, **self._via) as response:
+                    if response.status == 404:
+                        return None
+                    if response.status >= 400:
+                        raise provider_failed(f"the provider answered HTTP {response.status}")
+                    data = json.loads(await response.read())
+        except TimeoutError:
+            raise provider_timeout("the provider did not answer in time") from None
+        except (aiohttp.ClientError, ValueError):
+            raise provider_failed("could not look the model up at the provider") from None
+        return data if isinstance(data, dict) and data.get("id") == name else None
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

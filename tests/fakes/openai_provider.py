@@ -58,6 +58,7 @@ class FakeProvider:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_get("/v1/models/{model:.+}", self._model)
         # A stalled handler ends when the proxy hangs up on it.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -112,6 +113,14 @@ class FakeProvider:
                 "usage": usage(),
             }
         )
+
+    async def _model(self, request: web.Request) -> web.Response:
+        """A model the provider has: any name starting "provider-"."""
+        name = request.match_info["model"]
+        if not name.startswith("provider-"):
+            error = {"message": f"The model `{name}` does not exist", "code": "model_not_found"}
+            return web.json_response({"error": error}, status=404)
+        return web.json_response({"id": name, "object": "model", "created": 1, "owned_by": "p"})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
