@@ -32,6 +32,9 @@ SPLITS = {
 }
 
 
+NEAR = 0.93  # cosine to the nearest pooled message, above which a message is a near paraphrase
+
+
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return 0.0, 0.0
@@ -73,6 +76,13 @@ def config_for(db: Path) -> CrabbotConfig:
     )
 
 
+def closeness(decision: Any) -> str:
+    """Whether the pool holds a near paraphrase of the message: figures on the far ones say
+    how the router does on text unlike anything it was given."""
+    nearest = decision.neighbours[0].similarity if decision.neighbours else 0.0
+    return f"pool nearest >= {NEAR}" if nearest >= NEAR else f"pool nearest < {NEAR}"
+
+
 async def evaluate(split: Path, show_misses: bool) -> None:
     rows = [json.loads(line) for line in split.read_text(encoding="utf-8").splitlines() if line]
     work = Path(tempfile.mkdtemp()) / "eval.db"
@@ -98,7 +108,7 @@ async def evaluate(split: Path, show_misses: bool) -> None:
                 router.finish(decision, "routed")
                 note(
                     singles,
-                    ["all", item["lang"]],
+                    ["all", item["lang"], closeness(decision)],
                     item["category"],
                     decision,
                     item["text"],
