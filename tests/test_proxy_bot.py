@@ -4,25 +4,14 @@ no embedding model and has no categorizer, and its stats read the proxy's log (o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from router import Secrets
 from tests.conftest import make_config
-from tests.fakes.openai_provider import STREAM_PIECES, FakeProvider
+from tests.fakes.openai_provider import STREAM_PIECES
 from tests.proxy_helpers import CHEAP, CLIENT_KEY, CODING, GREETING, STRONG, running_proxy
 
 MOM = ChatUser("telegram", 42, "Mom")
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    fake = await FakeProvider().start()
-    yield fake
-    await fake.stop()
 
 
 async def test_bot_routes_through_the_proxy(seeded_db, embedder, provider):

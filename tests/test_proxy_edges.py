@@ -5,7 +5,6 @@ Prometheus /metrics."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 
 import httpx
 import openai
@@ -14,32 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.cli import main
 from router import ModelRouter
-from tests.fakes.openai_provider import FakeProvider
-from tests.proxy_helpers import CHEAP, CLIENT_KEY, GREETING, RunningProxy, running_proxy
+from tests.proxy_helpers import CHEAP, CLIENT_KEY, GREETING, running_proxy, user
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 JSON_AUTH = AUTH | {"Content-Type": "application/json"}
 ORIGIN = "https://family.example"
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    fake = await FakeProvider().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def plain(tmp_path, provider) -> AsyncIterator[RunningProxy]:
-    """A proxy whose router has no local signal, for requests that are refused or not routed."""
-    async with running_proxy(
-        tmp_path / "plain.db", None, provider.base_url, max_body_bytes=4096
-    ) as p:
-        yield p
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 def body_with(extra: str) -> bytes:

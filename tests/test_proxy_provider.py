@@ -5,28 +5,23 @@ what a stream promised. The openai SDK is the client, a fake provider on 127.0.0
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import openai
 import pytest
 
 from router.config import ProxySettings
 from router.proxy.redact import Redactor
-from tests.fakes.openai_provider import EMBEDDING_TOKENS_PER_INPUT, STREAM_PIECES, FakeProvider
-from tests.proxy_helpers import CLIENT_KEY, GREETING, PROVIDER_KEY, RunningProxy, running_proxy
+from tests.fakes.openai_provider import EMBEDDING_TOKENS_PER_INPUT, STREAM_PIECES
+from tests.proxy_helpers import (
+    CLIENT_KEY,
+    GREETING,
+    PROVIDER_KEY,
+    RunningProxy,
+    running_proxy,
+    user,
+)
 
 LEAKED_TOKEN = "sk-live-0123456789abcdef"
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    fake = await FakeProvider().start()
-    yield fake
-    await fake.stop()
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 async def only_row(proxy: RunningProxy) -> dict[str, object]:

@@ -14,7 +14,6 @@ from tests.fakes.openai_provider import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
     STREAM_PIECES,
-    FakeProvider,
     reply_text,
 )
 from tests.proxy_helpers import (
@@ -29,19 +28,6 @@ from tests.proxy_helpers import (
 )
 
 LEAKED_TOKEN = "sk-live-0123456789abcdef"
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    fake = await FakeProvider().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def proxy(seeded_db, embedder, provider) -> AsyncIterator[RunningProxy]:
-    async with running_proxy(seeded_db, embedder, provider.base_url) as p:
-        yield p
 
 
 @pytest.fixture
