@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,11 @@ def decision_headers(decision: RoutingDecision) -> dict[str, str]:
     if decision.source not in ("alias", "passthrough"):
         headers["X-Crabbot-Routing-Ms"] = f"{decision.latency_ms:.2f}"
     return headers
+
+
+def chat_error_event(error: ProxyError) -> bytes:
+    """A stream's last event when the provider fails mid-way, as chat completions end one."""
+    return f"data: {json.dumps(error.body())}\n\n".encode()
 
 
 class ChatProxy:
@@ -195,7 +200,12 @@ class ChatProxy:
             self._relay(stream, target), media_type="text/event-stream", headers=headers
         )
 
-    async def _relay(self, stream: ProviderStream, target: Target) -> AsyncIterator[bytes]:
+    async def _relay(
+        self,
+        stream: ProviderStream,
+        target: Target,
+        error_event: Callable[[ProxyError], bytes] = chat_error_event,
+    ) -> AsyncIterator[bytes]:
         relayed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._relays.add(relayed)
         relayed.add_done_callback(self._relays.discard)
@@ -207,7 +217,7 @@ class ChatProxy:
         except Exception as exc:  # the status line is gone: the error becomes the last event
             error = failure(exc)
             self._failed(target, error)
-            yield f"data: {json.dumps(error.body())}\n\n".encode()
+            yield error_event(error)
         finally:
             # Runs when the client hangs up too; the shield lets the cleanup finish then.
             with anyio.CancelScope(shield=True):

@@ -111,6 +111,13 @@ def parse_responses_request(raw: bytes, session_header: str | None) -> ChatReque
     )
 
 
+def responses_error_event(error: ProxyError) -> bytes:
+    """A Responses stream's last event when the provider fails mid-way: the API's own `error`
+    event (a chat stream ends with an {"error": ...} chunk instead)."""
+    data = {"type": "error", "code": error.code, "message": error.message, "param": error.param}
+    return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
+
+
 class ResponsesEndpoint:
     """The handler, sharing the chat proxy's keys, router, provider and logging."""
 
@@ -153,5 +160,7 @@ class ResponsesEndpoint:
         # The chat relay: events as they come, a broken stream's error as the last event, and
         # the row ended with the usage of response.completed (or as client_gone).
         return StreamingResponse(
-            self.chat._relay(stream, target), media_type="text/event-stream", headers=headers
+            self.chat._relay(stream, target, responses_error_event),
+            media_type="text/event-stream",
+            headers=headers,
         )
