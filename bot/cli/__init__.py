@@ -9,8 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.cli import pool as pool_command
-from bot.cli import taxonomy as taxonomy_command
+from bot.cli.arguments import add_pool_parser, add_taxonomy_parser
 from bot.config import CrabbotConfig, load_config
 from router import ConfigError
 
@@ -61,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", default="7d", help="24h, 7d, 30d ... or all (default 7d)")
     stats.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the daily mix and cost")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
-    pool_command.add_parser(commands, _common)
-    taxonomy_command.add_parser(commands, _common)
+    add_pool_parser(commands, _common)
+    add_taxonomy_parser(commands, _common)
     return parser
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 
 import aiosqlite
 from rich.console import Console
@@ -26,23 +25,6 @@ from router.analytics.taxonomy_ops import (
 from router.analytics.validation import ValidationReport
 from router.stored_taxonomy import LOG_CATEGORY_COLUMNS
 from router.taxonomy import BUILTIN_MAPPINGS, Taxonomy
-
-
-def add_parser(
-    commands: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
-) -> None:
-    taxonomy = commands.add_parser("taxonomy", help="merge categories in the stored data")
-    actions = taxonomy.add_subparsers(dest="taxonomy_command", required=True)
-    merge = actions.add_parser(
-        "merge", help="relabel FROM as TO in the routing log and the pool (dry run by default)"
-    )
-    common(merge)
-    merge.add_argument("source", metavar="FROM")
-    merge.add_argument("target", metavar="TO")
-    merge.add_argument("--apply", action="store_true", help="do it (default: dry run)")
-    merge.add_argument("--json", action="store_true", help="print one JSON object")
-    show = actions.add_parser("show", help="the config's map, the stored version and the audit")
-    common(show)
 
 
 async def run_taxonomy(args: argparse.Namespace, config: CrabbotConfig) -> int:
