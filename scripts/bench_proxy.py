@@ -1,6 +1,7 @@
 """The proxy's own overhead: a fake provider that answers at once, called directly and through
 `crabbot proxy` (a tier alias, and "auto" less its routing time), interleaved from one client and
-then at 20 concurrent clients; prints medians, p95 and the overheads against issue 9's targets.
+then at 20 concurrent clients; prints medians, p95 and the overheads against issue 9's targets,
+then "auto" decisions per second at 1, 20 and 50 clients against one embedder's ceiling.
 
     python scripts/bench_proxy.py [--db SEEDED.db] [--requests 300] [--clients 20]
 
@@ -61,6 +62,7 @@ WARMUP = 30  # rounds not counted: connections, caches
 # Issue 9's targets for the proxy's own overhead (medians, one client).
 ALIAS_TARGET_MS = 1.0
 AUTO_TARGET_MS = 2.0
+THROUGHPUT_CLIENTS = (1, 20, 50)
 
 
 @dataclass
@@ -126,8 +128,11 @@ async def interleaved(provider_url: str, proxy_url: str, requests: int) -> dict[
     return samples
 
 
-async def concurrent(base_url: str, model: str, clients: int, requests: int) -> Sample:
-    """`requests` chat completions spread over `clients` concurrent clients."""
+async def concurrent(
+    base_url: str, model: str, clients: int, requests: int, run: str = ""
+) -> Sample:
+    """`requests` chat completions spread over `clients` concurrent clients; `run` keeps each
+    run's texts apart (a text seen before would be served by the embedding cache)."""
     sample = Sample()
     per_client = max(1, requests // clients)
 
@@ -135,7 +140,7 @@ async def concurrent(base_url: str, model: str, clients: int, requests: int) -> 
         async with AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0) as client:
             for turn in range(per_client):
                 text = MESSAGES[(number * per_client + turn) % len(MESSAGES)]
-                await one_request(client, model, f"{text} #{turn}", sample)
+                await one_request(client, model, f"{text} #{run}{number}.{turn}", sample)
 
     await asyncio.gather(*(one_client(number) for number in range(clients)))
     return sample
@@ -186,13 +191,31 @@ async def bench(args: argparse.Namespace, provider_url: str, proxy_url: str) -> 
     runs = {}
     for name, model in SCENARIOS.items():
         url = provider_url if name == "direct" else proxy_url
-        await concurrent(url, model, args.clients, min(40, args.requests))  # warm connections
-        runs[name] = await concurrent(url, model, args.clients, args.requests)
+        await concurrent(url, model, args.clients, min(40, args.requests), "warm")
+        runs[name] = await concurrent(url, model, args.clients, args.requests, "run")
     print(
         f"\n{args.clients} concurrent clients, one scenario after the other,"
         f" {len(runs['direct'].total_ms)} requests each"
     )
     report(runs["direct"], runs["alias"], runs["auto"], targets=False)
+    ceiling = 1000.0 / statistics.median(samples["auto"].routing_ms)
+    await throughput(proxy_url, ceiling, args.requests)
+
+
+async def throughput(proxy_url: str, ceiling: float, requests: int) -> None:
+    """Routed ("auto") decisions per second at 1, 20 and 50 concurrent clients."""
+    print(
+        f'\n"auto" throughput, {requests} requests a run; ceiling = one embedder busy all the'
+        f" time = 1000 / median routing ms at one client = {ceiling:.1f}/s"
+    )
+    for clients in THROUGHPUT_CLIENTS:
+        started = time.perf_counter()
+        sample = await concurrent(proxy_url, "auto", clients, requests, f"rate{clients}-")
+        rate = len(sample.total_ms) / (time.perf_counter() - started)
+        print(
+            f"  {clients:>3} clients  {rate:>6.1f} decisions/s  {rate / ceiling:>5.0%} of the"
+            f" ceiling  (median {statistics.median(sample.total_ms):.0f} ms a request)"
+        )
 
 
 def main() -> int:
