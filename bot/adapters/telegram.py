@@ -144,15 +144,25 @@ class TelegramBot:
                 return
         await self._answer(message, key, user, Incoming(text, quote=quote))
 
-    async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A photo, or a picture sent as a file: to the model as an image part."""
+    @staticmethod
+    def _addressed_media(
+        update: Update, context: ContextTypes.DEFAULT_TYPE
+    ) -> tuple[Message, str, Quote | None] | None:
+        """A photo's or a voice message's caption and quoted message, when it is for the bot."""
         message = update.message
         if message is None:
-            return
+            return None
         text = addressed_text(message, context.bot.id, context.bot.username)
         if text is None:
+            return None
+        return message, text, quoted(message, context.bot.id)
+
+    async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo, or a picture sent as a file: to the model as an image part."""
+        addressed = self._addressed_media(update, context)
+        if addressed is None:
             return
-        quote = quoted(message, context.bot.id)
+        message, text, quote = addressed
         settings = self.core.config.images
 
         async def prepare() -> Incoming:
@@ -163,13 +173,10 @@ class TelegramBot:
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A voice message or an audio file: transcribed, then answered like text."""
-        message = update.message
-        if message is None:
+        addressed = self._addressed_media(update, context)
+        if addressed is None:
             return
-        text = addressed_text(message, context.bot.id, context.bot.username)
-        if text is None:
-            return
-        quote = quoted(message, context.bot.id)
+        message, text, quote = addressed
         core = self.core
 
         async def prepare() -> Incoming:

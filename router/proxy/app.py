@@ -95,6 +95,13 @@ class ChatProxy:
         """The caller's key label; a 401 without a valid key (when keys are set)."""
         return self.access.authorize(request)
 
+    async def _admitted(self, request: Request) -> tuple[str | None, bytes]:
+        """Every POST endpoint's first steps: not our own forwarded request, a valid key (its
+        label), and the body within proxy.max_body_bytes."""
+        self._refuse_loops(request)
+        label = self._authorize(request)
+        return label, await read_body(request, self.settings.max_body_bytes)
+
     def _check_model(self, label: str | None, model: str) -> None:
         """A 403 for a model this key may not use, before any routing or provider call."""
         if not self.access.allows(label, model):
@@ -168,9 +175,7 @@ class ChatProxy:
     # -- endpoints -----------------------------------------------------------------------------
 
     async def chat_completions(self, request: Request) -> Response:
-        self._refuse_loops(request)
-        label = self._authorize(request)
-        raw = await read_body(request, self.settings.max_body_bytes)
+        label, raw = await self._admitted(request)
         chat = parse_chat_request(raw, request.headers.get(SESSION_HEADER))
         self._check_model(label, chat.model)
         target = await self._target(chat)

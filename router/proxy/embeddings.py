@@ -10,19 +10,13 @@ from starlette.responses import Response
 
 from router.proxy.app import ChatProxy, Target, decision_headers
 from router.proxy.errors import ProxyError, bad_request
-from router.proxy.json_body import load_json
-from router.proxy.request import read_body
+from router.proxy.request import model_body
 from router.proxy.usage import Usage
 
 
 def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
     """The checked body; a 400 ProxyError naming the first problem."""
-    body = load_json(raw)
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise bad_request("model must be a non-empty string", "model")
+    body = model_body(raw)
     given = body.get("input")
     if not isinstance(given, str | list) or not given:
         raise bad_request("input must be a string or a non-empty array", "input")
@@ -37,9 +31,8 @@ class EmbeddingsEndpoint:
 
     async def handle(self, request: Request) -> Response:
         chat = self.chat
-        chat._refuse_loops(request)
-        label = chat._authorize(request)
-        body = parse_embeddings_request(await read_body(request, chat.settings.max_body_bytes))
+        label, raw = await chat._admitted(request)
+        body = parse_embeddings_request(raw)
         chat._check_model(label, body["model"])
         # The texts are not kept: a retrieval setup embeds whole documents.
         decision = chat.router.named(body["model"], None, "passthrough", "")

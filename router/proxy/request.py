@@ -75,8 +75,9 @@ def _check_message(index: int, message: Any) -> None:
             raise bad_request(f"{param}.content[{number}].text must be a string", param)
 
 
-def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
-    """Check the body; raise a 400 ProxyError naming the first problem."""
+def model_body(raw: bytes) -> dict[str, Any]:
+    """A request body every endpoint takes: a JSON object naming its model (any endpoint's
+    first checks; a 400 ProxyError naming the problem)."""
     body = load_json(raw)
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
@@ -85,6 +86,13 @@ def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
         raise bad_request("you must provide a model parameter", "model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("model must be a non-empty string", "model")
+    return body
+
+
+def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
+    """Check the body; raise a 400 ProxyError naming the first problem."""
+    body = model_body(raw)
+    model = body["model"]
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty array", "messages")

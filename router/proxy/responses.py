@@ -12,12 +12,11 @@ from starlette.responses import Response, StreamingResponse
 
 from router.proxy.app import ChatProxy, Target
 from router.proxy.errors import ProxyError, bad_request
-from router.proxy.json_body import load_json
 from router.proxy.request import (
     MAX_SESSION_KEY_CHARS,
     SESSION_HEADER,
     ChatRequest,
-    read_body,
+    model_body,
 )
 from router.proxy.usage import responses_usage_of
 
@@ -71,14 +70,8 @@ def _as_messages(items: list[Any]) -> list[dict[str, Any]]:
 def parse_responses_request(raw: bytes, session_header: str | None) -> ChatRequest:
     """The checked body, with what the router needs from it in chat terms; a 400 ProxyError
     naming the first problem."""
-    body = load_json(raw)
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    model = body.get("model")
-    if model is None:
-        raise bad_request("you must provide a model parameter", "model")
-    if not isinstance(model, str) or not model.strip():
-        raise bad_request("model must be a non-empty string", "model")
+    body = model_body(raw)
+    model = body["model"]
     given = body.get("input")
     # No input is valid (previous_response_id or a stored prompt can supply it): nothing to read.
     if given is None:
@@ -126,9 +119,7 @@ class ResponsesEndpoint:
 
     async def handle(self, request: Request) -> Response:
         chat = self.chat
-        chat._refuse_loops(request)
-        label = chat._authorize(request)
-        raw = await read_body(request, chat.settings.max_body_bytes)
+        label, raw = await chat._admitted(request)
         parsed = parse_responses_request(raw, request.headers.get(SESSION_HEADER))
         chat._check_model(label, parsed.model)
         target = await chat._target(parsed)
