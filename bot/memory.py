@@ -63,12 +63,11 @@ class Memory:
         """The newest whole exchanges, oldest first, within max_turns and the token budget."""
         if self.settings.max_turns == 0:
             return []
-        async with self.conn.execute(
+        rows = await self.conn.execute_fetchall(
             "SELECT role, content, author FROM messages WHERE conv_key = ?"
             " ORDER BY id DESC LIMIT ?",
             (conv_key, self.max_messages),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         budget = self.settings.max_tokens - estimate_tokens(self.settings.system_prompt)
         kept: list[Turn] = []
         for row in rows:

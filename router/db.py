@@ -1,9 +1,13 @@
-"""The SQLite file: open it (WAL) through aiosqlite, apply each component's ordered migrations."""
+"""The SQLite file: open it (WAL) through aiosqlite, apply each component's ordered migrations.
+One connection is shared by every task of a process, so its reads and transactions never
+interleave (see `fetch_one` and `transaction`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -176,16 +180,34 @@ async def connect(path: Path | str) -> aiosqlite.Connection:
     return conn
 
 
+_TRANSACTION_LOCKS: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def fetch_one(
+    conn: aiosqlite.Connection, sql: str, parameters: Iterable[object] = ()
+) -> aiosqlite.Row | None:
+    """The first row, read in one step. A cursor left open across an await keeps a read snapshot
+    on the shared connection, and a write another task makes on it then fails at once with
+    'database is locked' (SQLite skips the busy timeout when a reader upgrades to a writer)."""
+    rows = await conn.execute_fetchall(sql, parameters)
+    return next(iter(rows), None)
+
+
 @asynccontextmanager
 async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
     """Commit the writes made inside, or roll them back when one fails: a failed write must not
-    leave its transaction open and hold the write lock (the routing log's writer waits on it)."""
-    try:
-        yield conn
-    except BaseException:
-        await conn.rollback()
-        raise
-    await conn.commit()
+    leave its transaction open and hold the write lock (the routing log's writer waits on it).
+    Tasks sharing the connection take turns, so none commits or rolls back another's writes."""
+    lock = _TRANSACTION_LOCKS.setdefault(conn, asyncio.Lock())
+    async with lock:
+        try:
+            yield conn
+        except BaseException:
+            await conn.rollback()
+            raise
+        await conn.commit()
 
 
 async def migrate(conn: aiosqlite.Connection, component: str, migrations: Sequence[str]) -> int:
@@ -193,10 +215,9 @@ async def migrate(conn: aiosqlite.Connection, component: str, migrations: Sequen
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER)"
     )
-    async with conn.execute(
-        "SELECT version FROM schema_versions WHERE component = ?", (component,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(
+        conn, "SELECT version FROM schema_versions WHERE component = ?", (component,)
+    )
     current = int(row[0]) if row else 0
     if current > len(migrations):
         raise RuntimeError(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import aiosqlite
 import numpy as np
 
-from router.db import transaction
+from router.db import fetch_one, transaction
 from router.signals.calibration import Calibration
 from router.signals.local import LocalClassifier
 
@@ -39,11 +39,11 @@ def fingerprint(
 async def load(
     conn: aiosqlite.Connection, fingerprint_: str, categories: tuple[str, ...]
 ) -> LocalClassifier | None:
-    async with conn.execute(
+    row = await fetch_one(
+        conn,
         "SELECT state FROM fitted_state WHERE name = ? AND fingerprint = ?",
         (STATE_NAME, fingerprint_),
-    ) as cursor:
-        row = await cursor.fetchone()
+    )
     if row is None:
         return None
     with np.load(io.BytesIO(row[0])) as arrays:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import aiosqlite
 import numpy as np
 
-from router.db import transaction
+from router.db import fetch_one, transaction
 from router.vector_index import EXACT_LIMIT, CoarseIndex
 
 _SPACES = re.compile(r"\s+")
@@ -72,12 +72,11 @@ class Pool:
 
     async def load(self) -> int:
         """Read this embedder's rows from the database into memory; return how many."""
-        async with self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT prompt_hash, text, embedding, category FROM pool WHERE embedder_id = ? "
             "ORDER BY id",
             (self.embedder_id,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         vectors = np.frombuffer(b"".join(row["embedding"] for row in rows), dtype=np.float32)
         with self._lock:
             self._vectors = vectors.reshape(len(rows), self.dim).copy()
@@ -103,10 +102,9 @@ class Pool:
 
     async def count_foreign(self) -> int:
         """Rows stored by another embedder: kept on disk, never mixed into this pool."""
-        async with self._conn.execute(
-            "SELECT COUNT(*) FROM pool WHERE embedder_id != ?", (self.embedder_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await fetch_one(
+            self._conn, "SELECT COUNT(*) FROM pool WHERE embedder_id != ?", (self.embedder_id,)
+        )
         return int(row[0]) if row else 0
 
     def _append(self, fresh: list[tuple[str, PoolEntry]]) -> None:

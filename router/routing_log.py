@@ -7,7 +7,7 @@ import time
 
 import aiosqlite
 
-from router.db import transaction
+from router.db import fetch_one, transaction
 from router.decision import RoutingDecision
 from router.pool import text_hash
 from router.signals.continuity import PreviousTurn
@@ -88,13 +88,13 @@ async def write_decision(conn: aiosqlite.Connection, decision: RoutingDecision) 
 async def last_turn(conn: aiosqlite.Connection, conv_key: str) -> PreviousTurn | None:
     """The conversation's last categorized decision since its last /reset: its context after a
     restart."""
-    async with conn.execute(
+    row = await fetch_one(
+        conn,
         "SELECT category, at, prompt FROM routing_log WHERE conv_key = ? AND category IS NOT NULL"
         " AND at > COALESCE((SELECT at FROM context_resets WHERE conv_key = ?), 0)"
         " ORDER BY id DESC LIMIT 1",
         (conv_key, conv_key),
-    ) as cursor:
-        row = await cursor.fetchone()
+    )
     return PreviousTurn(row["category"], row["at"], row["prompt"]) if row else None
 
 
@@ -108,8 +108,7 @@ async def reset_context(conn: aiosqlite.Connection, conv_key: str, at: float) ->
 
 
 async def get_setting(conn: aiosqlite.Connection, key: str) -> str | None:
-    async with conn.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, "SELECT value FROM settings WHERE key = ?", (key,))
     return str(row[0]) if row else None
 
 

@@ -14,22 +14,22 @@ LOG_CATEGORY_COLUMNS = ("category", "llm_category", "knn_category", "prior_categ
 async def stored_categories(conn: aiosqlite.Connection) -> set[str]:
     """Every category named by the pool or by any category column of the routing log."""
     found: set[str] = set()
-    async with conn.execute("SELECT DISTINCT category FROM pool") as cursor:
-        found |= {row[0] for row in await cursor.fetchall()}
+    found |= {row[0] for row in await conn.execute_fetchall("SELECT DISTINCT category FROM pool")}
     for column in LOG_CATEGORY_COLUMNS:
         sql = f"SELECT DISTINCT {column} FROM routing_log WHERE {column} IS NOT NULL"
-        async with conn.execute(sql) as cursor:
-            found |= {row[0] for row in await cursor.fetchall()}
+        found |= {row[0] for row in await conn.execute_fetchall(sql)}
     return found
 
 
 async def merged_away(conn: aiosqlite.Connection) -> dict[str, tuple[str, str]]:
     """Categories merged away by `crabbot taxonomy merge`: name -> (merged into, new version)."""
-    async with conn.execute(
-        "SELECT from_category, to_category, new_version FROM taxonomy_audit"
-        " WHERE action = 'merge' ORDER BY id"
-    ) as cursor:
-        return {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
+    return {
+        row[0]: (row[1], row[2])
+        for row in await conn.execute_fetchall(
+            "SELECT from_category, to_category, new_version FROM taxonomy_audit"
+            " WHERE action = 'merge' ORDER BY id"
+        )
+    }
 
 
 async def check_taxonomy_matches_store(conn: aiosqlite.Connection, taxonomy: Taxonomy) -> None:

@@ -177,12 +177,16 @@ async def _show(config: CrabbotConfig, conn: aiosqlite.Connection, out: Console)
         f"config taxonomy {taxonomy.version} · stored rows follow {stored or '(no merge yet)'}",
         highlight=False,
     )
-    async with conn.execute("SELECT category, COUNT(*) FROM pool GROUP BY 1") as cursor:
-        pool_counts = {row[0]: int(row[1]) for row in await cursor.fetchall()}
-    async with conn.execute(
-        "SELECT category, COUNT(*) FROM routing_log WHERE category IS NOT NULL GROUP BY 1"
-    ) as cursor:
-        log_counts = {row[0]: int(row[1]) for row in await cursor.fetchall()}
+    pool_counts = {
+        row[0]: int(row[1])
+        for row in await conn.execute_fetchall("SELECT category, COUNT(*) FROM pool GROUP BY 1")
+    }
+    log_counts = {
+        row[0]: int(row[1])
+        for row in await conn.execute_fetchall(
+            "SELECT category, COUNT(*) FROM routing_log WHERE category IS NOT NULL GROUP BY 1"
+        )
+    }
     table = Table(title="categories", title_justify="left")
     for column in ("category", "tier", "pool", "routing log"):
         table.add_column(column, justify="right" if column in ("pool", "routing log") else "left")
@@ -194,8 +198,7 @@ async def _show(config: CrabbotConfig, conn: aiosqlite.Connection, out: Console)
     out.print(table)
     embedders = await embedder_counts(conn)
     out.print("pool by embedder: " + (", ".join(f"{k} ({v})" for k, v in embedders.items()) or "-"))
-    async with conn.execute("SELECT * FROM taxonomy_audit ORDER BY id") as cursor:
-        audit = await cursor.fetchall()
+    audit = await conn.execute_fetchall("SELECT * FROM taxonomy_audit ORDER BY id")
     if audit:
         history = Table(title="audit", title_justify="left")
         for column in ("when", "action", "from", "to", "log rows", "pool rows", "version"):

@@ -81,8 +81,7 @@ async def shadow_agreement(
         f" WHERE {where} GROUP BY 1, 2, 3, 4, 5"
     )
     report = ShadowAgreement(since=since, min_confidence=min_confidence)
-    async with conn.execute(sql, params) as cursor:
-        rows = await cursor.fetchall()
+    rows = await conn.execute_fetchall(sql, params)
     for category, llm_tier, knn_tier, same_category, confident, n in rows:
         if llm_tier not in TIERS or knn_tier not in TIERS:
             continue

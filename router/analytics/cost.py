@@ -132,8 +132,7 @@ async def _usage_by(
         "     THEN completion_tokens ELSE 0 END) AS completion"
         f" FROM routing_log{where} GROUP BY 1, 2 ORDER BY 1, 2"
     )
-    async with conn.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+    return list(await conn.execute_fetchall(sql, params))
 
 
 def _fold(rows: list[aiosqlite.Row], config: RouterConfig, since: float | None) -> CostReport:
@@ -198,7 +197,6 @@ async def daily_counts(
         " GROUP BY 1, 2 ORDER BY 1, 2"
     )
     days: dict[str, dict[str, int]] = defaultdict(dict)
-    async with conn.execute(sql, params) as cursor:
-        for day, value, count in await cursor.fetchall():
-            days[day][value] = int(count)
+    for day, value, count in await conn.execute_fetchall(sql, params):
+        days[day][value] = int(count)
     return dict(days)

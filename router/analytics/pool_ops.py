@@ -45,11 +45,10 @@ class StoredPool:
 
 
 async def read_pool(conn: aiosqlite.Connection, embedder_id: str, dim: int) -> StoredPool:
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "SELECT id, text, category, embedding FROM pool WHERE embedder_id = ? ORDER BY id",
         (embedder_id,),
-    ) as cursor:
-        rows = await cursor.fetchall()
+    )
     blob = b"".join(row["embedding"] for row in rows)
     if len(blob) != 4 * dim * len(rows):
         raise PoolToolError(f"the pool's {embedder_id} vectors are not all {dim}-dimensional")
@@ -63,10 +62,12 @@ async def read_pool(conn: aiosqlite.Connection, embedder_id: str, dim: int) -> S
 
 
 async def embedder_counts(conn: aiosqlite.Connection) -> dict[str, int]:
-    async with conn.execute(
-        "SELECT embedder_id, COUNT(*) FROM pool GROUP BY 1 ORDER BY 2 DESC"
-    ) as cursor:
-        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+    return {
+        str(row[0]): int(row[1])
+        for row in await conn.execute_fetchall(
+            "SELECT embedder_id, COUNT(*) FROM pool GROUP BY 1 ORDER BY 2 DESC"
+        )
+    }
 
 
 async def open_other(path: Path) -> aiosqlite.Connection:
@@ -76,8 +77,7 @@ async def open_other(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(f"file:{path.resolve()}?mode=ro", uri=True)
     conn.row_factory = aiosqlite.Row
     try:
-        async with conn.execute("PRAGMA table_info(pool)") as cursor:
-            columns = {row["name"] for row in await cursor.fetchall()}
+        columns = {row["name"] for row in await conn.execute_fetchall("PRAGMA table_info(pool)")}
     except aiosqlite.DatabaseError as exc:
         await conn.close()
         raise PoolToolError(f"{path}: not a SQLite database ({exc})") from None
@@ -90,12 +90,10 @@ async def open_other(path: Path) -> aiosqlite.Connection:
 
 
 async def _other_rows(conn: aiosqlite.Connection) -> list[aiosqlite.Row]:
-    async with conn.execute("PRAGMA table_info(pool)") as cursor:
-        columns = {row["name"] for row in await cursor.fetchall()}
+    columns = {row["name"] for row in await conn.execute_fetchall("PRAGMA table_info(pool)")}
     extra = [c if c in columns else f"NULL AS {c}" for c in ("label_source", "confidence")]
     sql = f"SELECT text, embedding, embedder_id, category, {', '.join(extra)} FROM pool"
-    async with conn.execute(sql + (" ORDER BY id" if "id" in columns else "")) as cursor:
-        return list(await cursor.fetchall())
+    return list(await conn.execute_fetchall(sql + (" ORDER BY id" if "id" in columns else "")))
 
 
 # -- import --------------------------------------------------------------------------------------
@@ -137,10 +135,12 @@ async def plan_import(
     reembed: bool,
 ) -> ImportPlan:
     """Sort the other pool's rows into new, duplicate (by normalized text) and refused."""
-    async with conn.execute(
-        "SELECT prompt_hash FROM pool WHERE embedder_id = ?", (embedder_id,)
-    ) as cursor:
-        seen = {row[0] for row in await cursor.fetchall()}
+    seen = {
+        row[0]
+        for row in await conn.execute_fetchall(
+            "SELECT prompt_hash FROM pool WHERE embedder_id = ?", (embedder_id,)
+        )
+    }
     other = await open_other(source)
     try:
         rows = await _other_rows(other)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from router.db import fetch_one
+
 # The columns a decision can be counted by; a whitelist, since the name goes into the SQL text.
 GROUP_COLUMNS = ("tier", "category", "source", "mode", "model", "outcome")
 REASON_CHARS = 60  # errors are counted by their first words: "categorizer: timeout", ...
@@ -67,8 +69,7 @@ def _where(since: float | None, *conditions: str) -> tuple[str, tuple[float, ...
 
 async def total_decisions(conn: aiosqlite.Connection, since: float | None = None) -> int:
     where, params = _where(since)
-    async with conn.execute(f"SELECT COUNT(*) FROM routing_log{where}", params) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, f"SELECT COUNT(*) FROM routing_log{where}", params)
     return int(row[0]) if row else 0
 
 
@@ -83,8 +84,7 @@ async def count_by(
         f"SELECT COALESCE({column}, '-'), COUNT(*) AS n FROM routing_log{where}"
         f" GROUP BY 1 ORDER BY n DESC, 1"
     )
-    async with conn.execute(sql, params) as cursor:
-        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+    return {str(row[0]): int(row[1]) for row in await conn.execute_fetchall(sql, params)}
 
 
 async def fallbacks_and_errors(
@@ -96,8 +96,7 @@ async def fallbacks_and_errors(
         "SELECT COALESCE(SUM(source = 'fallback'), 0), COALESCE(SUM(error IS NOT NULL), 0)"
         f" FROM routing_log{where}"
     )
-    async with conn.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, sql, params)
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
@@ -112,10 +111,9 @@ async def errors_by_reason(
         f"SELECT substr(error, 1, {4 * REASON_CHARS}), COUNT(*) FROM routing_log{where} GROUP BY 1"
     )
     counts: Counter[str] = Counter()
-    async with conn.execute(sql, params) as cursor:
-        for error, n in await cursor.fetchall():
-            for reason in {part[:REASON_CHARS] for part in str(error).split("; ") if part}:
-                counts[reason] += int(n)
+    for error, n in await conn.execute_fetchall(sql, params):
+        for reason in {part[:REASON_CHARS] for part in str(error).split("; ") if part}:
+            counts[reason] += int(n)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return dict(ranked[: int(limit)])
 
@@ -130,8 +128,7 @@ async def knn_agreement(conn: aiosqlite.Connection, since: float | None = None) 
         "SELECT COUNT(*), COALESCE(SUM(knn_category = llm_category), 0),"
         f" COALESCE(SUM(knn_tier = tier), 0) FROM routing_log{where}"
     )
-    async with conn.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, sql, params)
     if row is None:
         return Agreement(0, 0, 0)
     return Agreement(int(row[0]), int(row[1]), int(row[2]))
@@ -157,8 +154,7 @@ def median(sorted_values: list[float]) -> float | None:
 async def categorizer_latency(conn: aiosqlite.Connection, since: float | None = None) -> Latency:
     where, params = _where(since, "llm_latency_ms IS NOT NULL")
     sql = f"SELECT llm_latency_ms FROM routing_log{where} ORDER BY llm_latency_ms"
-    async with conn.execute(sql, params) as cursor:
-        values = [float(row[0]) for row in await cursor.fetchall()]
+    values = [float(row[0]) for row in await conn.execute_fetchall(sql, params)]
     return Latency(len(values), median(values), percentile(values, 0.95))
 
 

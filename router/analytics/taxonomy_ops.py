@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from router.db import fetch_one
 from router.stored_taxonomy import LOG_CATEGORY_COLUMNS, stored_categories
 from router.taxonomy import BUILTIN_MAPPINGS, TIERS, UNKNOWN, Taxonomy
 
@@ -48,10 +49,7 @@ def next_version(current: str, mapping: dict[str, str]) -> str:
 
 
 async def get_stored_version(conn: aiosqlite.Connection) -> str | None:
-    async with conn.execute(
-        "SELECT value FROM settings WHERE key = ?", (STORED_VERSION_KEY,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, "SELECT value FROM settings WHERE key = ?", (STORED_VERSION_KEY,))
     return str(row[0]) if row else None
 
 
@@ -107,15 +105,20 @@ async def plan_merge(
     counts: dict[str, int] = {}
     for column in LOG_CATEGORY_COLUMNS:
         sql = f"SELECT COUNT(*) FROM routing_log WHERE {column} = ?"
-        async with conn.execute(sql, (source,)) as cursor:
-            counts[f"routing_log.{column}"] = int((await cursor.fetchone())[0])  # type: ignore[index]
+        counts[f"routing_log.{column}"] = int((await fetch_one(conn, sql, (source,)))[0])  # type: ignore[index]
     where = " OR ".join(f"{column} = ?" for column in LOG_CATEGORY_COLUMNS)
-    async with conn.execute(
-        f"SELECT COUNT(*) FROM routing_log WHERE {where}", (source,) * len(LOG_CATEGORY_COLUMNS)
-    ) as cursor:
-        log_rows = int((await cursor.fetchone())[0])  # type: ignore[index]
-    async with conn.execute("SELECT COUNT(*) FROM pool WHERE category = ?", (source,)) as cursor:
-        pool_rows = int((await cursor.fetchone())[0])  # type: ignore[index]
+    log_rows = int(
+        (
+            await fetch_one(
+                conn,
+                f"SELECT COUNT(*) FROM routing_log WHERE {where}",
+                (source,) * len(LOG_CATEGORY_COLUMNS),
+            )
+        )[0]
+    )  # type: ignore[index]
+    pool_rows = int(
+        (await fetch_one(conn, "SELECT COUNT(*) FROM pool WHERE category = ?", (source,)))[0]
+    )  # type: ignore[index]
     counts["pool.category"] = pool_rows
     return MergePlan(
         source=source,
