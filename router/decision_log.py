@@ -1,8 +1,11 @@
 """Decisions in flight and their rows: a decision is opened when routed and finished with how
-its request ended (outcome, usage, error); only then is its one row queued for the log."""
+its request ended (outcome, usage, error); then its row is queued for the log. A request still
+open after OPEN_ROW_AFTER_S (a long stream) has its row written open too, so a hard kill leaves
+it behind to be marked `interrupted` at the next start."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from router.decision import OUTCOMES, RoutingDecision
@@ -11,6 +14,8 @@ from router.routing_log import row_of
 
 log = logging.getLogger(__name__)
 
+OPEN_ROW_AFTER_S = 1.0
+
 
 class DecisionLog:
     """Owns the write-behind; `finish` never waits and never raises for the database."""
@@ -18,9 +23,22 @@ class DecisionLog:
     def __init__(self, writer: LogWriter) -> None:
         self.writer = writer
         self._open: dict[str, RoutingDecision] = {}
+        self._open_row_timers: dict[str, asyncio.TimerHandle] = {}
 
     def open(self, decision: RoutingDecision) -> None:
         self._open[decision.id] = decision
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a synchronous tool): rows are written at the end
+            return
+        timer = loop.call_later(OPEN_ROW_AFTER_S, self._write_open_row, decision.id)
+        self._open_row_timers[decision.id] = timer
+
+    def _write_open_row(self, decision_id: str) -> None:
+        self._open_row_timers.pop(decision_id, None)
+        decision = self._open.get(decision_id)
+        if decision is not None:
+            self.writer.put(row_of(decision))  # outcome NULL; the final row replaces it
 
     def finish(
         self,
@@ -36,6 +54,9 @@ class DecisionLog:
             raise ValueError(f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}")
         if self._open.pop(decision.id, None) is None:
             return
+        timer = self._open_row_timers.pop(decision.id, None)
+        if timer is not None:
+            timer.cancel()
         decision.outcome = outcome
         if prompt_tokens is not None:
             decision.prompt_tokens = prompt_tokens

@@ -128,6 +128,17 @@ class ModelRouter:
         router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
         in_memory = str(config.database.path) == ":memory:"
         await router.log.writer.start(conn if in_memory else None)
+        try:
+            interrupted = await routing_log.mark_interrupted(conn)
+        except aiosqlite.Error:  # a locked file: the rows stay open; the router still starts
+            log.exception("could not mark the requests open at the last stop as interrupted")
+            router.counters["db_errors"] += 1
+            interrupted = 0
+        if interrupted:
+            log.warning(
+                "%d requests were open when crabbot last stopped: logged as interrupted",
+                interrupted,
+            )
         if router.local is not None and len(router.local.pool):
             kept = await router._stored_calibration()
             await router._load_or_fit(kept or seeded)

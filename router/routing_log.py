@@ -40,10 +40,25 @@ COLUMNS = (
     "error",
     "transcription_ms",
 )
+# A decision's row is written once it has ended; a long request's row is written while it is
+# open too (outcome NULL), and its final row then replaces it.
 INSERT_SQL = (
-    f"INSERT OR IGNORE INTO routing_log ({', '.join(COLUMNS)})"
+    f"INSERT INTO routing_log ({', '.join(COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in COLUMNS)})"
+    " ON CONFLICT(decision_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in COLUMNS if column != "decision_id")
 )
+INTERRUPTED_SQL = (
+    "UPDATE routing_log SET outcome = 'interrupted'"
+    " WHERE outcome IS NULL AND decision_id IS NOT NULL"
+)
+
+
+async def mark_interrupted(conn: aiosqlite.Connection) -> int:
+    """Rows of requests still open when a process was killed: marked `interrupted`."""
+    async with transaction(conn):
+        cursor = await conn.execute(INTERRUPTED_SQL)
+    return cursor.rowcount
 
 
 def row_of(decision: RoutingDecision) -> tuple[object, ...]:

@@ -1,5 +1,6 @@
 """The routing log written behind the answers survives a hard kill of `crabbot proxy`: the rows
-already committed stay, at most the last batch is lost, and the database opens clean again."""
+already committed stay, at most the last batch is lost, a request held open across the kill is
+marked interrupted at the next start, and the database opens clean again."""
 
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
                 await client.chat.completions.create(model="cheap", messages=messages)
             # Written with no shutdown to flush them: the batch timer alone commits them.
             await _committed(db, 10)
+            # A stream the provider holds after its first piece: a second on, its row is
+            # written open (no outcome yet).
+            provider.stall_after = 1
+            held = await client.chat.completions.create(
+                model="cheap", messages=[{"role": "user", "content": "held open"}], stream=True
+            )
+            assert (await anext(aiter(held))).choices[0].delta.role == "assistant"
+            await _committed(db, 11)
+            provider.stall_after = None
             for n in range(5):
                 messages = [{"role": "user", "content": f"after {n}"}]
                 await client.chat.completions.create(model="strong", messages=messages)
@@ -93,8 +103,9 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     rows = _rows(db)
     assert rows[:10] == [(f"before {n}", "completed") for n in range(10)]
+    assert rows[10] == ("held open", None)
     # What the kill may cost: the answers of its last batch, never an earlier row or a partial one.
-    assert rows[10:] == [(f"after {n}", "completed") for n in range(len(rows) - 10)]
+    assert rows[11:] == [(f"after {n}", "completed") for n in range(len(rows) - 11)]
 
     # A new proxy opens the same file and logs on.
     process, url = await _start_proxy(config)
@@ -108,4 +119,7 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
         if process.returncode is None:
             process.kill()
             await process.wait()
-    assert _rows(db)[-1] == ("after the restart", "completed")
+    rows = _rows(db)
+    assert rows[-1] == ("after the restart", "completed")
+    # The request open at the kill is not left without an outcome.
+    assert rows[10] == ("held open", "interrupted")
