@@ -138,6 +138,9 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # The process that wrote a row while its request was still open (NULL once it has ended):
+    # a start marks only the open rows of processes no longer running as interrupted.
+    "ALTER TABLE routing_log ADD COLUMN open_pid INTEGER;",
 )
 
 

@@ -38,7 +38,7 @@ class DecisionLog:
         self._open_row_timers.pop(decision_id, None)
         decision = self._open.get(decision_id)
         if decision is not None:
-            self.writer.put(row_of(decision))  # outcome NULL; the final row replaces it
+            self.writer.put(row_of(decision, still_open=True))  # the final row replaces it
 
     def finish(
         self,

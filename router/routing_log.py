@@ -3,6 +3,7 @@ small key-value settings table that holds the routing mode."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import aiosqlite
@@ -39,6 +40,7 @@ COLUMNS = (
     "outcome",
     "error",
     "transcription_ms",
+    "open_pid",
 )
 # A decision's row is written once it has ended; a long request's row is written while it is
 # open too (outcome NULL), and its final row then replaces it.
@@ -48,21 +50,40 @@ INSERT_SQL = (
     " ON CONFLICT(decision_id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in COLUMNS if column != "decision_id")
 )
-INTERRUPTED_SQL = (
-    "UPDATE routing_log SET outcome = 'interrupted'"
-    " WHERE outcome IS NULL AND decision_id IS NOT NULL"
-)
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine now (the database is a local file)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # running, under another user
+        return True
+    return True
 
 
 async def mark_interrupted(conn: aiosqlite.Connection) -> int:
-    """Rows of requests still open when a process was killed: marked `interrupted`."""
+    """Rows a killed process left open (its request had no outcome yet): marked `interrupted`.
+    Rows another running process holds open (a second worker, the bot beside the proxy) stay;
+    this process's own id counts as gone, since a container restarts with the same one."""
     async with transaction(conn):
-        cursor = await conn.execute(INTERRUPTED_SQL)
-    return cursor.rowcount
+        rows = await conn.execute_fetchall(
+            "SELECT DISTINCT open_pid FROM routing_log"
+            " WHERE outcome IS NULL AND open_pid IS NOT NULL"
+        )
+        gone = [(pid,) for (pid,) in rows if pid == os.getpid() or not process_running(int(pid))]
+        cursor = await conn.executemany(
+            "UPDATE routing_log SET outcome = 'interrupted', open_pid = NULL"
+            " WHERE outcome IS NULL AND open_pid = ?",
+            gone,
+        )
+    return max(cursor.rowcount, 0)
 
 
-def row_of(decision: RoutingDecision) -> tuple[object, ...]:
-    """The decision's routing-log row, in COLUMNS order."""
+def row_of(decision: RoutingDecision, *, still_open: bool = False) -> tuple[object, ...]:
+    """The decision's routing-log row, in COLUMNS order; `still_open` for the row of a request
+    not yet ended (it names this process, so a restart can tell it was interrupted)."""
     llm, knn = decision.llm, decision.knn
     return (
         decision.id,
@@ -91,6 +112,7 @@ def row_of(decision: RoutingDecision) -> tuple[object, ...]:
         decision.outcome,
         decision.error,
         decision.transcription_ms,
+        os.getpid() if still_open else None,
     )
 
 

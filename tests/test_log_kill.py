@@ -1,6 +1,7 @@
 """The routing log written behind the answers survives a hard kill of `crabbot proxy`: the rows
 already committed stay, at most the last batch is lost, a request held open across the kill is
-marked interrupted at the next start, and the database opens clean again."""
+marked interrupted at the next start (one another running process holds open is not), and the
+database opens clean again."""
 
 from __future__ import annotations
 
@@ -106,6 +107,15 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
     assert rows[10] == ("held open", None)
     # What the kill may cost: the answers of its last batch, never an earlier row or a partial one.
     assert rows[11:] == [(f"after {n}", "completed") for n in range(len(rows) - 11)]
+    with sqlite3.connect(db) as conn:
+        # A request another process (this one, still running) holds open on the same file.
+        conn.execute(
+            "INSERT INTO routing_log (decision_id, at, prompt_hash, prompt, mode, tier,"
+            " tier_mapping_version, source, model, latency_ms, open_pid)"
+            " VALUES ('held-elsewhere', ?, 'h', 'held elsewhere', 'live', 'cheap', 'v1',"
+            " 'alias', 'm', 1.0, ?)",
+            (time.time(), os.getpid()),
+        )
 
     # A new proxy opens the same file and logs on.
     process, url = await _start_proxy(config)
@@ -121,5 +131,7 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
             await process.wait()
     rows = _rows(db)
     assert rows[-1] == ("after the restart", "completed")
-    # The request open at the kill is not left without an outcome.
+    # The request open at the kill is not left without an outcome; the one a running process
+    # holds open is left to it.
     assert rows[10] == ("held open", "interrupted")
+    assert ("held elsewhere", None) in rows
