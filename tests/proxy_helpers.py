@@ -106,16 +106,21 @@ async def running_proxy(
         await router.close()
 
 
-async def start_proxy_process(config: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """`crabbot proxy --config CONFIG ARGS...` in a process of its own, with the provider key in
-    its environment, once it serves: the process (its stderr still to read) and its
-    'crabbot proxy on' line."""
-    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "CRABBOT_PROXY_KEYS")}
-    env["OPENAI_API_KEY"] = "provider-key-for-tests"
+async def start_proxy_process(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`crabbot proxy --config CONFIG ARGS...` in a process of its own, with the provider key
+    (and `env`) in its environment, once it serves: the process (its stderr still to read) and
+    its 'crabbot proxy on' line."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "CRABBOT_PROXY_KEYS")
+    }
+    environment["OPENAI_API_KEY"] = "provider-key-for-tests"
+    environment |= env or {}
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bot.cli", "proxy", "--config", str(config), *args),
         cwd=ROOT,
-        env=env,
+        env=environment,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -124,7 +124,8 @@ async def test_two_workers_answer_on_one_socket_into_one_log_and_one_metrics(
     tmp_path, seeded_db, provider
 ):
     config = _config(tmp_path, seeded_db, provider, local=True)
-    process, line = await start_proxy_process(config, "--workers", "2")
+    env = {"TMPDIR": str(tmp_path)}  # where the parent keeps the workers' metrics
+    process, line = await start_proxy_process(config, "--workers", "2", env=env)
     url, pids = line.split()[3], _pids(line)
     answered = refused = 0
     try:
@@ -158,6 +159,7 @@ async def test_two_workers_answer_on_one_socket_into_one_log_and_one_metrics(
             os.kill(pid, 0)
     rows = _rows(seeded_db)
     assert len(rows) == answered and {outcome for _, outcome in rows} == {"completed"}
+    assert not list(tmp_path.glob("crabbot-proxy-metrics-*")), "the metrics folder is left"
 
 
 async def test_a_killed_worker_is_replaced_and_only_its_open_rows_are_marked_interrupted(
@@ -225,6 +227,38 @@ async def test_a_killed_worker_is_replaced_and_only_its_open_rows_are_marked_int
     outcomes = dict(_rows(db, "SELECT prompt, outcome FROM routing_log"))
     assert [outcomes[f"after {n}"] for n in range(CONCURRENT)] == ["completed"] * CONCURRENT
     assert {outcomes[prompt] for prompt, pid in held.items() if pid == survivor} == {"client_gone"}
+
+
+async def test_workers_stop_by_themselves_when_their_parent_is_killed(tmp_path, provider):
+    db = tmp_path / "orphans.db"
+    config = _config(tmp_path, db, provider, local=False)
+    process, line = await start_proxy_process(
+        config, "--workers", "2", env={"TMPDIR": str(tmp_path)}
+    )
+    pids = _pids(line)
+    try:
+        async with AsyncOpenAI(base_url=line.split()[3], api_key="unused", max_retries=0) as client:
+            for n in range(CONCURRENT):
+                messages = [{"role": "user", "content": f"before the kill {n}"}]
+                await client.chat.completions.create(model="cheap", messages=messages)
+    finally:
+        process.kill()
+        await process.wait()
+    # Each worker sees its parent's end of their pipe close, and stops as after a Ctrl-C.
+    started = time.monotonic()
+    while running := [pid for pid in pids if _running(pid)]:
+        assert time.monotonic() - started < DEADLINE_S, f"workers still running: {running}"
+        await asyncio.sleep(0.05)
+    assert _rows(db) == [(f"before the kill {n}", "completed") for n in range(CONCURRENT)]
+
+
+def _running(pid: int) -> bool:
+    """Alive, and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def test_workers_is_a_whole_number_of_one_or_more(capsys):
