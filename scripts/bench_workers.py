@@ -4,7 +4,7 @@ decisions per second at 1, 20 and 50 concurrent clients (each run a fixed time),
 embedder's ceiling (1000 / the median routing ms of the one-worker proxy at one client). Every
 run sends texts no run sent before, so the embedding cache never answers.
 
-    python scripts/bench_workers.py [--db SEEDED.db] [--workers 1 2] [--seconds 10]
+    python scripts/bench_workers.py [--db SEEDED.db] [--workers 1 2] [--seconds 10] [--rounds 3]
 
 Everything runs on this machine (fake provider, proxy workers, this client), as a real
 deployment's clients would not; `uptime` before and after says how busy it was. Without --db a
@@ -90,60 +90,83 @@ async def routing_ms(url: str, seconds: float, tag: str) -> float:
     return statistics.median(sample)
 
 
-async def rate(url: str, clients: int, seconds: float, tag: str) -> float:
-    """Decisions per second of `clients` concurrent clients, each sending one request after the
-    other (a connection of its own) for `seconds`."""
+async def rate(clients: list[AsyncOpenAI], seconds: float, tag: str) -> float:
+    """Decisions per second of the clients at once, each sending one request after the other
+    (on a connection of its own) for `seconds`; the requests under way then are waited for and
+    counted."""
     done = 0
     deadline = time.monotonic() + seconds
 
-    async def one_client(number: int) -> None:
+    async def one_client(number: int, client: AsyncOpenAI) -> None:
         nonlocal done
-        async with AsyncOpenAI(base_url=url, api_key="bench", max_retries=0) as client:
-            turn = 0
-            while time.monotonic() < deadline:
-                await ask(
-                    client, f"{MESSAGES[(number + turn) % len(MESSAGES)]} #{tag}{number}.{turn}"
-                )
-                done += 1
-                turn += 1
+        turn = 0
+        while time.monotonic() < deadline:
+            await ask(client, f"{MESSAGES[(number + turn) % len(MESSAGES)]} #{tag}{number}.{turn}")
+            done += 1
+            turn += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(one_client(number) for number in range(clients)))
+    await asyncio.gather(*(one_client(number, client) for number, client in enumerate(clients)))
     return done / (time.monotonic() - started)
 
 
-Results = dict[int, tuple[float, dict[int, float]]]
+async def timed_rate(url: str, clients: int, seconds: float, tag: str) -> float:
+    """`rate` for `clients` new clients, made (an SSL context each, costly) and connected by a
+    warm-up run before the clock starts."""
+    made = [AsyncOpenAI(base_url=url, api_key="bench", max_retries=0) for _ in range(clients)]
+    try:
+        await rate(made, WARM_S, f"{tag}warm-")
+        return await rate(made, seconds, tag)
+    finally:
+        for client in made:
+            await client.close()
 
 
-async def measure(urls: dict[int, str], seconds: float) -> Results:
-    """{workers: (median routing ms at one client, {clients: decisions per second})}. The
-    proxies take turns at each step, in alternating order, so a change in the machine's load
-    from other programs falls on all of them alike."""
-    medians = {n: await routing_ms(url, seconds, f"w{n}-one-") for n, url in urls.items()}
-    rates: dict[int, dict[int, float]] = {n: {} for n in urls}
-    for step, clients in enumerate(THROUGHPUT_CLIENTS):
-        for n in list(urls) if step % 2 else list(reversed(urls)):
-            await rate(urls[n], clients, WARM_S, f"w{n}-warm{clients}-")  # connections, threads
-            rates[n][clients] = await rate(urls[n], clients, seconds, f"w{n}-rate{clients}-")
-    return {n: (medians[n], rates[n]) for n in urls}
+Figures = dict[int, dict[str, list[float]]]  # workers -> "routing ms" or clients -> per round
 
 
-def report(results: Results, seconds: float, before: str, after: str) -> None:
-    ceiling = 1000.0 / results[1][0]
+async def measure(urls: dict[int, str], seconds: float, rounds: int) -> Figures:
+    """Each round: the median routing ms at one client, then decisions per second at each number
+    of clients, the proxies taking turns at every step in alternating order, so a change in the
+    machine's load from other programs falls on all of them alike."""
+    figures: Figures = {n: {} for n in urls}
+    order = list(urls)
+    for number in range(rounds):
+        for n in order:
+            median = await routing_ms(urls[n], seconds, f"r{number}w{n}-one-")
+            figures[n].setdefault("routing ms", []).append(median)
+        for clients in THROUGHPUT_CLIENTS:
+            order.reverse()
+            for n in order:
+                figures[n].setdefault(str(clients), []).append(
+                    await timed_rate(urls[n], clients, seconds, f"r{number}w{n}c{clients}-")
+                )
+    return figures
+
+
+def report(figures: Figures, seconds: float, before: str, after: str) -> None:
+    routing = statistics.median(figures[1]["routing ms"])
+    ceiling = 1000.0 / routing
+    rounds = len(figures[1]["routing ms"])
     print(f"\n{os.cpu_count()} CPUs; load before: {before}\n{'':>14}after:  {after}")
     print(
-        f'"auto" decisions per second, runs of {seconds:.0f} s; ceiling = one embedder busy all'
-        f" the time = 1000 / {results[1][0]:.2f} ms = {ceiling:.1f}/s"
+        f'"auto" decisions per second, {rounds} rounds of {seconds:.0f} s runs: the median'
+        " round (the lowest and highest in brackets), against the ceiling of one embedder busy"
+        f" all the time = 1000 / {routing:.1f} ms (one worker's median routing at one client)"
+        f" = {ceiling:.1f}/s"
     )
-    header = "".join(f"{f'{clients} clients':>20}" for clients in THROUGHPUT_CLIENTS)
-    print(f"  {'':<11}{'routing ms':>11}{header}")
-    for workers, (median, rates) in results.items():
-        cells = "".join(
-            f"{rates[clients]:>11.1f}/s {rates[clients] / ceiling:>5.0%}"
-            for clients in THROUGHPUT_CLIENTS
-        )
-        print(f"  {f'{workers} worker' + ('s' if workers > 1 else ''):<11}{median:>11.2f}{cells}")
-    print("  routing ms: the median at one client; %: of the one-embedder ceiling")
+    header = "".join(f"{f'{clients} clients':>26}" for clients in THROUGHPUT_CLIENTS)
+    print(f"  {'':<10}{'routing ms':>18}{header}")
+    for workers, values in figures.items():
+        ms = values["routing ms"]
+        cells = f"{statistics.median(ms):>7.1f} [{min(ms):.0f}-{max(ms):.0f}]"
+        for clients in THROUGHPUT_CLIENTS:
+            rates = values[str(clients)]
+            middle = statistics.median(rates)
+            cells += (
+                f"{middle:>9.1f}/s {middle / ceiling:>4.0%} [{min(rates):.1f}-{max(rates):.1f}]"
+            )
+        print(f"  {f'{workers} worker' + ('s' if workers > 1 else ''):<10}{cells:>18}")
 
 
 def main() -> int:
@@ -151,6 +174,7 @@ def main() -> int:
     parser.add_argument("--db", type=Path, help="a seeded crabbot database to copy (saves seeding)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="N to compare")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run (10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every run (3)")
     args = parser.parse_args()
     if args.workers[0] != 1:
         parser.error("--workers must start with 1: its routing time is the ceiling's measure")
@@ -178,14 +202,14 @@ def main() -> int:
             print(line.strip(), flush=True)
             urls[workers] = line.split()[3]
         before = uptime()
-        results = asyncio.run(measure(urls, args.seconds))
+        figures = asyncio.run(measure(urls, args.seconds, args.rounds))
         after = uptime()
     finally:
         for process in (*proxies, provider):
             process.terminate()
             process.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args.seconds, before, after)
+    report(figures, args.seconds, before, after)
     return 0
 
 
