@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ class LogWriter:
         self._owns_conn = True
         self._hurry = False
         self._nudge = asyncio.Event()
+        # Called with the new depth whenever it changes (a proxy worker publishes it).
+        self.on_depth: Callable[[int], None] | None = None
 
     @property
     def depth(self) -> int:
@@ -89,6 +91,7 @@ class LogWriter:
                 )
             return
         self._pending.append(row)
+        self._depth_changed()
         self._idle.clear()
         self._wake.set()
 
@@ -150,7 +153,12 @@ class LogWriter:
                     log.error("routing log: a row the database refuses is dropped")
                     self.counters["log_rows_dropped"] += 1
         del self._pending[: len(batch)]
+        self._depth_changed()
         self._wake.set()  # go round again: more rows, or none left (idle)
+
+    def _depth_changed(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(len(self._pending))
 
     async def _commit_retrying(self, rows: list[Row]) -> str:
         """'written'; 'refused' for a row the database will never take; 'dropped' when a database

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +16,7 @@ import aiosqlite
 from router import fitted_state, routing_log
 from router.blas import one_blas_thread_for_the_process
 from router.config import RouterConfig, Secrets
+from router.counters import Counters
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.decision import RoutingDecision, SignalAnswer
 from router.decision_builder import DecisionBuilder
@@ -77,7 +78,7 @@ class ModelRouter:
         self._refit_task: asyncio.Task[None] | None = None
         self._previous: OrderedDict[str, PreviousTurn] = OrderedDict()
         self._mode_checked_at = time.monotonic()
-        self.counters: Counter[str] = Counter()
+        self.counters = Counters()
         self.decisions = DecisionBuilder(config, self.taxonomy)
         self.log = DecisionLog(
             LogWriter(config.database.path, routing_log.INSERT_SQL, self.counters)

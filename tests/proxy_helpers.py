@@ -3,6 +3,9 @@ fake provider, with the routing log at hand."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from router.proxy.provider import Provider
 from router.proxy.server import ProxyServer
 from tests.conftest import make_config
 
+ROOT = Path(__file__).resolve().parent.parent
+START_LIMIT_S = 120.0  # generous for a loaded CI machine
 CLIENT_KEY = "client-key-for-tests"
 PROVIDER_KEY = "provider-key-never-leaves"
 CODING = "Write a Python function that removes duplicates from a list but keeps the order"
@@ -99,3 +104,28 @@ async def running_proxy(
         await app.state.proxy.settled()
         await provider.close()
         await router.close()
+
+
+async def start_proxy_process(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`crabbot proxy --config CONFIG ARGS...` in a process of its own, with the provider key
+    (and `env`) in its environment, once it serves: the process (its stderr still to read) and
+    its 'crabbot proxy on' line."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "CRABBOT_PROXY_KEYS")
+    }
+    environment["OPENAI_API_KEY"] = "provider-key-for-tests"
+    environment |= env or {}
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bot.cli", "proxy", "--config", str(config), *args),
+        cwd=ROOT,
+        env=environment,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    while line := (await asyncio.wait_for(process.stderr.readline(), START_LIMIT_S)).decode():
+        if line.startswith("crabbot proxy on "):
+            return process, line
+    raise AssertionError(f"the proxy stopped before it was ready (exit {await process.wait()})")

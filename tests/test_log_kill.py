@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from openai import AsyncOpenAI
 
 from router.log_writer import FLUSH_MS
 from tests.fakes.openai_provider import FakeProvider
+from tests.proxy_helpers import start_proxy_process
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMIT_DEADLINE_S = 30.0  # generous for a loaded CI machine; the writer commits every FLUSH_MS
 
 
@@ -34,25 +33,8 @@ def _config(tmp_path: Path, provider: FakeProvider) -> Path:
 
 
 async def _start_proxy(config: Path) -> tuple[asyncio.subprocess.Process, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "CRABBOT_PROXY_KEYS")}
-    env["OPENAI_API_KEY"] = "provider-key-for-tests"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "proxy",
-        "--config",
-        str(config),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    while line := (await asyncio.wait_for(process.stderr.readline(), 120)).decode():
-        if line.startswith("crabbot proxy on "):
-            return process, line.split()[3]
-    raise AssertionError(f"the proxy stopped before it was ready (exit {await process.wait()})")
+    process, line = await start_proxy_process(config)
+    return process, line.split()[3]
 
 
 def _rows(db: Path) -> list[tuple[str, str]]:

@@ -24,6 +24,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of 1 or more")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crabbot", description="A family chat bot that routes each message to the right model."
@@ -43,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(proxy)
     proxy.add_argument("--host", help="address to listen on (default proxy.host, 127.0.0.1)")
     proxy.add_argument("--port", type=int, help="port to listen on (default proxy.port, 8888)")
+    proxy.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="processes serving the one socket, each with its own router (default 1)",
+    )
 
     chat = commands.add_parser("chat", help="chat with crabbot in the terminal")
     _common(chat)

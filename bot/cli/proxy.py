@@ -1,10 +1,11 @@
 """`crabbot proxy`: serve the OpenAI-compatible routing proxy (--host and --port override
-[proxy])."""
+[proxy]; --workers N runs N processes on one socket)."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import socket
 import sys
 
@@ -12,7 +13,9 @@ from rich.console import Console
 
 from bot.cli.tooling import SeedBar, note_missing_categorizer
 from router.config import RouterConfig, Secrets
-from router.proxy.server import ProxyServer, serve
+from router.proxy.server import ProxyServer, base_url, bind_socket, check_settings, serve
+from router.proxy.supervisor import OPENMP_THREADS_ENV, Supervisor, cores, threads_per_worker
+from router.proxy.worker import WorkerReady, WorkerSpec
 from router.router import ModelRouter
 
 
@@ -29,6 +32,9 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
             " can spend the provider key",
             file=sys.stderr,
         )
+
+    if args.workers > 1:
+        return await _run_workers(args, config, secrets, host, keys)
 
     def ready(server: ProxyServer, router: ModelRouter) -> None:
         note_missing_categorizer(router)
@@ -49,6 +55,50 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
         on_ready=ready,
     )
     return 0
+
+
+async def _run_workers(
+    args: argparse.Namespace, config: RouterConfig, secrets: Secrets, host: str, keys: int
+) -> int:
+    """The parent of --workers N: it readies the database once (migrations, a fresh pool's
+    seeding, the fitted head), so the workers only read it; binds the socket; then supervises."""
+    provider = check_settings(config, secrets)
+    await provider.close()
+    router = await ModelRouter.open(config, secrets, progress=SeedBar(Console(stderr=True)))
+    note_missing_categorizer(router)
+    await router.close()
+    if router.embedder is not None:
+        router.embedder.close()  # the workers embed; the parent is done with its model
+    available = cores()
+    if args.workers > available:
+        print(
+            f"warning: {args.workers} workers on {available} cores: routing gets no faster past"
+            " one worker a core",
+            file=sys.stderr,
+        )
+    threads = threads_per_worker(args.workers, available, os.environ.get(OPENMP_THREADS_ENV))
+    sock = bind_socket(host, config.proxy.port if args.port is None else args.port)
+    port = sock.getsockname()[1]
+
+    def ready(workers: list[WorkerReady]) -> None:
+        first = workers[0]
+        print(
+            f"crabbot proxy on {base_url(host, port)} (routing mode {first.mode}, pool"
+            f" {first.pool_size}, client keys {keys or 'none: open'}, database"
+            f" {config.database.path}, {len(workers)} workers: pids"
+            f" {' '.join(str(worker.pid) for worker in workers)}); Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    spec = WorkerSpec(config, host, args.verbose)
+    try:
+        return await Supervisor(spec, sock, args.workers, say, threads).run(ready)
+    finally:
+        sock.close()
 
 
 def _resolve(host: str) -> str:

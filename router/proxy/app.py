@@ -85,7 +85,7 @@ class ChatProxy:
         self.access = Access(
             self.settings, router.config.models, [*self.settings.client_keys, *env_keys]
         )
-        self.metrics = ProxyMetrics(router.counters, lambda: router.log.writer.depth)
+        self.metrics = ProxyMetrics(router.counters, router.log.writer)
         # Streams still being relayed: their rows are queued when they end (see `settled`).
         self._relays: set[asyncio.Future[None]] = set()
 

@@ -1,20 +1,26 @@
 """The proxy's Prometheus metrics (`GET /metrics`): requests, decisions, fallbacks, provider
 errors and latencies, the routing log's queue, and the router's own counters, on a registry of
-the app's own (so several apps in one process never share one)."""
+the app's own (so several apps in one process never share one). Under `--workers N` every
+worker writes its values to files in one folder and each /metrics adds up all of them."""
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 from collections import Counter as CounterDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from router.counters import Counters
 from router.decision import RoutingDecision
+from router.log_writer import LogWriter
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROUTING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -31,6 +37,9 @@ KNOWN_COUNTERS = (
     "models_refused",
 )
 REASON_CHARS = 60
+# prometheus-client's multiprocess mode: set (by `crabbot proxy --workers N`, for its workers)
+# before prometheus_client is first imported, it makes every metric value live in a file there.
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The variable parts of a reason (a quoted category, a number with decimals) would make every
 # reason a new series: they are cut out of the label.
 _VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|-?\d+\.\d+(?:e-?\d+)?")
@@ -42,6 +51,18 @@ def reason_label(error: str | None) -> str:
     return _VARIABLE.sub("…", first)[:REASON_CHARS]
 
 
+def shared_dir() -> str | None:
+    """The folder a worker of `crabbot proxy --workers N` writes its metrics to; None when the
+    proxy is one process."""
+    return os.environ.get(SHARED_DIR_ENV) or None
+
+
+def _router_metric(name: str) -> tuple[str, str]:
+    """The Prometheus name (less _total) and help of router.counters[name]."""
+    metric = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+    return f"crabbot_router_{metric}", f"router.counters[{name!r}] since the proxy started"
+
+
 class RouterCounters(Collector):
     """router.counters as Prometheus counters, by name: crabbot_router_<name>_total."""
 
@@ -50,18 +71,42 @@ class RouterCounters(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for name in sorted(set(KNOWN_COUNTERS) | set(self.counters)):
-            metric = re.sub(r"[^a-zA-Z0-9_]", "_", name)
-            yield CounterMetricFamily(
-                f"crabbot_router_{metric}",
-                f"router.counters[{name!r}] since the proxy started",
-                value=self.counters[name],
-            )
+            metric, documentation = _router_metric(name)
+            yield CounterMetricFamily(metric, documentation, value=self.counters[name])
+
+
+class SharedRouterCounters:
+    """The same counters for a worker: each increase of router.counters is written to the shared
+    files as it happens (a collector of this process alone would show only the worker that
+    answered the scrape)."""
+
+    def __init__(self, counters: Counters) -> None:
+        self._metrics: dict[str, Counter] = {}
+        self._lock = threading.Lock()  # a counter may first be increased off the event loop
+        for name in KNOWN_COUNTERS:
+            self._metric(name)
+        for name, value in list(counters.items()):  # counted while the router opened
+            self.increase(name, value)
+        counters.watchers.append(self.increase)
+
+    def increase(self, name: str, amount: int) -> None:
+        if amount > 0:
+            self._metric(name).inc(amount)
+
+    def _metric(self, name: str) -> Counter:
+        with self._lock:
+            if name not in self._metrics:
+                metric, documentation = _router_metric(name)
+                self._metrics[name] = Counter(metric, documentation, registry=None)
+            return self._metrics[name]
 
 
 class ProxyMetrics:
-    """Every metric of one app; `registry` is what /metrics shows."""
+    """Every metric of one app; `registry` is what /metrics shows, or under --workers N the
+    files of every worker, added up (and the requests each live worker answered, by pid)."""
 
-    def __init__(self, counters: CounterDict[str], queue_depth: Callable[[], int]) -> None:
+    def __init__(self, counters: Counters, writer: LogWriter) -> None:
+        self.shared = shared_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(
@@ -113,9 +158,23 @@ class ProxyMetrics:
             "crabbot_routing_log_queue_depth",
             "Routing-log rows finished and not yet committed to the database",
             registry=registry,
+            multiprocess_mode="livesum",
         )
-        queue.set_function(queue_depth)
-        registry.register(RouterCounters(counters))
+        self.worker_requests: Gauge | None = None
+        if self.shared is None:
+            queue.set_function(lambda: writer.depth)
+            registry.register(RouterCounters(counters))
+            return
+        # A function gauge or a collector would show only this worker: values are written.
+        queue.set(writer.depth)
+        writer.on_depth = queue.set
+        SharedRouterCounters(counters)
+        self.worker_requests = Gauge(
+            "crabbot_proxy_worker_requests",
+            "HTTP requests answered by each live worker process since it started, by pid",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
 
     def decided(self, decision: RoutingDecision) -> None:
         self.decisions.labels(decision.source, decision.tier or "none").inc()
@@ -132,7 +191,11 @@ class ProxyMetrics:
             self.provider_errors.labels(str(failed_status)).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self.shared)
+        return generate_latest(registry)
 
 
 class RequestMetrics:
@@ -164,4 +227,6 @@ class RequestMetrics:
             if scope["method"] == "OPTIONS" and status < 400:
                 endpoint = "preflight"
             self.metrics.requests.labels(endpoint, str(status)).inc()
+            if self.metrics.worker_requests is not None:
+                self.metrics.worker_requests.inc()
             self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)

@@ -18,17 +18,41 @@ from router.router import ModelRouter
 from router.seed import ProgressCallback
 
 
-class ProxyServer:
-    """A uvicorn server for the app on a socket bound before start, so port 0 works (tests)."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the server starts, so port 0 works (tests) and several
+    worker processes can serve one socket."""
+    # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that do, and
+    # with Nagle on every response waits ~40 ms for the client's delayed ACK.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, app: Starlette, host: str, port: int, access_log: bool = False) -> None:
+
+def base_url(host: str, port: int) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/v1"
+
+
+class ProxyServer:
+    """A uvicorn server for the app on a socket bound before start: its own, or `sock` (a
+    worker's share of the socket its parent bound)."""
+
+    def __init__(
+        self,
+        app: Starlette,
+        host: str,
+        port: int,
+        access_log: bool = False,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.host = host
-        # proto must say TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that do, and
-        # with Nagle on every response waits ~40 ms for the client's delayed ACK.
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        self._socket = sock if sock is not None else bind_socket(host, port)
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app,
@@ -42,16 +66,20 @@ class ProxyServer:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return base_url(self.host, self.port)
 
     async def start(self) -> ProxyServer:
         self._task = asyncio.create_task(self.server.serve(sockets=[self._socket]))
-        while not self.server.started:
-            if self._task.done():
-                await self._task  # raises the reason it could not start
-                raise RuntimeError("the proxy server stopped before it started")
-            await asyncio.sleep(0.01)
+        try:
+            while not self.server.started:
+                if self._task.done():
+                    await self._task  # raises the reason it could not start
+                    raise RuntimeError("the proxy server stopped before it started")
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:  # stopped while starting: the server stops too
+            self.server.should_exit = True
+            await self._task
+            raise
         return self
 
     async def wait(self) -> None:
@@ -64,22 +92,29 @@ class ProxyServer:
         self._socket.close()
 
 
+def check_settings(config: RouterConfig, secrets: Secrets) -> Provider:
+    """The provider client, once [proxy] is known to be usable: a proxy with no provider, or
+    with an allowed-models rule for a key label no key has, stops here, loading nothing."""
+    settings = config.proxy
+    Access(settings, config.models, [*settings.client_keys, *secrets.proxy_client_keys()])
+    return Provider.from_settings(settings, secrets)
+
+
 async def serve(
     config: RouterConfig,
     secrets: Secrets | None = None,
     *,
     host: str | None = None,
     port: int | None = None,
+    sock: socket.socket | None = None,
     progress: ProgressCallback | None = None,
     on_ready: Callable[[ProxyServer, ModelRouter], None] | None = None,
 ) -> None:
-    """Run the proxy until the server stops (Ctrl-C); the router and client are closed after."""
+    """Run the proxy until the server stops (Ctrl-C); the router and client are closed after.
+    It listens on `sock` when given (a worker's), else binds host and port."""
     secrets = secrets or Secrets()
     settings = config.proxy
-    # Before the router opens: a proxy with no provider, or with an allowed-models rule for a
-    # key label no key has, stops at once, loading nothing.
-    Access(settings, config.models, [*settings.client_keys, *secrets.proxy_client_keys()])
-    provider = Provider.from_settings(settings, secrets)
+    provider = check_settings(config, secrets)
     try:
         router = await ModelRouter.open(config, secrets, progress=progress)
     except BaseException:
@@ -92,6 +127,7 @@ async def serve(
             host or settings.host,
             settings.port if port is None else port,
             settings.access_log,
+            sock,
         )
         await server.start()
         if on_ready is not None:

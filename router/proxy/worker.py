@@ -1,0 +1,99 @@
+"""One worker process of `crabbot proxy --workers N`: its own router, provider client and
+embedding thread, serving the socket its parent bound; it stops gracefully on SIGINT or SIGTERM,
+or when its parent is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from router.config import ConfigError, RouterConfig, Secrets
+from router.proxy.server import ProxyServer, serve
+from router.router import ModelRouter
+
+LOG_FORMAT = "%(asctime)s %(levelname)s worker %(process)d %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs from its parent (pickled to it): the config as the command line
+    left it, where it listens, and how much to log."""
+
+    config: RouterConfig
+    host: str
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker's one message to its parent: it is serving."""
+
+    pid: int
+    mode: str
+    pool_size: int
+
+
+def run_worker(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> None:
+    """The worker process's entry point; exits 0 after a graceful stop."""
+    logging.basicConfig(
+        level=logging.DEBUG if spec.verbose else logging.WARNING,
+        format=LOG_FORMAT,
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        asyncio.run(_serve(spec, sock, parent))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+async def _serve(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    server: ProxyServer | None = None
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        stopping = True
+        if server is None:
+            main.cancel()  # still opening (the router, the server): stop where it is
+        else:
+            server.server.should_exit = True
+
+    # uvicorn handles both signals while it serves, and raises them again once it has stopped:
+    # these handlers then keep the process alive for the orderly close below (the routing log's
+    # last rows), where SIGTERM's default action would end it at once.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+
+    def parent_gone() -> None:
+        # The parent never writes: readable means its end closed (it exited, or was killed).
+        loop.remove_reader(parent.fileno())
+        logging.getLogger(__name__).warning("the proxy's parent process is gone: stopping")
+        stop()
+
+    loop.add_reader(parent.fileno(), parent_gone)
+
+    def ready(started: ProxyServer, router: ModelRouter) -> None:
+        nonlocal server
+        server = started
+        try:
+            parent.send(WorkerReady(os.getpid(), router.mode, router.pool_size))
+        except OSError:  # the parent is gone
+            stop()
+
+    try:
+        await serve(spec.config, Secrets(), host=spec.host, sock=sock, on_ready=ready)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
