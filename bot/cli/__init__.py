@@ -115,16 +115,13 @@ async def _dispatch(args: argparse.Namespace, config: CrabbotConfig) -> int:
 
 
 def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop for the proxy, where the event loop's own work is a large share of what a request
-    costs (about 10% less CPU a request, measured); the standard loop elsewhere, and where uvloop
-    is not installed (Windows)."""
+    """uvloop for the proxy; the other subcommands keep asyncio's loop (importing uvloop would
+    only add to a one-shot tool's start-up)."""
     if command != "proxy":
         return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    from router.proxy.event_loop import proxy_loop_factory
+
+    return proxy_loop_factory()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from router.config import ConfigError, RouterConfig, Secrets
+from router.proxy.event_loop import proxy_loop_factory
 from router.proxy.server import ProxyServer, serve
 from router.router import ModelRouter
 
@@ -49,7 +50,8 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> Non
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        asyncio.run(_serve(spec, sock, parent))
+        with asyncio.Runner(loop_factory=proxy_loop_factory()) as runner:
+            runner.run(_serve(spec, sock, parent))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         sys.exit(2)
