@@ -117,3 +117,23 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
     # holds open is left to it.
     assert rows[10] == ("held open", "interrupted")
     assert ("held elsewhere", None) in rows
+
+
+async def test_sigterm_stops_the_proxy_gracefully_with_every_row_written(tmp_path, provider):
+    """What `docker stop` and systemd send: the answers of the last moments are written before
+    the process exits, and the exit code says SIGTERM (143)."""
+    config = _config(tmp_path, provider)
+    process, url = await _start_proxy(config)
+    try:
+        async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+            for n in range(5):
+                messages = [{"role": "user", "content": f"last {n}"}]
+                await client.chat.completions.create(model="cheap", messages=messages)
+        # At once: the rows still wait for their batch (FLUSH_MS) when the signal arrives.
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 128 + signal.SIGTERM
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert _rows(tmp_path / "kill.db") == [(f"last {n}", "completed") for n in range(5)]

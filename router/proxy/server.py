@@ -4,8 +4,9 @@ with uvicorn until stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -39,6 +40,17 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/v1"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling. uvicorn would catch SIGINT and SIGTERM
+    while it serves and raise them again once stopped, and SIGTERM's default action then ends
+    the process before the router closes (the routing log's last rows, the provider client):
+    the process running the proxy handles the signals itself (see `stop_on_signals`)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class ProxyServer:
     """A uvicorn server for the app on a socket bound before start: its own, or `sock` (a
     worker's share of the socket its parent bound)."""
@@ -61,7 +73,7 @@ class ProxyServer:
             log_level="info" if access_log else "warning",
             timeout_graceful_shutdown=5,
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -85,6 +97,12 @@ class ProxyServer:
     async def wait(self) -> None:
         if self._task is not None:
             await self._task
+
+    def request_stop(self) -> None:
+        """Stop taking requests and finish the open ones; asked twice, stop at once."""
+        if self.server.should_exit:
+            self.server.force_exit = True
+        self.server.should_exit = True
 
     async def stop(self) -> None:
         self.server.should_exit = True

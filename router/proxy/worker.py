@@ -70,11 +70,10 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> N
         if server is None:
             main.cancel()  # still opening (the router, the server): stop where it is
         else:
-            server.server.should_exit = True
+            server.request_stop()
 
-    # uvicorn handles both signals while it serves, and raises them again once it has stopped:
-    # these handlers then keep the process alive for the orderly close below (the routing log's
-    # last rows), where SIGTERM's default action would end it at once.
+    # The server leaves signals to its process (see server._Server): these handlers stop it
+    # gracefully, so the close below (the routing log's last rows) runs before the exit.
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
 
