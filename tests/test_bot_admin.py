@@ -8,8 +8,9 @@ import pytest
 
 from bot.admin import HELP, REFUSAL, USAGE
 from bot.chat_user import ChatUser
-from router import RoutingDecision, SignalAnswer
+from router import RoutingDecision, SignalAnswer, routing_log
 from router.analytics import stats as routing_stats
+from router.db import transaction
 from router.routing_log import get_setting, write_decision
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
 
@@ -111,6 +112,19 @@ def _decision(tier, category, source, llm=None, knn=None, error=None) -> Routing
         knn=knn,
         error=error,
     )
+
+
+async def test_stats_show_a_request_still_being_answered_as_open(core):
+    conn = core.router.conn
+    finished, answering = _decision("cheap", "casual", "knn"), _decision("strong", "coding", "knn")
+    for decision in (finished, answering):
+        decision.text, decision.conv_key, decision.at = "some text", "c", time.time()
+    finished.outcome = "completed"
+    await write_decision(conn, finished)
+    async with transaction(conn):  # the row a long stream has written while still open
+        await conn.execute(routing_log.INSERT_SQL, routing_log.row_of(answering, still_open=True))
+    assert (await routing_stats.summary(conn)).by_outcome == {"completed": 1, "open": 1}
+    assert "outcome: completed 1 (50%) · open 1 (50%)" in await core.admin.stats_text(time.time())
 
 
 async def test_stats_count_the_last_day_and_all_time(core):

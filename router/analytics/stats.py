@@ -76,14 +76,17 @@ async def total_decisions(conn: aiosqlite.Connection, since: float | None = None
 async def count_by(
     conn: aiosqlite.Connection, column: str, since: float | None = None
 ) -> dict[str, int]:
-    """Decisions per value of `column` (NULL shown as '-'), largest first."""
+    """Decisions per value of `column` (NULL shown as '-'; an outcome not known yet, of a
+    request still being answered, as 'open'), largest first."""
     if column not in GROUP_COLUMNS:
         raise ValueError(f"cannot group by {column!r}; choose one of {', '.join(GROUP_COLUMNS)}")
     where, params = _where(since)
-    sql = (
-        f"SELECT COALESCE({column}, '-'), COUNT(*) AS n FROM routing_log{where}"
-        f" GROUP BY 1 ORDER BY n DESC, 1"
+    value = (
+        "COALESCE(outcome, CASE WHEN open_pid IS NOT NULL THEN 'open' END, '-')"
+        if column == "outcome"
+        else f"COALESCE({column}, '-')"
     )
+    sql = f"SELECT {value}, COUNT(*) AS n FROM routing_log{where} GROUP BY 1 ORDER BY n DESC, 1"
     return {str(row[0]): int(row[1]) for row in await conn.execute_fetchall(sql, params)}
 
 
