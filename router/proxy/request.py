@@ -89,6 +89,29 @@ def model_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def last_user_index(messages: list[dict[str, Any]]) -> int | None:
+    """Where the last user message is: the text `auto` routes, after the history it reads."""
+    return max(
+        (index for index, message in enumerate(messages) if message["role"] == "user"),
+        default=None,
+    )
+
+
+def stream_flag(body: dict[str, Any]) -> bool:
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request("stream must be a boolean", "stream")
+    return bool(stream)
+
+
+def session_key_of(session_header: str | None, user: str | None) -> str | None:
+    """The conversation's key: the X-Session-Key header, else the body's `user`."""
+    session_key = session_header or user or None
+    if session_key is not None and len(session_key) > MAX_SESSION_KEY_CHARS:
+        raise bad_request(f"the session key is over {MAX_SESSION_KEY_CHARS} characters", "user")
+    return session_key
+
+
 def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
     """Check the body; raise a 400 ProxyError naming the first problem."""
     body = model_body(raw)
@@ -98,28 +121,20 @@ def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
         raise bad_request("messages must be a non-empty array", "messages")
     for index, message in enumerate(messages):
         _check_message(index, message)
-    last_user = max(
-        (index for index, message in enumerate(messages) if message["role"] == "user"),
-        default=None,
-    )
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise bad_request("stream must be a boolean", "stream")
+    last_user = last_user_index(messages)
+    stream = stream_flag(body)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise bad_request("stream_options must be an object", "stream_options")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise bad_request("user must be a string", "user")
-    session_key = session_header or user or None
-    if session_key is not None and len(session_key) > MAX_SESSION_KEY_CHARS:
-        raise bad_request(f"the session key is over {MAX_SESSION_KEY_CHARS} characters", "user")
     return ChatRequest(
         model=model,
         body=body,
-        stream=bool(stream),
+        stream=stream,
         wants_usage=bool(options and options.get("include_usage")),
         route_text="" if last_user is None else message_text(messages[last_user]["content"]),
         history=messages if last_user is None else messages[:last_user],
-        session_key=session_key,
+        session_key=session_key_of(session_header, user),
     )

@@ -13,10 +13,12 @@ from starlette.responses import Response, StreamingResponse
 from router.proxy.app import ChatProxy, Target
 from router.proxy.errors import ProxyError, bad_request
 from router.proxy.request import (
-    MAX_SESSION_KEY_CHARS,
     SESSION_HEADER,
     ChatRequest,
+    last_user_index,
     model_body,
+    session_key_of,
+    stream_flag,
 )
 from router.proxy.usage import responses_usage_of
 
@@ -82,25 +84,16 @@ def parse_responses_request(raw: bytes, session_header: str | None) -> ChatReque
         messages = _as_messages(given)
     else:
         raise bad_request("input must be a string or an array of items", "input")
-    last_user = max(
-        (index for index, message in enumerate(messages) if message["role"] == "user"),
-        default=None,
-    )
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise bad_request("stream must be a boolean", "stream")
+    last_user = last_user_index(messages)
     user = body.get("user")
-    session_key = session_header or (user if isinstance(user, str) else None) or None
-    if session_key is not None and len(session_key) > MAX_SESSION_KEY_CHARS:
-        raise bad_request(f"the session key is over {MAX_SESSION_KEY_CHARS} characters", "user")
     return ChatRequest(
         model=model,
         body=body,
-        stream=bool(stream),
+        stream=stream_flag(body),
         wants_usage=True,
         route_text="" if last_user is None else messages[last_user]["content"],
         history=messages if last_user is None else messages[:last_user],
-        session_key=session_key,
+        session_key=session_key_of(session_header, user if isinstance(user, str) else None),
     )
 
 
