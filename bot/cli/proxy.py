@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import os
-import signal
 import socket
 import sys
-from collections.abc import Iterator
 
 from rich.console import Console
 
 from bot.cli.tooling import SeedBar, note_missing_categorizer
 from router.config import RouterConfig, Secrets
-from router.proxy.server import ProxyServer, base_url, bind_socket, check_settings, serve
+from router.proxy.server import (
+    ProxyServer,
+    base_url,
+    bind_socket,
+    check_settings,
+    serve,
+    stop_on_signals,
+)
 from router.proxy.supervisor import OPENMP_THREADS_ENV, Supervisor, cores, threads_per_worker
 from router.proxy.worker import WorkerReady, WorkerSpec
 from router.router import ModelRouter
@@ -40,21 +44,19 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
     if args.workers > 1:
         return await _run_workers(args, config, secrets, host, keys)
 
-    running: list[ProxyServer] = []
-    received: list[int] = []
+    with stop_on_signals() as stop:
 
-    def ready(server: ProxyServer, router: ModelRouter) -> None:
-        running.append(server)
-        note_missing_categorizer(router)
-        print(
-            f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
-            f" {router.pool_size}, client keys {keys or 'none: open'}, database"
-            f" {config.database.path}); Ctrl-C stops it",
-            file=sys.stderr,
-            flush=True,
-        )
+        def ready(server: ProxyServer, router: ModelRouter) -> None:
+            stop.server = server
+            note_missing_categorizer(router)
+            print(
+                f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
+                f" {router.pool_size}, client keys {keys or 'none: open'}, database"
+                f" {config.database.path}); Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    with _stop_on_signals(running, received):
         try:
             await serve(
                 config,
@@ -65,40 +67,10 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
                 on_ready=ready,
             )
         except asyncio.CancelledError:
-            if not received:
+            if not stop.asked:
                 raise
     # The shell's convention: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM).
-    return 128 + received[0] if received else 0
-
-
-@contextlib.contextmanager
-def _stop_on_signals(running: list[ProxyServer], received: list[int]) -> Iterator[None]:
-    """SIGINT and SIGTERM stop the proxy gracefully: open requests finish and the routing log is
-    written before the process exits; a second signal stops it at once. Before the server runs
-    (while the pool is seeded) a signal cancels the start."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-
-    def stop(signum: int) -> None:
-        received.append(signum)
-        if running:
-            running[0].request_stop()
-        else:
-            main.cancel()
-
-    handled: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop, signum)
-            handled.append(signum)
-        except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
-            pass
-    try:
-        yield
-    finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
+    return 128 + stop.signals[0] if stop.signals else 0
 
 
 async def _run_workers(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 from collections.abc import Callable, Iterator
 
@@ -108,6 +109,48 @@ class ProxyServer:
         self.server.should_exit = True
         await self.wait()
         self._socket.close()
+
+
+class GracefulStop:
+    """Stops the proxy the current task runs: before it serves (the pool may still be seeding)
+    by cancelling its start; once it serves by letting open requests finish, so the router
+    closes (the routing log's last rows) before the process exits. Call it to stop."""
+
+    def __init__(self) -> None:
+        main = asyncio.current_task()
+        assert main is not None
+        self._main = main
+        self.server: ProxyServer | None = None  # set once it serves
+        self.asked = False
+        self.signals: list[int] = []
+
+    def __call__(self, signum: int | None = None) -> None:
+        self.asked = True
+        if signum is not None:
+            self.signals.append(signum)
+        if self.server is None:
+            self._main.cancel()
+        else:
+            self.server.request_stop()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[GracefulStop]:
+    """SIGINT and SIGTERM stop the proxy gracefully (a second one at once; see `_Server`)."""
+    loop = asyncio.get_running_loop()
+    stop = GracefulStop()
+    handled: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+            handled.append(signum)
+        except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            pass
+    try:
+        yield stop
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def check_settings(config: RouterConfig, secrets: Secrets) -> Provider:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from multiprocessing.connection import Connection
 
 from router.config import ConfigError, RouterConfig, Secrets
 from router.proxy.event_loop import proxy_loop_factory
-from router.proxy.server import ProxyServer, serve
+from router.proxy.server import ProxyServer, serve, stop_on_signals
 from router.router import ModelRouter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s worker %(process)d %(name)s: %(message)s"
@@ -59,42 +58,25 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> Non
 
 async def _serve(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> None:
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    server: ProxyServer | None = None
-    stopping = False
+    with stop_on_signals() as stop:
 
-    def stop() -> None:
-        nonlocal stopping
-        stopping = True
-        if server is None:
-            main.cancel()  # still opening (the router, the server): stop where it is
-        else:
-            server.request_stop()
-
-    # The server leaves signals to its process (see server._Server): these handlers stop it
-    # gracefully, so the close below (the routing log's last rows) runs before the exit.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop)
-
-    def parent_gone() -> None:
-        # The parent never writes: readable means its end closed (it exited, or was killed).
-        loop.remove_reader(parent.fileno())
-        logging.getLogger(__name__).warning("the proxy's parent process is gone: stopping")
-        stop()
-
-    loop.add_reader(parent.fileno(), parent_gone)
-
-    def ready(started: ProxyServer, router: ModelRouter) -> None:
-        nonlocal server
-        server = started
-        try:
-            parent.send(WorkerReady(os.getpid(), router.mode, router.pool_size))
-        except OSError:  # the parent is gone
+        def parent_gone() -> None:
+            # The parent never writes: readable means its end closed (it exited, or was killed).
+            loop.remove_reader(parent.fileno())
+            logging.getLogger(__name__).warning("the proxy's parent process is gone: stopping")
             stop()
 
-    try:
-        await serve(spec.config, Secrets(), host=spec.host, sock=sock, on_ready=ready)
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
+        loop.add_reader(parent.fileno(), parent_gone)
+
+        def ready(started: ProxyServer, router: ModelRouter) -> None:
+            stop.server = started
+            try:
+                parent.send(WorkerReady(os.getpid(), router.mode, router.pool_size))
+            except OSError:  # the parent is gone
+                stop()
+
+        try:
+            await serve(spec.config, Secrets(), host=spec.host, sock=sock, on_ready=ready)
+        except asyncio.CancelledError:
+            if not stop.asked:
+                raise
