@@ -71,7 +71,13 @@ class ModelRouter:
         self._stored_mode = mode
         self.mode_override = mode_override
         self.local = (
-            LocalSignal(config, self.taxonomy, embedder, pool, ContinuityModel.load(self.taxonomy))
+            LocalSignal(
+                config,
+                self.taxonomy,
+                embedder,
+                pool,
+                ContinuityModel.load(self.taxonomy, embedder.id),
+            )
             if embedder is not None and pool is not None
             else None
         )

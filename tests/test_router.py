@@ -10,6 +10,8 @@ import pytest
 
 from router import EmptyMessageError, ModelRouter, Secrets
 from router.embedder import clip_text
+from router.signals.continuity import EMBEDDING_CUE, ContinuityModel
+from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
 from tests.fakes.groq_server import Reply, category_reply
 
@@ -74,6 +76,41 @@ async def test_a_clear_new_topic_overrides_the_prior(seeded_db, embedder):
     finally:
         await router.close()
     assert switched.category == "casual" and switched.tier == "cheap"
+
+
+async def test_a_reaction_ends_a_task_and_a_short_edit_continues_it(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    puzzle = (
+        "a train leaves at 3pm at 80km/h, another at 4pm at 100km/h on the same track,"
+        " when does the second catch up"
+    )
+    poem = "write a short funny poem for grandpa's 80th, he loves fishing and bad jokes"
+    try:
+        turns = {}
+        for key, first, follow_up in (
+            ("edit", poem, "shorter, he won't read all that"),
+            ("what-if", puzzle, "and if the second goes 120?"),
+            ("reaction", puzzle, "ok I'm telling my son that"),
+        ):
+            await router.route(first, conv_key=key, at=100)
+            turns[key] = await router.route(follow_up, conv_key=key, at=140)
+    finally:
+        await router.close()
+    assert (turns["edit"].category, turns["edit"].tier) == ("creative", "medium")
+    assert (turns["what-if"].category, turns["what-if"].tier) == ("reasoning", "strong")
+    assert (turns["reaction"].category, turns["reaction"].tier) == ("casual", "cheap")
+
+
+def test_the_embedding_cue_is_read_only_in_the_space_it_was_fit_in(embedder):
+    taxonomy = Taxonomy("v2", MAPPING_V2)
+    fitted = ContinuityModel.load(taxonomy, embedder.id)
+    other = ContinuityModel.load(taxonomy, "sentence-transformers:another-model:none")
+    first, second = embedder.embed(["make it shorter", "thanks, that's perfect"])
+    previous = embedder.embed(["write a poem for grandma"])[0]
+    assert fitted.embedding_cue(first, previous) != fitted.embedding_cue(second, previous)
+    # Another embedder's vectors get the feature's training mean: the cue then moves nothing.
+    assert other.embedding_cue(first, previous) == other.embedding_cue(second, previous)
+    assert other.embedding_cue(first, previous) == pytest.approx(float(other.mean[EMBEDDING_CUE]))
 
 
 async def test_prior_survives_a_restart(seeded_db, embedder):

@@ -1,12 +1,13 @@
 """Continuity: does a turn continue the previous task or start a new one? A logistic model over
 the turn and its context (length in tokens, similarity to the previous user message, the gap,
-how clearly the message alone names another task, a cue read from its wording), fit on the
-training conversations by scripts/fit_continuity.py; it replaces a hand-set prior."""
+how clearly the message alone names another task, cues read from its wording and from the two
+messages' vectors), fit on the training conversations by scripts/fit_continuity.py."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy as np
 
 from router.signals.ngrams import ngram_buckets
 from router.taxonomy import TIERS, UNKNOWN, Taxonomy
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "continuity.npz"
 UNKNOWN_GAP_S = 60.0  # history without times (a stateless client): one sitting
@@ -34,7 +37,9 @@ FEATURES = (
     "previous_is_casual",
     "wording_cue",
     "expected_tier_change",
+    "embedding_cue",
 )
+EMBEDDING_CUE = FEATURES.index("embedding_cue")
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,27 @@ class TurnFeatures:
     alone: np.ndarray  # the message's calibrated category probabilities on its own
     previous_index: int
     cue: float
+    embedding_cue: float
+
+
+@dataclass(frozen=True)
+class EmbeddingCue:
+    """A linear read of the turn's vector beside the previous user message's: the log-odds that
+    the turn continues, in the vector space of the embedder named (another embedder's vectors
+    mean nothing to it)."""
+
+    weights: np.ndarray  # the turn's vector's weights, then the previous message's
+    bias: float
+    embedder_id: str
+
+    def score(self, vector: np.ndarray, previous_vector: np.ndarray) -> float:
+        dim = len(vector)
+        return float(self.weights[:dim] @ vector + self.weights[dim:] @ previous_vector + self.bias)
 
 
 class ContinuityModel:
-    """Weights over standardized features, and the wording cue's log-odds by n-gram bucket."""
+    """Weights over standardized features, the wording cue's log-odds by n-gram bucket, and the
+    embedding cue."""
 
     def __init__(
         self,
@@ -67,21 +89,38 @@ class ContinuityModel:
         mean: np.ndarray,
         scale: np.ndarray,
         cue: np.ndarray | None,
+        embedding: EmbeddingCue | None = None,
     ) -> None:
         self.taxonomy = taxonomy
         self.weights, self.bias, self.mean, self.scale = weights, bias, mean, scale
         self.cue = cue
+        self.embedding = embedding
         self._tier_of = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
         self._casual = (
             taxonomy.categories.index("casual") if "casual" in taxonomy.categories else -1
         )
 
     @classmethod
-    def load(cls, taxonomy: Taxonomy, data: bytes | None = None) -> ContinuityModel:
+    def load(
+        cls, taxonomy: Taxonomy, embedder_id: str | None, data: bytes | None = None
+    ) -> ContinuityModel:
+        """The shipped model; its embedding cue only for the embedder it was fit with."""
         raw = data or resources.files("router").joinpath("data", MODEL_FILE).read_bytes()
         with np.load(io.BytesIO(raw)) as stored:
             cue = np.zeros(int(stored["cue_buckets"]), np.float32)
             cue[stored["cue_index"]] = stored["cue_value"]
+            embedding = EmbeddingCue(
+                stored["embedding_weights"],
+                float(stored["embedding_bias"]),
+                str(stored["embedder_id"]),
+            )
+            if embedding.embedder_id != embedder_id:
+                log.info(
+                    "the continuity model's embedding cue was fit on %s, not %s: left out",
+                    embedding.embedder_id,
+                    embedder_id,
+                )
+                embedding = None
             return cls(
                 taxonomy,
                 stored["weights"],
@@ -89,10 +128,11 @@ class ContinuityModel:
                 stored["mean"],
                 stored["scale"],
                 cue,
+                embedding,
             )
 
     def dump(self) -> bytes:
-        assert self.cue is not None
+        assert self.cue is not None and self.embedding is not None
         nonzero = np.flatnonzero(self.cue)
         buffer = io.BytesIO()
         np.savez_compressed(
@@ -104,6 +144,9 @@ class ContinuityModel:
             cue_buckets=np.array(len(self.cue)),
             cue_index=nonzero,
             cue_value=self.cue[nonzero],
+            embedding_weights=self.embedding.weights.astype(np.float32),
+            embedding_bias=np.array(self.embedding.bias),
+            embedder_id=np.array(self.embedding.embedder_id),
             features=np.array(FEATURES),
         )
         return buffer.getvalue()
@@ -113,6 +156,12 @@ class ContinuityModel:
             return 0.0
         buckets = ngram_buckets(text) % len(self.cue)
         return float(self.cue[buckets].sum() / math.sqrt(len(buckets)))
+
+    def embedding_cue(self, vector: np.ndarray, previous_vector: np.ndarray) -> float:
+        """Without a cue for this embedder, the feature's training mean: it then moves nothing."""
+        if self.embedding is None or len(self.embedding.weights) != 2 * len(vector):
+            return float(self.mean[EMBEDDING_CUE]) if len(self.mean) > EMBEDDING_CUE else 0.0
+        return self.embedding.score(vector, previous_vector)
 
     def vector(self, turn: TurnFeatures) -> np.ndarray:
         alone = turn.alone
@@ -132,6 +181,7 @@ class ContinuityModel:
                 float(turn.previous_index == self._casual),
                 turn.cue,
                 float(tier_probs @ np.arange(len(TIERS))) - previous_tier,
+                turn.embedding_cue,
             ]
         )
 

@@ -99,6 +99,7 @@ class LocalSignal:
             alone=reading.alone,
             previous_index=self.taxonomy.categories.index(previous.category),
             cue=self.continuity.wording_cue(reading.text),
+            embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector),
         )
         return self.continuity.p_continue(turn)
 
