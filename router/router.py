@@ -47,6 +47,17 @@ class EmptyMessageError(ValueError):
     """Raised for empty or whitespace-only text: there is nothing to route."""
 
 
+async def _discard(loading: asyncio.Future[Embedder] | None) -> None:
+    """A start that failed: the embedder being built is closed (its thread with it)."""
+    if loading is None:
+        return
+    try:
+        embedder = await asyncio.shield(loading)
+    except BaseException:  # its own failure, or this start cancelled: nothing to close
+        return
+    embedder.close()
+
+
 class ModelRouter:
     """One per process; safe to share between conversations (CPU work runs in threads)."""
 
@@ -99,7 +110,18 @@ class ModelRouter:
         progress: ProgressCallback | None = None,
     ) -> ModelRouter:
         secrets = secrets or Secrets()
-        conn = await connect(config.database.path)
+        # The model loads on the embedder's own thread (in C, without the GIL) while the
+        # database is opened, migrated and checked here.
+        loading = None
+        if config.local.enabled:
+            one_blas_thread_for_the_process()
+            if embedder is None:
+                loading = asyncio.ensure_future(asyncio.to_thread(build_embedder, config.embedding))
+        try:
+            conn = await connect(config.database.path)
+        except BaseException:
+            await _discard(loading)
+            raise
         try:
             await migrate(conn, "router", ROUTER_MIGRATIONS)
             taxonomy = config.build_taxonomy()
@@ -110,8 +132,9 @@ class ModelRouter:
                 await routing_log.set_setting(conn, MODE_KEY, stored)
             pool, seeded = None, None
             if config.local.enabled:
-                one_blas_thread_for_the_process()
-                embedder = embedder or await asyncio.to_thread(build_embedder, config.embedding)
+                if loading is not None:
+                    embedder = await loading
+                assert embedder is not None
                 pool = Pool(conn, embedder.id, embedder.dim)
                 if await pool.load() == 0 and config.pool.seed:
                     seeded = await seed_pool(pool, embedder, taxonomy, progress)
@@ -125,6 +148,7 @@ class ModelRouter:
                     missing = "GROQ_API_KEY is not set"
         except BaseException:
             await conn.close()
+            await _discard(loading)
             raise
         router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
         in_memory = str(config.database.path) == ":memory:"
