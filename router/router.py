@@ -23,7 +23,7 @@ from router.decision_builder import DecisionBuilder
 from router.decision_log import DecisionLog
 from router.embedder import Embedder, build_embedder
 from router.log_writer import LogWriter
-from router.pool import Pool, PoolEntry, normalize_text
+from router.pool import Pool, PoolEntry, normalize_text, read_rows
 from router.seed import ProgressCallback, seed_pool
 from router.signals.calibration import Calibration
 from router.signals.categorizer import CategorizerError, LLMCategorizer
@@ -111,7 +111,7 @@ class ModelRouter:
     ) -> ModelRouter:
         secrets = secrets or Secrets()
         # The model loads on the embedder's own thread (in C, without the GIL) while the
-        # database is opened, migrated and checked here.
+        # database is opened, migrated and checked and the pool's rows are read.
         loading = None
         if config.local.enabled:
             one_blas_thread_for_the_process()
@@ -132,11 +132,13 @@ class ModelRouter:
                 await routing_log.set_setting(conn, MODE_KEY, stored)
             pool, seeded = None, None
             if config.local.enabled:
+                rows = None
                 if loading is not None:
+                    rows = await read_rows(conn)  # every embedder's: this one is not known yet
                     embedder = await loading
                 assert embedder is not None
                 pool = Pool(conn, embedder.id, embedder.dim)
-                if await pool.load() == 0 and config.pool.seed:
+                if await pool.load(rows) == 0 and config.pool.seed:
                     seeded = await seed_pool(pool, embedder, taxonomy, progress)
             else:
                 embedder = None
