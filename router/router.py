@@ -47,15 +47,18 @@ class EmptyMessageError(ValueError):
     """Raised for empty or whitespace-only text: there is nothing to route."""
 
 
-async def _discard(loading: asyncio.Future[Embedder] | None) -> None:
-    """A start that failed: the embedder being built is closed (its thread with it)."""
-    if loading is None:
-        return
-    try:
-        embedder = await asyncio.shield(loading)
-    except BaseException:  # its own failure, or this start cancelled: nothing to close
-        return
-    embedder.close()
+async def _settle(*started: asyncio.Future[Any] | None) -> None:
+    """A start that failed waits for the work it began; an embedder it built is closed (its
+    thread with it)."""
+    for future in started:
+        if future is None:
+            continue
+        try:
+            done = await asyncio.shield(future)
+        except BaseException:  # its own failure, or this start cancelled: nothing to close
+            continue
+        if isinstance(done, Embedder):
+            done.close()
 
 
 class ModelRouter:
@@ -108,11 +111,15 @@ class ModelRouter:
         embedder: Embedder | None = None,
         mode_override: str | None = None,
         progress: ProgressCallback | None = None,
+        first_texts: Sequence[str] = (),
     ) -> ModelRouter:
+        """Open the database and the signals. `first_texts`, the messages the caller will route
+        first (`crabbot route "..."`), are embedded on the embedder's thread while the pool and
+        the classifier load, so the first decision finds them in the cache."""
         secrets = secrets or Secrets()
         # The model loads on the embedder's own thread (in C, without the GIL) while the
         # database is opened, migrated and checked and the pool's rows are read.
-        loading = None
+        loading, warming = None, None
         if config.local.enabled:
             one_blas_thread_for_the_process()
             if embedder is None:
@@ -120,7 +127,7 @@ class ModelRouter:
         try:
             conn = await connect(config.database.path)
         except BaseException:
-            await _discard(loading)
+            await _settle(loading)
             raise
         try:
             await migrate(conn, "router", ROUTER_MIGRATIONS)
@@ -137,6 +144,10 @@ class ModelRouter:
                     rows = await read_rows(conn)  # every embedder's: this one is not known yet
                     embedder = await loading
                 assert embedder is not None
+                if (mode_override or stored) != "off" and any(t.strip() for t in first_texts):
+                    warming = asyncio.gather(
+                        *(embedder.aembed_message(text) for text in first_texts if text.strip())
+                    )
                 pool = Pool(conn, embedder.id, embedder.dim)
                 if await pool.load(rows) == 0 and config.pool.seed:
                     seeded = await seed_pool(pool, embedder, taxonomy, progress)
@@ -150,7 +161,7 @@ class ModelRouter:
                     missing = "GROQ_API_KEY is not set"
         except BaseException:
             await conn.close()
-            await _discard(loading)
+            await _settle(warming, loading)
             raise
         router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
         in_memory = str(config.database.path) == ":memory:"
@@ -171,6 +182,11 @@ class ModelRouter:
             await router._load_or_fit(kept or seeded)
             if kept is None:
                 await router._store_calibration()
+        if warming is not None:
+            try:
+                await warming
+            except Exception:  # the first route meets the same failure, and handles it
+                log.debug("could not embed the first messages ahead", exc_info=True)
         return router
 
     async def close(self) -> None:

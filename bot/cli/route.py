@@ -14,10 +14,16 @@ from bot.config import CrabbotConfig
 from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
 
 
-async def open_router(config: CrabbotConfig, mode_override: str | None) -> ModelRouter:
+async def open_router(
+    config: CrabbotConfig, mode_override: str | None, text: str | None
+) -> ModelRouter:
     with seed_progress() as update:
         return await ModelRouter.open(
-            config, Secrets(), mode_override=mode_override, progress=update
+            config,
+            Secrets(),
+            mode_override=mode_override,
+            progress=update,
+            first_texts=() if text is None else (text,),
         )
 
 
@@ -94,7 +100,7 @@ async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
             ' {"text": ..., "conv_key": ..., "at": ...} a line; see crabbot route --help)'
         )
         return 2
-    router = await open_router(config, args.mode)
+    router = await open_router(config, args.mode, args.text)
     try:
         note_missing_categorizer(router)
         if args.text is None:
