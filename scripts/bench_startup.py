@@ -70,9 +70,10 @@ asyncio.run(main())
 """
 
 
-def environment(root: Path, cache: Path | None) -> dict[str, str]:
+def environment(root: Path, cache: Path | None, extra: list[str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
     env["PYTHONPATH"] = str(root)
+    env.update(item.split("=", 1) for item in extra)
     if cache is None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.pop("PYTHONPYCACHEPREFIX", None)
@@ -82,22 +83,36 @@ def environment(root: Path, cache: Path | None) -> dict[str, str]:
     return env
 
 
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """In the database's folder: `-m` and `-c` put the working directory first on sys.path, and
+    a checkout there would shadow the one PYTHONPATH names."""
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=env["BENCH_CWD"])
+
+
 def route_command(python: str, db: Path, text: str, *flags: str) -> list[str]:
     return [python, *flags, "-m", "bot.cli", "route", "--db", str(db), "--mode", "live", text]
 
 
-def timed_run(python: str, db: Path, text: str, env: dict[str, str]) -> float:
+def timed_run(python: str, db: Path, text: str, env: dict[str, str]) -> tuple[float, float]:
+    """Seconds from exec to the decision (its JSON line on stdout, written before the router
+    closes) and to the exit."""
     started = time.perf_counter()
-    result = subprocess.run(
+    with subprocess.Popen(
         route_command(python, db, text) + ["--json"],
         env=env,
-        capture_output=True,
+        cwd=env["BENCH_CWD"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )
-    took = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"crabbot route failed ({result.returncode}):\n{result.stderr}")
-    return took
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.readline()
+        decided = time.perf_counter() - started
+        _, err = process.communicate()
+    ended = time.perf_counter() - started
+    if process.returncode != 0:
+        sys.exit(f"crabbot route failed ({process.returncode}):\n{err}")
+    return decided, ended
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,12 +122,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def import_breakdown(python: str, db: Path, env: dict[str, str]) -> dict[str, float]:
     """Self time of every import, summed by top-level package (ms)."""
-    result = subprocess.run(
-        route_command(python, db, TEXTS[0], "-X", "importtime") + ["--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    result = run(route_command(python, db, TEXTS[0], "-X", "importtime") + ["--json"], env)
     totals: dict[str, float] = defaultdict(float)
     for line in result.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -131,7 +141,7 @@ def loaded_modules(python: str, db: Path, env: dict[str, str]) -> set[str]:
         f"sys.argv = ['crabbot', 'route', '--db', {str(db)!r}, '--mode', 'live', '--json', 'hi']\n"
         "runpy.run_module('bot.cli', run_name='__main__')\n"
     )
-    result = subprocess.run([python, "-c", wrapper], env=env, capture_output=True, text=True)
+    result = run([python, "-c", wrapper], env)
     for line in result.stderr.splitlines():
         if line.startswith("MODULES "):
             return set(line.split()[1:])
@@ -139,9 +149,7 @@ def loaded_modules(python: str, db: Path, env: dict[str, str]) -> set[str]:
 
 
 def phases(python: str, db: Path, env: dict[str, str]) -> list[str]:
-    result = subprocess.run(
-        [python, "-c", PHASES, str(db), TEXTS[0]], env=env, capture_output=True, text=True
-    )
+    result = run([python, "-c", PHASES, str(db), TEXTS[0]], env)
     return [line for line in result.stderr.splitlines() if "\t" in line]
 
 
@@ -159,6 +167,14 @@ def main() -> None:
         " with PYTHONDONTWRITEBYTECODE); default: cached, as an installed package runs",
     )
     parser.add_argument("--phases", action="store_true", help="time ModelRouter.open's steps")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for both checkouts (e.g. OMP_WAIT_POLICY=passive on a"
+        " box where other processes keep the cores busy)",
+    )
     args = parser.parse_args()
 
     roots = {"new": ROOT}
@@ -171,10 +187,14 @@ def main() -> None:
         for name, root in roots.items():
             dbs[name] = work / f"{name}.db"
             shutil.copyfile(args.db, dbs[name])
-            envs[name] = environment(root, cache)
+            # Unbuffered, so the decision's line is read when it is written.
+            envs[name] = environment(root, cache, args.set) | {
+                "BENCH_CWD": str(work),
+                "PYTHONUNBUFFERED": "1",
+            }
             timed_run(args.python, dbs[name], TEXTS[0], envs[name])  # warm-up, not counted
 
-        times: dict[str, list[float]] = {name: [] for name in roots}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in roots}
         for i in range(args.runs):
             order = list(roots) if i % 2 == 0 else list(reversed(roots))
             for name in order:
@@ -182,16 +202,22 @@ def main() -> None:
                 times[name].append(timed_run(args.python, dbs[name], text, envs[name]))
 
         bytecode = "compiled at every start" if cache is None else "cached"
-        print(f"crabbot route --mode live, exec to exit, {args.runs} runs each ({bytecode})")
-        for name in roots:
-            values = [1000 * t for t in times[name]]
-            print(
-                f"  {name:<4} median {statistics.median(values):6.0f} ms   p95"
-                f" {percentile(values, 95):6.0f} ms   min {min(values):6.0f} ms   ({roots[name]})"
-            )
-        if len(roots) == 2:
-            ratio = statistics.median(times["new"]) / statistics.median(times["old"])
-            print(f"  new / old median: {ratio:.2f}")
+        settings = "".join(f", {item}" for item in args.set)
+        print(f"crabbot route --mode live, {args.runs} runs each ({bytecode}{settings})")
+        for which, label in ((0, "exec to decision"), (1, "exec to exit")):
+            print(f"  {label}")
+            for name in roots:
+                values = [1000 * t[which] for t in times[name]]
+                print(
+                    f"    {name:<4} median {statistics.median(values):5.0f} ms   p95"
+                    f" {percentile(values, 95):5.0f} ms   min {min(values):5.0f} ms"
+                    f"   ({roots[name]})"
+                )
+            if len(roots) == 2:
+                old, new = ([t[which] for t in times[name]] for name in ("old", "new"))
+                print(
+                    f"    new / old median: {statistics.median(new) / statistics.median(old):.2f}"
+                )
 
         breakdowns = {name: import_breakdown(args.python, dbs[name], envs[name]) for name in roots}
         print("\nimport self time by top-level package, ms (one -X importtime run each)")
