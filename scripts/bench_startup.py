@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ("早安", "write a python script that merges 3 csv files", "おはよう、今日は寒いね")
 # Imports no routed message needs: a one-shot `crabbot route` must not pay for them.
+RUN_LIMIT_S = 120.0
 NOT_ON_THE_ROUTE_PATH = ("groq", "openai", "telegram", "discord", "matplotlib", "uvicorn")
 
 # Run inside the measured checkout: wraps the steps of ModelRouter.open that exist there and
@@ -112,9 +114,12 @@ def timed_run(python: str, db: Path, text: str, env: dict[str, str]) -> tuple[fl
         text=True,
     ) as process:
         assert process.stdout is not None
+        watchdog = threading.Timer(RUN_LIMIT_S, process.kill)  # a stuck run ends, and says so
+        watchdog.start()
         process.stdout.readline()
         decided = time.perf_counter() - started
         _, err = process.communicate()
+        watchdog.cancel()
     ended = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
