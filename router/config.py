@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.taxonomy import BUILTIN_MAPPINGS, UNKNOWN, Taxonomy
 
@@ -184,18 +184,22 @@ class RouterConfig(Section):
         return self.taxonomy.build()
 
 
-class Secrets(BaseSettings):
-    """Keys read from the environment only; never logged."""
+def _secret(name: str) -> Any:
+    """A field read from the environment variable `name` when the object is made."""
+    return field(default_factory=lambda: os.environ.get(name), repr=False)
 
-    model_config = SettingsConfigDict(extra="ignore")
 
-    groq_api_key: str | None = None
-    openai_api_key: str | None = None
-    openai_base_url: str | None = None
-    telegram_bot_token: str | None = None
-    telegram_webhook_secret: str | None = None
-    discord_bot_token: str | None = None
-    crabbot_proxy_keys: str | None = None
+@dataclass(frozen=True)
+class Secrets:
+    """Keys read from the environment only (a field given here wins); never logged."""
+
+    groq_api_key: str | None = _secret("GROQ_API_KEY")
+    openai_api_key: str | None = _secret("OPENAI_API_KEY")
+    openai_base_url: str | None = _secret("OPENAI_BASE_URL")
+    telegram_bot_token: str | None = _secret("TELEGRAM_BOT_TOKEN")
+    telegram_webhook_secret: str | None = _secret("TELEGRAM_WEBHOOK_SECRET")
+    discord_bot_token: str | None = _secret("DISCORD_BOT_TOKEN")
+    crabbot_proxy_keys: str | None = _secret("CRABBOT_PROXY_KEYS")
 
     def proxy_client_keys(self) -> list[str]:
         """The proxy's client keys from CRABBOT_PROXY_KEYS (comma-separated), each as given:

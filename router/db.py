@@ -141,6 +141,19 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
     # The process that wrote a row while its request was still open (NULL once it has ended):
     # a start marks only the open rows of processes no longer running as interrupted.
     "ALTER TABLE routing_log ADD COLUMN open_pid INTEGER;",
+    # A start reads the categories in use and the open rows through these, not by scanning the
+    # whole log (200,000 rows: 0.25-0.45 s at every start, now under a millisecond).
+    """
+    CREATE INDEX routing_log_category ON routing_log (category) WHERE category IS NOT NULL;
+    CREATE INDEX routing_log_llm_category ON routing_log (llm_category)
+        WHERE llm_category IS NOT NULL;
+    CREATE INDEX routing_log_knn_category ON routing_log (knn_category)
+        WHERE knn_category IS NOT NULL;
+    CREATE INDEX routing_log_prior_category ON routing_log (prior_category)
+        WHERE prior_category IS NOT NULL;
+    CREATE INDEX routing_log_open ON routing_log (open_pid) WHERE open_pid IS NOT NULL;
+    CREATE INDEX pool_category ON pool (category);
+    """,
 )
 
 

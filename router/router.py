@@ -23,7 +23,7 @@ from router.decision_builder import DecisionBuilder
 from router.decision_log import DecisionLog
 from router.embedder import Embedder, build_embedder
 from router.log_writer import LogWriter
-from router.pool import Pool, PoolEntry, normalize_text
+from router.pool import Pool, PoolEntry, normalize_text, read_rows
 from router.seed import ProgressCallback, seed_pool
 from router.signals.calibration import Calibration
 from router.signals.categorizer import CategorizerError, LLMCategorizer
@@ -45,6 +45,20 @@ REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
 
 class EmptyMessageError(ValueError):
     """Raised for empty or whitespace-only text: there is nothing to route."""
+
+
+async def _settle(*started: asyncio.Future[Any] | None) -> None:
+    """A start that failed waits for the work it began; an embedder it built is closed (its
+    thread with it)."""
+    for future in started:
+        if future is None:
+            continue
+        try:
+            done = await asyncio.shield(future)
+        except BaseException:  # its own failure, or this start cancelled: nothing to close
+            continue
+        if isinstance(done, Embedder):
+            done.close()
 
 
 class ModelRouter:
@@ -103,9 +117,24 @@ class ModelRouter:
         embedder: Embedder | None = None,
         mode_override: str | None = None,
         progress: ProgressCallback | None = None,
+        first_texts: Sequence[str] = (),
     ) -> ModelRouter:
+        """Open the database and the signals. `first_texts`, the messages the caller will route
+        first (`crabbot route "..."`), are embedded on the embedder's thread while the pool and
+        the classifier load, so the first decision finds them in the cache."""
         secrets = secrets or Secrets()
-        conn = await connect(config.database.path)
+        # The model loads on the embedder's own thread (in C, without the GIL) while the
+        # database is opened, migrated and checked and the pool's rows are read.
+        loading, warming = None, None
+        if config.local.enabled:
+            one_blas_thread_for_the_process()
+            if embedder is None:
+                loading = asyncio.ensure_future(asyncio.to_thread(build_embedder, config.embedding))
+        try:
+            conn = await connect(config.database.path)
+        except BaseException:
+            await _settle(loading)
+            raise
         try:
             await migrate(conn, "router", ROUTER_MIGRATIONS)
             taxonomy = config.build_taxonomy()
@@ -116,10 +145,17 @@ class ModelRouter:
                 await routing_log.set_setting(conn, MODE_KEY, stored)
             pool, seeded = None, None
             if config.local.enabled:
-                one_blas_thread_for_the_process()
-                embedder = embedder or await asyncio.to_thread(build_embedder, config.embedding)
+                rows = None
+                if loading is not None:
+                    rows = await read_rows(conn)  # every embedder's: this one is not known yet
+                    embedder = await loading
+                assert embedder is not None
+                if (mode_override or stored) != "off" and any(t.strip() for t in first_texts):
+                    warming = asyncio.gather(
+                        *(embedder.aembed_message(text) for text in first_texts if text.strip())
+                    )
                 pool = Pool(conn, embedder.id, embedder.dim)
-                if await pool.load() == 0 and config.pool.seed:
+                if await pool.load(rows) == 0 and config.pool.seed:
                     seeded = await seed_pool(pool, embedder, taxonomy, progress)
             else:
                 embedder = None
@@ -131,6 +167,7 @@ class ModelRouter:
                     missing = "GROQ_API_KEY is not set"
         except BaseException:
             await conn.close()
+            await _settle(warming, loading)
             raise
         router = cls(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
         in_memory = str(config.database.path) == ":memory:"
@@ -151,6 +188,11 @@ class ModelRouter:
             await router._load_or_fit(kept or seeded)
             if kept is None:
                 await router._store_calibration()
+        if warming is not None:
+            try:
+                await warming
+            except Exception:  # the first route meets the same failure, and handles it
+                log.debug("could not embed the first messages ahead", exc_info=True)
         return router
 
     async def close(self) -> None:

@@ -11,13 +11,27 @@ from router.taxonomy import Taxonomy
 LOG_CATEGORY_COLUMNS = ("category", "llm_category", "knn_category", "prior_category")
 
 
+def _distinct_sql(table: str, column: str) -> str:
+    """The distinct values of an indexed column, one index seek each (the next value above the
+    last), instead of a pass over every row: the log grows with every message."""
+    return (
+        "WITH RECURSIVE seen(value) AS ("
+        f" SELECT MIN({column}) FROM {table} WHERE {column} IS NOT NULL"
+        " UNION ALL"
+        f" SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > seen.value)"
+        " FROM seen WHERE seen.value IS NOT NULL"
+        ") SELECT value FROM seen WHERE value IS NOT NULL"
+    )
+
+
 async def stored_categories(conn: aiosqlite.Connection) -> set[str]:
     """Every category named by the pool or by any category column of the routing log."""
     found: set[str] = set()
-    found |= {row[0] for row in await conn.execute_fetchall("SELECT DISTINCT category FROM pool")}
-    for column in LOG_CATEGORY_COLUMNS:
-        sql = f"SELECT DISTINCT {column} FROM routing_log WHERE {column} IS NOT NULL"
-        found |= {row[0] for row in await conn.execute_fetchall(sql)}
+    for table, column in (
+        ("pool", "category"),
+        *(("routing_log", c) for c in LOG_CATEGORY_COLUMNS),
+    ):
+        found |= {row[0] for row in await conn.execute_fetchall(_distinct_sql(table, column))}
     return found
 
 

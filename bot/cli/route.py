@@ -1,4 +1,6 @@
-"""`crabbot route`: route one message, or a stream of JSON lines, and print the decisions."""
+"""`crabbot route`: route one message, or a stream of JSON lines, and print the decisions. It
+imports only what routing needs (rich only for the table a person reads): it is timed from exec
+to decision, see scripts/bench_startup.py."""
 
 from __future__ import annotations
 
@@ -7,23 +9,32 @@ import json
 import sys
 from typing import TextIO
 
-from rich.console import Console
-
 from bot.cli.tooling import note_missing_categorizer, seed_progress
 from bot.config import CrabbotConfig
 from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
 
 
 async def open_router(
-    config: CrabbotConfig, mode_override: str | None, err: Console
+    config: CrabbotConfig, mode_override: str | None, text: str | None
 ) -> ModelRouter:
-    with seed_progress(err) as update:
+    with seed_progress() as update:
         return await ModelRouter.open(
-            config, Secrets(), mode_override=mode_override, progress=update
+            config,
+            Secrets(),
+            mode_override=mode_override,
+            progress=update,
+            first_texts=() if text is None else (text,),
         )
 
 
-def print_decision(decision: RoutingDecision, out: Console) -> None:
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def print_decision(decision: RoutingDecision) -> None:
+    from rich.console import Console
+
+    out = Console()
     confidence = "-" if decision.confidence is None else f"{decision.confidence:.2f}"
     rows = [
         ("category", decision.category or "-"),
@@ -44,7 +55,7 @@ def print_decision(decision: RoutingDecision, out: Console) -> None:
         out.print(f"[dim]{decision.explain()}[/dim]", highlight=False)
 
 
-async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO, err: Console) -> int:
+async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO) -> int:
     """Answer each JSON line in order; a bad line gets an error naming it and the rest go on."""
     failures = 0
     for number, line in enumerate(lines, start=1):
@@ -70,7 +81,7 @@ async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO, err: Con
             router.finish(decision, "routed")
         except (ValueError, EmptyMessageError) as exc:
             failures += 1
-            err.print(f"line {number}: {exc}", highlight=False, markup=False)
+            say(f"line {number}: {exc}")
             out.write(json.dumps({"line": number, "error": str(exc)}) + "\n")
             out.flush()
             continue
@@ -80,30 +91,26 @@ async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO, err: Con
 
 
 async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
-    err = Console(stderr=True)
-    out = Console()
     if args.text is not None and not args.text.strip():
-        err.print("error: the message is empty; give some text to route", highlight=False)
+        say("error: the message is empty; give some text to route")
         return 2
     if args.text is None and sys.stdin.isatty():
-        err.print(
+        say(
             'usage: crabbot route "a message" (or JSON lines on stdin, one'
-            ' {"text": ..., "conv_key": ..., "at": ...} a line; see crabbot route --help)',
-            highlight=False,
-            markup=False,
+            ' {"text": ..., "conv_key": ..., "at": ...} a line; see crabbot route --help)'
         )
         return 2
-    router = await open_router(config, args.mode, err)
+    router = await open_router(config, args.mode, args.text)
     try:
         note_missing_categorizer(router)
         if args.text is None:
-            return await route_stream(router, sys.stdin, sys.stdout, err)
+            return await route_stream(router, sys.stdin, sys.stdout)
         decision = await router.route(args.text, conv_key=args.conv)
         router.finish(decision, "routed")
         if args.json:
             print(json.dumps(decision.to_json(), ensure_ascii=False))
         else:
-            print_decision(decision, out)
+            print_decision(decision)
         return 0
     finally:
         await router.close()

@@ -1,23 +1,24 @@
 """Plumbing shared by the operator commands (pool, taxonomy, stats): the database without the
-router's start checks, the embedder, a progress bar on stderr, and small formatters."""
+router's start checks, the embedder, a progress bar on stderr, and small formatters. rich is
+imported only where something is drawn: `crabbot route --json` never needs it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.config import CrabbotConfig
 from router import ModelRouter
 from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.embedder import Embedder, build_embedder
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 StageProgress = Callable[[str, int, int], None]
 # Shipped vectors are copied in a second; another embedder embeds the pool: one label for both.
@@ -43,6 +44,14 @@ async def load_embedder(config: CrabbotConfig) -> Embedder:
 @contextlib.contextmanager
 def progress_bar(err: Console) -> Iterator[StageProgress]:
     """Yield update(stage, done, total); each stage gets its own bar (drawn on a terminal only)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -64,10 +73,19 @@ def progress_bar(err: Console) -> Iterator[StageProgress]:
 
 
 @contextlib.contextmanager
-def seed_progress(err: Console) -> Iterator[Callable[[int, int], None]]:
-    """update(done, total) for the one-time embedding of the seed pool, as a bar on stderr."""
-    with progress_bar(err) as update:
-        yield functools.partial(update, SEED_STAGE)
+def seed_progress(err: Console | None = None) -> Iterator[Callable[[int, int], None]]:
+    """update(done, total) for the one-time embedding of the seed pool, as a bar on stderr
+    (`err`, or a stderr console made then); nothing is drawn, or imported, until a report."""
+    with contextlib.ExitStack() as stack:
+        bar: StageProgress | None = None
+
+        def update(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(progress_bar(err or stderr_console()))
+            bar(SEED_STAGE, done, total)
+
+        yield update
 
 
 class SeedBar:
@@ -100,8 +118,16 @@ def note_missing_categorizer(router: ModelRouter) -> None:
         )
 
 
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def consoles() -> tuple[Console, Console]:
     """(stdout, stderr) consoles; messages are not wrapped, tables fit the terminal."""
+    from rich.console import Console
+
     return Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
 
 

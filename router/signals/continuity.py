@@ -107,8 +107,12 @@ class ContinuityModel:
         """The shipped model; its embedding cue only for the embedder it was fit with."""
         raw = data or resources.files("router").joinpath("data", MODEL_FILE).read_bytes()
         with np.load(io.BytesIO(raw)) as stored:
-            cue = np.zeros(int(stored["cue_buckets"]), np.float32)
-            cue[stored["cue_index"]] = stored["cue_value"]
+            buckets, values = int(stored["cue_buckets"]), stored["cue_value"]
+            if len(values) == buckets:  # every bucket set: the index (sorted, see dump) is all
+                cue = values.astype(np.float32)  # of them, 2 MB not worth inflating at start
+            else:
+                cue = np.zeros(buckets, np.float32)
+                cue[stored["cue_index"]] = values
             embedding = EmbeddingCue(
                 stored["embedding_weights"],
                 float(stored["embedding_bias"]),

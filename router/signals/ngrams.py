@@ -37,7 +37,9 @@ class NgramNaiveBayes:
         self.classes = classes
         self.alpha = alpha
         self._log_probs: np.ndarray | None = None
-        self._counts = np.zeros((classes, 0), dtype=np.float32)
+        # The fitted counts, sparse: (flat index class * BUCKETS + bucket, count) of the nonzero.
+        self._index = np.zeros(0, dtype=np.int32)
+        self._count = np.zeros(0, dtype=np.float32)
 
     @property
     def ready(self) -> bool:
@@ -57,24 +59,29 @@ class NgramNaiveBayes:
         flat = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
         rows = np.repeat(np.asarray(labels, np.int64), [len(b) for b in buckets])
         counts = np.bincount(rows * BUCKETS + flat, minlength=self.classes * BUCKETS)
-        return self._set_counts(counts.reshape(self.classes, BUCKETS).astype(np.float32))
+        index = np.flatnonzero(counts)
+        return self._set_counts(index, counts[index].astype(np.float32))
 
-    def _set_counts(self, counts: np.ndarray) -> NgramNaiveBayes:
-        self._counts = counts
-        totals = counts.sum(axis=1, keepdims=True)
-        self._log_probs = np.log(counts + self.alpha) - np.log(totals + self.alpha * BUCKETS)
+    def _set_counts(self, index: np.ndarray, count: np.ndarray) -> NgramNaiveBayes:
+        """log p(bucket | class) with add-alpha smoothing, computed from the nonzero counts alone:
+        every empty bucket of a class shares one value (a start loads this, so no pass of log
+        over all classes * BUCKETS cells)."""
+        self._index, self._count = index.astype(np.int32), count.astype(np.float32)
+        row_of = self._index // BUCKETS
+        totals = np.bincount(row_of, weights=self._count, minlength=self.classes)
+        log_totals = np.log(totals.astype(np.float32) + self.alpha * BUCKETS)
+        log_probs = np.empty((self.classes, BUCKETS), dtype=np.float32)
+        log_probs[:] = (np.log(np.float32(self.alpha)) - log_totals)[:, None]
+        log_probs.reshape(-1)[self._index] = np.log(self._count + self.alpha) - log_totals[row_of]
+        self._log_probs = log_probs
         return self
 
     def state(self) -> dict[str, np.ndarray]:
         """The fitted counts, sparse (most buckets are empty): what `from_state` needs."""
-        flat = self._counts.ravel()
-        nonzero = np.flatnonzero(flat)
-        return {"ngram_index": nonzero.astype(np.int32), "ngram_count": flat[nonzero]}
+        return {"ngram_index": self._index, "ngram_count": self._count}
 
     def load_state(self, state: dict[str, np.ndarray]) -> NgramNaiveBayes:
-        counts = np.zeros(self.classes * BUCKETS, dtype=np.float32)
-        counts[state["ngram_index"]] = state["ngram_count"]
-        return self._set_counts(counts.reshape(self.classes, BUCKETS))
+        return self._set_counts(state["ngram_index"], state["ngram_count"])
 
     def scores(self, text: str) -> np.ndarray:
         return self.scores_buckets(ngram_buckets(text))
