@@ -186,7 +186,25 @@ def report(direct: Sample, alias: Sample, auto: Sample, targets: bool) -> None:
         print(f"  {label:<34}{over:>+7.2f}ms  target <= {target:+.1f} ms: {verdict}")
 
 
-async def bench(args: argparse.Namespace, provider_url: str, proxy_url: str) -> None:
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds so far of each process (all its threads; Linux's /proc), and of
+    this client process; {} where /proc is not there."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return {}
+        seconds[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    times = os.times()
+    seconds["client"] = times.user + times.system
+    return seconds
+
+
+async def bench(
+    args: argparse.Namespace, provider_url: str, proxy_url: str, pids: dict[str, int]
+) -> None:
     samples = await interleaved(provider_url, proxy_url, args.requests)
     print(f"\n1 client, interleaved, {args.requests} requests each{'':>8}median      p95")
     report(samples["direct"], samples["alias"], samples["auto"], targets=True)
@@ -204,24 +222,35 @@ async def bench(args: argparse.Namespace, provider_url: str, proxy_url: str) -> 
     )
     report(runs["direct"], runs["alias"], runs["auto"], targets=False)
     ceiling = 1000.0 / statistics.median(samples["auto"].routing_ms)
-    await throughput(proxy_url, ceiling, args.requests, serial)
+    await throughput(proxy_url, ceiling, args.requests, serial, pids)
 
 
-async def throughput(proxy_url: str, ceiling: float, requests: int, serial: Iterator[int]) -> None:
-    """Routed ("auto") decisions per second at 1, 20 and 50 concurrent clients."""
+async def throughput(
+    proxy_url: str, ceiling: float, requests: int, serial: Iterator[int], pids: dict[str, int]
+) -> None:
+    """Routed ("auto") decisions per second at 1, 20 and 50 concurrent clients, and where the
+    machine's CPU went meanwhile: the three processes share its cores."""
     print(
         f'\n"auto" throughput, {requests} requests a run; ceiling = one embedder busy all the'
         f" time = 1000 / median routing ms at one client = {ceiling:.1f}/s"
     )
     for clients in THROUGHPUT_CLIENTS:
+        before = cpu_seconds(pids)
         started = time.perf_counter()
         sample = await concurrent(proxy_url, "auto", clients, requests, serial)
-        rate = len(sample.total_ms) / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        after = cpu_seconds(pids)
+        rate = len(sample.total_ms) / elapsed
         print(
             f"  {clients:>3} clients  {rate:>6.1f} decisions/s  {rate / ceiling:>5.0%} of the"
             f" ceiling  (median {statistics.median(sample.total_ms):.0f} ms a request, of which"
             f" routing {statistics.median(sample.routing_ms):.0f} ms)"
         )
+        if before and after:
+            shares = "  ".join(
+                f"{name} {(after[name] - before[name]) / elapsed:.2f}" for name in after
+            )
+            print(f"{'':>7}CPU, cores busy on average: {shares} (of {os.cpu_count()})")
 
 
 def main() -> int:
@@ -270,7 +299,8 @@ def main() -> int:
             f"fake provider {provider_url} · proxy http://127.0.0.1:{port}/v1 · "
             f"{os.cpu_count()} CPUs, all three processes on this machine"
         )
-        asyncio.run(bench(args, provider_url, f"http://127.0.0.1:{port}/v1"))
+        pids = {"proxy": proxy.pid, "provider": provider.pid}
+        asyncio.run(bench(args, provider_url, f"http://127.0.0.1:{port}/v1", pids))
     finally:
         for process in (proxy, provider):
             if process is not None:
