@@ -253,6 +253,38 @@ async def throughput(
             print(f"{'':>7}CPU, cores busy on average: {shares} (of {os.cpu_count()})")
 
 
+@dataclass(frozen=True)
+class BenchFiles:
+    """A scratch folder with the proxy's database (a copy of a seeded one, else new) and config,
+    and the environment the proxy and the fake provider run in (no Groq key)."""
+
+    work: Path
+    db: Path
+    config: Path
+    env: dict[str, str]
+
+
+def bench_files(prefix: str, seeded: Path | None) -> BenchFiles:
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    db = work / "crabbot.db"
+    if seeded is not None:
+        shutil.copyfile(seeded, db)
+    config = work / "bench.toml"
+    config.write_text(CONFIG)
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "bench-provider-key"}
+    env.pop("GROQ_API_KEY", None)
+    return BenchFiles(work, db, config, env)
+
+
+def start_provider(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """The fake provider in a process of its own, and its base URL once it serves."""
+    provider = subprocess.Popen(
+        [sys.executable, "-c", FAKE_PROVIDER], cwd=ROOT, env=env, stdout=subprocess.PIPE
+    )
+    assert provider.stdout is not None
+    return provider, provider.stdout.readline().decode().strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="a seeded crabbot database to copy (saves seeding)")
@@ -262,21 +294,11 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench_proxy_"))
-    db = work / "crabbot.db"
-    if args.db is not None:
-        shutil.copyfile(args.db, db)
-    config = work / "bench.toml"
-    config.write_text(CONFIG)
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "bench-provider-key"}
-    env.pop("GROQ_API_KEY", None)
-    provider = subprocess.Popen(
-        [sys.executable, "-c", FAKE_PROVIDER], cwd=ROOT, env=env, stdout=subprocess.PIPE
-    )
+    files = bench_files("bench_proxy_", args.db)
+    work, db, config, env = files.work, files.db, files.config, files.env
+    provider, provider_url = start_provider(env)
     proxy: subprocess.Popen[bytes] | None = None
     try:
-        assert provider.stdout is not None
-        provider_url = provider.stdout.readline().decode().strip()
         port = free_port()
         proxy = subprocess.Popen(
             [

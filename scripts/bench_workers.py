@@ -19,12 +19,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench_proxy import CONFIG, FAKE_PROVIDER, MESSAGES, THROUGHPUT_CLIENTS, free_port
+from bench_proxy import MESSAGES, THROUGHPUT_CLIENTS, bench_files, free_port, start_provider
 from openai import AsyncOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,22 +178,12 @@ def main() -> int:
     if args.workers[0] != 1:
         parser.error("--workers must start with 1: its routing time is the ceiling's measure")
 
-    work = Path(tempfile.mkdtemp(prefix="bench_workers_"))
-    db = work / "crabbot.db"
-    if args.db is not None:
-        shutil.copyfile(args.db, db)
-    config = work / "bench.toml"
-    config.write_text(CONFIG)
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "bench-provider-key"}
-    env.pop("GROQ_API_KEY", None)
+    files = bench_files("bench_workers_", args.db)
+    work, db, config, env = files.work, files.db, files.config, files.env
     env.pop("OMP_NUM_THREADS", None)  # the proxy decides its workers' share of the cores
-    provider = subprocess.Popen(
-        [sys.executable, "-c", FAKE_PROVIDER], cwd=ROOT, env=env, stdout=subprocess.PIPE
-    )
+    provider, provider_url = start_provider(env)
     proxies: list[subprocess.Popen[bytes]] = []
     try:
-        assert provider.stdout is not None
-        provider_url = provider.stdout.readline().decode().strip()
         urls = {}
         for workers in args.workers:  # one after the other: the first seeds a new database
             proxy, line = start_proxy(config, db, workers, env | {"OPENAI_BASE_URL": provider_url})
