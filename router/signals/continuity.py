@@ -164,7 +164,7 @@ class ContinuityModel:
     def embedding_cue(self, vector: np.ndarray, previous_vector: np.ndarray) -> float:
         """Without a cue for this embedder, the feature's training mean: it then moves nothing."""
         if self.embedding is None or len(self.embedding.weights) != 2 * len(vector):
-            return float(self.mean[EMBEDDING_CUE]) if len(self.mean) > EMBEDDING_CUE else 0.0
+            return float(self.mean[EMBEDDING_CUE])
         return self.embedding.score(vector, previous_vector)
 
     def vector(self, turn: TurnFeatures) -> np.ndarray:
