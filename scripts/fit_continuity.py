@@ -48,30 +48,33 @@ def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
     return naive_bayes.log_probs[1] - naive_bayes.log_probs[0]
 
 
+def gradient_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float, steps: int
+) -> tuple[np.ndarray, float]:
+    """L2-penalized logistic weights and bias by plain gradient steps (x already well scaled)."""
+    weights, bias = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
+        weights -= 0.5 * (x.T @ (p - y) / len(y) + l2 * weights)
+        bias -= 0.5 * float((p - y).mean())
+    return weights, bias
+
+
 def fit_embedding_cue(
     pairs: np.ndarray, continues: np.ndarray, l2: float = 1e-3, steps: int = 400
 ) -> tuple[np.ndarray, float]:
     """Logistic weights over the turn's and the previous message's vectors (unit rows, scaled up
     for plain gradient steps) for the log-odds that the turn continues."""
-    x = EMBEDDING_SCALE * pairs
-    weights, bias = np.zeros(x.shape[1]), 0.0
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
-        weights -= 0.5 * (x.T @ (p - continues) / len(continues) + l2 * weights)
-        bias -= 0.5 * float((p - continues).mean())
+    weights, bias = gradient_logistic(EMBEDDING_SCALE * pairs, continues, l2, steps)
     return EMBEDDING_SCALE * weights, bias
 
 
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 3000
 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Logistic weights over standardized features, with the mean and scale used."""
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-    z = (x - mean) / scale
-    weights, bias = np.zeros(x.shape[1]), 0.0
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
-        weights -= 0.5 * (z.T @ (p - y) / len(y) + l2 * weights)
-        bias -= 0.5 * float((p - y).mean())
+    weights, bias = gradient_logistic((x - mean) / scale, y, l2, steps)
     return weights, bias, mean, scale
 
 
