@@ -5,10 +5,13 @@ embedder's ceiling (1000 / the median routing ms of the one-worker proxy at one 
 run sends texts no run sent before, so the embedding cache never answers.
 
     python scripts/bench_workers.py [--db SEEDED.db] [--workers 1 2] [--seconds 10] [--rounds 3]
+                                    [--client raw|sdk]
 
 Everything runs on this machine (fake provider, proxy workers, this client), as a real
-deployment's clients would not; `uptime` before and after says how busy it was. Without --db a
-new database is seeded first (the first proxy embeds the seed pool once, tens of seconds)."""
+deployment's clients would not: the clients are a raw HTTP load generator, light on the shared
+cores (--client sdk: openai SDK clients); `uptime` before and after says how busy it was.
+Without --db a new database is seeded first (the first proxy embeds the seed pool once, tens of
+seconds)."""
 
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench_clients import CLIENTS, ChatClient, MakeClient
 from bench_proxy import MESSAGES, THROUGHPUT_CLIENTS, bench_files, free_port, start_provider
-from openai import AsyncOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
 START_LIMIT_S = 600.0  # seeding a new database takes a while
@@ -66,37 +69,38 @@ def start_proxy(
     raise SystemExit(f"the proxy was not ready after {START_LIMIT_S:.0f} s")
 
 
-async def ask(client: AsyncOpenAI, text: str) -> float:
+async def ask(client: ChatClient, text: str) -> float:
     """One "auto" request; its routing ms (X-Crabbot-Routing-Ms)."""
-    raw = await client.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": text}]
-    )
-    raw.parse()
-    return float(raw.headers["x-crabbot-routing-ms"])
+    routing = (await client.chat("auto", text)).routing_ms
+    assert routing is not None, "an auto request always says its routing time"
+    return routing
 
 
-async def routing_ms(url: str, seconds: float, tag: str) -> float:
+async def routing_ms(url: str, make_client: MakeClient, seconds: float, tag: str) -> float:
     """Median routing ms of one client's requests, one after the other, for `seconds` (at most
     PROBE_REQUESTS) after a warm-up."""
     sample: list[float] = []
-    async with AsyncOpenAI(base_url=url, api_key="bench", max_retries=0) as client:
+    client = make_client(url)
+    try:
         for turn in range(WARMUP):
             await ask(client, f"{MESSAGES[turn % len(MESSAGES)]} #{tag}warm{turn}")
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and len(sample) < PROBE_REQUESTS:
             text = f"{MESSAGES[len(sample) % len(MESSAGES)]} #{tag}{len(sample)}"
             sample.append(await ask(client, text))
+    finally:
+        await client.close()
     return statistics.median(sample)
 
 
-async def rate(clients: list[AsyncOpenAI], seconds: float, tag: str) -> float:
+async def rate(clients: list[ChatClient], seconds: float, tag: str) -> float:
     """Decisions per second of the clients at once, each sending one request after the other
     (on a connection of its own) for `seconds`; the requests under way then are waited for and
     counted."""
     done = 0
     deadline = time.monotonic() + seconds
 
-    async def one_client(number: int, client: AsyncOpenAI) -> None:
+    async def one_client(number: int, client: ChatClient) -> None:
         nonlocal done
         turn = 0
         while time.monotonic() < deadline:
@@ -109,10 +113,12 @@ async def rate(clients: list[AsyncOpenAI], seconds: float, tag: str) -> float:
     return done / (time.monotonic() - started)
 
 
-async def timed_rate(url: str, clients: int, seconds: float, tag: str) -> float:
-    """`rate` for `clients` new clients, made (an SSL context each, costly) and connected by a
-    warm-up run before the clock starts."""
-    made = [AsyncOpenAI(base_url=url, api_key="bench", max_retries=0) for _ in range(clients)]
+async def timed_rate(
+    url: str, make_client: MakeClient, clients: int, seconds: float, tag: str
+) -> float:
+    """`rate` for `clients` new clients, made (an SDK client makes an SSL context, costly) and
+    connected by a warm-up run before the clock starts."""
+    made = [make_client(url) for _ in range(clients)]
     try:
         await rate(made, WARM_S, f"{tag}warm-")
         return await rate(made, seconds, tag)
@@ -124,7 +130,9 @@ async def timed_rate(url: str, clients: int, seconds: float, tag: str) -> float:
 Figures = dict[int, dict[str, list[float]]]  # workers -> "routing ms" or clients -> per round
 
 
-async def measure(urls: dict[int, str], seconds: float, rounds: int) -> Figures:
+async def measure(
+    urls: dict[int, str], make_client: MakeClient, seconds: float, rounds: int
+) -> Figures:
     """Each round: the median routing ms at one client, then decisions per second at each number
     of clients, the proxies taking turns at every step in alternating order, so a change in the
     machine's load from other programs falls on all of them alike."""
@@ -132,27 +140,29 @@ async def measure(urls: dict[int, str], seconds: float, rounds: int) -> Figures:
     order = list(urls)
     for number in range(rounds):
         for n in order:
-            median = await routing_ms(urls[n], seconds, f"r{number}w{n}-one-")
+            median = await routing_ms(urls[n], make_client, seconds, f"r{number}w{n}-one-")
             figures[n].setdefault("routing ms", []).append(median)
         for clients in THROUGHPUT_CLIENTS:
             order.reverse()
             for n in order:
                 figures[n].setdefault(str(clients), []).append(
-                    await timed_rate(urls[n], clients, seconds, f"r{number}w{n}c{clients}-")
+                    await timed_rate(
+                        urls[n], make_client, clients, seconds, f"r{number}w{n}c{clients}-"
+                    )
                 )
     return figures
 
 
-def report(figures: Figures, seconds: float, before: str, after: str) -> None:
+def report(figures: Figures, client: str, seconds: float, before: str, after: str) -> None:
     routing = statistics.median(figures[1]["routing ms"])
     ceiling = 1000.0 / routing
     rounds = len(figures[1]["routing ms"])
     print(f"\n{os.cpu_count()} CPUs; load before: {before}\n{'':>14}after:  {after}")
     print(
-        f'"auto" decisions per second, {rounds} rounds of {seconds:.0f} s runs: the median'
-        " round (the lowest and highest in brackets), against the ceiling of one embedder busy"
-        f" all the time = 1000 / {routing:.1f} ms (one worker's median routing at one client)"
-        f" = {ceiling:.1f}/s"
+        f'"auto" decisions per second ({client} clients), {rounds} rounds of {seconds:.0f} s runs:'
+        " the median round (the lowest and highest in brackets), against the ceiling of one"
+        f" embedder busy all the time = 1000 / {routing:.1f} ms (one worker's median routing at"
+        f" one client) = {ceiling:.1f}/s"
     )
     header = "".join(f"{f'{clients} clients':>26}" for clients in THROUGHPUT_CLIENTS)
     print(f"  {'':<10}{'routing ms':>18}{header}")
@@ -174,6 +184,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="N to compare")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run (10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every run (3)")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="raw",
+        help="raw: an aiohttp load generator (default); sdk: openai SDK clients, ~10x its CPU",
+    )
     args = parser.parse_args()
     if args.workers[0] != 1:
         parser.error("--workers must start with 1: its routing time is the ceiling's measure")
@@ -191,14 +207,14 @@ def main() -> int:
             print(line.strip(), flush=True)
             urls[workers] = line.split()[3]
         before = uptime()
-        figures = asyncio.run(measure(urls, args.seconds, args.rounds))
+        figures = asyncio.run(measure(urls, CLIENTS[args.client], args.seconds, args.rounds))
         after = uptime()
     finally:
         for process in (*proxies, provider):
             process.terminate()
             process.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
-    report(figures, args.seconds, before, after)
+    report(figures, args.client, args.seconds, before, after)
     return 0
 
 
