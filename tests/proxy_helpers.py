@@ -129,3 +129,18 @@ async def start_proxy_process(
         if line.startswith("crabbot proxy on "):
             return process, line
     raise AssertionError(f"the proxy stopped before it was ready (exit {await process.wait()})")
+
+
+@asynccontextmanager
+async def proxy_process(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`start_proxy_process`, and the process killed on the way out if it still runs (a test
+    that failed before it stopped the proxy)."""
+    process, line = await start_proxy_process(config, *args, env=env)
+    try:
+        yield process, line
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

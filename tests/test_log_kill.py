@@ -10,13 +10,15 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from openai import AsyncOpenAI
 
 from router.log_writer import FLUSH_MS
 from tests.fakes.openai_provider import FakeProvider
-from tests.proxy_helpers import start_proxy_process
+from tests.proxy_helpers import proxy_process
 
 COMMIT_DEADLINE_S = 30.0  # generous for a loaded CI machine; the writer commits every FLUSH_MS
 
@@ -32,9 +34,11 @@ def _config(tmp_path: Path, provider: FakeProvider) -> Path:
     return path
 
 
-async def _start_proxy(config: Path) -> tuple[asyncio.subprocess.Process, str]:
-    process, line = await start_proxy_process(config)
-    return process, line.split()[3]
+@asynccontextmanager
+async def _running_proxy(config: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """The proxy process and its base URL (killed on the way out if it still runs)."""
+    async with proxy_process(config) as (process, line):
+        yield process, line.split()[3]
 
 
 def _rows(db: Path) -> list[tuple[str, str]]:
@@ -55,8 +59,7 @@ async def _committed(db: Path, count: int) -> float:
 async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_path, provider):
     config = _config(tmp_path, provider)
     db = tmp_path / "kill.db"
-    process, url = await _start_proxy(config)
-    try:
+    async with _running_proxy(config) as (process, url):
         async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
             for n in range(10):
                 messages = [{"role": "user", "content": f"before {n}"}]
@@ -77,10 +80,6 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
                 await client.chat.completions.create(model="strong", messages=messages)
         process.send_signal(signal.SIGKILL)
         assert await process.wait() == -signal.SIGKILL
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -100,17 +99,12 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
         )
 
     # A new proxy opens the same file and logs on.
-    process, url = await _start_proxy(config)
-    try:
+    async with _running_proxy(config) as (process, url):
         async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
             messages = [{"role": "user", "content": "after the restart"}]
             await client.chat.completions.create(model="cheap", messages=messages)
         process.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop writes what is queued
         assert await asyncio.wait_for(process.wait(), 60) == 130  # the shell convention for ^C
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     rows = _rows(db)
     assert rows[-1] == ("after the restart", "completed")
     # The request open at the kill is not left without an outcome; the one a running process
@@ -123,8 +117,7 @@ async def test_sigterm_stops_the_proxy_gracefully_with_every_row_written(tmp_pat
     """What `docker stop` and systemd send: the answers of the last moments are written before
     the process exits, and the exit code says SIGTERM (143)."""
     config = _config(tmp_path, provider)
-    process, url = await _start_proxy(config)
-    try:
+    async with _running_proxy(config) as (process, url):
         async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
             for n in range(5):
                 messages = [{"role": "user", "content": f"last {n}"}]
@@ -132,8 +125,4 @@ async def test_sigterm_stops_the_proxy_gracefully_with_every_row_written(tmp_pat
         # At once: the rows still wait for their batch (FLUSH_MS) when the signal arrives.
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 60) == 128 + signal.SIGTERM
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert _rows(tmp_path / "kill.db") == [(f"last {n}", "completed") for n in range(5)]

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.cli import build_parser
 from router.proxy.supervisor import threads_per_worker
 from tests.fakes.openai_provider import FakeProvider
-from tests.proxy_helpers import start_proxy_process
+from tests.proxy_helpers import proxy_process, start_proxy_process
 
 ROUNDS = 30  # rounds of concurrent requests at most, until both workers have answered some
 CONCURRENT = 8
@@ -125,10 +125,9 @@ async def test_two_workers_answer_on_one_socket_into_one_log_and_one_metrics(
 ):
     config = _config(tmp_path, seeded_db, provider, local=True)
     env = {"TMPDIR": str(tmp_path)}  # where the parent keeps the workers' metrics
-    process, line = await start_proxy_process(config, "--workers", "2", env=env)
-    url, pids = line.split()[3], _pids(line)
     answered = refused = 0
-    try:
+    async with proxy_process(config, "--workers", "2", env=env) as (process, line):
+        url, pids = line.split()[3], _pids(line)
         assert len(set(pids)) == 2 and os.getpid() not in pids
         cap = f"OMP_NUM_THREADS={threads_per_worker(2, len(os.sched_getaffinity(0)))}"
         for pid in pids:  # each worker's OpenMP team gets its share of the cores
@@ -150,10 +149,6 @@ async def test_two_workers_answer_on_one_socket_into_one_log_and_one_metrics(
         assert _total(metrics, "crabbot_router_models_refused_total") == refused
         assert ("crabbot_routing_log_queue_depth", ()) in metrics  # summed over the workers
         assert await _stop_with_ctrl_c(process) == 130
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -167,14 +162,13 @@ async def test_a_killed_worker_is_replaced_and_only_its_open_rows_are_marked_int
 ):
     db = tmp_path / "workers.db"
     config = _config(tmp_path, db, provider, local=False)
-    process, line = await start_proxy_process(config, "--workers", "2")
-    url, pids = line.split()[3], _pids(line)
-    assert process.stderr is not None
     provider.stall_after = 1  # streams the provider holds after their first piece
     clients: list[AsyncOpenAI] = []
     streams = []
     open_query = "SELECT prompt, open_pid FROM routing_log WHERE outcome IS NULL"
-    try:
+    async with proxy_process(config, "--workers", "2") as (process, line):
+        url, pids = line.split()[3], _pids(line)
+        assert process.stderr is not None
         # Held streams on connections of their own until both workers hold some: a request
         # open for a second has its row written open, naming its worker.
         for number in range(ROUNDS):
@@ -220,10 +214,6 @@ async def test_a_killed_worker_is_replaced_and_only_its_open_rows_are_marked_int
         for client in clients:  # the held streams' clients leave
             await client.close()
         assert await _stop_with_ctrl_c(process) == 130
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     outcomes = dict(_rows(db, "SELECT prompt, outcome FROM routing_log"))
     assert [outcomes[f"after {n}"] for n in range(CONCURRENT)] == ["completed"] * CONCURRENT
     assert {outcomes[prompt] for prompt, pid in held.items() if pid == survivor} == {"client_gone"}
