@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.config import MemorySettings
-from router.db import migrate, transaction
+from router.store.database import migrate, transaction
 
 BOT_MIGRATIONS: tuple[str, ...] = (
     """

@@ -13,7 +13,7 @@ from bot.memory import Memory
 from bot.transcriber import Transcriber
 from bot.upstream import Upstream
 from router import ModelRouter, Secrets
-from router.embedder import Embedder
+from router.embedding.embedder import Embedder
 
 
 def router_config(config: CrabbotConfig) -> CrabbotConfig:

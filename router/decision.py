@@ -6,7 +6,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from router.pool import Neighbour
+from router.pool.pool import Neighbour
 
 SOURCES = ("knn", "llm", "prior", "fallback", "fixed", "alias", "passthrough")
 # How a decision's request ended; "routed" is a decision nobody asked an answer for (`crabbot

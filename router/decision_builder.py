@@ -7,8 +7,8 @@ from typing import Any
 
 from router.config import RouterConfig
 from router.decision import RoutingDecision, SignalAnswer
+from router.signals.classifier import LocalAnswer, LocalResult
 from router.signals.continuity import PreviousTurn
-from router.signals.local import LocalAnswer, LocalResult
 from router.taxonomy import Taxonomy
 
 

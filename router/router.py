@@ -13,24 +13,24 @@ from typing import Any
 
 import aiosqlite
 
-from router import fitted_state, routing_log
-from router.blas import one_blas_thread_for_the_process
 from router.config import RouterConfig, Secrets
 from router.counters import Counters
-from router.db import ROUTER_MIGRATIONS, connect, migrate
 from router.decision import RoutingDecision, SignalAnswer
 from router.decision_builder import DecisionBuilder
-from router.decision_log import DecisionLog
-from router.embedder import Embedder, build_embedder
-from router.log_writer import LogWriter
-from router.pool import Pool, PoolEntry, normalize_text, read_rows
-from router.seed import ProgressCallback, seed_pool
+from router.embedding.blas import one_blas_thread_for_the_process
+from router.embedding.embedder import Embedder, build_embedder
+from router.pool.pool import Pool, PoolEntry, normalize_text, read_rows
+from router.pool.seed import ProgressCallback, seed_pool
 from router.signals.calibration import Calibration
 from router.signals.categorizer import CategorizerError, LLMCategorizer
+from router.signals.classifier import LocalResult
 from router.signals.continuity import ContinuityModel, PreviousTurn, earlier_user_texts
-from router.signals.local import LocalResult
 from router.signals.local_signal import LocalSignal
-from router.stored_taxonomy import check_taxonomy_matches_store
+from router.store import fitted_state, routing_log
+from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.log_writer import LogWriter
+from router.store.open_decisions import DecisionLog
+from router.store.taxonomy import check_taxonomy_matches_store
 from router.taxonomy import MODES, Taxonomy
 
 log = logging.getLogger(__name__)

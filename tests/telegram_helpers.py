@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.adapters.telegram import build_application, polling
 from bot.runtime import BotCore
-from router.embedder import Embedder
+from router.embedding.embedder import Embedder
 from tests.bot_helpers import open_core
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import TOKEN, FakeTelegram

@@ -8,10 +8,11 @@ import pytest
 
 from bot.admin import HELP, REFUSAL, USAGE
 from bot.chat_user import ChatUser
-from router import RoutingDecision, SignalAnswer, routing_log
+from router import RoutingDecision, SignalAnswer
 from router.analytics import stats as routing_stats
-from router.db import transaction
-from router.routing_log import get_setting, write_decision
+from router.store import routing_log
+from router.store.database import transaction
+from router.store.routing_log import get_setting, write_decision
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
 
 ADMINS = [

@@ -18,8 +18,8 @@ from router import RoutingDecision, SignalAnswer
 from router.analytics.agreement import shadow_agreement
 from router.analytics.charts import confusion_png, stats_png
 from router.analytics.cost import cost_report
-from router.db import ROUTER_MIGRATIONS, connect, migrate
-from router.routing_log import write_decision
+from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.routing_log import write_decision
 from tests.conftest import make_config
 
 NOW = time.time()

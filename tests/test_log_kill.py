@@ -16,7 +16,7 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
-from router.log_writer import FLUSH_MS
+from router.store.log_writer import FLUSH_MS
 from tests.fakes.openai_provider import FakeProvider
 from tests.proxy_helpers import proxy_process
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 
-from router.log_writer import LogWriter
+from router.store.log_writer import LogWriter
 
 INSERT = "INSERT INTO notes (text) VALUES (?)"
 

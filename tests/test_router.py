@@ -9,7 +9,7 @@ import aiosqlite
 import pytest
 
 from router import EmptyMessageError, ModelRouter, Secrets
-from router.embedder import clip_text
+from router.embedding.embedder import clip_text
 from router.signals.continuity import EMBEDDING_CUE, ContinuityModel
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config

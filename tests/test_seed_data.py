@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.pool import normalize_text
+from router.pool.pool import normalize_text
 from router.taxonomy import MAPPING_V2
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ def model_path() -> str:
 
 
 def test_embedder_is_normalized_and_named(model_path):
-    from router.embedder import SentenceTransformerEmbedder
+    from router.embedding.embedder import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(model_path, max_input_tokens=64)
     vectors = embedder.embed(["write me some code", "good morning everyone", "x" * 100_000])
@@ -31,7 +31,7 @@ def test_embedder_is_normalized_and_named(model_path):
 
 
 def test_missing_model_is_a_clear_error_not_a_download(tmp_path):
-    from router.embedder import SentenceTransformerEmbedder
+    from router.embedding.embedder import SentenceTransformerEmbedder
 
     with pytest.raises(RuntimeError, match="not on this machine"):
         SentenceTransformerEmbedder(str(tmp_path / "no-such-model"))

@@ -10,8 +10,8 @@ import pytest
 
 from bot.config import MemorySettings
 from bot.memory import Memory
-from router.db import connect, transaction
-from router.log_writer import LogWriter
+from router.store.database import connect, transaction
+from router.store.log_writer import LogWriter
 
 TURNS = 150
 INSERT = "INSERT INTO notes (text) VALUES (?)"

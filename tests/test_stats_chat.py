@@ -15,7 +15,7 @@ from bot.adapters.telegram import TelegramBot
 from bot.admin import CHART_ELSEWHERE, REFUSAL
 from bot.chat_user import ChatUser
 from router import RoutingDecision
-from router.routing_log import write_decision
+from router.store.routing_log import write_decision
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
 
 ADMIN = ChatUser("telegram", TELEGRAM_ADMIN, "Dad")

@@ -17,10 +17,10 @@ from router.analytics.calibration import decide_all
 from router.analytics.pool_ops import read_pool
 from router.analytics.taxonomy_ops import MergeRefused, next_version, plan_merge
 from router.analytics.validation import knn_loo_probs, validate
-from router.db import connect
-from router.pool import Neighbour
-from router.seed import seed_rows
-from router.signals.local import decide, knn_vote
+from router.pool.pool import Neighbour
+from router.pool.seed import seed_rows
+from router.signals.classifier import decide, knn_vote
+from router.store.database import connect
 from router.taxonomy import MAPPING_V1, MAPPING_V2, TIERS, Taxonomy
 from tests.conftest import make_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from router.vector_index import CoarseIndex
+from router.pool.vector_index import CoarseIndex
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

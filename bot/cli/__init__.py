@@ -126,8 +126,8 @@ def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | Non
 
 
 def one_blas_thread_from_the_start() -> None:
-    """Every crabbot command limits BLAS to one thread (router.blas); saying so before numpy
-    loads spares OpenBLAS starting a thread a core (half of numpy's import, ~40 ms). An
+    """Every crabbot command limits BLAS to one thread (router.embedding.blas); saying so before
+    numpy loads spares OpenBLAS starting a thread a core (half of numpy's import, ~40 ms). An
     OPENBLAS_NUM_THREADS already set is kept."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -33,9 +33,9 @@ from router.analytics.pool_ops import (
     read_pool,
 )
 from router.analytics.validation import ValidationReport, validate
-from router.embedder import Embedder
-from router.pool import Pool
-from router.seed import seed_pool
+from router.embedding.embedder import Embedder
+from router.pool.pool import Pool
+from router.pool.seed import seed_pool
 from router.taxonomy import Taxonomy
 
 

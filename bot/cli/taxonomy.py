@@ -23,7 +23,7 @@ from router.analytics.taxonomy_ops import (
     plan_merge,
 )
 from router.analytics.validation import ValidationReport
-from router.stored_taxonomy import LOG_CATEGORY_COLUMNS
+from router.store.taxonomy import LOG_CATEGORY_COLUMNS
 from router.taxonomy import BUILTIN_MAPPINGS, Taxonomy
 
 

@@ -14,8 +14,8 @@ import aiosqlite
 
 from bot.config import CrabbotConfig
 from router import ModelRouter
-from router.db import ROUTER_MIGRATIONS, connect, migrate
-from router.embedder import Embedder, build_embedder
+from router.embedding.embedder import Embedder, build_embedder
+from router.store.database import ROUTER_MIGRATIONS, connect, migrate
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -13,9 +13,9 @@ from pathlib import Path
 import aiosqlite
 import numpy as np
 
-from router.blas import one_blas_thread
-from router.embedder import Embedder
-from router.pool import text_hash
+from router.embedding.blas import one_blas_thread
+from router.embedding.embedder import Embedder
+from router.pool.pool import text_hash
 from router.taxonomy import Taxonomy
 
 # (done, total): drives a progress bar without this module knowing about one.

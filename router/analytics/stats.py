@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from router.db import fetch_one
+from router.store.database import fetch_one
 
 # The columns a decision can be counted by; a whitelist, since the name goes into the SQL text.
 GROUP_COLUMNS = ("tier", "category", "source", "mode", "model", "outcome")

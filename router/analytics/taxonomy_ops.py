@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from router.db import fetch_one
-from router.stored_taxonomy import LOG_CATEGORY_COLUMNS, stored_categories
+from router.store.database import fetch_one
+from router.store.taxonomy import LOG_CATEGORY_COLUMNS, stored_categories
 from router.taxonomy import BUILTIN_MAPPINGS, TIERS, UNKNOWN, Taxonomy
 
 # The version the stored rows follow after the last `crabbot taxonomy merge` (absent before any).

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from router.analytics.calibration import Calibrated, calibrated, decide_all
-from router.blas import one_blas_thread
+from router.embedding.blas import one_blas_thread
 from router.signals.calibration import fit_calibration
-from router.signals.local import KNN_TEMPERATURE, LocalClassifier
+from router.signals.classifier import KNN_TEMPERATURE, LocalClassifier
 from router.taxonomy import TIERS, UNKNOWN, Taxonomy
 
 # (stage, done, total): drives a progress bar without this module knowing about one.

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.counters import Counters
 from router.decision import RoutingDecision
-from router.log_writer import LogWriter
+from router.store.log_writer import LogWriter
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROUTING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

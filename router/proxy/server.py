@@ -13,11 +13,11 @@ import uvicorn
 from starlette.applications import Starlette
 
 from router.config import RouterConfig, Secrets
+from router.pool.seed import ProgressCallback
 from router.proxy.access import Access
 from router.proxy.app import create_app
 from router.proxy.provider import Provider
 from router.router import ModelRouter
-from router.seed import ProgressCallback
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from router.config import RouterConfig
-from router.embedder import Embedder
-from router.fitted_state import fingerprint as fitted_state_fingerprint
-from router.pool import Pool
+from router.embedding.embedder import Embedder
+from router.pool.pool import Pool
 from router.signals.calibration import Calibration
+from router.signals.classifier import LocalClassifier, LocalResult, blend, decide, knn_vote
 from router.signals.continuity import (
     ContinuityModel,
     PreviousTurn,
@@ -20,7 +20,7 @@ from router.signals.continuity import (
     carries,
     carry,
 )
-from router.signals.local import LocalClassifier, LocalResult, blend, decide, knn_vote
+from router.store.fitted_state import fingerprint as fitted_state_fingerprint
 from router.taxonomy import Taxonomy
 
 

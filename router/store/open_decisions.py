@@ -9,8 +9,8 @@ import asyncio
 import logging
 
 from router.decision import OUTCOMES, RoutingDecision
-from router.log_writer import LogWriter
-from router.routing_log import row_of
+from router.store.log_writer import LogWriter
+from router.store.routing_log import row_of
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-from router.db import fetch_one, transaction
-from router.vector_index import EXACT_LIMIT, CoarseIndex
+from router.pool.vector_index import EXACT_LIMIT, CoarseIndex
+from router.store.database import fetch_one, transaction
 
 _SPACES = re.compile(r"\s+")
 PROBES = 16  # coarse lists searched per query in a large pool

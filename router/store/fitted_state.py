@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import aiosqlite
 import numpy as np
 
-from router.db import fetch_one, transaction
 from router.signals.calibration import Calibration
-from router.signals.local import LocalClassifier
+from router.signals.classifier import LocalClassifier
+from router.store.database import fetch_one, transaction
 
 STATE_NAME = "local_classifier"
 STATE_VERSION = "1"  # bump when what LocalClassifier fits changes

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.blas import one_blas_thread
-from router.pool import Neighbour
+from router.embedding.blas import one_blas_thread
+from router.pool.pool import Neighbour
 from router.signals.calibration import Calibration, fit_calibration, softmax
 from router.signals.ngrams import NgramNaiveBayes, ngram_buckets
 from router.taxonomy import TIERS, Taxonomy

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from router.config import EmbeddingSettings
-from router.embed_batch import MessageBatcher
-from router.pool import normalize_text
+from router.embedding.batch import MessageBatcher
+from router.pool.pool import normalize_text
 
 # e5 models want a prefix; crabbot compares messages with messages (a symmetric task), so every
 # text, pooled or incoming, is embedded as a "query: ". The convention is part of the embedder id.

@@ -8,10 +8,10 @@ import time
 
 import aiosqlite
 
-from router.db import fetch_one, transaction
 from router.decision import RoutingDecision
-from router.pool import text_hash
+from router.pool.pool import text_hash
 from router.signals.continuity import PreviousTurn
+from router.store.database import fetch_one, transaction
 
 COLUMNS = (
     "decision_id",

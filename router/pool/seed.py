@@ -14,8 +14,8 @@ from importlib import resources
 
 import numpy as np
 
-from router.embedder import Embedder
-from router.pool import Pool, PoolEntry
+from router.embedding.embedder import Embedder
+from router.pool.pool import Pool, PoolEntry
 from router.signals.calibration import Calibration
 from router.taxonomy import Taxonomy
 
