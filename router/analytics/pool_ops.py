@@ -15,8 +15,8 @@ import numpy as np
 
 from router.embedding.blas import one_blas_thread
 from router.embedding.embedder import Embedder
-from router.pool.pool import text_hash
 from router.taxonomy import Taxonomy
+from router.text import text_hash
 
 # (done, total): drives a progress bar without this module knowing about one.
 Progress = Callable[[int, int], None]

@@ -16,7 +16,7 @@ import numpy as np
 
 from router.config import EmbeddingSettings
 from router.embedding.batch import MessageBatcher
-from router.pool.pool import normalize_text
+from router.text import normalize_text
 
 # e5 models want a prefix; crabbot compares messages with messages (a symmetric task), so every
 # text, pooled or incoming, is embedded as a "query: ". The convention is part of the embedder id.

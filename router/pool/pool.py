@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 import threading
 import time
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,18 +14,9 @@ import numpy as np
 
 from router.pool.vector_index import EXACT_LIMIT, CoarseIndex
 from router.store.database import fetch_one, transaction
+from router.text import text_hash
 
-_SPACES = re.compile(r"\s+")
 PROBES = 16  # coarse lists searched per query in a large pool
-
-
-def normalize_text(text: str) -> str:
-    """The form two messages must share to count as the same text."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

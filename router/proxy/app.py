@@ -36,8 +36,8 @@ from router.proxy.provider import (
 )
 from router.proxy.request import SESSION_HEADER, ChatRequest, parse_chat_request, read_body
 from router.router import ModelRouter
-from router.signals.continuity import last_user_text
 from router.taxonomy import TIERS
+from router.text import last_user_text
 
 log = logging.getLogger(__name__)
 

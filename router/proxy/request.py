@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from router.proxy.errors import ProxyError, bad_request
 from router.proxy.json_body import load_json
-from router.signals.continuity import message_text
+from router.text import message_text
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_SESSION_KEY_CHARS = 256

@@ -6,13 +6,10 @@ messages' vectors), fit on the training conversations by scripts/fit_continuity.
 from __future__ import annotations
 
 import io
-import itertools
 import logging
 import math
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import numpy as np
 
@@ -205,42 +202,3 @@ def carry(alone: np.ndarray, previous_index: int, p_continue: float) -> np.ndarr
 def carries(category: str | None, taxonomy: Taxonomy) -> bool:
     """`unknown` (and anything the taxonomy lacks) is never carried to the next turn."""
     return category is not None and category != UNKNOWN and category in taxonomy.categories
-
-
-def message_text(content: Any) -> str:
-    """The text of a chat message's content: a string, or the text parts of a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and "text" in part
-        )
-    return ""
-
-
-def user_texts_backwards(
-    messages: Sequence[dict[str, Any]] | None,
-) -> Iterator[tuple[int, str]]:
-    """(index, text) of each user message with text in an OpenAI-style list, newest first."""
-    items = messages or ()
-    for index in range(len(items) - 1, -1, -1):
-        message = items[index]
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = message_text(message.get("content"))
-            if text.strip():
-                yield index, text
-
-
-def earlier_user_texts(history: Sequence[dict[str, Any]] | None, limit: int) -> list[str]:
-    """The last `limit` user messages with text in an OpenAI-style history, oldest first."""
-    texts = [text.strip() for _, text in itertools.islice(user_texts_backwards(history), limit)]
-    return texts[::-1]
-
-
-def last_user_text(messages: Sequence[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The last user message with text, and the messages before it; ("", []) when none has."""
-    for index, text in user_texts_backwards(messages):
-        return text, list(messages[:index])
-    return "", []

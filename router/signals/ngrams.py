@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 
-from router.pool.pool import normalize_text
+from router.text import normalize_text
 
 BUCKETS = 1 << 18
 _WORDS = re.compile(r"\w+")

@@ -4,14 +4,13 @@ small key-value settings table that holds the routing mode."""
 from __future__ import annotations
 
 import os
-import time
 
 import aiosqlite
 
 from router.decision import RoutingDecision
-from router.pool.pool import text_hash
 from router.signals.continuity import PreviousTurn
 from router.store.database import fetch_one, transaction
+from router.text import text_hash
 
 COLUMNS = (
     "decision_id",
@@ -141,19 +140,4 @@ async def reset_context(conn: aiosqlite.Connection, conv_key: str, at: float) ->
             "INSERT INTO context_resets (conv_key, at) VALUES (?, ?)"
             " ON CONFLICT(conv_key) DO UPDATE SET at = excluded.at",
             (conv_key, at),
-        )
-
-
-async def get_setting(conn: aiosqlite.Connection, key: str) -> str | None:
-    row = await fetch_one(conn, "SELECT value FROM settings WHERE key = ?", (key,))
-    return str(row[0]) if row else None
-
-
-async def set_setting(conn: aiosqlite.Connection, key: str, value: str) -> None:
-    async with transaction(conn):
-        await conn.execute(
-            "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at",
-            (key, value, time.time()),
         )
