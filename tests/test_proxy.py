@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.cli import main
-from router import ConfigError, ModelRouter, Secrets
+from router import ConfigError, Secrets
 from router.config import ProxySettings
 from router.proxy.provider import HOP_HEADER, Provider
 from router.proxy.server import ProxyServer
@@ -445,7 +445,8 @@ def test_proxy_without_a_provider_stops_with_one_line(tmp_path, monkeypatch, cap
     async def must_not_open(*args, **kwargs):
         raise AssertionError("the router was opened for a proxy with no provider")
 
-    monkeypatch.setattr(ModelRouter, "open", must_not_open)
+    monkeypatch.setattr("bot.cli.proxy.open_router", must_not_open)
+    monkeypatch.setattr("router.proxy.server.open_router", must_not_open)
     assert main(["proxy", "--port", "0", "--db", str(tmp_path / "x.db")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("config error: the proxy has no provider: set OPENAI_API_KEY")

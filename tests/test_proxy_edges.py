@@ -12,7 +12,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.cli import main
-from router import ModelRouter
 from tests.proxy_helpers import CHEAP, CLIENT_KEY, GREETING, running_proxy, user
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -280,7 +279,8 @@ def test_an_allowed_models_rule_for_a_label_no_key_has_stops_the_start(
     async def must_not_open(*args: object, **kwargs: object) -> None:
         raise AssertionError("the router was opened for a proxy that cannot start")
 
-    monkeypatch.setattr(ModelRouter, "open", must_not_open)
+    monkeypatch.setattr("bot.cli.proxy.open_router", must_not_open)
+    monkeypatch.setattr("router.proxy.server.open_router", must_not_open)
     assert main(["proxy", "--config", str(config), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no client key has the label 'kids'" in err

@@ -9,6 +9,7 @@ import aiosqlite
 import pytest
 
 from router import EmptyMessageError, ModelRouter, Secrets
+from router import open_router as build_router
 from router.embedding.embedder import clip_text
 from router.signals.continuity import EMBEDDING_CUE, ContinuityModel
 from router.taxonomy import MAPPING_V2, Taxonomy
@@ -23,7 +24,7 @@ async def open_router(db, embedder, mode="live", groq=None, **sections) -> Model
     if groq is not None:
         sections.setdefault("categorizer", {})["base_url"] = groq.base_url
         secrets = Secrets(groq_api_key="test-key")
-    return await ModelRouter.open(make_config(db, mode, **sections), secrets, embedder=embedder)
+    return await build_router(make_config(db, mode, **sections), secrets, embedder=embedder)
 
 
 async def log_rows(db) -> list[dict]:
@@ -170,7 +171,7 @@ async def test_mode_is_stored_and_survives_a_restart(seeded_db, embedder):
     reopened = await open_router(seeded_db, embedder, mode="off")
     assert reopened.mode == "live"
     await reopened.close()
-    overridden = await ModelRouter.open(
+    overridden = await build_router(
         make_config(seeded_db, "off"), NO_KEY, embedder=embedder, mode_override="off"
     )
     assert overridden.mode == "off"
@@ -318,9 +319,9 @@ def test_clip_keeps_head_and_tail():
 
 
 async def test_a_mode_changed_by_another_process_takes_effect(seeded_db, embedder, monkeypatch):
-    import router.router as router_module
+    import router.store.settings as settings_module
 
-    monkeypatch.setattr(router_module, "MODE_RECHECK_S", 0.0)
+    monkeypatch.setattr(settings_module, "MODE_RECHECK_S", 0.0)
     proxy = await open_router(seeded_db, embedder, mode="live")
     bot = await open_router(seeded_db, embedder, mode="live")
     try:
@@ -334,9 +335,9 @@ async def test_a_mode_changed_by_another_process_takes_effect(seeded_db, embedde
 
 
 async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embedder, monkeypatch):
-    import router.router as router_module
+    import router.context as context_module
 
-    monkeypatch.setattr(router_module, "PRIOR_CACHE_SIZE", 2)
+    monkeypatch.setattr(context_module, "PRIOR_CACHE_SIZE", 2)
     router = await open_router(seeded_db, embedder)
     try:
         for text, conv_key, at in (
@@ -346,9 +347,9 @@ async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embed
         ):
             router.finish(await router.route(text, conv_key=conv_key, at=at), "completed")
         await router.log.flush()
-        assert list(router._previous) == ["b", "c"]
+        assert list(router.context._previous) == ["b", "c"]
         follow_up = await router.route("No, need dedup", conv_key="old", at=110)
-        assert len(router._previous["old"].text) <= router_module.PRIOR_TEXT_CHARS
+        assert len(router.context._previous["old"].text) <= context_module.PRIOR_TEXT_CHARS
     finally:
         await router.close()
     assert follow_up.category == "coding"
@@ -378,7 +379,7 @@ async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fittin
             "coding" if router.local.pool.categories[0] != "coding" else "casual"
         )
         with pytest.raises(AssertionError, match="should have been loaded"):
-            await router._load_or_fit(router.local.classifier.calibration)
+            await router.fitting.load_or_fit(router.local.classifier.calibration)
     finally:
         await router.close()
     assert (again.category, again.tier, again.confidence) == (

@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from router import ModelRouter, Secrets
+from router import Secrets, open_router
 from tests.conftest import make_config
 
 pytest.importorskip("sentence_transformers")
@@ -41,7 +41,7 @@ async def test_router_keeps_each_embedders_vectors_apart(seeded_db, model_path):
     config = make_config(
         seeded_db, "live", embedding={"backend": "sentence-transformers", "model": model_path}
     )
-    router = await ModelRouter.open(config, Secrets(groq_api_key=None))
+    router = await open_router(config, Secrets(groq_api_key=None))
     try:
         assert router.embedder.id.startswith("sentence-transformers:")
         decision = await router.route("fix this python traceback: KeyError 'user_id' in my script")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from router import ModelRouter, Secrets
+from router import Secrets, open_router
 from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_route_with_a_groq_key_loads_groq_and_still_no_platform(seeded_db):
 
 async def test_first_texts_are_embedded_while_the_router_opens(seeded_db, embedder):
     text = "a message only this test routes: 7f3c"
-    router = await ModelRouter.open(
+    router = await open_router(
         make_config(seeded_db, "live"),
         Secrets(groq_api_key=None),
         embedder=embedder,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bot.cli import main
-from router import ConfigError, ModelRouter, Secrets
+from router import ConfigError, Secrets, open_router
 from router.analytics.calibration import decide_all
 from router.analytics.pool_ops import read_pool
 from router.analytics.taxonomy_ops import MergeRefused, next_version, plan_merge
@@ -200,7 +200,7 @@ def test_merge_apply_relabels_in_one_go_and_the_config_must_follow(
 
     async def start(version: str) -> None:
         cfg = make_config(seeded_db, "live", taxonomy={"version": version})
-        router = await ModelRouter.open(cfg, Secrets(groq_api_key=None), embedder=embedder)
+        router = await open_router(cfg, Secrets(groq_api_key=None), embedder=embedder)
         await router.close()
 
     with pytest.raises(ConfigError, match='remove research_lookup .* version = "v2"'):
@@ -217,7 +217,7 @@ def test_start_names_the_merge_when_only_the_log_has_a_category(seeded_db, embed
         )
 
     async def start() -> None:
-        router = await ModelRouter.open(make_config(seeded_db), Secrets(), embedder=embedder)
+        router = await open_router(make_config(seeded_db), Secrets(), embedder=embedder)
         await router.close()
 
     with pytest.raises(ConfigError, match="crabbot taxonomy merge research_lookup <category>"):

@@ -13,6 +13,7 @@ import sys
 from rich.console import Console
 
 from bot.cli.tooling import SeedBar, note_missing_categorizer
+from router.builder import open_router
 from router.config import RouterConfig, Secrets
 from router.proxy.server import (
     ProxyServer,
@@ -80,7 +81,7 @@ async def _run_workers(
     seeding, the fitted head), so the workers only read it; binds the socket; then supervises."""
     provider = check_settings(config, secrets)
     await provider.close()
-    router = await ModelRouter.open(config, secrets, progress=SeedBar(Console(stderr=True)))
+    router = await open_router(config, secrets, progress=SeedBar(Console(stderr=True)))
     note_missing_categorizer(router)
     await router.close()
     if router.embedder is not None:

@@ -12,13 +12,14 @@ from typing import TextIO
 from bot.cli.tooling import note_missing_categorizer, seed_progress
 from bot.config import CrabbotConfig
 from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
+from router import open_router as build_router
 
 
 async def open_router(
     config: CrabbotConfig, mode_override: str | None, text: str | None
 ) -> ModelRouter:
     with seed_progress() as update:
-        return await ModelRouter.open(
+        return await build_router(
             config,
             Secrets(),
             mode_override=mode_override,

@@ -26,7 +26,7 @@ SEED_STAGE = "seeding the pool"
 
 
 async def open_store(config: CrabbotConfig) -> aiosqlite.Connection:
-    """The database, migrated; unlike ModelRouter.open it neither seeds nor checks the taxonomy
+    """The database, migrated; unlike open_router it neither seeds nor checks the taxonomy
     (the taxonomy commands exist to repair a mismatch)."""
     conn = await connect(config.database.path)
     try:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.applications import Starlette
 
+from router.builder import open_router
 from router.config import RouterConfig, Secrets
 from router.pool.seed import ProgressCallback
 from router.proxy.access import Access
@@ -177,7 +178,7 @@ async def serve(
     settings = config.proxy
     provider = check_settings(config, secrets)
     try:
-        router = await ModelRouter.open(config, secrets, progress=progress)
+        router = await open_router(config, secrets, progress=progress)
     except BaseException:
         await provider.close()
         raise

@@ -3,11 +3,16 @@ mode, the local classifier's calibration)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import aiosqlite
 
+from router.counters import Counters
 from router.store.database import fetch_one, transaction
+from router.taxonomy import MODES
+
+log = logging.getLogger(__name__)
 
 
 async def get_setting(conn: aiosqlite.Connection, key: str) -> str | None:
@@ -23,3 +28,53 @@ async def set_setting(conn: aiosqlite.Connection, key: str, value: str) -> None:
             " updated_at = excluded.updated_at",
             (key, value, time.time()),
         )
+
+
+MODE_KEY = "routing_mode"
+MODE_RECHECK_S = 2.0  # another process (bot or proxy) sharing the database may change the mode
+
+
+class StoredMode:
+    """The routing mode every process on the database shares: read at start, re-read when the
+    last read is older than MODE_RECHECK_S, written by `/routing mode`."""
+
+    def __init__(self, conn: aiosqlite.Connection, mode: str, counters: Counters) -> None:
+        self.conn = conn
+        self.value = mode
+        self.counters = counters
+        self._checked_at = time.monotonic()
+
+    @staticmethod
+    async def read(conn: aiosqlite.Connection, initial: str) -> str:
+        """The stored mode; `initial` (config's) is stored when none is."""
+        stored = await get_setting(conn, MODE_KEY)
+        if stored not in MODES:
+            stored = initial
+            await set_setting(conn, MODE_KEY, stored)
+        return stored
+
+    async def refresh(self, max_age_s: float | None = None) -> str:
+        max_age_s = MODE_RECHECK_S if max_age_s is None else max_age_s
+        if time.monotonic() - self._checked_at >= max_age_s:
+            self._checked_at = time.monotonic()
+            try:
+                stored = await get_setting(self.conn, MODE_KEY)
+            except aiosqlite.Error:
+                log.exception("could not read the stored routing mode")
+                self.counters["db_errors"] += 1
+                stored = None
+            if stored in MODES and stored != self.value:
+                log.info("routing mode is now %s (changed by another process)", stored)
+                self.value = stored
+        return self.value
+
+    async def set(self, mode: str) -> str:
+        """Store a new mode for every conversation; return the old one."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        old = self.value
+        await set_setting(self.conn, MODE_KEY, mode)
+        self.value = mode
+        self._checked_at = time.monotonic()
+        log.info("routing mode changed from %s to %s", old, mode)
+        return old

@@ -1,0 +1,127 @@
+"""Assembles a ModelRouter from ready parts: opens and migrates the database, loads the embedding
+model (on its own thread, meanwhile), the pool, the stored mode and the categorizer, then hands
+them to the router and loads or fits its classifier."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from router.config import RouterConfig, Secrets
+from router.embedding.blas import one_blas_thread_for_the_process
+from router.embedding.embedder import Embedder, build_embedder
+from router.pool.pool import Pool, read_rows
+from router.pool.seed import ProgressCallback, seed_pool
+from router.router import ModelRouter
+from router.signals.calibration import Calibration
+from router.signals.categorizer import LLMCategorizer
+from router.store import routing_log
+from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.settings import StoredMode
+from router.store.taxonomy import check_taxonomy_matches_store
+
+log = logging.getLogger(__name__)
+
+
+async def _settle(*started: asyncio.Future[Any] | None) -> None:
+    """A start that failed waits for the work it began; an embedder it built is closed (its
+    thread with it)."""
+    for future in started:
+        if future is None:
+            continue
+        try:
+            done = await asyncio.shield(future)
+        except BaseException:  # its own failure, or this start cancelled: nothing to close
+            continue
+        if isinstance(done, Embedder):
+            done.close()
+
+
+async def open_router(
+    config: RouterConfig,
+    secrets: Secrets | None = None,
+    *,
+    embedder: Embedder | None = None,
+    mode_override: str | None = None,
+    progress: ProgressCallback | None = None,
+    first_texts: Sequence[str] = (),
+) -> ModelRouter:
+    """Open the database and the signals. `first_texts`, the messages the caller will route
+    first (`crabbot route "..."`), are embedded on the embedder's thread while the pool and
+    the classifier load, so the first decision finds them in the cache."""
+    secrets = secrets or Secrets()
+    # The model loads on the embedder's own thread (in C, without the GIL) while the
+    # database is opened, migrated and checked and the pool's rows are read.
+    loading, warming = None, None
+    if config.local.enabled:
+        one_blas_thread_for_the_process()
+        if embedder is None:
+            loading = asyncio.ensure_future(asyncio.to_thread(build_embedder, config.embedding))
+    try:
+        conn = await connect(config.database.path)
+    except BaseException:
+        await _settle(loading)
+        raise
+    try:
+        await migrate(conn, "router", ROUTER_MIGRATIONS)
+        taxonomy = config.build_taxonomy()
+        await check_taxonomy_matches_store(conn, taxonomy)
+        stored = await StoredMode.read(conn, config.routing.mode)
+        pool: Pool | None = None
+        seeded: Calibration | None = None
+        if config.local.enabled:
+            rows = None
+            if loading is not None:
+                rows = await read_rows(conn)  # every embedder's: this one is not known yet
+                embedder = await loading
+            assert embedder is not None
+            if (mode_override or stored) != "off" and any(t.strip() for t in first_texts):
+                warming = asyncio.gather(
+                    *(embedder.aembed_message(text) for text in first_texts if text.strip())
+                )
+            pool = Pool(conn, embedder.id, embedder.dim)
+            if await pool.load(rows) == 0 and config.pool.seed:
+                seeded = await seed_pool(pool, embedder, taxonomy, progress)
+        else:
+            embedder = None
+        categorizer, missing = None, None
+        if config.categorizer.enabled:
+            if secrets.groq_api_key:
+                categorizer = LLMCategorizer(config.categorizer, taxonomy, secrets.groq_api_key)
+            else:
+                missing = "GROQ_API_KEY is not set"
+    except BaseException:
+        await conn.close()
+        await _settle(warming, loading)
+        raise
+    router = ModelRouter(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
+    in_memory = str(config.database.path) == ":memory:"
+    await router.log.writer.start(conn if in_memory else None)
+    await _mark_interrupted(router, conn)
+    if router.fitting is not None and len(router.fitting.local.pool):
+        await router.fitting.start(seeded)
+    if warming is not None:
+        try:
+            await warming
+        except Exception:  # the first route meets the same failure, and handles it
+            log.debug("could not embed the first messages ahead", exc_info=True)
+    return router
+
+
+async def _mark_interrupted(router: ModelRouter, conn: aiosqlite.Connection) -> None:
+    """Requests still open when crabbot last stopped are logged as interrupted."""
+    try:
+        interrupted = await routing_log.mark_interrupted(conn)
+    except aiosqlite.Error:  # a locked file: the rows stay open; the router still starts
+        log.exception("could not mark the requests open at the last stop as interrupted")
+        router.counters["db_errors"] += 1
+        interrupted = 0
+    if interrupted:
+        log.warning(
+            "%d requests were open when crabbot last stopped: logged as interrupted",
+            interrupted,
+        )

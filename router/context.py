@@ -1,0 +1,102 @@
+"""A conversation's routing context: the previous turn and its task, kept in memory for the most
+recent conversations and read back from the routing log for the rest; /reset starts it over."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from router.config import RouterConfig
+from router.counters import Counters
+from router.signals.continuity import PreviousTurn
+from router.signals.local_signal import LocalSignal
+from router.store import routing_log
+from router.text import earlier_user_texts, normalize_text
+
+log = logging.getLogger(__name__)
+
+PRIOR_CACHE_SIZE = 10_000  # conversations whose last turn is kept in memory (older: from the log)
+PRIOR_TEXT_CHARS = 300
+
+
+class ConversationContext:
+    """The last turn of each conversation, by `conv_key`."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        conn: aiosqlite.Connection,
+        local: LocalSignal | None,
+        counters: Counters,
+    ) -> None:
+        self.config = config
+        self.conn = conn
+        self.local = local
+        self.counters = counters
+        self._previous: OrderedDict[str, PreviousTurn] = OrderedDict()
+
+    async def previous(
+        self, history: Sequence[dict[str, Any]] | None, conv_key: str | None, now: float
+    ) -> PreviousTurn | None:
+        """The previous user turn and its task: the log's when it is the history's last user
+        turn (it knows the time, and the LLM's label in shadow mode), else read from the
+        history itself, else the log's alone."""
+        logged = await self.previous_turn(conv_key)
+        if not self.config.context.enabled:
+            return None
+        texts = earlier_user_texts(history, self.config.context.max_history_turns)
+        if not texts:
+            return logged
+        if logged is not None and normalize_text(logged.text) == normalize_text(
+            texts[-1][:PRIOR_TEXT_CHARS]
+        ):
+            return logged
+        if self.local is None or not self.local.ready:
+            return logged
+        try:
+            return await self.local.previous_from_history(texts, now)
+        except Exception:
+            log.exception("could not read the history's context")
+            self.counters["local_errors"] += 1
+            return logged
+
+    async def previous_turn(self, conv_key: str | None) -> PreviousTurn | None:
+        if conv_key is None:
+            return None
+        if conv_key in self._previous:
+            self._previous.move_to_end(conv_key)
+        else:
+            try:
+                turn = await routing_log.last_turn(self.conn, conv_key)
+            except aiosqlite.Error:
+                log.exception("could not read the conversation's last decision")
+                self.counters["db_errors"] += 1
+                return None
+            if turn is None:
+                return None
+            self.remember(conv_key, turn)
+        return self._previous[conv_key]
+
+    def remember(self, conv_key: str, turn: PreviousTurn) -> None:
+        """Keep the last turn of the most recent conversations; the rest are read back on demand."""
+        kept = PreviousTurn(turn.category, turn.at, turn.text[:PRIOR_TEXT_CHARS])
+        self._previous[conv_key] = kept
+        self._previous.move_to_end(conv_key)
+        while len(self._previous) > PRIOR_CACHE_SIZE:
+            self._previous.popitem(last=False)
+
+    async def forget(self, conv_key: str, at: float | None = None) -> bool:
+        """/reset: the conversation's routing context starts over. True when there was one."""
+        had = await self.previous_turn(conv_key) is not None
+        self._previous.pop(conv_key, None)
+        try:
+            await routing_log.reset_context(self.conn, conv_key, time.time() if at is None else at)
+        except aiosqlite.Error:
+            log.exception("could not store the conversation's reset")
+            self.counters["db_errors"] += 1
+        return had

@@ -1,0 +1,119 @@
+"""Fitting the local classifier on the pool, off the event loop, and keeping what was fitted (the
+classifier and its cross-validated calibration) in the store, so a restart on an unchanged pool
+loads it instead of fitting again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiosqlite
+
+from router.counters import Counters
+from router.signals.calibration import Calibration
+from router.signals.local_signal import LocalSignal
+from router.store import fitted_state, settings
+from router.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_KEY = "local_calibration"
+REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
+
+
+class ClassifierFitting:
+    """Loads, fits and refits `local.classifier`; one refit at a time."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        local: LocalSignal,
+        taxonomy: Taxonomy,
+        counters: Counters,
+    ) -> None:
+        self.conn = conn
+        self.local = local
+        self.taxonomy = taxonomy
+        self.counters = counters
+        self.refit_task: asyncio.Task[None] | None = None
+
+    async def start(self, seeded: Calibration | None) -> None:
+        """The stored classifier and calibration when they fit this pool, else a fresh fit."""
+        kept = await self._stored_calibration()
+        await self.load_or_fit(kept or seeded)
+        if kept is None:
+            await self._store_calibration()
+
+    def refit_if_grown(self) -> None:
+        """Start a refit in the background once the pool has grown by REFIT_GROWTH."""
+        trained_on = self.local.classifier.trained_on
+        if len(self.local.pool) >= trained_on * REFIT_GROWTH and self.refit_task is None:
+            self.refit_task = asyncio.create_task(self._refit())
+
+    async def wait(self) -> None:
+        if self.refit_task is not None:
+            await self.refit_task
+
+    async def _refit(self) -> None:
+        """Refit and recalibrate (cross-validated) on the grown pool, off the event loop."""
+        try:
+            self.local.classifier = await asyncio.to_thread(self.local.fit)
+            await self._store_calibration()
+            await self._store_fitted()
+        finally:
+            self.refit_task = None
+
+    async def load_or_fit(self, calibration: Calibration | None) -> None:
+        """The classifier stored for this very pool and calibration, else a fresh fit (stored)."""
+        if calibration is not None:
+            wanted = self.local.fingerprint(calibration)
+            try:
+                loaded = await fitted_state.load(self.conn, wanted, self.taxonomy.categories)
+            except (aiosqlite.Error, OSError, ValueError, KeyError):
+                log.exception("could not read the stored classifier; fitting it again")
+                loaded = None
+            if loaded is not None:
+                self.local.classifier = loaded
+                return
+        self.local.classifier = await asyncio.to_thread(self.local.fit, calibration)
+        await self._store_fitted()
+
+    async def _store_fitted(self) -> None:
+        classifier = self.local.classifier
+        if not classifier.ready:  # too little to fit yet: nothing worth keeping
+            return
+        try:
+            key = self.local.fingerprint(classifier.calibration)
+            await fitted_state.save(self.conn, key, classifier)
+        except aiosqlite.Error:
+            log.exception("could not store the fitted classifier")
+            self.counters["db_errors"] += 1
+
+    async def _stored_calibration(self) -> Calibration | None:
+        """The last cross-validated calibration, when it was made for this embedder on a pool
+        of about this size."""
+        raw = await settings.get_setting(self.conn, CALIBRATION_KEY)
+        try:
+            stored = json.loads(raw) if raw else None
+            if stored is None or stored["embedder_id"] != self.local.embedder.id:
+                return None
+            if len(self.local.pool) > stored["pool_size"] * REFIT_GROWTH:
+                return None
+            return Calibration(float(stored["head_scale"]), float(stored["ngram_scale"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def _store_calibration(self) -> None:
+        classifier = self.local.classifier
+        value = {
+            "embedder_id": self.local.embedder.id,
+            "pool_size": classifier.trained_on,
+            "head_scale": classifier.calibration.head_scale,
+            "ngram_scale": classifier.calibration.ngram_scale,
+        }
+        try:
+            await settings.set_setting(self.conn, CALIBRATION_KEY, json.dumps(value))
+        except aiosqlite.Error:
+            log.exception("could not store the calibration")
+            self.counters["db_errors"] += 1
