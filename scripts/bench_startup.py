@@ -32,8 +32,8 @@ TEXTS = ("早安", "write a python script that merges 3 csv files", "おはよ�
 RUN_LIMIT_S = 120.0
 NOT_ON_THE_ROUTE_PATH = ("groq", "openai", "telegram", "discord", "matplotlib", "uvicorn")
 
-# Run inside the measured checkout: wraps the steps of open_router (router.builder) that exist there and
-# prints one "ms<TAB>step" line each to stderr (the route itself is timed by the CLI's JSON).
+# Run inside the measured checkout: wraps the steps of open_router (router.builder) that exist
+# there and prints one "ms<TAB>step" line each to stderr (the route is timed by the CLI's JSON).
 PHASES = r"""
 import time, sys
 T0 = time.perf_counter()
