@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from bot.chat_user import ChatUser
 from bot.config import AdminSettings
@@ -89,11 +90,13 @@ class Admin:
         memory: Memory,
         admins: AdminSettings,
         fixed_model: str | None = None,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.router = router
         self.memory = memory
         self.admins = admins
         self.fixed_model = fixed_model  # config names one model for every reply: no routing
+        self.counters: Counter[str] = Counter() if counters is None else counters  # the bot's
 
     def is_admin(self, user: ChatUser) -> bool:
         if user.platform == "console":
@@ -166,9 +169,10 @@ class Admin:
             lines.append(f"LLM categorizer off ({why}): the local signal decides alone")
         # What went wrong or was degraded in this process (failed calls, dropped rows, Markdown
         # sent as plain text, a photo too big), by reason.
+        # The router's and the bot's own, summed by name.
         happened = {
             name.replace("_", " "): count
-            for name, count in sorted(router.counters.items())
+            for name, count in sorted((Counter(router.counters) + self.counters).items())
             if count
         }
         if happened:

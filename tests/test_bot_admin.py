@@ -148,7 +148,7 @@ async def test_stats_count_the_last_day_and_all_time(core):
         decision.outcome = "provider_error" if decision.source == "fallback" else "completed"
         await write_decision(conn, decision)
     core.router.counters["log_rows_dropped"] += 2
-    core.router.counters["markdown_fallbacks"] += 1
+    core.counters["markdown_fallbacks"] += 1
 
     day = await routing_stats.summary(conn, now - 86400)
     assert day.total == 4

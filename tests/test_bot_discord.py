@@ -326,7 +326,7 @@ async def test_streamed_reply_survives_a_failed_edit(streaming, discord_api, ups
     await streaming.on_message(message(streaming, dm_channel(streaming), "dinner?"))
     assert discord_api.shown(DM_CHANNEL) == [ANSWER]
     assert [body["content"] for _, body in discord_api.messages] == ["Rice", ANSWER]
-    assert streaming.core.router.counters["stream_edit_fallbacks"] == 1
+    assert streaming.core.counters["stream_edit_fallbacks"] == 1
 
 
 async def test_reply_context_quoted_message_reaches_the_model_and_the_router(

@@ -164,7 +164,7 @@ async def test_rejected_markdown_is_sent_again_as_plain_text(
     # A relative link is refused by Telegram: the answer goes again as the model wrote it.
     assert "entities" not in second and second["text"] == answer
     assert telegram.shown(88) == [answer]
-    assert core.router.counters["markdown_fallbacks"] == 1
+    assert core.counters["markdown_fallbacks"] == 1
 
 
 async def test_forum_topics_are_separate_conversations_and_reset_is_local(

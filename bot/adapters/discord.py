@@ -172,7 +172,7 @@ class CrabbotDiscord(discord.Client):
                 await self.send(message, answer)
                 return
         typed = asyncio.Event()
-        counters = self.core.router.counters
+        counters = self.core.counters
         stream = StreamedReply(
             DiscordSurface(message, counters), self.core.config.discord.edit_interval_s, counters
         )

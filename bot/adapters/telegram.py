@@ -112,16 +112,16 @@ class TelegramBot:
     def __init__(self, core: BotCore) -> None:
         self.core = core
         self.settings = core.config.telegram
-        self.text = TelegramText(core.router.counters)
+        self.text = TelegramText(core.counters)
         self.drafts = Drafts(self.settings.drafts)
 
     def streamed_reply(self, message: Message) -> StreamedReply:
-        surface = TelegramSurface(message, self.text, self.drafts, self.core.router.counters)
+        surface = TelegramSurface(message, self.text, self.drafts, self.core.counters)
         # Telegram allows about one edit a second in a chat, twenty a minute in a group.
         interval = (
             self.settings.group_edit_interval_s if surface.group else self.settings.edit_interval_s
         )
-        return StreamedReply(surface, interval, self.core.router.counters)
+        return StreamedReply(surface, interval, self.core.counters)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
