@@ -12,7 +12,15 @@ import pytest
 
 from bot.adapters.discord import CrabbotDiscord
 from bot.adapters.telegram import TelegramBot
-from bot.admin import CHART_ELSEWHERE, REFUSAL
+from bot.admin import (
+    CHART_CAPTION,
+    CHART_ELSEWHERE,
+    REFUSAL,
+    Command,
+    Picture,
+    Text,
+    parse_command,
+)
 from bot.chat_user import ChatUser
 from router import RoutingDecision
 from router.store.routing_log import write_decision
@@ -62,10 +70,14 @@ async def test_stats_text_has_the_cost_line(core):
 
 
 async def test_chart_is_for_admins_and_the_console_is_told_where_it_is(core):
-    png = await core.admin.stats_chart(ADMIN, "/routing@crabbot_bot stats CHART")
-    assert png is not None and png_size(png) == (1000, 800)
-    assert await core.admin.stats_chart(KID, "/routing stats chart") is None
-    assert await core.admin.stats_chart(ADMIN, "/routing stats") is None
+    command = parse_command("/routing@crabbot_bot stats CHART")
+    assert command == Command("routing", ("stats", "CHART"))
+    picture = await core.admin.answer(ADMIN, "c", command, pictures=True)
+    assert isinstance(picture, Picture) and png_size(picture.png) == (1000, 800)
+    assert picture.caption == CHART_CAPTION
+    assert await core.admin.answer(KID, "c", command, pictures=True) == Text(REFUSAL)
+    stats = await core.admin.answer(ADMIN, "c", Command("routing", ("stats",)), pictures=True)
+    assert isinstance(stats, Text) and stats.table and stats.text.startswith("crabbot routing")
     assert await core.admin.dispatch(KID, "c", "/routing stats chart") == REFUSAL
     assert await core.admin.dispatch(ADMIN, "c", "/routing stats chart") == CHART_ELSEWHERE
 

@@ -20,7 +20,7 @@ from bot.adapters.discord_media import (
     sound_attachment,
 )
 from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
-from bot.admin import CHART_CAPTION, COMMANDS, HELP
+from bot.admin import COMMANDS, Command, Picture, Text, parse_command
 from bot.agent import Prepare, Reply
 from bot.chat_user import ChatUser
 from bot.incoming import Incoming, Quote
@@ -46,13 +46,28 @@ def block(text: str) -> str:
     return f"```\n{text}\n```"
 
 
-def chart_file(png: bytes) -> discord.File:
-    return discord.File(io.BytesIO(png), filename="crabbot-routing.png", description=CHART_CAPTION)
+def chart_file(picture: Picture) -> discord.File:
+    return discord.File(
+        io.BytesIO(picture.png), filename="crabbot-routing.png", description=picture.caption
+    )
+
+
+def shown(answer: Text) -> str:
+    return block(answer.text) if answer.table else answer.text
 
 
 def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Group]:
     """The slash commands; the admin check lives in the shared Admin, not in Discord perms."""
     admin = core.admin
+
+    def key(interaction: discord.Interaction) -> str:
+        return conv_key(interaction.channel_id or 0)
+
+    async def text(interaction: discord.Interaction, command: Command) -> str:
+        answer = await admin.answer(chat_user(interaction.user), key(interaction), command)
+        assert isinstance(answer, Text)  # no pictures asked for
+        return shown(answer)
+
     routing = app_commands.Group(name="routing", description=COMMANDS["routing"])
 
     @routing.command(name="stats", description="how messages were routed (admins)")
@@ -61,36 +76,35 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
         user = chat_user(interaction.user)
         # Discord wants an answer within 3 s; the query (or the drawing) may take longer.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if chart and admin.is_admin(user):
-            png = await admin.stats_chart(user, "/routing stats chart")
-            assert png is not None
-            await interaction.followup.send(file=chart_file(png), ephemeral=True)
-            return
-        text = await admin.stats(user)
-        await interaction.followup.send(
-            block(text) if admin.is_admin(user) else text, ephemeral=True
-        )
+        command = Command("routing", ("stats", "chart") if chart else ("stats",))
+        answer = await admin.answer(user, key(interaction), command, pictures=True)
+        if isinstance(answer, Picture):
+            await interaction.followup.send(file=chart_file(answer), ephemeral=True)
+        else:
+            await interaction.followup.send(shown(answer), ephemeral=True)
 
     @routing.command(name="mode", description="how routing decides (admins)")
     @app_commands.describe(mode="live: local signal first; shadow: LLM decides; off: no routing")
     async def mode(interaction: discord.Interaction, mode: Mode) -> None:
-        text = await admin.set_mode(chat_user(interaction.user), mode)
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.response.send_message(
+            await text(interaction, Command("routing", ("mode", mode))), ephemeral=True
+        )
 
     @app_commands.command(name="reset", description=COMMANDS["reset"])
     async def reset(interaction: discord.Interaction) -> None:
-        text = await admin.reset(conv_key(interaction.channel_id or 0))
-        await interaction.response.send_message(text)
+        await interaction.response.send_message(await text(interaction, Command("reset")))
 
     @app_commands.command(name="whoami", description=COMMANDS["whoami"])
     async def whoami(interaction: discord.Interaction) -> None:
         await interaction.response.send_message(
-            admin.whoami(chat_user(interaction.user)), ephemeral=True
+            await text(interaction, Command("whoami")), ephemeral=True
         )
 
     @app_commands.command(name="help", description=COMMANDS["help"])
     async def help_(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(HELP, ephemeral=True)
+        await interaction.response.send_message(
+            await text(interaction, Command("help")), ephemeral=True
+        )
 
     return [routing, reset, whoami, help_]
 
@@ -163,14 +177,14 @@ class CrabbotDiscord(discord.Client):
         pictures = image_attachments(message) if self.core.config.images.enabled else []
         sound = sound_attachment(message) if self.core.config.voice.enabled else None
         if (not text and quote is None and not pictures and not sound) or text.startswith("/"):
-            chart = await self.core.admin.stats_chart(user, text)
-            if chart is not None:
-                await message.reply(file=chart_file(chart), mention_author=False)
-                return
-            answer = await self.core.admin.dispatch(user, key, text or "/help")
-            if answer is not None:
-                await self.send(message, answer)
-                return
+            command = parse_command(text or "/help")
+            assert command is not None
+            answer = await self.core.admin.answer(user, key, command, pictures=True)
+            if isinstance(answer, Picture):
+                await message.reply(file=chart_file(answer), mention_author=False)
+            else:
+                await self.send(message, answer.text)
+            return
         typed = asyncio.Event()
         counters = self.core.counters
         stream = StreamedReply(

@@ -28,7 +28,7 @@ from telegram.ext import (
 from bot.adapters.telegram_markdown import TelegramText
 from bot.adapters.telegram_media import read_image, read_voice_message
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
-from bot.admin import CHART_CAPTION, COMMANDS
+from bot.admin import COMMANDS, Answer, Picture, parse_command
 from bot.agent import Prepare, Reply
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
@@ -135,13 +135,11 @@ class TelegramBot:
         if not text and quote is None:
             text = "/help"  # a bare mention; a bare mention on a reply asks about that message
         key, user = conv_key(message), chat_user(message)
-        if text.startswith("/"):
-            if await self._sent_chart(message, user, text):
-                return
-            answer = await self.core.admin.dispatch(user, key, text)
-            if answer is not None:
-                await message.reply_text(answer)
-                return
+        command = parse_command(text)
+        if command is not None:
+            answer = await self.core.admin.answer(user, key, command, pictures=True)
+            await self._send(message, answer)
+            return
         await self._answer(message, key, user, Incoming(text, quote=quote))
 
     @staticmethod
@@ -212,19 +210,17 @@ class TelegramBot:
         message = update.message
         if message is None or not message.text:
             return
-        if await self._sent_chart(message, chat_user(message), message.text):
-            return
-        answer = await self.core.admin.dispatch(chat_user(message), conv_key(message), message.text)
-        if answer is not None:
-            await message.reply_text(answer)
+        command = parse_command(message.text)
+        assert command is not None  # CommandHandler saw one
+        user, key = chat_user(message), conv_key(message)
+        await self._send(message, await self.core.admin.answer(user, key, command, pictures=True))
 
-    async def _sent_chart(self, message: Message, user: ChatUser, text: str) -> bool:
-        """Answer an admin's '/routing stats chart' with the picture."""
-        chart = await self.core.admin.stats_chart(user, text)
-        if chart is None:
-            return False
-        await message.reply_photo(chart, caption=CHART_CAPTION)
-        return True
+    @staticmethod
+    async def _send(message: Message, answer: Answer) -> None:
+        if isinstance(answer, Picture):
+            await message.reply_photo(answer.png, caption=answer.caption)
+        else:
+            await message.reply_text(answer.text)
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram handler failed", exc_info=context.error)
