@@ -65,13 +65,14 @@ def message(
     mentions: list[dict] | None = None,
     replying_to: dict | None = None,
     attachments: list[dict] | None = None,
+    author: dict = ANN,
 ) -> discord.Message:
-    """A message from Ann; `replying_to` is the message data it replies to, as the gateway
-    sends it along."""
+    """A message from `author` (Ann); `replying_to` is the message data it replies to, as the
+    gateway sends it along."""
     data = {
         "id": str(5000 + len(content)),
         "channel_id": str(channel.id),
-        "author": ANN,
+        "author": author,
         "content": content,
         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
         "edited_timestamp": None,
