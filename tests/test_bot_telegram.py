@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from telegram import Message
 
 from bot.admin import COMMANDS, REFUSAL
 from bot.language import APOLOGIES
@@ -222,28 +221,26 @@ async def test_reply_to_a_message_deleted_meanwhile_still_goes_out(
 
 
 async def test_a_held_typing_indicator_does_not_hold_the_reply(
-    seeded_db, embedder, upstream, telegram, monkeypatch
+    seeded_db, embedder, upstream, telegram
 ):
     """AIORateLimiter may queue a chat action behind the group's limit; the reply must not
-    wait for it. Here the typing call never gets through; the reply cancels it."""
-    cancelled, released = asyncio.Event(), asyncio.Event()
+    wait for it. Here the Bot API holds the typing call; the reply goes out meanwhile."""
+    released = telegram.chat_actions_released = asyncio.Event()
 
-    async def held(self, *args, **kwargs):
-        try:
-            await released.wait()  # the rate limiter does not let it through
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    async def once_typing_is_held(body):
+        await telegram.wait_until(lambda: telegram.held_chat_actions == 1, timeout=30)
+        return f"re: {body['messages'][-1]['content']}"
 
-    monkeypatch.setattr(Message, "reply_chat_action", held)
-    async with running(seeded_db, embedder, upstream, telegram):
-        try:
+    upstream.reply = once_typing_is_held
+    try:
+        async with running(seeded_db, embedder, upstream, telegram):
             await telegram.push_message(GROUP, CODING, mention=True)
             await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1, timeout=30)
-            await asyncio.wait_for(cancelled.wait(), 30)
-        finally:
-            released.set()  # so a failing run can shut down
-    assert telegram.texts(GROUP)[0].endswith(CODING)
+            # The reply went out while the typing call was still held.
+            assert telegram.held_chat_actions == 1
+    finally:
+        released.set()  # so a failing run can shut down
+    assert telegram.texts(GROUP) == [f"re: Mom: {CODING}"]
 
 
 TRACEBACK = """Traceback (most recent call last):
