@@ -5,9 +5,11 @@ and /help slash commands."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import re
+from collections import Counter
 from typing import Literal
 
 import discord
@@ -19,14 +21,14 @@ from bot.adapters.discord_media import (
     read_sound,
     sound_attachment,
 )
-from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
-from bot.admin import COMMANDS, Command, Picture, Text, parse_command
-from bot.agent import Prepare, Reply
+from bot.adapters.discord_stream import DiscordSurface
+from bot.admin import COMMANDS, Answer, Command, Picture, Text, parse_command
+from bot.agent import Prepare
 from bot.chat_user import ChatUser
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
-from bot.streaming import StreamedReply
+from bot.turns import Turns, read_photo
 
 log = logging.getLogger(__name__)
 Mode = Literal["live", "shadow", "off"]  # discord.py turns a Literal into the command's choices
@@ -109,6 +111,36 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
     return [routing, reset, whoami, help_]
 
 
+class DiscordTurn:
+    """Where one message is answered: typing, a reply edited in place, a file."""
+
+    pictures = True
+
+    def __init__(self, message: discord.Message, interval_s: float, counters: Counter[str]) -> None:
+        self.message = message
+        self.interval_s = interval_s
+        self.counters = counters
+
+    def reply(self) -> DiscordSurface:
+        return DiscordSurface(self.message, self.counters)
+
+    async def typing(self, replied: asyncio.Event) -> None:
+        try:
+            async with self.message.channel.typing():
+                await replied.wait()
+        except discord.HTTPException as exc:  # no typing indicator; the answer still goes out
+            log.debug("typing indicator failed: %s", exc)
+
+    async def send(self, answer: Answer) -> None:
+        message = self.message
+        if isinstance(answer, Picture):
+            await message.reply(file=chart_file(answer), mention_author=False)
+            return
+        surface = self.reply()  # the first piece answers the message, as a reply does
+        for index, piece in enumerate(split_message(answer.text, surface.limit)):
+            await surface.settle(index, piece)
+
+
 class CrabbotDiscord(discord.Client):
     def __init__(self, core: BotCore) -> None:
         intents = discord.Intents.default()
@@ -116,6 +148,7 @@ class CrabbotDiscord(discord.Client):
         # The model's words must never ping @everyone or a role.
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
         self.core = core
+        self.turns = Turns(core.agent, core.admin, core.counters)
         self.tree = app_commands.CommandTree(self)
         for command in build_commands(core):
             self.tree.add_command(command)
@@ -147,26 +180,9 @@ class CrabbotDiscord(discord.Client):
         mine = self.user is not None and replied.author.id == self.user.id
         return Quote("crabbot" if mine else replied.author.display_name, replied.content)
 
-    def with_pictures(
-        self, pictures: list[discord.Attachment], text: str, quote: Quote | None
-    ) -> Prepare:
-        """Reads the pictures in the message's turn, so a slow download keeps the order."""
-        settings = self.core.config.images
-
-        async def prepare() -> Incoming:
-            images = await read_images(pictures, settings, text)
-            return Incoming(text, quote=quote, images=images, kind="photo")
-
-        return prepare
-
-    def with_sound(self, sound: discord.Attachment, text: str, quote: Quote | None) -> Prepare:
-        """Transcribes in the message's turn, so a slow transcription keeps the order."""
-        core = self.core
-
-        async def prepare() -> Incoming:
-            return await read_sound(sound, core.transcriber, core.config.voice, text, quote)
-
-        return prepare
+    def turn(self, message: discord.Message) -> DiscordTurn:
+        interval = self.core.config.discord.edit_interval_s
+        return DiscordTurn(message, interval, self.core.counters)
 
     async def on_message(self, message: discord.Message) -> None:
         text = self.addressed_text(message)
@@ -179,56 +195,19 @@ class CrabbotDiscord(discord.Client):
         if (not text and quote is None and not pictures and not sound) or text.startswith("/"):
             command = parse_command(text or "/help")
             assert command is not None
-            answer = await self.core.admin.answer(user, key, command, pictures=True)
-            if isinstance(answer, Picture):
-                await message.reply(file=chart_file(answer), mention_author=False)
-            else:
-                await self.send(message, answer.text)
+            await self.turns.command(self.turn(message), key, user, command)
             return
-        typed = asyncio.Event()
-        counters = self.core.counters
-        stream = StreamedReply(
-            DiscordSurface(message, counters), self.core.config.discord.edit_interval_s, counters
-        )
-
-        def on_text(so_far: str) -> None:
-            typed.set()  # the answer itself shows now
-            stream.update(so_far)
-
-        async def deliver(reply: Reply) -> None:
-            typed.set()
-            await stream.finish(reply.text)
-
-        # Created before any await, so the agent takes this conversation's turn in message order
-        # (and delivers within it).
+        # Read in the message's turn (a download, a transcription), so a slow one keeps the order.
+        core = self.core
         incoming: Incoming | Prepare = Incoming(text, quote=quote)
         if sound is not None:
-            incoming = self.with_sound(sound, text, quote)
+            incoming = functools.partial(
+                read_sound, sound, core.transcriber, core.config.voice, text, quote
+            )
         elif pictures:
-            incoming = self.with_pictures(pictures, text, quote)
-
-        answering = asyncio.create_task(
-            self.core.agent.handle(key, user, incoming, deliver, on_text)
-        )
-        replied = asyncio.create_task(typed.wait())
-        try:
-            async with message.channel.typing():
-                # Until the reply is ready, or the agent failed before it was.
-                await asyncio.wait((answering, replied), return_when=asyncio.FIRST_COMPLETED)
-        except discord.HTTPException as exc:  # no typing indicator; the answer still goes out
-            log.debug("typing indicator failed: %s", exc)
-        finally:
-            replied.cancel()
-        await answering
-
-    async def send(self, message: discord.Message, text: str) -> None:
-        for index, piece in enumerate(split_message(text, MESSAGE_LIMIT)):
-            if index == 0 and not isinstance(message.channel, discord.DMChannel):
-                # Still sent, unquoted, when the message was deleted meanwhile.
-                reference = message.to_reference(fail_if_not_exists=False)
-                await message.channel.send(piece, reference=reference, mention_author=False)
-            else:
-                await message.channel.send(piece)
+            read = functools.partial(read_images, pictures, core.config.images, text)
+            incoming = read_photo(text, quote, read)
+        await self.turns.answer(self.turn(message), key, user, incoming)
 
     async def on_error(self, event_method: str, /, *args: object, **kwargs: object) -> None:
         log.exception("discord handler %s failed", event_method)
