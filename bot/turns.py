@@ -4,7 +4,6 @@ streamed as it is written, `Agent.handle`, the reply delivered; or a command ans
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -12,18 +11,26 @@ from bot.admin import Admin, Answer, Command
 from bot.agent import Agent, Prepare, Reply
 from bot.chat_user import ChatUser
 from bot.incoming import Image, Incoming, Quote
-from bot.streaming import StreamedReply, Surface
+
+
+class Stream(Protocol):
+    """A reply shown while it is written (a StreamedReply on a chat platform)."""
+
+    def update(self, so_far: str) -> None:
+        """The answer so far; returns at once."""
+
+    async def finish(self, text: str | None) -> None:
+        """The whole answer (None: there is none)."""
 
 
 class TurnSurface(Protocol):
-    """Where one message is answered on a platform: its typing indicator, the surface the
-    streamed reply appears on, and how a command's answer is sent."""
+    """Where one message is answered on a platform: its typing indicator, the stream its reply
+    appears in, and how a command's answer is sent."""
 
     pictures: bool  # whether `send` takes a Picture (else the answer says where to find it)
-    interval_s: float  # the least time between two shows of an unfinished reply
 
-    def reply(self) -> Surface:
-        """Where the reply appears, piece by piece."""
+    def stream(self) -> Stream:
+        """A new stream for this message's reply."""
         ...
 
     async def typing(self, replied: asyncio.Event) -> None:
@@ -50,10 +57,9 @@ def read_photo(
 class Turns:
     """Answers messages and commands on any surface with one agent and one set of commands."""
 
-    def __init__(self, agent: Agent, admin: Admin, counters: Counter[str]) -> None:
+    def __init__(self, agent: Agent, admin: Admin) -> None:
         self.agent = agent
         self.admin = admin
-        self.counters = counters  # the bot's own (a lost preview of a streamed reply)
 
     async def command(
         self, surface: TurnSurface, conv_key: str, user: ChatUser, command: Command
@@ -68,7 +74,7 @@ class Turns:
         Call it before any other await in a handler, so replies keep the messages' order."""
         replied = asyncio.Event()
         typing = asyncio.create_task(surface.typing(replied))
-        stream = StreamedReply(surface.reply(), surface.interval_s, self.counters)
+        stream = surface.stream()
 
         def on_text(so_far: str) -> None:
             replied.set()  # the answer itself shows now

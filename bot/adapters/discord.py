@@ -28,6 +28,7 @@ from bot.chat_user import ChatUser
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
+from bot.streaming import StreamedReply
 from bot.turns import Turns, read_photo
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,9 @@ class DiscordTurn:
         self.interval_s = interval_s
         self.counters = counters
 
-    def reply(self) -> DiscordSurface:
-        return DiscordSurface(self.message, self.counters)
+    def stream(self) -> StreamedReply:
+        surface = DiscordSurface(self.message, self.counters)
+        return StreamedReply(surface, self.interval_s, self.counters)
 
     async def typing(self, replied: asyncio.Event) -> None:
         try:
@@ -136,7 +138,7 @@ class DiscordTurn:
         if isinstance(answer, Picture):
             await message.reply(file=chart_file(answer), mention_author=False)
             return
-        surface = self.reply()  # the first piece answers the message, as a reply does
+        surface = DiscordSurface(self.message, self.counters)  # the first piece answers it
         for index, piece in enumerate(split_message(answer.text, surface.limit)):
             await surface.settle(index, piece)
 
@@ -148,7 +150,7 @@ class CrabbotDiscord(discord.Client):
         # The model's words must never ping @everyone or a role.
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
         self.core = core
-        self.turns = Turns(core.agent, core.admin, core.counters)
+        self.turns = Turns(core.agent, core.admin)
         self.tree = app_commands.CommandTree(self)
         for command in build_commands(core):
             self.tree.add_command(command)

@@ -36,6 +36,7 @@ from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
+from bot.streaming import StreamedReply
 from bot.turns import Turns, read_photo
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,9 @@ class TelegramTurn:
         group = message.chat.type != ChatType.PRIVATE
         self.interval_s = settings.group_edit_interval_s if group else settings.edit_interval_s
 
-    def reply(self) -> TelegramSurface:
-        return TelegramSurface(self.message, self.text, self.drafts, self.counters)
+    def stream(self) -> StreamedReply:
+        surface = TelegramSurface(self.message, self.text, self.drafts, self.counters)
+        return StreamedReply(surface, self.interval_s, self.counters)
 
     async def typing(self, replied: asyncio.Event) -> None:
         """AIORateLimiter counts chat actions against the group's message limit, so one may
@@ -156,7 +158,7 @@ class TelegramBot:
         self.settings = core.config.telegram
         self.text = TelegramText(core.counters)
         self.drafts = Drafts(self.settings.drafts)
-        self.turns = Turns(core.agent, core.admin, core.counters)
+        self.turns = Turns(core.agent, core.admin)
 
     def turn(self, message: Message) -> TelegramTurn:
         return TelegramTurn(message, self.text, self.drafts, self.settings, self.core.counters)
