@@ -148,16 +148,6 @@ class Admin:
         except (TypeError, ValueError):
             return False
 
-    async def dispatch(self, user: ChatUser, conv_key: str, text: str) -> str | None:
-        """The answer to a command message as text (where no picture can be sent), or None when
-        `text` is not a command."""
-        command = parse_command(text)
-        if command is None:
-            return None
-        answer = await self.answer(user, conv_key, command)
-        assert isinstance(answer, Text)  # no pictures asked for
-        return answer.text
-
     async def answer(
         self, user: ChatUser, conv_key: str, command: Command, pictures: bool = False
     ) -> Answer:

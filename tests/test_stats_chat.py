@@ -23,7 +23,7 @@ from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from router import RoutingDecision
 from router.store.routing_log import write_decision
-from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
+from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, dispatch, open_core
 from tests.discord_helpers import CHANNEL, guild_channel, message
 from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
 from tests.fakes.telegram_api import FakeTelegram
@@ -67,7 +67,7 @@ async def core(seeded_db, embedder):
 
 
 async def test_stats_text_has_the_cost_line(core):
-    text = await core.admin.dispatch(ADMIN, "c", "/routing stats")
+    text = await dispatch(core.admin, ADMIN, "c", "/routing stats")
     # Default prices: nano 0.10/0.40, mini 0.40/1.60, gpt-4.1 2.00/8.00 per million tokens.
     routed = (0.10 + 0.40 + 2.00 + 8.00) * 1000 / 1e6
     strong = 2 * (2.00 + 8.00) * 1000 / 1e6
@@ -86,8 +86,8 @@ async def test_chart_is_for_admins_and_the_console_is_told_where_it_is(core):
     assert await core.admin.answer(KID, "c", command, pictures=True) == Text(REFUSAL)
     stats = await core.admin.answer(ADMIN, "c", Command("routing", ("stats",)), pictures=True)
     assert isinstance(stats, Text) and stats.table and stats.text.startswith("crabbot routing")
-    assert await core.admin.dispatch(KID, "c", "/routing stats chart") == REFUSAL
-    assert await core.admin.dispatch(ADMIN, "c", "/routing stats chart") == CHART_ELSEWHERE
+    assert await dispatch(core.admin, KID, "c", "/routing stats chart") == REFUSAL
+    assert await dispatch(core.admin, ADMIN, "c", "/routing stats chart") == CHART_ELSEWHERE
 
 
 async def test_telegram_sends_the_chart_as_a_photo(seeded_db, embedder, upstream):
