@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.admin import COMMANDS, REFUSAL
+from bot.admin import COMMANDS, HELP, REFUSAL
 from bot.language import APOLOGIES
 from router.store.settings import get_setting
 from tests.bot_helpers import TELEGRAM_ADMIN, log_rows
@@ -282,3 +282,21 @@ async def test_reply_context_bare_mention_on_a_reply_asks_about_that_message(
     assert row["prompt"] == "明天早上八点出发去机场"
     asked = upstream.requests[0]["messages"][-1]["content"]
     assert asked == "Mom: (replying to Grandma:)\n> 明天早上八点出发去机场"
+
+
+async def test_each_command_has_its_handler_and_another_bot_s_commands_are_not_ours(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(55, "/start", chat_type="private")
+        await telegram.push_message(55, "/whoami@crabbot_test_bot", chat_type="private")
+        await telegram.push_message(GROUP, "/routing@another_bot stats", user_id=TELEGRAM_ADMIN)
+        await telegram.push_message(GROUP, "/help@crabbot_test_bot")
+        await telegram.wait_until(
+            lambda: len(telegram.texts(55)) == 2 and len(telegram.texts(GROUP)) == 1
+        )
+    start, whoami = telegram.texts(55)
+    assert start == HELP
+    assert whoami.startswith("You are Mom on telegram, user id 42 (not an admin).")
+    assert telegram.texts(GROUP) == [HELP]
+    assert upstream.requests == []
