@@ -173,6 +173,7 @@ async def test_upstream_error_apologises_records_and_recovers(
     (row,) = await log_rows(core)
     assert row["error"].endswith(f"upstream: HTTP {status}") and row["prompt_tokens"] is None
     assert core.counters["upstream_errors"] == 1
+    assert "upstream_errors" not in core.router.counters  # the bot's failure, not the router's
     assert await core.memory.history("telegram:5") == []
 
     again = await core.agent.handle("telegram:5", MOM, text)
