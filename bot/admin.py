@@ -1,9 +1,12 @@
 """The chat commands every adapter shares: /routing stats, /routing mode, /reset, /whoami and
-/help, with the admin check. Returns text; the adapter only delivers it."""
+/help, with the admin check. A command is parsed once; the answer is text or a picture, which
+the adapter only delivers."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 from bot.chat_user import ChatUser
 from bot.config import AdminSettings
@@ -44,6 +47,42 @@ COMMANDS: dict[str, str] = {
     "whoami": "your platform and user id (for the admins list)",
     "routing": "routing stats, or set the routing mode (admins)",
 }
+
+
+@dataclass(frozen=True)
+class Command:
+    """A chat command, parsed once: '/routing@crabbot_bot stats chart' is routing with the
+    arguments stats and chart."""
+
+    name: str
+    args: tuple[str, ...] = ()
+
+
+def parse_command(text: str) -> Command | None:
+    """The command in a message's text; None when the text is not a command."""
+    words = text.split()
+    if not words or not words[0].startswith("/"):
+        return None
+    return Command(words[0][1:].split("@", 1)[0].lower(), tuple(words[1:]))
+
+
+@dataclass(frozen=True)
+class Text:
+    """An answer in words; `table` when its columns should stay aligned (the stats)."""
+
+    text: str
+    table: bool = False
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An answer as a PNG, with the caption to send it under."""
+
+    png: bytes
+    caption: str
+
+
+Answer = Text | Picture
 
 
 def _counts(counts: dict[str, int], total: int | None = None) -> str:
@@ -89,11 +128,14 @@ class Admin:
         memory: Memory,
         admins: AdminSettings,
         fixed_model: str | None = None,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.router = router
         self.memory = memory
         self.admins = admins
         self.fixed_model = fixed_model  # config names one model for every reply: no routing
+        # The bot's own counters, shown with the router's in /routing stats.
+        self.counters: Counter[str] = Counter() if counters is None else counters
 
     def is_admin(self, user: ChatUser) -> bool:
         if user.platform == "console":
@@ -106,39 +148,33 @@ class Admin:
         except (TypeError, ValueError):
             return False
 
-    async def dispatch(self, user: ChatUser, conv_key: str, text: str) -> str | None:
-        """Answer a command message ('/routing mode live', '/reset@crabbot_bot'), or return None
-        when `text` is not one of ours."""
-        words = text.split()
-        if not words or not words[0].startswith("/"):
-            return None
-        name = words[0][1:].split("@", 1)[0].lower()
-        if name == "routing":
-            return await self.routing(user, words[1:])
-        if name == "reset":
-            return await self.reset(conv_key)
-        if name in ("help", "start"):
-            return HELP
-        if name == "whoami":
-            return self.whoami(user)
-        return f"Unknown command /{name}, try /help."
+    async def answer(
+        self, user: ChatUser, conv_key: str, command: Command, pictures: bool = False
+    ) -> Answer:
+        """Answer `command` from `user` in the conversation `conv_key`; `pictures` when the
+        adapter can send one (the stats chart), else text says where to find it."""
+        if command.name == "routing":
+            return await self.routing(user, list(command.args), pictures)
+        if command.name == "reset":
+            return Text(await self.reset(conv_key))
+        if command.name in ("help", "start"):
+            return Text(HELP)
+        if command.name == "whoami":
+            return Text(self.whoami(user))
+        return Text(f"Unknown command /{command.name}, try /help.")
 
-    async def routing(self, user: ChatUser, args: list[str]) -> str:
+    async def routing(self, user: ChatUser, args: list[str], pictures: bool = False) -> Answer:
         if not self.is_admin(user):
-            return REFUSAL
+            return Text(REFUSAL)
         if args == ["stats"]:
-            return await self.stats_text()
+            return Text(await self.stats_text(), table=True)
         if [arg.lower() for arg in args] == ["stats", "chart"]:
-            return CHART_ELSEWHERE  # an adapter that can send pictures asks stats_chart first
+            if not pictures:
+                return Text(CHART_ELSEWHERE)
+            return Picture(await self.stats_chart(), CHART_CAPTION)
         if len(args) == 2 and args[0] == "mode":
-            return await self._set_mode(args[1])
-        return USAGE
-
-    async def stats(self, user: ChatUser) -> str:
-        return await self.stats_text() if self.is_admin(user) else REFUSAL
-
-    async def set_mode(self, user: ChatUser, mode: str) -> str:
-        return await self._set_mode(mode) if self.is_admin(user) else REFUSAL
+            return Text(await self._set_mode(args[1]))
+        return Text(USAGE)
 
     async def _set_mode(self, mode: str) -> str:
         mode = mode.lower()
@@ -166,9 +202,10 @@ class Admin:
             lines.append(f"LLM categorizer off ({why}): the local signal decides alone")
         # What went wrong or was degraded in this process (failed calls, dropped rows, Markdown
         # sent as plain text, a photo too big), by reason.
+        # The router's and the bot's own, summed by name.
         happened = {
             name.replace("_", " "): count
-            for name, count in sorted(router.counters.items())
+            for name, count in sorted((Counter(router.counters) + self.counters).items())
             if count
         }
         if happened:
@@ -180,14 +217,8 @@ class Admin:
                 lines.append((await cost_report(router.conn, router.config, since)).line())
         return "\n".join(lines)
 
-    async def stats_chart(self, user: ChatUser, text: str) -> bytes | None:
-        """The PNG for an admin's '/routing stats chart' (the last week); None for any other
-        text or user, which `dispatch` answers."""
-        words = text.split()
-        if not words or words[0][1:].split("@", 1)[0].lower() != "routing":
-            return None
-        if [w.lower() for w in words[1:]] != ["stats", "chart"] or not self.is_admin(user):
-            return None
+    async def stats_chart(self) -> bytes:
+        """The PNG of the last week's routing."""
         from router.analytics.charts import stats_chart  # matplotlib loads on first use only
 
         since = time.time() - CHART_DAYS * DAY_S

@@ -56,9 +56,15 @@ class Agent:
     """Answers messages of one conversation in order, of different conversations at once."""
 
     def __init__(
-        self, router: ModelRouter, memory: Memory, upstream: Upstream, system_prompt: str
+        self,
+        router: ModelRouter,
+        memory: Memory,
+        upstream: Upstream,
+        system_prompt: str,
+        counters: Counter[str],
     ) -> None:
         self.router = router
+        self.counters = counters  # the bot's own failures, by name
         self.memory = memory
         self.upstream = upstream
         self.system_prompt = system_prompt
@@ -109,11 +115,11 @@ class Agent:
             incoming = await message()
         except Unreadable as exc:  # too big, a wrong type, no transcription: say so, go on
             log.info("could not use a message in %s: %s", conv_key, exc.reason)
-            self.router.counters[exc.reason] += 1
+            self.counters[exc.reason] += 1
             return Reply(exc.reply, None, None, error=exc.reason)
         except Exception as exc:  # a bug in reading must cost this message, not the chat
             log.exception("could not read a message in %s", conv_key)
-            self.router.counters["unreadable_errors"] += 1
+            self.counters["unreadable_errors"] += 1
             return Reply(apology(""), None, None, error=type(exc).__name__)
         if incoming.is_empty():
             raise EmptyMessageError("the message is empty")
@@ -121,7 +127,7 @@ class Agent:
 
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)
-        self.router.counters["db_errors"] += 1
+        self.counters["db_errors"] += 1
 
     async def _route(
         self, incoming: Incoming, history: list[Turn], conv_key: str
@@ -209,7 +215,7 @@ class Agent:
         reason: str,
         partial: str = "",
     ) -> Reply:
-        self.router.counters["upstream_errors"] += 1
+        self.counters["upstream_errors"] += 1
         log.warning("no reply for %s (model %s): %s", conv_key, model, reason)
         if decision is not None:
             self.router.finish(decision, "provider_error", error=reason)

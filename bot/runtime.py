@@ -3,6 +3,7 @@ transcriber on one database connection, opened and closed as a unit."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class BotCore:
     agent: Agent
     admin: Admin
     transcriber: Transcriber
+    # The bot's own failures and fallbacks (upstream errors, unreadable messages, Markdown sent
+    # as plain text...), by name; the router counts its own on router.counters.
+    counters: Counter[str]
 
     @classmethod
     async def open(
@@ -64,10 +68,13 @@ class BotCore:
         except BaseException:
             await router.close()
             raise
-        agent = Agent(router, memory, upstream, config.memory.system_prompt)
-        admin = Admin(router, memory, config.admins, fixed_model=upstream.fixed_model)
+        counters: Counter[str] = Counter()
+        agent = Agent(router, memory, upstream, config.memory.system_prompt, counters)
+        admin = Admin(
+            router, memory, config.admins, fixed_model=upstream.fixed_model, counters=counters
+        )
         transcriber = Transcriber(config.voice, secrets.groq_api_key)
-        return cls(config, router, memory, upstream, agent, admin, transcriber)
+        return cls(config, router, memory, upstream, agent, admin, transcriber, counters)
 
     async def close(self) -> None:
         await self.transcriber.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bot.admin import Admin, Text, parse_command
+from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from router import Secrets
 from router.embedding.embedder import Embedder
@@ -45,3 +47,14 @@ async def log_rows(core: BotCore, where: str = "1", params: tuple[Any, ...] = ()
         f"SELECT * FROM routing_log WHERE {where} ORDER BY id", params
     ) as cursor:
         return [dict(row) for row in await cursor.fetchall()]
+
+
+async def dispatch(admin: Admin, user: ChatUser, conv_key: str, text: str) -> str | None:
+    """The answer to a command message as text, as an adapter without pictures gets it; None
+    when `text` is not a command."""
+    command = parse_command(text)
+    if command is None:
+        return None
+    answer = await admin.answer(user, conv_key, command)
+    assert isinstance(answer, Text)
+    return answer.text

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bot.admin import HELP, REFUSAL, USAGE
+from bot.admin import HELP, REFUSAL, USAGE, Command, Text
 from bot.chat_user import ChatUser
 from router import RoutingDecision, SignalAnswer
 from router.analytics import stats as routing_stats
@@ -14,7 +14,7 @@ from router.store import routing_log
 from router.store.database import transaction
 from router.store.routing_log import write_decision
 from router.store.settings import get_setting
-from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, open_core
+from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, dispatch, open_core
 
 ADMINS = [
     ChatUser("telegram", TELEGRAM_ADMIN, "Dad"),
@@ -38,9 +38,10 @@ async def core(seeded_db, embedder):
 async def test_only_admins_may_route_and_nothing_changes_otherwise(core):
     for user in OTHERS:
         for command in ("/routing mode off", "/routing stats", "/routing"):
-            assert await core.admin.dispatch(user, "c", command) == REFUSAL
-        assert await core.admin.set_mode(user, "off") == REFUSAL
-        assert await core.admin.stats(user) == REFUSAL
+            assert await dispatch(core.admin, user, "c", command) == REFUSAL
+        for typed in (("mode", "off"), ("stats",), ("stats", "chart")):  # Discord's slash command
+            answer = await core.admin.answer(user, "c", Command("routing", typed), pictures=True)
+            assert answer == Text(REFUSAL)
     assert core.router.mode == "live"
     assert await get_setting(core.router.conn, "routing_mode") == "live"
     for user in ADMINS:
@@ -50,7 +51,7 @@ async def test_only_admins_may_route_and_nothing_changes_otherwise(core):
 async def test_console_user_is_admin_only_when_config_says_so(seeded_db, embedder):
     core = await open_core(seeded_db, embedder, None, admins={"console": False})
     try:
-        assert await core.admin.dispatch(ADMINS[2], "c", "/routing stats") == REFUSAL
+        assert await dispatch(core.admin, ADMINS[2], "c", "/routing stats") == REFUSAL
     finally:
         await core.close()
 
@@ -58,10 +59,10 @@ async def test_console_user_is_admin_only_when_config_says_so(seeded_db, embedde
 async def test_mode_change_answers_old_and_new_and_persists(seeded_db, embedder):
     core = await open_core(seeded_db, embedder, None)
     try:
-        answer = await core.admin.dispatch(ADMINS[0], "c", "/routing@crabbot_bot mode SHADOW")
+        answer = await dispatch(core.admin, ADMINS[0], "c", "/routing@crabbot_bot mode SHADOW")
         assert answer == "routing mode: live → shadow"
         assert core.router.mode == "shadow"
-        again = await core.admin.dispatch(ADMINS[1], "c", "/routing mode shadow")
+        again = await dispatch(core.admin, ADMINS[1], "c", "/routing mode shadow")
         assert again == "routing mode: shadow → shadow (unchanged)"
     finally:
         await core.close()
@@ -76,27 +77,27 @@ async def test_mode_change_answers_old_and_new_and_persists(seeded_db, embedder)
     "command", ["/routing mode", "/routing mode fast", "/routing stats now", "/routing purge"]
 )
 async def test_wrong_arguments_get_the_usage_line(core, command):
-    assert await core.admin.dispatch(ADMINS[0], "c", command) == USAGE
+    assert await dispatch(core.admin, ADMINS[0], "c", command) == USAGE
     assert core.router.mode == "live"
 
 
 async def test_help_reset_and_other_text(core):
-    assert await core.admin.dispatch(OTHERS[0], "c", "/help") == HELP
+    assert await dispatch(core.admin, OTHERS[0], "c", "/help") == HELP
     assert "/routing stats" in HELP and "/reset" in HELP
-    assert await core.admin.dispatch(OTHERS[0], "c", "hello") is None
-    assert await core.admin.dispatch(OTHERS[0], "c", "/weather") == (
+    assert await dispatch(core.admin, OTHERS[0], "c", "hello") is None
+    assert await dispatch(core.admin, OTHERS[0], "c", "/weather") == (
         "Unknown command /weather, try /help."
     )
-    whoami = await core.admin.dispatch(OTHERS[0], "c", "/whoami")
+    whoami = await dispatch(core.admin, OTHERS[0], "c", "/whoami")
     assert f"user id {OTHERS[0].id}" in whoami and OTHERS[0].platform in whoami
     assert "not an admin" in whoami and "[admins]" in whoami
-    assert "(an admin)" in await core.admin.dispatch(ADMINS[0], "c", "/whoami@crabbot_bot")
+    assert "(an admin)" in await dispatch(core.admin, ADMINS[0], "c", "/whoami@crabbot_bot")
     await core.memory.add_exchange("telegram:1", "Mom", "hi", "hello")
     await core.memory.add_exchange("telegram:2", "Dad", "hi", "hello")
-    assert await core.admin.dispatch(OTHERS[0], "telegram:1", "/reset") == (
+    assert await dispatch(core.admin, OTHERS[0], "telegram:1", "/reset") == (
         "Forgot this conversation (2 messages)."
     )
-    assert await core.admin.dispatch(OTHERS[0], "telegram:1", "/reset") == "Nothing to forget."
+    assert await dispatch(core.admin, OTHERS[0], "telegram:1", "/reset") == "Nothing to forget."
     assert len(await core.memory.history("telegram:2")) == 2
 
 
@@ -148,7 +149,7 @@ async def test_stats_count_the_last_day_and_all_time(core):
         decision.outcome = "provider_error" if decision.source == "fallback" else "completed"
         await write_decision(conn, decision)
     core.router.counters["log_rows_dropped"] += 2
-    core.router.counters["markdown_fallbacks"] += 1
+    core.counters["markdown_fallbacks"] += 1
 
     day = await routing_stats.summary(conn, now - 86400)
     assert day.total == 4

@@ -76,7 +76,7 @@ async def test_database_failure_costs_the_memory_not_the_reply(core, upstream):
     assert reply.ok and reply.text == f"[{reply.decision.model}] Mom: {CODING}"
     # Answered without history: only the system prompt and the new message went upstream.
     assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["system", "user"]
-    assert core.router.counters["db_errors"] == 2
+    assert core.counters["db_errors"] == 2
     # The routing log is another table: the decision and its usage are still there.
     rows = await log_rows(core)
     assert rows[-1]["prompt"] == CODING and rows[-1]["prompt_tokens"] > 0
@@ -172,7 +172,8 @@ async def test_upstream_error_apologises_records_and_recovers(
     assert reply.error == f"upstream: HTTP {status}"
     (row,) = await log_rows(core)
     assert row["error"].endswith(f"upstream: HTTP {status}") and row["prompt_tokens"] is None
-    assert core.router.counters["upstream_errors"] == 1
+    assert core.counters["upstream_errors"] == 1
+    assert "upstream_errors" not in core.router.counters  # the bot's failure, not the router's
     assert await core.memory.history("telegram:5") == []
 
     again = await core.agent.handle("telegram:5", MOM, text)
@@ -290,7 +291,7 @@ async def test_streamed_reply_cut_off_keeps_what_was_shown_and_apologises(core, 
     reply = await core.agent.handle("telegram:1", MOM, "Can you help me?", on_text=seen.append)
     assert seen[-1] == "First part of the"
     assert reply.text == f"First part of the\n\n{APOLOGIES['en']}" and not reply.ok
-    assert core.router.counters["upstream_errors"] == 1
+    assert core.counters["upstream_errors"] == 1
     (row,) = await log_rows(core)
     assert row["error"] and row["prompt_tokens"] is None
     assert await core.memory.history("telegram:1") == []

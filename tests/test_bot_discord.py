@@ -4,20 +4,28 @@ calls go to a fake Discord API on 127.0.0.1; real router, fake OpenAI-compatible
 from __future__ import annotations
 
 import base64
-import datetime as dt
 from typing import Any
 
 import discord
 import pytest
 
-from bot.adapters.discord import CrabbotDiscord, build_client
+from bot.adapters.discord import build_client
 from bot.admin import REFUSAL
 from router import Secrets
 from tests.bot_helpers import DISCORD_ADMIN, log_rows, open_core
+from tests.discord_helpers import (
+    ANN,
+    CHANNEL,
+    DM_CHANNEL,
+    dm_channel,
+    guild_channel,
+    interaction,
+    message,
+    message_data,
+    routing_command,
+)
 from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
 
-GUILD, CHANNEL, DM_CHANNEL = 3000, 3001, 3002
-ANN = user_payload(4242, "Ann")
 EPHEMERAL = 64
 
 
@@ -69,111 +77,6 @@ async def streaming(seeded_db, embedder, upstream, discord_api):
     yield client
     await client.close()
     await core.close()
-
-
-def guild_channel(client: CrabbotDiscord) -> discord.TextChannel:
-    state = client._connection
-    guild = discord.Guild(data={"id": str(GUILD), "name": "Family"}, state=state)
-    return discord.TextChannel(
-        state=state,
-        guild=guild,
-        data={
-            "id": str(CHANNEL),
-            "type": 0,
-            "name": "family",
-            "position": 0,
-            "guild_id": str(GUILD),
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-        },
-    )
-
-
-def dm_channel(client: CrabbotDiscord) -> discord.DMChannel:
-    data = {"id": str(DM_CHANNEL), "type": 1, "recipients": [ANN]}
-    return discord.DMChannel(me=client.user, state=client._connection, data=data)
-
-
-def message_data(channel: Any, content: str, author: dict = ANN, message_id: int = 0) -> dict:
-    return {
-        "id": str(message_id or 5000 + len(content)),
-        "channel_id": str(channel.id),
-        "author": author,
-        "content": content,
-        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-        "edited_timestamp": None,
-        "tts": False,
-        "mention_everyone": False,
-        "mentions": [],
-        "mention_roles": [],
-        "attachments": [],
-        "embeds": [],
-        "pinned": False,
-        "type": 0,
-    }
-
-
-def message(
-    client: CrabbotDiscord,
-    channel: Any,
-    content: str,
-    mentions: list[dict] | None = None,
-    replying_to: dict | None = None,
-    attachments: list[dict] | None = None,
-) -> discord.Message:
-    """A message from Ann; `replying_to` is the message data it replies to, as the gateway
-    sends it along."""
-    data = {
-        "id": str(5000 + len(content)),
-        "channel_id": str(channel.id),
-        "author": ANN,
-        "content": content,
-        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-        "edited_timestamp": None,
-        "tts": False,
-        "mention_everyone": False,
-        "mentions": mentions or [],
-        "mention_roles": [],
-        "attachments": attachments or [],
-        "embeds": [],
-        "pinned": False,
-        "type": 0,
-    }
-    if replying_to is not None:
-        data["type"] = 19  # a reply
-        data["message_reference"] = {
-            "message_id": replying_to["id"],
-            "channel_id": str(channel.id),
-        }
-        data["referenced_message"] = replying_to
-    return discord.Message(state=client._connection, channel=channel, data=data)
-
-
-def interaction(client: CrabbotDiscord, user: dict, interaction_id: int) -> discord.Interaction:
-    data = {
-        "id": str(interaction_id),
-        "application_id": "901",
-        "type": 2,
-        "token": f"token-{interaction_id}",
-        "version": 1,
-        "attachment_size_limit": 8 * 1024 * 1024,
-        "channel": {"id": str(DM_CHANNEL), "type": 1, "recipients": [user]},
-        "channel_id": str(DM_CHANNEL),
-        "user": user,
-        "data": {"id": "1", "name": "routing", "type": 1},
-        "locale": "en-US",
-        "app_permissions": "0",
-    }
-    return discord.Interaction(data=data, state=client._connection)
-
-
-def routing_command(client: CrabbotDiscord, name: str) -> discord.app_commands.Command:
-    group = client.tree.get_command("routing")
-    assert isinstance(group, discord.app_commands.Group)
-    command = group.get_command(name)
-    assert isinstance(command, discord.app_commands.Command)
-    return command
 
 
 async def test_slash_commands_are_registered_with_mode_choices(client, discord_api):
@@ -326,7 +229,7 @@ async def test_streamed_reply_survives_a_failed_edit(streaming, discord_api, ups
     await streaming.on_message(message(streaming, dm_channel(streaming), "dinner?"))
     assert discord_api.shown(DM_CHANNEL) == [ANSWER]
     assert [body["content"] for _, body in discord_api.messages] == ["Rice", ANSWER]
-    assert streaming.core.router.counters["stream_edit_fallbacks"] == 1
+    assert streaming.core.counters["stream_edit_fallbacks"] == 1
 
 
 async def test_reply_context_quoted_message_reaches_the_model_and_the_router(

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from telegram import Message
 
-from bot.admin import COMMANDS, REFUSAL
+from bot.admin import COMMANDS, HELP, REFUSAL
 from bot.language import APOLOGIES
 from router.store.settings import get_setting
 from tests.bot_helpers import TELEGRAM_ADMIN, log_rows
@@ -146,7 +145,7 @@ async def test_markdown_arrives_formatted_as_entities(seeded_db, embedder, upstr
         sent["text"].startswith("Here is the plan:") and 'print("2 * 3 =", 2 * 3)' in sent["text"]
     )
     kinds = {entity["type"]: entity for entity in sent["entities"]}
-    assert {"bold", "code", "text_link", "pre"} <= set(kinds)
+    assert set(kinds) == {"bold", "code", "text_link", "pre"}
     assert kinds["text_link"]["url"] == "https://example.org/rice"
     assert kinds["pre"]["language"] == "python"
 
@@ -164,7 +163,7 @@ async def test_rejected_markdown_is_sent_again_as_plain_text(
     # A relative link is refused by Telegram: the answer goes again as the model wrote it.
     assert "entities" not in second and second["text"] == answer
     assert telegram.shown(88) == [answer]
-    assert core.router.counters["markdown_fallbacks"] == 1
+    assert core.counters["markdown_fallbacks"] == 1
 
 
 async def test_forum_topics_are_separate_conversations_and_reset_is_local(
@@ -222,28 +221,26 @@ async def test_reply_to_a_message_deleted_meanwhile_still_goes_out(
 
 
 async def test_a_held_typing_indicator_does_not_hold_the_reply(
-    seeded_db, embedder, upstream, telegram, monkeypatch
+    seeded_db, embedder, upstream, telegram
 ):
     """AIORateLimiter may queue a chat action behind the group's limit; the reply must not
-    wait for it. Here the typing call never gets through; the reply cancels it."""
-    cancelled, released = asyncio.Event(), asyncio.Event()
+    wait for it. Here the Bot API holds the typing call; the reply goes out meanwhile."""
+    released = telegram.chat_actions_released = asyncio.Event()
 
-    async def held(self, *args, **kwargs):
-        try:
-            await released.wait()  # the rate limiter does not let it through
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    async def once_typing_is_held(body):
+        await telegram.wait_until(lambda: telegram.held_chat_actions == 1, timeout=30)
+        return f"re: {body['messages'][-1]['content']}"
 
-    monkeypatch.setattr(Message, "reply_chat_action", held)
-    async with running(seeded_db, embedder, upstream, telegram):
-        try:
+    upstream.reply = once_typing_is_held
+    try:
+        async with running(seeded_db, embedder, upstream, telegram):
             await telegram.push_message(GROUP, CODING, mention=True)
             await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1, timeout=30)
-            await asyncio.wait_for(cancelled.wait(), 30)
-        finally:
-            released.set()  # so a failing run can shut down
-    assert telegram.texts(GROUP)[0].endswith(CODING)
+            # The reply went out while the typing call was still held.
+            assert telegram.held_chat_actions == 1
+    finally:
+        released.set()  # so a failing run can shut down
+    assert telegram.texts(GROUP) == [f"re: Mom: {CODING}"]
 
 
 TRACEBACK = """Traceback (most recent call last):
@@ -285,3 +282,21 @@ async def test_reply_context_bare_mention_on_a_reply_asks_about_that_message(
     assert row["prompt"] == "明天早上八点出发去机场"
     asked = upstream.requests[0]["messages"][-1]["content"]
     assert asked == "Mom: (replying to Grandma:)\n> 明天早上八点出发去机场"
+
+
+async def test_each_command_has_its_handler_and_another_bot_s_commands_are_not_ours(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(55, "/start", chat_type="private")
+        await telegram.push_message(55, "/whoami@crabbot_test_bot", chat_type="private")
+        await telegram.push_message(GROUP, "/routing@another_bot stats", user_id=TELEGRAM_ADMIN)
+        await telegram.push_message(GROUP, "/help@crabbot_test_bot")
+        await telegram.wait_until(
+            lambda: len(telegram.texts(55)) == 2 and len(telegram.texts(GROUP)) == 1
+        )
+    start, whoami = telegram.texts(55)
+    assert start == HELP
+    assert whoami.startswith("You are Mom on telegram, user id 42 (not an admin).")
+    assert telegram.texts(GROUP) == [HELP]
+    assert upstream.requests == []

@@ -94,8 +94,8 @@ async def test_photo_too_big_or_of_an_unread_type_gets_a_clear_reply(
     assert wrong_type == "I can read JPEG, PNG, WebP and GIF pictures, not image/heic."
     # Refused before anything was downloaded, routed or asked.
     assert telegram.downloads == [] and upstream.requests == [] and rows == []
-    assert core.router.counters["image_too_big"] == 1
-    assert core.router.counters["image_type"] == 1
+    assert core.counters["image_too_big"] == 1
+    assert core.counters["image_type"] == 1
 
 
 async def test_group_photo_not_for_the_bot_is_ignored(seeded_db, embedder, upstream, telegram):

@@ -123,7 +123,7 @@ async def test_streamed_reply_falls_back_to_plain_text_when_markdown_is_refused(
     # ...then each formatted edit with the relative link was refused and plain text took over.
     refused = [p for p in edited if any(e["type"] == "text_link" for e in p.get("entities", []))]
     assert refused and edited[-1]["text"] == answer and "entities" not in edited[-1]
-    assert core.router.counters["markdown_fallbacks"] == len(refused)
+    assert core.counters["markdown_fallbacks"] == len(refused)
 
 
 async def test_streamed_reply_survives_a_failed_edit(seeded_db, embedder, upstream, telegram):
@@ -140,4 +140,4 @@ async def test_streamed_reply_survives_a_failed_edit(seeded_db, embedder, upstre
         await telegram.wait_until(lambda: telegram.shown(GROUP) == [ANSWER])
     # The finished answer went out as a new message instead of being lost.
     assert [params["text"] for params in telegram.sent(GROUP)] == ["Rice", ANSWER]
-    assert core.router.counters["stream_edit_fallbacks"] == 1
+    assert core.counters["stream_edit_fallbacks"] == 1

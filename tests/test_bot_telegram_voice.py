@@ -99,7 +99,7 @@ async def test_voice_message_too_long_or_too_big_gets_a_clear_reply(
         "That voice message is too long for me (8.0 MB; the limit is 5 MB).",
     ]
     assert telegram.downloads == [] and groq_server.transcriptions == []
-    assert (core.router.counters["voice_too_long"], core.router.counters["voice_too_big"]) == (1, 1)
+    assert (core.counters["voice_too_long"], core.counters["voice_too_big"]) == (1, 1)
 
 
 async def test_voice_transcription_failure_gets_a_clear_reply_and_the_chat_goes_on(
@@ -115,4 +115,4 @@ async def test_voice_transcription_failure_gets_a_clear_reply_and_the_chat_goes_
     failed, answered = telegram.texts(GROUP)
     assert failed == "Sorry, I could not make out that voice message. Please try again or type it."
     assert answered.endswith("dinner at 7?")
-    assert core.router.counters["transcription_failed"] == 1
+    assert core.counters["transcription_failed"] == 1

@@ -16,9 +16,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from bot.admin import Answer, Text, parse_command
 from bot.agent import Reply
 from bot.chat_user import ChatUser
+from bot.incoming import Incoming
 from bot.runtime import BotCore
+from bot.turns import Turns
 from bot.upstream import AUTO_MODEL, MISSING_HINT
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) ->
     """Chat until end of input or /quit."""
     conv_key = f"console:{name}"
     user = ChatUser("console", name, name)
+    turns = Turns(core.agent, core.admin)
     if not core.upstream.configured:
         out.print(f"[yellow]{escape(MISSING_HINT)}[/yellow]")
     out.print("[dim]/help for commands, /quit to leave[/dim]")
@@ -87,7 +91,7 @@ async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) ->
         text = line.strip()
         if not text:
             continue
-        answer = asyncio.create_task(_answer(core, user, conv_key, text, out))
+        answer = asyncio.create_task(_answer(turns, user, conv_key, text, out))
         try:
             with ctrl_c_cancels(answer):
                 await answer
@@ -106,35 +110,61 @@ class TypedAnswer:
     def __init__(self, out: Console) -> None:
         self.out = out
         self.shown = ""
+        self.ended = False
 
     def _write(self, text: str) -> None:
         self.out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
 
-    def grow(self, so_far: str) -> None:
+    def update(self, so_far: str) -> None:
         common = os.path.commonprefix([self.shown, so_far])
         # Text that changed behind what is shown (a broken stream's trimmed end, then the
         # apology) continues on a new line rather than rewriting the terminal.
         self._write(("" if common == self.shown else "\n") + so_far[len(common) :])
         self.shown = so_far
 
-    def finish(self, text: str | None) -> None:
+    async def finish(self, text: str | None) -> None:
         """The whole answer: the rest of it (an apology after a broken stream), then a newline."""
         if text is not None:
-            self.grow(text)
-        if self.shown:
+            self.update(text)
+        self.end()
+
+    def end(self) -> None:
+        """End the line the answer is on (once)."""
+        if self.shown and not self.ended:
             self._write("\n")
+        self.ended = True
 
 
-async def _answer(core: BotCore, user: ChatUser, conv_key: str, text: str, out: Console) -> None:
-    answer = await core.admin.dispatch(user, conv_key, text)
-    if answer is not None:
-        out.print(answer, markup=False, highlight=False)
+class ConsoleTurn:
+    """Where one message is answered at the terminal: no typing indicator (the answer prints
+    as it is written), no pictures."""
+
+    pictures = False
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.typed = TypedAnswer(out)
+
+    def stream(self) -> TypedAnswer:
+        return self.typed
+
+    async def typing(self, replied: asyncio.Event) -> None:
         return
-    typed = TypedAnswer(out)
+
+    async def send(self, answer: Answer) -> None:
+        assert isinstance(answer, Text)  # no pictures asked for
+        self.out.print(answer.text, markup=False, highlight=False)
+
+
+async def _answer(turns: Turns, user: ChatUser, conv_key: str, text: str, out: Console) -> None:
+    turn = ConsoleTurn(out)
+    command = parse_command(text)
+    if command is not None:
+        await turns.command(turn, conv_key, user, command)
+        return
     try:
-        reply = await core.agent.handle(conv_key, user, text, on_text=typed.grow)
+        reply = await turns.answer(turn, conv_key, user, Incoming(text))
     except BaseException:  # cancelled with Ctrl-C: what was shown stays, the line ends
-        typed.finish(None)
+        turn.typed.end()
         raise
-    typed.finish(reply.text)
     out.print(f"[dim]{escape(decision_line(reply))}[/dim]", highlight=False)

@@ -5,9 +5,11 @@ and /help slash commands."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import re
+from collections import Counter
 from typing import Literal
 
 import discord
@@ -19,14 +21,15 @@ from bot.adapters.discord_media import (
     read_sound,
     sound_attachment,
 )
-from bot.adapters.discord_stream import MESSAGE_LIMIT, DiscordSurface
-from bot.admin import CHART_CAPTION, COMMANDS, HELP
-from bot.agent import Prepare, Reply
+from bot.adapters.discord_stream import DiscordSurface
+from bot.admin import COMMANDS, Answer, Command, Picture, Text, parse_command
+from bot.agent import Prepare
 from bot.chat_user import ChatUser
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
 from bot.streaming import StreamedReply
+from bot.turns import Turns, read_photo
 
 log = logging.getLogger(__name__)
 Mode = Literal["live", "shadow", "off"]  # discord.py turns a Literal into the command's choices
@@ -46,13 +49,28 @@ def block(text: str) -> str:
     return f"```\n{text}\n```"
 
 
-def chart_file(png: bytes) -> discord.File:
-    return discord.File(io.BytesIO(png), filename="crabbot-routing.png", description=CHART_CAPTION)
+def chart_file(picture: Picture) -> discord.File:
+    return discord.File(
+        io.BytesIO(picture.png), filename="crabbot-routing.png", description=picture.caption
+    )
+
+
+def shown(answer: Text) -> str:
+    return block(answer.text) if answer.table else answer.text
 
 
 def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Group]:
     """The slash commands; the admin check lives in the shared Admin, not in Discord perms."""
     admin = core.admin
+
+    def key(interaction: discord.Interaction) -> str:
+        return conv_key(interaction.channel_id or 0)
+
+    async def text(interaction: discord.Interaction, command: Command) -> str:
+        answer = await admin.answer(chat_user(interaction.user), key(interaction), command)
+        assert isinstance(answer, Text)  # no pictures asked for
+        return shown(answer)
+
     routing = app_commands.Group(name="routing", description=COMMANDS["routing"])
 
     @routing.command(name="stats", description="how messages were routed (admins)")
@@ -61,38 +79,68 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
         user = chat_user(interaction.user)
         # Discord wants an answer within 3 s; the query (or the drawing) may take longer.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if chart and admin.is_admin(user):
-            png = await admin.stats_chart(user, "/routing stats chart")
-            assert png is not None
-            await interaction.followup.send(file=chart_file(png), ephemeral=True)
-            return
-        text = await admin.stats(user)
-        await interaction.followup.send(
-            block(text) if admin.is_admin(user) else text, ephemeral=True
-        )
+        command = Command("routing", ("stats", "chart") if chart else ("stats",))
+        answer = await admin.answer(user, key(interaction), command, pictures=True)
+        if isinstance(answer, Picture):
+            await interaction.followup.send(file=chart_file(answer), ephemeral=True)
+        else:
+            await interaction.followup.send(shown(answer), ephemeral=True)
 
     @routing.command(name="mode", description="how routing decides (admins)")
     @app_commands.describe(mode="live: local signal first; shadow: LLM decides; off: no routing")
     async def mode(interaction: discord.Interaction, mode: Mode) -> None:
-        text = await admin.set_mode(chat_user(interaction.user), mode)
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.response.send_message(
+            await text(interaction, Command("routing", ("mode", mode))), ephemeral=True
+        )
 
     @app_commands.command(name="reset", description=COMMANDS["reset"])
     async def reset(interaction: discord.Interaction) -> None:
-        text = await admin.reset(conv_key(interaction.channel_id or 0))
-        await interaction.response.send_message(text)
+        await interaction.response.send_message(await text(interaction, Command("reset")))
 
     @app_commands.command(name="whoami", description=COMMANDS["whoami"])
     async def whoami(interaction: discord.Interaction) -> None:
         await interaction.response.send_message(
-            admin.whoami(chat_user(interaction.user)), ephemeral=True
+            await text(interaction, Command("whoami")), ephemeral=True
         )
 
     @app_commands.command(name="help", description=COMMANDS["help"])
     async def help_(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(HELP, ephemeral=True)
+        await interaction.response.send_message(
+            await text(interaction, Command("help")), ephemeral=True
+        )
 
     return [routing, reset, whoami, help_]
+
+
+class DiscordTurn:
+    """Where one message is answered: typing, a reply edited in place, a file."""
+
+    pictures = True
+
+    def __init__(self, message: discord.Message, interval_s: float, counters: Counter[str]) -> None:
+        self.message = message
+        self.interval_s = interval_s
+        self.counters = counters
+
+    def stream(self) -> StreamedReply:
+        surface = DiscordSurface(self.message, self.counters)
+        return StreamedReply(surface, self.interval_s, self.counters)
+
+    async def typing(self, replied: asyncio.Event) -> None:
+        try:
+            async with self.message.channel.typing():
+                await replied.wait()
+        except discord.HTTPException as exc:  # no typing indicator; the answer still goes out
+            log.debug("typing indicator failed: %s", exc)
+
+    async def send(self, answer: Answer) -> None:
+        message = self.message
+        if isinstance(answer, Picture):
+            await message.reply(file=chart_file(answer), mention_author=False)
+            return
+        surface = DiscordSurface(self.message, self.counters)  # the first piece answers it
+        for index, piece in enumerate(split_message(answer.text, surface.limit)):
+            await surface.settle(index, piece)
 
 
 class CrabbotDiscord(discord.Client):
@@ -102,6 +150,7 @@ class CrabbotDiscord(discord.Client):
         # The model's words must never ping @everyone or a role.
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
         self.core = core
+        self.turns = Turns(core.agent, core.admin)
         self.tree = app_commands.CommandTree(self)
         for command in build_commands(core):
             self.tree.add_command(command)
@@ -133,26 +182,9 @@ class CrabbotDiscord(discord.Client):
         mine = self.user is not None and replied.author.id == self.user.id
         return Quote("crabbot" if mine else replied.author.display_name, replied.content)
 
-    def with_pictures(
-        self, pictures: list[discord.Attachment], text: str, quote: Quote | None
-    ) -> Prepare:
-        """Reads the pictures in the message's turn, so a slow download keeps the order."""
-        settings = self.core.config.images
-
-        async def prepare() -> Incoming:
-            images = await read_images(pictures, settings, text)
-            return Incoming(text, quote=quote, images=images, kind="photo")
-
-        return prepare
-
-    def with_sound(self, sound: discord.Attachment, text: str, quote: Quote | None) -> Prepare:
-        """Transcribes in the message's turn, so a slow transcription keeps the order."""
-        core = self.core
-
-        async def prepare() -> Incoming:
-            return await read_sound(sound, core.transcriber, core.config.voice, text, quote)
-
-        return prepare
+    def turn(self, message: discord.Message) -> DiscordTurn:
+        interval = self.core.config.discord.edit_interval_s
+        return DiscordTurn(message, interval, self.core.counters)
 
     async def on_message(self, message: discord.Message) -> None:
         text = self.addressed_text(message)
@@ -163,58 +195,21 @@ class CrabbotDiscord(discord.Client):
         pictures = image_attachments(message) if self.core.config.images.enabled else []
         sound = sound_attachment(message) if self.core.config.voice.enabled else None
         if (not text and quote is None and not pictures and not sound) or text.startswith("/"):
-            chart = await self.core.admin.stats_chart(user, text)
-            if chart is not None:
-                await message.reply(file=chart_file(chart), mention_author=False)
-                return
-            answer = await self.core.admin.dispatch(user, key, text or "/help")
-            if answer is not None:
-                await self.send(message, answer)
-                return
-        typed = asyncio.Event()
-        counters = self.core.router.counters
-        stream = StreamedReply(
-            DiscordSurface(message, counters), self.core.config.discord.edit_interval_s, counters
-        )
-
-        def on_text(so_far: str) -> None:
-            typed.set()  # the answer itself shows now
-            stream.update(so_far)
-
-        async def deliver(reply: Reply) -> None:
-            typed.set()
-            await stream.finish(reply.text)
-
-        # Created before any await, so the agent takes this conversation's turn in message order
-        # (and delivers within it).
+            command = parse_command(text or "/help")
+            assert command is not None
+            await self.turns.command(self.turn(message), key, user, command)
+            return
+        # Read in the message's turn (a download, a transcription), so a slow one keeps the order.
+        core = self.core
         incoming: Incoming | Prepare = Incoming(text, quote=quote)
         if sound is not None:
-            incoming = self.with_sound(sound, text, quote)
+            incoming = functools.partial(
+                read_sound, sound, core.transcriber, core.config.voice, text, quote
+            )
         elif pictures:
-            incoming = self.with_pictures(pictures, text, quote)
-
-        answering = asyncio.create_task(
-            self.core.agent.handle(key, user, incoming, deliver, on_text)
-        )
-        replied = asyncio.create_task(typed.wait())
-        try:
-            async with message.channel.typing():
-                # Until the reply is ready, or the agent failed before it was.
-                await asyncio.wait((answering, replied), return_when=asyncio.FIRST_COMPLETED)
-        except discord.HTTPException as exc:  # no typing indicator; the answer still goes out
-            log.debug("typing indicator failed: %s", exc)
-        finally:
-            replied.cancel()
-        await answering
-
-    async def send(self, message: discord.Message, text: str) -> None:
-        for index, piece in enumerate(split_message(text, MESSAGE_LIMIT)):
-            if index == 0 and not isinstance(message.channel, discord.DMChannel):
-                # Still sent, unquoted, when the message was deleted meanwhile.
-                reference = message.to_reference(fail_if_not_exists=False)
-                await message.channel.send(piece, reference=reference, mention_author=False)
-            else:
-                await message.channel.send(piece)
+            read = functools.partial(read_images, pictures, core.config.images, text)
+            incoming = read_photo(text, quote, read)
+        await self.turns.answer(self.turn(message), key, user, incoming)
 
     async def on_error(self, event_method: str, /, *args: object, **kwargs: object) -> None:
         log.exception("discord handler %s failed", event_method)

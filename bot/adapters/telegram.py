@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from telegram import BotCommand, Message, MessageEntity, Update
 from telegram.constants import ChatAction, ChatType
@@ -28,18 +31,19 @@ from telegram.ext import (
 from bot.adapters.telegram_markdown import TelegramText
 from bot.adapters.telegram_media import read_image, read_voice_message
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
-from bot.admin import CHART_CAPTION, COMMANDS
-from bot.agent import Prepare, Reply
+from bot.admin import COMMANDS, Answer, Command, Picture, parse_command
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.streaming import StreamedReply
+from bot.turns import Turns, read_photo
 
 log = logging.getLogger(__name__)
 
 TYPING_REFRESH_S = 4.5  # Telegram shows "typing" for about 5 s per chat action
 GROUP_TYPES = {ChatType.GROUP, ChatType.SUPERGROUP}
+CommandCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
 def conv_key(message: Message) -> str:
@@ -80,17 +84,6 @@ def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | No
     return re.sub(re.escape(handle), "", text, flags=re.IGNORECASE).strip()
 
 
-async def _keep_typing(message: Message) -> None:
-    """Show "typing" until cancelled. AIORateLimiter counts chat actions against the group's
-    message limit, so one may wait in its queue: the reply cancels this, never waits for it."""
-    while True:
-        try:
-            await message.reply_chat_action(ChatAction.TYPING)
-        except TelegramError as exc:  # a lost typing indicator is not worth a failed reply
-            log.debug("typing indicator failed: %s", exc)
-        await asyncio.sleep(TYPING_REFRESH_S)
-
-
 def quoted(message: Message, bot_id: int) -> Quote | None:
     """The message this one replies to, as the model and the router should see it: the part
     the person quoted when they selected one, else the whole text or caption."""
@@ -106,22 +99,69 @@ def quoted(message: Message, bot_id: int) -> Quote | None:
     return Quote("crabbot" if sender.id == bot_id else sender.first_name, text)
 
 
+class TelegramTurn:
+    """Where one message is answered: typing, a reply drafted or edited in place, a photo."""
+
+    pictures = True
+
+    def __init__(
+        self,
+        message: Message,
+        text: TelegramText,
+        drafts: Drafts,
+        settings: TelegramSettings,
+        counters: Counter[str],
+    ) -> None:
+        self.message = message
+        self.text = text
+        self.drafts = drafts
+        self.counters = counters
+        # Telegram allows about one edit a second in a chat, twenty a minute in a group.
+        group = message.chat.type != ChatType.PRIVATE
+        self.interval_s = settings.group_edit_interval_s if group else settings.edit_interval_s
+
+    def stream(self) -> StreamedReply:
+        surface = TelegramSurface(self.message, self.text, self.drafts, self.counters)
+        return StreamedReply(surface, self.interval_s, self.counters)
+
+    async def typing(self, replied: asyncio.Event) -> None:
+        """AIORateLimiter counts chat actions against the group's message limit, so one may
+        wait in its queue: the reply cancels it, never waits for it."""
+        refresh = asyncio.create_task(self._keep_typing())
+        try:
+            await replied.wait()
+        finally:
+            refresh.cancel()
+            await asyncio.wait((refresh,))
+
+    async def _keep_typing(self) -> None:
+        while True:
+            try:
+                await self.message.reply_chat_action(ChatAction.TYPING)
+            except TelegramError as exc:  # a lost typing indicator is not worth a failed reply
+                log.debug("typing indicator failed: %s", exc)
+            await asyncio.sleep(TYPING_REFRESH_S)
+
+    async def send(self, answer: Answer) -> None:
+        if isinstance(answer, Picture):
+            await self.message.reply_photo(answer.png, caption=answer.caption)
+        else:
+            await self.message.reply_text(answer.text)
+
+
 class TelegramBot:
-    """The handlers, bound to one BotCore."""
+    """The handlers, bound to one BotCore: each turns an update into (conv_key, user, incoming)
+    or a command, on the message's TelegramTurn."""
 
     def __init__(self, core: BotCore) -> None:
         self.core = core
         self.settings = core.config.telegram
-        self.text = TelegramText(core.router.counters)
+        self.text = TelegramText(core.counters)
         self.drafts = Drafts(self.settings.drafts)
+        self.turns = Turns(core.agent, core.admin)
 
-    def streamed_reply(self, message: Message) -> StreamedReply:
-        surface = TelegramSurface(message, self.text, self.drafts, self.core.router.counters)
-        # Telegram allows about one edit a second in a chat, twenty a minute in a group.
-        interval = (
-            self.settings.group_edit_interval_s if surface.group else self.settings.edit_interval_s
-        )
-        return StreamedReply(surface, interval, self.core.router.counters)
+    def turn(self, message: Message) -> TelegramTurn:
+        return TelegramTurn(message, self.text, self.drafts, self.settings, self.core.counters)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -135,14 +175,11 @@ class TelegramBot:
         if not text and quote is None:
             text = "/help"  # a bare mention; a bare mention on a reply asks about that message
         key, user = conv_key(message), chat_user(message)
-        if text.startswith("/"):
-            if await self._sent_chart(message, user, text):
-                return
-            answer = await self.core.admin.dispatch(user, key, text)
-            if answer is not None:
-                await message.reply_text(answer)
-                return
-        await self._answer(message, key, user, Incoming(text, quote=quote))
+        command = parse_command(text)
+        if command is not None:
+            await self.turns.command(self.turn(message), key, user, command)
+            return
+        await self.turns.answer(self.turn(message), key, user, Incoming(text, quote=quote))
 
     @staticmethod
     def _addressed_media(
@@ -163,13 +200,9 @@ class TelegramBot:
         if addressed is None:
             return
         message, text, quote = addressed
-        settings = self.core.config.images
-
-        async def prepare() -> Incoming:
-            picture = await read_image(message, settings, text)
-            return Incoming(text, quote=quote, images=(picture,), kind="photo")
-
-        await self._answer(message, conv_key(message), chat_user(message), prepare)
+        read = functools.partial(read_image, message, self.core.config.images, text)
+        incoming = read_photo(text, quote, read)
+        await self.turns.answer(self.turn(message), conv_key(message), chat_user(message), incoming)
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A voice message or an audio file: transcribed, then answered like text."""
@@ -178,53 +211,24 @@ class TelegramBot:
             return
         message, text, quote = addressed
         core = self.core
+        incoming = functools.partial(
+            read_voice_message, message, core.transcriber, core.config.voice, text, quote
+        )
+        await self.turns.answer(self.turn(message), conv_key(message), chat_user(message), incoming)
 
-        async def prepare() -> Incoming:
-            return await read_voice_message(
-                message, core.transcriber, core.config.voice, text, quote
+    def on_command(self, name: str) -> CommandCallback:
+        """The handler of one command; its CommandHandler has split off the arguments."""
+
+        async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            message = update.message
+            if message is None:
+                return
+            command = Command(name, tuple(context.args or ()))
+            await self.turns.command(
+                self.turn(message), conv_key(message), chat_user(message), command
             )
 
-        await self._answer(message, conv_key(message), chat_user(message), prepare)
-
-    async def _answer(
-        self, message: Message, key: str, user: ChatUser, incoming: Incoming | Prepare
-    ) -> None:
-        typing = asyncio.create_task(_keep_typing(message))
-        stream = self.streamed_reply(message)
-
-        def on_text(so_far: str) -> None:
-            typing.cancel()  # the answer itself shows now
-            stream.update(so_far)
-
-        async def deliver(reply: Reply) -> None:
-            typing.cancel()
-            await stream.finish(reply.text)
-
-        try:
-            # The agent takes the conversation's turn before anything else is awaited here, and
-            # delivers within it, so replies go out in the order the messages came in.
-            await self.core.agent.handle(key, user, incoming, deliver, on_text)
-        finally:
-            typing.cancel()
-            await asyncio.wait((typing,))
-
-    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.message
-        if message is None or not message.text:
-            return
-        if await self._sent_chart(message, chat_user(message), message.text):
-            return
-        answer = await self.core.admin.dispatch(chat_user(message), conv_key(message), message.text)
-        if answer is not None:
-            await message.reply_text(answer)
-
-    async def _sent_chart(self, message: Message, user: ChatUser, text: str) -> bool:
-        """Answer an admin's '/routing stats chart' with the picture."""
-        chart = await self.core.admin.stats_chart(user, text)
-        if chart is None:
-            return False
-        await message.reply_photo(chart, caption=CHART_CAPTION)
-        return True
+        return handle
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram handler failed", exc_info=context.error)
@@ -252,9 +256,9 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
         .build()
     )
     # block=False: conversations run at once; the agent keeps each one in order.
-    application.add_handler(
-        CommandHandler(list(COMMANDS) + ["start"], handlers.on_command, block=False)
-    )
+    for name in COMMANDS:
+        application.add_handler(CommandHandler(name, handlers.on_command(name), block=False))
+    application.add_handler(CommandHandler("start", handlers.on_command("help"), block=False))
     application.add_handler(
         MessageHandler(
             filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND,

@@ -30,7 +30,7 @@ class Drafts:
 class TelegramSurface:
     """One reply to `message`; pieces after the first are further messages."""
 
-    limit = MessageLimit.MAX_TEXT_LENGTH
+    limit: int = MessageLimit.MAX_TEXT_LENGTH
 
     def __init__(
         self, message: Message, text: TelegramText, drafts: Drafts, counters: Counter[str]

@@ -1,7 +1,8 @@
 """A fake Telegram Bot API server: feeds updates (text, photos, image files, voice and audio) to
 a real python-telegram-bot Application through getUpdates long polling, serves their files via
 getFile and file downloads, takes multipart uploads, records every call the bot makes, keeps the
-bot's messages as edits change them, shows drafts, and rejects formatting Telegram would reject."""
+bot's messages as edits change them, shows drafts, rejects formatting Telegram would reject, and
+can hold chat actions as a rate limiter's queue would."""
 
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ class FakeTelegram:
         self.files: dict[str, tuple[str, bytes, int]] = {}  # file_id -> (path, bytes, size)
         self.uploads: list[tuple[str, str, bytes]] = []  # (method, field, bytes) sent by the bot
         self.downloads: list[str] = []  # file paths the bot downloaded
+        # While set, sendChatAction is answered only once it is released (a queue that does not
+        # let it through); `held_chat_actions` counts those waiting now.
+        self.chat_actions_released: asyncio.Event | None = None
+        self.held_chat_actions = 0
         self.changed = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
@@ -261,6 +266,8 @@ class FakeTelegram:
             self.changed.notify_all()
         if method == "getMe":
             return self._ok(self._me())
+        if method == "sendChatAction" and self.chat_actions_released is not None:
+            await self._hold_chat_action(self.chat_actions_released)
         if method in ("deleteWebhook", "setWebhook", "setMyCommands", "sendChatAction"):
             return self._ok(True)
         if method == "getChatMember":
@@ -288,6 +295,17 @@ class FakeTelegram:
                 return self._error(400, "Bad Request: TEXTDRAFT_PEER_INVALID")
             return self._ok(True)
         return self._error(404, "Not Found")
+
+    async def _hold_chat_action(self, released: asyncio.Event) -> None:
+        async with self.changed:
+            self.held_chat_actions += 1
+            self.changed.notify_all()
+        try:
+            await released.wait()
+        finally:
+            async with self.changed:
+                self.held_chat_actions -= 1
+                self.changed.notify_all()
 
     def _get_file(self, file_id: str) -> web.Response:
         if file_id not in self.files:

@@ -1,0 +1,93 @@
+"""One turn of a chat, the same on every platform: typing until the answer shows, the answer
+streamed as it is written, `Agent.handle`, the reply delivered; or a command answered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from bot.admin import Admin, Answer, Command
+from bot.agent import Agent, Prepare, Reply
+from bot.chat_user import ChatUser
+from bot.incoming import Image, Incoming, Quote
+
+
+class Stream(Protocol):
+    """A reply shown while it is written (a StreamedReply on a chat platform)."""
+
+    def update(self, so_far: str) -> None:
+        """The answer so far; returns at once."""
+
+    async def finish(self, text: str | None) -> None:
+        """The whole answer (None: there is none)."""
+
+
+class TurnSurface(Protocol):
+    """Where one message is answered on a platform: its typing indicator, the stream its reply
+    appears in, and how a command's answer is sent."""
+
+    pictures: bool  # whether `send` takes a Picture (else the answer says where to find it)
+
+    def stream(self) -> Stream:
+        """A new stream for this message's reply."""
+        ...
+
+    async def typing(self, replied: asyncio.Event) -> None:
+        """Show that an answer is being written until `replied` is set; never raises."""
+
+    async def send(self, answer: Answer) -> None:
+        """Send a command's answer."""
+
+
+def read_photo(
+    text: str, quote: Quote | None, read: Callable[[], Awaitable[Image | tuple[Image, ...]]]
+) -> Prepare:
+    """A photo message whose pictures `read` downloads in the message's turn, so a slow
+    download keeps the order."""
+
+    async def prepare() -> Incoming:
+        images = await read()
+        images = images if isinstance(images, tuple) else (images,)
+        return Incoming(text, quote=quote, images=images, kind="photo")
+
+    return prepare
+
+
+class Turns:
+    """Answers messages and commands on any surface with one agent and one set of commands."""
+
+    def __init__(self, agent: Agent, admin: Admin) -> None:
+        self.agent = agent
+        self.admin = admin
+
+    async def command(
+        self, surface: TurnSurface, conv_key: str, user: ChatUser, command: Command
+    ) -> None:
+        answer = await self.admin.answer(user, conv_key, command, pictures=surface.pictures)
+        await surface.send(answer)
+
+    async def answer(
+        self, surface: TurnSurface, conv_key: str, user: ChatUser, incoming: Incoming | Prepare
+    ) -> Reply:
+        """Answer a message: typing until the reply shows, then the reply streamed and settled.
+        Call it before any other await in a handler, so replies keep the messages' order."""
+        replied = asyncio.Event()
+        typing = asyncio.create_task(surface.typing(replied))
+        stream = surface.stream()
+
+        def on_text(so_far: str) -> None:
+            replied.set()  # the answer itself shows now
+            stream.update(so_far)
+
+        async def deliver(reply: Reply) -> None:
+            replied.set()
+            await stream.finish(reply.text)
+
+        try:
+            # The agent takes the conversation's turn before anything else is awaited here, and
+            # delivers within it, so replies go out in the order the messages came in.
+            return await self.agent.handle(conv_key, user, incoming, deliver, on_text)
+        finally:
+            replied.set()  # also when the agent failed before any reply
+            await asyncio.wait((typing,))

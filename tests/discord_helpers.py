@@ -1,0 +1,121 @@
+"""Helpers for the Discord tests: discord.py's own channels, messages and interactions, built
+from the payloads the gateway sends, on a client whose REST calls go to the fake Discord API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import discord
+
+from bot.adapters.discord import CrabbotDiscord
+from tests.fakes.discord_api import user_payload
+
+GUILD, CHANNEL, DM_CHANNEL = 3000, 3001, 3002
+ANN = user_payload(4242, "Ann")
+
+
+def guild_channel(client: CrabbotDiscord) -> discord.TextChannel:
+    state = client._connection
+    guild = discord.Guild(data={"id": str(GUILD), "name": "Family"}, state=state)
+    return discord.TextChannel(
+        state=state,
+        guild=guild,
+        data={
+            "id": str(CHANNEL),
+            "type": 0,
+            "name": "family",
+            "position": 0,
+            "guild_id": str(GUILD),
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+        },
+    )
+
+
+def dm_channel(client: CrabbotDiscord) -> discord.DMChannel:
+    data = {"id": str(DM_CHANNEL), "type": 1, "recipients": [ANN]}
+    return discord.DMChannel(me=client.user, state=client._connection, data=data)
+
+
+def message_data(channel: Any, content: str, author: dict = ANN, message_id: int = 0) -> dict:
+    return {
+        "id": str(message_id or 5000 + len(content)),
+        "channel_id": str(channel.id),
+        "author": author,
+        "content": content,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }
+
+
+def message(
+    client: CrabbotDiscord,
+    channel: Any,
+    content: str,
+    mentions: list[dict] | None = None,
+    replying_to: dict | None = None,
+    attachments: list[dict] | None = None,
+    author: dict = ANN,
+) -> discord.Message:
+    """A message from `author` (Ann); `replying_to` is the message data it replies to, as the
+    gateway sends it along."""
+    data = {
+        "id": str(5000 + len(content)),
+        "channel_id": str(channel.id),
+        "author": author,
+        "content": content,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": mentions or [],
+        "mention_roles": [],
+        "attachments": attachments or [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }
+    if replying_to is not None:
+        data["type"] = 19  # a reply
+        data["message_reference"] = {
+            "message_id": replying_to["id"],
+            "channel_id": str(channel.id),
+        }
+        data["referenced_message"] = replying_to
+    return discord.Message(state=client._connection, channel=channel, data=data)
+
+
+def interaction(client: CrabbotDiscord, user: dict, interaction_id: int) -> discord.Interaction:
+    data = {
+        "id": str(interaction_id),
+        "application_id": "901",
+        "type": 2,
+        "token": f"token-{interaction_id}",
+        "version": 1,
+        "attachment_size_limit": 8 * 1024 * 1024,
+        "channel": {"id": str(DM_CHANNEL), "type": 1, "recipients": [user]},
+        "channel_id": str(DM_CHANNEL),
+        "user": user,
+        "data": {"id": "1", "name": "routing", "type": 1},
+        "locale": "en-US",
+        "app_permissions": "0",
+    }
+    return discord.Interaction(data=data, state=client._connection)
+
+
+def routing_command(client: CrabbotDiscord, name: str) -> discord.app_commands.Command:
+    group = client.tree.get_command("routing")
+    assert isinstance(group, discord.app_commands.Group)
+    command = group.get_command(name)
+    assert isinstance(command, discord.app_commands.Command)
+    return command
