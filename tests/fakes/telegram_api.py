@@ -21,6 +21,15 @@ BOT_ID = 123456
 BOT_USERNAME = "crabbot_test_bot"
 RAW_FIELDS = {"text", "parse_mode", "action", "emoji", "caption"}  # strings sent as they are
 GETFILE_LIMIT = 20 * 1024 * 1024  # the Bot API does not hand out bigger files
+# The sizes Telegram makes of a 4:3 phone photo (width, height, file_size): its thumbnails
+# "s" and "m", then "x", "y" and "w" up to 2560 px on the long side.
+PHOTO_SIZES = (
+    (90, 68, 1_436),
+    (320, 240, 14_983),
+    (800, 600, 78_640),
+    (1280, 960, 171_502),
+    (2560, 1920, 524_118),
+)
 
 
 def utf16_len(text: str) -> int:
@@ -189,11 +198,23 @@ class FakeTelegram:
         self.files[file_id] = (f"media/{file_id}.{suffix}", data, size)
         return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": size}
 
-    def photo(self, data: bytes) -> dict[str, Any]:
-        """A photo as Telegram sends it: the sizes it made, smallest first (all JPEG)."""
-        thumb = self._file(data[: len(data) // 4], "jpg") | {"width": 90, "height": 90}
-        full = self._file(data, "jpg") | {"width": 1280, "height": 960}
-        return {"photo": [thumb, full]}
+    def photo(
+        self, data: bytes, sizes: tuple[tuple[int, int, int], ...] = PHOTO_SIZES
+    ) -> dict[str, Any]:
+        """A photo as Telegram sends it: every size it made, smallest first (all JPEG), each
+        (width, height, file_size) as stated. Each size's bytes are `data` followed by its
+        width and height, so a test can tell which one was read (photo_bytes)."""
+        return {
+            "photo": [
+                self._file(data + f"@{w}x{h}".encode(), "jpg", size) | {"width": w, "height": h}
+                for w, h, size in sizes
+            ]
+        }
+
+    def photo_bytes(self, photo: dict[str, Any], width: int) -> bytes:
+        """The bytes of the size `width` pixels wide of a photo() message."""
+        (file_id,) = [p["file_id"] for p in photo["photo"] if p["width"] == width]
+        return self.files[file_id][1]
 
     def document(
         self, data: bytes, mime_type: str, name: str, size: int | None = None
