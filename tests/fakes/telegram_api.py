@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -44,14 +45,19 @@ def markdown_is_valid(text: str) -> bool:
 
 def entities_error(text: str, entities: list[dict[str, Any]]) -> str | None:
     """Why Telegram would refuse these entities, or None: each must lie inside the text, and a
-    link must be an absolute URL (a model's relative link, `[notes](notes.md)`, is refused)."""
+    link must have a host. Telegram names the URL it refused, not where the entity is:
+    "entity URL '/docs/a.md' is invalid: URL host is empty". Whether it reads a bare `notes.md`
+    as a host (http://notes.md/) is not settled here: the fake refuses anything that is not
+    http(s)://host, as a model's relative link (`[notes](notes.md)`) should be."""
     size = utf16_len(text)
     for entity in entities:
         if entity["offset"] < 0 or entity["offset"] + entity["length"] > size:
             return "Bad Request: entity is out of range"
-        url = entity.get("url")
-        if entity["type"] == "text_link" and not str(url).startswith(("http://", "https://")):
-            return "Bad Request: wrong HTTP URL specified"
+        if entity["type"] == "text_link":
+            url = str(entity.get("url"))
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                return f"Bad Request: entity URL '{url}' is invalid: URL host is empty"
     return None
 
 
