@@ -137,7 +137,9 @@ async def test_private_draft_with_a_refused_link_keeps_drafting(
             lambda: telegram.shown(PRIVATE) == ["Open the notes at page 3 📖"]
         )
     shown_drafts = [p for p in telegram.sent(PRIVATE, "sendMessageDraft") if "page 3" in p["text"]]
+    # Drafts with the link were refused and sent again without it: still drafts, not edits.
     assert shown_drafts and core.router.counters["draft_errors"] == 0
+    assert core.router.counters["markdown_fallbacks"] >= 1
     assert [e["type"] for e in shown_drafts[-1]["entities"]] == ["bold"]
 
 

@@ -158,7 +158,9 @@ class TelegramText:
                     raise
                 if tries == 1:
                     self.counters["markdown_fallbacks"] += 1
-                log.info("telegram refused the formatting (%s); sending it with less", exc.message)
+                # The refusal quotes the model's words (a URL): kept out of the default level.
+                log.info("telegram refused the formatting; sending the piece with less")
+                log.debug("telegram's refusal: %s", exc.message)
                 entities = without_refused(entities, exc.message) if tries < MAX_TRIES - 1 else []
         raise AssertionError("unreachable: the last try returns or raises")
 

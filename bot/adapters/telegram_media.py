@@ -48,6 +48,7 @@ async def read_image(message: Message, settings: ImageSettings, caption: str) ->
     """The picture in `message`; raises Unreadable with the reply to send when it cannot be
     used (a type the models do not read, too big, a failed download)."""
     attachment: PhotoSize | Document
+    mime_type: str | None
     if message.photo:
         attachment, mime_type = photo_size(message.photo, settings, caption), "image/jpeg"
     else:
