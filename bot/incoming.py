@@ -50,9 +50,11 @@ class Incoming:
 
     def routing_text(self) -> str:
         """What the router reads: the words, then the quoted message ("summarize this" routes
-        on what it points at too). Empty for a photo with no caption."""
+        on what it points at too). Empty for a photo with no caption, even one that replies to
+        a message: a photo alone asks about the photo (routing.image_tier), the quoted message
+        is only its context for the model."""
         words = self.text.strip()
-        if self.quote is None or not self.quote.text.strip():
+        if self.quote is None or not self.quote.text.strip() or (self.images and not words):
             return words
         quoted = self.quote.text.strip()[:QUOTE_LIMIT]
         return f"{words}\n\n{quoted}" if words else quoted

@@ -37,10 +37,10 @@ def apology(text: str) -> str:
 # What the bot says about a picture or a voice message it cannot use; {placeholders} filled in.
 MEDIA_REPLIES: dict[str, dict[str, str]] = {
     "image_too_big": {
-        "en": "That picture is too big for me ({size:.1f} MB; the limit is {limit:.0f} MB).",
-        "zh-Hans": "这张图片太大了（{size:.1f} MB，上限 {limit:.0f} MB）。",
-        "zh-Hant": "這張圖片太大了（{size:.1f} MB，上限 {limit:.0f} MB）。",
-        "ja": "画像が大きすぎます（{size:.1f} MB、上限は {limit:.0f} MB）。",
+        "en": "That picture is too big for me ({size:.1f} MB; the limit is {limit:g} MB).",
+        "zh-Hans": "这张图片太大了（{size:.1f} MB，上限 {limit:g} MB）。",
+        "zh-Hant": "這張圖片太大了（{size:.1f} MB，上限 {limit:g} MB）。",
+        "ja": "画像が大きすぎます（{size:.1f} MB、上限は {limit:g} MB）。",
     },
     "image_type": {
         "en": "I can read JPEG, PNG, WebP and GIF pictures, not {kind}.",

@@ -11,6 +11,11 @@ from router.errors import ReasonError
 MB = 1024 * 1024
 # What the vision models behind the default tiers read.
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif"}
+# A smaller copy of a picture is worth sending only when its long side reaches this: the tile a
+# vision model reads (OpenAI's low detail is one 512x512 view); below it a phone photo's writing,
+# the usual reason to send one to crabbot, cannot be read. Of Telegram's sizes (90, 320, 800,
+# 1280, 2560 px) 800 is the smallest that passes.
+MIN_PHOTO_SIDE = 512
 
 
 class Unreadable(ReasonError):
@@ -30,10 +35,14 @@ def check_image(
     if kind not in IMAGE_TYPES:
         raise Unreadable("image_type", media_reply("image_type", text, kind=kind or "this file"))
     if size is not None and size > settings.max_mb * MB:
-        raise Unreadable(
-            "image_too_big",
-            media_reply("image_too_big", text, size=size / MB, limit=settings.max_mb),
-        )
+        raise too_big(settings, size, text)
+
+
+def too_big(settings: ImageSettings, size: int, text: str) -> Unreadable:
+    """A picture over the limit, `size` bytes, in the language of `text`."""
+    return Unreadable(
+        "image_too_big", media_reply("image_too_big", text, size=size / MB, limit=settings.max_mb)
+    )
 
 
 def image(settings: ImageSettings, data: bytes, mime_type: str, text: str) -> Image:

@@ -14,6 +14,18 @@ from tests.conftest import make_config
 
 TELEGRAM_ADMIN = 7001
 DISCORD_ADMIN = 8001
+# Answers whose every character must reach the chat as written: what CommonMark would read as
+# raw HTML outside code spans (tracebacks, comparisons, generics, tags), with emoji and CJK.
+VERBATIM = [
+    'Traceback (most recent call last):\n  File "app.py", line 12, in <module>\n'
+    "    main()\nNameError: name 'main' is not defined",
+    "x <module> y",
+    "if a<b and b>c: pass",
+    "Use List<int> or Map<String, List<Integer>> here.",
+    "Write <br> for a line break, <b>bold</b> for bold, and <!-- a comment --> stays.",
+    "<div>\n咖喱 <em>很辣</em> 🌶️\n</div>",
+    "🦀 a<b 和 c>d 😀 <ok> 日本語<タグ>です",
+]
 NO_SECRETS = Secrets(
     groq_api_key=None,
     openai_api_key=None,

@@ -12,7 +12,7 @@ import pytest
 from bot.adapters.discord import build_client
 from bot.admin import REFUSAL
 from router import Secrets
-from tests.bot_helpers import DISCORD_ADMIN, log_rows, open_core
+from tests.bot_helpers import DISCORD_ADMIN, VERBATIM, log_rows, open_core
 from tests.discord_helpers import (
     ANN,
     CHANNEL,
@@ -307,3 +307,38 @@ async def test_voice_message_transcription_is_answered_with_a_quote_line(
     assert text.startswith("> [voice 0:07] 明天几点出发？\n\n") and text.endswith(
         "Ann: 明天几点出发？"
     )
+
+
+@pytest.mark.parametrize("answer", VERBATIM)
+async def test_every_character_the_model_wrote_reaches_discord(
+    client, streaming, discord_api, upstream, answer
+):
+    # Discord renders the Markdown itself: the text goes as written, whole or streamed.
+    upstream.reply = lambda body: answer
+    await client.on_message(message(client, dm_channel(client), "explain"))
+    await streaming.on_message(
+        message(streaming, guild_channel(streaming), f"<@{BOT_ID}> explain", [BOT_USER])
+    )
+    assert discord_api.shown(DM_CHANNEL) == [answer]
+    assert discord_api.shown(CHANNEL) == [answer]
+
+
+@pytest.mark.parametrize("ping", [True, False])
+async def test_photo_without_caption_replying_to_the_bot_routes_to_the_image_tier(
+    client, discord_api, upstream, ping
+):
+    channel = guild_channel(client)
+    earlier = "Fixed:\n```python\ndef dedupe(xs):\n    return list(dict.fromkeys(xs))\n```"
+    answer = message_data(channel, earlier, author=BOT_USER, message_id=4998)
+    photo = discord_api.attachment(JPEG, "error.jpg", "image/jpeg")
+    # A reply pings its author unless the sender turns that off; either way it is for the bot.
+    mentions = [BOT_USER] if ping else []
+    await client.on_message(
+        message(client, channel, "", mentions, replying_to=answer, attachments=[photo])
+    )
+    (row,) = await log_rows(client.core)
+    tier = client.core.config.routing.image_tier
+    assert (row["tier"], row["source"]) == (tier, "fixed") and tier != "strong"
+    assert "image without text" in row["error"] and discord_api.downloads == ["error.jpg"]
+    text = upstream.requests[0]["messages"][-1]["content"][0]["text"]
+    assert text.startswith("Ann: (replying to crabbot:)") and "> def dedupe(xs):" in text

@@ -10,7 +10,7 @@ import pytest
 from bot.admin import COMMANDS, HELP, REFUSAL
 from bot.language import APOLOGIES
 from router.store.settings import get_setting
-from tests.bot_helpers import TELEGRAM_ADMIN, log_rows
+from tests.bot_helpers import TELEGRAM_ADMIN, VERBATIM, log_rows
 from tests.fakes.telegram_api import BOT_ID, FakeTelegram
 from tests.telegram_helpers import running
 
@@ -150,7 +150,17 @@ async def test_markdown_arrives_formatted_as_entities(seeded_db, embedder, upstr
     assert kinds["pre"]["language"] == "python"
 
 
-async def test_rejected_markdown_is_sent_again_as_plain_text(
+def spans(sent: dict) -> dict[str, list[str]]:
+    """Each entity type of a sent message, with the text it covers."""
+    text = sent["text"].encode("utf-16-le")
+    found: dict[str, list[str]] = {}
+    for entity in sent.get("entities", []):
+        covered = text[2 * entity["offset"] : 2 * (entity["offset"] + entity["length"])]
+        found.setdefault(entity["type"], []).append(covered.decode("utf-16-le"))
+    return found
+
+
+async def test_a_refused_link_becomes_text_and_the_rest_stays_formatted(
     seeded_db, embedder, upstream, telegram
 ):
     answer = "Everything is in [the notes](notes.md), **section 2**."
@@ -159,11 +169,55 @@ async def test_rejected_markdown_is_sent_again_as_plain_text(
         await telegram.push_message(88, "where is it", chat_type="private")
         await telegram.wait_until(lambda: len(telegram.texts(88)) == 2)
     first, second = telegram.sent(88)
-    assert {entity["type"] for entity in first["entities"]} == {"text_link", "bold"}
-    # A relative link is refused by Telegram: the answer goes again as the model wrote it.
-    assert "entities" not in second and second["text"] == answer
-    assert telegram.shown(88) == [answer]
+    assert spans(first) == {"text_link": ["the notes"], "bold": ["section 2"]}
+    # Telegram refused the relative link: it went again with the link as plain text, the bold
+    # kept, and neither Markdown markers nor the URL showing.
+    assert second["text"] == "Everything is in the notes, section 2."
+    assert spans(second) == {"bold": ["section 2"]}
+    assert telegram.shown(88) == ["Everything is in the notes, section 2."]
     assert core.counters["markdown_fallbacks"] == 1
+
+
+async def test_only_the_links_telegram_refuses_lose_their_link(
+    seeded_db, embedder, upstream, telegram
+):
+    answer = (
+        "See [the guide](https://example.org/guide), [my notes](/home/mom/notes.md) and "
+        "[the list](./list.md); *quickly*."
+    )
+    upstream.reply = lambda body: answer
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(GROUP, "where?", mention=True)
+        await telegram.wait_until(lambda: len(telegram.shown(GROUP)) == 1)
+    final = telegram.sent(GROUP)[-1]
+    assert final["text"] == "See the guide, my notes and the list; quickly."
+    # Each refusal named one URL; each cost that link only.
+    assert spans(final) == {"text_link": ["the guide"], "italic": ["quickly"]}
+    assert final["entities"][0]["url"] == "https://example.org/guide"
+    assert len(telegram.sent(GROUP)) == 3
+    assert core.counters["markdown_fallbacks"] == 1
+
+
+@pytest.mark.parametrize("answer", VERBATIM)
+async def test_every_character_outside_markdown_reaches_the_chat(
+    seeded_db, embedder, upstream, telegram, answer
+):
+    upstream.reply = lambda body: answer
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(88, "explain", chat_type="private")
+        await telegram.wait_until(lambda: len(telegram.shown(88)) == 1)
+    assert telegram.shown(88) == [answer]
+
+
+async def test_angle_brackets_survive_around_formatting(seeded_db, embedder, upstream, telegram):
+    answer = "**Fix:** `xs: list[int]` is fine, but List<int> is Java; a<b **and** b>c 🦀"
+    upstream.reply = lambda body: answer
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(88, "explain", chat_type="private")
+        await telegram.wait_until(lambda: len(telegram.shown(88)) == 1)
+    (sent,) = telegram.sent(88)
+    assert sent["text"] == "Fix: xs: list[int] is fine, but List<int> is Java; a<b and b>c 🦀"
+    assert spans(sent) == {"bold": ["Fix:", "and"], "code": ["xs: list[int]"]}
 
 
 async def test_forum_topics_are_separate_conversations_and_reset_is_local(

@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from tests.bot_helpers import log_rows
-from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_api import PHOTO_SIZES, FakeTelegram
 from tests.telegram_helpers import running
 
 GROUP, PRIVATE = -1001, 55
@@ -28,6 +28,10 @@ def image_parts(request: dict) -> list[str]:
     return [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
 
 
+def data_url(data: bytes) -> str:
+    return f"data:image/jpeg;base64,{base64.b64encode(data).decode()}"
+
+
 async def messages_table(core) -> str:
     async with core.router.conn.execute("SELECT group_concat(content, '|') FROM messages") as c:
         return (await c.fetchone())[0]
@@ -38,20 +42,65 @@ async def test_captioned_photo_goes_to_the_vision_model_routed_on_the_caption(
 ):
     caption = "what plant is this?"
     async with running(seeded_db, embedder, upstream, telegram) as core:
-        await telegram.push_message(GROUP, caption, mention=True, media=telegram.photo(JPEG))
+        photo = telegram.photo(JPEG)
+        await telegram.push_message(GROUP, caption, mention=True, media=photo)
         await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
         (row,) = await log_rows(core)
         stored = await messages_table(core)
-    # The largest size was fetched and sent whole, as a JPEG data URL beside the caption.
-    assert telegram.downloads == ["media/file-2.jpg"]
+    # The largest size (2560x1920) was fetched and sent whole, as a JPEG data URL beside the
+    # caption; none of the smaller ones was downloaded.
+    assert telegram.downloads == ["media/file-5.jpg"]
     (request,) = upstream.requests
-    assert image_parts(request) == [f"data:image/jpeg;base64,{base64.b64encode(JPEG).decode()}"]
+    assert image_parts(request) == [data_url(telegram.photo_bytes(photo, 2560))]
     assert request["messages"][-1]["content"][0] == {"type": "text", "text": f"Mom: {caption}"}
     assert request["model"] == row["model"] and row["prompt"] == caption
     assert telegram.texts(GROUP)[0].endswith(f"Mom: {caption} (+1 images)")
     # Memory reads as a conversation; the picture itself is not kept.
     assert stored.startswith(f"[photo: {caption}]|")
     assert base64.b64encode(JPEG).decode()[:40] not in stored
+
+
+# A photo Telegram sent in five sizes, its largest weighing more than the limit allows.
+HEAVY = ((90, 68, 1_436), (320, 240, 14_983), (800, 600, 78_640), (1280, 960, 171_502))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_mb", "read"),
+    [
+        # The photo: a 15 MB original; the 1280 px copy is read, not the thumbnail.
+        (HEAVY + ((2560, 1920, 15 * 1024 * 1024),), 10, 1280),
+        # Real sizes under a 100 KB limit: 800x600 (77 KB) is the largest that fits.
+        (PHOTO_SIZES, 0.1, 800),
+        # Sizes listed out of order are still weighed by their pixels, not their place.
+        (tuple(reversed(PHOTO_SIZES)), 0.2, 1280),
+        # A small picture (its original is 320 px wide) is read as it is.
+        (PHOTO_SIZES[:2], 10, 320),
+    ],
+)
+async def test_photo_is_read_at_its_largest_size_under_the_limit(
+    seeded_db, embedder, upstream, telegram, sizes, max_mb, read
+):
+    images = {"max_mb": max_mb}
+    async with running(seeded_db, embedder, upstream, telegram, images=images):
+        photo = telegram.photo(JPEG, sizes)
+        await telegram.push_message(PRIVATE, "what does the sign say?", media=photo)
+        await telegram.wait_until(lambda: len(telegram.texts(PRIVATE)) == 1)
+    assert len(telegram.downloads) == 1
+    assert image_parts(upstream.requests[0]) == [data_url(telegram.photo_bytes(photo, read))]
+    assert telegram.texts(PRIVATE)[0].endswith("(+1 images)")
+
+
+async def test_photo_whose_every_readable_size_is_too_big_gets_the_too_big_reply(
+    seeded_db, embedder, upstream, telegram
+):
+    # A 50 KB limit leaves the 90 and 320 px thumbnails: too small to read a photo by.
+    async with running(seeded_db, embedder, upstream, telegram, images={"max_mb": 0.05}) as core:
+        await telegram.push_message(PRIVATE, "看看这个", media=telegram.photo(JPEG))
+        await telegram.wait_until(lambda: len(telegram.texts(PRIVATE)) == 1)
+        rows = await log_rows(core)
+    assert telegram.texts(PRIVATE) == ["这张图片太大了（0.5 MB，上限 0.05 MB）。"]
+    assert telegram.downloads == [] and upstream.requests == [] and rows == []
+    assert core.counters["image_too_big"] == 1
 
 
 async def test_photo_without_caption_routes_to_the_image_tier(
@@ -68,6 +117,27 @@ async def test_photo_without_caption_routes_to_the_image_tier(
     assert upstream.models == [core.config.models.strong]
     assert len(image_parts(upstream.requests[0])) == 1
     assert history[0].content == "[photo]"
+
+
+async def test_photo_without_caption_replying_to_the_bot_routes_to_the_image_tier(
+    seeded_db, embedder, upstream, telegram
+):
+    # The quoted answer alone would route as coding (strong); the photo asks about the photo.
+    earlier = "Fixed:\n```python\ndef dedupe(xs):\n    return list(dict.fromkeys(xs))\n```"
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(
+            GROUP, "", media=telegram.photo(JPEG), reply_to_bot=True, replied_text=earlier
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        (row,) = await log_rows(core)
+    image_tier = core.config.routing.image_tier
+    assert image_tier != "strong"
+    assert (row["tier"], row["source"]) == (image_tier, "fixed")
+    assert "image without text" in row["error"]
+    assert upstream.models == [core.config.models.for_tier(image_tier)]
+    # The model still sees what the photo answers, under the photo's place in the message.
+    text = upstream.requests[0]["messages"][-1]["content"][0]["text"]
+    assert text.startswith("Mom: (replying to crabbot:)") and "> def dedupe(xs):" in text
 
 
 async def test_picture_sent_as_a_file_is_read_as_an_image(seeded_db, embedder, upstream, telegram):

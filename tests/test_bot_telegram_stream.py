@@ -103,27 +103,44 @@ async def test_streamed_reply_longer_than_the_limit_continues_in_further_message
     assert "".join(pieces).replace("\n", "") == long_text.replace("\n", "")
 
 
-async def test_streamed_reply_falls_back_to_plain_text_when_markdown_is_refused(
-    seeded_db, embedder, upstream, telegram
-):
+async def test_streamed_reply_loses_only_the_refused_link(seeded_db, embedder, upstream, telegram):
     answer = "The **recipe** is in [the notes](notes.md), **section 2** and **section 3**."
+    shown = "The recipe is in the notes, section 2 and section 3."
     upstream.reply = lambda body: answer
 
-    async def shown_either_way(so_far: str) -> None:
-        wanted = {so_far.strip(), to_entities(so_far.strip())[0]}
-        await telegram.wait_until(lambda: telegram.shown(GROUP)[-1:] in ([w] for w in wanted))
+    async def shown_so_far(so_far: str) -> None:
+        wanted = to_entities(so_far.strip())[0]
+        await telegram.wait_until(lambda: telegram.shown(GROUP)[-1:] == [wanted])
 
-    upstream.gate = shown_either_way
+    upstream.gate = shown_so_far
     async with running(seeded_db, embedder, upstream, telegram, stream=True) as core:
         await telegram.push_message(GROUP, "where is it?", mention=True)
-        await telegram.wait_until(lambda: telegram.shown(GROUP) == [answer])
+        await telegram.wait_until(lambda: telegram.shown(GROUP) == [shown])
     edited = telegram.sent(GROUP, "editMessageText")
-    # Formatted while Telegram took it ("The recipe" in bold)...
-    assert any(p["text"] == "The recipe is" and p["entities"] for p in edited)
-    # ...then each formatted edit with the relative link was refused and plain text took over.
+    # Each formatted edit with the relative link was refused, then sent again without the link.
     refused = [p for p in edited if any(e["type"] == "text_link" for e in p.get("entities", []))]
-    assert refused and edited[-1]["text"] == answer and "entities" not in edited[-1]
-    assert core.counters["markdown_fallbacks"] == len(refused)
+    assert refused and core.counters["markdown_fallbacks"] == len(refused)
+    # Every edit the family saw kept its bold: never the raw Markdown, never all plain.
+    (final,) = [p for p in edited if p["text"] == shown][-1:]
+    assert [e["type"] for e in final["entities"]] == ["bold", "bold", "bold"]
+    assert all("**" not in text for text in telegram.shown(GROUP))
+
+
+async def test_private_draft_with_a_refused_link_keeps_drafting(
+    seeded_db, embedder, upstream, telegram
+):
+    answer = "Open [the notes](notes.md) at **page 3** 📖"
+    upstream.reply = lambda body: answer
+    async with running(seeded_db, embedder, upstream, telegram, stream=True) as core:
+        await telegram.push_message(PRIVATE, "where?", chat_type="private")
+        await telegram.wait_until(
+            lambda: telegram.shown(PRIVATE) == ["Open the notes at page 3 📖"]
+        )
+    shown_drafts = [p for p in telegram.sent(PRIVATE, "sendMessageDraft") if "page 3" in p["text"]]
+    # Drafts with the link were refused and sent again without it: still drafts, not edits.
+    assert shown_drafts and core.counters["draft_errors"] == 0
+    assert core.counters["markdown_fallbacks"] >= 1
+    assert [e["type"] for e in shown_drafts[-1]["entities"]] == ["bold"]
 
 
 async def test_streamed_reply_survives_a_failed_edit(seeded_db, embedder, upstream, telegram):

@@ -44,6 +44,16 @@ def chat_user(user: discord.abc.User) -> ChatUser:
     return ChatUser("discord", user.id, user.display_name)
 
 
+def replied_to(message: discord.Message) -> discord.Message | None:
+    """The message this one replies to, from the gateway's copy (never fetched: an await here
+    would let a later message overtake this one)."""
+    reference = message.reference
+    if reference is None:
+        return None
+    replied = reference.resolved if isinstance(reference.resolved, discord.Message) else None
+    return replied or reference.cached_message
+
+
 def block(text: str) -> str:
     """A code block keeps the stats' columns readable on a phone."""
     return f"```\n{text}\n```"
@@ -165,18 +175,16 @@ class CrabbotDiscord(discord.Client):
         if me is None or message.author.bot:
             return None
         private = isinstance(message.channel, discord.DMChannel)
-        if not private and not any(user.id == me.id for user in message.mentions):
+        mentioned = any(user.id == me.id for user in message.mentions)
+        # A reply to the bot is for it, as on Telegram, also when its ping was turned off.
+        replied = replied_to(message)
+        if not (private or mentioned or (replied is not None and replied.author.id == me.id)):
             return None
         return re.sub(rf"<@!?{me.id}>", "", message.content).strip()
 
     def quoted(self, message: discord.Message) -> Quote | None:
-        """The message this one replies to, from the gateway's copy (never fetched: an await
-        here would let a later message overtake this one)."""
-        reference = message.reference
-        if reference is None:
-            return None
-        replied = reference.resolved if isinstance(reference.resolved, discord.Message) else None
-        replied = replied or reference.cached_message
+        """The message this one replies to, from the gateway's copy."""
+        replied = replied_to(message)
         if replied is None or not replied.content.strip():
             return None
         mine = self.user is not None and replied.author.id == self.user.id

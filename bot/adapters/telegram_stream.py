@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from telegram import Message
+from telegram import Message, MessageEntity
 from telegram.constants import ChatType, MessageLimit
 from telegram.error import BadRequest, EndPointNotFound, InvalidToken, TelegramError
 
-from bot.adapters.telegram_markdown import TelegramText, to_entities
+from bot.adapters.telegram_markdown import TelegramText
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,16 @@ class TelegramSurface:
         """True when the draft was shown; False: this reply edits in place from now on."""
         message = self.message
         thread = message.message_thread_id if message.is_topic_message else None
-        body, entities = to_entities(text)
         # Non-zero and one per piece: the message id is unique in the chat.
         draft_id = message.message_id * 100 + index + 1
-        try:
-            await message.get_bot().send_message_draft(
+
+        async def send(body: str, entities: list[MessageEntity]) -> bool:
+            return await message.get_bot().send_message_draft(
                 message.chat_id, draft_id, body, message_thread_id=thread, entities=entities
             )
+
+        try:
+            await self.text.formatted(send, text)  # a refused link costs the link, not the draft
             return True
         except (InvalidToken, EndPointNotFound) as exc:
             self.drafts.unsupported(exc)

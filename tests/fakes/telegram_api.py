@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -22,6 +23,15 @@ BOT_ID = 123456
 BOT_USERNAME = "crabbot_test_bot"
 RAW_FIELDS = {"text", "parse_mode", "action", "emoji", "caption"}  # strings sent as they are
 GETFILE_LIMIT = 20 * 1024 * 1024  # the Bot API does not hand out bigger files
+# The sizes Telegram makes of a 4:3 phone photo (width, height, file_size): its thumbnails
+# "s" and "m", then "x", "y" and "w" up to 2560 px on the long side.
+PHOTO_SIZES = (
+    (90, 68, 1_436),
+    (320, 240, 14_983),
+    (800, 600, 78_640),
+    (1280, 960, 171_502),
+    (2560, 1920, 524_118),
+)
 
 
 def utf16_len(text: str) -> int:
@@ -36,14 +46,19 @@ def markdown_is_valid(text: str) -> bool:
 
 def entities_error(text: str, entities: list[dict[str, Any]]) -> str | None:
     """Why Telegram would refuse these entities, or None: each must lie inside the text, and a
-    link must be an absolute URL (a model's relative link, `[notes](notes.md)`, is refused)."""
+    link must have a host. Telegram names the URL it refused, not where the entity is:
+    "entity URL '/docs/a.md' is invalid: URL host is empty". Whether it reads a bare `notes.md`
+    as a host (http://notes.md/) is not settled here: the fake refuses anything that is not
+    http(s)://host, as a model's relative link (`[notes](notes.md)`) should be."""
     size = utf16_len(text)
     for entity in entities:
         if entity["offset"] < 0 or entity["offset"] + entity["length"] > size:
             return "Bad Request: entity is out of range"
-        url = entity.get("url")
-        if entity["type"] == "text_link" and not str(url).startswith(("http://", "https://")):
-            return "Bad Request: wrong HTTP URL specified"
+        if entity["type"] == "text_link":
+            url = str(entity.get("url"))
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                return f"Bad Request: entity URL '{url}' is invalid: URL host is empty"
     return None
 
 
@@ -194,11 +209,23 @@ class FakeTelegram:
         self.files[file_id] = (f"media/{file_id}.{suffix}", data, size)
         return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": size}
 
-    def photo(self, data: bytes) -> dict[str, Any]:
-        """A photo as Telegram sends it: the sizes it made, smallest first (all JPEG)."""
-        thumb = self._file(data[: len(data) // 4], "jpg") | {"width": 90, "height": 90}
-        full = self._file(data, "jpg") | {"width": 1280, "height": 960}
-        return {"photo": [thumb, full]}
+    def photo(
+        self, data: bytes, sizes: tuple[tuple[int, int, int], ...] = PHOTO_SIZES
+    ) -> dict[str, Any]:
+        """A photo as Telegram sends it: every size it made, smallest first (all JPEG), each
+        (width, height, file_size) as stated. Each size's bytes are `data` followed by its
+        width and height, so a test can tell which one was read (photo_bytes)."""
+        return {
+            "photo": [
+                self._file(data + f"@{w}x{h}".encode(), "jpg", size) | {"width": w, "height": h}
+                for w, h, size in sizes
+            ]
+        }
+
+    def photo_bytes(self, photo: dict[str, Any], width: int) -> bytes:
+        """The bytes of the size `width` pixels wide of a photo() message."""
+        (file_id,) = [p["file_id"] for p in photo["photo"] if p["width"] == width]
+        return self.files[file_id][1]
 
     def document(
         self, data: bytes, mime_type: str, name: str, size: int | None = None

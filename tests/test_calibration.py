@@ -1,0 +1,40 @@
+"""Calibrated confidence stays honest off the pool: a message far from everything pooled is
+less sure, so live mode asks the LLM where the local signal would guess."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from router.signals.calibration import Calibration, fit_calibration
+
+
+def test_far_from_the_pool_means_less_sure():
+    calibration = Calibration(1.0, 0.0, far_slope=20.0, far_pivot=0.9)
+    logits = np.array([3.0, 0.0, 0.0])
+    near = calibration.probs(logits, None, nearest=0.95).max()
+    at_pivot = calibration.probs(logits, None, nearest=0.9).max()
+    far = calibration.probs(logits, None, nearest=0.8).max()
+    assert near == at_pivot > far
+    assert far < 0.6  # below live mode's bar: the LLM is asked
+
+
+def test_the_fit_learns_distance_only_when_far_rows_are_wrong_more_often():
+    rng = np.random.default_rng(0)
+    n = 4000
+    labels = rng.integers(0, 3, n)
+    nearest = rng.uniform(0.75, 0.98, n)
+    logits = np.zeros((n, 3))
+    # Every row is read as sure as any other, but far rows (nearest < 0.85) are often wrong.
+    wrong = (nearest < 0.85) & (rng.random(n) < 0.6)
+    predicted = np.where(wrong, (labels + 1) % 3, labels)
+    logits[np.arange(n), predicted] = 4.0
+    learnt = fit_calibration(logits, np.zeros_like(logits), labels, nearest)
+    assert learnt.far_slope > 0
+    far = learnt.probs(logits[:1], None, np.array([0.76])).max()
+    close = learnt.probs(logits[:1], None, np.array([0.97])).max()
+    assert far < close
+
+    # When distance says nothing about being right, the fit leaves confidence alone.
+    honest = np.zeros((n, 3))
+    honest[np.arange(n), labels] = 4.0
+    assert fit_calibration(honest, np.zeros_like(honest), labels, nearest).far_slope == 0.0

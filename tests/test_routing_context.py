@@ -1,0 +1,117 @@
+"""Content before context, and whose context: a clear request keeps its own tier seconds after
+chatter, and in a group each person's turn reads their own previous turn (real bundled model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from router import ModelRouter, Secrets
+from router import open_router as build_router
+from router.signals.classifier import LocalAnswer
+from router.signals.continuity import content_first
+from tests.conftest import make_config
+
+START = 1_800_000_000.0
+
+
+async def open_router(db, embedder) -> ModelRouter:
+    return await build_router(
+        make_config(db, "live"), Secrets(groq_api_key=None), embedder=embedder
+    )
+
+
+@pytest.mark.parametrize(
+    ("chatter", "request_", "tier"),
+    [
+        (
+            "早安大家！今天天氣真好",
+            "Pythonでファイルを一行ずつ読むコードを書いてください",
+            "strong",
+        ),
+        ("早上好呀 ☀️", "每个班分数第二高的学生怎么查, mysql 5.7", "strong"),
+        (
+            "[sticker: cat waving]",
+            "ModuleNotFoundError: No module named 'pandas' how do I fix",
+            "strong",
+        ),
+        (
+            "lol",
+            "A train leaves at 3:40 at 72 mph, another at 4:10 at 90 mph: when does it catch up?",
+            "strong",
+        ),
+    ],
+)
+async def test_a_clear_request_seconds_after_chatter_keeps_its_own_tier(
+    seeded_db, embedder, chatter, request_, tier
+):
+    router = await open_router(seeded_db, embedder)
+    try:
+        alone = await router.route(request_)
+        await router.route(chatter, conv_key="family", at=START)
+        after = await router.route(request_, conv_key="family", at=START + 5)
+    finally:
+        await router.close()
+    assert alone.tier == tier
+    assert after.tier == tier, (after.category, after.source, after.confidence)
+
+
+async def test_a_short_follow_up_still_carries_its_task(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    try:
+        await router.route("早安", conv_key="family", at=START)
+        await router.route(
+            "寫一個 SQL 把重複的訂單刪掉，只留最新的一筆", conv_key="family", at=START + 4
+        )
+        follow_up = await router.route("why?", conv_key="family", at=START + 20)
+    finally:
+        await router.close()
+    assert (follow_up.tier, follow_up.source) == ("strong", "prior")
+
+
+async def test_in_a_group_each_person_reads_their_own_previous_turn(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    grandson, grandma = "telegram:101", "telegram:202"
+    try:
+        await router.route(
+            "write a python script that merges the employee tables from 3 databases",
+            conv_key="group",
+            at=START,
+            user_key=grandson,
+        )
+        await router.route("早安 大家吃飽沒", conv_key="group", at=START + 3, user_key=grandma)
+        his = await router.route("why?", conv_key="group", at=START + 9, user_key=grandson)
+        hers = await router.route("哈哈 好啊", conv_key="group", at=START + 12, user_key=grandma)
+    finally:
+        await router.close()
+    assert (his.tier, his.category, his.source) == ("strong", "coding", "prior")
+    assert hers.tier == "cheap"
+
+
+async def test_a_stateless_history_with_names_reads_the_speakers_own_turns(seeded_db, embedder):
+    history = [
+        {"role": "user", "name": "kenji", "content": "write a bash loop that renames every .JPG"},
+        {"role": "assistant", "content": "(answer)"},
+        {"role": "user", "name": "grandma", "content": "おはよう〜今日は寒いね"},
+        {"role": "assistant", "content": "(answer)"},
+    ]
+    router = await open_router(seeded_db, embedder)
+    try:
+        his = await router.route("why?", history=history, name="kenji")
+        hers = await router.route("why?", history=history, name="grandma")
+    finally:
+        await router.close()
+    assert (his.tier, his.category) == ("strong", "coding")
+    assert hers.tier != "strong"
+
+
+def _answer(tier: str, confidence: float) -> LocalAnswer:
+    category = {"cheap": "casual", "medium": "analysis", "strong": "coding"}[tier]
+    return LocalAnswer(category, tier, confidence, {}, [])
+
+
+def test_content_first_never_lets_context_lower_a_confident_message():
+    assert content_first(_answer("strong", 0.7), _answer("cheap", 0.9), 0.5).tier == "strong"
+    # Not confident enough alone: the context decides.
+    assert content_first(_answer("strong", 0.4), _answer("cheap", 0.9), 0.5).tier == "cheap"
+    # The context may raise a tier (a vague "why?" after a coding task).
+    assert content_first(_answer("cheap", 0.9), _answer("strong", 0.8), 0.5).tier == "strong"
