@@ -17,7 +17,7 @@ from openai import AsyncOpenAI
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
 from router.embedding.embedder import Embedder
-from router.proxy.app import ChatProxy, create_app
+from router.proxy.app import Gateway, create_app
 from router.proxy.provider import Provider
 from router.proxy.server import ProxyServer
 from tests.conftest import make_config
@@ -43,7 +43,7 @@ class RunningProxy:
     url: str
     router: ModelRouter
     config: CrabbotConfig
-    proxy: ChatProxy
+    proxy: Gateway
 
     def client(self, key: str = CLIENT_KEY, **kwargs: Any) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, **kwargs)
@@ -98,10 +98,10 @@ async def running_proxy(
     app = create_app(router, provider, env_keys)
     server = await ProxyServer(app, "127.0.0.1", 0).start()
     try:
-        yield RunningProxy(server.base_url, router, config, app.state.proxy)
+        yield RunningProxy(server.base_url, router, config, app.state.gateway)
     finally:
         await server.stop()
-        await app.state.proxy.settled()
+        await app.state.gateway.settled()
         await provider.close()
         await router.close()
 

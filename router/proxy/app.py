@@ -73,8 +73,9 @@ def chat_error_event(error: ProxyError) -> bytes:
     return f"data: {json.dumps(error.body())}\n\n".encode()
 
 
-class ChatProxy:
-    """The request handlers, sharing one router and one provider client."""
+class Gateway:
+    """The steps every endpoint shares (admission, routing, the log row's end, the relay), over
+    one router and one provider client."""
 
     def __init__(
         self, router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()
@@ -91,18 +92,18 @@ class ChatProxy:
 
     # -- checks --------------------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> str | None:
+    def authorize(self, request: Request) -> str | None:
         """The caller's key label; a 401 without a valid key (when keys are set)."""
         return self.access.authorize(request)
 
-    async def _admitted(self, request: Request) -> tuple[str | None, bytes]:
+    async def admitted(self, request: Request) -> tuple[str | None, bytes]:
         """Every POST endpoint's first steps: not our own forwarded request, a valid key (its
         label), and the body within proxy.max_body_bytes."""
-        self._refuse_loops(request)
-        label = self._authorize(request)
+        self.refuse_loops(request)
+        label = self.authorize(request)
         return label, await read_body(request, self.settings.max_body_bytes)
 
-    def _check_model(self, label: str | None, model: str) -> None:
+    def check_model(self, label: str | None, model: str) -> None:
         """A 403 for a model this key may not use, before any routing or provider call."""
         if not self.access.allows(label, model):
             self.router.counters["models_refused"] += 1
@@ -110,7 +111,7 @@ class ChatProxy:
             raise model_not_allowed(model)
 
     @staticmethod
-    def _refuse_loops(request: Request) -> None:
+    def refuse_loops(request: Request) -> None:
         if HOP_HEADER.lower() in request.headers:
             raise ProxyError(
                 508,
@@ -122,7 +123,7 @@ class ChatProxy:
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def _target(self, chat: ChatRequest) -> Target:
+    async def target(self, chat: ChatRequest) -> Target:
         models = self.router.config.models
         if chat.model == AUTO:
             text, history = chat.route_text, chat.history
@@ -147,7 +148,7 @@ class ChatProxy:
         self.metrics.decided(decision)
         return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
 
-    def _failed(self, target: Target, error: ProxyError) -> None:
+    def failed(self, target: Target, error: ProxyError) -> None:
         log.warning(
             "provider call for model %s failed: HTTP %d, %s", target.model, error.status, error
         )
@@ -155,7 +156,7 @@ class ChatProxy:
         self.metrics.provider_done(target.started, target.stream, error.status)
         self.router.finish(target.decision, "provider_error", error=f"provider: {error.message}")
 
-    def _ended(self, target: Target, outcome: str, usage: Usage | None) -> None:
+    def ended(self, target: Target, outcome: str, usage: Usage | None) -> None:
         if outcome == "completed":
             self.metrics.provider_done(target.started, target.stream, None)
         self.router.finish(
@@ -165,52 +166,14 @@ class ChatProxy:
             completion_tokens=usage.completion_tokens if usage else None,
         )
 
-    async def settled(self) -> None:
-        """Wait until every request answered so far is in the log: a streamed answer's row is
-        queued when its relay ends, a moment after the client has read the last event."""
-        while self._relays:
-            await asyncio.wait(set(self._relays))
-        await self.router.log.flush()
-
-    # -- endpoints -----------------------------------------------------------------------------
-
-    async def chat_completions(self, request: Request) -> Response:
-        label, raw = await self._admitted(request)
-        chat = parse_chat_request(raw, request.headers.get(SESSION_HEADER))
-        self._check_model(label, chat.model)
-        target = await self._target(chat)
-        try:
-            if chat.stream:
-                return await self._stream(chat, target)
-            return await self._complete(chat, target)
-        except ProxyError as error:
-            self._failed(target, error)
-            return error.response(target.headers)
-        except BaseException:
-            self.router.finish(target.decision, "interrupted", error="the proxy failed")
-            raise
-
-    async def _complete(self, chat: ChatRequest, target: Target) -> Response:
-        raw, data = await self.provider.complete(target.model, chat.body)
-        if not data.get("model"):
-            data["model"] = target.model
-            raw = json.dumps(data).encode()
-        self._ended(target, "completed", usage_of(data))
-        return Response(raw, media_type="application/json", headers=target.headers)
-
-    async def _stream(self, chat: ChatRequest, target: Target) -> Response:
-        stream = await self.provider.open_stream(target.model, chat.body, chat.wants_usage)
-        headers = target.headers | {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(
-            self._relay(stream, target), media_type="text/event-stream", headers=headers
-        )
-
-    async def _relay(
+    async def relay(
         self,
         stream: ProviderStream,
         target: Target,
-        error_event: Callable[[ProxyError], bytes] = chat_error_event,
+        error_event: Callable[[ProxyError], bytes],
     ) -> AsyncIterator[bytes]:
+        """The provider's events as they come; a broken stream's error as the last event
+        (`error_event` says it in the endpoint's words); the row ended when the relay ends."""
         relayed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._relays.add(relayed)
         relayed.add_done_callback(self._relays.discard)
@@ -221,7 +184,7 @@ class ChatProxy:
             ended = True
         except Exception as exc:  # the status line is gone: the error becomes the last event
             error = failure(exc)
-            self._failed(target, error)
+            self.failed(target, error)
             yield error_event(error)
         finally:
             # Runs when the client hangs up too; the shield lets the cleanup finish then.
@@ -230,31 +193,96 @@ class ChatProxy:
                     await stream.close()
                 finally:
                     # "client_gone" is a no-op when the provider's failure was already logged.
-                    self._ended(target, "completed" if ended else "client_gone", stream.usage)
+                    self.ended(target, "completed" if ended else "client_gone", stream.usage)
                     relayed.set_result(None)
 
+    async def settled(self) -> None:
+        """Wait until every request answered so far is in the log: a streamed answer's row is
+        queued when its relay ends, a moment after the client has read the last event."""
+        while self._relays:
+            await asyncio.wait(set(self._relays))
+        await self.router.log.flush()
+
+
+class ChatEndpoint:
+    """POST /v1/chat/completions: routed, forwarded, streamed or not, and logged."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def handle(self, request: Request) -> Response:
+        gateway = self.gateway
+        label, raw = await gateway.admitted(request)
+        chat = parse_chat_request(raw, request.headers.get(SESSION_HEADER))
+        gateway.check_model(label, chat.model)
+        target = await gateway.target(chat)
+        try:
+            if chat.stream:
+                return await self._stream(chat, target)
+            return await self._complete(chat, target)
+        except ProxyError as error:
+            gateway.failed(target, error)
+            return error.response(target.headers)
+        except BaseException:
+            gateway.router.finish(target.decision, "interrupted", error="the proxy failed")
+            raise
+
+    async def _complete(self, chat: ChatRequest, target: Target) -> Response:
+        raw, data = await self.gateway.provider.complete(target.model, chat.body)
+        if not data.get("model"):
+            data["model"] = target.model
+            raw = json.dumps(data).encode()
+        self.gateway.ended(target, "completed", usage_of(data))
+        return Response(raw, media_type="application/json", headers=target.headers)
+
+    async def _stream(self, chat: ChatRequest, target: Target) -> Response:
+        stream = await self.gateway.provider.open_stream(target.model, chat.body, chat.wants_usage)
+        headers = target.headers | {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            self.gateway.relay(stream, target, chat_error_event),
+            media_type="text/event-stream",
+            headers=headers,
+        )
+
+
+class CatalogEndpoint:
+    """GET /v1/models and GET /v1/models/{model}, as this key may see them."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
     async def models(self, request: Request) -> Response:
-        label = self._authorize(request)
-        return JSONResponse(model_list(self.router.config.models, self.access, label))
+        gateway = self.gateway
+        label = gateway.authorize(request)
+        return JSONResponse(model_list(gateway.router.config.models, gateway.access, label))
 
     async def model(self, request: Request) -> Response:
-        label = self._authorize(request)
+        gateway = self.gateway
+        label = gateway.authorize(request)
         name = request.path_params["model"]
-        models = self.router.config.models
-        entry = await model_entry(models, self.access, label, name, self.provider.model)
+        models = gateway.router.config.models
+        entry = await model_entry(models, gateway.access, label, name, gateway.provider.model)
         return JSONResponse(entry)
+
+
+class StatusEndpoint:
+    """GET /healthz and GET /metrics."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     async def healthz(self, request: Request) -> Response:
         """That the proxy is up; with a valid client key (or none configured), more."""
-        if not self.access.authorized(request):
+        gateway = self.gateway
+        if not gateway.access.authorized(request):
             return JSONResponse({"status": "ok"})
         return JSONResponse(
-            {"status": "ok", "mode": self.router.mode, "pool_size": self.router.pool_size}
+            {"status": "ok", "mode": gateway.router.mode, "pool_size": gateway.router.pool_size}
         )
 
     async def prometheus(self, request: Request) -> Response:
-        self._authorize(request)
-        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+        self.gateway.authorize(request)
+        return Response(self.gateway.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 async def _proxy_error(request: Request, exc: Exception) -> Response:
@@ -276,26 +304,29 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()) -> Starlette:
     """The ASGI app; the caller owns (opens and closes) the router and the provider. Client keys
     are proxy.client_keys plus `env_keys` (CRABBOT_PROXY_KEYS)."""
-    # Imported here: the embeddings and responses endpoints build on ChatProxy, defined above.
+    # Imported here: the embeddings and responses endpoints build on Gateway, defined above.
     from router.proxy.embeddings import EmbeddingsEndpoint
     from router.proxy.responses import ResponsesEndpoint
 
-    proxy = ChatProxy(router, provider, env_keys)
-    embeddings = EmbeddingsEndpoint(proxy)
-    responses = ResponsesEndpoint(proxy)
+    gateway = Gateway(router, provider, env_keys)
+    chat = ChatEndpoint(gateway)
+    embeddings = EmbeddingsEndpoint(gateway)
+    responses = ResponsesEndpoint(gateway)
+    catalog = CatalogEndpoint(gateway)
+    status = StatusEndpoint(gateway)
     routes = [
-        Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
-        Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat.handle, methods=["POST"]),
+        Route("/chat/completions", chat.handle, methods=["POST"]),
         Route("/v1/embeddings", embeddings.handle, methods=["POST"]),
         Route("/embeddings", embeddings.handle, methods=["POST"]),
         Route("/v1/responses", responses.handle, methods=["POST"]),
         Route("/responses", responses.handle, methods=["POST"]),
-        Route("/v1/models", proxy.models, methods=["GET"]),
-        Route("/models", proxy.models, methods=["GET"]),
-        Route("/v1/models/{model:path}", proxy.model, methods=["GET"]),
-        Route("/models/{model:path}", proxy.model, methods=["GET"]),
-        Route("/healthz", proxy.healthz, methods=["GET"]),
-        Route("/metrics", proxy.prometheus, methods=["GET"]),
+        Route("/v1/models", catalog.models, methods=["GET"]),
+        Route("/models", catalog.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", catalog.model, methods=["GET"]),
+        Route("/models/{model:path}", catalog.model, methods=["GET"]),
+        Route("/healthz", status.healthz, methods=["GET"]),
+        Route("/metrics", status.prometheus, methods=["GET"]),
     ]
     handlers: dict[Any, Any] = {
         ProxyError: _proxy_error,
@@ -303,9 +334,9 @@ def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] 
         Exception: _server_error,
     }
     middleware = [
-        Middleware(RequestMetrics, metrics=proxy.metrics),  # outermost: counts every answer
-        *cors_middleware(proxy.settings.cors_origins),
+        Middleware(RequestMetrics, metrics=gateway.metrics),  # outermost: counts every answer
+        *cors_middleware(gateway.settings.cors_origins),
     ]
     app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
-    app.state.proxy = proxy
+    app.state.gateway = gateway
     return app
