@@ -17,7 +17,8 @@ from openai import AsyncOpenAI
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets
 from router.embedding.embedder import Embedder
-from router.proxy.app import Gateway, create_app
+from router.proxy.app import create_app
+from router.proxy.gateway import Gateway
 from router.proxy.provider import Provider
 from router.proxy.server import ProxyServer
 from tests.conftest import make_config

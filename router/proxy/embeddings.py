@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.proxy.app import Gateway, Target, decision_headers
 from router.proxy.errors import ProxyError, bad_request
+from router.proxy.gateway import Gateway, Target, decision_headers
 from router.proxy.request import model_body
 from router.proxy.usage import Usage
 

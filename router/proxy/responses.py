@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from router.proxy.app import Gateway, Target
 from router.proxy.errors import ProxyError, bad_request
+from router.proxy.gateway import Gateway, Target
 from router.proxy.request import (
     SESSION_HEADER,
     ChatRequest,
