@@ -1,24 +1,24 @@
-"""The proxy's HTTP app (Starlette): OpenAI-compatible chat completions that route
-`model="auto"` with the ModelRouter, say what was decided in X-Crabbot-* headers, and log every
-request (auto, alias or passthrough) with how it ended."""
+"""The proxy's HTTP app (Starlette), assembled: the OpenAI-compatible endpoints (chat, responses,
+embeddings, models) and /healthz and /metrics on one gateway, with the error handlers and
+middleware."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from router.proxy.catalog import CatalogEndpoint
 from router.proxy.chat import ChatEndpoint
 from router.proxy.cors import cors_middleware
-from router.proxy.errors import ProxyError, _http_error, _proxy_error, _server_error
+from router.proxy.embeddings import EmbeddingsEndpoint
+from router.proxy.errors import exception_handlers
 from router.proxy.gateway import Gateway
 from router.proxy.metrics import RequestMetrics
 from router.proxy.provider import Provider
+from router.proxy.responses import ResponsesEndpoint
 from router.proxy.status import StatusEndpoint
 from router.router import ModelRouter
 
@@ -26,10 +26,6 @@ from router.router import ModelRouter
 def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()) -> Starlette:
     """The ASGI app; the caller owns (opens and closes) the router and the provider. Client keys
     are proxy.client_keys plus `env_keys` (CRABBOT_PROXY_KEYS)."""
-    # Imported here: the embeddings and responses endpoints build on Gateway, defined above.
-    from router.proxy.embeddings import EmbeddingsEndpoint
-    from router.proxy.responses import ResponsesEndpoint
-
     gateway = Gateway(router, provider, env_keys)
     chat = ChatEndpoint(gateway)
     embeddings = EmbeddingsEndpoint(gateway)
@@ -50,15 +46,10 @@ def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] 
         Route("/healthz", status.healthz, methods=["GET"]),
         Route("/metrics", status.prometheus, methods=["GET"]),
     ]
-    handlers: dict[Any, Any] = {
-        ProxyError: _proxy_error,
-        HTTPException: _http_error,
-        Exception: _server_error,
-    }
     middleware = [
         Middleware(RequestMetrics, metrics=gateway.metrics),  # outermost: counts every answer
         *cors_middleware(gateway.settings.cors_origins),
     ]
-    app = Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+    app = Starlette(routes=routes, exception_handlers=exception_handlers(), middleware=middleware)
     app.state.gateway = gateway
     return app

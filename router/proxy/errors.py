@@ -111,3 +111,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("the proxy failed on %s %s", request.method, request.url.path, exc_info=exc)
     return ProxyError(500, "the proxy failed on this request", type_="server_error").response()
+
+
+def exception_handlers() -> dict[Any, Any]:
+    """Starlette's exception handlers: every failure answered as one OpenAI-format error."""
+    return {ProxyError: _proxy_error, HTTPException: _http_error, Exception: _server_error}
