@@ -44,7 +44,7 @@ class RunningProxy:
     url: str
     router: ModelRouter
     config: CrabbotConfig
-    proxy: Gateway
+    gateway: Gateway
 
     def client(self, key: str = CLIENT_KEY, **kwargs: Any) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, **kwargs)
@@ -60,7 +60,7 @@ class RunningProxy:
         """The `count` log rows matching `where`, read once the proxy has written the usage of
         every request answered so far (usage is written beside the response, so a client can
         have its answer first). Any other number of rows fails the test."""
-        await self.proxy.settled()
+        await self.gateway.settled()
         rows = await self.rows(where)
         assert len(rows) == count, (
             f"expected {count} routing_log rows where {where} once the proxy's writes settled,"
