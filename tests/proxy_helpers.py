@@ -17,7 +17,8 @@ from openai import AsyncOpenAI
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets, open_router
 from router.embedding.embedder import Embedder
-from router.proxy.app import ChatProxy, create_app
+from router.proxy.app import create_app
+from router.proxy.gateway import Gateway
 from router.proxy.provider import Provider
 from router.proxy.server import ProxyServer
 from tests.conftest import make_config
@@ -43,7 +44,7 @@ class RunningProxy:
     url: str
     router: ModelRouter
     config: CrabbotConfig
-    proxy: ChatProxy
+    gateway: Gateway
 
     def client(self, key: str = CLIENT_KEY, **kwargs: Any) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, **kwargs)
@@ -59,7 +60,7 @@ class RunningProxy:
         """The `count` log rows matching `where`, read once the proxy has written the usage of
         every request answered so far (usage is written beside the response, so a client can
         have its answer first). Any other number of rows fails the test."""
-        await self.proxy.settled()
+        await self.gateway.settled()
         rows = await self.rows(where)
         assert len(rows) == count, (
             f"expected {count} routing_log rows where {where} once the proxy's writes settled,"
@@ -98,10 +99,10 @@ async def running_proxy(
     app = create_app(router, provider, env_keys)
     server = await ProxyServer(app, "127.0.0.1", 0).start()
     try:
-        yield RunningProxy(server.base_url, router, config, app.state.proxy)
+        yield RunningProxy(server.base_url, router, config, app.state.gateway)
     finally:
         await server.stop()
-        await app.state.proxy.settled()
+        await app.state.gateway.settled()
         await provider.close()
         await router.close()
 

@@ -32,7 +32,7 @@ async def test_bot_routes_through_the_proxy(seeded_db, embedder, provider):
             assert not core.router.routes_locally
             coding = await core.agent.handle("telegram:1", MOM, CODING)
             greeting = await core.agent.handle("telegram:2", MOM, GREETING)
-            await proxy.proxy.settled()  # the proxy writes its rows a moment after answering
+            await proxy.gateway.settled()  # the proxy writes its rows a moment after answering
             stats = await core.admin.stats_text()
         finally:
             await core.close()

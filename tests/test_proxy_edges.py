@@ -325,7 +325,7 @@ async def test_metrics_count_requests_decisions_fallbacks_and_provider_errors(tm
             assert [chunk async for chunk in stream]
             # A stream's provider time is taken when its relay ends, a moment after the client
             # has read the last event.
-            await proxy.proxy.settled()
+            await proxy.gateway.settled()
             provider.fail_status = 500
             with pytest.raises(openai.APIStatusError):
                 await client.chat.completions.create(model="strong", messages=user(GREETING))

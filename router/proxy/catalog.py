@@ -7,9 +7,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
 from router.config import ModelSettings
 from router.proxy.access import AUTO, Access
 from router.proxy.errors import model_not_found
+from router.proxy.gateway import Gateway
 from router.taxonomy import TIERS
 
 
@@ -50,3 +54,23 @@ async def model_entry(
     if entry is None:
         raise model_not_found(name)
     return entry
+
+
+class CatalogEndpoint:
+    """GET /v1/models and GET /v1/models/{model}, as this key may see them."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def models(self, request: Request) -> Response:
+        gateway = self.gateway
+        label = gateway.authorize(request)
+        return JSONResponse(model_list(gateway.router.config.models, gateway.access, label))
+
+    async def model(self, request: Request) -> Response:
+        gateway = self.gateway
+        label = gateway.authorize(request)
+        name = request.path_params["model"]
+        models = gateway.router.config.models
+        entry = await model_entry(models, gateway.access, label, name, gateway.provider.model)
+        return JSONResponse(entry)

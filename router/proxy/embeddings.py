@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.proxy.app import ChatProxy, Target, decision_headers
 from router.proxy.errors import ProxyError, bad_request
+from router.proxy.gateway import Gateway, Target, decision_headers
 from router.proxy.request import model_body
 from router.proxy.usage import Usage
 
@@ -24,30 +24,30 @@ def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
 
 
 class EmbeddingsEndpoint:
-    """The handler, sharing the chat proxy's keys, router and provider."""
+    """The handler, on the gateway's keys, router and provider."""
 
-    def __init__(self, chat: ChatProxy) -> None:
-        self.chat = chat
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     async def handle(self, request: Request) -> Response:
-        chat = self.chat
-        label, raw = await chat._admitted(request)
+        gateway = self.gateway
+        label, raw = await gateway.admitted(request)
         body = parse_embeddings_request(raw)
-        chat._check_model(label, body["model"])
+        gateway.check_model(label, body["model"])
         # The texts are not kept: a retrieval setup embeds whole documents.
-        decision = chat.router.named(body["model"], None, "passthrough", "")
-        chat.metrics.decided(decision)
+        decision = gateway.router.named(body["model"], None, "passthrough", "")
+        gateway.metrics.decided(decision)
         target = Target(decision.model, decision, decision_headers(decision))
         try:
-            raw, data = await chat.provider.post_json("/embeddings", body)
+            raw, data = await gateway.provider.post_json("/embeddings", body)
         except ProxyError as error:
-            chat._failed(target, error)
+            gateway.failed(target, error)
             return error.response(target.headers)
         except BaseException:
-            chat.router.finish(decision, "interrupted", error="the proxy failed")
+            gateway.router.finish(decision, "interrupted", error="the proxy failed")
             raise
         usage = data.get("usage")
         prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         counted = Usage(prompt, 0) if isinstance(prompt, int) else None
-        chat._ended(target, "completed", counted)
+        gateway.ended(target, "completed", counted)
         return Response(raw, media_type="application/json", headers=target.headers)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 STATUSES = frozenset(status.value for status in HTTPStatus)
 MODEL_CHARS = 200  # a model name echoed in an error is cut here
+
+log = logging.getLogger(__name__)
 
 
 class ProxyError(Exception):
@@ -90,3 +95,24 @@ def model_not_allowed(model: str) -> ProxyError:
 
 def provider_timeout(message: str) -> ProxyError:
     return ProxyError(504, message, type_="upstream_error", code="provider_timeout")
+
+
+async def _proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = route_error(request.method, request.url.path, exc.status_code)
+    return error.response(dict(exc.headers) if exc.headers else None)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("the proxy failed on %s %s", request.method, request.url.path, exc_info=exc)
+    return ProxyError(500, "the proxy failed on this request", type_="server_error").response()
+
+
+def exception_handlers() -> dict[Any, Any]:
+    """Starlette's exception handlers: every failure answered as one OpenAI-format error."""
+    return {ProxyError: _proxy_error, HTTPException: _http_error, Exception: _server_error}

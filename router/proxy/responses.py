@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from router.proxy.app import ChatProxy, Target
 from router.proxy.errors import ProxyError, bad_request
+from router.proxy.gateway import Gateway, Target
 from router.proxy.request import (
     SESSION_HEADER,
     ChatRequest,
@@ -105,46 +105,46 @@ def responses_error_event(error: ProxyError) -> bytes:
 
 
 class ResponsesEndpoint:
-    """The handler, sharing the chat proxy's keys, router, provider and logging."""
+    """The handler, on the gateway's keys, router, provider and logging."""
 
-    def __init__(self, chat: ChatProxy) -> None:
-        self.chat = chat
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     async def handle(self, request: Request) -> Response:
-        chat = self.chat
-        label, raw = await chat._admitted(request)
+        gateway = self.gateway
+        label, raw = await gateway.admitted(request)
         parsed = parse_responses_request(raw, request.headers.get(SESSION_HEADER))
-        chat._check_model(label, parsed.model)
-        target = await chat._target(parsed)
+        gateway.check_model(label, parsed.model)
+        target = await gateway.target(parsed)
         body = parsed.body | {"model": target.model}
         try:
             if parsed.stream:
                 return await self._stream(body, target)
             return await self._complete(body, target)
         except ProxyError as error:
-            chat._failed(target, error)
+            gateway.failed(target, error)
             return error.response(target.headers)
         except BaseException:
-            chat.router.finish(target.decision, "interrupted", error="the proxy failed")
+            gateway.router.finish(target.decision, "interrupted", error="the proxy failed")
             raise
 
     async def _complete(self, body: dict[str, Any], target: Target) -> Response:
-        raw, data = await self.chat.provider.post_json("/responses", body)
+        raw, data = await self.gateway.provider.post_json("/responses", body)
         if not data.get("model"):
             data["model"] = target.model
             raw = json.dumps(data).encode()
-        self.chat._ended(target, "completed", responses_usage_of(data))
+        self.gateway.ended(target, "completed", responses_usage_of(data))
         return Response(raw, media_type="application/json", headers=target.headers)
 
     async def _stream(self, body: dict[str, Any], target: Target) -> Response:
-        stream = await self.chat.provider.stream(
+        stream = await self.gateway.provider.stream(
             "/responses", body | {"stream": True}, read_usage=responses_usage_of
         )
         headers = target.headers | {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        # The chat relay: events as they come, a broken stream's error as the last event, and
+        # The gateway's relay: events as they come, a broken stream's error as the last event, and
         # the row ended with the usage of response.completed (or as client_gone).
         return StreamingResponse(
-            self.chat._relay(stream, target, responses_error_event),
+            self.gateway.relay(stream, target, responses_error_event),
             media_type="text/event-stream",
             headers=headers,
         )

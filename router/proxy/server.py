@@ -196,6 +196,6 @@ async def serve(
             on_ready(server, router)
         await server.wait()
     finally:
-        await app.state.proxy.settled()  # the last usage writes, before the database closes
+        await app.state.gateway.settled()  # the last usage writes, before the database closes
         await provider.close()
         await router.close()

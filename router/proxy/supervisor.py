@@ -1,7 +1,8 @@
 """`crabbot proxy --workers N`: N worker processes serve one listening socket, each with its own
 router. The parent starts them (spawned: a process that already runs threads is never forked),
 says when all serve, passes a stop on and waits for their graceful stop, and replaces a worker
-that dies."""
+that dies. Not uvicorn's Multiprocess: its workers outlive a killed parent (each holds both ends
+of its pipe), which test_workers_stop_by_themselves_when_their_parent_is_killed pins."""
 
 from __future__ import annotations
 

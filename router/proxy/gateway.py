@@ -1,0 +1,182 @@
+"""The steps every proxy endpoint shares: admit a request (loops, keys, body size), check its
+model, route it, end its log row (completed, failed, client gone) and relay a provider's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+from starlette.requests import Request
+
+from router.decision import RoutingDecision
+from router.proxy.access import AUTO, Access
+from router.proxy.errors import ProxyError, model_not_allowed
+from router.proxy.metrics import ProxyMetrics
+from router.proxy.provider import HOP_HEADER, Provider, ProviderStream, Usage, failure
+from router.proxy.request import ChatRequest, read_body
+from router.router import ModelRouter
+from router.taxonomy import TIERS
+from router.text import last_user_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one request goes, and the headers that tell the client why."""
+
+    model: str
+    decision: RoutingDecision
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: bool = False
+    started: float = field(default_factory=time.perf_counter)  # the provider call's start
+
+
+def decision_headers(decision: RoutingDecision) -> dict[str, str]:
+    headers = {
+        "X-Crabbot-Source": decision.source,
+        "X-Crabbot-Model": decision.model,
+        "X-Crabbot-Decision-Id": decision.id,
+    }
+    if decision.tier:
+        headers["X-Crabbot-Tier"] = decision.tier
+    if decision.category is not None:
+        headers["X-Crabbot-Category"] = decision.category
+    if decision.source not in ("alias", "passthrough"):
+        headers["X-Crabbot-Routing-Ms"] = f"{decision.latency_ms:.2f}"
+    return headers
+
+
+class Gateway:
+    """The steps every endpoint shares (admission, routing, the log row's end, the relay), over
+    one router and one provider client."""
+
+    def __init__(
+        self, router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()
+    ) -> None:
+        self.router = router
+        self.provider = provider
+        self.settings = router.config.proxy
+        self.access = Access(
+            self.settings, router.config.models, [*self.settings.client_keys, *env_keys]
+        )
+        self.metrics = ProxyMetrics(router.counters, router.log.writer)
+        # Streams still being relayed: their rows are queued when they end (see `settled`).
+        self._relays: set[asyncio.Future[None]] = set()
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def authorize(self, request: Request) -> str | None:
+        """The caller's key label; a 401 without a valid key (when keys are set)."""
+        return self.access.authorize(request)
+
+    async def admitted(self, request: Request) -> tuple[str | None, bytes]:
+        """Every POST endpoint's first steps: not our own forwarded request, a valid key (its
+        label), and the body within proxy.max_body_bytes."""
+        self.refuse_loops(request)
+        label = self.authorize(request)
+        return label, await read_body(request, self.settings.max_body_bytes)
+
+    def check_model(self, label: str | None, model: str) -> None:
+        """A 403 for a model this key may not use, before any routing or provider call."""
+        if not self.access.allows(label, model):
+            self.router.counters["models_refused"] += 1
+            log.info("refused model %.200r for key label %s", model, label or "(none)")
+            raise model_not_allowed(model)
+
+    @staticmethod
+    def refuse_loops(request: Request) -> None:
+        if HOP_HEADER.lower() in request.headers:
+            raise ProxyError(
+                508,
+                "the proxy received its own forwarded request: point proxy.base_url (or"
+                " OPENAI_BASE_URL) at the provider, not at this proxy",
+                type_="upstream_error",
+                code="proxy_loop",
+            )
+
+    # -- routing -------------------------------------------------------------------------------
+
+    async def target(self, chat: ChatRequest) -> Target:
+        models = self.router.config.models
+        if chat.model == AUTO:
+            text, history = chat.route_text, chat.history
+            if not text.strip():  # an image alone, or no user message: the last user text there is
+                text, history = last_user_text(history)
+            if text.strip():
+                decision = await self.router.route(text, history, conv_key=chat.session_key)
+            else:
+                decision = await self.router.route_without_text(
+                    "no user text to route: the default tier", conv_key=chat.session_key
+                )
+        elif chat.model in TIERS:
+            model = models.for_tier(chat.model)
+            decision = self.router.named(
+                model, chat.model, "alias", chat.route_text, chat.session_key
+            )
+        else:
+            tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
+            decision = self.router.named(
+                chat.model, tier, "passthrough", chat.route_text, chat.session_key
+            )
+        self.metrics.decided(decision)
+        return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
+
+    def failed(self, target: Target, error: ProxyError) -> None:
+        log.warning(
+            "provider call for model %s failed: HTTP %d, %s", target.model, error.status, error
+        )
+        self.router.counters["upstream_errors"] += 1
+        self.metrics.provider_done(target.started, target.stream, error.status)
+        self.router.finish(target.decision, "provider_error", error=f"provider: {error.message}")
+
+    def ended(self, target: Target, outcome: str, usage: Usage | None) -> None:
+        if outcome == "completed":
+            self.metrics.provider_done(target.started, target.stream, None)
+        self.router.finish(
+            target.decision,
+            outcome,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
+
+    async def relay(
+        self,
+        stream: ProviderStream,
+        target: Target,
+        error_event: Callable[[ProxyError], bytes],
+    ) -> AsyncIterator[bytes]:
+        """The provider's events as they come; a broken stream's error as the last event
+        (`error_event` says it in the endpoint's words); the row ended when the relay ends."""
+        relayed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._relays.add(relayed)
+        relayed.add_done_callback(self._relays.discard)
+        ended = False
+        try:
+            async for event in stream.events():
+                yield event
+            ended = True
+        except Exception as exc:  # the status line is gone: the error becomes the last event
+            error = failure(exc)
+            self.failed(target, error)
+            yield error_event(error)
+        finally:
+            # Runs when the client hangs up too; the shield lets the cleanup finish then.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await stream.close()
+                finally:
+                    # "client_gone" is a no-op when the provider's failure was already logged.
+                    self.ended(target, "completed" if ended else "client_gone", stream.usage)
+                    relayed.set_result(None)
+
+    async def settled(self) -> None:
+        """Wait until every request answered so far is in the log: a streamed answer's row is
+        queued when its relay ends, a moment after the client has read the last event."""
+        while self._relays:
+            await asyncio.wait(set(self._relays))
+        await self.router.log.flush()

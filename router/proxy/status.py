@@ -1,0 +1,29 @@
+"""GET /healthz (that the proxy is up; more for a valid key) and GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from router.proxy.gateway import Gateway
+from router.proxy.metrics import CONTENT_TYPE
+
+
+class StatusEndpoint:
+    """GET /healthz and GET /metrics."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def healthz(self, request: Request) -> Response:
+        """That the proxy is up; with a valid client key (or none configured), more."""
+        gateway = self.gateway
+        if not gateway.access.authorized(request):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse(
+            {"status": "ok", "mode": gateway.router.mode, "pool_size": gateway.router.pool_size}
+        )
+
+    async def prometheus(self, request: Request) -> Response:
+        self.gateway.authorize(request)
+        return Response(self.gateway.metrics.exposition(), media_type=CONTENT_TYPE)
