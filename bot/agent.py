@@ -130,7 +130,7 @@ class Agent:
         self.counters["db_errors"] += 1
 
     async def _route(
-        self, incoming: Incoming, history: list[Turn], conv_key: str
+        self, incoming: Incoming, history: list[Turn], conv_key: str, user: ChatUser | None
     ) -> RoutingDecision:
         text = incoming.routing_text()
         if not text.strip():  # a photo with no caption: nothing to read, a tier for images
@@ -138,8 +138,17 @@ class Agent:
             return await self.router.route_without_text(
                 f"image without text: routing.image_tier {tier}", conv_key, tier=tier
             )
+        # Each person's context is their own previous turn: the history names who said what.
+        messages = [
+            {"role": t.role, "content": t.content, **({"name": t.author} if t.author else {})}
+            for t in history
+        ]
         return await self.router.route(
-            text, [{"role": t.role, "content": t.content} for t in history], conv_key
+            text,
+            messages,
+            conv_key,
+            user_key=f"{user.platform}:{user.id}" if user else None,
+            name=user.name if user else None,
         )
 
     async def _answer(
@@ -158,7 +167,7 @@ class Agent:
         elif self.upstream.fixed_model is not None:
             model = self.upstream.fixed_model  # config fixed the model: routing is off
         else:
-            decision = await self._route(incoming, history, conv_key)
+            decision = await self._route(incoming, history, conv_key, user)
             decision.transcription_ms = incoming.transcription_ms
             model = decision.model
         if not self.upstream.configured:

@@ -98,6 +98,9 @@ class ContextSettings(Section):
     enabled: bool = True
     # Earlier user turns of the caller's history read for context (the proxy's stateless clients).
     max_history_turns: int = Field(default=4, ge=1, le=8)
+    # Content before context: a message that alone reads as a higher tier with at least this
+    # calibrated confidence keeps it, whatever the conversation (cross-validated on training).
+    content_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
 
 
 class ProxySettings(Section):

@@ -1,5 +1,7 @@
-"""A conversation's routing context: the previous turn and its task, kept in memory for the most
-recent conversations and read back from the routing log for the rest; /reset starts it over."""
+"""A conversation's routing context: the speaker's previous turn and its task, kept in memory for
+the most recent conversations and read back from the routing log for the rest; /reset starts it
+over. In a group, each person's context is their own: grandma's "早安" does not set the tier of
+her grandson's SQL question."""
 
 from __future__ import annotations
 
@@ -24,8 +26,11 @@ PRIOR_CACHE_SIZE = 10_000  # conversations whose last turn is kept in memory (ol
 PRIOR_TEXT_CHARS = 300
 
 
+ContextKey = tuple[str, str | None]  # (conv_key, user_key)
+
+
 class ConversationContext:
-    """The last turn of each conversation, by `conv_key`."""
+    """The last turn of each speaker in each conversation."""
 
     def __init__(
         self,
@@ -38,18 +43,24 @@ class ConversationContext:
         self.conn = conn
         self.local = local
         self.counters = counters
-        self._previous: OrderedDict[str, PreviousTurn] = OrderedDict()
+        self._previous: OrderedDict[ContextKey, PreviousTurn] = OrderedDict()
 
     async def previous(
-        self, history: Sequence[dict[str, Any]] | None, conv_key: str | None, now: float
+        self,
+        history: Sequence[dict[str, Any]] | None,
+        conv_key: str | None,
+        now: float,
+        user_key: str | None = None,
+        name: str | None = None,
     ) -> PreviousTurn | None:
-        """The previous user turn and its task: the log's when it is the history's last user
-        turn (it knows the time, and the LLM's label in shadow mode), else read from the
-        history itself, else the log's alone."""
-        logged = await self.previous_turn(conv_key)
+        """The speaker's previous turn and its task: the log's when it is the history's last
+        user turn of theirs (it knows the time, and the LLM's label in shadow mode), else read
+        from the history itself, else the log's alone. `name` is how the speaker shows in the
+        history's `name` fields."""
+        logged = await self.previous_turn(conv_key, user_key)
         if not self.config.context.enabled:
             return None
-        texts = earlier_user_texts(history, self.config.context.max_history_turns)
+        texts = earlier_user_texts(history, self.config.context.max_history_turns, name)
         if not texts:
             return logged
         if logged is not None and normalize_text(logged.text) == normalize_text(
@@ -65,35 +76,42 @@ class ConversationContext:
             self.counters["local_errors"] += 1
             return logged
 
-    async def previous_turn(self, conv_key: str | None) -> PreviousTurn | None:
+    async def previous_turn(
+        self, conv_key: str | None, user_key: str | None = None
+    ) -> PreviousTurn | None:
         if conv_key is None:
             return None
-        if conv_key in self._previous:
-            self._previous.move_to_end(conv_key)
+        key = (conv_key, user_key)
+        if key in self._previous:
+            self._previous.move_to_end(key)
         else:
             try:
-                turn = await routing_log.last_turn(self.conn, conv_key)
+                turn = await routing_log.last_turn(self.conn, conv_key, user_key)
             except aiosqlite.Error:
                 log.exception("could not read the conversation's last decision")
                 self.counters["db_errors"] += 1
                 return None
             if turn is None:
                 return None
-            self.remember(conv_key, turn)
-        return self._previous[conv_key]
+            self.remember(conv_key, turn, user_key)
+        return self._previous[key]
 
-    def remember(self, conv_key: str, turn: PreviousTurn) -> None:
-        """Keep the last turn of the most recent conversations; the rest are read back on demand."""
+    def remember(self, conv_key: str, turn: PreviousTurn, user_key: str | None = None) -> None:
+        """Keep the last turn of the most recent speakers; the rest are read back on demand."""
         kept = PreviousTurn(turn.category, turn.at, turn.text[:PRIOR_TEXT_CHARS])
-        self._previous[conv_key] = kept
-        self._previous.move_to_end(conv_key)
+        key = (conv_key, user_key)
+        self._previous[key] = kept
+        self._previous.move_to_end(key)
         while len(self._previous) > PRIOR_CACHE_SIZE:
             self._previous.popitem(last=False)
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
-        had = await self.previous_turn(conv_key) is not None
-        self._previous.pop(conv_key, None)
+        had = await self.previous_turn(conv_key) is not None or any(
+            key[0] == conv_key for key in self._previous
+        )
+        for key in [key for key in self._previous if key[0] == conv_key]:
+            del self._previous[key]
         try:
             await routing_log.reset_context(self.conn, conv_key, time.time() if at is None else at)
         except aiosqlite.Error:

@@ -43,6 +43,7 @@ class RoutingDecision:
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     text: str = ""
     conv_key: str | None = None
+    user_key: str | None = None  # who spoke: their context is their own previous turn
     at: float = 0.0
     outcome: str | None = None
     prompt_tokens: int | None = None

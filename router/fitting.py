@@ -100,7 +100,12 @@ class ClassifierFitting:
                 return None
             if len(self.local.pool) > stored["pool_size"] * REFIT_GROWTH:
                 return None
-            return Calibration(float(stored["head_scale"]), float(stored["ngram_scale"]))
+            return Calibration(
+                float(stored["head_scale"]),
+                float(stored["ngram_scale"]),
+                float(stored.get("far_slope", 0.0)),
+                float(stored.get("far_pivot", 1.0)),
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -111,6 +116,8 @@ class ClassifierFitting:
             "pool_size": classifier.trained_on,
             "head_scale": classifier.calibration.head_scale,
             "ngram_scale": classifier.calibration.ngram_scale,
+            "far_slope": classifier.calibration.far_slope,
+            "far_pivot": classifier.calibration.far_pivot,
         }
         try:
             await settings.set_setting(self.conn, CALIBRATION_KEY, json.dumps(value))

@@ -126,17 +126,24 @@ class ModelRouter:
         history: Sequence[dict[str, Any]] | None = None,
         conv_key: str | None = None,
         at: float | None = None,
+        user_key: str | None = None,
+        name: str | None = None,
     ) -> RoutingDecision:
         """Decide the tier and model for `text`; raises only EmptyMessageError.
 
-        The context is the previous user turns of `history` (OpenAI-style messages, the bot's
-        memory or a proxy request's), else the conversation's last decision in the log."""
+        The context is the speaker's previous user turns in `history` (OpenAI-style messages,
+        the bot's memory or a proxy request's; `name` is how the speaker shows in their `name`
+        fields), else the speaker's (`user_key`) last decision in the conversation's log."""
         if not text or not text.strip():
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
         now = time.time() if at is None else at
         mode = await self.refresh_mode()
-        previous = None if mode == "off" else await self.context.previous(history, conv_key, now)
+        previous = (
+            None
+            if mode == "off"
+            else await self.context.previous(history, conv_key, now, user_key, name)
+        )
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
         elif mode == "shadow":
@@ -144,7 +151,7 @@ class ModelRouter:
         else:
             decision = await self._route_live(text, previous, now)
         decision.latency_ms = (time.perf_counter() - started) * 1000
-        self._open(decision, text, conv_key, now)
+        self._open(decision, text, conv_key, now, user_key)
         return decision
 
     async def route_without_text(
@@ -271,10 +278,19 @@ class ModelRouter:
         if self.fitting is not None:
             self.fitting.refit_if_grown()
 
-    def _open(self, decision: RoutingDecision, text: str, conv_key: str | None, at: float) -> None:
+    def _open(
+        self,
+        decision: RoutingDecision,
+        text: str,
+        conv_key: str | None,
+        at: float,
+        user_key: str | None = None,
+    ) -> None:
         decision.text, decision.conv_key, decision.at = text, conv_key, at
+        decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
-            self.context.remember(conv_key, PreviousTurn(decision.category, at, text))
+            turn = PreviousTurn(decision.category, at, text)
+            self.context.remember(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)
         self.log.open(decision)

@@ -36,21 +36,32 @@ def message_text(content: Any) -> str:
 
 
 def user_texts_backwards(
-    messages: Sequence[dict[str, Any]] | None,
+    messages: Sequence[dict[str, Any]] | None, name: str | None = None
 ) -> Iterator[tuple[int, str]]:
-    """(index, text) of each user message with text in an OpenAI-style list, newest first."""
+    """(index, text) of each user message with text in an OpenAI-style list, newest first; only
+    `name`'s own when `name` is given and the list names its speakers (a group's history)."""
     items = messages or ()
+    named = name is not None and any(
+        isinstance(m, dict) and m.get("role") == "user" and m.get("name") for m in items
+    )
     for index in range(len(items) - 1, -1, -1):
         message = items[index]
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = message_text(message.get("content"))
-            if text.strip():
-                yield index, text
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        if named and message.get("name") != name:
+            continue
+        text = message_text(message.get("content"))
+        if text.strip():
+            yield index, text
 
 
-def earlier_user_texts(history: Sequence[dict[str, Any]] | None, limit: int) -> list[str]:
-    """The last `limit` user messages with text in an OpenAI-style history, oldest first."""
-    texts = [text.strip() for _, text in itertools.islice(user_texts_backwards(history), limit)]
+def earlier_user_texts(
+    history: Sequence[dict[str, Any]] | None, limit: int, name: str | None = None
+) -> list[str]:
+    """The last `limit` user messages with text in an OpenAI-style history (`name`'s own, when
+    the history names its speakers), oldest first."""
+    found = itertools.islice(user_texts_backwards(history, name), limit)
+    texts = [text.strip() for _, text in found]
     return texts[::-1]
 
 

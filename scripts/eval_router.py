@@ -20,15 +20,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from conversations import context_of, routing_text
+
 from bot.config import CrabbotConfig
 from router import Secrets, open_router
+from router.signals.calibration import reliability
 from router.taxonomy import TIERS
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SPLITS = {
-    "test": DATA / "test_set.jsonl",
-    "dev": DATA / "dev_set.jsonl",
-    "dev2": DATA / "dev2_set.jsonl",
+    "test": (DATA / "test_set.jsonl", DATA / "test_slices.jsonl"),
+    "dev": (DATA / "dev_set.jsonl",),
+    "dev2": (DATA / "dev2_set.jsonl",),
 }
 
 
@@ -47,12 +51,22 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 class Score:
     def __init__(self) -> None:
         self.n = self.tier_ok = self.category_ok = self.downgrades = 0
+        self.confidences: list[tuple[float, bool]] = []  # (confidence, tier right)
 
-    def add(self, truth_tier: str, truth_category: str, tier: str, category: str | None) -> None:
+    def add(
+        self,
+        truth_tier: str,
+        truth_category: str,
+        tier: str,
+        category: str | None,
+        confidence: float | None = None,
+    ) -> None:
         self.n += 1
         self.tier_ok += tier == truth_tier
         self.category_ok += category == truth_category
         self.downgrades += TIERS.index(tier) < TIERS.index(truth_tier)
+        if confidence is not None:
+            self.confidences.append((confidence, tier == truth_tier))
 
     def row(self, name: str) -> str:
         if not self.n:
@@ -63,6 +77,23 @@ class Score:
             f"  {name:<26}{self.n:>5}  tier {self.tier_ok / self.n:.3f} [{low:.3f}, {high:.3f}]"
             f"  downgrades {self.downgrades / self.n:.3f} [{down_low:.3f}, {down_high:.3f}]"
             f"  category {self.category_ok / self.n:.3f}"
+        )
+
+    def calibration_row(self, name: str, threshold: float) -> str:
+        """Expected calibration error (10 bins), and the decisions confident enough to skip the
+        LLM in live mode: their share and their tier accuracy."""
+        if not self.confidences:
+            return f"  {name:<26}{0:>5}"
+        conf = np.array([c for c, _ in self.confidences])
+        right = np.array([r for _, r in self.confidences], dtype=float)
+        ece, _ = reliability(conf, right)
+        alone = conf >= threshold
+        n_alone, ok_alone = int(alone.sum()), int(right[alone].sum())
+        low, high = wilson(ok_alone, n_alone)
+        accuracy = ok_alone / n_alone if n_alone else 0.0
+        return (
+            f"  {name:<26}{len(conf):>5}  ECE {ece:.3f}  decided alone {n_alone / len(conf):.3f}"
+            f" ({n_alone}), right {accuracy:.3f} [{low:.3f}, {high:.3f}]"
         )
 
 
@@ -83,74 +114,107 @@ def closeness(decision: Any) -> str:
     return f"pool nearest >= {NEAR}" if nearest >= NEAR else f"pool nearest < {NEAR}"
 
 
-async def evaluate(split: Path, show_misses: bool) -> None:
-    rows = [json.loads(line) for line in split.read_text(encoding="utf-8").splitlines() if line]
+class Tally:
+    """Scores by report section, then by key (all, kind, language)."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
+        self.misses: list[str] = []
+
+    def note(
+        self, section: str, keys: list[str], truth: str, decision: Any, text: str, tier_of: Any
+    ) -> None:
+        for key in keys:
+            self.sections[section][key].add(
+                tier_of(truth), truth, decision.tier, decision.category, decision.confidence
+            )
+        if decision.tier != tier_of(truth):
+            self.misses.append(
+                f"  {section[:24]:<25}{truth:>13} -> {decision.category!s:<13} {text[:60]!r}"
+            )
+
+
+async def evaluate(paths: tuple[Path, ...], show_misses: bool) -> None:
+    rows = [
+        json.loads(line)
+        for path in paths
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line
+    ]
     work = Path(tempfile.mkdtemp()) / "eval.db"
     router = await open_router(config_for(work), Secrets(groq_api_key=None))
     tier_of = router.taxonomy.tier_of
-    singles: dict[str, Score] = defaultdict(Score)
-    keyed: dict[str, Score] = defaultdict(Score)
-    stateless: dict[str, Score] = defaultdict(Score)
-    misses: list[str] = []
-
-    def note(
-        scores: dict[str, Score], keys: list[str], truth: str, decision: Any, text: str, tag: str
-    ) -> None:
-        for key in keys:
-            scores[key].add(tier_of(truth), truth, decision.tier, decision.category)
-        if decision.tier != tier_of(truth):
-            misses.append(f"  {tag:<9}{truth:>13} -> {decision.category!s:<13} {text[:60]!r}")
-
+    tally = Tally()
     try:
         for number, item in enumerate(rows):
+            slice_name = item.get("slice")
             if "turns" not in item:
                 decision = await router.route(item["text"])
                 router.finish(decision, "routed")
-                note(
-                    singles,
-                    ["all", item["lang"], closeness(decision)],
-                    item["category"],
-                    decision,
-                    item["text"],
-                    "single",
-                )
+                section = f"single messages: {slice_name}" if slice_name else "single messages"
+                keys = ["all", item["lang"]] + ([] if slice_name else [closeness(decision)])
+                tally.note(section, keys, item["category"], decision, item["text"], tier_of)
                 continue
-            at = 1_800_000_000.0 + number * 200_000
-            conv = f"eval:{item['conversation']}"
-            history: list[dict[str, str]] = []
-            for index, turn in enumerate(item["turns"]):
-                at += turn.get("gap_s", 0)
-                with_key = await router.route(turn["text"], conv_key=conv, at=at)
-                without_key = await router.route(turn["text"], history=history, at=at)
-                router.finish(with_key, "routed")
-                router.finish(without_key, "routed")
-                history += [
-                    {"role": "user", "content": turn["text"]},
-                    {"role": "assistant", "content": "(answer)"},
-                ]
-                if index == 0:
-                    continue
-                kind = turn.get("kind", "follow-up")
-                keys = ["all", kind, item.get("lang", "?")]
-                note(keyed, keys, turn["category"], with_key, turn["text"], kind)
-                note(stateless, keys, turn["category"], without_key, turn["text"], "proxy")
+            await route_conversation(router, item, number, tally, slice_name)
     finally:
         await router.close()
-    print(
-        f"{split.name}: pool {router.pool_size} entries, live mode, no keys; 95% Wilson intervals"
-    )
+    names = ", ".join(path.name for path in paths)
+    print(f"{names}: pool {router.pool_size} entries, live mode, no keys; 95% Wilson intervals")
     order = ("all", "continue", "switch", "zh-Hant", "zh-Hans", "en", "ja", "mixed")
-    for title, scores in (
-        ("single messages", singles),
-        ("follow-ups, conversation key and real gaps", keyed),
-        ("follow-ups sent statelessly (history in messages, no key)", stateless),
-    ):
+    threshold = router.config.local.min_confidence
+    for title, scores in tally.sections.items():
         print(title)
         for key in sorted(scores, key=lambda k: order.index(k) if k in order else 99):
             print(scores[key].row(key))
+    print(f"calibration (decided alone: calibrated confidence >= {threshold}, live mode's bar)")
+    for title, scores in tally.sections.items():
+        print(scores["all"].calibration_row(title[:26], threshold))
     if show_misses:
         print("tier misses:")
-        print("\n".join(misses))
+        print("\n".join(tally.misses))
+
+
+async def route_conversation(
+    router: Any, item: dict[str, Any], number: int, tally: Tally, slice_name: str | None
+) -> None:
+    """Each turn routed twice: with the conversation key and the speaker (the bot's way), and
+    statelessly with the history in messages, speakers in `name` (the proxy's way)."""
+    at = 1_800_000_000.0 + number * 200_000
+    conv = f"eval:{item['conversation']}"
+    history: list[dict[str, str]] = []
+    turns = item["turns"]
+    keyed_section = (
+        f"conversations: {slice_name}"
+        if slice_name
+        else ("follow-ups, conversation key and real gaps")
+    )
+    stateless_section = (
+        f"stateless: {slice_name}"
+        if slice_name
+        else "follow-ups sent statelessly (history in messages, no key)"
+    )
+    for index, turn in enumerate(turns):
+        at += turn.get("gap_s", 0)
+        speaker = turn.get("speaker")
+        text = routing_text(turns, index)
+        user_key = f"eval:{speaker}" if speaker else None
+        with_key = await router.route(text, conv_key=conv, at=at, user_key=user_key)
+        without_key = await router.route(text, history=history, at=at, name=speaker)
+        router.finish(with_key, "routed")
+        router.finish(without_key, "routed")
+        history += [
+            {"role": "user", "content": text, **({"name": speaker} if speaker else {})},
+            {"role": "assistant", "content": "(answer)"},
+        ]
+        if index == 0:
+            continue
+        has_context = context_of(turns, index) is not None
+        kind = turn.get("kind", "follow-up" if has_context else "no context")
+        keys = ["all", kind, item.get("lang", "?")]
+        tally.note(keyed_section, keys, turn["category"], with_key, text, router.taxonomy.tier_of)
+        tally.note(
+            stateless_section, keys, turn["category"], without_key, text, router.taxonomy.tier_of
+        )
 
 
 def main() -> None:

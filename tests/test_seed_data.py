@@ -53,7 +53,7 @@ def test_seed_pool_size_balance_and_languages(seed):
     assert min(share["zh-Hant"], share["zh-Hans"]) >= 0.15
     assert 0.25 <= share["en"] <= 0.40
     assert share["ja"] >= 0.20
-    assert 0.03 <= share["mixed"] <= 0.08
+    assert 0.03 <= share["mixed"] <= 0.12  # families who mix languages in one message
 
 
 def test_seed_pool_has_no_near_duplicates(seed, seeded_template):
@@ -112,15 +112,24 @@ def test_frozen_test_split_is_apart_from_the_pool_and_covers_every_language(seed
 
 def test_training_conversations_label_every_follow_up():
     conversations = read_jsonl(TRAIN_CONVERSATIONS)
-    follow_ups = [turn for row in conversations for turn in row["turns"][1:]]
+    follow_ups = [turn for row in conversations for turn in row["turns"][1:] if "kind" in turn]
     assert len(conversations) >= 400 and len(follow_ups) >= 1200
     assert {turn["kind"] for turn in follow_ups} == {"continue", "switch"}
     for row in conversations:
-        first, *rest = row["turns"]
-        assert first["gap_s"] == 0 and "kind" not in first
-        for before, turn in zip(row["turns"], rest, strict=False):
-            assert turn["category"] in MAPPING_V2 and turn["gap_s"] > 0
-            if turn["kind"] == "continue":
-                assert turn["category"] == before["category"], (row["conversation"], turn["text"])
+        turns = row["turns"]
+        assert turns[0]["gap_s"] == 0 and "kind" not in turns[0]
+        for index, turn in enumerate(turns[1:], start=1):
+            assert turn["category"] in MAPPING_V2 and turn["gap_s"] >= 0
+            # A turn's context: the turn it replies to, else its speaker's previous turn.
+            context = turn.get("reply_to")
+            if context is None:
+                same = [i for i in range(index) if turns[i].get("speaker") == turn.get("speaker")]
+                context = same[-1] if same else None
+            assert ("kind" in turn) == (context is not None), (row["conversation"], turn["text"])
+            if turn.get("kind") == "continue":
+                assert turn["category"] == turns[context]["category"], (
+                    row["conversation"],
+                    turn["text"],
+                )
     by_language = Counter(row["lang"] for row in conversations)
     assert set(by_language) == {"zh-Hant", "zh-Hans", "en", "ja", "mixed"}

@@ -241,10 +241,11 @@ def head_kfold_probs(
     classifier = LocalClassifier(categories)
     if progress is not None:
         progress(f"head and n-grams, {folds} folds", 0, 1)
-    head, ngrams = classifier.out_of_fold(vectors, list(texts), label_index, folds)
+    oof = classifier.out_of_fold(vectors, list(texts), label_index, folds)
     if progress is not None:
         progress(f"head and n-grams, {folds} folds", 1, 1)
-    return fit_calibration(head, ngrams, label_index).probs(head, ngrams)
+    calibration = fit_calibration(oof.head, oof.ngrams, label_index, oof.nearest)
+    return calibration.probs(oof.head, oof.ngrams, oof.nearest)
 
 
 # -- decisions and scores ----------------------------------------------------------------------

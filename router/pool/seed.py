@@ -62,7 +62,14 @@ def write_seed_vectors(vectors: np.ndarray, embedder_id: str, calibration: Calib
         vectors=vectors.astype(np.float16),
         embedder_id=np.array(embedder_id),
         seed_sha256=np.array(seed_digest()),
-        calibration=np.array([calibration.head_scale, calibration.ngram_scale]),
+        calibration=np.array(
+            [
+                calibration.head_scale,
+                calibration.ngram_scale,
+                calibration.far_slope,
+                calibration.far_pivot,
+            ]
+        ),
     )
     return buffer.getvalue()
 

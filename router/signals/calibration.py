@@ -18,17 +18,33 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+FAR_SLOPES = np.arange(0.0, 40.1, 2.0)
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """probs = softmax(head_scale * head logits + ngram_scale * n-gram scores)."""
+    """probs = softmax(shrink * (head_scale * head logits + ngram_scale * n-gram scores)), where
+    shrink = exp(-far_slope * max(0, far_pivot - nearest)): a message further from its nearest
+    pooled neighbour than the pool's own messages are (far_pivot, their median) is less sure."""
 
     head_scale: float = 1.0
     ngram_scale: float = 0.0
+    far_slope: float = 0.0
+    far_pivot: float = 1.0
 
-    def probs(self, head_logits: np.ndarray, ngram_scores: np.ndarray | None) -> np.ndarray:
+    def probs(
+        self,
+        head_logits: np.ndarray,
+        ngram_scores: np.ndarray | None,
+        nearest: float | np.ndarray | None = None,
+    ) -> np.ndarray:
         logits = self.head_scale * head_logits
         if ngram_scores is not None and self.ngram_scale:
             logits = logits + self.ngram_scale * ngram_scores
+        if nearest is not None and self.far_slope:
+            distance = np.maximum(0.0, self.far_pivot - np.asarray(nearest, dtype=np.float64))
+            shrink = np.exp(-self.far_slope * distance)
+            logits = logits * (shrink[..., None] if np.ndim(shrink) else shrink)
         return softmax(logits)
 
 
@@ -37,9 +53,13 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_calibration(
-    head_logits: np.ndarray, ngram_scores: np.ndarray, labels: np.ndarray
+    head_logits: np.ndarray,
+    ngram_scores: np.ndarray,
+    labels: np.ndarray,
+    nearest: np.ndarray | None = None,
 ) -> Calibration:
-    """The weights with the least log loss on out-of-fold predictions (a grid: two numbers)."""
+    """The weights with the least log loss on out-of-fold predictions (a grid: two numbers),
+    then, given each row's nearest out-of-fold neighbour, how much distance lowers confidence."""
     best, best_loss = Calibration(), float("inf")
     for head_scale in HEAD_SCALES:
         for ngram_scale in NGRAM_SCALES:
@@ -47,7 +67,16 @@ def fit_calibration(
             loss = log_loss(candidate.probs(head_logits, ngram_scores), labels)
             if loss < best_loss:
                 best, best_loss = candidate, loss
-    return best
+    if nearest is None or not len(nearest):
+        return best
+    pivot = float(np.median(nearest))
+    scaled = best
+    for slope in FAR_SLOPES[1:]:
+        candidate = Calibration(best.head_scale, best.ngram_scale, float(slope), pivot)
+        loss = log_loss(candidate.probs(head_logits, ngram_scores, nearest), labels)
+        if loss < best_loss:
+            scaled, best_loss = candidate, loss
+    return scaled
 
 
 @dataclass(frozen=True)

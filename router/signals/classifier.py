@@ -107,6 +107,15 @@ class SoftmaxHead:
         return softmax(self.logits(vector))
 
 
+@dataclass(frozen=True)
+class OutOfFold:
+    """Every pooled row read by models fit without its fold."""
+
+    head: np.ndarray  # head logits
+    ngrams: np.ndarray  # n-gram scores
+    nearest: np.ndarray  # similarity to the nearest row of the other folds
+
+
 class LocalClassifier:
     """The local signal's classifier: the embedding head and the n-gram view, combined by weights
     fit on out-of-fold predictions, which also calibrates its probabilities."""
@@ -144,16 +153,18 @@ class LocalClassifier:
         self.head.fit(vectors[keep], [labels[i] for i in keep])
         self.ngrams.fit(kept_texts, y)
         if calibration is None:
-            head_oof, ngram_oof = self.out_of_fold(vectors[keep], kept_texts, y, folds)
-            calibration = fit_calibration(head_oof, ngram_oof, y)
+            oof = self.out_of_fold(vectors[keep], kept_texts, y, folds)
+            calibration = fit_calibration(oof.head, oof.ngrams, y, oof.nearest)
         self.calibration = calibration
 
     def out_of_fold(
         self, vectors: np.ndarray, texts: list[str], y: np.ndarray, folds: int, seed: int = 0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Head logits and n-gram scores for every row from models that never saw it."""
+    ) -> OutOfFold:
+        """Head logits, n-gram scores and the nearest neighbour's similarity for every row,
+        from models and a pool that never saw it."""
         head_oof = np.zeros((len(y), len(self.categories)))
         ngram_oof = np.zeros_like(head_oof)
+        nearest_oof = np.ones(len(y))
         hashed = [ngram_buckets(text) for text in texts]
         order = np.random.default_rng(seed).permutation(len(y))
         for fold in range(folds):
@@ -167,7 +178,8 @@ class LocalClassifier:
                 continue
             head_oof[held] = head.logits(vectors[held])
             ngram_oof[held] = np.stack([ngrams.scores_buckets(hashed[i]) for i in held])
-        return head_oof, ngram_oof
+            nearest_oof[held] = (vectors[held] @ vectors[train].T).max(axis=1)
+        return OutOfFold(head_oof, ngram_oof, nearest_oof)
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything fitted, as arrays (stored so a restart need not fit again)."""
@@ -175,7 +187,14 @@ class LocalClassifier:
         return {
             **self.head.state(),
             **self.ngrams.state(),
-            "calibration": np.array([calibration.head_scale, calibration.ngram_scale]),
+            "calibration": np.array(
+                [
+                    calibration.head_scale,
+                    calibration.ngram_scale,
+                    calibration.far_slope,
+                    calibration.far_pivot,
+                ]
+            ),
             "trained_on": np.array([self.trained_on]),
         }
 
@@ -187,13 +206,13 @@ class LocalClassifier:
         classifier.trained_on = int(state["trained_on"][0])
         classifier.head.load_state(state, classifier.trained_on)
         classifier.ngrams.load_state(state)
-        head_scale, ngram_scale = (float(v) for v in state["calibration"])
-        classifier.calibration = Calibration(head_scale, ngram_scale)
+        classifier.calibration = Calibration(*(float(v) for v in state["calibration"]))
         return classifier
 
-    def probs(self, vector: np.ndarray, text: str) -> np.ndarray:
-        """Calibrated category probabilities of one message."""
-        return self.calibration.probs(self.head.logits(vector), self.ngrams.scores(text))
+    def probs(self, vector: np.ndarray, text: str, nearest: float | None = None) -> np.ndarray:
+        """Calibrated category probabilities of one message; `nearest`, its nearest pooled
+        neighbour's similarity, lowers them far from the pool."""
+        return self.calibration.probs(self.head.logits(vector), self.ngrams.scores(text), nearest)
 
 
 def knn_vote(neighbours: list[Neighbour], categories: tuple[str, ...]) -> np.ndarray:

@@ -13,6 +13,7 @@ from importlib import resources
 
 import numpy as np
 
+from router.signals.classifier import LocalAnswer
 from router.signals.ngrams import ngram_buckets
 from router.taxonomy import TIERS, UNKNOWN, Taxonomy
 
@@ -202,3 +203,12 @@ def carry(alone: np.ndarray, previous_index: int, p_continue: float) -> np.ndarr
 def carries(category: str | None, taxonomy: Taxonomy) -> bool:
     """`unknown` (and anything the taxonomy lacks) is never carried to the next turn."""
     return category is not None and category != UNKNOWN and category in taxonomy.categories
+
+
+def content_first(alone: LocalAnswer, carried: LocalAnswer, min_confidence: float) -> LocalAnswer:
+    """Content before context: a message that alone reads as a higher tier, with at least
+    `min_confidence`, keeps that tier whatever the conversation says; the context decides only
+    what the message alone cannot."""
+    if TIERS.index(alone.tier) > TIERS.index(carried.tier) and alone.confidence >= min_confidence:
+        return alone
+    return carried

@@ -10,7 +10,7 @@ import numpy as np
 
 from router.config import RouterConfig
 from router.embedding.embedder import Embedder
-from router.pool.pool import Pool
+from router.pool.pool import Neighbour, Pool
 from router.signals.calibration import Calibration
 from router.signals.classifier import LocalClassifier, LocalResult, blend, decide, knn_vote
 from router.signals.continuity import (
@@ -19,6 +19,7 @@ from router.signals.continuity import (
     TurnFeatures,
     carries,
     carry,
+    content_first,
 )
 from router.store.fitted_state import fingerprint as fitted_state_fingerprint
 from router.taxonomy import Taxonomy
@@ -26,11 +27,13 @@ from router.taxonomy import Taxonomy
 
 @dataclass(frozen=True)
 class Reading:
-    """One message read alone: its vector and calibrated category probabilities."""
+    """One message read alone: its vector, its nearest pooled messages and its calibrated
+    category probabilities (less sure the further it is from them)."""
 
     text: str
     vector: np.ndarray
     alone: np.ndarray
+    neighbours: list[Neighbour]
 
 
 class LocalSignal:
@@ -78,14 +81,16 @@ class LocalSignal:
 
     async def read(self, text: str) -> Reading:
         vector = await self.embedder.aembed_message(text)
-        return Reading(text, vector, self._alone(vector, text))
+        neighbours = self.pool.search(vector, self.config.local.k)
+        return Reading(text, vector, self._alone(vector, text, neighbours), neighbours)
 
-    def _alone(self, vector: np.ndarray, text: str) -> np.ndarray:
+    def _alone(self, vector: np.ndarray, text: str, neighbours: list[Neighbour]) -> np.ndarray:
         settings = self.config.local
-        if settings.classifier == "head" and self.classifier.ready:
-            return self.classifier.probs(vector, text)
-        votes = knn_vote(self.pool.search(vector, settings.k), self.taxonomy.categories)
-        head = self.classifier.probs(vector, text) if self.classifier.ready else None
+        nearest = neighbours[0].similarity if neighbours else None
+        head = self.classifier.probs(vector, text, nearest) if self.classifier.ready else None
+        if settings.classifier == "head" and head is not None:
+            return head
+        votes = knn_vote(neighbours, self.taxonomy.categories)
         return blend(head, votes, settings.classifier)
 
     def p_continue(
@@ -109,7 +114,7 @@ class LocalSignal:
         reading = await self.read(text)
         if not self.ready:
             return LocalResult(reading.vector, None, None, (time.perf_counter() - started) * 1000)
-        neighbours = self.pool.search(reading.vector, self.config.local.k)
+        neighbours = reading.neighbours
         cost = self.config.local.downgrade_cost
         alone = decide(reading.alone, self.taxonomy, cost, neighbours)
         answer, p_continue = alone, None
@@ -118,9 +123,10 @@ class LocalSignal:
             previous_vector = await self.embedder.aembed_message(previous.text)
             p_continue = self.p_continue(reading, previous, previous_vector, now)
             index = self.taxonomy.categories.index(previous.category)
-            answer = decide(
+            carried = decide(
                 carry(reading.alone, index, p_continue), self.taxonomy, cost, neighbours
             )
+            answer = content_first(alone, carried, self.config.context.content_confidence)
         elapsed = (time.perf_counter() - started) * 1000
         return LocalResult(reading.vector, answer, alone, elapsed, p_continue)
 

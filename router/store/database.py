@@ -154,6 +154,13 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX routing_log_open ON routing_log (open_pid) WHERE open_pid IS NOT NULL;
     CREATE INDEX pool_category ON pool (category);
     """,
+    # Who spoke (platform:user id, or a proxy request's user/name): in a group, a turn's context
+    # is the same person's previous turn, not whatever anyone said last.
+    """
+    ALTER TABLE routing_log ADD COLUMN user_key TEXT;
+    CREATE INDEX routing_log_conv_user ON routing_log (conv_key, user_key, id)
+        WHERE conv_key IS NOT NULL;
+    """,
 )
 
 

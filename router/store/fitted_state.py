@@ -16,7 +16,7 @@ from router.signals.classifier import LocalClassifier
 from router.store.database import fetch_one, transaction
 
 STATE_NAME = "local_classifier"
-STATE_VERSION = "1"  # bump when what LocalClassifier fits changes
+STATE_VERSION = "2"  # bump when what LocalClassifier fits changes
 
 
 def fingerprint(

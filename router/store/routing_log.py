@@ -40,6 +40,7 @@ COLUMNS = (
     "error",
     "transcription_ms",
     "open_pid",
+    "user_key",
 )
 # A decision's row is written once it has ended; a long request's row is written while it is
 # open too (outcome NULL), and its final row then replaces it.
@@ -112,6 +113,7 @@ def row_of(decision: RoutingDecision, *, still_open: bool = False) -> tuple[obje
         decision.error,
         decision.transcription_ms,
         os.getpid() if still_open else None,
+        decision.user_key,
     )
 
 
@@ -121,15 +123,18 @@ async def write_decision(conn: aiosqlite.Connection, decision: RoutingDecision) 
         await conn.execute(INSERT_SQL, row_of(decision))
 
 
-async def last_turn(conn: aiosqlite.Connection, conv_key: str) -> PreviousTurn | None:
-    """The conversation's last categorized decision since its last /reset: its context after a
-    restart."""
+async def last_turn(
+    conn: aiosqlite.Connection, conv_key: str, user_key: str | None = None
+) -> PreviousTurn | None:
+    """The conversation's last categorized decision since its last /reset (the speaker's own,
+    when `user_key` names one): its context after a restart."""
     row = await fetch_one(
         conn,
         "SELECT category, at, prompt FROM routing_log WHERE conv_key = ? AND category IS NOT NULL"
+        " AND user_key IS ?"
         " AND at > COALESCE((SELECT at FROM context_resets WHERE conv_key = ?), 0)"
         " ORDER BY id DESC LIMIT 1",
-        (conv_key, conv_key),
+        (conv_key, user_key, conv_key),
     )
     return PreviousTurn(row["category"], row["at"], row["prompt"]) if row else None
 
