@@ -13,7 +13,7 @@ import anyio
 from starlette.requests import Request
 
 from router.decision import RoutingDecision
-from router.proxy.access import AUTO, Access
+from router.proxy.access import AUTO, Access, Caller
 from router.proxy.errors import ProxyError, model_not_allowed
 from router.proxy.metrics import ProxyMetrics
 from router.proxy.provider import HOP_HEADER, Provider, ProviderStream, Usage, failure
@@ -74,12 +74,12 @@ class Gateway:
         """The caller's key label; a 401 without a valid key (when keys are set)."""
         return self.access.authorize(request)
 
-    async def admitted(self, request: Request) -> tuple[str | None, bytes]:
-        """Every POST endpoint's first steps: not our own forwarded request, a valid key (its
-        label), and the body within proxy.max_body_bytes."""
+    async def admitted(self, request: Request) -> tuple[Caller, bytes]:
+        """Every POST endpoint's first steps: not our own forwarded request, a valid key (who
+        the caller is), and the body within proxy.max_body_bytes."""
         self.refuse_loops(request)
-        label = self.authorize(request)
-        return label, await read_body(request, self.settings.max_body_bytes)
+        caller = self.access.identify(request)
+        return caller, await read_body(request, self.settings.max_body_bytes)
 
     def check_model(self, label: str | None, model: str) -> None:
         """A 403 for a model this key may not use, before any routing or provider call."""
@@ -101,27 +101,29 @@ class Gateway:
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def target(self, chat: ChatRequest) -> Target:
+    async def target(self, chat: ChatRequest, caller: Caller) -> Target:
+        """The model for a checked request; its session key is read in the caller's namespace."""
         models = self.router.config.models
+        conv_key = caller.conv_key(chat.session_key)
         if chat.model == AUTO:
             text, history = chat.route_text, chat.history
             if not text.strip():  # an image alone, or no user message: the last user text there is
                 text, history = last_user_text(history)
             if text.strip():
-                decision = await self.router.route(text, history, conv_key=chat.session_key)
+                decision = await self.router.route(text, history, conv_key=conv_key)
             else:
                 decision = await self.router.route_without_text(
-                    "no user text to route: the default tier", conv_key=chat.session_key
+                    "no user text to route: the default tier", conv_key=conv_key
                 )
         elif chat.model in TIERS:
             model = models.for_tier(chat.model)
             decision = self.router.named(
-                model, chat.model, "alias", chat.route_text, chat.session_key
+                model, chat.model, "alias", chat.route_text, conv_key
             )
         else:
             tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
             decision = self.router.named(
-                chat.model, tier, "passthrough", chat.route_text, chat.session_key
+                chat.model, tier, "passthrough", chat.route_text, conv_key
             )
         self.metrics.decided(decision)
         return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
