@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,7 +37,17 @@ class Target:
     started: float = field(default_factory=time.perf_counter)  # the provider call's start
 
 
+def header_safe(value: str) -> str:
+    """`value` as it can go in a header: printable ASCII as it is, anything else
+    percent-encoded (a header carrying CR/LF or a character outside Latin-1 breaks the
+    answer)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return urllib.parse.quote(value, safe=" !#$&'()*+,/:;=?@[]~")
+
+
 def decision_headers(decision: RoutingDecision) -> dict[str, str]:
+    """The X-Crabbot-* headers that say how a request was routed."""
     headers = {
         "X-Crabbot-Source": decision.source,
         "X-Crabbot-Model": decision.model,
@@ -48,7 +59,7 @@ def decision_headers(decision: RoutingDecision) -> dict[str, str]:
         headers["X-Crabbot-Category"] = decision.category
     if decision.source not in ("alias", "passthrough"):
         headers["X-Crabbot-Routing-Ms"] = f"{decision.latency_ms:.2f}"
-    return headers
+    return {name: header_safe(value) for name, value in headers.items()}
 
 
 class Gateway:
@@ -117,14 +128,10 @@ class Gateway:
                 )
         elif chat.model in TIERS:
             model = models.for_tier(chat.model)
-            decision = self.router.named(
-                model, chat.model, "alias", chat.route_text, conv_key
-            )
+            decision = self.router.named(model, chat.model, "alias", chat.route_text, conv_key)
         else:
             tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
-            decision = self.router.named(
-                chat.model, tier, "passthrough", chat.route_text, conv_key
-            )
+            decision = self.router.named(chat.model, tier, "passthrough", chat.route_text, conv_key)
         self.metrics.decided(decision)
         return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
 
