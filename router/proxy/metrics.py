@@ -35,6 +35,7 @@ KNOWN_COUNTERS = (
     "log_write_errors",
     "log_rows_dropped",
     "models_refused",
+    "proxy_failures",
 )
 REASON_CHARS = 60
 # prometheus-client's multiprocess mode: set (by `crabbot proxy --workers N`, for its workers)
