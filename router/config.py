@@ -122,8 +122,13 @@ class ProxySettings(Section):
     max_retries: int = Field(default=0, ge=0, le=10)
     max_retry_wait_s: float = Field(default=10.0, ge=0.0)
     access_log: bool = False
-    # Browser origins allowed to call the proxy (CORS); empty = none, ["*"] = any.
+    # Browser origins allowed to call the proxy (CORS); empty = none, ["*"] = any. A proxy with
+    # no client keys refuses a request from any other web page's origin.
     cors_origins: list[str] = []
+    # Host names a proxy with no client keys answers to besides loopback names (localhost) and IP
+    # addresses, e.g. ["crabbot.lan"]; ["*"] = any. (A web page could otherwise point a name of
+    # its own at 127.0.0.1 and read the answers.)
+    allowed_hosts: list[str] = []
     # Models every key may use (auto, a tier alias or a provider name); None = any model.
     allowed_models: list[str] | None = None
     # Key label -> the models that key may use, instead of allowed_models. A key gets a label

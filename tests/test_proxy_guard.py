@@ -218,3 +218,68 @@ async def test_an_unexpected_failure_is_one_line_counted_and_keeps_the_connectio
         assert "RuntimeError: a bug in the proxy at test_proxy_guard.py" in record.getMessage()
         assert "\n" not in record.getMessage()
     assert counted == 2
+
+
+# -- point 5: a keyless proxy and web pages ------------------------------------------------------
+
+EVIL = "https://evil.example"
+
+
+async def test_a_keyless_proxy_refuses_other_hosts_and_origins(tmp_path, provider):
+    body = json.dumps({"model": "cheap", "messages": user(GREETING)})
+    async with (
+        running_proxy(
+            tmp_path / "open.db",
+            None,
+            provider.base_url,
+            client_keys=[],
+            cors_origins=["https://family.example"],
+            allowed_hosts=["crabbot.lan"],
+        ) as proxy,
+        httpx.AsyncClient() as http,
+    ):
+        url = proxy.url + "/chat/completions"
+        port = url.split(":")[2].split("/")[0]
+
+        async def post(**headers: str) -> httpx.Response:
+            return await http.post(
+                url, content=body, headers={"Content-Type": "text/plain"} | headers
+            )
+
+        # A page on evil.example posting text/plain (no preflight), directly or rebound.
+        direct = await post(Origin=EVIL)
+        rebound = await post(Origin=f"http://evil.example:{port}", Host=f"evil.example:{port}")
+        null = await post(Origin="null")
+        served = [
+            await post(),  # no browser: no Origin
+            await post(Host=f"localhost:{port}"),
+            await post(Host=f"[::1]:{port}"),
+            await post(Host=f"crabbot.lan:{port}"),
+            await post(Origin="https://family.example"),
+            await post(Origin=f"http://localhost:{port}", Host=f"localhost:{port}"),
+        ]
+        counters = dict(proxy.router.counters)
+    assert direct.status_code == 403 and direct.json()["error"]["code"] == "origin_not_allowed"
+    assert rebound.status_code == 400 and rebound.json()["error"]["code"] == "host_not_allowed"
+    assert null.status_code == 403
+    assert [answer.status_code for answer in served] == [200] * len(served)
+    assert len(provider.requests) == len(served)
+    assert (counters["origins_refused"], counters["hosts_refused"]) == (2, 1)
+
+
+async def test_a_proxy_with_keys_leaves_host_and_origin_to_the_key(tmp_path, provider):
+    async with (
+        running_proxy(tmp_path / "keyed.db", None, provider.base_url) as proxy,
+        httpx.AsyncClient(headers=_auth(CLIENT_KEY)) as http,
+    ):
+        answer = await http.post(
+            proxy.url + "/chat/completions",
+            json={"model": "cheap", "messages": user(GREETING)},
+            headers={"Origin": EVIL, "Host": "crabbot.example"},
+        )
+        keyless = await http.post(
+            proxy.url + "/chat/completions",
+            json={"model": "cheap", "messages": user(GREETING)},
+            headers={"Origin": EVIL, "Authorization": ""},
+        )
+    assert (answer.status_code, keyless.status_code) == (200, 401)

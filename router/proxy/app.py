@@ -18,6 +18,7 @@ from router.proxy.cors import cors_middleware
 from router.proxy.embeddings import EmbeddingsEndpoint
 from router.proxy.errors import exception_handlers, failure_line
 from router.proxy.gateway import Gateway
+from router.proxy.guard import OpenProxyGuard
 from router.proxy.metrics import RequestMetrics
 from router.proxy.provider import Provider
 from router.proxy.responses import ResponsesEndpoint
@@ -49,6 +50,21 @@ class ProxyApp(Starlette):
             # connection of the answer left unfinished.
 
 
+def open_proxy_guard(gateway: Gateway) -> list[Middleware]:
+    """Host and Origin checked on a proxy with no client keys (see router.proxy.guard)."""
+    if not gateway.access.open:
+        return []
+    settings = gateway.settings
+    return [
+        Middleware(
+            OpenProxyGuard,
+            allowed_hosts=settings.allowed_hosts,
+            cors_origins=settings.cors_origins,
+            counters=gateway.router.counters,
+        )
+    ]
+
+
 def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()) -> ProxyApp:
     """The ASGI app; the caller owns (opens and closes) the router and the provider. Client keys
     are proxy.client_keys plus `env_keys` (CRABBOT_PROXY_KEYS)."""
@@ -74,6 +90,7 @@ def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] 
     ]
     middleware = [
         Middleware(RequestMetrics, metrics=gateway.metrics),  # outermost: counts every answer
+        *open_proxy_guard(gateway),
         *cors_middleware(gateway.settings.cors_origins),
     ]
     app = ProxyApp(routes=routes, exception_handlers=exception_handlers(), middleware=middleware)
