@@ -36,6 +36,9 @@ KNOWN_COUNTERS = (
     "log_rows_dropped",
     "models_refused",
     "proxy_failures",
+    "headers_too_large",
+    "header_timeouts",
+    "connections_refused",
 )
 REASON_CHARS = 60
 # prometheus-client's multiprocess mode: set (by `crabbot proxy --workers N`, for its workers)
