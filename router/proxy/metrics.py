@@ -36,6 +36,7 @@ KNOWN_COUNTERS = (
     "log_rows_dropped",
     "models_refused",
     "proxy_failures",
+    "db_file_lost",
     "headers_too_large",
     "header_timeouts",
     "connections_refused",
