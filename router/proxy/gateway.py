@@ -78,6 +78,12 @@ class Gateway:
         self.metrics = ProxyMetrics(router.counters, router.log.writer)
         # Streams still being relayed: their rows are queued when they end (see `settled`).
         self._relays: set[asyncio.Future[None]] = set()
+        self.stopping = False  # the server is stopping: a stream cut now was interrupted
+
+    def stop_begun(self) -> None:
+        """The server stops: streams it cuts from now on end as `interrupted`, not as
+        `client_gone`."""
+        self.stopping = True
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -179,8 +185,9 @@ class Gateway:
                 try:
                     await stream.close()
                 finally:
-                    # "client_gone" is a no-op when the provider's failure was already logged.
-                    self.ended(target, "completed" if ended else "client_gone", stream.usage)
+                    # A no-op when the provider's failure was already logged.
+                    outcome = "interrupted" if self.stopping else "client_gone"
+                    self.ended(target, "completed" if ended else outcome, stream.usage)
                     relayed.set_result(None)
 
     async def settled(self) -> None:

@@ -50,9 +50,16 @@ class _Server(uvicorn.Server):
     the process before the router closes (the routing log's last rows, the provider client):
     the process running the proxy handles the signals itself (see `stop_on_signals`)."""
 
+    on_shutdown: Callable[[], None] | None = None  # called as the server begins to stop
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        await super().shutdown(sockets)
 
 
 class ProxyServer:
@@ -84,6 +91,8 @@ class ProxyServer:
             timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
         )
         self.server = _Server(config)
+        if gateway is not None:
+            self.server.on_shutdown = gateway.stop_begun
         self._task: asyncio.Task[None] | None = None
 
     @property
