@@ -141,3 +141,13 @@ async def test_past_max_connections_a_new_one_gets_503_and_open_ones_keep_servin
             assert await refused.closed()
         assert [await one.ask(limited.url) for one in held] == [200] * 8
     assert limited.router.counters["connections_refused"] == 1
+
+
+async def test_an_upgrade_request_is_answered_as_uvicorn_answers_it(limited):
+    async with connection(limited.url) as client:
+        client.writer.write(
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\n\r\n"
+        )
+        status, _, _ = await _answer(client.reader)
+    assert status == 200

@@ -120,8 +120,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            super().data_received(b"")  # uvicorn's answer to an upgrade it does not serve
+        except httptools.HttpParserUpgrade:  # as uvicorn does (the proxy serves no websockets)
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError:
             if self._refused is not None:
