@@ -111,6 +111,14 @@ class ProxySettings(Section):
     # Bearer keys clients must send; empty means the proxy is open (keep it on localhost then).
     client_keys: list[str] = []
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # What a client may make the proxy hold before it is known: the request head (request line
+    # and headers) in bytes and in headers, the time the head may take to arrive, the open
+    # connections, and how long an idle keep-alive connection stays open.
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    header_timeout_s: float = Field(default=10.0, gt=0.0)
+    max_connections: int = Field(default=512, ge=1)
+    keep_alive_s: float = Field(default=5.0, gt=0.0)
     # The provider: None means OPENAI_BASE_URL, else the openai SDK's default.
     base_url: str | None = None
     # The provider key is read from this environment variable, never from the file.
@@ -125,8 +133,13 @@ class ProxySettings(Section):
     max_retries: int = Field(default=0, ge=0, le=10)
     max_retry_wait_s: float = Field(default=10.0, ge=0.0)
     access_log: bool = False
-    # Browser origins allowed to call the proxy (CORS); empty = none, ["*"] = any.
+    # Browser origins allowed to call the proxy (CORS); empty = none, ["*"] = any. A proxy with
+    # no client keys refuses a request from any other web page's origin.
     cors_origins: list[str] = []
+    # Host names a proxy with no client keys answers to besides loopback names (localhost) and IP
+    # addresses, e.g. ["crabbot.lan"]; ["*"] = any. (A web page could otherwise point a name of
+    # its own at 127.0.0.1 and read the answers.)
+    allowed_hosts: list[str] = []
     # Models every key may use (auto, a tier alias or a provider name); None = any model.
     allowed_models: list[str] | None = None
     # Key label -> the models that key may use, instead of allowed_models. A key gets a label

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from bot.cli import main
 from router import ConfigError, Secrets
 from router.config import ProxySettings
+from router.proxy.access import ClientKey
 from router.proxy.provider import HOP_HEADER, Provider
 from router.proxy.server import ProxyServer
 from tests.fakes.openai_provider import (
@@ -125,7 +126,12 @@ async def test_session_key_from_header_or_user_field(proxy, provider):
     async with proxy.client() as client:
         await client.chat.completions.create(model="auto", messages=user(GREETING), user="ann")
     rows = await proxy.rows()
-    assert [row["conv_key"] for row in rows] == ["telegram:42", "ann"]
+    # In the key's namespace (this key has no label: a fingerprint of it).
+    namespace = ClientKey(CLIENT_KEY.encode(), None).namespace
+    assert [row["conv_key"] for row in rows] == [
+        f"proxy:{namespace}:telegram:42",
+        f"proxy:{namespace}:ann",
+    ]
 
 
 async def test_routes_the_last_user_message(proxy, provider):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from bot.chat_user import ChatUser
 from bot.runtime import BotCore
 from router import Secrets
+from router.proxy.access import ClientKey
 from tests.conftest import make_config
 from tests.fakes.openai_provider import STREAM_PIECES
 from tests.proxy_helpers import CHEAP, CLIENT_KEY, CODING, GREETING, STRONG, running_proxy
@@ -48,7 +49,12 @@ async def test_bot_routes_through_the_proxy(seeded_db, embedder, provider):
     # The decisions were made, and logged once each, by the proxy.
     assert [row["tier"] for row in rows] == ["strong", "cheap"]
     assert [row["model"] for row in rows] == [STRONG, CHEAP]
-    # The bot names its conversation, so the proxy's context prior sees follow-ups.
-    assert [row["conv_key"] for row in rows] == ["telegram:1", "telegram:2"]
+    # The bot names its conversation, so the proxy's context prior sees follow-ups: in the
+    # namespace of the bot's key (this one has no label: a fingerprint of it).
+    namespace = ClientKey(CLIENT_KEY.encode(), None).namespace
+    assert [row["conv_key"] for row in rows] == [
+        f"proxy:{namespace}:telegram:1",
+        f"proxy:{namespace}:telegram:2",
+    ]
     assert "2 decisions" in stats
     assert "routing happens upstream" in stats

@@ -6,6 +6,7 @@ interrupted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from openai import AsyncOpenAI, PermissionDeniedError
 from prometheus_client.parser import text_string_to_metric_families
@@ -240,6 +242,56 @@ async def test_workers_stop_by_themselves_when_their_parent_is_killed(tmp_path, 
         assert time.monotonic() - started < DEADLINE_S, f"workers still running: {running}"
         await asyncio.sleep(0.05)
     assert _rows(db) == [(f"before the kill {n}", "completed") for n in range(CONCURRENT)]
+    # The last worker out removes the metrics folder its killed parent could not.
+    assert not list(tmp_path.glob("crabbot-proxy-metrics-*")), "the metrics folder is left"
+
+
+async def _try_connection(host: str, port: int) -> str:
+    """What a new client meets: 'refused', 'answered', or 'reset' (accepted, then closed with
+    no answer); never a wait beyond DEADLINE_S."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return "refused"
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), DEADLINE_S)
+    except ConnectionResetError:
+        return "reset"
+    finally:
+        writer.close()
+    return "answered" if answer.startswith(b"HTTP/1.1 ") else "reset"
+
+
+async def test_after_sigterm_new_connections_are_refused_at_once_and_a_cut_stream_is_interrupted(
+    tmp_path, provider
+):
+    db = tmp_path / "stop.db"
+    config = _config(tmp_path, db, provider, local=False)
+    provider.stall_after = 1  # the stream the provider holds: its worker stops last
+    async with proxy_process(config, "--workers", "2") as (process, line):
+        url, pids = line.split()[3], _pids(line)
+        host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+        async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+            stream = await client.chat.completions.create(
+                model="cheap", messages=[{"role": "user", "content": "held"}], stream=True
+            )
+            assert (await anext(aiter(stream))).choices[0].delta.role == "assistant"
+            process.send_signal(signal.SIGTERM)
+            met: list[str] = []
+            while len(met) < 1000 and "refused" not in met:
+                met.append(await _try_connection(host, int(port)))
+            # Refused while the held stream's worker is still stopping, not once all exited.
+            stopping = [pid for pid in pids if _running(pid)]
+            later = [await _try_connection(host, int(port)) for _ in range(20)]
+            with contextlib.suppress(httpx.HTTPError, openai.APIError):
+                async for _ in stream:  # cut when the worker's grace for open requests ends
+                    pass
+        assert await asyncio.wait_for(process.wait(), DEADLINE_S) == 143
+    assert met[-1] == "refused" and set(met) <= {"answered", "refused", "reset"}, met
+    assert stopping, "every worker had exited before new connections were refused"
+    assert later == ["refused"] * 20
+    assert _rows(db) == [("held", "interrupted")]
 
 
 def _running(pid: int) -> bool:

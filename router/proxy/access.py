@@ -1,8 +1,10 @@
 """Who may call the proxy, and which models: client keys (each with an optional label, given as
-`label:key`) and the allowed-models rules of [proxy], global or per key label."""
+`label:key`), the allowed-models rules of [proxy], global or per key label, and the namespace each
+caller's session keys live in."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,12 +17,38 @@ from router.taxonomy import TIERS
 
 AUTO = "auto"
 ANY_MODEL = "*"
+# The namespace of a proxy with no keys: "-" is no key label (a label starts with a letter).
+OPEN_NAMESPACE = "-"
 
 
 @dataclass(frozen=True)
 class ClientKey:
     secret: bytes
     label: str | None
+
+    @property
+    def namespace(self) -> str:
+        """Where this key's session keys live: its label, else a fingerprint of the key ("#"
+        and 12 hex digits of its SHA-256, never a label, and saying nothing of the key)."""
+        if self.label is not None:
+            return self.label
+        return "#" + hashlib.sha256(self.secret).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: its key's label (None: no label, or no keys) and its namespace."""
+
+    label: str | None
+    namespace: str
+
+    def conv_key(self, session_key: str | None) -> str | None:
+        """The router's conversation key for a client's session key: `proxy:<namespace>:<key>`,
+        so no client reaches another's conversations, nor the bot's (`telegram:...`)."""
+        return None if session_key is None else f"proxy:{self.namespace}:{session_key}"
+
+
+OPEN_CALLER = Caller(None, OPEN_NAMESPACE)
 
 
 def parse_keys(entries: Iterable[str]) -> list[ClientKey]:
@@ -93,11 +121,11 @@ class Access:
         matches = [(hmac.compare_digest(offered, key.secret), key) for key in self.keys]
         return next((key for matched, key in matches if matched), None)
 
-    def authorize(self, request: Request) -> str | None:
-        """The caller's key label (None: no label, or no keys at all); a 401 for a missing or
-        wrong key when keys are set."""
+    def identify(self, request: Request) -> Caller:
+        """Who the caller is (its key's label and namespace); a 401 for a missing or wrong key
+        when keys are set."""
         if self.open:
-            return None
+            return OPEN_CALLER
         offered = self._offered(request)
         if offered is None:
             raise unauthorized(
@@ -106,7 +134,12 @@ class Access:
         key = self._match(offered)
         if key is None:
             raise unauthorized("Incorrect API key provided.")
-        return key.label
+        return Caller(key.label, key.namespace)
+
+    def authorize(self, request: Request) -> str | None:
+        """The caller's key label (None: no label, or no keys at all); a 401 for a missing or
+        wrong key when keys are set."""
+        return self.identify(request).label
 
     def authorized(self, request: Request) -> bool:
         """True when the request may see more than that the proxy is up."""

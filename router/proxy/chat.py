@@ -27,10 +27,10 @@ class ChatEndpoint:
 
     async def handle(self, request: Request) -> Response:
         gateway = self.gateway
-        label, raw = await gateway.admitted(request)
+        caller, raw = await gateway.admitted(request)
         chat = parse_chat_request(raw, request.headers.get(SESSION_HEADER))
-        gateway.check_model(label, chat.model)
-        target = await gateway.target(chat)
+        gateway.check_model(caller.label, chat.model)
+        target = await gateway.target(chat, caller)
         try:
             if chat.stream:
                 return await self._stream(chat, target)

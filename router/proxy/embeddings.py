@@ -31,9 +31,9 @@ class EmbeddingsEndpoint:
 
     async def handle(self, request: Request) -> Response:
         gateway = self.gateway
-        label, raw = await gateway.admitted(request)
+        caller, raw = await gateway.admitted(request)
         body = parse_embeddings_request(raw)
-        gateway.check_model(label, body["model"])
+        gateway.check_model(caller.label, body["model"])
         # The texts are not kept: a retrieval setup embeds whole documents.
         decision = gateway.router.named(body["model"], None, "passthrough", "")
         gateway.metrics.decided(decision)

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 STATUSES = frozenset(status.value for status in HTTPStatus)
 MODEL_CHARS = 200  # a model name echoed in an error is cut here
+MESSAGE_CHARS = 200  # an unexpected exception's message is logged up to here
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("the proxy failed on %s %s", request.method, request.url.path, exc_info=exc)
+    # Logged (one line) and counted where the app lets the exception go: see `failure_line`.
     return ProxyError(500, "the proxy failed on this request", type_="server_error").response()
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for an unexpected failure: its type, message (cut) and where it was raised."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+    message = str(exc).replace("\n", " ")[:MESSAGE_CHARS]
+    return f"{type(exc).__name__}: {message}{where}"
 
 
 def exception_handlers() -> dict[Any, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import anyio
 from starlette.requests import Request
 
 from router.decision import RoutingDecision
-from router.proxy.access import AUTO, Access
+from router.proxy.access import AUTO, Access, Caller
 from router.proxy.errors import ProxyError, model_not_allowed
 from router.proxy.metrics import ProxyMetrics
 from router.proxy.provider import HOP_HEADER, Provider, ProviderStream, Usage, failure
@@ -36,7 +37,17 @@ class Target:
     started: float = field(default_factory=time.perf_counter)  # the provider call's start
 
 
+def header_safe(value: str) -> str:
+    """`value` as it can go in a header: printable ASCII as it is, anything else
+    percent-encoded (a header carrying CR/LF or a character outside Latin-1 breaks the
+    answer)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return urllib.parse.quote(value, safe=" !#$&'()*+,/:;=?@[]~")
+
+
 def decision_headers(decision: RoutingDecision) -> dict[str, str]:
+    """The X-Crabbot-* headers that say how a request was routed."""
     headers = {
         "X-Crabbot-Source": decision.source,
         "X-Crabbot-Model": decision.model,
@@ -48,7 +59,7 @@ def decision_headers(decision: RoutingDecision) -> dict[str, str]:
         headers["X-Crabbot-Category"] = decision.category
     if decision.source not in ("alias", "passthrough"):
         headers["X-Crabbot-Routing-Ms"] = f"{decision.latency_ms:.2f}"
-    return headers
+    return {name: header_safe(value) for name, value in headers.items()}
 
 
 class Gateway:
@@ -67,6 +78,12 @@ class Gateway:
         self.metrics = ProxyMetrics(router.counters, router.log.writer)
         # Streams still being relayed: their rows are queued when they end (see `settled`).
         self._relays: set[asyncio.Future[None]] = set()
+        self.stopping = False  # the server is stopping: a stream cut now was interrupted
+
+    def stop_begun(self) -> None:
+        """The server stops: streams it cuts from now on end as `interrupted`, not as
+        `client_gone`."""
+        self.stopping = True
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -74,12 +91,12 @@ class Gateway:
         """The caller's key label; a 401 without a valid key (when keys are set)."""
         return self.access.authorize(request)
 
-    async def admitted(self, request: Request) -> tuple[str | None, bytes]:
-        """Every POST endpoint's first steps: not our own forwarded request, a valid key (its
-        label), and the body within proxy.max_body_bytes."""
+    async def admitted(self, request: Request) -> tuple[Caller, bytes]:
+        """Every POST endpoint's first steps: not our own forwarded request, a valid key (who
+        the caller is), and the body within proxy.max_body_bytes."""
         self.refuse_loops(request)
-        label = self.authorize(request)
-        return label, await read_body(request, self.settings.max_body_bytes)
+        caller = self.access.identify(request)
+        return caller, await read_body(request, self.settings.max_body_bytes)
 
     def check_model(self, label: str | None, model: str) -> None:
         """A 403 for a model this key may not use, before any routing or provider call."""
@@ -101,28 +118,26 @@ class Gateway:
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def target(self, chat: ChatRequest) -> Target:
+    async def target(self, chat: ChatRequest, caller: Caller) -> Target:
+        """The model for a checked request; its session key is read in the caller's namespace."""
         models = self.router.config.models
+        conv_key = caller.conv_key(chat.session_key)
         if chat.model == AUTO:
             text, history = chat.route_text, chat.history
             if not text.strip():  # an image alone, or no user message: the last user text there is
                 text, history = last_user_text(history)
             if text.strip():
-                decision = await self.router.route(text, history, conv_key=chat.session_key)
+                decision = await self.router.route(text, history, conv_key=conv_key)
             else:
                 decision = await self.router.route_without_text(
-                    "no user text to route: the default tier", conv_key=chat.session_key
+                    "no user text to route: the default tier", conv_key=conv_key
                 )
         elif chat.model in TIERS:
             model = models.for_tier(chat.model)
-            decision = self.router.named(
-                model, chat.model, "alias", chat.route_text, chat.session_key
-            )
+            decision = self.router.named(model, chat.model, "alias", chat.route_text, conv_key)
         else:
             tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
-            decision = self.router.named(
-                chat.model, tier, "passthrough", chat.route_text, chat.session_key
-            )
+            decision = self.router.named(chat.model, tier, "passthrough", chat.route_text, conv_key)
         self.metrics.decided(decision)
         return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
 
@@ -170,8 +185,9 @@ class Gateway:
                 try:
                     await stream.close()
                 finally:
-                    # "client_gone" is a no-op when the provider's failure was already logged.
-                    self.ended(target, "completed" if ended else "client_gone", stream.usage)
+                    # A no-op when the provider's failure was already logged.
+                    outcome = "interrupted" if self.stopping else "client_gone"
+                    self.ended(target, "completed" if ended else outcome, stream.usage)
                     relayed.set_result(None)
 
     async def settled(self) -> None:

@@ -5,6 +5,7 @@ worker writes its values to files in one folder and each /metrics adds up all of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -35,6 +36,11 @@ KNOWN_COUNTERS = (
     "log_write_errors",
     "log_rows_dropped",
     "models_refused",
+    "proxy_failures",
+    "db_file_lost",
+    "headers_too_large",
+    "header_timeouts",
+    "connections_refused",
 )
 REASON_CHARS = 60
 # prometheus-client's multiprocess mode: set (by `crabbot proxy --workers N`, for its workers)
@@ -55,6 +61,36 @@ def shared_dir() -> str | None:
     """The folder a worker of `crabbot proxy --workers N` writes its metrics to; None when the
     proxy is one process."""
     return os.environ.get(SHARED_DIR_ENV) or None
+
+
+def leave_shared_dir(folder: str) -> None:
+    """A worker whose parent is gone (killed: it cleans nothing up) leaves the shared metrics
+    folder: its own files and those of workers no longer running go, and the last worker out
+    removes the folder."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        pid = name.rsplit("_", 1)[-1].removesuffix(".db")
+        if not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and _running(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+    with contextlib.suppress(OSError):  # another worker's files are still there: it will
+        os.rmdir(folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _router_metric(name: str) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """The provider behind the proxy: one aiohttp session posting the client's body (model replaced)
 to the provider's chat completions (or responses, embeddings), relaying its raw answer (JSON, or
-an SSE stream event by event) within the configured time limits and retries, its errors scrubbed
-of secrets."""
+an SSE stream event by event) within the configured time limits and retries, its errors and
+answers scrubbed of secrets."""
 
 from __future__ import annotations
 
@@ -166,6 +166,7 @@ class Provider:
             raise provider_failed("the provider's answer broke off") from None
         finally:
             response.release()
+        raw = self.redact.known_in(raw)  # a provider that echoes its key must not relay it
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -195,7 +196,12 @@ class Provider:
         deadline = asyncio.get_running_loop().time() + self.settings.total_timeout_s
         response = await self._post(path, body, deadline)
         stream = ProviderStream(
-            response, relay_usage_chunk, self.settings.first_byte_timeout_s, deadline, read_usage
+            response,
+            relay_usage_chunk,
+            self.settings.first_byte_timeout_s,
+            deadline,
+            read_usage,
+            scrub=self.redact.known_in,
         )
         try:
             await stream.start()

@@ -15,11 +15,21 @@ _SHAPES = re.compile(
 
 
 class Redactor:
-    """Replaces every known key, and every secret-shaped word, with "[redacted]"."""
+    """Replaces every known key, and every secret-shaped word, with "[redacted]"; in a 2xx body
+    (`known_in`), the known keys only (an answer may well show `Bearer <token>` in code)."""
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
         known = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
         self._known = re.compile("|".join(map(re.escape, known))) if known else None
+        self._known_bytes = (
+            re.compile(b"|".join(re.escape(secret.encode()) for secret in known)) if known else None
+        )
+
+    def known_in(self, raw: bytes) -> bytes:
+        """`raw` (a provider's answer, as relayed) with every key the proxy knows replaced."""
+        if self._known_bytes is None:
+            return raw
+        return self._known_bytes.sub(REDACTED.encode(), raw)
 
     def __call__(self, text: str) -> str:
         if self._known is not None:

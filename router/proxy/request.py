@@ -86,6 +86,12 @@ def model_body(raw: bytes) -> dict[str, Any]:
         raise bad_request("you must provide a model parameter", "model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("model must be a non-empty string", "model")
+    if not (model.isascii() and model.isprintable()):
+        # Not a name any provider uses, and one that cannot go in the X-Crabbot-Model header.
+        raise bad_request(
+            "model must be printable ASCII (no control characters, no letters outside ASCII)",
+            "model",
+        )
     return body
 
 

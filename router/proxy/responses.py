@@ -112,10 +112,10 @@ class ResponsesEndpoint:
 
     async def handle(self, request: Request) -> Response:
         gateway = self.gateway
-        label, raw = await gateway.admitted(request)
+        caller, raw = await gateway.admitted(request)
         parsed = parse_responses_request(raw, request.headers.get(SESSION_HEADER))
-        gateway.check_model(label, parsed.model)
-        target = await gateway.target(parsed)
+        gateway.check_model(caller.label, parsed.model)
+        target = await gateway.target(parsed, caller)
         body = parsed.body | {"model": target.model}
         try:
             if parsed.stream:

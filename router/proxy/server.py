@@ -13,10 +13,12 @@ import uvicorn
 from starlette.applications import Starlette
 
 from router.builder import open_router
-from router.config import RouterConfig, Secrets
+from router.config import ProxySettings, RouterConfig, Secrets
+from router.counters import Counters
 from router.pool.seed import ProgressCallback
 from router.proxy.access import Access
 from router.proxy.app import create_app
+from router.proxy.limits import Limits, limited_protocol
 from router.proxy.provider import Provider
 from router.router import ModelRouter
 
@@ -48,9 +50,16 @@ class _Server(uvicorn.Server):
     the process before the router closes (the routing log's last rows, the provider client):
     the process running the proxy handles the signals itself (see `stop_on_signals`)."""
 
+    on_shutdown: Callable[[], None] | None = None  # called as the server begins to stop
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        await super().shutdown(sockets)
 
 
 class ProxyServer:
@@ -68,14 +77,22 @@ class ProxyServer:
         self.host = host
         self._socket = sock if sock is not None else bind_socket(host, port)
         self.port: int = self._socket.getsockname()[1]
+        # The proxy's app has a gateway (settings, counters); any other app gets the defaults.
+        gateway = getattr(app.state, "gateway", None)
+        settings = gateway.settings if gateway is not None else ProxySettings()
+        counters = gateway.router.counters if gateway is not None else Counters()
         config = uvicorn.Config(
             app,
+            http=limited_protocol(Limits.from_settings(settings), counters),
             lifespan="off",
             access_log=access_log,
             log_level="info" if access_log else "warning",
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
         )
         self.server = _Server(config)
+        if gateway is not None:
+            self.server.on_shutdown = gateway.stop_begun
         self._task: asyncio.Task[None] | None = None
 
     @property

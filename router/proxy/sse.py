@@ -33,8 +33,10 @@ class ProviderStream:
         stall_s: float,
         deadline: float,
         read_usage: Callable[[Any], Usage | None] = usage_of,
+        scrub: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._response = response
+        self._scrub = scrub  # applied to every event relayed (the provider's keys taken out)
         self._read_usage = read_usage
         self._relay_usage_chunk = relay_usage_chunk
         self._stall_s = stall_s
@@ -67,7 +69,7 @@ class ProviderStream:
         while event is not None:
             relayed = self._relayed(event)
             if relayed is not None:
-                yield relayed
+                yield relayed if self._scrub is None else self._scrub(relayed)
             event = await self._next_event()
 
     async def close(self) -> None:

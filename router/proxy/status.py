@@ -1,4 +1,5 @@
-"""GET /healthz (that the proxy is up; more for a valid key) and GET /metrics (Prometheus)."""
+"""GET /healthz (that the proxy is up, or a 503 when its database file is gone; more for a valid
+key) and GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ class StatusEndpoint:
         self.gateway = gateway
 
     async def healthz(self, request: Request) -> Response:
-        """That the proxy is up; with a valid client key (or none configured), more."""
+        """That the proxy is up; with a valid client key (or none configured), more. A 503
+        while the database file it opened is deleted or replaced (rows wait in memory)."""
         gateway = self.gateway
+        lost = gateway.router.log.writer.file_lost()
+        if lost is not None:
+            return JSONResponse(
+                {"status": "unhealthy", "error": f"the database file was {lost}"},
+                status_code=503,
+            )
         if not gateway.access.authorized(request):
             return JSONResponse({"status": "ok"})
         return JSONResponse(

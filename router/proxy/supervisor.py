@@ -241,6 +241,10 @@ class Supervisor:
     def _signalled(self, signum: int) -> None:
         if self.stop_signal is None:
             self.stop_signal = signum
+            # The parent's copy of the listening socket closes now: once each worker has closed
+            # its own (the first thing a stopping worker does), new connections are refused at
+            # once rather than queued for nobody and reset at the exit.
+            self.sock.close()
             self._stopping.set()  # _stop_all tells the workers
         elif signum == signal.SIGINT:  # a second Ctrl-C: the workers stop without waiting
             for worker in self.workers.values():  # for their open connections

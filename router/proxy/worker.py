@@ -14,6 +14,7 @@ from multiprocessing.connection import Connection
 
 from router.config import ConfigError, RouterConfig, Secrets
 from router.proxy.event_loop import proxy_loop_factory
+from router.proxy.metrics import leave_shared_dir, shared_dir
 from router.proxy.server import ProxyServer, serve, stop_on_signals
 from router.router import ModelRouter
 
@@ -59,9 +60,12 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> Non
 async def _serve(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> None:
     loop = asyncio.get_running_loop()
     with stop_on_signals() as stop:
+        orphaned = False
 
         def parent_gone() -> None:
             # The parent never writes: readable means its end closed (it exited, or was killed).
+            nonlocal orphaned
+            orphaned = True
             loop.remove_reader(parent.fileno())
             logging.getLogger(__name__).warning("the proxy's parent process is gone: stopping")
             stop()
@@ -80,3 +84,7 @@ async def _serve(spec: WorkerSpec, sock: socket.socket, parent: Connection) -> N
         except asyncio.CancelledError:
             if not stop.asked:
                 raise
+        finally:
+            folder = shared_dir()
+            if orphaned and folder is not None:  # nobody else will remove it
+                leave_shared_dir(folder)

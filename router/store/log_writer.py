@@ -1,11 +1,14 @@
 """The routing log's write-behind: finished rows wait in memory and are written in batches on a
-connection of their own, so no answer waits for SQLite (a commit, a lock held elsewhere)."""
+connection of their own, so no answer waits for SQLite (a commit, a lock held elsewhere). A
+database file deleted or replaced under it is noticed before each batch: the rows wait (logged,
+counted as db_file_lost) rather than go into a file nobody will read again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +26,16 @@ RETRY_S = (0.05, 0.2, 0.5, 1.0)  # waits between attempts while the database ref
 CLOSING_ATTEMPTS = 3  # at shutdown a database that still refuses costs the rows, not the exit
 
 Row = Sequence[Any]
+FileId = tuple[int, int]  # (device, inode)
+
+
+def file_id(path: str) -> FileId | None:
+    """The identity of the file at `path`; None when there is none."""
+    try:
+        stat = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 class LogWriter:
@@ -59,6 +72,8 @@ class LogWriter:
         self._nudge = asyncio.Event()
         # Called with the new depth whenever it changes (a proxy worker publishes it).
         self.on_depth: Callable[[int], None] | None = None
+        self._file: FileId | None = None  # the file opened (None: in memory, not checked)
+        self._file_lost: str | None = None
 
     @property
     def depth(self) -> int:
@@ -73,8 +88,34 @@ class LogWriter:
         else:
             self._conn = await aiosqlite.connect(self.path, timeout=LOCK_WAIT_S)
             await self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._file = file_id(self.path)
         self._task = asyncio.create_task(self._run(), name="routing-log-writer")
         return self
+
+    def file_lost(self) -> str | None:
+        """None while the file at the database's path is the one opened; else what happened to
+        it ("deleted", "replaced"), logged and counted (db_file_lost) once each time."""
+        if self._file is None:
+            return None
+        now = file_id(self.path)
+        if now == self._file:
+            if self._file_lost is not None:
+                log.warning("routing log: the database file is back at %s", self.path)
+                self._file_lost = None
+                self._nudge.set()
+            return None
+        lost = "deleted" if now is None else "replaced"
+        if self._file_lost != lost:
+            self._file_lost = lost
+            self.counters["db_file_lost"] += 1
+            log.error(
+                "routing log: the database file %s was %s under this process: rows wait in"
+                " memory (up to %d) until it is back; restart to use the file there now",
+                self.path,
+                lost,
+                self.max_pending,
+            )
+        return lost
 
     def put(self, row: Row) -> None:
         """Queue one finished row; never blocks. Past MAX_PENDING the row is dropped, counted
@@ -97,9 +138,12 @@ class LogWriter:
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every row queued so far is committed; False when `timeout_s` ran out first
-        (the database still refuses the rows: they keep waiting)."""
+        (the database still refuses the rows: they keep waiting), or at once while the database
+        file is deleted or replaced."""
         if self._task is None or self._task.done():
             return not self._pending
+        if self._pending and self.file_lost() is not None:
+            return False  # nothing is written until the file is back: nobody waits for it
         self._hurry = True
         self._wake.set()
         self._nudge.set()
@@ -165,6 +209,18 @@ class LogWriter:
         that keeps refusing at shutdown costs the rows."""
         attempt = 0
         while True:
+            if self.file_lost() is not None:
+                attempt += 1
+                if self._closing and attempt >= CLOSING_ATTEMPTS:
+                    log.error(
+                        "routing log: %d rows lost at shutdown: the database file was %s",
+                        len(rows),
+                        self._file_lost,
+                    )
+                    self.counters["log_rows_dropped"] += len(rows)
+                    return "dropped"
+                await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
+                continue
             try:
                 await self._commit(rows)
             except (aiosqlite.Error, ValueError) as exc:

@@ -1,0 +1,153 @@
+"""The proxy against unauthenticated load, over raw sockets on 127.0.0.1: a huge header, too many
+headers, a head that never arrives and too many connections each get a clean answer and a closed
+connection, are counted, and leave other clients' connections serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from tests.proxy_helpers import CLIENT_KEY, GREETING, RunningProxy, running_proxy, user
+
+LIMIT_S = 60.0  # a guard against a hang, never a measure
+
+
+def _request(url: str, extra: bytes = b"") -> bytes:
+    body = json.dumps({"model": "cheap", "messages": user(GREETING)}).encode()
+    host = url.split("//", 1)[1].split("/", 1)[0]
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n".encode()
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    return host, int(port)
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP answer: status, headers (lower-case names), body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), LIMIT_S)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines[1:] if line)
+    }
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), LIMIT_S)
+    return int(lines[0].split()[1]), headers, body
+
+
+class Connection:
+    """One raw keep-alive connection to the proxy."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def ask(self, url: str) -> int:
+        self.writer.write(_request(url))
+        status, _, _ = await _answer(self.reader)
+        return status
+
+    async def closed(self) -> bool:
+        """True once the proxy has closed it (the next read is the end)."""
+        return await asyncio.wait_for(self.reader.read(1), LIMIT_S) == b""
+
+
+@asynccontextmanager
+async def connection(url: str) -> AsyncIterator[Connection]:
+    reader, writer = await asyncio.open_connection(*_address(url))
+    try:
+        yield Connection(reader, writer)
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def limited(tmp_path, provider) -> AsyncIterator[RunningProxy]:
+    async with running_proxy(
+        tmp_path / "limits.db",
+        None,
+        provider.base_url,
+        max_header_bytes=16_384,
+        max_headers=50,
+        header_timeout_s=0.5,
+        max_connections=8,
+        keep_alive_s=120.0,
+    ) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize(
+    ("extra", "what"),
+    [
+        (b"X-Big: " + b"a" * 1_048_576 + b"\r\n", "a 1 MB header"),
+        (b"".join(b"X-H%d: v\r\n" % n for n in range(10_000)), "10,000 headers"),
+        (b"X-Many: " + b"b" * 4000 + b"\r\n" + b"X-More: " + b"c" * 14_000 + b"\r\n", "18 KB"),
+    ],
+)
+async def test_an_oversized_head_gets_431_and_other_clients_keep_their_connection(
+    limited, provider, extra, what
+):
+    async with connection(limited.url) as other, connection(limited.url) as flood:
+        assert await other.ask(limited.url) == 200
+        flood.writer.write(_request(limited.url, extra))
+        with_error = _answer(flood.reader)
+        status, headers, body = await with_error
+        assert (status, headers["connection"]) == (431, "close"), what
+        assert json.loads(body)["error"]["code"] == "request_headers_too_large"
+        assert await flood.closed()
+        assert await other.ask(limited.url) == 200
+    assert limited.router.counters["headers_too_large"] == 1
+    assert len(provider.requests) == 2  # the flood reached no provider
+
+
+async def test_a_head_that_does_not_arrive_in_time_gets_408(limited, provider):
+    async with (
+        connection(limited.url) as silent,
+        connection(limited.url) as slow,
+        connection(limited.url) as other,
+    ):
+        slow.writer.write(_request(limited.url)[:40])  # and then nothing
+        assert await other.ask(limited.url) == 200
+        for stalled in (silent, slow):
+            status, _, body = await _answer(stalled.reader)
+            assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+            assert await stalled.closed()
+        assert await other.ask(limited.url) == 200  # an idle keep-alive one is not cut
+    assert limited.router.counters["header_timeouts"] == 2
+
+
+async def test_past_max_connections_a_new_one_gets_503_and_open_ones_keep_serving(
+    limited, provider
+):
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(connection(limited.url)) for _ in range(8)]
+        for one in held:  # each one is open at the proxy once it has been answered
+            assert await one.ask(limited.url) == 200
+        async with connection(limited.url) as refused:
+            status, headers, body = await _answer(refused.reader)
+            assert (status, headers["retry-after"]) == (503, "1")
+            assert json.loads(body)["error"]["code"] == "too_many_connections"
+            assert await refused.closed()
+        assert [await one.ask(limited.url) for one in held] == [200] * 8
+    assert limited.router.counters["connections_refused"] == 1
+
+
+async def test_an_upgrade_request_is_answered_as_uvicorn_answers_it(limited):
+    async with connection(limited.url) as client:
+        client.writer.write(
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: h2c\r\n\r\n"
+        )
+        status, _, _ = await _answer(client.reader)
+    assert status == 200
