@@ -148,6 +148,23 @@ async def test_routes_the_last_user_message(proxy, provider):
     assert [row["prompt"] for row in await proxy.rows()] == [CODING]
 
 
+async def test_a_group_history_gives_each_speaker_their_own_context(proxy, provider):
+    """Grandma's greeting between them does not decide what the grandson's "why?" follows."""
+    messages = [
+        {"role": "user", "name": "kenji", "content": "write a bash loop that renames every .JPG"},
+        {"role": "assistant", "content": "for f in *.JPG; do ...; done"},
+        {"role": "user", "name": "grandma", "content": "おはよう〜今日は寒いね"},
+        {"role": "assistant", "content": "おはようございます!"},
+        {"role": "user", "name": "kenji", "content": "why?"},
+    ]
+    async with proxy.client() as client:
+        his = await client.chat.completions.create(model="auto", messages=messages)
+        messages[-1]["name"] = "grandma"
+        hers = await client.chat.completions.create(model="auto", messages=messages)
+    assert his.model == STRONG
+    assert hers.model != STRONG
+
+
 async def test_nothing_to_read_still_gets_an_answer_on_the_default_tier(proxy, provider):
     """OpenAI accepts a system prompt alone, or a picture alone: so does the proxy."""
     picture = {"type": "image_url", "image_url": {"url": "https://example.invalid/plant.jpg"}}

@@ -127,7 +127,10 @@ class Gateway:
             if not text.strip():  # an image alone, or no user message: the last user text there is
                 text, history = last_user_text(history)
             if text.strip():
-                decision = await self.router.route(text, history, conv_key=conv_key)
+                speaker = chat.speaker
+                decision = await self.router.route(
+                    text, history, conv_key=conv_key, user_key=speaker, name=speaker
+                )
             else:
                 decision = await self.router.route_without_text(
                     "no user text to route: the default tier", conv_key=conv_key

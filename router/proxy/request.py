@@ -27,6 +27,8 @@ class ChatRequest:
     route_text: str
     history: list[dict[str, Any]]
     session_key: str | None
+    # Who speaks: the last user message's `name`; in a group their context is their own turn.
+    speaker: str | None = None
 
 
 def too_large(limit: int) -> ProxyError:
@@ -143,4 +145,13 @@ def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
         route_text="" if last_user is None else message_text(messages[last_user]["content"]),
         history=messages if last_user is None else messages[:last_user],
         session_key=session_key_of(session_header, user),
+        speaker=speaker_of(messages, last_user),
     )
+
+
+def speaker_of(messages: list[dict[str, Any]], last_user: int | None) -> str | None:
+    """The `name` of the last user message, when it gives one."""
+    if last_user is None:
+        return None
+    name = messages[last_user].get("name")
+    return name if isinstance(name, str) and name.strip() else None
