@@ -1,5 +1,7 @@
 """Fit the continuity model on the training conversations and write router/data/continuity.npz;
-print its cross-validated figures (by conversation, 5 folds) beside carrying nothing.
+print its cross-validated figures beside carrying nothing. Each fold holds out one writer's
+conversations (the id's prefix: tr, tr2, ...): a model that only learnt one writer's style
+scores badly on another's, as it would on the family's own words.
 
     python scripts/fit_continuity.py [--downgrade-cost 2.0] [--dry-run]
 
@@ -40,10 +42,15 @@ from router.text import normalize_text
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
 TARGET = ROOT / "router" / "data" / "continuity.npz"
-FOLDS = 5
 CONTENT_BARS = (0.5, 0.6, 0.7, 0.8, 0.9)
 CONTINUE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
+CUE_L2 = (1e-3, 1e-2, 1e-1)  # the embedding cue's penalty: 768 weights overfit a style
 EMBEDDING_SCALE = 5.0
+
+
+def writer_of(conversation_id: str) -> str:
+    """The writer (batch) a training conversation came from: its id's prefix."""
+    return conversation_id.split("-", 1)[0]
 
 
 def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
@@ -114,9 +121,11 @@ def main() -> None:
         {routing_text(c["turns"], i) for c in conversations for i in range(len(c["turns"]))}
     )
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
-    ids = sorted(c["conversation"] for c in conversations)
-    order = np.random.default_rng(0).permutation(len(ids))
-    fold_of = {ids[i]: n % FOLDS for n, i in enumerate(order)}
+    writers = sorted({writer_of(c["conversation"]) for c in conversations})
+    fold_of = {
+        c["conversation"]: writers.index(writer_of(c["conversation"])) for c in conversations
+    }
+    folds_count = len(writers)
 
     # The pool holds the conversations' standalone turns (first turns and switches): a turn's
     # "alone" probabilities come from a classifier fit without its conversation's fold.
@@ -128,7 +137,7 @@ def main() -> None:
     row_fold = np.array([fold_of_text.get(normalize_text(r["text"]), -1) for r in rows])
     calibration = shipped.calibration if shipped else None
     classifiers, fold_pools = [], []
-    for fold in range(FOLDS):
+    for fold in range(folds_count):
         keep = np.flatnonzero(row_fold != fold)
         fold_pools.append(pool[keep])
         classifier = LocalClassifier(categories)
@@ -189,10 +198,10 @@ def main() -> None:
     y = np.array([s[3] for s in samples], dtype=float)
     pairs = np.stack(pair_vectors)
 
-    def fit_cues(rows_: np.ndarray) -> ContinuityModel:
+    def fit_cues(rows_: np.ndarray, l2: float) -> ContinuityModel:
         """The wording and embedding cues fit on `rows_`, in a model with no weights yet."""
         cue = fit_cue([follow_texts[i] for i in rows_], y[rows_])
-        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_])
+        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], l2)
         embedding = EmbeddingCue(weights, bias, embedder.id)
         return ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue, embedding)
 
@@ -212,24 +221,28 @@ def main() -> None:
             ]
         )
 
-    def stacked_features(train: np.ndarray) -> np.ndarray:
-        """Cue scores for the training rows from cues that never saw their conversation."""
+    def stacked_features(train: np.ndarray, l2: float) -> np.ndarray:
+        """Cue scores for the training rows from cues that never saw their writer."""
         x = np.zeros((len(train), len(FEATURES)))
         inner = folds[train]
         for k in np.unique(inner):
-            x[inner == k] = features_with_cues(train[inner == k], fit_cues(train[inner != k]))
+            x[inner == k] = features_with_cues(train[inner == k], fit_cues(train[inner != k], l2))
         return x
 
-    fold_features = []  # per fold: the training rows' stacked features, the held rows' own
-    for k in range(FOLDS):
-        train, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        fold_features.append(
-            (train, held, stacked_features(train), features_with_cues(held, fit_cues(train)))
-        )
+    def fold_features(l2: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per held-out writer: the training rows, the held rows, and their features."""
+        found = []
+        for k in range(folds_count):
+            train, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            x_held = features_with_cues(held, fit_cues(train, l2))
+            found.append((train, held, stacked_features(train, l2), x_held))
+        return found
 
-    def out_of_fold(continue_weight: float) -> np.ndarray:
+    features_by_l2 = {l2: fold_features(l2) for l2 in CUE_L2}
+
+    def out_of_fold(l2: float, continue_weight: float) -> np.ndarray:
         p = np.zeros(len(samples))
-        for train, held, x_train, x_held in fold_features:
+        for train, held, x_train, x_held in features_by_l2[l2]:
             weights, bias, mean, scale = fit_logistic(x_train, y[train], continue_weight)
             z = (x_held - mean) / scale
             p[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
@@ -246,10 +259,10 @@ def main() -> None:
         answer_of: Callable[[TurnFeatures, float], LocalAnswer], p_oof: np.ndarray
     ) -> dict[str, list[int]]:
         tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        for (_, f, truth, cont), p, language in zip(samples, p_oof, languages, strict=True):
+        for (conv, f, truth, cont), p, language in zip(samples, p_oof, languages, strict=True):
             answer = answer_of(f, p)
             chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
-            for key in ("all", "continue" if cont else "switch", language):
+            for key in ("all", "continue" if cont else "switch", language, writer_of(conv)):
                 tally[key][0] += 1
                 tally[key][1] += chosen == true
                 tally[key][2] += chosen < true
@@ -266,19 +279,22 @@ def main() -> None:
             for k, v in tally.items()
         )
 
-    # The continuation weight and the content-first bar, chosen together by CV cost.
-    print("CV cost (tier errors + downgrades x (cost - 1)) by continuation weight and bar:")
-    print("    weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
-    choices: dict[tuple[float, float], float] = {}
-    oof_by_weight = {w: out_of_fold(w) for w in CONTINUE_WEIGHTS}
-    for w, p_oof in oof_by_weight.items():
+    # The cue's penalty, the continuation weight and the content-first bar, chosen together by
+    # the cost on held-out writers.
+    print(f"CV over {folds_count} writers ({', '.join(writers)}): cost (tier errors + downgrades")
+    print("x (cost - 1)) by the embedding cue's l2, the continuation weight and the content bar:")
+    print("    l2     weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
+    choices: dict[tuple[float, float, float], float] = {}
+    oof = {(l2, w): out_of_fold(l2, w) for l2 in CUE_L2 for w in CONTINUE_WEIGHTS}
+    for (l2, w), p_oof in oof.items():
         for bar in CONTENT_BARS:
             answer = lambda f, p, bar=bar: carried_answer(f, p, bar)  # noqa: E731
-            choices[w, bar] = cost(tally_of(answer, p_oof))
-        print(f"    {w:<6}  " + "  ".join(f"{choices[w, bar]:.4f}  " for bar in CONTENT_BARS))
-    continue_weight, bar = min(choices, key=choices.__getitem__)
-    p_oof = oof_by_weight[continue_weight]
-    print(f"chosen: continuation weight {continue_weight}, content_confidence {bar}")
+            choices[l2, w, bar] = cost(tally_of(answer, p_oof))
+        row = "  ".join(f"{choices[l2, w, bar]:.4f}  " for bar in CONTENT_BARS)
+        print(f"    {l2:<6} {w:<6}  {row}")
+    l2, continue_weight, bar = min(choices, key=choices.__getitem__)
+    p_oof = oof[l2, continue_weight]
+    print(f"chosen: cue l2 {l2}, continuation weight {continue_weight}, content_confidence {bar}")
     print(f"{len(samples)} follow-ups; continuity right {((p_oof > 0.5) == y).mean():.3f} (CV)")
     alone_answer = lambda f, p: decide(f.alone, taxonomy, args.downgrade_cost, [])  # noqa: E731
     print("  alone:\n" + tier_score(tally_of(alone_answer, p_oof)))
@@ -289,8 +305,8 @@ def main() -> None:
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))
-    weights, bias, mean, scale = fit_logistic(stacked_features(all_rows), y, continue_weight)
-    cues = fit_cues(all_rows)
+    weights, bias, mean, scale = fit_logistic(stacked_features(all_rows, l2), y, continue_weight)
+    cues = fit_cues(all_rows, l2)
     model = ContinuityModel(taxonomy, weights, bias, mean, scale, cues.cue, cues.embedding)
     TARGET.write_bytes(model.dump())
     print(f"wrote {TARGET} ({TARGET.stat().st_size / 1e3:.0f} kB)")
