@@ -8,7 +8,6 @@ from typing import Any
 
 from router.pool.pool import Neighbour
 
-SOURCES = ("knn", "llm", "prior", "fallback", "fixed", "alias", "passthrough")
 # How a decision's request ended; "routed" is a decision nobody asked an answer for (`crabbot
 # route`, a bot with no upstream), "interrupted" one still open when the process stopped.
 OUTCOMES = ("completed", "provider_error", "client_gone", "interrupted", "routed")

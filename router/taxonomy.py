@@ -48,12 +48,5 @@ class Taxonomy:
     def tier_of(self, category: str) -> str:
         return self.category_tiers[category]
 
-    @staticmethod
-    def tier_rank(tier: str) -> int:
-        return TIERS.index(tier)
-
     def describe(self, category: str) -> str:
         return CATEGORY_DESCRIPTIONS.get(category, category.replace("_", " "))
-
-    def categories_in(self, tier: str) -> list[str]:
-        return [c for c, t in self.category_tiers.items() if t == tier]

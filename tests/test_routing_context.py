@@ -106,7 +106,7 @@ async def test_a_stateless_history_with_names_reads_the_speakers_own_turns(seede
 
 def _answer(tier: str, confidence: float) -> LocalAnswer:
     category = {"cheap": "casual", "medium": "analysis", "strong": "coding"}[tier]
-    return LocalAnswer(category, tier, confidence, {}, [])
+    return LocalAnswer(category, tier, confidence, [])
 
 
 def test_content_first_never_lets_context_lower_a_confident_message():

@@ -21,9 +21,10 @@ def model_path() -> str:
 
 
 def test_embedder_is_normalized_and_named(model_path):
-    from router.embedding.embedder import SentenceTransformerEmbedder
+    from router.embedding.embedder import Embedder
+    from router.embedding.sentence_transformers import SentenceTransformerEncoder
 
-    embedder = SentenceTransformerEmbedder(model_path, max_input_tokens=64)
+    embedder = Embedder.load(lambda: SentenceTransformerEncoder(model_path, max_input_tokens=64))
     vectors = embedder.embed(["write me some code", "good morning everyone", "x" * 100_000])
     assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
@@ -31,10 +32,11 @@ def test_embedder_is_normalized_and_named(model_path):
 
 
 def test_missing_model_is_a_clear_error_not_a_download(tmp_path):
-    from router.embedding.embedder import SentenceTransformerEmbedder
+    from router.embedding.embedder import Embedder
+    from router.embedding.sentence_transformers import SentenceTransformerEncoder
 
     with pytest.raises(RuntimeError, match="not on this machine"):
-        SentenceTransformerEmbedder(str(tmp_path / "no-such-model"))
+        Embedder.load(lambda: SentenceTransformerEncoder(str(tmp_path / "no-such-model")))
 
 
 async def test_router_keeps_each_embedders_vectors_apart(seeded_db, model_path):

@@ -25,7 +25,6 @@ from router.taxonomy import MAPPING_V1, MAPPING_V2, TIERS, Taxonomy
 from tests.conftest import make_config
 
 V2 = Taxonomy("v2", MAPPING_V2)
-V1 = Taxonomy("v1", MAPPING_V1)
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -13,7 +13,7 @@ import aiosqlite
 import numpy as np
 
 from router.pool.vector_index import EXACT_LIMIT, CoarseIndex
-from router.store.database import fetch_one, transaction
+from router.store.database import transaction
 from router.text import text_hash
 
 PROBES = 16  # coarse lists searched per query in a large pool
@@ -108,13 +108,6 @@ class Pool:
         index = self._index
         if (index is None and self._size > EXACT_LIMIT) or (index and index.stale(self._size)):
             await asyncio.to_thread(self.build_index)
-
-    async def count_foreign(self) -> int:
-        """Rows stored by another embedder: kept on disk, never mixed into this pool."""
-        row = await fetch_one(
-            self._conn, "SELECT COUNT(*) FROM pool WHERE embedder_id != ?", (self.embedder_id,)
-        )
-        return int(row[0]) if row else 0
 
     def _append(self, fresh: list[tuple[str, PoolEntry]]) -> None:
         with self._lock:

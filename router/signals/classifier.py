@@ -23,7 +23,6 @@ class LocalAnswer:
     category: str
     tier: str
     confidence: float
-    category_probs: dict[str, float]
     neighbours: list[Neighbour]
 
 
@@ -102,9 +101,6 @@ class SoftmaxHead:
         assert self._weights is not None and self._mean is not None and self._scale is not None
         x = (vectors.astype(np.float32) - self._mean) / self._scale
         return x @ self._weights + self._bias
-
-    def predict(self, vector: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(vector))
 
 
 @dataclass(frozen=True)
@@ -257,7 +253,6 @@ def decide(
         category=categories[best],
         tier=TIERS[tier_index],
         confidence=float(tier_probs[tier_index]),
-        category_probs={c: float(p) for c, p in zip(categories, probs, strict=True)},
         neighbours=neighbours,
     )
 
