@@ -1,6 +1,6 @@
-"""The chat commands every adapter shares: /routing stats, /routing mode, /reset, /whoami and
-/help, with the admin check. A command is parsed once; the answer is text or a picture, which
-the adapter only delivers."""
+"""The chat commands every adapter shares: /routing stats, /routing mode, /reset, /forget,
+/whoami and /help, with the admin check. A command is parsed once; the answer is text or a
+picture, which the adapter only delivers."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from bot.chat_user import ChatUser
+from bot.chat_user import ChatUser, user_key_of
 from bot.config import AdminSettings
+from bot.console_history import PrivateHistory
+from bot.erasure import forget
 from bot.memory import Memory
 from router import MODES, ModelRouter
 from router.analytics import stats as routing_stats
 from router.analytics.cost import cost_report
+from router.store.erasure import Scope
 
 DAY_S = 24 * 3600
 STATS_FLUSH_S = 2.0  # stats wait this long for rows still queued (a locked database)
@@ -33,6 +36,7 @@ HELP = (
     " to me in private, in Chinese, English or Japanese. Each message goes to the model tier it"
     " needs: small talk to a quick model, code and hard problems to a strong one.\n"
     "/reset: forget this conversation\n"
+    "/forget: erase what you said here (memory, the routing log's text, what I learned from it)\n"
     "/whoami: your platform and user id (for the admins list)\n"
     "/help: this text\n"
     "/routing stats: how messages were routed, and what it cost (admins)\n"
@@ -44,6 +48,7 @@ HELP = (
 COMMANDS: dict[str, str] = {
     "help": "what crabbot does",
     "reset": "forget this conversation",
+    "forget": "erase what you said here",
     "whoami": "your platform and user id (for the admins list)",
     "routing": "routing stats, or set the routing mode (admins)",
 }
@@ -136,6 +141,8 @@ class Admin:
         self.fixed_model = fixed_model  # config names one model for every reply: no routing
         # The bot's own counters, shown with the router's in /routing stats.
         self.counters: Counter[str] = Counter() if counters is None else counters
+        # The terminal's input history, which /forget at the console empties too.
+        self.console_history: PrivateHistory | None = None
 
     def is_admin(self, user: ChatUser) -> bool:
         if user.platform == "console":
@@ -157,6 +164,8 @@ class Admin:
             return await self.routing(user, list(command.args), pictures)
         if command.name == "reset":
             return Text(await self.reset(conv_key))
+        if command.name == "forget":
+            return Text(await self.forget(user, conv_key))
         if command.name in ("help", "start"):
             return Text(HELP)
         if command.name == "whoami":
@@ -210,6 +219,13 @@ class Admin:
         }
         if happened:
             lines.append(f"since start: {_counts(happened)}")
+        privacy = router.config.privacy
+        kept = (
+            f"prompt text {privacy.prompt_days:g} d" if privacy.store_prompts else "no prompt text"
+        )
+        memory_days = getattr(privacy, "memory_days", None)
+        kept += f", memory {memory_days:g} d" if memory_days is not None else ""
+        lines.append(f"{router.retention.line()}; kept: {kept}")
         for title, since in (("last 24 h", now - DAY_S), ("all time", None)):
             summary = await routing_stats.summary(router.conn, since)
             lines += format_summary(title, summary)
@@ -237,6 +253,24 @@ class Admin:
             f" account an admin, add {user.id} to `{user.platform} = [...]` under [admins] in"
             " crabbot's config and restart it."
         )
+
+    async def forget(self, user: ChatUser, conv_key: str) -> str:
+        """/forget: erase what this person said in this conversation (memory, with the answers
+        to them; the routing log's text; the pool entries it taught; at the terminal, its
+        input history)."""
+        user_key = user_key_of(user)
+        assert user_key is not None
+        history = self.console_history if user.platform == "console" else None
+        erased = await forget(
+            self.router.conn,
+            self.memory,
+            Scope(conv_key, user_key),
+            router=self.router,
+            history=history,
+        )
+        if not (erased.messages or erased.prompts or erased.pool_entries or erased.history_lines):
+            return "Nothing you said here is kept."
+        return f"Done: {erased.line()} of yours from this conversation."
 
     async def reset(self, conv_key: str) -> str:
         """Forget the conversation's memory and its routing context (the last task, which the

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from bot.chat_user import ChatUser
+from bot.chat_user import ChatUser, user_key_of
 from bot.incoming import Incoming
 from bot.language import apology
 from bot.media import Unreadable
@@ -147,7 +147,7 @@ class Agent:
             text,
             messages,
             conv_key,
-            user_key=f"{user.platform}:{user.id}" if user else None,
+            user_key=user_key_of(user),
             name=user.name if user else None,
         )
 
@@ -209,7 +209,7 @@ class Agent:
             )
         try:
             await self.memory.add_exchange(
-                conv_key, author, incoming.memory_text(), completion.text
+                conv_key, author, incoming.memory_text(), completion.text, user_key_of(user)
             )
         except Exception:
             self._db_failed("store the exchange in memory")

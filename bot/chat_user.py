@@ -10,3 +10,8 @@ class ChatUser:
     platform: str  # "telegram", "discord" or "console"
     id: int | str
     name: str
+
+
+def user_key_of(user: ChatUser | None) -> str | None:
+    """ "platform:id": how the routing log, the pool and memory name a person."""
+    return f"{user.platform}:{user.id}" if user else None

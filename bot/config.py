@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from router.config import ConfigError, RouterConfig, Section, load_model
+from router.config import ConfigError, PrivacySettings, RouterConfig, Section, load_model
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are crabbot, a warm and helpful assistant in a family group chat. Answer in the language"
@@ -46,6 +46,13 @@ class VoiceSettings(Section):
     show_transcript: bool = True  # the reply opens with "[voice 0:12] what was heard"
 
 
+class BotPrivacySettings(PrivacySettings):
+    """The router's privacy settings, and how long conversation memory is kept."""
+
+    # Days a conversation's messages stay in memory (the history the model sees); then removed.
+    memory_days: float = Field(default=30.0, gt=0.0)
+
+
 class AdminSettings(Section):
     telegram: list[int] = []
     discord: list[int] = []
@@ -79,6 +86,7 @@ class CrabbotConfig(RouterConfig):
     admins: AdminSettings = AdminSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
+    privacy: BotPrivacySettings = BotPrivacySettings()
 
 
 def load_config(path: Path | None = None, db_path: Path | None = None) -> CrabbotConfig:

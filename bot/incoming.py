@@ -7,6 +7,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from router.text import readable
+
 QUOTE_LIMIT = 4000  # characters of a quoted message the model and the router see
 MEMORY_QUOTE_LIMIT = 120  # memory keeps a short reminder of what was quoted
 CAPTION_LIMIT = 80
@@ -46,7 +48,8 @@ class Incoming:
     transcription_ms: float | None = None  # a voice message's transcription time
 
     def is_empty(self) -> bool:
-        return not self.routing_text().strip() and not self.images
+        """No images and nothing to read (zero-width, whitespace or control characters only)."""
+        return not readable(self.routing_text()) and not self.images
 
     def routing_text(self) -> str:
         """What the router reads: the words, then the quoted message ("summarize this" routes

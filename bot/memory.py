@@ -1,5 +1,6 @@
 """Conversation memory: the last exchanges of each conversation in the `messages` table of the
-one SQLite file, trimmed to a number of exchanges and an approximate token budget."""
+one SQLite file, trimmed to a number of exchanges and an approximate token budget; each exchange
+records whose it is, so a person's can be erased, and old ones are removed ([privacy])."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.config import MemorySettings
-from router.store.database import migrate, transaction
+from router.store.database import fetch_one, migrate, transaction
+from router.text import capped
 
 BOT_MIGRATIONS: tuple[str, ...] = (
     """
@@ -22,6 +24,12 @@ BOT_MIGRATIONS: tuple[str, ...] = (
         content TEXT NOT NULL
     );
     CREATE INDEX messages_conv ON messages (conv_key, id);
+    """,
+    # Whose exchange (platform:user id, on the question and its answer): /forget erases it.
+    """
+    ALTER TABLE messages ADD COLUMN user_key TEXT;
+    CREATE INDEX messages_user ON messages (user_key) WHERE user_key IS NOT NULL;
+    CREATE INDEX messages_at ON messages (at);
     """,
 )
 
@@ -81,17 +89,31 @@ class Memory:
             kept.pop(0)
         return kept
 
+    @property
+    def max_chars(self) -> int:
+        """A stored message's cap: longer than any the token budget lets into a history (a
+        token is at least one character of CJK, about four of other text), so none is cut."""
+        return 4 * self.settings.max_tokens + 100
+
     async def add_exchange(
-        self, conv_key: str, author: str | None, question: str, answer: str
+        self,
+        conv_key: str,
+        author: str | None,
+        question: str,
+        answer: str,
+        user_key: str | None = None,
     ) -> None:
-        """Store a question and its answer together, then forget exchanges beyond max_turns."""
+        """Store a question and its answer together (the asker's `user_key` on both), then
+        forget exchanges beyond max_turns."""
         now = time.time()
+        cap = self.max_chars
         async with transaction(self.conn) as conn:
             await conn.executemany(
-                "INSERT INTO messages (conv_key, at, role, author, content) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO messages (conv_key, at, role, author, content, user_key)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (conv_key, now, "user", author, question),
-                    (conv_key, now, "assistant", None, answer),
+                    (conv_key, now, "user", author, capped(question, cap), user_key),
+                    (conv_key, now, "assistant", None, capped(answer, cap), user_key),
                 ],
             )
             await conn.execute(
@@ -105,3 +127,38 @@ class Memory:
         async with transaction(self.conn) as conn:
             cursor = await conn.execute("DELETE FROM messages WHERE conv_key = ?", (conv_key,))
         return int(cursor.rowcount or 0)
+
+    async def forget(
+        self, conv_key: str | None, user_key: str | None, dry_run: bool = False
+    ) -> int:
+        """Erase the exchanges of a conversation, a person, or a person in a conversation (their
+        questions and the answers to them); return how many messages (would) go."""
+        where, values = _scope(conv_key, user_key)
+        if dry_run:
+            row = await fetch_one(self.conn, f"SELECT COUNT(*) FROM messages WHERE {where}", values)
+            return int(row[0]) if row else 0
+        async with transaction(self.conn) as conn:
+            cursor = await conn.execute(f"DELETE FROM messages WHERE {where}", values)
+        return max(cursor.rowcount, 0)
+
+    async def remove_older_than(self, before: float) -> int:
+        """Retention ([privacy] memory_days): remove messages stored before `before`."""
+        async with transaction(self.conn) as conn:
+            cursor = await conn.execute("DELETE FROM messages WHERE at < ?", (before,))
+        return max(cursor.rowcount, 0)
+
+    async def export(self, conv_key: str) -> list[dict[str, object]]:
+        """A conversation's messages, oldest first."""
+        rows = await self.conn.execute_fetchall(
+            "SELECT at, role, author, user_key, content FROM messages WHERE conv_key = ?"
+            " ORDER BY id",
+            (conv_key,),
+        )
+        return [{"kind": "message", **dict(row)} for row in rows]
+
+
+def _scope(conv_key: str | None, user_key: str | None) -> tuple[str, tuple[str, ...]]:
+    if conv_key is None and user_key is None:
+        raise ValueError("name a conversation, a person or both")
+    named = [(c, v) for c, v in (("conv_key", conv_key), ("user_key", user_key)) if v]
+    return " AND ".join(f"{column} = ?" for column, _ in named), tuple(v for _, v in named)

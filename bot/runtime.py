@@ -68,6 +68,8 @@ class BotCore:
         except BaseException:
             await router.close()
             raise
+        keep_s = config.privacy.memory_days * 24 * 3600
+        router.retention.add("messages removed", lambda now: memory.remove_older_than(now - keep_s))
         counters: Counter[str] = Counter()
         agent = Agent(router, memory, upstream, config.memory.system_prompt, counters)
         admin = Admin(

@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from bot.admin import Admin, Answer, Command
+from bot.admin import Admin, Answer, Command, Text
 from bot.agent import Agent, Prepare, Reply
 from bot.chat_user import ChatUser
 from bot.incoming import Image, Incoming, Quote
+from bot.limits import too_long
 
 
 class Stream(Protocol):
@@ -71,7 +72,18 @@ class Turns:
         self, surface: TurnSurface, conv_key: str, user: ChatUser, incoming: Incoming | Prepare
     ) -> Reply:
         """Answer a message: typing until the reply shows, then the reply streamed and settled.
-        Call it before any other await in a handler, so replies keep the messages' order."""
+        Call it before any other await in a handler, so replies keep the messages' order.
+        A text longer than the platform allows is refused in one line, and a message with
+        nothing to read gets the help, both before any model is asked."""
+        if isinstance(incoming, Incoming):
+            refusal = too_long(user.platform, incoming.text)
+            if refusal is not None:
+                self.agent.counters["too_long_refused"] += 1
+                await surface.send(Text(refusal))
+                return Reply(refusal, None, None, error="too_long")
+            if incoming.is_empty():
+                await self.command(surface, conv_key, user, Command("help"))
+                return Reply(None, None, None, error="empty")
         replied = asyncio.Event()
         typing = asyncio.create_task(surface.typing(replied))
         stream = surface.stream()

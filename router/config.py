@@ -166,6 +166,19 @@ class ProxySettings(Section):
         return data
 
 
+class PrivacySettings(Section):
+    """What the routing log and the pool keep of a message's text, and for how long."""
+
+    # Whether a message's text is stored at all: false keeps it out of the routing log (its row
+    # keeps the category, tier, tokens and cost) and out of the pool, which then learns nothing
+    # from the chat (the local classifier's character n-gram view is fit on the pool's text).
+    store_prompts: bool = True
+    # Days a routing-log row keeps its prompt text; then the text is cleared, the row stays.
+    prompt_days: float = Field(default=30.0, gt=0.0)
+    # A stored prompt keeps this many characters (head and tail); its full length is recorded.
+    max_prompt_chars: int = Field(default=2000, ge=100)
+
+
 class ModelPrice(Section):
     """What one model costs, in currency units (USD by default) per million tokens."""
 
@@ -193,6 +206,7 @@ class RouterConfig(Section):
     categorizer: CategorizerSettings = CategorizerSettings()
     context: ContextSettings = ContextSettings()
     proxy: ProxySettings = ProxySettings()
+    privacy: PrivacySettings = PrivacySettings()
     # Model name -> price, for the cost figures of `crabbot stats` and `/routing stats`.
     prices: dict[str, ModelPrice] = DEFAULT_PRICES
 

@@ -105,6 +105,12 @@ class ConversationContext:
         while len(self._previous) > PRIOR_CACHE_SIZE:
             self._previous.popitem(last=False)
 
+    def drop(self, conv_key: str | None, user_key: str | None) -> None:
+        """Let go of the turns kept of a conversation, a person, or a person in a conversation."""
+        for key in list(self._previous):
+            if conv_key in (None, key[0]) and user_key in (None, key[1]):
+                del self._previous[key]
+
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
         had = await self.previous_turn(conv_key) is not None or any(

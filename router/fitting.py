@@ -51,6 +51,11 @@ class ClassifierFitting:
         if len(self.local.pool) >= trained_on * REFIT_GROWTH and self.refit_task is None:
             self.refit_task = asyncio.create_task(self._refit())
 
+    def refit(self) -> None:
+        """Start a refit in the background now (the pool lost entries: an erasure)."""
+        if self.refit_task is None:
+            self.refit_task = asyncio.create_task(self._refit())
+
     async def wait(self) -> None:
         if self.refit_task is not None:
             await self.refit_task

@@ -23,17 +23,24 @@ from router.signals.categorizer import CategorizerError, LLMCategorizer
 from router.signals.classifier import LocalResult
 from router.signals.continuity import ContinuityModel, PreviousTurn
 from router.signals.local_signal import LocalSignal
-from router.store import routing_log
+from router.store import erasure, routing_log
+from router.store.erasure import Erased, Scope
 from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
+from router.store.retention import Retention
 from router.store.settings import StoredMode
 from router.taxonomy import Taxonomy
+from router.text import readable
 
 log = logging.getLogger(__name__)
 
+ERASE_FLUSH_S = 5.0  # an erasure waits this long for routing-log rows still being written
+Origin = tuple[str | None, str | None]  # (conv_key, user_key) of the message a decision read
+
 
 class EmptyMessageError(ValueError):
-    """Raised for empty or whitespace-only text: there is nothing to route."""
+    """Raised for text with nothing to read (empty, whitespace, zero-width or control
+    characters only): there is nothing to route."""
 
 
 class ModelRouter:
@@ -79,14 +86,23 @@ class ModelRouter:
         )
         self.decisions = DecisionBuilder(config, self.taxonomy)
         self.log = DecisionLog(
-            LogWriter(config.database.path, routing_log.INSERT_SQL, self.counters)
+            LogWriter(config.database.path, routing_log.INSERT_SQL, self.counters),
+            routing_log.PromptKeeping.of(config.privacy),
         )
         # router.finish(decision, outcome, ...): the request behind a decision has ended.
         self.finish = self.log.finish
+        # [privacy] prompt_days: old prompt text is cleared in the background (started by
+        # open_router).
+        self.retention = Retention(self.counters)
+        keep_s = config.privacy.prompt_days * 24 * 3600
+        self.retention.add(
+            "prompts cleared", lambda now: erasure.clear_old_prompts(conn, now - keep_s)
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        await self.retention.close()
         if self.fitting is not None:
             await self.fitting.wait()
         if self.categorizer is not None:
@@ -134,7 +150,7 @@ class ModelRouter:
         The context is the speaker's previous user turns in `history` (OpenAI-style messages,
         the bot's memory or a proxy request's; `name` is how the speaker shows in their `name`
         fields), else the speaker's (`user_key`) last decision in the conversation's log."""
-        if not text or not text.strip():
+        if not readable(text):  # empty, blanks, zero-width or control characters only
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
         now = time.time() if at is None else at
@@ -147,9 +163,9 @@ class ModelRouter:
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
         elif mode == "shadow":
-            decision = await self._route_shadow(text, previous, now)
+            decision = await self._route_shadow(text, previous, now, (conv_key, user_key))
         else:
-            decision = await self._route_live(text, previous, now)
+            decision = await self._route_live(text, previous, now, (conv_key, user_key))
         decision.latency_ms = (time.perf_counter() - started) * 1000
         self._open(decision, text, conv_key, now, user_key)
         return decision
@@ -181,8 +197,21 @@ class ModelRouter:
         """/reset: the conversation's routing context starts over. True when there was one."""
         return await self.context.forget(conv_key, at)
 
+    async def erase(self, scope: Scope, dry_run: bool = False) -> Erased:
+        """/forget and `crabbot forget`: the scope's prompt text leaves the routing log, the pool
+        entries its messages taught leave the pool (and this process's memory, the classifier
+        refit without them), its turns leave the context. `dry_run` only counts."""
+        await self.log.flush(ERASE_FLUSH_S)  # rows still queued are erased too
+        if dry_run:
+            return await erasure.count(self.conn, scope)
+        erased, hashes = await erasure.erase(self.conn, scope)
+        self.context.drop(scope.conv_key, scope.user_key)
+        if self.pool is not None and await self.pool.drop(hashes) and self.fitting is not None:
+            self.fitting.refit()
+        return erased
+
     async def _route_shadow(
-        self, text: str, previous: PreviousTurn | None, now: float
+        self, text: str, previous: PreviousTurn | None, now: float, origin: Origin = (None, None)
     ) -> RoutingDecision:
         if self.categorizer is None:
             return self._local_alone("shadow", await self._local(text, previous, now), previous)
@@ -191,12 +220,12 @@ class ModelRouter:
         local = await local_task
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "shadow", local)
-            await self._learn(text, local, llm_result)
+            await self._learn(text, local, llm_result, origin)
             return decision
         return self._fall_back("shadow", local, llm_result)
 
     async def _route_live(
-        self, text: str, previous: PreviousTurn | None, now: float
+        self, text: str, previous: PreviousTurn | None, now: float, origin: Origin = (None, None)
     ) -> RoutingDecision:
         local = await self._local(text, previous, now)
         answer = local.answer if local else None
@@ -207,7 +236,7 @@ class ModelRouter:
         llm_result = await self._ask_llm(text, previous, now)
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "live", local)
-            await self._learn(text, local, llm_result)
+            await self._learn(text, local, llm_result, origin)
             return decision
         return self._fall_back("live", local, llm_result)
 
@@ -259,16 +288,20 @@ class ModelRouter:
 
     # -- learning and logging ------------------------------------------------------------------
 
-    async def _learn(self, text: str, local: LocalResult | None, llm: SignalAnswer) -> None:
-        """The categorizer labels the pool: confident, new and not near-duplicate labels only."""
-        if local is None or self.pool is None:
+    async def _learn(
+        self, text: str, local: LocalResult | None, llm: SignalAnswer, origin: Origin
+    ) -> None:
+        """The categorizer labels the pool: confident, new and not near-duplicate labels only,
+        each with whose message it was (erasable); none when prompt text is not to be stored
+        (the classifier's n-gram view needs the text)."""
+        if local is None or self.pool is None or not self.config.privacy.store_prompts:
             return
         if llm.confidence < self.config.pool.min_llm_confidence or self.pool.contains_text(text):
             return
         nearest = self.pool.search(local.vector, 1)
         if nearest and nearest[0].similarity >= self.config.pool.near_duplicate_cosine:
             return
-        entry = PoolEntry(text, llm.category, local.vector, "llm", llm.confidence)
+        entry = PoolEntry(text, llm.category, local.vector, "llm", llm.confidence, *origin)
         try:
             await self.pool.add_many([entry])
         except aiosqlite.Error:

@@ -11,11 +11,36 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 _SPACES = re.compile(r"\s+")
+# Letters that draw nothing although Unicode files them as letters or symbols (Hangul fillers,
+# the blank Braille pattern): a message of these alone has nothing to read.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def normalize_text(text: str) -> str:
     """The form two messages must share to count as the same text."""
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def readable(text: str) -> bool:
+    """Whether `text` has something to read: a character that is not whitespace, a control or
+    format character (zero-width space and joiners, direction marks, BOM), nor a blank letter."""
+    return any(
+        not ch.isspace()
+        and ch not in _BLANK_LETTERS
+        and unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp")
+        for ch in text
+    )
+
+
+def capped(text: str, max_chars: int) -> str:
+    """`text` within `max_chars`: its head and tail kept around a marker that says how many
+    characters were left out (a stored prompt; the full length is recorded beside it)."""
+    if len(text) <= max_chars:
+        return text
+    marker = f" […{len(text)} characters, cut…] "
+    room = max(max_chars - len(marker), 2)
+    head = room - room // 2
+    return text[:head] + marker + text[len(text) - room // 2 :]
 
 
 def text_hash(text: str) -> str:
@@ -51,7 +76,7 @@ def user_texts_backwards(
         if named and message.get("name") != name:
             continue
         text = message_text(message.get("content"))
-        if text.strip():
+        if readable(text):
             yield index, text
 
 

@@ -82,7 +82,7 @@ async def streaming(seeded_db, embedder, upstream, discord_api):
 async def test_slash_commands_are_registered_with_mode_choices(client, discord_api):
     assert client.user is not None and client.user.id == BOT_ID
     synced = {command["name"]: command for command in discord_api.synced}
-    assert set(synced) == {"routing", "reset", "whoami", "help"}
+    assert set(synced) == {"routing", "reset", "forget", "whoami", "help"}
     subcommands = {option["name"]: option for option in synced["routing"]["options"]}
     assert set(subcommands) == {"stats", "mode"}
     (mode,) = subcommands["mode"]["options"]
@@ -184,6 +184,23 @@ async def test_reset_slash_command_forgets_only_this_channel(client, discord_api
     assert (
         body["data"]["content"] == "Forgot this conversation (2 messages) and its routing context."
     )
+
+
+async def test_forget_slash_command_erases_only_the_callers_words(client, discord_api):
+    key = f"discord:{DM_CHANNEL}"
+    await client.on_message(message(client, dm_channel(client), "my allergy list: peanuts"))
+    await client.core.memory.add_exchange(key, "Bob", "bob's question", "answer", "discord:99")
+    forget = client.tree.get_command("forget")
+    await forget.callback(interaction(client, ANN, 6))
+    kept = [turn.content for turn in await client.core.memory.history(key)]
+    (row,) = await log_rows(client.core)
+    assert kept == ["bob's question", "answer"]
+    assert row["user_key"] == "discord:4242" and row["prompt"] == "" and row["tier"]
+    ((_, body),) = discord_api.callbacks
+    assert body["data"]["content"].startswith(
+        "Done: erased 2 memory messages, 1 routing-log prompts"
+    )
+    assert body["data"]["flags"] == EPHEMERAL
 
 
 ANSWER = "Rice first, then the soup, and the fish goes in last so it stays tender."

@@ -115,7 +115,9 @@ async def test_paste_is_one_message_history_survives_and_ctrl_c_and_ctrl_d_quit(
     assert await term.exit_code() == 0
     assert term.screen.count(" ms") == 2, "the four pasted lines were one message"
 
-    history = (seeded_db.parent / "console_history").read_text(encoding="utf-8")
+    history_file = seeded_db.parent / "console_history"
+    assert history_file.stat().st_mode & 0o777 == 0o600  # the family's words: owner only
+    history = history_file.read_text(encoding="utf-8")
     assert "+早安" in history and "+KeyError: 'amount'" in history
     again = await Terminal.start(seeded_db, chat_env())
     await again.expect("you>")

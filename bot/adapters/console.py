@@ -19,10 +19,12 @@ from rich.markup import escape
 from bot.admin import Answer, Text, parse_command
 from bot.agent import Reply
 from bot.chat_user import ChatUser
+from bot.console_history import PrivateHistory
 from bot.incoming import Incoming
 from bot.runtime import BotCore
 from bot.turns import Turns
 from bot.upstream import AUTO_MODEL, MISSING_HINT
+from router.text import readable
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,17 @@ def decision_line(reply: Reply) -> str:
     return " · ".join(parts)
 
 
-def terminal_reader(history_file: Path | None, prompt: str = "you> ") -> ReadLine:
+def terminal_reader(history: PrivateHistory | Path | None, prompt: str = "you> ") -> ReadLine:
     """Read a message at a prompt_toolkit prompt. Bracketed paste puts a multi-line paste in the
-    line as it is; Enter sends it. None on Ctrl-D, or Ctrl-C at the prompt: the chat ends."""
+    line as it is; Enter sends it. None on Ctrl-D, or Ctrl-C at the prompt: the chat ends.
+    A history file is created readable by its owner only."""
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.history import InMemoryHistory
 
-    history = FileHistory(str(history_file)) if history_file is not None else InMemoryHistory()
-    session: PromptSession[str] = PromptSession(history=history)
+    if isinstance(history, Path):
+        history = PrivateHistory(history)
+    kept = history.file if history is not None else InMemoryHistory()
+    session: PromptSession[str] = PromptSession(history=kept)
 
     async def read() -> str | None:
         try:
@@ -89,7 +94,7 @@ async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) ->
         if line is None or line.strip() in QUIT:
             break
         text = line.strip()
-        if not text:
+        if not readable(text):  # nothing to read: blanks, zero-width or control characters
             continue
         answer = asyncio.create_task(_answer(turns, user, conv_key, text, out))
         try:

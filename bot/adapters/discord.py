@@ -1,6 +1,6 @@
 """The Discord adapter (discord.py 2.x): answers mentions and DMs, per channel or thread, with
-typing, replies streamed by editing in place in 2000-character pieces, and the /routing, /reset
-and /help slash commands."""
+typing, replies streamed by editing in place in 2000-character pieces, and the /routing, /reset,
+/forget, /whoami and /help slash commands."""
 
 from __future__ import annotations
 
@@ -107,6 +107,12 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
     async def reset(interaction: discord.Interaction) -> None:
         await interaction.response.send_message(await text(interaction, Command("reset")))
 
+    @app_commands.command(name="forget", description=COMMANDS["forget"])
+    async def forget(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            await text(interaction, Command("forget")), ephemeral=True
+        )
+
     @app_commands.command(name="whoami", description=COMMANDS["whoami"])
     async def whoami(interaction: discord.Interaction) -> None:
         await interaction.response.send_message(
@@ -119,7 +125,7 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
             await text(interaction, Command("help")), ephemeral=True
         )
 
-    return [routing, reset, whoami, help_]
+    return [routing, reset, forget, whoami, help_]
 
 
 class DiscordTurn:

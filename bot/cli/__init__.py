@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.cli.arguments import add_pool_parser, add_taxonomy_parser
+from bot.cli.arguments import add_pool_parser, add_privacy_parsers, add_taxonomy_parser
 
 if TYPE_CHECKING:
     from bot.config import CrabbotConfig
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     add_pool_parser(commands, _common)
     add_taxonomy_parser(commands, _common)
+    add_privacy_parsers(commands, _common)
     return parser
 
 
@@ -112,6 +113,14 @@ async def _dispatch(args: argparse.Namespace, config: CrabbotConfig) -> int:
         from bot.cli.taxonomy import run_taxonomy
 
         return await run_taxonomy(args, config)
+    if args.command == "forget":
+        from bot.cli.forget import run_forget
+
+        return await run_forget(args, config)
+    if args.command == "export":
+        from bot.cli.export import run_export
+
+        return await run_export(args, config)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -1,5 +1,6 @@
-"""The arguments of the `pool` and `taxonomy` subcommands, apart from their code, so building the
-parser imports nothing heavy (a routed message should not wait for the pool tools to load)."""
+"""The arguments of the `pool`, `taxonomy`, `forget` and `export` subcommands, apart from their
+code, so building the parser imports nothing heavy (a routed message should not wait for the
+pool tools to load)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,22 @@ def add_taxonomy_parser(
     merge.add_argument("--json", action="store_true", help="print one JSON object")
     show = actions.add_parser("show", help="the config's map, the stored version and the audit")
     common(show)
+
+
+def add_privacy_parsers(
+    commands: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """`forget` (erase a conversation's or a person's data) and `export` (a conversation's)."""
+    forget = commands.add_parser(
+        "forget", help="erase a conversation's or a person's data (memory, prompts, pool)"
+    )
+    common(forget)
+    forget.add_argument("--conv", metavar="KEY", help="a conversation: telegram:-1001, console:ann")
+    forget.add_argument(
+        "--user", metavar="PLATFORM:ID", help="a person: telegram:12345 (with --conv: only there)"
+    )
+    forget.add_argument("--dry-run", action="store_true", help="count what would go; erase nothing")
+    export = commands.add_parser("export", help="write what is kept about a conversation (JSONL)")
+    common(export)
+    export.add_argument("--conv", metavar="KEY", required=True, help="the conversation key")
+    export.add_argument("--out", type=Path, metavar="FILE", help="write here (0600), not stdout")

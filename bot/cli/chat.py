@@ -10,8 +10,10 @@ from rich.console import Console
 from bot.adapters.console import run_console, terminal_reader
 from bot.cli.tooling import seed_progress
 from bot.config import CrabbotConfig
+from bot.console_history import PrivateHistory, history_path
 from bot.runtime import BotCore
 from router import Secrets
+from router.store.database import warn_if_readable
 
 
 async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
@@ -28,7 +30,10 @@ async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
                 " signal decides alone[/dim]",
                 highlight=False,
             )
-        history = config.database.path.parent / "console_history"
+        path = history_path(config.database.path)
+        warn_if_readable(path)
+        history = PrivateHistory(path)
+        core.admin.console_history = history  # /forget empties it too
         await run_console(core, args.name or getpass.getuser(), terminal_reader(history), out)
         return 0
     finally:

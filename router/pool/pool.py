@@ -33,6 +33,8 @@ class PoolEntry:
     vector: np.ndarray
     label_source: str
     confidence: float | None = None
+    conv_key: str | None = None  # where a chat message taught it, so it can be erased
+    user_key: str | None = None
 
 
 async def read_rows(
@@ -136,7 +138,8 @@ class Pool:
         async with transaction(self._conn):
             await self._conn.executemany(
                 "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
-                " label_source, confidence, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " label_source, confidence, added_at, conv_key, user_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         digest,
@@ -147,6 +150,8 @@ class Pool:
                         entry.label_source,
                         entry.confidence,
                         now,
+                        entry.conv_key,
+                        entry.user_key,
                     )
                     for digest, entry in fresh.items()
                 ],
@@ -154,6 +159,27 @@ class Pool:
         self._append(list(fresh.items()))
         await self._refresh_index()
         return len(fresh)
+
+    async def drop(self, hashes: set[str]) -> int:
+        """Let go of the entries with these text hashes (erased from the table by the caller);
+        return how many this pool held."""
+        with self._lock:
+            keep = [
+                i
+                for i, text in enumerate(self.texts[: self._size])
+                if text_hash(text) not in hashes
+            ]
+            dropped = self._size - len(keep)
+            if not dropped:
+                return 0
+            self._vectors = self._vectors[keep].copy()
+            self._size = len(keep)
+            self.texts = [self.texts[i] for i in keep]
+            self.categories = [self.categories[i] for i in keep]
+            self._hashes -= hashes
+            self._index = None
+        await self._refresh_index()
+        return dropped
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The k most similar entries, most similar first (exact inner product on unit vectors)."""

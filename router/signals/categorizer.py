@@ -15,6 +15,7 @@ from router.taxonomy import Taxonomy
 
 MAX_PROMPT_CHARS = 2000
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class CategorizerError(ReasonError):
@@ -47,7 +48,10 @@ def parse_reply(content: str, categories: tuple[str, ...]) -> tuple[str, float]:
         raise CategorizerError("no JSON object with a category in the reply")
     category = parsed.get("category")
     if not isinstance(category, str) or category not in categories:
-        raise CategorizerError(f"unknown category {str(category)[:40]!r}")
+        # Named only when it looks like a category: a reply echoing the message must not carry
+        # its words into the log.
+        named = f" {category!r}" if CATEGORY_NAME.fullmatch(str(category)) else ""
+        raise CategorizerError(f"unknown category{named}")
     confidence = parsed.get("confidence")
     if isinstance(confidence, bool) or not isinstance(confidence, int | float):
         raise CategorizerError("confidence missing or not a number")

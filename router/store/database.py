@@ -5,7 +5,10 @@ interleave (see `fetch_one` and `transaction`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import stat
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -13,8 +16,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from router.config import ConfigError
+from router.config import ConfigError, user_data_dir
 
+log = logging.getLogger(__name__)
 ROUTER_MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE settings (
@@ -161,6 +165,16 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX routing_log_conv_user ON routing_log (conv_key, user_key, id)
         WHERE conv_key IS NOT NULL;
     """,
+    # Privacy (issue 25): a stored prompt is capped, its full length kept beside it; a pool entry
+    # the categorizer taught from a chat message records whose message it was, so /forget and
+    # `crabbot forget` can erase it.
+    """
+    ALTER TABLE routing_log ADD COLUMN prompt_chars INTEGER;
+    ALTER TABLE pool ADD COLUMN conv_key TEXT;
+    ALTER TABLE pool ADD COLUMN user_key TEXT;
+    CREATE INDEX pool_conv ON pool (conv_key) WHERE conv_key IS NOT NULL;
+    CREATE INDEX pool_user ON pool (user_key) WHERE user_key IS NOT NULL;
+    """,
 )
 
 
@@ -173,7 +187,7 @@ def check_database_path(path: Path) -> None:
     if path.is_dir():
         raise ConfigError(f"database {path}: is a folder; give a file path (--db FILE)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data folder: owner only
     except OSError as exc:
         raise ConfigError(f"database {path}: cannot create its folder ({exc.strerror})") from None
     if path.exists():
@@ -191,16 +205,61 @@ def check_database_path(path: Path) -> None:
         raise ConfigError(f"database {path}: read-only; crabbot needs to write there")
 
 
+def create_private(path: Path) -> None:
+    """Create `path` empty and readable by its owner only (0600) unless it exists. SQLite gives
+    the WAL and SHM files the database file's mode, so they are private too."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def readable_by_others(path: Path) -> bool:
+    """Whether another account may read `path` (a file) or list and enter it (a folder)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    bits = (stat.S_IRWXG | stat.S_IRWXO) if path.is_dir() else (stat.S_IRGRP | stat.S_IROTH)
+    return bool(mode & bits)
+
+
+def warn_if_readable(*paths: Path) -> list[Path]:
+    """Warn once a path for each existing file or folder other accounts can read; return them."""
+    exposed = [path for path in paths if path.exists() and readable_by_others(path)]
+    for path in exposed:
+        fix = "chmod 700" if path.is_dir() else "chmod 600"
+        mode = stat.S_IMODE(path.stat().st_mode)
+        log.warning("%s is readable by other accounts (mode %o): %s '%s'", path, mode, fix, path)
+    return exposed
+
+
+def database_files(path: Path) -> tuple[Path, ...]:
+    """The database, its WAL and SHM files, and the per-user data folder when it lives there (a
+    folder a config file names is the owner's to set; crabbot creates it 0700 when it must)."""
+    files = (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+    return (*files, path.parent) if path.parent == user_data_dir() else files
+
+
 async def connect(path: Path | str) -> aiosqlite.Connection:
-    """Open (creating the folder when needed) with WAL, a busy timeout and Row results."""
+    """Open (creating the folder and the file readable by their owner only, and warning about
+    existing ones others can read) with WAL, a busy timeout and Row results."""
     if str(path) != ":memory:":
         check_database_path(Path(path))
+        create_private(Path(path))
+        warn_if_readable(*database_files(Path(path)))
     conn = await aiosqlite.connect(str(path), timeout=10.0)
     conn.row_factory = aiosqlite.Row
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA synchronous=NORMAL")
     await conn.execute("PRAGMA foreign_keys=ON")
+    # Erased and expired text is overwritten in the file, not left in its free pages.
+    await conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+async def checkpoint(conn: aiosqlite.Connection) -> None:
+    """Copy the WAL into the database and empty it, so erased text leaves the WAL file too (as
+    far as no other connection's open read holds older pages)."""
+    await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 _TRANSACTION_LOCKS: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = (

@@ -10,7 +10,7 @@ import logging
 
 from router.decision import OUTCOMES, RoutingDecision
 from router.store.log_writer import LogWriter
-from router.store.routing_log import row_of
+from router.store.routing_log import PromptKeeping, row_of
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ OPEN_ROW_AFTER_S = 1.0
 class DecisionLog:
     """Owns the write-behind; `finish` never waits and never raises for the database."""
 
-    def __init__(self, writer: LogWriter) -> None:
+    def __init__(self, writer: LogWriter, keeping: PromptKeeping | None = None) -> None:
         self.writer = writer
+        self.keeping = keeping or PromptKeeping()  # what a row keeps of its prompt ([privacy])
         self._open: dict[str, RoutingDecision] = {}
         self._open_row_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -38,7 +39,9 @@ class DecisionLog:
         self._open_row_timers.pop(decision_id, None)
         decision = self._open.get(decision_id)
         if decision is not None:
-            self.writer.put(row_of(decision, still_open=True))  # the final row replaces it
+            self.writer.put(
+                row_of(decision, still_open=True, keeping=self.keeping)
+            )  # the final row replaces it
 
     def finish(
         self,
@@ -64,7 +67,7 @@ class DecisionLog:
             decision.completion_tokens = completion_tokens
         if error:
             decision.add_error(error)
-        self.writer.put(row_of(decision))
+        self.writer.put(row_of(decision, keeping=self.keeping))
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every finished decision's row is committed (see LogWriter.flush)."""

@@ -4,13 +4,15 @@ small key-value settings table that holds the routing mode."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import aiosqlite
 
+from router.config import PrivacySettings
 from router.decision import RoutingDecision
 from router.signals.continuity import PreviousTurn
 from router.store.database import fetch_one, transaction
-from router.text import text_hash
+from router.text import capped, text_hash
 
 COLUMNS = (
     "decision_id",
@@ -41,6 +43,7 @@ COLUMNS = (
     "transcription_ms",
     "open_pid",
     "user_key",
+    "prompt_chars",
 )
 # A decision's row is written once it has ended; a long request's row is written while it is
 # open too (outcome NULL), and its final row then replaces it.
@@ -81,7 +84,31 @@ async def mark_interrupted(conn: aiosqlite.Connection) -> int:
     return max(cursor.rowcount, 0)
 
 
-def row_of(decision: RoutingDecision, *, still_open: bool = False) -> tuple[object, ...]:
+@dataclass(frozen=True)
+class PromptKeeping:
+    """What a row keeps of its prompt: the text capped to `max_chars` (head and tail), or with
+    `store` false neither text nor hash; its full length in characters either way."""
+
+    store: bool = True
+    max_chars: int = PrivacySettings().max_prompt_chars
+
+    @classmethod
+    def of(cls, settings: PrivacySettings) -> PromptKeeping:
+        return cls(settings.store_prompts, settings.max_prompt_chars)
+
+    def text(self, text: str) -> str:
+        return capped(text, self.max_chars) if self.store else ""
+
+    def hash(self, text: str) -> str:
+        return text_hash(text) if self.store else ""
+
+
+DEFAULT_KEEPING = PromptKeeping()
+
+
+def row_of(
+    decision: RoutingDecision, *, still_open: bool = False, keeping: PromptKeeping = DEFAULT_KEEPING
+) -> tuple[object, ...]:
     """The decision's routing-log row, in COLUMNS order; `still_open` for the row of a request
     not yet ended (it names this process, so a restart can tell it was interrupted)."""
     llm, knn = decision.llm, decision.knn
@@ -89,8 +116,8 @@ def row_of(decision: RoutingDecision, *, still_open: bool = False) -> tuple[obje
         decision.id,
         decision.at,
         decision.conv_key,
-        text_hash(decision.text),
-        decision.text,
+        keeping.hash(decision.text),
+        keeping.text(decision.text),
         decision.mode,
         decision.category,
         decision.tier or None,  # a passthrough model no tier names
@@ -114,6 +141,7 @@ def row_of(decision: RoutingDecision, *, still_open: bool = False) -> tuple[obje
         decision.transcription_ms,
         os.getpid() if still_open else None,
         decision.user_key,
+        len(decision.text),
     )
 
 
@@ -136,7 +164,10 @@ async def last_turn(
         " ORDER BY id DESC LIMIT 1",
         (conv_key, user_key, conv_key),
     )
-    return PreviousTurn(row["category"], row["at"], row["prompt"]) if row else None
+    # A row whose text was not kept (store_prompts off, retention, /forget) gives no context.
+    if row is None or not row["prompt"]:
+        return None
+    return PreviousTurn(row["category"], row["at"], row["prompt"])
 
 
 async def reset_context(conn: aiosqlite.Connection, conv_key: str, at: float) -> None:

@@ -1,0 +1,33 @@
+"""`crabbot export --conv KEY [--out FILE]`: what crabbot keeps about a conversation (its memory,
+its routing-log rows, the pool entries its messages taught) as JSON lines, one row a line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from bot.cli.tooling import open_store
+from bot.config import CrabbotConfig
+from bot.erasure import export
+from bot.memory import Memory
+
+
+async def run_export(args: argparse.Namespace, config: CrabbotConfig) -> int:
+    conn = await open_store(config)
+    try:
+        memory = await Memory.open(conn, config.memory)
+        rows = await export(conn, memory, args.conv)
+    finally:
+        await conn.close()
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if args.out is None:
+        sys.stdout.write(lines)
+        return 0
+    # The family's words: the file is the owner's alone, like the database.
+    descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(lines)
+    print(f"{len(rows)} rows written to {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,51 @@
+"""`crabbot forget --conv KEY | --user PLATFORM:ID [--dry-run]`: erase what crabbot keeps of a
+conversation or a person (memory, the routing log's prompt text, the pool entries their messages
+taught, the console's history), or count it."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from bot.cli.tooling import open_store
+from bot.config import CrabbotConfig
+from bot.console_history import history_path
+from bot.erasure import forget
+from bot.memory import Memory
+from router.store.erasure import Scope
+
+USER_KEY = re.compile(r"[a-z]+:\S+")
+
+
+def _console(*keys: str | None) -> bool:
+    return any(key is not None and key.startswith("console:") for key in keys)
+
+
+async def run_forget(args: argparse.Namespace, config: CrabbotConfig) -> int:
+    if args.conv is None and args.user is None:
+        print(
+            "error: name a conversation (--conv KEY) or a person (--user PLATFORM:ID)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.user is not None and not USER_KEY.fullmatch(args.user):
+        print(
+            f"error: --user {args.user!r}: write PLATFORM:ID, e.g. telegram:12345", file=sys.stderr
+        )
+        return 2
+    scope = Scope(args.conv, args.user)
+    conn = await open_store(config)
+    try:
+        memory = await Memory.open(conn, config.memory)
+        # The terminal's history file holds whatever was typed at `crabbot chat`: a console
+        # conversation's or person's erasure empties it.
+        history = history_path(config.database.path) if _console(args.conv, args.user) else None
+        erased = await forget(conn, memory, scope, dry_run=args.dry_run, history=history)
+    finally:
+        await conn.close()
+    who = " in ".join(key for key in (args.user, args.conv) if key)
+    print(f"{erased.line(args.dry_run)} ({who})")
+    if erased.pool_entries and not args.dry_run:
+        print("a crabbot running now keeps its copy of those pool entries until it restarts")
+    return 0

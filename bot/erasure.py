@@ -1,0 +1,51 @@
+"""Erasing what crabbot keeps of a conversation or a person wherever it keeps it: conversation
+memory, the routing log's prompt text, the pool entries their messages taught, and the console's
+history file; and exporting what it keeps of a conversation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.console_history import PrivateHistory, erase_file
+from bot.memory import Memory
+from router import ModelRouter
+from router.store import erasure
+from router.store.database import checkpoint
+from router.store.erasure import Erased, Scope
+
+
+async def forget(
+    conn: aiosqlite.Connection,
+    memory: Memory,
+    scope: Scope,
+    *,
+    dry_run: bool = False,
+    router: ModelRouter | None = None,
+    history: PrivateHistory | Path | None = None,
+) -> Erased:
+    """Erase (or with `dry_run` count) the scope's data. A running `router` also lets go of what
+    it holds in memory (pool entries, context); `history` is the console's, when it is theirs."""
+    if router is not None:
+        erased = await router.erase(scope, dry_run)
+    elif dry_run:
+        erased = await erasure.count(conn, scope)
+    else:
+        erased, _ = await erasure.erase(conn, scope)
+    messages = await memory.forget(scope.conv_key, scope.user_key, dry_run)
+    lines = 0
+    if isinstance(history, PrivateHistory):
+        lines = erase_file(history.path, dry_run=True) if dry_run else history.forget()
+    elif history is not None:
+        lines = erase_file(history, dry_run)
+    if not dry_run:
+        await checkpoint(conn)
+    return replace(erased, messages=messages, history_lines=lines)
+
+
+async def export(conn: aiosqlite.Connection, memory: Memory, conv_key: str) -> list[dict[str, Any]]:
+    """Every row kept about a conversation: its memory, its routing log, its pool entries."""
+    return await memory.export(conv_key) + await erasure.export_rows(conn, conv_key)

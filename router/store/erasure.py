@@ -1,0 +1,131 @@
+"""Erasing and exporting what the routing log and the pool keep of a conversation or a person:
+prompt text cleared (the row stays, with its category, tier, tokens and cost, for stats), pool
+entries taught by their messages deleted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from router.store.database import fetch_one, transaction
+
+# The routing log's columns an export shows (no hashes, no process ids).
+EXPORTED_LOG_COLUMNS = (
+    "at",
+    "user_key",
+    "prompt",
+    "prompt_chars",
+    "mode",
+    "category",
+    "tier",
+    "model",
+    "source",
+    "confidence",
+    "outcome",
+    "prompt_tokens",
+    "completion_tokens",
+)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose data: a conversation, a person everywhere, or a person in one conversation."""
+
+    conv_key: str | None = None
+    user_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.conv_key is None and self.user_key is None:
+            raise ValueError("a scope names a conversation, a person or both")
+
+    def where(self) -> tuple[str, tuple[str, ...]]:
+        """The SQL condition (on tables with conv_key and user_key columns) and its values."""
+        named = [(c, v) for c, v in (("conv_key", self.conv_key), ("user_key", self.user_key)) if v]
+        return " AND ".join(f"{column} = ?" for column, _ in named), tuple(v for _, v in named)
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What was (or, in a dry run, would be) erased."""
+
+    prompts: int = 0  # routing-log rows whose prompt text is cleared
+    pool_entries: int = 0
+    messages: int = 0  # conversation memory (the bot's)
+    history_lines: int = 0  # the terminal's input history (the console's)
+
+    def line(self, dry_run: bool = False) -> str:
+        verb = "would erase" if dry_run else "erased"
+        parts = [
+            f"{self.messages} memory messages",
+            f"{self.prompts} routing-log prompts",
+            f"{self.pool_entries} pool entries",
+        ]
+        if self.history_lines:
+            parts.append(f"{self.history_lines} console history entries")
+        return f"{verb} {', '.join(parts)}"
+
+
+async def count(conn: aiosqlite.Connection, scope: Scope) -> Erased:
+    where, values = scope.where()
+    prompts = await fetch_one(
+        conn,
+        f"SELECT COUNT(*) FROM routing_log WHERE {where} AND (prompt != '' OR prompt_hash != '')",
+        values,
+    )
+    pool = await fetch_one(conn, f"SELECT COUNT(*) FROM pool WHERE {where}", values)
+    return Erased(int(prompts[0]) if prompts else 0, int(pool[0]) if pool else 0)
+
+
+async def erase(conn: aiosqlite.Connection, scope: Scope) -> tuple[Erased, set[str]]:
+    """Clear the scope's prompt text and delete its pool entries, in one transaction; return the
+    counts and the deleted entries' text hashes (a pool in memory lets go of them too)."""
+    where, values = scope.where()
+    async with transaction(conn):
+        rows = await conn.execute_fetchall(f"SELECT prompt_hash FROM pool WHERE {where}", values)
+        hashes = {str(row[0]) for row in rows}
+        pool = await conn.execute(f"DELETE FROM pool WHERE {where}", values)
+        prompts = await conn.execute(
+            f"UPDATE routing_log SET prompt = '', prompt_hash = '' WHERE {where}"
+            " AND (prompt != '' OR prompt_hash != '')",
+            values,
+        )
+    return Erased(max(prompts.rowcount, 0), max(pool.rowcount, 0)), hashes
+
+
+async def export_rows(conn: aiosqlite.Connection, conv_key: str) -> list[dict[str, Any]]:
+    """What the routing log and the pool keep of a conversation, oldest first, one dict a row
+    with its `kind` (no vectors, no hashes)."""
+    log_rows = await conn.execute_fetchall(
+        f"SELECT {', '.join(EXPORTED_LOG_COLUMNS)} FROM routing_log WHERE conv_key = ? ORDER BY id",
+        (conv_key,),
+    )
+    pool_rows = await conn.execute_fetchall(
+        "SELECT added_at, user_key, text, category, label_source, confidence FROM pool"
+        " WHERE conv_key = ? ORDER BY id",
+        (conv_key,),
+    )
+    return [{"kind": "routing_log", **dict(row)} for row in log_rows] + [
+        {"kind": "pool", "at": row["added_at"], **{k: row[k] for k in row.keys()[1:]}}
+        for row in pool_rows
+    ]
+
+
+PURGE_BATCH = 1000  # rows a transaction clears, so the log's writer never waits long
+
+
+async def clear_old_prompts(conn: aiosqlite.Connection, before: float) -> int:
+    """Retention: clear the prompt text of rows older than `before`; return how many."""
+    cleared = 0
+    while True:
+        async with transaction(conn):
+            cursor = await conn.execute(
+                "UPDATE routing_log SET prompt = '', prompt_hash = '' WHERE id IN (SELECT id FROM"
+                " routing_log WHERE at < ? AND (prompt != '' OR prompt_hash != '') LIMIT ?)",
+                (before, PURGE_BATCH),
+            )
+        done = max(cursor.rowcount, 0)
+        cleared += done
+        if done < PURGE_BATCH:
+            return cleared
