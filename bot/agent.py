@@ -9,8 +9,9 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMessageParam
 
 from bot.chat_user import ChatUser, user_key_of
 from bot.incoming import Incoming
@@ -50,6 +51,11 @@ def _message(turn: Turn) -> ChatCompletionMessageParam:
     # In a group several people talk to the bot; the model needs to know who said what.
     content = f"{turn.author}: {turn.content}" if turn.author else turn.content
     return {"role": "user", "content": content}
+
+
+def _user_message(content: str | list[dict[str, Any]]) -> ChatCompletionUserMessageParam:
+    """The incoming message for the model; its parts (text, image_url) are the SDK's own."""
+    return cast(ChatCompletionUserMessageParam, {"role": "user", "content": content})
 
 
 class Agent:
@@ -178,7 +184,7 @@ class Agent:
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": self.system_prompt},
             *(_message(turn) for turn in history),
-            {"role": "user", "content": incoming.model_content(author)},
+            _user_message(incoming.model_content(author)),
         ]
         partial = ""
 

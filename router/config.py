@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from router.taxonomy import BUILTIN_MAPPINGS, UNKNOWN, Taxonomy
 
 DEFAULT_CONFIG_PATH = Path("config/crabbot.toml")
-ConfigT = TypeVar("ConfigT", bound=BaseModel)
+ConfigT = TypeVar("ConfigT", bound="RouterConfig")
 # A proxy client key's label: CRABBOT_PROXY_KEYS="kids:<key>,grown-ups:<key>".
 KEY_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
@@ -53,7 +53,8 @@ class TaxonomySettings(Section):
         return self
 
     def build(self) -> Taxonomy:
-        mapping = dict(self.map) if self.map is not None else dict(BUILTIN_MAPPINGS[self.version])
+        source = self.map if self.map is not None else BUILTIN_MAPPINGS[self.version]
+        mapping: dict[str, str] = {category: str(tier) for category, tier in source.items()}
         return Taxonomy(version=self.version, category_tiers=mapping)
 
 

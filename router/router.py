@@ -229,7 +229,11 @@ class ModelRouter:
     ) -> RoutingDecision:
         local = await self._local(text, previous, now)
         answer = local.answer if local else None
-        if answer is not None and answer.confidence >= self.config.local.min_confidence:
+        if (
+            local is not None
+            and answer is not None
+            and answer.confidence >= self.config.local.min_confidence
+        ):
             return self.decisions.from_local(answer, local, "live", previous)
         if self.categorizer is None:
             return self._local_alone("live", local, previous)

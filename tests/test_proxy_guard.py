@@ -38,6 +38,9 @@ async def test_a_client_can_neither_set_nor_read_the_family_groups_context(
 ):
     async with running_proxy(seeded_db, embedder, provider.base_url, env_keys=KEYS) as proxy:
         router = proxy.router
+        # The same two turns in a conversation nobody else touched: what "why?" should be.
+        await router.route(GREETING, conv_key="telegram:-2002")
+        untouched = await router.route("why?", conv_key="telegram:-2002")
         await router.route(GREETING, conv_key=FAMILY)
         # Mallory tries to make the family's next vague turn strong ...
         await _ask_once(proxy.url, CODING, FAMILY, "key-of-mallory")
@@ -48,7 +51,8 @@ async def test_a_client_can_neither_set_nor_read_the_family_groups_context(
             read = await _ask(http, proxy.url, "why?", "discord:77", "key-of-mallory")
         rows = await proxy.settled_rows("conv_key LIKE 'proxy:%'", 2)
     # The family's "why?" still follows the family's own greeting, not Mallory's code.
-    assert (family_next.tier, family_next.category) == ("cheap", "casual")
+    assert (family_next.tier, family_next.category) == (untouched.tier, untouched.category)
+    assert family_next.tier != "strong"
     assert read.headers["x-crabbot-source"] != "prior"
     assert [row["conv_key"] for row in rows] == [
         f"proxy:mallory:{FAMILY}",

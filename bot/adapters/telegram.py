@@ -63,7 +63,7 @@ def chat_user(message: Message) -> ChatUser:
 def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:
     """The text (or a photo's caption) meant for the bot, without its @mention; None when the
     message is not for it."""
-    kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+    kinds: list[str | None] = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
     if message.text is not None:
         text, entities = message.text, message.parse_entities(kinds)
     else:

@@ -120,6 +120,6 @@ async def _run_workers(
 
 def _resolve(host: str) -> str:
     try:
-        return socket.getaddrinfo(host, None)[0][4][0]
+        return str(socket.getaddrinfo(host, None)[0][4][0])
     except (socket.gaierror, IndexError):
         return "0.0.0.0"

@@ -45,9 +45,11 @@ class StoredPool:
 
 
 async def read_pool(conn: aiosqlite.Connection, embedder_id: str, dim: int) -> StoredPool:
-    rows = await conn.execute_fetchall(
-        "SELECT id, text, category, embedding FROM pool WHERE embedder_id = ? ORDER BY id",
-        (embedder_id,),
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT id, text, category, embedding FROM pool WHERE embedder_id = ? ORDER BY id",
+            (embedder_id,),
+        )
     )
     blob = b"".join(row["embedding"] for row in rows)
     if len(blob) != 4 * dim * len(rows):

@@ -48,6 +48,11 @@ def next_version(current: str, mapping: dict[str, str]) -> str:
     return candidate
 
 
+async def _count(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> int:
+    row = await fetch_one(conn, sql, params)
+    return int(row[0]) if row is not None else 0
+
+
 async def get_stored_version(conn: aiosqlite.Connection) -> str | None:
     row = await fetch_one(conn, "SELECT value FROM settings WHERE key = ?", (STORED_VERSION_KEY,))
     return str(row[0]) if row else None
@@ -105,20 +110,14 @@ async def plan_merge(
     counts: dict[str, int] = {}
     for column in LOG_CATEGORY_COLUMNS:
         sql = f"SELECT COUNT(*) FROM routing_log WHERE {column} = ?"
-        counts[f"routing_log.{column}"] = int((await fetch_one(conn, sql, (source,)))[0])  # type: ignore[index]
+        counts[f"routing_log.{column}"] = await _count(conn, sql, (source,))
     where = " OR ".join(f"{column} = ?" for column in LOG_CATEGORY_COLUMNS)
-    log_rows = int(
-        (
-            await fetch_one(
-                conn,
-                f"SELECT COUNT(*) FROM routing_log WHERE {where}",
-                (source,) * len(LOG_CATEGORY_COLUMNS),
-            )
-        )[0]
-    )  # type: ignore[index]
-    pool_rows = int(
-        (await fetch_one(conn, "SELECT COUNT(*) FROM pool WHERE category = ?", (source,)))[0]
-    )  # type: ignore[index]
+    log_rows = await _count(
+        conn,
+        f"SELECT COUNT(*) FROM routing_log WHERE {where}",
+        (source,) * len(LOG_CATEGORY_COLUMNS),
+    )
+    pool_rows = await _count(conn, "SELECT COUNT(*) FROM pool WHERE category = ?", (source,))
     counts["pool.category"] = pool_rows
     return MergePlan(
         source=source,

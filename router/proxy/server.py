@@ -167,8 +167,8 @@ def stop_on_signals() -> Iterator[GracefulStop]:
     try:
         yield stop
     finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
+        for handled_signal in handled:
+            loop.remove_signal_handler(handled_signal)
 
 
 def check_settings(config: RouterConfig, secrets: Secrets) -> Provider:

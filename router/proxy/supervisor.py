@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -163,7 +164,8 @@ class Supervisor:
         replaced: int | None = None
         while True:
             worker = self.workers[number] = self._spawn()
-            await asyncio.wait({worker.ready, worker.exited}, return_when=asyncio.FIRST_COMPLETED)
+            waits: set[asyncio.Future[Any]] = {worker.ready, worker.exited}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if not worker.ready.done():
                 if self._stopping.is_set():
                     return

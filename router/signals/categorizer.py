@@ -7,11 +7,15 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from router.config import CategorizerSettings
 from router.errors import ReasonError
 from router.signals.continuity import PreviousTurn
 from router.taxonomy import Taxonomy
+
+if TYPE_CHECKING:  # groq loads only when a categorizer is configured
+    from groq.types.chat import ChatCompletionMessageParam
 
 MAX_PROMPT_CHARS = 2000
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -62,7 +66,7 @@ def parse_reply(content: str, categories: tuple[str, ...]) -> tuple[str, float]:
 
 def build_messages(
     text: str, taxonomy: Taxonomy, previous: PreviousTurn | None, at: float
-) -> list[dict[str, str]]:
+) -> list[ChatCompletionMessageParam]:
     lines = "\n".join(f"- {c}: {taxonomy.describe(c)}" for c in taxonomy.categories)
     system = (
         "You classify one chat message by the type of task it asks for. Categories:\n"
@@ -108,7 +112,7 @@ class LLMCategorizer:
         try:
             response = await self._client.chat.completions.create(
                 model=self.settings.model,
-                messages=build_messages(text, self.taxonomy, previous, at),  # type: ignore[arg-type]
+                messages=build_messages(text, self.taxonomy, previous, at),
                 temperature=0.0,
                 max_tokens=60,
                 response_format={"type": "json_object"},

@@ -111,15 +111,14 @@ class ContinuityModel:
             else:
                 cue = np.zeros(buckets, np.float32)
                 cue[stored["cue_index"]] = values
-            embedding = EmbeddingCue(
-                stored["embedding_weights"],
-                float(stored["embedding_bias"]),
-                str(stored["embedder_id"]),
+            fit_with = str(stored["embedder_id"])
+            embedding: EmbeddingCue | None = EmbeddingCue(
+                stored["embedding_weights"], float(stored["embedding_bias"]), fit_with
             )
-            if embedding.embedder_id != embedder_id:
+            if fit_with != embedder_id:
                 log.info(
                     "the continuity model's embedding cue was fit on %s, not %s: left out",
-                    embedding.embedder_id,
+                    fit_with,
                     embedder_id,
                 )
                 embedding = None

@@ -7,6 +7,7 @@ import hashlib
 import io
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import aiosqlite
 import numpy as np
@@ -52,7 +53,8 @@ async def load(
 
 async def save(conn: aiosqlite.Connection, fingerprint_: str, classifier: LocalClassifier) -> None:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **classifier.state())
+    arrays: dict[str, Any] = classifier.state()  # typed loosely: numpy's stub takes a name
+    np.savez_compressed(buffer, **arrays)  # that could be allow_pickle for a keyword
     async with transaction(conn):
         await conn.execute(
             "INSERT INTO fitted_state (name, fingerprint, state, at) VALUES (?, ?, ?, ?)"
