@@ -15,6 +15,7 @@ from bot.transcriber import Transcriber
 from bot.upstream import Upstream
 from router import ModelRouter, Secrets, open_router
 from router.embedding.embedder import Embedder
+from router.taxonomy import Mode
 
 
 def router_config(config: CrabbotConfig) -> CrabbotConfig:
@@ -51,7 +52,7 @@ class BotCore:
         secrets: Secrets | None = None,
         *,
         embedder: Embedder | None = None,
-        mode_override: str | None = None,
+        mode_override: Mode | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> BotCore:
         secrets = secrets or Secrets()

@@ -23,6 +23,7 @@ from router.store import routing_log
 from router.store.database import ROUTER_MIGRATIONS, connect, migrate
 from router.store.settings import StoredMode
 from router.store.taxonomy import check_taxonomy_matches_store
+from router.taxonomy import Mode
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ async def open_router(
     secrets: Secrets | None = None,
     *,
     embedder: Embedder | None = None,
-    mode_override: str | None = None,
+    mode_override: Mode | None = None,
     progress: ProgressCallback | None = None,
     first_texts: Sequence[str] = (),
 ) -> ModelRouter:

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from router.pool.pool import Neighbour
+from router.taxonomy import Mode
 
 # How a decision's request ended; "routed" is a decision nobody asked an answer for (`crabbot
 # route`, a bot with no upstream), "interrupted" one still open when the process stopped.
-OUTCOMES = ("completed", "provider_error", "client_gone", "interrupted", "routed")
+Outcome = Literal["completed", "provider_error", "client_gone", "interrupted", "routed"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "completed",
+    "provider_error",
+    "client_gone",
+    "interrupted",
+    "routed",
+)
+# Who decided: the local signal, the LLM categorizer, the conversation's previous task, the next
+# signal after a failure, a fixed tier; or a request that named its model (a tier alias, or a
+# provider model passed through).
+Source = Literal["knn", "llm", "prior", "fallback", "fixed", "alias", "passthrough"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +41,8 @@ class RoutingDecision:
     tier: str
     model: str
     confidence: float | None
-    source: str
-    mode: str
+    source: Source
+    mode: Mode
     tier_mapping_version: str
     latency_ms: float
     llm: SignalAnswer | None = None
@@ -44,7 +56,7 @@ class RoutingDecision:
     conv_key: str | None = None
     user_key: str | None = None  # who spoke: their context is their own previous turn
     at: float = 0.0
-    outcome: str | None = None
+    outcome: Outcome | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     transcription_ms: float | None = None  # a voice message's transcription, before routing

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from router.config import RouterConfig
-from router.decision import RoutingDecision, SignalAnswer
+from router.decision import RoutingDecision, SignalAnswer, Source
 from router.signals.classifier import LocalAnswer, LocalResult
 from router.signals.continuity import PreviousTurn
-from router.taxonomy import Taxonomy
+from router.taxonomy import Mode, Taxonomy
 
 
 class DecisionBuilder:
@@ -30,7 +30,7 @@ class DecisionBuilder:
         )
 
     def default_tier(
-        self, mode: str, source: str, error: str | None = None, tier: str | None = None
+        self, mode: Mode, source: Source, error: str | None = None, tier: str | None = None
     ) -> RoutingDecision:
         """No category: the configured default tier (routing off, or every signal failed), or
         the `tier` given (an image with no text)."""
@@ -43,7 +43,7 @@ class DecisionBuilder:
             error=error,
         )
 
-    def named(self, mode: str, model: str, tier: str | None, source: str) -> RoutingDecision:
+    def named(self, mode: Mode, model: str, tier: str | None, source: Source) -> RoutingDecision:
         """A request that named its model (a tier alias, a provider model passed through): no
         category; `tier` is None for a model no tier uses."""
         return self._decision(
@@ -57,7 +57,7 @@ class DecisionBuilder:
         a = local.answer
         return SignalAnswer(a.category, a.tier, a.confidence, local.latency_ms)
 
-    def from_llm(self, llm: SignalAnswer, mode: str, local: LocalResult | None) -> RoutingDecision:
+    def from_llm(self, llm: SignalAnswer, mode: Mode, local: LocalResult | None) -> RoutingDecision:
         return self._decision(
             category=llm.category,
             tier=llm.tier,
@@ -73,7 +73,7 @@ class DecisionBuilder:
         self,
         answer: LocalAnswer,
         local: LocalResult,
-        mode: str,
+        mode: Mode,
         previous: PreviousTurn | None,
     ) -> RoutingDecision:
         swayed = local.unprimed is not None and local.unprimed.category != answer.category
@@ -88,7 +88,7 @@ class DecisionBuilder:
             neighbours=answer.neighbours,
         )
 
-    def fall_back(self, mode: str, local: LocalResult | None, error: str) -> RoutingDecision:
+    def fall_back(self, mode: Mode, local: LocalResult | None, error: str) -> RoutingDecision:
         if local is not None and local.answer is not None:
             answer = local.answer
             return self._decision(

@@ -14,7 +14,7 @@ import aiosqlite
 from router.config import RouterConfig
 from router.context import ConversationContext
 from router.counters import Counters
-from router.decision import RoutingDecision, SignalAnswer
+from router.decision import RoutingDecision, SignalAnswer, Source
 from router.decision_builder import DecisionBuilder
 from router.embedding.embedder import Embedder
 from router.fitting import ClassifierFitting
@@ -29,7 +29,7 @@ from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
 from router.store.retention import Retention
 from router.store.settings import StoredMode
-from router.taxonomy import Taxonomy
+from router.taxonomy import Mode, Taxonomy
 from router.text import readable
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class ModelRouter:
         pool: Pool | None,
         categorizer: LLMCategorizer | None,
         categorizer_missing: str | None,
-        mode: str,
-        mode_override: str | None = None,
+        mode: Mode,
+        mode_override: Mode | None = None,
     ) -> None:
         self.config = config
         self.taxonomy: Taxonomy = config.build_taxonomy()
@@ -113,10 +113,10 @@ class ModelRouter:
     # -- mode ----------------------------------------------------------------------------------
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return self.mode_override or self.stored_mode.value
 
-    async def refresh_mode(self, max_age_s: float | None = None) -> str:
+    async def refresh_mode(self, max_age_s: float | None = None) -> Mode:
         """Re-read the stored mode when the last read is older than `max_age_s`; return the mode."""
         await self.stored_mode.refresh(max_age_s)
         return self.mode
@@ -185,7 +185,7 @@ class ModelRouter:
         return decision
 
     def named(
-        self, model: str, tier: str | None, source: str, text: str, conv_key: str | None = None
+        self, model: str, tier: str | None, source: Source, text: str, conv_key: str | None = None
     ) -> RoutingDecision:
         """A request that named its model (a tier alias, or a provider model passed through):
         nothing to decide, but it is logged like a decision."""
@@ -278,7 +278,7 @@ class ModelRouter:
         return SignalAnswer(result.category, tier, result.confidence, result.latency_ms)
 
     def _local_alone(
-        self, mode: str, local: LocalResult | None, previous: PreviousTurn | None
+        self, mode: Mode, local: LocalResult | None, previous: PreviousTurn | None
     ) -> RoutingDecision:
         """No categorizer configured (no key, or disabled): a stated configuration, not a
         failure. The local signal decides, and says so; nothing is counted as a fallback."""
@@ -286,7 +286,7 @@ class ModelRouter:
             return self.decisions.default_tier(mode, "fixed")
         return self.decisions.from_local(local.answer, local, mode, previous)
 
-    def _fall_back(self, mode: str, local: LocalResult | None, error: str) -> RoutingDecision:
+    def _fall_back(self, mode: Mode, local: LocalResult | None, error: str) -> RoutingDecision:
         self.counters["fallbacks"] += 1
         return self.decisions.fall_back(mode, local, error)
 

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+Mode = Literal["off", "shadow", "live"]
 TIERS: tuple[str, ...] = ("cheap", "medium", "strong")
-MODES: tuple[str, ...] = ("off", "shadow", "live")
+MODES: tuple[Mode, ...] = ("off", "shadow", "live")
 UNKNOWN = "unknown"
+
+
+def as_mode(value: str | None) -> Mode | None:
+    """`value` as a routing mode, or None when it names none."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    return None
+
 
 MAPPING_V2: dict[str, str] = {
     "casual": "cheap",

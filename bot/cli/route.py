@@ -13,10 +13,11 @@ from bot.cli.tooling import note_missing_categorizer, seed_progress
 from bot.config import CrabbotConfig
 from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
 from router import open_router as build_router
+from router.taxonomy import Mode
 
 
 async def open_router(
-    config: CrabbotConfig, mode_override: str | None, text: str | None
+    config: CrabbotConfig, mode_override: Mode | None, text: str | None
 ) -> ModelRouter:
     with seed_progress() as update:
         return await build_router(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.requests import Request
 
-from router.decision import RoutingDecision
+from router.decision import Outcome, RoutingDecision
 from router.proxy.access import AUTO, Access, Caller
 from router.proxy.errors import ProxyError, model_not_allowed
 from router.proxy.metrics import ProxyMetrics
@@ -152,7 +152,7 @@ class Gateway:
         self.metrics.provider_done(target.started, target.stream, error.status)
         self.router.finish(target.decision, "provider_error", error=f"provider: {error.message}")
 
-    def ended(self, target: Target, outcome: str, usage: Usage | None) -> None:
+    def ended(self, target: Target, outcome: Outcome, usage: Usage | None) -> None:
         if outcome == "completed":
             self.metrics.provider_done(target.started, target.stream, None)
         self.router.finish(
@@ -189,8 +189,8 @@ class Gateway:
                     await stream.close()
                 finally:
                     # A no-op when the provider's failure was already logged.
-                    outcome = "interrupted" if self.stopping else "client_gone"
-                    self.ended(target, "completed" if ended else outcome, stream.usage)
+                    cut: Outcome = "interrupted" if self.stopping else "client_gone"
+                    self.ended(target, "completed" if ended else cut, stream.usage)
                     relayed.set_result(None)
 
     async def settled(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from router.decision import OUTCOMES, RoutingDecision
+from router.decision import OUTCOMES, Outcome, RoutingDecision
 from router.store.log_writer import LogWriter
 from router.store.routing_log import PromptKeeping, row_of
 
@@ -46,7 +46,7 @@ class DecisionLog:
     def finish(
         self,
         decision: RoutingDecision,
-        outcome: str,
+        outcome: Outcome,
         *,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,

@@ -10,7 +10,7 @@ import aiosqlite
 
 from router.counters import Counters
 from router.store.database import fetch_one, transaction
-from router.taxonomy import MODES
+from router.taxonomy import MODES, Mode, as_mode
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +38,40 @@ class StoredMode:
     """The routing mode every process on the database shares: read at start, re-read when the
     last read is older than MODE_RECHECK_S, written by `/routing mode`."""
 
-    def __init__(self, conn: aiosqlite.Connection, mode: str, counters: Counters) -> None:
+    def __init__(self, conn: aiosqlite.Connection, mode: Mode, counters: Counters) -> None:
         self.conn = conn
-        self.value = mode
+        self.value: Mode = mode
         self.counters = counters
         self._checked_at = time.monotonic()
 
     @staticmethod
-    async def read(conn: aiosqlite.Connection, initial: str) -> str:
+    async def read(conn: aiosqlite.Connection, initial: Mode) -> Mode:
         """The stored mode; `initial` (config's) is stored when none is."""
-        stored = await get_setting(conn, MODE_KEY)
-        if stored not in MODES:
+        stored = as_mode(await get_setting(conn, MODE_KEY))
+        if stored is None:
             stored = initial
             await set_setting(conn, MODE_KEY, stored)
         return stored
 
-    async def refresh(self, max_age_s: float | None = None) -> str:
+    async def refresh(self, max_age_s: float | None = None) -> Mode:
         max_age_s = MODE_RECHECK_S if max_age_s is None else max_age_s
         if time.monotonic() - self._checked_at >= max_age_s:
             self._checked_at = time.monotonic()
             try:
-                stored = await get_setting(self.conn, MODE_KEY)
+                stored = as_mode(await get_setting(self.conn, MODE_KEY))
             except aiosqlite.Error:
                 log.exception("could not read the stored routing mode")
                 self.counters["db_errors"] += 1
                 stored = None
-            if stored in MODES and stored != self.value:
+            if stored is not None and stored != self.value:
                 log.info("routing mode is now %s (changed by another process)", stored)
                 self.value = stored
         return self.value
 
-    async def set(self, mode: str) -> str:
+    async def set(self, value: str) -> Mode:
         """Store a new mode for every conversation; return the old one."""
-        if mode not in MODES:
+        mode = as_mode(value)
+        if mode is None:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         old = self.value
         await set_setting(self.conn, MODE_KEY, mode)
