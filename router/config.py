@@ -246,8 +246,8 @@ def user_data_dir() -> Path:
 
 
 def load_model(model: type[ConfigT], path: Path | None) -> ConfigT:
-    """Validate the config; a relative database.path is resolved against the config file's
-    folder, or the per-user data folder with no config file, never the working directory."""
+    """Validate the config; a relative database.path a config file names is resolved against
+    that file's folder; with none named, the per-user data folder; never the working directory."""
     data, source = read_toml(path)
     try:
         config = model.model_validate(data)
@@ -256,8 +256,11 @@ def load_model(model: type[ConfigT], path: Path | None) -> ConfigT:
     database = config.database.path.expanduser()
     if not database.is_absolute():
         read = path or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
-        base = read.resolve().parent if read is not None else user_data_dir()
-        if read is None and database == DatabaseSettings().path:
+        # A config file added for one setting ([admins]) must not move the database: only a
+        # file that names database.path puts it beside the file.
+        names_path = isinstance(data.get("database"), dict) and "path" in data["database"]
+        base = read.resolve().parent if read is not None and names_path else user_data_dir()
+        if base == user_data_dir() and database == DatabaseSettings().path:
             database = Path(database.name)  # data/crabbot.db -> <data folder>/crabbot.db
         database = base / database
     return config.model_copy(
