@@ -63,12 +63,12 @@ class BotCore:
             progress=progress,
         )
         try:
-            memory = await Memory.open(router.conn, config.memory)
+            counters: Counter[str] = Counter()
+            memory = await Memory.open(router.conn, config.memory, config.database.path, counters)
             upstream = Upstream(config.upstream, secrets)
         except BaseException:
             await router.close()
             raise
-        counters: Counter[str] = Counter()
         agent = Agent(router, memory, upstream, config.memory.system_prompt, counters)
         admin = Admin(
             router, memory, config.admins, fixed_model=upstream.fixed_model, counters=counters
@@ -79,4 +79,5 @@ class BotCore:
     async def close(self) -> None:
         await self.transcriber.close()
         await self.upstream.close()
+        await self.memory.close()
         await self.router.close()

@@ -85,6 +85,16 @@ class PoolSettings(Section):
     seed: bool = True
     min_llm_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
     near_duplicate_cosine: float = Field(default=0.97, gt=0.0, le=1.0)
+    # Learning that cannot be steered (router/pool/learning.py). An origin is a conversation,
+    # a chat or a proxy client key; past these bounds its labels wait in quarantine for
+    # `crabbot pool review`.
+    source_window_h: float = Field(default=24.0, gt=0.0)
+    max_per_source: int = Field(default=40, ge=0)  # labels one origin may add in the window
+    burst_s: float = Field(default=60.0, gt=0.0)
+    burst_max: int = Field(default=6, ge=1)  # more labels than this in burst_s: a burst
+    trusted_after: int = Field(default=5, ge=0)  # labels learned before an origin has history
+    contradiction_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
+    max_quarantine: int = Field(default=10_000, ge=0)  # rows kept waiting; more are dropped
 
 
 class CategorizerSettings(Section):
