@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.access import Access
 from bot.admin import Admin
 from bot.agent import Agent
 from bot.config import CrabbotConfig
@@ -43,6 +44,7 @@ class BotCore:
     # The bot's own failures and fallbacks (upstream errors, unreadable messages, Markdown sent
     # as plain text...), by name; the router counts its own on router.counters.
     counters: Counter[str]
+    access: Access
 
     @classmethod
     async def open(
@@ -74,7 +76,8 @@ class BotCore:
             router, memory, config.admins, fixed_model=upstream.fixed_model, counters=counters
         )
         transcriber = Transcriber(config.voice, secrets.groq_api_key)
-        return cls(config, router, memory, upstream, agent, admin, transcriber, counters)
+        access = Access(config.access, counters)
+        return cls(config, router, memory, upstream, agent, admin, transcriber, counters, access)
 
     async def close(self) -> None:
         await self.transcriber.close()
