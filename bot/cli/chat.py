@@ -1,9 +1,13 @@
-"""`crabbot chat`: open the bot and talk to it in the terminal."""
+"""`crabbot chat`: open the bot and talk to it in the terminal. SIGTERM and SIGHUP (the terminal
+closed) stop it like Ctrl-D: every routing-log row and memory exchange is written first."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import getpass
+import signal
 
 from rich.console import Console
 
@@ -13,6 +17,8 @@ from bot.config import CrabbotConfig
 from bot.runtime import BotCore
 from router import Secrets
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
 
 async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
     out = Console()
@@ -20,6 +26,18 @@ async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
     err.print(f"[dim]database: {config.database.path}[/dim]", highlight=False)
     with seed_progress(err) as update:
         core = await BotCore.open(config, Secrets(), mode_override=args.mode, progress=update)
+    loop = asyncio.get_running_loop()
+    chat = asyncio.current_task()
+    assert chat is not None
+    stopped: list[int] = []
+
+    def stop(signum: int) -> None:
+        stopped.append(signum)
+        chat.cancel()
+
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+            loop.add_signal_handler(sig, stop, sig)
     try:
         router = core.router
         if router.routes_locally and router.mode != "off" and router.categorizer is None:
@@ -29,7 +47,16 @@ async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
                 highlight=False,
             )
         history = config.database.path.parent / "console_history"
-        await run_console(core, args.name or getpass.getuser(), terminal_reader(history), out)
+        name = args.name or getpass.getuser()
+        await run_console(core, name, terminal_reader(history), out, conv=args.conv)
         return 0
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        chat.uncancel()  # stopped by a signal: close as on Ctrl-D, then exit 128 + signal
+        return 128 + stopped[0]
     finally:
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         await core.close()

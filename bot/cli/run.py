@@ -20,10 +20,11 @@ TOKEN_VARIABLE = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKE
 
 
 def _stop_event() -> asyncio.Event:
-    """Set on SIGINT or SIGTERM, so the platform shuts down cleanly."""
+    """Set on SIGINT, SIGTERM or SIGHUP, so the platform shuts down cleanly (every row and
+    memory exchange written)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
     return stop
