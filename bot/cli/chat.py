@@ -12,6 +12,7 @@ import signal
 from rich.console import Console
 
 from bot.adapters.console import run_console, terminal_reader
+from bot.cli.start_checks import upstream_warning
 from bot.cli.tooling import seed_progress
 from bot.config import CrabbotConfig
 from bot.runtime import BotCore
@@ -46,6 +47,9 @@ async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
                 " signal decides alone[/dim]",
                 highlight=False,
             )
+        warning = await upstream_warning(core.upstream)
+        if warning:
+            err.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
         history = config.database.path.parent / "console_history"
         name = args.name or getpass.getuser()
         await run_console(core, name, terminal_reader(history), out, conv=args.conv)
