@@ -59,6 +59,18 @@ class AdminSettings(Section):
     console: bool = True
 
 
+class AccessSettings(Section):
+    """Who the bot serves besides the admins (bot/access.py); the terminal is always served."""
+
+    everyone: bool = False  # true: anyone who can reach the bot (and spend its keys)
+    telegram_users: list[int] = []  # served in any chat
+    telegram_chats: list[int] = []  # everyone in these chats (a group's id is negative)
+    discord_users: list[int] = []
+    discord_channels: list[int] = []  # and the threads in them
+    discord_servers: list[int] = []
+    discord_roles: list[int] = []
+
+
 class TelegramSettings(Section):
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
@@ -84,6 +96,7 @@ class CrabbotConfig(RouterConfig):
     images: ImageSettings = ImageSettings()
     voice: VoiceSettings = VoiceSettings()
     admins: AdminSettings = AdminSettings()
+    access: AccessSettings = AccessSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     privacy: BotPrivacySettings = BotPrivacySettings()

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.access import Access
 from bot.admin import Admin
 from bot.agent import Agent
 from bot.config import CrabbotConfig
@@ -44,6 +45,7 @@ class BotCore:
     # The bot's own failures and fallbacks (upstream errors, unreadable messages, Markdown sent
     # as plain text...), by name; the router counts its own on router.counters.
     counters: Counter[str]
+    access: Access
 
     @classmethod
     async def open(
@@ -64,22 +66,24 @@ class BotCore:
             progress=progress,
         )
         try:
-            memory = await Memory.open(router.conn, config.memory)
+            counters: Counter[str] = Counter()
+            memory = await Memory.open(router.conn, config.memory, config.database.path, counters)
             upstream = Upstream(config.upstream, secrets)
         except BaseException:
             await router.close()
             raise
         keep_s = config.privacy.memory_days * 24 * 3600
         router.retention.add("messages removed", lambda now: memory.remove_older_than(now - keep_s))
-        counters: Counter[str] = Counter()
         agent = Agent(router, memory, upstream, config.memory.system_prompt, counters)
         admin = Admin(
             router, memory, config.admins, fixed_model=upstream.fixed_model, counters=counters
         )
         transcriber = Transcriber(config.voice, secrets.groq_api_key)
-        return cls(config, router, memory, upstream, agent, admin, transcriber, counters)
+        access = Access(config.access, counters)
+        return cls(config, router, memory, upstream, agent, admin, transcriber, counters, access)
 
     async def close(self) -> None:
         await self.transcriber.close()
         await self.upstream.close()
+        await self.memory.close()
         await self.router.close()

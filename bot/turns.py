@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from bot.access import Access, Where
 from bot.admin import Admin, Answer, Command, Text
 from bot.agent import Agent, Prepare, Reply
 from bot.chat_user import ChatUser
@@ -55,26 +56,59 @@ def read_photo(
     return prepare
 
 
-class Turns:
-    """Answers messages and commands on any surface with one agent and one set of commands."""
+# Commands anyone may run: how to be let in starts with them.
+OPEN_COMMANDS = frozenset({"whoami", "help", "start"})
 
-    def __init__(self, agent: Agent, admin: Admin) -> None:
+
+class Turns:
+    """Answers messages and commands on any surface with one agent and one set of commands,
+    for those `access` lets in (everyone when it is None)."""
+
+    def __init__(self, agent: Agent, admin: Admin, access: Access | None = None) -> None:
         self.agent = agent
         self.admin = admin
+        self.access = access
+
+    async def _refused(self, surface: TurnSurface, user: ChatUser, where: Where | None) -> bool:
+        """True when `user` may not be served here; they got the line on how to be let in."""
+        if self.access is None:
+            return False
+        where = where or Where()
+        if self.access.allows(user, where, self.admin.is_admin(user)):
+            return False
+        line = self.access.refusal(user, where)
+        if line is not None:
+            await surface.send(Text(line))
+        return True
 
     async def command(
-        self, surface: TurnSurface, conv_key: str, user: ChatUser, command: Command
+        self,
+        surface: TurnSurface,
+        conv_key: str,
+        user: ChatUser,
+        command: Command,
+        where: Where | None = None,
     ) -> None:
+        if command.name not in OPEN_COMMANDS and await self._refused(surface, user, where):
+            return
         answer = await self.admin.answer(user, conv_key, command, pictures=surface.pictures)
         await surface.send(answer)
 
     async def answer(
-        self, surface: TurnSurface, conv_key: str, user: ChatUser, incoming: Incoming | Prepare
+        self,
+        surface: TurnSurface,
+        conv_key: str,
+        user: ChatUser,
+        incoming: Incoming | Prepare,
+        where: Where | None = None,
     ) -> Reply:
         """Answer a message: typing until the reply shows, then the reply streamed and settled.
         Call it before any other await in a handler, so replies keep the messages' order.
         A text longer than the platform allows is refused in one line, and a message with
-        nothing to read gets the help, both before any model is asked."""
+        nothing to read gets the help, both before any model is asked; someone not let in gets
+        no model call (and no download or transcription either)."""
+        if await self._refused(surface, user, where):
+            return Reply(None, None, None, error="not allowed")
         if isinstance(incoming, Incoming):
             refusal = too_long(user.platform, incoming.text)
             if refusal is not None:

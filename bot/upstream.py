@@ -51,6 +51,7 @@ class Upstream:
         self.settings = settings
         self.base_url = settings.base_url or secrets.openai_base_url
         self.configured = is_configured(settings, secrets)
+        self.has_key = bool(secrets.openai_api_key)  # else a placeholder for keyless servers
         self.client: openai.AsyncOpenAI | None = None
         if self.configured:
             self.client = openai.AsyncOpenAI(

@@ -102,6 +102,7 @@ async def open_router(
     router = ModelRouter(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
     in_memory = str(config.database.path) == ":memory:"
     await router.log.writer.start(conn if in_memory else None)
+    await router.pool_writer.start(conn if in_memory else None)
     await _mark_interrupted(router, conn)
     router.retention.start()
     if router.fitting is not None and len(router.fitting.local.pool):

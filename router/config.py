@@ -86,6 +86,16 @@ class PoolSettings(Section):
     seed: bool = True
     min_llm_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
     near_duplicate_cosine: float = Field(default=0.97, gt=0.0, le=1.0)
+    # Learning that cannot be steered (router/pool/learning.py). An origin is a conversation,
+    # a chat or a proxy client key; past these bounds its labels wait in quarantine for
+    # `crabbot pool review`.
+    source_window_h: float = Field(default=24.0, gt=0.0)
+    max_per_source: int = Field(default=40, ge=0)  # labels one origin may add in the window
+    burst_s: float = Field(default=60.0, gt=0.0)
+    burst_max: int = Field(default=6, ge=1)  # more labels than this in burst_s: a burst
+    trusted_after: int = Field(default=5, ge=0)  # labels learned before an origin has history
+    contradiction_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
+    max_quarantine: int = Field(default=10_000, ge=0)  # rows kept waiting; more are dropped
 
 
 class CategorizerSettings(Section):
@@ -274,8 +284,8 @@ def user_data_dir() -> Path:
 
 
 def load_model(model: type[ConfigT], path: Path | None) -> ConfigT:
-    """Validate the config; a relative database.path is resolved against the config file's
-    folder, or the per-user data folder with no config file, never the working directory."""
+    """Validate the config; a relative database.path a config file names is resolved against
+    that file's folder; with none named, the per-user data folder; never the working directory."""
     data, source = read_toml(path)
     try:
         config = model.model_validate(data)
@@ -284,8 +294,11 @@ def load_model(model: type[ConfigT], path: Path | None) -> ConfigT:
     database = config.database.path.expanduser()
     if not database.is_absolute():
         read = path or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
-        base = read.resolve().parent if read is not None else user_data_dir()
-        if read is None and database == DatabaseSettings().path:
+        # A config file added for one setting ([admins]) must not move the database: only a
+        # file that names database.path puts it beside the file.
+        names_path = isinstance(data.get("database"), dict) and "path" in data["database"]
+        base = read.resolve().parent if read is not None and names_path else user_data_dir()
+        if base == user_data_dir() and database == DatabaseSettings().path:
             database = Path(database.name)  # data/crabbot.db -> <data folder>/crabbot.db
         database = base / database
     return config.model_copy(

@@ -18,6 +18,7 @@ from router.decision import RoutingDecision, SignalAnswer, Source
 from router.decision_builder import DecisionBuilder
 from router.embedding.embedder import Embedder
 from router.fitting import ClassifierFitting
+from router.pool.learning import QUARANTINE, LearningGate, LocalView
 from router.pool.pool import Pool, PoolEntry
 from router.signals.categorizer import CategorizerError, LLMCategorizer
 from router.signals.classifier import LocalResult
@@ -29,6 +30,7 @@ from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
 from router.store.retention import Retention
 from router.store.settings import StoredMode
+from router.store.write_behind import JobWriter
 from router.taxonomy import Mode, Taxonomy
 from router.text import readable
 
@@ -98,6 +100,9 @@ class ModelRouter:
         self.retention.add(
             "prompts cleared", lambda now: erasure.clear_old_prompts(conn, now - keep_s)
         )
+        # Pool additions and quarantined labels are written behind the answer.
+        self.pool_writer = JobWriter(config.database.path, self.counters, "pool", "pool")
+        self.gate = LearningGate(config.pool)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -108,6 +113,7 @@ class ModelRouter:
         if self.categorizer is not None:
             await self.categorizer.close()
         await self.log.close()
+        await self.pool_writer.close()
         await self.conn.close()
 
     # -- mode ----------------------------------------------------------------------------------
@@ -144,8 +150,11 @@ class ModelRouter:
         at: float | None = None,
         user_key: str | None = None,
         name: str | None = None,
+        origin: str | None = None,
     ) -> RoutingDecision:
         """Decide the tier and model for `text`; raises only EmptyMessageError.
+        `origin` names who teaches the pool through this request (a proxy client key's label;
+        by default the conversation), for the bounds of router/pool/learning.py.
 
         The context is the speaker's previous user turns in `history` (OpenAI-style messages,
         the bot's memory or a proxy request's; `name` is how the speaker shows in their `name`
@@ -160,12 +169,13 @@ class ModelRouter:
             if mode == "off"
             else await self.context.previous(history, conv_key, now, user_key, name)
         )
+        teacher = origin or conv_key or "anonymous"
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
         elif mode == "shadow":
-            decision = await self._route_shadow(text, previous, now, (conv_key, user_key))
+            decision = await self._route_shadow(text, previous, now, teacher, (conv_key, user_key))
         else:
-            decision = await self._route_live(text, previous, now, (conv_key, user_key))
+            decision = await self._route_live(text, previous, now, teacher, (conv_key, user_key))
         decision.latency_ms = (time.perf_counter() - started) * 1000
         self._open(decision, text, conv_key, now, user_key)
         return decision
@@ -202,6 +212,7 @@ class ModelRouter:
         entries its messages taught leave the pool (and this process's memory, the classifier
         refit without them), its turns leave the context. `dry_run` only counts."""
         await self.log.flush(ERASE_FLUSH_S)  # rows still queued are erased too
+        await self.pool_writer.flush(ERASE_FLUSH_S)  # and pool entries still queued
         if dry_run:
             return await erasure.count(self.conn, scope)
         erased, hashes = await erasure.erase(self.conn, scope)
@@ -211,7 +222,12 @@ class ModelRouter:
         return erased
 
     async def _route_shadow(
-        self, text: str, previous: PreviousTurn | None, now: float, origin: Origin = (None, None)
+        self,
+        text: str,
+        previous: PreviousTurn | None,
+        now: float,
+        teacher: str,
+        whose: Origin = (None, None),
     ) -> RoutingDecision:
         if self.categorizer is None:
             return self._local_alone("shadow", await self._local(text, previous, now), previous)
@@ -220,12 +236,17 @@ class ModelRouter:
         local = await local_task
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "shadow", local)
-            await self._learn(text, local, llm_result, origin)
+            await self._learn(text, local, llm_result, now, teacher, whose)
             return decision
         return self._fall_back("shadow", local, llm_result)
 
     async def _route_live(
-        self, text: str, previous: PreviousTurn | None, now: float, origin: Origin = (None, None)
+        self,
+        text: str,
+        previous: PreviousTurn | None,
+        now: float,
+        teacher: str,
+        whose: Origin = (None, None),
     ) -> RoutingDecision:
         local = await self._local(text, previous, now)
         answer = local.answer if local else None
@@ -240,7 +261,7 @@ class ModelRouter:
         llm_result = await self._ask_llm(text, previous, now)
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "live", local)
-            await self._learn(text, local, llm_result, origin)
+            await self._learn(text, local, llm_result, now, teacher, whose)
             return decision
         return self._fall_back("live", local, llm_result)
 
@@ -293,11 +314,18 @@ class ModelRouter:
     # -- learning and logging ------------------------------------------------------------------
 
     async def _learn(
-        self, text: str, local: LocalResult | None, llm: SignalAnswer, origin: Origin
+        self,
+        text: str,
+        local: LocalResult | None,
+        llm: SignalAnswer,
+        now: float,
+        teacher: str,
+        whose: Origin,
     ) -> None:
         """The categorizer labels the pool: confident, new and not near-duplicate labels only,
-        each with whose message it was (erasable); none when prompt text is not to be stored
-        (the classifier's n-gram view needs the text)."""
+        within their teacher's bounds (else quarantined), each with whose message it was
+        (erasable), written behind the answer; none when prompt text is not to be stored (the
+        classifier's n-gram view needs the text)."""
         if local is None or self.pool is None or not self.config.privacy.store_prompts:
             return
         if llm.confidence < self.config.pool.min_llm_confidence or self.pool.contains_text(text):
@@ -305,13 +333,34 @@ class ModelRouter:
         nearest = self.pool.search(local.vector, 1)
         if nearest and nearest[0].similarity >= self.config.pool.near_duplicate_cosine:
             return
-        entry = PoolEntry(text, llm.category, local.vector, "llm", llm.confidence, *origin)
+        conv_key, user_key = whose
+        entry = PoolEntry(
+            text,
+            llm.category,
+            local.vector,
+            "llm",
+            llm.confidence,
+            conv_key=conv_key,
+            user_key=user_key,
+            origin=teacher,
+        )
+        alone = local.unprimed or local.answer
+        view = LocalView(alone.category, alone.tier, alone.confidence) if alone else None
         try:
-            await self.pool.add_many([entry])
-        except aiosqlite.Error:
-            log.exception("could not add to the pool")
+            await self.gate.load(self.conn, now)
+        except aiosqlite.Error:  # read again next time; meanwhile every origin is new
             self.counters["db_errors"] += 1
+        verdict = self.gate.judge(teacher, now, llm.tier, view)
+        if verdict.action == QUARANTINE:
+            self.counters["pool_quarantined"] += 1
+            if self.counters["pool_quarantined"] > self.config.pool.max_quarantine:
+                self.counters["pool_quarantine_dropped"] += 1
+                return
+            local_view = (view.category, view.confidence) if view else None
+            self.pool_writer.put(self.pool.quarantine_job(entry, local_view, verdict.reason, now))
             return
+        if await self.pool.add_behind([entry], self.pool_writer.put, now):
+            self.gate.learned(teacher, now)
         if self.fitting is not None:
             self.fitting.refit_if_grown()
 

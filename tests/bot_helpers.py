@@ -48,6 +48,8 @@ async def open_core(
     if upstream_url is not None:
         upstream["base_url"] = upstream_url
     admins = {"telegram": [TELEGRAM_ADMIN], "discord": [DISCORD_ADMIN]} | sections.pop("admins", {})
+    # The bot's own tests talk to it as anyone; tests/test_access.py checks who is let in.
+    sections.setdefault("access", {"everyone": True})
     config = make_config(db, mode, upstream=upstream, admins=admins, **sections)
     return await BotCore.open(config, secrets, embedder=embedder)
 

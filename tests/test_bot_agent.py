@@ -61,7 +61,8 @@ async def test_memory_keeps_max_turns_whole_exchanges(seeded_db, embedder, upstr
         assert [t.content for t in history if t.role == "user"] == [
             f"message number {n}" for n in range(5 - max_turns, 5)
         ]
-        # Older turns are deleted, not only hidden.
+        # Older turns are deleted, not only hidden (once written behind the replies).
+        assert await core.memory.flush()
         async with core.router.conn.execute("SELECT COUNT(*) FROM messages") as cursor:
             assert (await cursor.fetchone())[0] == 2 * max_turns
     finally:
@@ -70,13 +71,17 @@ async def test_memory_keeps_max_turns_whole_exchanges(seeded_db, embedder, upstr
 
 async def test_database_failure_costs_the_memory_not_the_reply(core, upstream):
     await core.agent.handle("telegram:1", MOM, "My name is Mom")
-    # The memory table is gone: reading the history and storing the exchange both fail.
+    assert await core.memory.flush()
+    # The memory table is gone: reading the history fails, and storing the exchange (behind
+    # the reply) is retried, then counted as dropped at the stop.
     await core.router.conn.execute("DROP TABLE messages")
     reply = await core.agent.handle("telegram:1", MOM, CODING)
     assert reply.ok and reply.text == f"[{reply.decision.model}] Mom: {CODING}"
     # Answered without history: only the system prompt and the new message went upstream.
     assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["system", "user"]
-    assert core.counters["db_errors"] == 2
+    assert core.counters["db_errors"] == 1
+    await core.memory.close()
+    assert core.counters["memory_rows_dropped"] == 1  # the one exchange, counted
     # The routing log is another table: the decision and its usage are still there.
     rows = await log_rows(core)
     assert rows[-1]["prompt"] == CODING and rows[-1]["prompt_tokens"] > 0

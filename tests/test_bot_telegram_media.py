@@ -33,6 +33,7 @@ def data_url(data: bytes) -> str:
 
 
 async def messages_table(core) -> str:
+    assert await core.memory.flush()  # exchanges are written behind the reply
     async with core.router.conn.execute("SELECT group_concat(content, '|') FROM messages") as c:
         return (await c.fetchone())[0]
 

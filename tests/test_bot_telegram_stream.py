@@ -129,12 +129,21 @@ async def test_streamed_reply_loses_only_the_refused_link(seeded_db, embedder, u
 async def test_private_draft_with_a_refused_link_keeps_drafting(
     seeded_db, embedder, upstream, telegram
 ):
-    answer = "Open [the notes](notes.md) at **page 3** 📖"
+    answer = "Open [the notes](notes.md) at **page 3** 📖 today"
     upstream.reply = lambda body: answer
+
+    def drafted() -> list[dict]:
+        return [p for p in telegram.sent(PRIVATE, "sendMessageDraft") if "page 3" in p["text"]]
+
+    async def drafted_before_the_end(so_far: str) -> None:
+        if "📖" in so_far and not so_far.endswith("today"):
+            await telegram.wait_until(lambda: bool(drafted()))
+
+    upstream.gate = drafted_before_the_end
     async with running(seeded_db, embedder, upstream, telegram, stream=True) as core:
         await telegram.push_message(PRIVATE, "where?", chat_type="private")
         await telegram.wait_until(
-            lambda: telegram.shown(PRIVATE) == ["Open the notes at page 3 📖"]
+            lambda: telegram.shown(PRIVATE) == ["Open the notes at page 3 📖 today"]
         )
     shown_drafts = [p for p in telegram.sent(PRIVATE, "sendMessageDraft") if "page 3" in p["text"]]
     # Drafts with the link were refused and sent again without it: still drafts, not edits.

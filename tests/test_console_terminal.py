@@ -9,9 +9,13 @@ import fcntl
 import os
 import pty
 import re
+import signal
+import sqlite3
 import sys
 import termios
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
@@ -35,10 +39,10 @@ class Terminal:
         asyncio.get_running_loop().add_reader(master, self._read)
 
     @classmethod
-    async def start(cls, db: Path, env: dict[str, str]) -> Terminal:
+    async def start(cls, db: Path, env: dict[str, str], *extra: str) -> Terminal:
         master, slave = pty.openpty()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "chat", "--db", str(db), "--name", "tester",
+            sys.executable, "-m", "bot.cli", "chat", "--db", str(db), "--name", "tester", *extra,
             stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
             preexec_fn=_own_terminal,
         )  # fmt: skip
@@ -153,3 +157,23 @@ async def test_ctrl_c_cancels_an_answer_in_progress_and_the_chat_goes_on(seeded_
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+async def test_sigterm_and_sighup_write_every_row_first(seeded_db, stop):
+    """Issue 24, 7 and 14: a closed terminal (SIGHUP) or a kill (SIGTERM) loses no row; and
+    `--conv` makes the window its own conversation, which /help names."""
+    term = await Terminal.start(seeded_db, chat_env(), "--conv", "kitchen")
+    await term.expect("you>")
+    for n, text in enumerate(["早安", "what is 12 times 7", "おやすみなさい"], start=1):
+        term.send(text + "\r")
+        await term.prompt_after(" ms")
+        await term.expect(" ms", n)
+    term.send("/help\r")
+    await term.prompt_after("another one.")
+    assert "conversation console:kitchen" in term.screen
+    term.process.send_signal(stop)
+    assert await term.exit_code() == 128 + stop
+    with sqlite3.connect(seeded_db) as conn:
+        rows = conn.execute("SELECT conv_key, outcome FROM routing_log ORDER BY id").fetchall()
+    assert rows == [("console:kitchen", "routed")] * 3

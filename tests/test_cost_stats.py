@@ -199,3 +199,26 @@ def test_pictures_are_pngs_of_the_promised_size():
         {"routed": [0.1] * 30, "all medium": [0.2] * 30, "all strong": [1.0] * 30},
     )
     assert png_size(month) == (1000, 800)
+
+
+def test_stats_survive_rows_whose_time_is_no_date(tmp_path, capsys):
+    """Issue 24, 12: a row stored at Inf or in milliseconds must not break the plot for good."""
+    db = tmp_path / "log.db"
+    asyncio.run(write_log(db))
+
+    async def bad_rows() -> None:
+        conn = await connect(db)
+        await conn.execute("UPDATE routing_log SET at = ? WHERE id = 1", (float("inf"),))
+        await conn.execute("UPDATE routing_log SET at = ? WHERE id = 2", (1796419000000.0,))
+        await conn.commit()
+        await conn.close()
+
+    asyncio.run(bad_rows())
+    config = tmp_path / "crabbot.toml"
+    config.write_text(TOML)
+    plot = tmp_path / "stats.png"
+    assert main(["stats", "--db", str(db), "--config", str(config), "--since", "all"]) == 0
+    args = ["stats", "--db", str(db), "--config", str(config), "--since", "all"]
+    assert main([*args, "--plot", str(plot)]) == 0
+    assert png_size(plot.read_bytes()) == (1000, 800)
+    capsys.readouterr()

@@ -41,3 +41,15 @@ def test_paths_that_cannot_be_a_database_get_one_line_and_status_2(tmp_path, cap
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not_sqlite.read_text() == "shopping list: milk, eggs\n", "nothing is overwritten"
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_config_file_that_names_no_database_keeps_the_default_one(tmp_path, monkeypatch):
+    """Issue 24, 11: a config added only for [admins] must not move the database."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    config = tmp_path / "config" / "crabbot.toml"
+    config.parent.mkdir()
+    config.write_text("[admins]\ntelegram = [123456789]\n")
+    default = tmp_path / "xdg" / "crabbot" / "crabbot.db"
+    assert load_config(config).database.path == default
+    assert load_config(None).database.path == default  # config/crabbot.toml read by default

@@ -48,6 +48,7 @@ async def test_old_prompt_text_and_memory_are_removed_on_a_schedule_and_counted(
         await write_decision(conn, old_decision("an old worry", now - 8 * DAY_S, "c", "t:1"))
         await write_decision(conn, old_decision("a new plan", now - 1 * DAY_S, "c", "t:1"))
         await core.memory.add_exchange("c", "Ann", "recent question", "recent answer", "t:1")
+        await core.memory.flush()  # written behind the reply: let it land before aging it
         await conn.execute(
             "UPDATE messages SET at = ? WHERE content LIKE 'recent%'", (now - 3 * DAY_S,)
         )
@@ -75,6 +76,7 @@ async def test_a_900_kb_prompt_is_stored_capped_with_its_length(seeded_db, embed
     try:
         reply = await core.agent.handle("console:ann", ANN, big)
         (row,) = await log_rows(core)
+        await core.memory.flush()
         (question, _answer) = await core.router.conn.execute_fetchall(
             "SELECT content FROM messages ORDER BY id"
         )
@@ -133,7 +135,8 @@ async def test_new_files_are_private_and_readable_ones_are_warned_about(tmp_path
     db = tmp_path / "new" / "data" / "crabbot.db"
     core = await open_core(db, embedder, None, pool={"seed": False})
     try:
-        await core.memory.add_exchange("c", None, "hello", "hi")  # WAL and SHM exist now
+        await core.memory.add_exchange("c", None, "hello", "hi")
+        await core.memory.flush()  # WAL and SHM exist now
         modes = {p.name: mode_of(p) for p in db.parent.iterdir()}
     finally:
         await core.close()

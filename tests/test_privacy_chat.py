@@ -36,10 +36,15 @@ def shadow_with_groq(groq_server) -> dict:
         "mode": "shadow",
         "secrets": Secrets(groq_api_key="gsk-test", openai_api_key=None, openai_base_url=None),
         "categorizer": {"base_url": groq_server.base_url},
+        # Erasure is under test, not the learning gate: this chat's labels are trusted at once.
+        "pool": {"trusted_after": 0},
     }
 
 
 async def table(core, sql: str) -> list[dict]:
+    """Rows as the database holds them, once what is written behind the replies has landed."""
+    await core.memory.flush()
+    await core.router.pool_writer.flush()
     return [dict(row) for row in await core.router.conn.execute_fetchall(sql)]
 
 

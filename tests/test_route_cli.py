@@ -90,3 +90,18 @@ def test_bad_config_names_the_key(tmp_path, seeded_db):
     config.write_text("[local]\nneighbours = 3\n")
     result = crabbot("route", "--config", str(config), "hi")
     assert "local.neighbours: unknown key" in result.stderr
+
+
+def test_at_must_be_plausible_unix_seconds(seeded_db):
+    """Issue 24, 12: milliseconds and Inf are refused with an error naming them."""
+    lines = [
+        json.dumps({"text": "hi there", "at": 1796419000000}),
+        '{"text": "hi there", "at": 1e400}',
+        json.dumps({"text": "hi there", "at": 1796419000}),
+    ]
+    result = crabbot("route", "--db", str(seeded_db), "--mode", "live", stdin="\n".join(lines))
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "1796419000000" in out[0]["error"] and "milliseconds" in out[0]["error"]
+    assert "inf" in out[1]["error"]
+    assert out[2]["tier"] == "cheap"
+    assert result.returncode == 1

@@ -81,14 +81,17 @@ def ctrl_c_cancels(task: asyncio.Task[None]) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
-async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) -> None:
-    """Chat until end of input or /quit."""
-    conv_key = f"console:{name}"
+async def run_console(
+    core: BotCore, name: str, read: ReadLine, out: Console, conv: str | None = None
+) -> None:
+    """Chat until end of input or /quit, in the conversation console:<conv> (default: the
+    name; two windows with different --conv are two conversations)."""
+    conv_key = f"console:{conv or name}"
     user = ChatUser("console", name, name)
     turns = Turns(core.agent, core.admin)
     if not core.upstream.configured:
         out.print(f"[yellow]{escape(MISSING_HINT)}[/yellow]")
-    out.print("[dim]/help for commands, /quit to leave[/dim]")
+    out.print(f"[dim]/help for commands, /quit to leave · conversation {escape(conv_key)}[/dim]")
     while True:
         line = await read()
         if line is None or line.strip() in QUIT:
@@ -101,8 +104,9 @@ async def run_console(core: BotCore, name: str, read: ReadLine, out: Console) ->
             with ctrl_c_cancels(answer):
                 await answer
         except asyncio.CancelledError:
-            if not answer.cancelled():
-                raise  # the chat itself is being stopped
+            current = asyncio.current_task()
+            if not answer.cancelled() or (current is not None and current.cancelling()):
+                raise  # the chat itself is being stopped (a signal), not just this answer
             out.print("[dim](cancelled)[/dim]")
         except Exception as exc:  # one failed message must not end the chat
             log.exception("console message failed")
@@ -166,6 +170,13 @@ async def _answer(turns: Turns, user: ChatUser, conv_key: str, text: str, out: C
     command = parse_command(text)
     if command is not None:
         await turns.command(turn, conv_key, user, command)
+        if command.name == "help":
+            out.print(
+                f"This window is the conversation {conv_key}; `crabbot chat --conv NAME` in"
+                " another window starts another one.",
+                markup=False,
+                highlight=False,
+            )
         return
     try:
         reply = await turns.answer(turn, conv_key, user, Incoming(text))

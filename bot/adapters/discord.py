@@ -15,6 +15,7 @@ from typing import Literal
 import discord
 from discord import app_commands
 
+from bot.access import Where
 from bot.adapters.discord_media import (
     image_attachments,
     read_images,
@@ -42,6 +43,18 @@ def conv_key(channel_id: int) -> str:
 
 def chat_user(user: discord.abc.User) -> ChatUser:
     return ChatUser("discord", user.id, user.display_name)
+
+
+def where(message: discord.Message) -> Where:
+    """The channel (or thread, with its parent), the server, and the author's roles."""
+    channel = message.channel
+    roles = getattr(message.author, "roles", None) or ()
+    return Where(
+        chat=channel.id,
+        parent=getattr(channel, "parent_id", None),
+        server=message.guild.id if message.guild is not None else None,
+        roles=tuple(role.id for role in roles),
+    )
 
 
 def replied_to(message: discord.Message) -> discord.Message | None:
@@ -166,7 +179,7 @@ class CrabbotDiscord(discord.Client):
         # The model's words must never ping @everyone or a role.
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
         self.core = core
-        self.turns = Turns(core.agent, core.admin)
+        self.turns = Turns(core.agent, core.admin, core.access)
         self.tree = app_commands.CommandTree(self)
         for command in build_commands(core):
             self.tree.add_command(command)
@@ -211,7 +224,7 @@ class CrabbotDiscord(discord.Client):
         if (not text and quote is None and not pictures and not sound) or text.startswith("/"):
             command = parse_command(text or "/help")
             assert command is not None
-            await self.turns.command(self.turn(message), key, user, command)
+            await self.turns.command(self.turn(message), key, user, command, where(message))
             return
         # Read in the message's turn (a download, a transcription), so a slow one keeps the order.
         core = self.core
@@ -223,7 +236,7 @@ class CrabbotDiscord(discord.Client):
         elif pictures:
             read = functools.partial(read_images, pictures, core.config.images, text)
             incoming = read_photo(text, quote, read)
-        await self.turns.answer(self.turn(message), key, user, incoming)
+        await self.turns.answer(self.turn(message), key, user, incoming, where(message))
 
     async def on_error(self, event_method: str, /, *args: object, **kwargs: object) -> None:
         log.exception("discord handler %s failed", event_method)

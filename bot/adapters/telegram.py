@@ -28,6 +28,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.access import Where
 from bot.adapters.telegram_markdown import TelegramText
 from bot.adapters.telegram_media import read_image, read_voice_message
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
@@ -58,6 +59,10 @@ def chat_user(message: Message) -> ChatUser:
     if sender is None:  # posted as the group or a channel
         return ChatUser("telegram", message.chat_id, message.chat.title or "someone")
     return ChatUser("telegram", sender.id, sender.first_name or sender.username or str(sender.id))
+
+
+def where(message: Message) -> Where:
+    return Where(chat=message.chat_id)
 
 
 def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:
@@ -158,7 +163,7 @@ class TelegramBot:
         self.settings = core.config.telegram
         self.text = TelegramText(core.counters)
         self.drafts = Drafts(self.settings.drafts)
-        self.turns = Turns(core.agent, core.admin)
+        self.turns = Turns(core.agent, core.admin, core.access)
 
     def turn(self, message: Message) -> TelegramTurn:
         return TelegramTurn(message, self.text, self.drafts, self.settings, self.core.counters)
@@ -177,9 +182,10 @@ class TelegramBot:
         key, user = conv_key(message), chat_user(message)
         command = parse_command(text)
         if command is not None:
-            await self.turns.command(self.turn(message), key, user, command)
+            await self.turns.command(self.turn(message), key, user, command, where(message))
             return
-        await self.turns.answer(self.turn(message), key, user, Incoming(text, quote=quote))
+        incoming = Incoming(text, quote=quote)
+        await self.turns.answer(self.turn(message), key, user, incoming, where(message))
 
     @staticmethod
     def _addressed_media(
@@ -202,7 +208,9 @@ class TelegramBot:
         message, text, quote = addressed
         read = functools.partial(read_image, message, self.core.config.images, text)
         incoming = read_photo(text, quote, read)
-        await self.turns.answer(self.turn(message), conv_key(message), chat_user(message), incoming)
+        await self.turns.answer(
+            self.turn(message), conv_key(message), chat_user(message), incoming, where(message)
+        )
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A voice message or an audio file: transcribed, then answered like text."""
@@ -214,7 +222,9 @@ class TelegramBot:
         incoming = functools.partial(
             read_voice_message, message, core.transcriber, core.config.voice, text, quote
         )
-        await self.turns.answer(self.turn(message), conv_key(message), chat_user(message), incoming)
+        await self.turns.answer(
+            self.turn(message), conv_key(message), chat_user(message), incoming, where(message)
+        )
 
     def on_command(self, name: str) -> CommandCallback:
         """The handler of one command; its CommandHandler has split off the arguments."""
@@ -225,7 +235,7 @@ class TelegramBot:
                 return
             command = Command(name, tuple(context.args or ()))
             await self.turns.command(
-                self.turn(message), conv_key(message), chat_user(message), command
+                self.turn(message), conv_key(message), chat_user(message), command, where(message)
             )
 
         return handle

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(chat)
     chat.add_argument("--name", help="your name in the chat (default: your login name)")
     chat.add_argument(
+        "--conv",
+        metavar="NAME",
+        help="the conversation (console:NAME) this window is, so two windows can be two"
+        " (default: your name)",
+    )
+    chat.add_argument(
         "--mode", choices=("live", "shadow", "off"), help="mode for this run only (not stored)"
     )
 

@@ -13,7 +13,9 @@ def add_pool_parser(
     commands: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
 ) -> None:
     """The `pool` subcommand and its own subcommands; `common` adds --config/--db/-v."""
-    pool = commands.add_parser("pool", help="validate, import, check and dedupe the k-NN pool")
+    pool = commands.add_parser(
+        "pool", help="validate, import, check, dedupe, review and purge the k-NN pool"
+    )
     actions = pool.add_subparsers(dest="pool_command", required=True)
 
     check = actions.add_parser("validate", help="cross-validate the local signal over the pool")
@@ -46,6 +48,28 @@ def add_pool_parser(
     )
     dedupe.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
     dedupe.add_argument("--show", type=int, default=10, help="clusters to list (10)")
+
+    review = actions.add_parser(
+        "review", help="show, accept or reject the labels the learning gate held back"
+    )
+    common(review)
+    review.add_argument("--source", metavar="ORIGIN", help="only this origin's labels")
+    review.add_argument("--accept", type=int, nargs="+", metavar="ID", help="into the pool")
+    review.add_argument("--reject", type=int, nargs="+", metavar="ID", help="drop them")
+    review.add_argument("--accept-all", action="store_true", help="every label shown")
+    review.add_argument("--reject-all", action="store_true", help="every label shown")
+    review.add_argument("--show", type=int, default=20, help="labels to list (20)")
+
+    purge = actions.add_parser("purge", help="remove everything one origin taught the pool")
+    common(purge)
+    purge.add_argument(
+        "--source",
+        required=True,
+        metavar="ORIGIN",
+        help="a chat or conversation (telegram:-100…)"
+        " or a proxy client key's origin, as `pool review` shows it",
+    )
+    purge.add_argument("--apply", action="store_true", help="remove them (default: dry run)")
 
 
 def add_taxonomy_parser(

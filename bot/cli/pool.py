@@ -1,5 +1,6 @@
-"""`crabbot pool validate|import|check-compat|dedupe`: measure the pool, move it between
-databases, and tidy it. Commands that change stored data are dry runs unless --apply."""
+"""`crabbot pool validate|import|check-compat|dedupe|review|purge`: measure the pool, move it
+between databases, tidy it, and keep what it learns honest (bot/cli/pool_review.py). Commands
+that change stored data are dry runs unless --apply."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ from router.taxonomy import Taxonomy
 
 async def run_pool(args: argparse.Namespace, config: CrabbotConfig) -> int:
     out, err = consoles()
+    if args.pool_command in ("review", "purge"):  # no model needed
+        from bot.cli.pool_review import run_purge, run_review
+
+        conn = await open_store(config)
+        try:
+            run = run_review if args.pool_command == "review" else run_purge
+            return await run(args, conn, out)
+        finally:
+            await conn.close()
     embedder = await load_embedder(config)
     conn = await open_store(config)
     try:

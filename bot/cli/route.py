@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import TextIO
 
@@ -57,6 +58,26 @@ def print_decision(decision: RoutingDecision) -> None:
         out.print(f"[dim]{decision.explain()}[/dim]", highlight=False)
 
 
+LATEST_AT = 4_102_444_800.0  # 2100-01-01: later is not a plausible time in seconds
+
+
+def unix_seconds(at: object) -> float | None:
+    """A line's "at": Unix seconds, finite and between 1970 and 2100; a millisecond value or
+    Inf gets an error naming it (it would break every daily view of the log)."""
+    if at is None:
+        return None
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise ValueError('"at" must be unix seconds')
+    if not math.isfinite(at):
+        raise ValueError(f'"at" {at} is not a finite number of unix seconds')
+    if at > LATEST_AT:
+        hint = " (milliseconds? divide by 1000)" if at / 1000 <= LATEST_AT else ""
+        raise ValueError(f'"at" {at} is not a plausible unix time in seconds{hint}')
+    if at < 0:
+        raise ValueError(f'"at" {at} is before 1970: not a plausible unix time in seconds')
+    return float(at)
+
+
 async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO) -> int:
     """Answer each JSON line in order; a bad line gets an error naming it and the rest go on."""
     failures = 0
@@ -76,9 +97,7 @@ async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO) -> int:
             conv_key = item.get("conv_key")
             if conv_key is not None and not isinstance(conv_key, str):
                 raise ValueError('"conv_key" must be a string')
-            at = item.get("at")
-            if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
-                raise ValueError('"at" must be unix seconds')
+            at = unix_seconds(item.get("at"))
             decision = await router.route(text, conv_key=conv_key, at=at)
             router.finish(decision, "routed")
         except (ValueError, EmptyMessageError) as exc:

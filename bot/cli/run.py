@@ -10,6 +10,7 @@ import sys
 
 from rich.console import Console
 
+from bot.cli.start_checks import start_failure, upstream_warning
 from bot.cli.tooling import seed_progress
 from bot.config import CrabbotConfig
 from bot.runtime import BotCore
@@ -20,10 +21,11 @@ TOKEN_VARIABLE = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKE
 
 
 def _stop_event() -> asyncio.Event:
-    """Set on SIGINT or SIGTERM, so the platform shuts down cleanly."""
+    """Set on SIGINT, SIGTERM or SIGHUP, so the platform shuts down cleanly (every row and
+    memory exchange written)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
     return stop
@@ -70,11 +72,21 @@ async def run_platform(args: argparse.Namespace, config: CrabbotConfig) -> int:
     with seed_progress(err) as update:
         core = await BotCore.open(config, secrets, progress=update)
     try:
+        warning = await upstream_warning(core.upstream)
+        if warning:
+            err.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
         stop = _stop_event()
-        if platform == "telegram":
-            await _serve_telegram(core, token, stop)
-        else:
-            await _serve_discord(core, token, stop)
+        try:
+            if platform == "telegram":
+                await _serve_telegram(core, token, stop)
+            else:
+                await _serve_discord(core, token, stop)
+        except Exception as exc:
+            failure = start_failure(platform, exc)
+            if failure is None:
+                raise
+            print(f"error: {failure}", file=sys.stderr)
+            return 2
         return 0
     finally:
         await core.close()

@@ -181,7 +181,8 @@ async def daily_costs(
     rows = await _usage_by(conn, since, DAY_EXPRESSION)
     days: dict[str, list[aiosqlite.Row]] = defaultdict(list)
     for row in rows:
-        days[row["bucket"]].append(row)
+        if row["bucket"] is not None:  # a row whose time is no date (Inf, milliseconds) is left out
+            days[row["bucket"]].append(row)
     return {day: _fold(day_rows, config, since) for day, day_rows in sorted(days.items())}
 
 
@@ -198,5 +199,6 @@ async def daily_counts(
     )
     days: dict[str, dict[str, int]] = defaultdict(dict)
     for day, value, count in await conn.execute_fetchall(sql, params):
-        days[day][value] = int(count)
+        if day is not None:  # a row whose time is no date (Inf, milliseconds) is left out
+            days[day][value] = int(count)
     return dict(days)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,19 @@ import numpy as np
 
 from router.pool.vector_index import EXACT_LIMIT, CoarseIndex
 from router.store.database import transaction
+from router.store.write_behind import Job
 from router.text import text_hash
+
+INSERT_SQL = (
+    "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
+    " label_source, confidence, added_at, origin, conv_key, user_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+QUARANTINE_SQL = (
+    "INSERT OR IGNORE INTO pool_quarantine (at, origin, prompt_hash, text, embedding, embedder_id,"
+    " category, confidence, local_category, local_confidence, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 PROBES = 16  # coarse lists searched per query in a large pool
 
@@ -35,6 +47,7 @@ class PoolEntry:
     confidence: float | None = None
     conv_key: str | None = None  # where a chat message taught it, so it can be erased
     user_key: str | None = None
+    origin: str | None = None  # who taught it (a chat, a client key); None: seed or import
 
 
 async def read_rows(
@@ -125,36 +138,39 @@ class Pool:
                 self._hashes.add(digest)
             self._size = needed
 
-    async def add_many(self, entries: list[PoolEntry], at: float | None = None) -> int:
-        """Store entries whose normalized text is new; return how many were added."""
-        now = time.time() if at is None else at
+    def _fresh(self, entries: list[PoolEntry]) -> dict[str, PoolEntry]:
         fresh: dict[str, PoolEntry] = {}
         for entry in entries:
             digest = text_hash(entry.text)
             if digest not in self._hashes and digest not in fresh:
                 fresh[digest] = entry
+        return fresh
+
+    def _row(self, digest: str, entry: PoolEntry, now: float) -> tuple[Any, ...]:
+        vector = np.asarray(entry.vector, dtype=np.float32).tobytes()
+        return (
+            digest,
+            entry.text,
+            vector,
+            self.embedder_id,
+            entry.category,
+            entry.label_source,
+            entry.confidence,
+            now,
+            entry.origin,
+            entry.conv_key,
+            entry.user_key,
+        )
+
+    async def add_many(self, entries: list[PoolEntry], at: float | None = None) -> int:
+        """Store entries whose normalized text is new; return how many were added."""
+        now = time.time() if at is None else at
+        fresh = self._fresh(entries)
         if not fresh:
             return 0
         async with transaction(self._conn):
             await self._conn.executemany(
-                "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
-                " label_source, confidence, added_at, conv_key, user_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        digest,
-                        entry.text,
-                        np.asarray(entry.vector, dtype=np.float32).tobytes(),
-                        self.embedder_id,
-                        entry.category,
-                        entry.label_source,
-                        entry.confidence,
-                        now,
-                        entry.conv_key,
-                        entry.user_key,
-                    )
-                    for digest, entry in fresh.items()
-                ],
+                INSERT_SQL, [self._row(digest, entry, now) for digest, entry in fresh.items()]
             )
         self._append(list(fresh.items()))
         await self._refresh_index()
@@ -180,6 +196,41 @@ class Pool:
             self._index = None
         await self._refresh_index()
         return dropped
+
+    async def add_behind(
+        self, entries: list[PoolEntry], put: Callable[[Job], None], at: float | None = None
+    ) -> int:
+        """Add entries to the searchable pool now and queue their rows on a write-behind (`put`),
+        so no answer waits for the database; return how many were new."""
+        now = time.time() if at is None else at
+        fresh = self._fresh(entries)
+        if not fresh:
+            return 0
+        self._append(list(fresh.items()))
+        put(Job(tuple((INSERT_SQL, self._row(d, e, now)) for d, e in fresh.items())))
+        await self._refresh_index()
+        return len(fresh)
+
+    def quarantine_job(
+        self, entry: PoolEntry, local: tuple[str, float] | None, reason: str, at: float
+    ) -> Job:
+        """The row of a label held back for review (see router/pool/learning.py)."""
+        vector = np.asarray(entry.vector, dtype=np.float32).tobytes()
+        local_category, local_confidence = local if local is not None else (None, None)
+        row = (
+            at,
+            entry.origin or "",
+            text_hash(entry.text),
+            entry.text,
+            vector,
+            self.embedder_id,
+            entry.category,
+            entry.confidence,
+            local_category,
+            local_confidence,
+            reason,
+        )
+        return Job(((QUARANTINE_SQL, row),))
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The k most similar entries, most similar first (exact inner product on unit vectors)."""

@@ -128,8 +128,14 @@ class Gateway:
                 text, history = last_user_text(history)
             if text.strip():
                 speaker = chat.speaker
+                # A client key teaches the pool as one source, whatever its session keys.
                 decision = await self.router.route(
-                    text, history, conv_key=conv_key, user_key=speaker, name=speaker
+                    text,
+                    history,
+                    conv_key=conv_key,
+                    user_key=speaker,
+                    name=speaker,
+                    origin=f"proxy:{caller.namespace}",
                 )
             else:
                 decision = await self.router.route_without_text(

@@ -175,6 +175,29 @@ ROUTER_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX pool_conv ON pool (conv_key) WHERE conv_key IS NOT NULL;
     CREATE INDEX pool_user ON pool (user_key) WHERE user_key IS NOT NULL;
     """,
+    # Issue 24: where a learned pool entry came from (its origin: a chat, a conversation, a proxy
+    # client key; NULL for the seed and imports), and the quarantine where labels that could
+    # steer the pool wait for `crabbot pool review`.
+    """
+    ALTER TABLE pool ADD COLUMN origin TEXT;
+    CREATE INDEX pool_origin ON pool (origin) WHERE origin IS NOT NULL;
+    CREATE TABLE pool_quarantine (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        origin TEXT NOT NULL,
+        prompt_hash TEXT NOT NULL,
+        text TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        embedder_id TEXT NOT NULL,
+        category TEXT NOT NULL,
+        confidence REAL,
+        local_category TEXT,
+        local_confidence REAL,
+        reason TEXT NOT NULL,
+        UNIQUE (embedder_id, prompt_hash)
+    );
+    CREATE INDEX pool_quarantine_origin ON pool_quarantine (origin);
+    """,
 )
 
 

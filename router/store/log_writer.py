@@ -53,8 +53,13 @@ class LogWriter:
         flush_ms: float = FLUSH_MS,
         batch_rows: int = BATCH_ROWS,
         max_pending: int = MAX_PENDING,
+        label: str = "routing log",
+        counter_prefix: str = "log",
     ) -> None:
         self.path = str(path)
+        self.label = label  # how its log lines name it
+        self.dropped = f"{counter_prefix}_rows_dropped"
+        self.errors = f"{counter_prefix}_write_errors"
         self.insert_sql = insert_sql
         self.counters = counters
         self.flush_s = flush_ms / 1000
@@ -89,7 +94,7 @@ class LogWriter:
             self._conn = await aiosqlite.connect(self.path, timeout=LOCK_WAIT_S)
             await self._conn.execute("PRAGMA synchronous=NORMAL")
             self._file = file_id(self.path)
-        self._task = asyncio.create_task(self._run(), name="routing-log-writer")
+        self._task = asyncio.create_task(self._run(), name=f"{self.label}-writer")
         return self
 
     def file_lost(self) -> str | None:
@@ -100,7 +105,7 @@ class LogWriter:
         now = file_id(self.path)
         if now == self._file:
             if self._file_lost is not None:
-                log.warning("routing log: the database file is back at %s", self.path)
+                log.warning("%s: the database file is back at %s", self.label, self.path)
                 self._file_lost = None
                 self._nudge.set()
             return None
@@ -109,8 +114,9 @@ class LogWriter:
             self._file_lost = lost
             self.counters["db_file_lost"] += 1
             log.error(
-                "routing log: the database file %s was %s under this process: rows wait in"
+                "%s: the database file %s was %s under this process: rows wait in"
                 " memory (up to %d) until it is back; restart to use the file there now",
+                self.label,
                 self.path,
                 lost,
                 self.max_pending,
@@ -121,14 +127,15 @@ class LogWriter:
         """Queue one finished row; never blocks. Past MAX_PENDING the row is dropped, counted
         and logged: the answer matters more than its line in the log."""
         if len(self._pending) >= self.max_pending:
-            self.counters["log_rows_dropped"] += 1
-            if self.counters["log_rows_dropped"] in (1, 10, 100) or not (
-                self.counters["log_rows_dropped"] % 1000
+            self.counters[self.dropped] += 1
+            if self.counters[self.dropped] in (1, 10, 100) or not (
+                self.counters[self.dropped] % 1000
             ):
                 log.warning(
-                    "routing log: %d rows waiting for the database; %d dropped so far",
+                    "%s: %d rows waiting for the database; %d dropped so far",
+                    self.label,
                     len(self._pending),
-                    self.counters["log_rows_dropped"],
+                    self.counters[self.dropped],
                 )
             return
         self._pending.append(row)
@@ -194,8 +201,8 @@ class LogWriter:
         if await self._commit_retrying(batch) == "refused":
             for row in batch:
                 if await self._commit_retrying([row]) == "refused":
-                    log.error("routing log: a row the database refuses is dropped")
-                    self.counters["log_rows_dropped"] += 1
+                    log.error("%s: a row the database refuses is dropped", self.label)
+                    self.counters[self.dropped] += 1
         del self._pending[: len(batch)]
         self._depth_changed()
         self._wake.set()  # go round again: more rows, or none left (idle)
@@ -225,24 +232,24 @@ class LogWriter:
                 await self._commit(rows)
             except (aiosqlite.Error, ValueError) as exc:
                 attempt += 1
-                self.counters["log_write_errors"] += 1
+                self.counters[self.errors] += 1
                 # Locked, busy, disk full: it may pass. A value SQLite cannot store (a lone
                 # surrogate) or a broken constraint never will.
                 if not isinstance(exc, aiosqlite.OperationalError):
-                    log.warning("routing log: a batch was refused (%s)", exc)
+                    log.warning("%s: a batch was refused (%s)", self.label, exc)
                     return "refused"
                 if self._closing and attempt >= CLOSING_ATTEMPTS:
-                    log.error("routing log: %d rows lost at shutdown: %s", len(rows), exc)
-                    self.counters["log_rows_dropped"] += len(rows)
+                    log.error("%s: %d rows lost at shutdown: %s", self.label, len(rows), exc)
+                    self.counters[self.dropped] += len(rows)
                     return "dropped"
                 if attempt == 1 or not attempt % 60:
                     log.warning(
-                        "routing log: cannot write (%s); %d rows wait", exc, len(self._pending)
+                        "%s: cannot write (%s); %d rows wait", self.label, exc, len(self._pending)
                     )
                 await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
             else:
                 if attempt:
-                    log.info("routing log: written again after %d failed attempts", attempt)
+                    log.info("%s: written again after %d failed attempts", self.label, attempt)
                 return "written"
 
     async def _pause(self, seconds: float) -> None:
