@@ -85,13 +85,15 @@ async def test_the_admin_key_sets_the_mode_healthz_reports_and_routing_uses(
 
 
 async def test_the_stats_are_the_proxys_own_decisions(seeded_db, embedder, provider):
-    async with running_proxy(seeded_db, embedder, provider.base_url, admin_key=ADMIN_KEY) as proxy:
-        async with httpx.AsyncClient(base_url=proxy.url) as http:
-            await _ask(http, proxy.url, CODING, "s1")
-            await _ask(http, proxy.url, GREETING, "s2")
-            await proxy.gateway.settled()
-            refused = await http.get("/admin/routing/stats", headers=_auth(CLIENT_KEY))
-            stats = (await http.get("/admin/routing/stats", headers=ADMIN)).json()
+    async with (
+        running_proxy(seeded_db, embedder, provider.base_url, admin_key=ADMIN_KEY) as proxy,
+        httpx.AsyncClient(base_url=proxy.url) as http,
+    ):
+        await _ask(http, proxy.url, CODING, "s1")
+        await _ask(http, proxy.url, GREETING, "s2")
+        await proxy.gateway.settled()
+        refused = await http.get("/admin/routing/stats", headers=_auth(CLIENT_KEY))
+        stats = (await http.get("/admin/routing/stats", headers=ADMIN)).json()
     assert refused.status_code == 401
     assert (stats["mode"], stats["pool_size"]) == ("live", proxy.router.pool_size)
     day, ever = stats["windows"]
@@ -105,28 +107,30 @@ async def test_the_stats_are_the_proxys_own_decisions(seeded_db, embedder, provi
 async def test_a_client_resets_only_its_own_conversation_and_the_admin_any(
     seeded_db, embedder, provider
 ):
-    async with running_proxy(
-        seeded_db, embedder, provider.base_url, env_keys=KEYS, admin_key=ADMIN_KEY
-    ) as proxy:
-        async with httpx.AsyncClient(base_url=proxy.url) as http:
+    async with (
+        running_proxy(
+            seeded_db, embedder, provider.base_url, env_keys=KEYS, admin_key=ADMIN_KEY
+        ) as proxy,
+        httpx.AsyncClient(base_url=proxy.url) as http,
+    ):
 
-            async def reset(key: str | None, body: dict, admin: bool = False) -> httpx.Response:
-                headers = (_auth(key) if key else {}) | (ADMIN if admin else {})
-                return await http.post("/admin/context/reset", json=body, headers=headers)
+        async def reset(key: str | None, body: dict, admin: bool = False) -> httpx.Response:
+            headers = (_auth(key) if key else {}) | (ADMIN if admin else {})
+            return await http.post("/admin/context/reset", json=body, headers=headers)
 
-            for session in ("kept", "reset", "admin-reset"):
-                await _ask(http, proxy.url, CODING, session, "key-of-alice")
-            # Mallory cannot reach Alice's conversation: her key resets her own namespace's ...
-            own = await reset("key-of-mallory", {"session_key": "kept"})
-            # ... and naming Alice's namespace needs the admin key.
-            other = await reset("key-of-mallory", {"session_key": "kept", "namespace": "alice"})
-            nokey = await reset(None, {"session_key": "kept"})
-            mine = await reset("key-of-alice", {"session_key": "reset"})
-            admin = await reset(None, {"session_key": "admin-reset", "namespace": "alice"}, True)
-            follow = {
-                session: await _ask(http, proxy.url, FOLLOW_UP, session, "key-of-alice")
-                for session in ("kept", "reset", "admin-reset")
-            }
+        for session in ("kept", "reset", "admin-reset"):
+            await _ask(http, proxy.url, CODING, session, "key-of-alice")
+        # Mallory cannot reach Alice's conversation: her key resets her own namespace's ...
+        own = await reset("key-of-mallory", {"session_key": "kept"})
+        # ... and naming Alice's namespace needs the admin key.
+        other = await reset("key-of-mallory", {"session_key": "kept", "namespace": "alice"})
+        nokey = await reset(None, {"session_key": "kept"})
+        mine = await reset("key-of-alice", {"session_key": "reset"})
+        admin = await reset(None, {"session_key": "admin-reset", "namespace": "alice"}, True)
+        follow = {
+            session: await _ask(http, proxy.url, FOLLOW_UP, session, "key-of-alice")
+            for session in ("kept", "reset", "admin-reset")
+        }
     assert own.json() == {"namespace": "mallory", "session_key": "kept", "had_context": False}
     assert (other.status_code, other.json()["error"]["code"]) == (403, "namespace_not_allowed")
     assert nokey.status_code == 401
