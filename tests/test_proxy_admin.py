@@ -159,3 +159,29 @@ async def test_the_host_and_origin_guard_stands_in_front_of_the_admin_routes(tmp
             local = await http.get("/admin/routing/stats", headers=ADMIN)
         assert proxy.router.mode == "live"
     assert (rebound.status_code, page.status_code, local.status_code) == (400, 403, 200)
+
+
+async def test_a_mode_set_through_one_proxy_is_what_another_on_its_database_reports_and_uses(
+    tmp_path, provider, monkeypatch
+):
+    # As --workers N or two hosts on one database: the other re-reads the stored mode when its
+    # last read is older than MODE_RECHECK_S (2 s); 0 here, so the test need not wait.
+    monkeypatch.setattr("router.store.settings.MODE_RECHECK_S", 0.0)
+    db = tmp_path / "shared.db"
+    async with (
+        running_proxy(db, None, provider.base_url, admin_key=ADMIN_KEY) as first,
+        running_proxy(db, None, provider.base_url, admin_key=ADMIN_KEY) as second,
+        httpx.AsyncClient() as http,
+    ):
+        changed = await http.post(
+            first.url + "/admin/routing/mode", json={"mode": "shadow"}, headers=ADMIN
+        )
+        health = await http.get(
+            second.url.removesuffix("/v1") + "/healthz", headers=_auth(CLIENT_KEY)
+        )
+        routed = await _ask(http, second.url, GREETING, "s1")
+        await second.gateway.settled()
+        rows = await second.rows("conv_key LIKE '%:s1'")
+    assert changed.json() == {"mode": "shadow", "previous": "live"}
+    assert health.json()["mode"] == "shadow"
+    assert routed.status_code == 200 and [row["mode"] for row in rows] == ["shadow"]
