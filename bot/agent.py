@@ -188,7 +188,7 @@ class Agent:
             )
         except UpstreamError as exc:
             failed = await self._failed(conv_key, text, decision, model, exc.reason, partial)
-            return replace(failed, text=incoming.headed(failed.text or ""))
+            return replace(failed, text=incoming.headed(failed.text or ""), routed=exc.routed)
         except Exception as exc:  # whatever breaks, the chat must get an answer and go on
             log.exception("upstream call failed unexpectedly")
             reason = type(exc).__name__

@@ -84,7 +84,11 @@ class ProxyAdmin:
 
     @property
     def where(self) -> str:
-        return str(self.client.base_url).rstrip("/")
+        """The proxy's URL as a chat may show it: no user or password that the URL carries."""
+        url = self.client.base_url
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{host}{port}{url.path}".rstrip("/")
 
     def _admin_headers(self) -> dict[str, str]:
         if self._admin_key is None:

@@ -29,7 +29,11 @@ MISSING_HINT = (
 
 
 class UpstreamError(ReasonError):
-    """The upstream gave no usable answer."""
+    """The upstream gave no usable answer; `routed` is how a routing proxy had routed it."""
+
+    def __init__(self, reason: str, routed: Routed | None = None) -> None:
+        super().__init__(reason)
+        self.routed = routed
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,11 @@ class Upstream:
             raw = await self.client.chat.completions.with_raw_response.create(**options)
             response = raw.parse()
         except openai.APIError as exc:
-            raise UpstreamError(sdk_error_reason("upstream", openai, exc)) from exc
+            # A proxy's error answer still says how it routed the request.
+            routed = (
+                routed_by(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+            )
+            raise UpstreamError(sdk_error_reason("upstream", openai, exc), routed) from exc
         content = response.choices[0].message.content if response.choices else None
         if not content or not content.strip():
             raise UpstreamError("upstream: empty answer")

@@ -7,21 +7,32 @@ through the proxy as in a bot that routes itself."""
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
 import httpx
+from openai import AsyncOpenAI
 
 from bot.adapters.console import run_console
 from bot.admin import REFUSAL, Text, parse_command
 from bot.chat_user import ChatUser
+from bot.proxy_admin import ProxyAdmin
 from bot.runtime import BotCore
 from router import Secrets
 from router.proxy.access import ClientKey
 from tests.bot_helpers import open_core
 from tests.conftest import make_config
 from tests.fakes.openai_provider import STREAM_PIECES
-from tests.proxy_helpers import CHEAP, CLIENT_KEY, CODING, GREETING, STRONG, running_proxy
+from tests.proxy_helpers import (
+    CHEAP,
+    CLIENT_KEY,
+    CODING,
+    GREETING,
+    STRONG,
+    proxy_process,
+    running_proxy,
+)
 from tests.test_bot_console import capture, scripted
 
 MOM = ChatUser("telegram", 42, "Mom")
@@ -281,3 +292,61 @@ async def test_one_sequence_routes_the_same_in_the_bot_and_through_the_proxy(
     assert f"{last[-1]['name']} is 奶奶" in last[0]["content"]
     # The self-routing bot still tells its provider who spoke in the text.
     assert provider.requests[sent_by_own - 1].body["messages"][-1]["content"] == "奶奶: 谢谢你"
+
+
+async def test_a_failed_answer_still_shows_how_the_proxy_routed_it(
+    tmp_path, seeded_db, embedder, provider
+):
+    provider.fail_status = 500
+    async with running_proxy(seeded_db, embedder, provider.base_url) as proxy:
+        core = await open_auto_bot(tmp_path / "bot.db", proxy.url)
+        out, buffer = capture()
+        try:
+            await run_console(core, "root", scripted([CODING]), out)
+        finally:
+            await core.close()
+    line = buffer.getvalue().splitlines()[-1]
+    assert line == "strong · coding · gpt-4.1 · knn · routed by the proxy · upstream: HTTP 502"
+
+
+def test_the_proxys_url_is_shown_without_the_credentials_it_carries():
+    client = AsyncOpenAI(base_url="http://bot:hunter2@[::1]:8888/v1/", api_key="k")
+    assert ProxyAdmin(client, None).where == "http://[::1]:8888/v1"
+
+
+async def test_crabbot_proxy_takes_its_admin_key_from_the_environment_and_never_logs_it(
+    tmp_path, provider
+):
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f'[database]\npath = "{tmp_path / "proxy.db"}"\n'
+        "[local]\nenabled = false\n[categorizer]\nenabled = false\n"
+        f'[proxy]\nport = 0\nbase_url = "{provider.base_url}"\nmax_retries = 0\n',
+        encoding="utf-8",
+    )
+    env = {"CRABBOT_PROXY_ADMIN_KEY": ADMIN_KEY}
+    async with proxy_process(config, "-v", env=env) as (process, line):
+        url = line.split()[3]
+        core = await open_auto_bot(tmp_path / "bot.db", url)
+        try:
+            wrong = await open_auto_bot(tmp_path / "other.db", url, admin_key="a-wrong-key")
+            try:
+                refused = await command(wrong, MOM, "telegram:1", "/routing mode off")
+            finally:
+                await wrong.close()
+            changed = await command(core, MOM, "telegram:1", "/routing mode live")
+            reply = await core.agent.handle("telegram:1", MOM, GREETING)
+            async with httpx.AsyncClient() as http:
+                health = (await http.get(url.removesuffix("/v1") + "/healthz")).json()
+        finally:
+            await core.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        logged = (await process.stderr.read()).decode()
+        assert await process.wait() == 143
+    assert refused.startswith("routing mode not changed: the proxy refused the admin key")
+    assert changed == "routing mode at the proxy: shadow → live"  # shadow: config's default
+    assert health["mode"] == "live"
+    assert reply.routed is not None and reply.routed.model is not None
+    assert "admin" in logged  # the refusal and the change are logged at debug level ...
+    assert ADMIN_KEY not in logged and "a-wrong-key" not in logged  # ... the keys never
