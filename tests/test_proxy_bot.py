@@ -15,6 +15,7 @@ import httpx
 from openai import AsyncOpenAI
 
 from bot.adapters.console import run_console
+from bot.adapters.telegram import build_application, polling
 from bot.admin import REFUSAL, Text, parse_command
 from bot.chat_user import ChatUser
 from bot.proxy_admin import ProxyAdmin
@@ -24,6 +25,7 @@ from router.proxy.access import ClientKey
 from tests.bot_helpers import open_core
 from tests.conftest import make_config
 from tests.fakes.openai_provider import STREAM_PIECES
+from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.proxy_helpers import (
     CHEAP,
     CLIENT_KEY,
@@ -350,3 +352,70 @@ async def test_crabbot_proxy_takes_its_admin_key_from_the_environment_and_never_
     assert reply.routed is not None and reply.routed.model is not None
     assert "admin" in logged  # the refusal and the change are logged at debug level ...
     assert ADMIN_KEY not in logged and "a-wrong-key" not in logged  # ... the keys never
+
+
+async def test_the_family_group_on_telegram_through_a_proxy_on_another_host(
+    tmp_path, seeded_db, embedder, provider
+):
+    telegram = await FakeTelegram().start()
+    group, mom, granny, admin = -1001, 42, 43, 7001
+    try:
+        async with running_proxy(
+            seeded_db, embedder, provider.base_url, admin_key=ADMIN_KEY
+        ) as proxy:
+            config = make_config(
+                tmp_path / "bot.db",
+                upstream={"base_url": proxy.url, "model": "auto", "max_retries": 0},
+                local={"enabled": False},
+                categorizer={"enabled": False},
+                admins={"telegram": [admin]},
+                access={"everyone": True},
+                telegram={"base_url": telegram.base_url, "base_file_url": telegram.base_file_url},
+            )
+            core = await BotCore.open(config, bot_secrets())
+            try:
+                async with polling(build_application(core, TOKEN, core.config.telegram)):
+
+                    async def say(text: str, user_id: int, name: str) -> str:
+                        count = len(telegram.texts(group))
+                        await telegram.push_message(
+                            group,
+                            text,
+                            user_id=user_id,
+                            first_name=name,
+                            mention=not text.startswith("/"),
+                        )
+                        await telegram.wait_until(lambda: len(telegram.texts(group)) > count)
+                        return telegram.texts(group)[-1]
+
+                    await say(CODING, mom, "Mom")
+                    await say("早安", granny, "奶奶")
+                    refused = await say("/routing mode off", granny, "奶奶")
+                    reset = await say("/reset", mom, "Mom")
+                    follow_up = await say(FOLLOW_UP, mom, "Mom")
+                    await proxy.gateway.settled()
+                    stats = await say("/routing stats", admin, "Dad")
+                    changed = await say("/routing mode shadow", admin, "Dad")
+            finally:
+                await core.close()
+            rows = await proxy.settled_rows("1", 3)
+    finally:
+        await telegram.stop()
+    streamed = "".join(STREAM_PIECES)
+    assert follow_up == streamed  # Telegram shows the answer alone, no routing line
+    assert refused == REFUSAL
+    assert (
+        reset == "Forgot this conversation (4 messages), and the proxy forgot its routing context."
+    )
+    assert [(row["tier"], row["source"] == "prior") for row in rows] == [
+        ("strong", False),
+        ("cheap", False),
+        ("cheap", False),  # after /reset, "make it faster" no longer continues the coding task
+    ]
+    assert "— all time: 3 decisions" in stats
+    assert changed == "routing mode at the proxy: live → shadow"
+    assert proxy.router.mode == "shadow"
+    # 奶奶's greeting reached the provider as her words, with who she is in `name`.
+    greeting = provider.requests[1].body["messages"]
+    assert greeting[-1]["content"] == "早安" and greeting[-1]["name"].startswith("user_")
+    assert greeting[-3] == {"role": "user", "content": CODING, "name": "Mom"}
