@@ -217,6 +217,9 @@ class GatedTree(app_commands.CommandTree):
 
 class CrabbotDiscord(discord.Client):
     def __init__(self, core: BotCore) -> None:
+        # crabbot never joins a voice channel (a voice message is an attachment): discord.py's
+        # two warnings about voice libraries would only puzzle whoever starts it.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the developer portal
         # The model's words must never ping @everyone or a role.
