@@ -294,7 +294,9 @@ async def deleted_file(
         f" gone {pool[0] + pool[1]}/5, after back {pool[2] + pool[3]}/5"
         + (f"; at stop the proxy logged {said} routing-log rows lost" if said else ""),
         "; ".join(lost) or "nothing",
-        ("rows: fixed" if rows_ok else "rows: OPEN") + ("; pool: OPEN" if pool_lost else ""),
+        "fixed"
+        if rows_ok and not pool_lost
+        else ("rows: fixed" if rows_ok else "rows: OPEN") + ("; pool: OPEN" if pool_lost else ""),
     )
 
 
