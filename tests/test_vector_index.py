@@ -16,12 +16,13 @@ def test_coarse_search_matches_exact_search():
     rng = np.random.default_rng(3)
     centres = unit(rng.normal(size=(300, 384)))
     matrix = unit(centres[rng.integers(0, 300, 25_000)] + rng.normal(0, 0.03, (25_000, 384)))
-    index = CoarseIndex(matrix[:24_000])
+    index = CoarseIndex.build(matrix[:24_000])
     assert not index.stale(25_000) and index.stale(31_000)
+    arranged = np.concatenate([index.arrange(matrix[:24_000]), matrix[24_000:]])
     found = 0
     for row in rng.integers(0, 25_000, 50):
         query = unit(matrix[row : row + 1] + rng.normal(0, 0.01, (1, 384)))[0]
-        rows, scores = index.score(query, matrix, 25_000, probes=16)
+        rows, scores = index.score(query, arranged, 25_000, probes=16)
         assert np.allclose(scores, matrix[rows] @ query, atol=1e-5)
         best = set(rows[np.argsort(-scores)[:10]].tolist())
         exact = set(np.argsort(-(matrix @ query))[:10].tolist())
