@@ -12,7 +12,7 @@ import logging
 import aiosqlite
 
 from router.counters import Counters
-from router.pool.pool import PoolSnapshot
+from router.pool.pool import PoolSnapshot, give_back_free_memory
 from router.pool.vector_index import EXACT_LIMIT
 from router.signals.calibration import Calibration
 from router.signals.fit_process import FitProcessError, fit_in_process
@@ -49,6 +49,7 @@ class ClassifierFitting:
         await self.load_or_fit(kept or seeded)
         if kept is None:
             await self._store_calibration()
+        give_back_free_memory()  # what loading the rows and fitting freed
 
     def refit_if_grown(self) -> None:
         """Start a refit in the background once the pool has grown by REFIT_GROWTH."""

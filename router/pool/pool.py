@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -77,6 +79,13 @@ async def read_rows(
     )
 
 
+def give_back_free_memory() -> None:
+    """Return the heap's free pages to the system (glibc keeps what a start freed, such as the
+    pool rows' vector bytes, mapped); nothing where malloc_trim is missing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 class Pool:
     """Vectors of one embedder, appended in place (capacity grows by a quarter) so a search never
     copies. Once a large pool is indexed, its indexed rows are held in the index's list order
@@ -129,25 +138,30 @@ class Pool:
 
     async def load(self, rows: Sequence[Sequence[Any]] | None = None) -> int:
         """Hold this embedder's rows in memory: `rows` from read_rows (read before the embedder
-        was ready), else read now. Return how many. No index yet: the caller adopts the stored
-        one or builds it (ClassifierFitting.start)."""
+        was ready; a list is emptied, so its vector bytes go as soon as they are copied), else
+        read now. Return how many. No index yet: the caller adopts the stored one or builds it
+        (ClassifierFitting.start)."""
         if rows is None:
             rows = await read_rows(self._conn, self.embedder_id)
         mine = [row for row in rows if row[0] == self.embedder_id]
+        if isinstance(rows, list):
+            rows.clear()
+        count = len(mine)
         _, hashes, texts, blobs, categories = zip(*mine, strict=True) if mine else ((),) * 5
+        del mine
         # One buffer of every vector, writable (a bytearray), so the matrix needs no copy.
         vectors = np.frombuffer(bytearray().join(blobs), dtype=np.float32)
         del blobs
         names: dict[str, str] = {}  # one string per category, not one per row
         with self._lock:
-            self._vectors = vectors.reshape(len(mine), self.dim)
-            self._size = len(mine)
+            self._vectors = vectors.reshape(count, self.dim)
+            self._size = count
             self.texts = list(texts)
             self.categories = [names.setdefault(name, name) for name in categories]
             self._hashes = set(hashes)
             self._index = None
             self._generation += 1
-        return len(mine)
+        return count
 
     def build_index(self) -> None:
         """Index a large pool for search (run it in a thread); a small one is searched exactly."""
@@ -168,7 +182,7 @@ class Pool:
             if current is not None:
                 physical[current.order] = np.arange(current.built_size)
         grown = np.empty((max(len(matrix), index.built_size), self.dim), dtype=np.float32)
-        grown[: index.built_size] = matrix[physical[index.order]]
+        np.take(matrix, physical[index.order], axis=0, out=grown[: index.built_size])
         with self._lock:
             if self._index is not current or self._generation != generation:
                 return False

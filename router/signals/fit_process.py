@@ -42,7 +42,7 @@ async def fit_in_process(
     calibration: Calibration | None = None,
 ) -> tuple[FittedPool, bytes]:
     """What fit_pool makes of these rows, fitted in a child process, and its stored form."""
-    header = {
+    header: dict[str, object] = {
         "categories": list(categories),
         "calibration": None if calibration is None else calibration_values(calibration),
         "texts": list(texts),
