@@ -46,6 +46,9 @@ class ClassifierFitting:
     async def start(self, seeded: Calibration | None) -> None:
         """The stored classifier and calibration when they fit this pool, else a fresh fit."""
         kept = await self._stored_calibration()
+        # The pool's rows are gone once the store has answered another query (its thread held
+        # the last result): give their pages back before the index takes as many again.
+        give_back_free_memory()
         await self.load_or_fit(kept or seeded)
         if kept is None:
             await self._store_calibration()
