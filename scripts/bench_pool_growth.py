@@ -3,11 +3,14 @@ time and memory of a start on a 100k-entry pool whose fit is stored, for this ch
 another (the old code), each in fresh processes on its own copy of the same database.
 
     python scripts/bench_pool_growth.py [--old-root /work/main] [--refit-size 10000]
-        [--start-size 100000] [--refits 3] [--starts 3]
+        [--start-size 100000] [--refits 3] [--starts 3] [--gap-ms 100] [--window 60]
+        [--fitted-db DB_OF_START_SIZE_WITH_ITS_FIT_STORED]
 
 Large pools are built from the seed pool: real vectors plus small noise (re-normalized), and
 real texts made into variants (a chat opener and closer around a seed text), same labels,
-written to a temporary SQLite file; nothing is embedded but the messages routed. A start is
+written to a temporary SQLite file; nothing is embedded but the messages routed. Messages are
+routed one every --gap-ms (a chat has gaps; a refit at idle priority works in them), each
+embedded afresh; "during" covers a refit until it ends or --window seconds pass. A start is
 timed from before `open_router` to its return, after one start that fits and stores the
 classifier (not counted); its RSS is read right after, its peak from the kernel. Prints figures;
 asserts nothing."""
@@ -50,13 +53,18 @@ def config(db):
         "database": {"path": db}, "routing": {"mode": "live"},
         "categorizer": {"enabled": False}, "local": {"min_confidence": 0.0}})
 
-async def route_ms(router, texts):
-    times = []
-    for text in texts:
+async def route_ms(router, texts, gap_s=0.0, until=None):
+    # Each message's routing time, one message every gap_s (traffic with gaps, as a chat
+    # has), until the texts run out or until() says stop.
+    times, next_at, i = [], time.perf_counter(), 0
+    while i < len(texts) if until is None else not until():
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        next_at += gap_s
         router.embedder.clear_cache()
         started = time.perf_counter()
-        router.finish(await router.route(text), "routed")
+        router.finish(await router.route(texts[i % len(texts)]), "routed")
         times.append((time.perf_counter() - started) * 1000)
+        i += 1
     return times
 
 async def start(db):
@@ -69,22 +77,28 @@ async def start(db):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"start_s": took, "rss_mb": rss, "peak_mb": peak, "pool": router.pool_size}
 
-async def refit(db, texts, refits):
+async def refit(db, texts, refits, gap_s, window_s):
+    # Routing idle, then during a refit (for at most window_s), `refits` times; a refit still
+    # running at the end of its window is cancelled (a child is killed; a thread waited for).
     router = await open_router(config(db), Secrets(groq_api_key=None))
     idle, during, refit_s = [], [], []
     try:
         await route_ms(router, texts[:5])
         for _ in range(refits):
-            idle += await route_ms(router, texts)
+            idle += await route_ms(router, texts, gap_s)
             router.fitting.refit()
-            started = time.perf_counter()
             task = router.fitting.refit_task
-            i = 0
-            while not task.done():
-                during += await route_ms(router, [texts[i % len(texts)]])
-                i += 1
-            refit_s.append(time.perf_counter() - started)
-            await router.fitting.wait()
+            started = time.perf_counter()
+            over = lambda: task.done() or time.perf_counter() - started > window_s
+            during += await route_ms(router, texts, gap_s, over)
+            if task.done():
+                refit_s.append(time.perf_counter() - started)
+            else:
+                task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
     finally:
         await router.close()
     return {"idle": idle, "during": during, "refit_s": refit_s, "pool": router.pool_size}
@@ -94,7 +108,7 @@ if kind == "start":
     result = asyncio.run(start(db))
 else:
     texts = json.load(open(sys.argv[3], encoding="utf-8"))
-    result = asyncio.run(refit(db, texts, int(sys.argv[4])))
+    result = asyncio.run(refit(db, texts, int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])))
 print(json.dumps(result))
 """
 
@@ -171,7 +185,15 @@ def main() -> None:
     parser.add_argument("--refits", type=int, default=3)
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--gap-ms", type=float, default=100.0, help="between routed messages")
+    parser.add_argument("--window", type=float, default=60.0, help="most seconds of a refit")
     parser.add_argument("--skip", nargs="*", default=[], choices=["refit", "start"])
+    parser.add_argument(
+        "--fitted-db",
+        type=Path,
+        default=None,
+        help="a database of --start-size entries whose fit is stored: skips the first start",
+    )
     args = parser.parse_args()
     roots = {"new": ROOT} | ({"old": args.old_root.resolve()} if args.old_root else {})
     workdir = Path(tempfile.mkdtemp())
@@ -183,9 +205,18 @@ def main() -> None:
     texts_file.write_text(json.dumps(texts[: args.messages], ensure_ascii=False), "utf-8")
     try:
         if "refit" not in args.skip:
-            refit_bench(roots, template, workdir, texts_file, args.refit_size, args.refits)
+            refit_bench(
+                roots,
+                template,
+                workdir,
+                texts_file,
+                args.refit_size,
+                args.refits,
+                args.gap_ms,
+                args.window,
+            )
         if "start" not in args.skip:
-            start_bench(roots, template, workdir, args.start_size, args.starts)
+            start_bench(roots, template, workdir, args.start_size, args.starts, args.fitted_db)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -201,7 +232,14 @@ def pool_copy(template: Path, workdir: Path, size: int, name: str) -> Path:
 
 
 def refit_bench(
-    roots: dict[str, Path], template: Path, workdir: Path, texts: Path, size: int, refits: int
+    roots: dict[str, Path],
+    template: Path,
+    workdir: Path,
+    texts: Path,
+    size: int,
+    refits: int,
+    gap_ms: float,
+    window_s: float,
 ) -> None:
     print(f"routing idle and during a refit, {size:,}-entry pool ({refits} refits), ms:")
     print(
@@ -211,29 +249,43 @@ def refit_bench(
     for name, root in roots.items():
         db = pool_copy(template, workdir, size, name)
         run_child(root, ["-c", CHILD, "start", str(db)])  # fits and stores
-        got = run_child(root, ["-c", CHILD, "refit", str(db), str(texts), str(refits)])
+        args = [str(refits), str(gap_ms / 1000), str(window_s)]
+        got = run_child(root, ["-c", CHILD, "refit", str(db), str(texts), *args])
         idle, during = list(got["idle"]), list(got["during"])  # type: ignore[call-overload]
         print(
             f"{name:>6} {statistics.median(idle):>9.2f} {p95(idle):>7.2f}"
             f" {statistics.median(during):>10.2f} {p95(during):>7.2f} {max(during):>7.2f}"
             f" {p95(during) / p95(idle):>9.2f}x"
-            f" {statistics.median(got['refit_s']):>8.2f} {len(during):>16}"  # type: ignore[arg-type]
+            f" {refit_seconds(got['refit_s'], window_s):>8} {len(during):>16}"  # type: ignore[arg-type]
         )
 
 
+def refit_seconds(finished: list[float], window_s: float) -> str:
+    """The median refit's seconds; '>window' when a refit outlasted its window."""
+    return f"{statistics.median(finished):.1f}" if finished else f">{window_s:.0f}"
+
+
 def start_bench(
-    roots: dict[str, Path], template: Path, workdir: Path, size: int, starts: int
+    roots: dict[str, Path],
+    template: Path,
+    workdir: Path,
+    size: int,
+    starts: int,
+    fitted_db: Path | None = None,
 ) -> None:
     """This checkout's first start fits and stores; every checkout then starts on a copy of
     that database (the stored fit is the same for both: the old code reads the classifier and
     builds its index again), in alternating rounds."""
     print(f"a start on a {size:,}-entry pool whose fit is stored ({starts} alternating rounds):")
-    first_db = pool_copy(template, workdir, size, "first")
-    first = run_child(ROOT, ["-c", CHILD, "start", str(first_db)])
-    print(
-        f"  (the first start, which fits and stores: {first['start_s']:.1f} s,"
-        f" peak {first['peak_mb']:.0f} MB, this checkout)"
-    )
+    if fitted_db is not None:
+        first_db = fitted_db
+    else:
+        first_db = pool_copy(template, workdir, size, "first")
+        first = run_child(ROOT, ["-c", CHILD, "start", str(first_db)])
+        print(
+            f"  (the first start, which fits and stores: {first['start_s']:.1f} s,"
+            f" peak {first['peak_mb']:.0f} MB, this checkout)"
+        )
     dbs = {name: workdir / f"{name}-start-{size}.db" for name in roots}
     for db in dbs.values():
         shutil.copy(first_db, db)
