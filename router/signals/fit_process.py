@@ -71,18 +71,20 @@ async def fit_in_process(
     if child.returncode != 0:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise FitProcessError(f"the fitting process failed ({child.returncode}): {last[0]}")
-    try:
-        return FittedPool.from_bytes(categories, out), out
+    try:  # decoding a large pool's state takes a while: off the event loop
+        fitted = await asyncio.to_thread(FittedPool.from_bytes, categories, out)
     except (OSError, ValueError, KeyError) as error:
         raise FitProcessError(f"the fitting process answered garbage: {error}") from error
+    return fitted, out
 
 
 async def _exchange(
     child: asyncio.subprocess.Process, header: dict[str, object], vectors: np.ndarray
 ) -> tuple[bytes, bytes]:
     assert child.stdin is not None
+    line = await asyncio.to_thread(json.dumps, header, ensure_ascii=False)
     try:
-        child.stdin.write(json.dumps(header, ensure_ascii=False).encode() + b"\n")
+        child.stdin.write(line.encode() + b"\n")
         for start in range(0, len(vectors), CHUNK_ROWS):
             chunk = np.ascontiguousarray(vectors[start : start + CHUNK_ROWS], dtype=np.float32)
             child.stdin.write(chunk.tobytes())
