@@ -6,6 +6,7 @@ restart, or another process, on the same pool loads it instead of fitting again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_KEY = "local_calibration"
 REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
+STOP_WAIT_S = 10.0  # a stop waits this long for a refit at idle priority, then cancels it
 
 
 class ClassifierFitting:
@@ -65,9 +67,19 @@ class ClassifierFitting:
         if self.refit_task is None:
             self.refit_task = asyncio.create_task(self._refit())
 
-    async def wait(self) -> None:
-        if self.refit_task is not None:
-            await self.refit_task
+    async def wait(self, timeout_s: float | None = None) -> None:
+        """Wait for the refit under way; past `timeout_s` (a stop), cancel it instead: its child
+        is killed, and the next start loads or fits what it needs."""
+        task = self.refit_task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            log.warning("stopping without the refit under way (over %.0f s)", timeout_s)
+            self.counters["refits_cancelled"] += 1
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _refit(self) -> None:
         """Refit and recalibrate (cross-validated) on the grown pool, and rebuild a large pool's
