@@ -363,7 +363,7 @@ async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embed
 async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fitting(
     seeded_db, embedder, monkeypatch
 ):
-    from router.signals.local_signal import LocalSignal
+    from router import fitting
 
     router = await open_router(seeded_db, embedder)
     try:
@@ -371,10 +371,10 @@ async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fittin
     finally:
         await router.close()
 
-    def no_fit(self: LocalSignal, calibration: object = None) -> None:
+    def no_fit(*args: object) -> None:
         raise AssertionError("the stored classifier should have been loaded")
 
-    monkeypatch.setattr(LocalSignal, "fit", no_fit)
+    monkeypatch.setattr(fitting, "fit_pool", no_fit)
     router = await open_router(seeded_db, embedder)
     try:
         again = await router.route("幫我把這段英文翻成日文")
