@@ -48,9 +48,11 @@ CONTENT_BARS = (0.5, 0.6, 0.7, 0.8, 0.9)
 CONTINUE_WEIGHTS = (0.75, 1.0, 1.5, 2.0)
 # The embedding cue's penalty (768 weights overfit a style), on the weights of the two vectors
 # ("pair") or of the turn's vector and its difference from the previous one ("difference": the
-# same linear family, but the penalty then favours reading the turn itself over the two apart).
+# same linear family, but the penalty then favours reading the turn itself over the two apart),
+# and "task": "difference" plus a read of the turn's vector again when the previous message is a
+# task (a thanks after a request ends it; after chatter, it goes on chatting).
 CUE_PENALTIES = tuple(
-    (form, l2) for form in ("pair", "difference") for l2 in (1e-4, 1e-3, 1e-2, 1e-1)
+    (form, l2) for form in ("pair", "difference", "task") for l2 in (1e-4, 1e-3, 1e-2, 1e-1)
 )
 Penalty = tuple[str, float]
 EMBEDDING_SCALE = 5.0
@@ -85,18 +87,31 @@ def gradient_logistic(
 
 
 def fit_embedding_cue(
-    pairs: np.ndarray, continues: np.ndarray, penalty: Penalty = ("pair", 1e-3), steps: int = 400
+    pairs: np.ndarray,
+    continues: np.ndarray,
+    penalty: Penalty = ("pair", 1e-3),
+    after_task: np.ndarray | None = None,
+    steps: int = 400,
 ) -> tuple[np.ndarray, float]:
     """Logistic weights over the turn's and the previous message's vectors (unit rows, scaled up
     for plain gradient steps) for the log-odds that the turn continues; with the "difference"
-    form, fit on the turn's vector and (turn - previous), then written back as weights on the
-    two vectors (what routing reads)."""
+    and "task" forms, fit on the turn's vector and (turn - previous) [and the turn's vector where
+    `after_task`], then written back as weights on the vectors routing reads."""
     form, l2 = penalty
     dim = pairs.shape[1] // 2
-    x = pairs if form == "pair" else np.hstack([pairs[:, :dim], pairs[:, :dim] - pairs[:, dim:]])
+    turn, previous = pairs[:, :dim], pairs[:, dim:]
+    if form == "pair":
+        x = pairs
+    elif form == "difference":
+        x = np.hstack([turn, turn - previous])
+    else:
+        assert after_task is not None
+        x = np.hstack([turn, turn - previous, after_task[:, None].astype(turn.dtype) * turn])
     weights, bias = gradient_logistic(EMBEDDING_SCALE * x, continues, l2, steps)
-    if form == "difference":
-        weights = np.concatenate([weights[:dim] + weights[dim:], -weights[dim:]])
+    if form != "pair":
+        rest = weights[2 * dim :]
+        weights = np.concatenate([weights[:dim] + weights[dim : 2 * dim], -weights[dim : 2 * dim]])
+        weights = np.concatenate([weights, rest])
     return EMBEDDING_SCALE * weights, bias
 
 
@@ -213,11 +228,12 @@ def main() -> None:
     folds = np.array([fold_of[s[0]] for s in samples])
     y = np.array([s[3] for s in samples], dtype=float)
     pairs = np.stack(pair_vectors)
+    after_task = np.array([s[1].previous_index != categories.index("casual") for s in samples])
 
     def fit_cues(rows_: np.ndarray, l2: Penalty) -> ContinuityModel:
         """The wording and embedding cues fit on `rows_`, in a model with no weights yet."""
         cue = fit_cue([follow_texts[i] for i in rows_], y[rows_])
-        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], l2)
+        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], l2, after_task[rows_])
         embedding = EmbeddingCue(weights, bias, embedder.id)
         return ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue, embedding)
 
@@ -230,7 +246,9 @@ def main() -> None:
                     replace(
                         samples[i][1],
                         cue=model.wording_cue(follow_texts[i]),
-                        embedding_cue=model.embedding_cue(pairs[i, :dim], pairs[i, dim:]),
+                        embedding_cue=model.embedding_cue(
+                            pairs[i, :dim], pairs[i, dim:], samples[i][1].previous_index
+                        ),
                     )
                 )
                 for i in rows_
