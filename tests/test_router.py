@@ -109,10 +109,21 @@ def test_the_embedding_cue_is_read_only_in_the_space_it_was_fit_in(embedder):
     other = ContinuityModel.load(taxonomy, "sentence-transformers:another-model:none")
     first, second = embedder.embed(["make it shorter", "thanks, that's perfect"])
     previous = embedder.embed(["write a poem for grandma"])[0]
-    assert fitted.embedding_cue(first, previous) != fitted.embedding_cue(second, previous)
+    creative, casual = (taxonomy.categories.index(c) for c in ("creative", "casual"))
+    assert fitted.embedding_cue(first, previous, creative) != fitted.embedding_cue(
+        second, previous, creative
+    )
+    # The same thanks reads apart after a task and after chatter.
+    assert fitted.embedding_cue(second, previous, creative) != fitted.embedding_cue(
+        second, previous, casual
+    )
     # Another embedder's vectors get the feature's training mean: the cue then moves nothing.
-    assert other.embedding_cue(first, previous) == other.embedding_cue(second, previous)
-    assert other.embedding_cue(first, previous) == pytest.approx(float(other.mean[EMBEDDING_CUE]))
+    assert other.embedding_cue(first, previous, creative) == other.embedding_cue(
+        second, previous, creative
+    )
+    assert other.embedding_cue(first, previous, creative) == pytest.approx(
+        float(other.mean[EMBEDDING_CUE])
+    )
 
 
 async def test_prior_survives_a_restart(seeded_db, embedder):

@@ -93,14 +93,15 @@ class LocalSignal:
         self, reading: Reading, previous: PreviousTurn, previous_vector: np.ndarray, now: float
     ) -> float:
         assert self.continuity is not None
+        index = self.taxonomy.categories.index(previous.category)
         turn = TurnFeatures(
             tokens=self.embedder.token_count(reading.text),
             similarity=float(reading.vector @ previous_vector),
             gap_s=None if previous.at is None else now - previous.at,
             alone=reading.alone,
-            previous_index=self.taxonomy.categories.index(previous.category),
+            previous_index=index,
             cue=self.continuity.wording_cue(reading.text),
-            embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector),
+            embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector, index),
         )
         return self.continuity.p_continue(turn)
 
