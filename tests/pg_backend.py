@@ -7,11 +7,14 @@ failure: a test that needs PostgreSQL never skips silently there."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from tests.db_helpers import run_sync
 
@@ -25,10 +28,12 @@ SQLITE_ONLY = {
     "test_paths.py": "where the SQLite file goes",
     "test_proxy_db_file.py": "a deleted or replaced SQLite file",
     "test_database_locked.py": "another program holding SQLite's write lock",
-    "test_log_kill.py": "a killed writer and SQLite's integrity check",
-    "test_privacy.py::test_database_files_are_private": "file modes",
-    "test_privacy.py::test_an_existing_readable_database_is_warned_about": "file modes",
-    "test_proxy.py::test_a_locked_database_delays_no_answer": "SQLite's write lock",
+    "test_privacy.py::test_new_files_are_private_and_readable_ones_are_warned_about": (
+        "the modes of the SQLite file, its WAL and SHM"
+    ),
+    "test_proxy.py::test_a_locked_database_delays_no_answer_and_loses_no_row": (
+        "another program holding SQLite's write lock"
+    ),
     "test_pool_tools.py::test_check_compat_passes_on_the_same_embedder_and_fails_on_another": (
         "copies the seeded SQLite file as the other crabbot's"
     ),
@@ -80,3 +85,21 @@ def recreate_seed() -> str:
     run_sync(_admin(f"DROP DATABASE IF EXISTS {SEED_DATABASE} WITH (FORCE)"))
     run_sync(_admin(f"CREATE DATABASE {SEED_DATABASE} TEMPLATE template0"))
     return url_for(SEED_DATABASE)
+
+
+@contextlib.contextmanager
+def another_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For a test that opens a second, empty database beside the seeded one: on PostgreSQL a
+    database of its own for the block (on SQLite its own file path does that already)."""
+    if SERVER_URL is None:
+        yield
+        return
+    before = os.environ.get("CRABBOT_DATABASE_URL")
+    url = create()
+    monkeypatch.setenv("CRABBOT_DATABASE_URL", url)
+    try:
+        yield
+    finally:
+        if before is not None:
+            monkeypatch.setenv("CRABBOT_DATABASE_URL", before)
+        drop(url)
