@@ -146,3 +146,19 @@ class PathDatabases:
     def drop_all(self) -> None:
         for url in self.ours:
             drop(url)
+
+
+def copy_seeded(template: Path, target: Path) -> Path:
+    """A seeded database at `target` beside the test's own (two hosts, each with the seeded
+    pool): a copy of the seeded file on SQLite, a clone of the seeded database on PostgreSQL."""
+    import shutil
+
+    from router.store import database
+
+    if SERVER_URL is None:
+        shutil.copyfile(template, target)
+        return target
+    paths = database.database_url
+    assert isinstance(paths, PathDatabases)
+    paths.assign(target, create(template=SEED_DATABASE))
+    return target
