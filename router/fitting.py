@@ -10,8 +10,6 @@ import contextlib
 import json
 import logging
 
-import aiosqlite
-
 from router.counters import Counters
 from router.pool.pool import PoolSnapshot, give_back_free_memory
 from router.pool.vector_index import EXACT_LIMIT
@@ -20,6 +18,7 @@ from router.signals.fit_process import FitProcessError, fit_in_process
 from router.signals.fitted import FittedPool, fit_pool
 from router.signals.local_signal import LocalSignal
 from router.store import fitted_state, settings
+from router.store.database import Database, DatabaseError
 from router.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ class ClassifierFitting:
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        conn: Database,
         local: LocalSignal,
         taxonomy: Taxonomy,
         counters: Counters,
@@ -113,7 +112,7 @@ class ClassifierFitting:
                 stored = await fitted_state.load(self.conn, wanted)
                 if stored is not None:
                     loaded = FittedPool.from_bytes(self.taxonomy.categories, stored)
-            except (aiosqlite.Error, OSError, ValueError, KeyError):
+            except (DatabaseError, OSError, ValueError, KeyError):
                 log.exception("could not read the stored classifier; fitting it again")
             if loaded is not None:
                 if loaded.index is not None and loaded.index.built_size != len(snapshot.texts):
@@ -154,7 +153,7 @@ class ClassifierFitting:
         try:
             key = await asyncio.to_thread(self.local.fingerprint, classifier.calibration, snapshot)
             await fitted_state.save(self.conn, key, stored)
-        except aiosqlite.Error:
+        except DatabaseError:
             log.exception("could not store the fitted classifier")
             self.counters["db_errors"] += 1
 
@@ -189,6 +188,6 @@ class ClassifierFitting:
         }
         try:
             await settings.set_setting(self.conn, CALIBRATION_KEY, json.dumps(value))
-        except aiosqlite.Error:
+        except DatabaseError:
             log.exception("could not store the calibration")
             self.counters["db_errors"] += 1

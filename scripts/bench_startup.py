@@ -65,7 +65,7 @@ def wrap(owner, name):
             t = time.perf_counter(); r = f(*a, **k)
             mark(name, (time.perf_counter() - t) * 1000); return r
     setattr(owner, name, g)
-for n in ("connect", "migrate", "check_taxonomy_matches_store", "build_embedder"):
+for n in ("connect", "open_database", "migrate", "check_taxonomy_matches_store", "build_embedder"):
     wrap(rr, n)
 wrap(rr.Pool, "load"); wrap(fitting_owner, "load_or_fit"); wrap(fitting_owner, "_load_or_fit")
 async def main():

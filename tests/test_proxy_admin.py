@@ -68,7 +68,7 @@ async def test_the_admin_key_sets_the_mode_healthz_reports_and_routing_uses(
             )
             routed = await _ask(http, proxy.url, CODING, "s1")
             again = await http.post("/admin/routing/mode", json={"mode": "off"}, headers=ADMIN)
-        rows = await proxy.settled_rows("1", 1)
+        rows = await proxy.settled_rows("TRUE", 1)
         metrics_refused = proxy.router.counters["admin_refused"]
     assert [missing.status_code, wrong.status_code, bad.status_code] == [401, 401, 400]
     assert missing.json()["error"]["code"] == wrong.json()["error"]["code"] == "invalid_admin_key"

@@ -6,7 +6,6 @@ through the proxy as in a bot that routes itself."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from router import Secrets
 from router.proxy.access import ClientKey
 from tests.bot_helpers import open_core
 from tests.conftest import make_config
+from tests.pg_backend import copy_seeded
 from tests.fakes.openai_provider import STREAM_PIECES
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.proxy_helpers import (
@@ -248,7 +248,7 @@ async def test_one_sequence_routes_the_same_in_the_bot_and_through_the_proxy(
 ):
     own_db, proxy_db = tmp_path / "own.db", tmp_path / "proxy.db"
     for db in (own_db, proxy_db):
-        shutil.copyfile(seeded_template, db)  # the same seeded pool on both sides
+        copy_seeded(seeded_template, db)  # the same seeded pool on both sides
     own = await open_core(own_db, embedder, provider.base_url)
     try:
         own_lines, own_replies = await _run_both(own)
@@ -261,7 +261,7 @@ async def test_one_sequence_routes_the_same_in_the_bot_and_through_the_proxy(
             auto_lines, auto_replies = await _run_both(core)
         finally:
             await core.close()
-        rows = await proxy.settled_rows("1", len(CONSOLE_SEQUENCE) + len(GROUP_SEQUENCE))
+        rows = await proxy.settled_rows("TRUE", len(CONSOLE_SEQUENCE) + len(GROUP_SEQUENCE))
 
     # The console shows the tier, category and model the proxy chose, as it shows its own.
     assert len(own_lines) == len(auto_lines) == len(CONSOLE_SEQUENCE)
@@ -398,7 +398,7 @@ async def test_the_family_group_on_telegram_through_a_proxy_on_another_host(
                     changed = await say("/routing mode shadow", admin, "Dad")
             finally:
                 await core.close()
-            rows = await proxy.settled_rows("1", 3)
+            rows = await proxy.settled_rows("TRUE", 3)
     finally:
         await telegram.stop()
     streamed = "".join(STREAM_PIECES)

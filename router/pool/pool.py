@@ -10,11 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
 import numpy as np
 
 from router.pool.vector_index import EXACT_LIMIT, CoarseIndex
-from router.store.database import transaction
+from router.store.database import Database, Row
 from router.store.write_behind import Job
 from router.text import text_hash
 
@@ -61,16 +60,15 @@ class PoolSnapshot:
     generation: int  # the pool's numbering of rows the snapshot was taken in
 
 
-async def read_rows(
-    conn: aiosqlite.Connection, embedder_id: str | None = None
-) -> list[aiosqlite.Row]:
+async def read_rows(conn: Database, embedder_id: str | None = None) -> list[Row]:
     """Pool rows in id order, (embedder_id, prompt_hash, text, embedding, category) each: one
     embedder's, or every embedder's (a start reads them while the model loads)."""
     # `+embedder_id`: read the table in id order rather than through the (embedder_id,
     # prompt_hash) index, which made SQLite sort every row, vectors and all (4x slower).
-    where, parameters = (" WHERE +embedder_id = ?", (embedder_id,)) if embedder_id else ("", ())
+    column = conn.sql_function("unindexed", "embedder_id")
+    where, parameters = (f" WHERE {column} = ?", (embedder_id,)) if embedder_id else ("", ())
     return list(
-        await conn.execute_fetchall(
+        await conn.fetch_all(
             "SELECT embedder_id, prompt_hash, text, embedding, category FROM pool"
             + where
             + " ORDER BY id",
@@ -91,7 +89,7 @@ class Pool:
     copies. Once a large pool is indexed, its indexed rows are held in the index's list order
     (the pool's own order is `index.order`), so the index needs no second copy of them."""
 
-    def __init__(self, conn: aiosqlite.Connection, embedder_id: str, dim: int) -> None:
+    def __init__(self, conn: Database, embedder_id: str, dim: int) -> None:
         self._conn = conn
         self.embedder_id = embedder_id
         self.dim = dim
@@ -136,7 +134,7 @@ class Pool:
     def contains_text(self, text: str) -> bool:
         return text_hash(text) in self._hashes
 
-    async def load(self, rows: Sequence[Sequence[Any]] | None = None) -> int:
+    async def load(self, rows: Sequence[Row] | None = None) -> int:
         """Hold this embedder's rows in memory: `rows` from read_rows (read before the embedder
         was ready; a list is emptied, so its vector bytes go as soon as they are copied), else
         read now. Return how many. No index yet: the caller adopts the stored one or builds it
@@ -238,8 +236,8 @@ class Pool:
         fresh = self._fresh(entries)
         if not fresh:
             return 0
-        async with transaction(self._conn):
-            await self._conn.executemany(
+        async with self._conn.transaction():
+            await self._conn.execute_many(
                 INSERT_SQL, [self._row(digest, entry, now) for digest, entry in fresh.items()]
             )
         self._append(list(fresh.items()))

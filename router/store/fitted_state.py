@@ -8,10 +8,8 @@ import hashlib
 import time
 from collections.abc import Sequence
 
-import aiosqlite
-
 from router.signals.calibration import Calibration
-from router.store.database import fetch_one, transaction
+from router.store.database import Database
 
 STATE_NAME = "local_classifier"
 STATE_VERSION = "2"  # bump when what LocalClassifier fits changes
@@ -34,18 +32,17 @@ def fingerprint(
     return digest.hexdigest()
 
 
-async def load(conn: aiosqlite.Connection, fingerprint_: str) -> bytes | None:
+async def load(conn: Database, fingerprint_: str) -> bytes | None:
     """The stored state's bytes when it was made under this fingerprint."""
-    row = await fetch_one(
-        conn,
+    row = await conn.fetch_one(
         "SELECT state FROM fitted_state WHERE name = ? AND fingerprint = ?",
         (STATE_NAME, fingerprint_),
     )
     return None if row is None else bytes(row[0])
 
 
-async def save(conn: aiosqlite.Connection, fingerprint_: str, state: bytes) -> None:
-    async with transaction(conn):
+async def save(conn: Database, fingerprint_: str, state: bytes) -> None:
+    async with conn.transaction():
         await conn.execute(
             "INSERT INTO fitted_state (name, fingerprint, state, at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint,"
