@@ -23,9 +23,9 @@ from router import Secrets
 from router.proxy.access import ClientKey
 from tests.bot_helpers import open_core
 from tests.conftest import make_config
-from tests.pg_backend import copy_seeded
 from tests.fakes.openai_provider import STREAM_PIECES
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
+from tests.pg_backend import copy_seeded
 from tests.proxy_helpers import (
     CHEAP,
     CLIENT_KEY,
