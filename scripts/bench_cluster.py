@@ -56,6 +56,33 @@ def count_rows(database: str, pg: PostgresServer | None) -> dict[str, int]:
         return {str(k): int(v) for k, v in conn.execute(query).fetchall()}
 
 
+def decision_outcomes(database: str, pg: PostgresServer | None) -> dict[str, str]:
+    """Each routing-log row's decision id and outcome ("none": written open, never closed)."""
+    query = "SELECT decision_id, coalesce(outcome, 'none') FROM routing_log"
+    query += " WHERE decision_id IS NOT NULL"
+    if pg is not None:
+        out = pg.sql(query, database="crabbot")
+        return dict(line.split("|", 1) for line in out.splitlines() if line)
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
+        return {str(k): str(v) for k, v in conn.execute(query).fetchall()}
+
+
+def rows_of_answers(result: dict[str, Any], outcomes: dict[str, str]) -> dict[str, Any]:
+    """For each proxy, its answers and what the routing log holds of them."""
+    answered = {k: list(v) for k, v in result["tally"].pop("decisions").items()}
+    probe = result["probes"].get("label", {}).get("request", {}).get("decision")
+    if probe:
+        answered.setdefault("proxy1", []).append(probe)
+    found: dict[str, Any] = {}
+    for proxy, decisions in sorted(answered.items()):
+        by_outcome: dict[str, int] = {}
+        for decision in decisions:
+            outcome = outcomes.get(decision, "missing")
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        found[proxy] = {"answered": len(decisions), "rows": by_outcome}
+    return found
+
+
 def settled_rows(database: str, pg: PostgresServer | None) -> dict[str, int]:
     """The row counts once they stop changing (the surviving proxies write behind)."""
     last: dict[str, int] | None = None
@@ -131,6 +158,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         result = json.loads(lines[-1])
         result["faults"] = faults
         result["rows"] = settled_rows(database, pg)
+        result["answers"] = rows_of_answers(result, decision_outcomes(database, pg))
         result["setup"] = {
             "hosts": "network namespaces" if use_netns else "this machine (127.0.0.1)",
             "database": "PostgreSQL 15" if pg is not None else "SQLite (one file)",

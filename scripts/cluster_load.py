@@ -45,6 +45,8 @@ class Tally:
     malformed: dict[str, int] = field(default_factory=dict)  # any other failure, by what it was
     hung: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # The decision id of each answer, by the proxy that gave it (the balancer's X-Crabbot-Proxy).
+    decisions: dict[str, list[str]] = field(default_factory=dict)
     # Each second of the run: [answered, failed, hung] of the requests sent in it.
     timeline: dict[int, list[int]] = field(default_factory=dict)
 
@@ -94,6 +96,9 @@ async def client(
                 continue
             if response.status == 200 and b'"choices"' in payload:
                 tally.answered += 1
+                proxy = response.headers.get("x-crabbot-proxy", "?")
+                decision = response.headers.get("x-crabbot-decision-id", "")
+                tally.decisions.setdefault(proxy, []).append(decision)
                 tally.latencies_ms.append((time.monotonic() - started) * 1000)
                 tally.count(second, 0)
                 continue
@@ -137,7 +142,11 @@ async def label_probe(session: aiohttp.ClientSession, proxies: list[str]) -> dic
     body = {"model": "auto", "messages": [{"role": "user", "content": text}], "user": "probe"}
     async with session.post(f"{proxies[0]}/v1/chat/completions", json=body) as response:
         await response.read()
-        taught = {"status": response.status, "source": response.headers.get("x-crabbot-source")}
+        taught = {
+            "status": response.status,
+            "source": response.headers.get("x-crabbot-source"),
+            "decision": response.headers.get("x-crabbot-decision-id"),
+        }
     started = time.monotonic()
 
     def grown(proxy: str, status: dict[str, Any]) -> bool:

@@ -41,7 +41,7 @@ class PostgresServer:
         except KeyError as error:
             raise ClusterError(f"no `{ACCOUNT}` account to run PostgreSQL as") from error
         # Not under the cluster's work folder: postgres must be able to reach its own files.
-        self.root = Path(tempfile.mkdtemp(prefix="crabbot-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="crabbot-cluster-pg-"))
         shutil.chown(self.root, account.pw_uid, account.pw_gid)
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
@@ -83,7 +83,7 @@ class PostgresServer:
         """A fast restart (open connections dropped, as a failover or an upgrade would); its
         seconds, until the server accepts connections again."""
         started = time.monotonic()
-        self._ctl("-m", "fast", "-w", "restart")
+        self._ctl("-l", str(self.log), "-m", "fast", "-w", "restart")
         return time.monotonic() - started
 
     def sql(self, statement: str, database: str = "postgres") -> str:

@@ -77,14 +77,13 @@ def print_report(result: dict[str, Any]) -> None:
             f" (down and back in {restart['took_s']:.2f} s)"
         )
     probes = result["probes"]
-    probe_requests = 1 if "label" in probes else 0
+    killed = faults.get("kill", {}).get("proxy")
     with_outcome = sum(n for outcome, n in rows.items() if outcome != "none")
-    expected = tally["answered"] + probe_requests
-    print(
-        f"routing log: {with_outcome} rows with an outcome ({_counts(rows)}) for"
-        f" {expected} answered requests ({tally['answered']} + {probe_requests} probe);"
-        f" {expected - rows.get('completed', 0):+d} answered without a completed row"
-    )
+    print(f"routing log: {with_outcome} rows with an outcome ({_counts(rows)})")
+    for proxy, found in result["answers"].items():
+        note = " (killed)" if proxy == killed else ""
+        rows_found = _counts(found["rows"])
+        print(f"  answered by {proxy}{note}: {found['answered']}, their rows: {rows_found}")
     for proxy, counters in result["metrics"].items():
         if counters is None:
             print(f"  {proxy.removeprefix('http://')}: no /metrics (down)")
