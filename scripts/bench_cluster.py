@@ -98,6 +98,11 @@ def settled_rows(database: str, pg: PostgresServer | None) -> dict[str, int]:
     return last or {}
 
 
+def load_average() -> str:
+    """This machine's 1-minute load average: everything here shares its cores."""
+    return Path("/proc/loadavg").read_text(encoding="utf-8").split()[0]
+
+
 def wait_for_go(load: Process, limit_s: float) -> float:
     load.wait_ready(limit_s)
     return time.monotonic()
@@ -140,6 +145,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'scripts'}"},
             ready="go",
         )
+        load_before = load_average()
         t0 = wait_for_go(load, 120.0)
         faults: dict[str, Any] = {}
         if args.kill_at >= 0 and len(proxies) > 1:
@@ -160,6 +166,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         result["rows"] = settled_rows(database, pg)
         result["answers"] = rows_of_answers(result, decision_outcomes(database, pg))
         result["setup"] = {
+            "load_before": load_before,
+            "load_after": load_average(),
             "hosts": "network namespaces" if use_netns else "this machine (127.0.0.1)",
             "database": "PostgreSQL 15" if pg is not None else "SQLite (one file)",
             "proxies": [url for url, _ in proxies],

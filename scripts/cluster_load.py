@@ -45,6 +45,7 @@ class Tally:
     malformed: dict[str, int] = field(default_factory=dict)  # any other failure, by what it was
     hung: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    routing_ms: list[float] = field(default_factory=list)  # the proxies' X-Crabbot-Routing-Ms
     # The decision id of each answer, by the proxy that gave it (the balancer's X-Crabbot-Proxy).
     decisions: dict[str, list[str]] = field(default_factory=dict)
     # Each second of the run: [answered, failed, hung] of the requests sent in it.
@@ -96,6 +97,9 @@ async def client(
                 continue
             if response.status == 200 and b'"choices"' in payload:
                 tally.answered += 1
+                routing = response.headers.get("x-crabbot-routing-ms")
+                if routing is not None:
+                    tally.routing_ms.append(float(routing))
                 proxy = response.headers.get("x-crabbot-proxy", "?")
                 decision = response.headers.get("x-crabbot-decision-id", "")
                 tally.decisions.setdefault(proxy, []).append(decision)

@@ -65,6 +65,12 @@ def print_report(result: dict[str, Any]) -> None:
         f" p95 {percentile(latencies, 0.95):.1f} ms, mean"
         f" {statistics.fmean(latencies) if latencies else float('nan'):.1f} ms; {rate:.0f}/s"
     )
+    routing = tally["routing_ms"]
+    print(
+        f"of which routing (X-Crabbot-Routing-Ms): p50 {percentile(routing, 0.5):.1f} ms,"
+        f" p95 {percentile(routing, 0.95):.1f} ms; the rest is waiting for a core, the balancer"
+        " and the provider"
+    )
     print(f"answered/failed/hung by {BUCKET_S} s: {timeline(tally)}")
     faults = result["faults"]
     if "kill" in faults:
@@ -76,6 +82,7 @@ def print_report(result: dict[str, Any]) -> None:
             f"fault: PostgreSQL restarted at {restart['at_s']:.1f} s"
             f" (down and back in {restart['took_s']:.2f} s)"
         )
+    print(f"load average before / after: {setup['load_before']} / {setup['load_after']}")
     probes = result["probes"]
     killed = faults.get("kill", {}).get("proxy")
     with_outcome = sum(n for outcome, n in rows.items() if outcome != "none")
