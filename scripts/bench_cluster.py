@@ -23,6 +23,7 @@ import shutil
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -98,6 +99,20 @@ def settled_rows(database: str, pg: PostgresServer | None) -> dict[str, int]:
     return last or {}
 
 
+class ConnectionSampler(threading.Thread):
+    """The crabbot database's client connections, read every second: the most seen at once."""
+
+    def __init__(self, pg: PostgresServer) -> None:
+        super().__init__(daemon=True)
+        self.pg = pg
+        self.most = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            self.most = max(self.most, self.pg.connections() or 0)
+
+
 def load_average() -> str:
     """This machine's 1-minute load average: everything here shares its cores."""
     return Path("/proc/loadavg").read_text(encoding="utf-8").split()[0]
@@ -146,6 +161,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             ready="go",
         )
         load_before = load_average()
+        sampler = ConnectionSampler(pg) if pg is not None else None
+        if sampler is not None:
+            sampler.start()
         t0 = wait_for_go(load, 120.0)
         faults: dict[str, Any] = {}
         if args.kill_at >= 0 and len(proxies) > 1:
@@ -163,6 +181,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             raise ClusterError("the load generator failed:\n" + "".join(load.lines[-20:]))
         result = json.loads(lines[-1])
         result["faults"] = faults
+        if pg is not None and sampler is not None:
+            sampler.done.set()
+            result["postgres"] = {
+                "most_connections": sampler.most,
+                "too_many_clients": pg.log_lines("too many clients"),
+                "fatal_lines": pg.log_lines("FATAL"),
+            }
         result["rows"] = settled_rows(database, pg)
         result["answers"] = rows_of_answers(result, decision_outcomes(database, pg))
         result["setup"] = {

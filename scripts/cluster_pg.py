@@ -95,6 +95,21 @@ class PostgresServer:
             ]
         ).strip()
 
+    def connections(self) -> int | None:
+        """Client connections to the crabbot database now (None while the server is down)."""
+        query = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{DATABASE}'"
+        try:
+            return int(self.sql(query))
+        except (ClusterError, ValueError):
+            return None
+
+    def log_lines(self, text: str) -> int:
+        """How many lines of the server's log contain `text` (e.g. "too many clients")."""
+        try:
+            return sum(text in line for line in self.log.read_text(encoding="utf-8").splitlines())
+        except OSError:
+            return 0
+
     def remove(self) -> None:
         if (self.data / "postmaster.pid").exists():
             try:

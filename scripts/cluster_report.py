@@ -67,9 +67,8 @@ def print_report(result: dict[str, Any]) -> None:
     )
     routing = tally["routing_ms"]
     print(
-        f"of which routing (X-Crabbot-Routing-Ms): p50 {percentile(routing, 0.5):.1f} ms,"
-        f" p95 {percentile(routing, 0.95):.1f} ms; the rest is waiting for a core, the balancer"
-        " and the provider"
+        f"of which routing (X-Crabbot-Routing-Ms, its wait for the embedder included):"
+        f" p50 {percentile(routing, 0.5):.1f} ms, p95 {percentile(routing, 0.95):.1f} ms"
     )
     print(f"answered/failed/hung by {BUCKET_S} s: {timeline(tally)}")
     faults = result["faults"]
@@ -83,6 +82,13 @@ def print_report(result: dict[str, Any]) -> None:
             f" (down and back in {restart['took_s']:.2f} s)"
         )
     print(f"load average before / after: {setup['load_before']} / {setup['load_after']}")
+    if "postgres" in result:
+        pg = result["postgres"]
+        print(
+            f"PostgreSQL: at most {pg['most_connections']} connections to crabbot's database at"
+            f" once (sampled each second); 'too many clients' {pg['too_many_clients']} times;"
+            f" {pg['fatal_lines']} FATAL lines in its log (the restart's own included)"
+        )
     probes = result["probes"]
     killed = faults.get("kill", {}).get("proxy")
     with_outcome = sum(n for outcome, n in rows.items() if outcome != "none")
