@@ -123,15 +123,19 @@ async def healthz(session: aiohttp.ClientSession, proxy: str) -> dict[str, Any] 
 
 async def until_every(
     session: aiohttp.ClientSession, proxies: list[str], done: Any, started: float
-) -> dict[str, float | None]:
-    """Seconds from `started` until `done(healthz)` held on each proxy (None: not within
-    PROBE_LIMIT_S, or the proxy stopped answering)."""
+) -> dict[str, float | str | None]:
+    """Seconds from `started` until `done(proxy, healthz)` held on each proxy; "down" for a
+    proxy that stopped answering first (killed meanwhile); None: not within PROBE_LIMIT_S."""
 
-    async def one(proxy: str) -> float | None:
+    async def one(proxy: str) -> float | str | None:
+        answered = False
         while time.monotonic() - started < PROBE_LIMIT_S:
             status = await healthz(session, proxy)
             if status is not None and done(proxy, status):
                 return time.monotonic() - started
+            if status is None and answered:
+                return "down"
+            answered = answered or status is not None
             await asyncio.sleep(POLL_S)
         return None
 

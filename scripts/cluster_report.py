@@ -20,17 +20,20 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items())) or "none"
 
 
-def _seconds(found: dict[str, float | None]) -> str:
-    return ", ".join(
-        f"{proxy.removeprefix('http://')} {'-' if s is None else f'{s:.3f} s'}"
-        for proxy, s in found.items()
-    )
+def _seconds(found: dict[str, float | str | None]) -> str:
+    def shown(value: float | str | None) -> str:
+        if value is None:
+            return "-"
+        return value if isinstance(value, str) else f"{value:.3f} s"
+
+    return ", ".join(f"{proxy.removeprefix('http://')} {shown(s)}" for proxy, s in found.items())
 
 
-def _every(found: dict[str, float | None], limit: str) -> str:
-    values = list(found.values())
-    if values and all(v is not None for v in values):
-        return f"{max(v for v in values if v is not None):.3f} s"
+def _every(found: dict[str, float | str | None], limit: str) -> str:
+    """The slowest proxy's time, over the proxies that stayed up."""
+    values = [v for v in found.values() if v != "down"]
+    if values and all(isinstance(v, float) for v in values):
+        return f"{max(v for v in values if isinstance(v, float)):.3f} s"
     return f"not on every proxy within {limit}"
 
 
