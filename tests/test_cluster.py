@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from openai import APIStatusError, OpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench_cluster.py"
@@ -23,6 +28,12 @@ REQUIRED = os.environ.get("CRABBOT_TEST_PG_REQUIRED") == "1"
 RUN_LIMIT_S = 240.0  # a bounded run takes about a minute; this is for a loaded CI machine
 CANNOT_RUN_HERE = 2  # bench_cluster's exit status when the machine lacks what it needs
 SECONDS, KILL_AT, RESTART_AT = 12, 4, 8
+
+
+def cannot_run(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"the cluster test cannot run here: {reason}")
+    pytest.skip(reason)
 
 
 def run_cluster() -> dict:
@@ -46,10 +57,7 @@ def run_cluster() -> dict:
             out, err = bench.communicate(timeout=60)
             pytest.fail(f"the cluster run took over {RUN_LIMIT_S:.0f} s:\n{err[-3000:]}")
     if bench.returncode == CANNOT_RUN_HERE:
-        reason = err.strip().removeprefix("bench_cluster: ")
-        if REQUIRED:
-            pytest.fail(f"the cluster test cannot run here: {reason}")
-        pytest.skip(reason)
+        cannot_run(err.strip().removeprefix("bench_cluster: "))
     assert bench.returncode == 0, err[-3000:]
     return json.loads(out.splitlines()[-1])
 
@@ -79,3 +87,47 @@ def test_a_killed_proxy_and_a_restarted_database_cost_no_hang_and_no_row():
     for proxy, counters in result["metrics"].items():
         if counters is not None:
             assert counters["crabbot_router_log_rows_dropped_total"] == 0, proxy
+
+
+def listening(port: int, process: subprocess.Popen) -> None:
+    """Returns once `process` accepts connections on `port` (it binds after reading its config)."""
+    for _attempt in range(200):
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"nothing listening on {port}")
+
+
+def test_with_every_proxy_down_the_balancer_answers_an_openai_error_at_once(tmp_path):
+    """config/haproxy.example.cfg, with nothing listening behind it: the SDK gets an API error
+    it can read (status, message, code), not a hang and not an HTML page."""
+    if shutil.which("haproxy") is None:
+        cannot_run("HAProxy is not installed (apt-get install -y haproxy)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = (ROOT / "config" / "haproxy.example.cfg").read_text(encoding="utf-8")
+    config = re.sub(r"(?m)^(\s*)bind \S+$", rf"\g<1>bind 127.0.0.1:{port}", config)
+    config = re.sub(r"(?m)^(\s*server \S+) \S+", r"\1 127.0.0.1:9", config)  # discard: closed
+    (tmp_path / "haproxy.cfg").write_text(config, encoding="utf-8")
+    balancer = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        listening(port, balancer)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        with pytest.raises(APIStatusError) as refused:
+            client.with_options(timeout=30).chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "hello"}]
+            )
+    finally:
+        balancer.terminate()
+        balancer.wait(10)
+    assert refused.value.status_code in (502, 503)
+    assert refused.value.code in ("no_proxy_answered", "no_proxy_available")
+    assert "crabbot proxy" in refused.value.message
