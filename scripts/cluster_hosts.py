@@ -8,6 +8,7 @@ Each run's hosts are namespaces named cb<pid>-<role>; the bridge lives in a name
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,7 +25,8 @@ from types import TracebackType
 
 SUBNET = "10.77.0"  # the hosts' /24, inside this run's own namespaces
 STOP_GRACE_S = 10.0  # a process asked to stop (SIGTERM) gets this long before SIGKILL
-_NETNS_NAME = re.compile(r"^cb(\d+)-")
+_STALE = re.compile(r"^cb(\d+)-")
+_STALE_FOLDER = re.compile(r"^crabbot-cluster-(?:pg)?(\d+)-")
 
 
 class ClusterError(Exception):
@@ -54,16 +56,38 @@ def netns_unavailable() -> str | None:
     return None
 
 
-def remove_stale_namespaces() -> list[str]:
-    """Namespaces an earlier run left behind (its process is gone, e.g. after a SIGKILL)."""
+def _delete_namespace(name: str) -> None:
+    """The namespace gone, and whatever still ran in it (a deleted namespace's processes would
+    otherwise go on running in it, unnamed)."""
+    for pid in run(["ip", "netns", "pids", name], check=False).split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    run(["ip", "netns", "delete", name], check=False)
+
+
+def remove_stale(namespaces: bool) -> list[str]:
+    """What an earlier run left behind when it could not clean up (it was SIGKILLed): its
+    namespaces and their processes (with `namespaces`), its temporary folders. A run's names
+    carry its pid."""
     removed = []
-    for line in run(["ip", "netns", "list"], check=False).splitlines():
+    listed = run(["ip", "netns", "list"], check=False) if namespaces else ""
+    for line in listed.splitlines():
         name = line.split()[0] if line.strip() else ""
-        match = _NETNS_NAME.match(name)
+        match = _STALE.match(name)
         if match and not Path(f"/proc/{match.group(1)}").exists():
-            run(["ip", "netns", "delete", name], check=False)
+            _delete_namespace(name)
             removed.append(name)
+    for folder in Path(tempfile.gettempdir()).glob("crabbot-cluster-*"):
+        match = _STALE_FOLDER.match(folder.name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
     return removed
+
+
+def workdir(kind: str) -> Path:
+    """A new temporary folder named for this run (so a later run can tell it is stale)."""
+    return Path(tempfile.mkdtemp(prefix=f"crabbot-cluster-{kind}{os.getpid()}-"))
 
 
 @dataclass(frozen=True)
@@ -142,7 +166,7 @@ class Cluster:
         self.use_netns = use_netns
         self.keep_files = keep_files
         self.prefix = f"cb{os.getpid()}"
-        self.workdir = Path(tempfile.mkdtemp(prefix="crabbot-cluster-"))
+        self.workdir = workdir("")
         self.hosts: dict[str, Host] = {}
         self.processes: list[Process] = []
         self.cleanups: list[tuple[str, object]] = []  # (what, callable) run before the namespaces
@@ -150,8 +174,8 @@ class Cluster:
         self._switch: str | None = None
 
     def __enter__(self) -> Cluster:
+        remove_stale(self.use_netns)
         if self.use_netns:
-            remove_stale_namespaces()
             self._switch = self._namespace("switch")
             run(["ip", "-n", self._switch, "link", "add", "br0", "type", "bridge"])
             run(["ip", "-n", self._switch, "link", "set", "br0", "up"])
@@ -241,7 +265,7 @@ class Cluster:
             for process in reversed(self.processes):
                 process.stop()
             for name in reversed(self._namespaces):
-                run(["ip", "netns", "delete", name], check=False)
+                _delete_namespace(name)
             self._namespaces.clear()
             if not self.keep_files:
                 shutil.rmtree(self.workdir, ignore_errors=True)

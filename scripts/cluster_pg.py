@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import pwd
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from cluster_hosts import Cluster, ClusterError, Host, run
+from cluster_hosts import Cluster, ClusterError, Host, run, workdir
 
 DATABASE = "crabbot"
 USER = "crabbot"
@@ -41,7 +40,7 @@ class PostgresServer:
         except KeyError as error:
             raise ClusterError(f"no `{ACCOUNT}` account to run PostgreSQL as") from error
         # Not under the cluster's work folder: postgres must be able to reach its own files.
-        self.root = Path(tempfile.mkdtemp(prefix="crabbot-cluster-pg-"))
+        self.root = workdir("pg")
         shutil.chown(self.root, account.pw_uid, account.pw_gid)
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
