@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import secrets
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -112,12 +113,33 @@ async def client(
             tally.count(second, 1)
 
 
+HEALTHZ_MS: list[float] = []  # each /healthz round trip of the probes: their resolution
+
+
+class Refused(Exception):
+    """The proxy's host refuses connections: nothing listens there any more (killed)."""
+
+
 async def healthz(session: aiohttp.ClientSession, proxy: str) -> dict[str, Any] | None:
-    """A proxy's /healthz (with the key: mode and pool size); None while it does not answer."""
+    """A proxy's /healthz (with the key: mode and pool size); None while it does not answer (a
+    busy proxy may be slow to); Refused when nothing listens."""
+    started = time.monotonic()
     try:
-        async with session.get(f"{proxy}/healthz", timeout=aiohttp.ClientTimeout(2)) as response:
-            return dict(await response.json()) if response.status == 200 else None
+        async with session.get(f"{proxy}/healthz", timeout=aiohttp.ClientTimeout(5)) as response:
+            status = dict(await response.json()) if response.status == 200 else None
+        HEALTHZ_MS.append((time.monotonic() - started) * 1000)
+        return status
+    except aiohttp.ClientConnectorError as error:
+        raise Refused(proxy) from error
     except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+async def status_of(session: aiohttp.ClientSession, proxy: str) -> dict[str, Any] | None:
+    """/healthz, None whatever the reason it did not answer."""
+    try:
+        return await healthz(session, proxy)
+    except Refused:
         return None
 
 
@@ -128,14 +150,13 @@ async def until_every(
     proxy that stopped answering first (killed meanwhile); None: not within PROBE_LIMIT_S."""
 
     async def one(proxy: str) -> float | str | None:
-        answered = False
         while time.monotonic() - started < PROBE_LIMIT_S:
-            status = await healthz(session, proxy)
+            try:
+                status = await healthz(session, proxy)
+            except Refused:
+                return "down"
             if status is not None and done(proxy, status):
                 return time.monotonic() - started
-            if status is None and answered:
-                return "down"
-            answered = answered or status is not None
             await asyncio.sleep(POLL_S)
         return None
 
@@ -145,7 +166,7 @@ async def until_every(
 async def label_probe(session: aiohttp.ClientSession, proxies: list[str]) -> dict[str, Any]:
     """A new label taught through the first proxy: seconds from its answer until each proxy's
     pool has grown by it."""
-    before = {p: (await healthz(session, p) or {}).get("pool_size") for p in proxies}
+    before = {p: (await status_of(session, p) or {}).get("pool_size") for p in proxies}
     text = f"{PROBE} {secrets.token_hex(6)}: write a Rust macro that {secrets.token_hex(4)}"
     body = {"model": "auto", "messages": [{"role": "user", "content": text}], "user": "probe"}
     async with session.post(f"{proxies[0]}/v1/chat/completions", json=body) as response:
@@ -170,7 +191,7 @@ async def mode_probe(
 ) -> dict[str, Any]:
     """The mode changed as `/routing mode` does (stored for every process on the database):
     seconds from the change until each proxy's /healthz shows it."""
-    before = {p: (await healthz(session, p) or {}).get("mode") for p in proxies}
+    before = {p: (await status_of(session, p) or {}).get("mode") for p in proxies}
     started = time.monotonic()
     old = await change_mode(database, new_mode)
     stored_s = time.monotonic() - started
@@ -194,7 +215,7 @@ async def metrics(session: aiohttp.ClientSession, proxy: str) -> dict[str, float
 
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
     deadline = time.monotonic() + READY_LIMIT_S
-    while await healthz(session, url) is None:
+    while await status_of(session, url) is None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the balancer at {url} did not answer /healthz")
         await asyncio.sleep(0.1)
@@ -236,6 +257,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # The rows of the last answers are written behind them: let the writers' batches go.
         await asyncio.sleep(args.settle)
         counters = {p: await metrics(session, p) for p in proxies}
+    if HEALTHZ_MS:
+        probes["healthz_ms_p50"] = statistics.median(HEALTHZ_MS)
     return {"tally": asdict(tally), "elapsed_s": elapsed, "probes": probes, "metrics": counters}
 
 

@@ -109,6 +109,11 @@ def print_report(result: dict[str, Any]) -> None:
                 for name, value in counters.items()
             )
             print(f"  {proxy.removeprefix('http://')}: {named}")
+    if "healthz_ms_p50" in probes:
+        print(
+            f"the probes read /healthz in {probes['healthz_ms_p50']:.0f} ms (median round trip)"
+            " under this load: a time below is when the answer showing it came back"
+        )
     if "mode" in probes:
         mode = probes["mode"]
         print(
