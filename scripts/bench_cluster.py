@@ -143,8 +143,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         upstream = f"http://{up.address}:{UPSTREAM_PORT if use_netns else free_port()}"
         start_upstream(cluster, up, upstream)
         hosts = [cluster.add_host(f"proxy{n + 1}") for n in range(args.proxies)]
-        key = secrets.token_hex(16)
-        proxies = start_proxies(cluster, hosts, database, upstream, key, args)
+        key, admin_key = secrets.token_hex(16), secrets.token_hex(16)
+        proxies = start_proxies(cluster, hosts, database, upstream, (key, admin_key), args)
         balancer = start_balancer(cluster, cluster.add_host("lb"), proxies, use_netns)
         client: Host = cluster.add_host("client")
         load = cluster.start(
@@ -153,7 +153,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             [
                 *(sys.executable, str(ROOT / "scripts" / "cluster_load.py")),
                 *("--balancer", balancer, "--proxies", ",".join(url for url, _ in proxies)),
-                *("--key", key, "--database", database, "--clients", str(args.clients)),
+                *("--key", key, "--admin-key", admin_key, "--clients", str(args.clients)),
                 *("--seconds", str(args.seconds), "--timeout", str(args.timeout)),
                 *("--label-at", str(args.label_at), "--mode-at", str(args.mode_at)),
             ],

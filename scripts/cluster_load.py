@@ -1,9 +1,9 @@
 """The cluster benchmark's client host: N clients sending `model="auto"` chat completions to the
 balancer on kept-alive connections for a fixed time, each request with a timeout (a request that
 reaches it is a hang, counted apart from an error), and two probes of the proxies' shared state:
-how long a label one proxy learns takes to be in every proxy's pool, and how long a changed
-routing mode takes to show on every proxy's /healthz. Prints `go` when the clients start, then
-one JSON line of results.
+how long a label one proxy learns takes to be in every proxy's pool, and how long a routing mode
+set on one proxy (its admin endpoint) takes to show on every proxy's /healthz. Prints `go` when
+the clients start, then one JSON line of results.
 
 Run by scripts/bench_cluster.py on the client host; not meant to be run by hand."""
 
@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 from bench_proxy import MESSAGES
-from cluster_mode import change_mode
 from cluster_upstream import PROBE
 
 POLL_S = 0.01  # the probes read every proxy's /healthz this often
@@ -187,16 +186,30 @@ async def label_probe(session: aiohttp.ClientSession, proxies: list[str]) -> dic
 
 
 async def mode_probe(
-    session: aiohttp.ClientSession, proxies: list[str], database: str, new_mode: str
+    session: aiohttp.ClientSession, proxies: list[str], admin_key: str, new_mode: str
 ) -> dict[str, Any]:
-    """The mode changed as `/routing mode` does (stored for every process on the database):
-    seconds from the change until each proxy's /healthz shows it."""
+    """The mode changed on the first proxy, as the bot's `/routing mode` does (its admin
+    endpoint; stored for every process on the database): seconds from the change until each
+    proxy's /healthz shows it."""
     before = {p: (await status_of(session, p) or {}).get("mode") for p in proxies}
     started = time.monotonic()
-    old = await change_mode(database, new_mode)
+    async with session.post(
+        f"{proxies[0]}/admin/routing/mode",
+        json={"mode": new_mode},
+        headers={"X-Crabbot-Admin-Key": admin_key},
+    ) as response:
+        answer = await response.json()
+    if response.status != 200:
+        raise SystemExit(f"{proxies[0]} refused the mode change: {answer}")
     stored_s = time.monotonic() - started
     seconds = await until_every(session, proxies, lambda _p, s: s.get("mode") == new_mode, started)
-    return {"old": old, "new": new_mode, "before": before, "store_s": stored_s, "seconds": seconds}
+    return {
+        "old": answer.get("previous"),
+        "new": new_mode,
+        "before": before,
+        "store_s": stored_s,
+        "seconds": seconds,
+    }
 
 
 async def metrics(session: aiohttp.ClientSession, proxy: str) -> dict[str, float] | None:
@@ -248,7 +261,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             probe(
                 "mode",
                 args.mode_at,
-                lambda: mode_probe(session, proxies, args.database, args.new_mode),
+                lambda: mode_probe(session, proxies, args.admin_key, args.new_mode),
             ),
         )
         await asyncio.gather(*clients)
@@ -267,7 +280,7 @@ def main() -> None:
     parser.add_argument("--balancer", required=True, help="base URL, e.g. http://10.77.0.9:8080")
     parser.add_argument("--proxies", required=True, help="comma-separated proxy base URLs")
     parser.add_argument("--key", required=True)
-    parser.add_argument("--database", required=True, help="SQLite path or PostgreSQL URL")
+    parser.add_argument("--admin-key", required=True, help="the proxies' CRABBOT_PROXY_ADMIN_KEY")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=30.0)

@@ -117,7 +117,8 @@ def print_report(result: dict[str, Any]) -> None:
     if "mode" in probes:
         mode = probes["mode"]
         print(
-            f"mode {mode['old']} -> {mode['new']} stored in {mode['store_s'] * 1000:.0f} ms; on"
+            f"mode {mode['old']} -> {mode['new']} set on the first proxy (POST"
+            f" /admin/routing/mode, {mode['store_s'] * 1000:.0f} ms); on"
             f" every proxy's /healthz after {_every(mode['seconds'], '10 s')}"
             f" ({_seconds(mode['seconds'])})"
         )

@@ -64,11 +64,15 @@ def proxy_config(database: str, host: Host, port: int, upstream: str, seed: bool
     return "\n".join(lines) + "\n"
 
 
-def proxy_env(database: str, key: str, threads: int, data_home: Path) -> dict[str, str]:
+def proxy_env(
+    database: str, keys: tuple[str, str], threads: int, data_home: Path
+) -> dict[str, str]:
+    """One proxy's environment: the client and admin keys, the provider's and categorizer's."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "CRABBOT_PROXY_KEYS": f"bench:{key}",
+        "CRABBOT_PROXY_KEYS": f"bench:{keys[0]}",
+        "CRABBOT_PROXY_ADMIN_KEY": keys[1],
         "OPENAI_API_KEY": PROVIDER_KEY,
         "GROQ_API_KEY": "cluster-categorizer-key",
         "OMP_NUM_THREADS": str(threads),
@@ -86,7 +90,7 @@ def start_proxies(
     hosts: list[Host],
     database: str,
     upstream: str,
-    key: str,
+    keys: tuple[str, str],
     args: argparse.Namespace,
 ) -> list[tuple[str, Process]]:
     """Every proxy, ready: the first alone (it migrates and seeds a new database), then the rest
@@ -105,7 +109,7 @@ def start_proxies(
             host.role,
             host,
             [sys.executable, "-m", "bot.cli", "proxy", "--config", str(config)],
-            env=proxy_env(database, key, threads, home),
+            env=proxy_env(database, keys, threads, home),
             ready="crabbot proxy on ",
             cwd=ROOT,
         )
