@@ -18,13 +18,16 @@ ACCOUNT = "postgres"  # the unprivileged account Debian's postgresql package cre
 
 
 def bindir() -> Path:
-    """Where initdb, pg_ctl and postgres are (a ClusterError when PostgreSQL is missing)."""
-    if shutil.which("pg_config") is None:
+    """Where initdb, pg_ctl and postgres are: through pg_config, else Debian's versioned folder
+    (a ClusterError when PostgreSQL is missing)."""
+    if shutil.which("pg_config") is not None:
+        path = Path(run(["pg_config", "--bindir"]).strip())
+        if (path / "initdb").exists():
+            return path
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not versions:
         raise ClusterError("PostgreSQL is not installed (apt-get install -y postgresql)")
-    path = Path(run(["pg_config", "--bindir"]).strip())
-    if not (path / "initdb").exists():
-        raise ClusterError(f"no initdb in {path} (apt-get install -y postgresql)")
-    return path
+    return versions[-1].parent
 
 
 class PostgresServer:
