@@ -1,17 +1,23 @@
-"""Fitting the local classifier on the pool, off the event loop, and keeping what was fitted (the
-classifier and its cross-validated calibration) in the store, so a restart on an unchanged pool
-loads it instead of fitting again."""
+"""Fitting the local classifier on the pool, off the event loop (a refit in a child process at idle
+priority, so it never stalls routing), and keeping what was fitted (the classifier and its
+cross-validated calibration) in the store under the fingerprint of the rows it was fit on, so a
+restart, or another process, on the same pool loads it instead of fitting again."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
 import aiosqlite
 
 from router.counters import Counters
+from router.pool.pool import PoolSnapshot, give_back_free_memory
+from router.pool.vector_index import EXACT_LIMIT
 from router.signals.calibration import Calibration
+from router.signals.fit_process import FitProcessError, fit_in_process
+from router.signals.fitted import FittedPool, fit_pool
 from router.signals.local_signal import LocalSignal
 from router.store import fitted_state, settings
 from router.taxonomy import Taxonomy
@@ -20,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_KEY = "local_calibration"
 REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
+STOP_WAIT_S = 10.0  # a stop waits this long for a refit at idle priority, then cancels it
 
 
 class ClassifierFitting:
@@ -41,9 +48,13 @@ class ClassifierFitting:
     async def start(self, seeded: Calibration | None) -> None:
         """The stored classifier and calibration when they fit this pool, else a fresh fit."""
         kept = await self._stored_calibration()
+        # The pool's rows are gone once the store has answered another query (its thread held
+        # the last result): give their pages back before the index takes as many again.
+        give_back_free_memory()
         await self.load_or_fit(kept or seeded)
         if kept is None:
             await self._store_calibration()
+        give_back_free_memory()  # what loading the rows and fitting freed
 
     def refit_if_grown(self) -> None:
         """Start a refit in the background once the pool has grown by REFIT_GROWTH."""
@@ -56,41 +67,93 @@ class ClassifierFitting:
         if self.refit_task is None:
             self.refit_task = asyncio.create_task(self._refit())
 
-    async def wait(self) -> None:
-        if self.refit_task is not None:
-            await self.refit_task
+    async def wait(self, timeout_s: float | None = None) -> None:
+        """Wait for the refit under way; past `timeout_s` (a stop), cancel it instead: its child
+        is killed, and the next start loads or fits what it needs."""
+        task = self.refit_task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            log.warning("stopping without the refit under way (over %.0f s)", timeout_s)
+            self.counters["refits_cancelled"] += 1
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _refit(self) -> None:
-        """Refit and recalibrate (cross-validated) on the grown pool, off the event loop."""
+        """Refit and recalibrate (cross-validated) on the grown pool, and rebuild a large pool's
+        index, in a child process at idle priority; where the child cannot run, on a thread
+        (then routing slows while it works: counted and logged)."""
         try:
-            self.local.classifier = await asyncio.to_thread(self.local.fit)
+            snapshot = self.local.pool.snapshot()
+            try:
+                fitted, stored = await fit_in_process(
+                    snapshot.vectors, snapshot.texts, snapshot.categories, self.taxonomy.categories
+                )
+            except FitProcessError:
+                log.exception("refitting on a thread instead")
+                self.counters["refit_process_errors"] += 1
+                fitted = await asyncio.to_thread(self._fit, snapshot, None)
+                stored = await asyncio.to_thread(fitted.to_bytes)
+            await self._adopt(fitted, snapshot)
             await self._store_calibration()
-            await self._store_fitted()
+            await self._store_fitted(fitted, stored, snapshot)
         finally:
             self.refit_task = None
 
     async def load_or_fit(self, calibration: Calibration | None) -> None:
-        """The classifier stored for this very pool and calibration, else a fresh fit (stored)."""
+        """The classifier (and index) stored for this very pool and calibration, else a fresh
+        fit (stored)."""
+        snapshot = self.local.pool.snapshot()
         if calibration is not None:
-            wanted = self.local.fingerprint(calibration)
+            wanted = await asyncio.to_thread(self.local.fingerprint, calibration, snapshot)
+            loaded: FittedPool | None = None
             try:
-                loaded = await fitted_state.load(self.conn, wanted, self.taxonomy.categories)
+                stored = await fitted_state.load(self.conn, wanted)
+                if stored is not None:
+                    loaded = FittedPool.from_bytes(self.taxonomy.categories, stored)
             except (aiosqlite.Error, OSError, ValueError, KeyError):
                 log.exception("could not read the stored classifier; fitting it again")
-                loaded = None
             if loaded is not None:
-                self.local.classifier = loaded
+                if loaded.index is not None and loaded.index.built_size != len(snapshot.texts):
+                    loaded = FittedPool(loaded.classifier, None)
+                await self._adopt(loaded, snapshot)
                 return
-        self.local.classifier = await asyncio.to_thread(self.local.fit, calibration)
-        await self._store_fitted()
+        fitted = await asyncio.to_thread(self._fit, snapshot, calibration)
+        await self._adopt(fitted, snapshot)
+        await self._store_fitted(fitted, await asyncio.to_thread(fitted.to_bytes), snapshot)
 
-    async def _store_fitted(self) -> None:
-        classifier = self.local.classifier
+    def _fit(self, snapshot: PoolSnapshot, calibration: Calibration | None) -> FittedPool:
+        return fit_pool(
+            snapshot.vectors,
+            snapshot.texts,
+            snapshot.categories,
+            self.taxonomy.categories,
+            calibration,
+        )
+
+    async def _adopt(self, fitted: FittedPool, snapshot: PoolSnapshot) -> None:
+        """Route with the fitted classifier, and search with its index (built here when none
+        came with it and the pool is large)."""
+        self.local.classifier = fitted.classifier
+        pool = self.local.pool
+        if fitted.index is not None:
+            await asyncio.to_thread(pool.adopt_index, fitted.index, snapshot.generation)
+        elif len(snapshot.texts) > EXACT_LIMIT:
+            await asyncio.to_thread(pool.build_index)
+
+    async def _store_fitted(
+        self, fitted: FittedPool, stored: bytes, snapshot: PoolSnapshot
+    ) -> None:
+        """Store the fitted state under the fingerprint of the rows it was fit on (the pool may
+        have grown meanwhile: then the next start fits again, rather than load a stale fit)."""
+        classifier = fitted.classifier
         if not classifier.ready:  # too little to fit yet: nothing worth keeping
             return
         try:
-            key = self.local.fingerprint(classifier.calibration)
-            await fitted_state.save(self.conn, key, classifier)
+            key = await asyncio.to_thread(self.local.fingerprint, classifier.calibration, snapshot)
+            await fitted_state.save(self.conn, key, stored)
         except aiosqlite.Error:
             log.exception("could not store the fitted classifier")
             self.counters["db_errors"] += 1

@@ -17,7 +17,7 @@ from router.counters import Counters
 from router.decision import RoutingDecision, SignalAnswer, Source
 from router.decision_builder import DecisionBuilder
 from router.embedding.embedder import Embedder
-from router.fitting import ClassifierFitting
+from router.fitting import STOP_WAIT_S, ClassifierFitting
 from router.pool.learning import QUARANTINE, LearningGate, LocalView
 from router.pool.pool import Pool, PoolEntry
 from router.signals.categorizer import CategorizerError, LLMCategorizer
@@ -109,7 +109,7 @@ class ModelRouter:
     async def close(self) -> None:
         await self.retention.close()
         if self.fitting is not None:
-            await self.fitting.wait()
+            await self.fitting.wait(STOP_WAIT_S)
         if self.categorizer is not None:
             await self.categorizer.close()
         await self.log.close()

@@ -32,6 +32,8 @@ def _seconds(found: dict[str, float | str | None]) -> str:
 def _every(found: dict[str, float | str | None], limit: str) -> str:
     """The slowest proxy's time, over the proxies that stayed up."""
     values = [v for v in found.values() if v != "down"]
+    if len(values) == 1 and len(found) > 1:
+        return "(only one proxy stayed up: nothing to compare)"
     if values and all(isinstance(v, float) for v in values):
         return f"{max(v for v in values if isinstance(v, float)):.3f} s"
     return f"not on every proxy within {limit}"

@@ -7,7 +7,8 @@ scores badly on another's, as it would on the family's own words.
 
 The local classifier is fit on the seed pool (shipped vectors) as crabbot fits it at start, less
 the fold's own conversations; the conversations are embedded here (about a minute). Nothing here
-reads the test split."""
+reads the test split. On a busy machine, OMP_NUM_THREADS=1 keeps BLAS threads from thrashing
+(30x faster gradient steps at a load of 10 on 2 cores)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
 TARGET = ROOT / "router" / "data" / "continuity.npz"
 CONTENT_BARS = (0.5, 0.6, 0.7, 0.8, 0.9)
-CONTINUE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
-CUE_L2 = (1e-3, 1e-2, 1e-1)  # the embedding cue's penalty: 768 weights overfit a style
+CONTINUE_WEIGHTS = (0.75, 1.0, 1.5, 2.0)
+# The embedding cue's penalty (768 weights overfit a style), on the weights of the two vectors
+# ("pair") or of the turn's vector and its difference from the previous one ("difference": the
+# same linear family, but the penalty then favours reading the turn itself over the two apart),
+# and "task": "difference" plus a read of the turn's vector again when the previous message is a
+# task (a thanks after a request ends it; after chatter, it goes on chatting).
+CUE_PENALTIES = tuple(
+    (form, l2) for form in ("pair", "difference", "task") for l2 in (1e-4, 1e-3, 1e-2, 1e-1)
+)
+Penalty = tuple[str, float]
 EMBEDDING_SCALE = 5.0
 
 
@@ -66,8 +75,9 @@ def gradient_logistic(
     """L2-penalized logistic weights and bias by plain gradient steps (x already well scaled),
     each row weighted by `sample_weight` (all 1 when None)."""
     w = np.ones(len(y)) if sample_weight is None else sample_weight
-    w = w / w.mean()
-    weights, bias = np.zeros(x.shape[1]), 0.0
+    w = (w / w.mean()).astype(x.dtype)
+    # In x's own dtype: float32 pairs stay float32 (no float64 copy of x at every step).
+    weights, bias, y = np.zeros(x.shape[1], x.dtype), 0.0, y.astype(x.dtype)
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
         residual = w * (p - y)
@@ -77,11 +87,31 @@ def gradient_logistic(
 
 
 def fit_embedding_cue(
-    pairs: np.ndarray, continues: np.ndarray, l2: float = 1e-3, steps: int = 400
+    pairs: np.ndarray,
+    continues: np.ndarray,
+    penalty: Penalty = ("pair", 1e-3),
+    after_task: np.ndarray | None = None,
+    steps: int = 400,
 ) -> tuple[np.ndarray, float]:
     """Logistic weights over the turn's and the previous message's vectors (unit rows, scaled up
-    for plain gradient steps) for the log-odds that the turn continues."""
-    weights, bias = gradient_logistic(EMBEDDING_SCALE * pairs, continues, l2, steps)
+    for plain gradient steps) for the log-odds that the turn continues; with the "difference"
+    and "task" forms, fit on the turn's vector and (turn - previous) [and the turn's vector where
+    `after_task`], then written back as weights on the vectors routing reads."""
+    form, l2 = penalty
+    dim = pairs.shape[1] // 2
+    turn, previous = pairs[:, :dim], pairs[:, dim:]
+    if form == "pair":
+        x = pairs
+    elif form == "difference":
+        x = np.hstack([turn, turn - previous])
+    else:
+        assert after_task is not None
+        x = np.hstack([turn, turn - previous, after_task[:, None].astype(turn.dtype) * turn])
+    weights, bias = gradient_logistic(EMBEDDING_SCALE * x, continues, l2, steps)
+    if form != "pair":
+        rest = weights[2 * dim :]
+        weights = np.concatenate([weights[:dim] + weights[dim : 2 * dim], -weights[dim : 2 * dim]])
+        weights = np.concatenate([weights, rest])
     return EMBEDDING_SCALE * weights, bias
 
 
@@ -198,11 +228,12 @@ def main() -> None:
     folds = np.array([fold_of[s[0]] for s in samples])
     y = np.array([s[3] for s in samples], dtype=float)
     pairs = np.stack(pair_vectors)
+    after_task = np.array([s[1].previous_index != categories.index("casual") for s in samples])
 
-    def fit_cues(rows_: np.ndarray, l2: float) -> ContinuityModel:
+    def fit_cues(rows_: np.ndarray, l2: Penalty) -> ContinuityModel:
         """The wording and embedding cues fit on `rows_`, in a model with no weights yet."""
         cue = fit_cue([follow_texts[i] for i in rows_], y[rows_])
-        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], l2)
+        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], l2, after_task[rows_])
         embedding = EmbeddingCue(weights, bias, embedder.id)
         return ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue, embedding)
 
@@ -215,14 +246,16 @@ def main() -> None:
                     replace(
                         samples[i][1],
                         cue=model.wording_cue(follow_texts[i]),
-                        embedding_cue=model.embedding_cue(pairs[i, :dim], pairs[i, dim:]),
+                        embedding_cue=model.embedding_cue(
+                            pairs[i, :dim], pairs[i, dim:], samples[i][1].previous_index
+                        ),
                     )
                 )
                 for i in rows_
             ]
         )
 
-    def stacked_features(train: np.ndarray, l2: float) -> np.ndarray:
+    def stacked_features(train: np.ndarray, l2: Penalty) -> np.ndarray:
         """Cue scores for the training rows from cues that never saw their writer."""
         x = np.zeros((len(train), len(FEATURES)))
         inner = folds[train]
@@ -230,7 +263,7 @@ def main() -> None:
             x[inner == k] = features_with_cues(train[inner == k], fit_cues(train[inner != k], l2))
         return x
 
-    def fold_features(l2: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def fold_features(l2: Penalty) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Per held-out writer: the training rows, the held rows, and their features."""
         found = []
         for k in range(folds_count):
@@ -239,9 +272,9 @@ def main() -> None:
             found.append((train, held, stacked_features(train, l2), x_held))
         return found
 
-    features_by_l2 = {l2: fold_features(l2) for l2 in CUE_L2}
+    features_by_l2 = {l2: fold_features(l2) for l2 in CUE_PENALTIES}
 
-    def out_of_fold(l2: float, continue_weight: float) -> np.ndarray:
+    def out_of_fold(l2: Penalty, continue_weight: float) -> np.ndarray:
         p = np.zeros(len(samples))
         for train, held, x_train, x_held in features_by_l2[l2]:
             weights, bias, mean, scale = fit_logistic(x_train, y[train], continue_weight)
@@ -263,7 +296,11 @@ def main() -> None:
         for (conv, f, truth, cont), p, language in zip(samples, p_oof, languages, strict=True):
             answer = answer_of(f, p)
             chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
-            for key in ("all", "continue" if cont else "switch", language, writer_of(conv)):
+            kind = "continue" if cont else "switch"
+            # A reaction: a cheap casual turn that ends a task (upgrading it costs money only).
+            reaction = not cont and truth == "casual" and categories[f.previous_index] != "casual"
+            keys = ("all", kind, language, writer_of(conv)) + (("reaction",) if reaction else ())
+            for key in keys:
                 tally[key][0] += 1
                 tally[key][1] += chosen == true
                 tally[key][2] += chosen < true
@@ -283,19 +320,23 @@ def main() -> None:
     # The cue's penalty, the continuation weight and the content-first bar, chosen together by
     # the cost on held-out writers.
     print(f"CV over {folds_count} writers ({', '.join(writers)}): cost (tier errors + downgrades")
-    print("x (cost - 1)) by the embedding cue's l2, the continuation weight and the content bar:")
-    print("    l2     weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
-    choices: dict[tuple[float, float, float], float] = {}
-    oof = {(l2, w): out_of_fold(l2, w) for l2 in CUE_L2 for w in CONTINUE_WEIGHTS}
+    print("x (cost - 1)) by the embedding cue's form and l2, the continuation weight and the")
+    print("content bar:")
+    print("    cue               weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
+    choices: dict[tuple[Penalty, float, float], float] = {}
+    oof = {(l2, w): out_of_fold(l2, w) for l2 in CUE_PENALTIES for w in CONTINUE_WEIGHTS}
     for (l2, w), p_oof in oof.items():
         for bar in CONTENT_BARS:
             answer = lambda f, p, bar=bar: carried_answer(f, p, bar)  # noqa: E731
             choices[l2, w, bar] = cost(tally_of(answer, p_oof))
         row = "  ".join(f"{choices[l2, w, bar]:.4f}  " for bar in CONTENT_BARS)
-        print(f"    {l2:<6} {w:<6}  {row}")
+        print(f"    {l2[0]:<10} {l2[1]:<6} {w:<6}  {row}")
     l2, continue_weight, bar = min(choices, key=choices.__getitem__)
     p_oof = oof[l2, continue_weight]
-    print(f"chosen: cue l2 {l2}, continuation weight {continue_weight}, content_confidence {bar}")
+    print(
+        f"chosen: cue {l2[0]} l2 {l2[1]}, continuation weight {continue_weight},"
+        f" content_confidence {bar}"
+    )
     print(f"{len(samples)} follow-ups; continuity right {((p_oof > 0.5) == y).mean():.3f} (CV)")
     alone_answer = lambda f, p: decide(f.alone, taxonomy, args.downgrade_cost, [])  # noqa: E731
     print("  alone:\n" + tier_score(tally_of(alone_answer, p_oof)))

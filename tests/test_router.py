@@ -109,10 +109,21 @@ def test_the_embedding_cue_is_read_only_in_the_space_it_was_fit_in(embedder):
     other = ContinuityModel.load(taxonomy, "sentence-transformers:another-model:none")
     first, second = embedder.embed(["make it shorter", "thanks, that's perfect"])
     previous = embedder.embed(["write a poem for grandma"])[0]
-    assert fitted.embedding_cue(first, previous) != fitted.embedding_cue(second, previous)
+    creative, casual = (taxonomy.categories.index(c) for c in ("creative", "casual"))
+    assert fitted.embedding_cue(first, previous, creative) != fitted.embedding_cue(
+        second, previous, creative
+    )
+    # The same thanks reads apart after a task and after chatter.
+    assert fitted.embedding_cue(second, previous, creative) != fitted.embedding_cue(
+        second, previous, casual
+    )
     # Another embedder's vectors get the feature's training mean: the cue then moves nothing.
-    assert other.embedding_cue(first, previous) == other.embedding_cue(second, previous)
-    assert other.embedding_cue(first, previous) == pytest.approx(float(other.mean[EMBEDDING_CUE]))
+    assert other.embedding_cue(first, previous, creative) == other.embedding_cue(
+        second, previous, creative
+    )
+    assert other.embedding_cue(first, previous, creative) == pytest.approx(
+        float(other.mean[EMBEDDING_CUE])
+    )
 
 
 async def test_prior_survives_a_restart(seeded_db, embedder):
@@ -363,7 +374,7 @@ async def test_prior_cache_is_bounded_and_falls_back_to_the_log(seeded_db, embed
 async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fitting(
     seeded_db, embedder, monkeypatch
 ):
-    from router.signals.local_signal import LocalSignal
+    from router import fitting
 
     router = await open_router(seeded_db, embedder)
     try:
@@ -371,10 +382,10 @@ async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fittin
     finally:
         await router.close()
 
-    def no_fit(self: LocalSignal, calibration: object = None) -> None:
+    def no_fit(*args: object) -> None:
         raise AssertionError("the stored classifier should have been loaded")
 
-    monkeypatch.setattr(LocalSignal, "fit", no_fit)
+    monkeypatch.setattr(fitting, "fit_pool", no_fit)
     router = await open_router(seeded_db, embedder)
     try:
         again = await router.route("幫我把這段英文翻成日文")

@@ -93,3 +93,27 @@ async def test_a_router_from_fake_parts_routes_a_message():
     assert (decision.source, decision.category, decision.tier) == ("knn", "coding", "strong")
     assert decision.error is None and router.counters["fallbacks"] == 0
     assert encoder.calls == 2  # the pool, then the message
+
+
+async def test_a_refit_in_a_child_process_makes_the_classifier_a_thread_would():
+    from router.signals.fit_process import fit_in_process
+    from router.signals.fitted import fit_pool
+
+    encoder = WordsEncoder()
+    embedder = Embedder(encoder)
+    texts = CASUAL + CODING
+    labels = ["casual"] * len(CASUAL) + ["coding"] * len(CODING)
+    categories = ("casual", "coding", "translation")
+    try:
+        vectors = embedder.embed(texts)
+        here = fit_pool(vectors, texts, labels, categories, None)
+        there, stored = await fit_in_process(vectors, texts, labels, categories)
+        probe = embedder.embed(["fix this python please"])[0]
+    finally:
+        embedder.close()
+    assert there.classifier.calibration == here.classifier.calibration
+    assert np.array_equal(
+        there.classifier.probs(probe, "fix this python please", 0.9),
+        here.classifier.probs(probe, "fix this python please", 0.9),
+    )
+    assert there.classifier.trained_on == len(texts) and stored  # the bytes the store keeps

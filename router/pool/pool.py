@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import ctypes
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,16 @@ class PoolEntry:
     origin: str | None = None  # who taught it (a chat, a client key); None: seed or import
 
 
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """The pool's rows at one moment, in order: what a fit reads and its fingerprint names."""
+
+    vectors: np.ndarray
+    texts: list[str]
+    categories: list[str]
+    generation: int  # the pool's numbering of rows the snapshot was taken in
+
+
 async def read_rows(
     conn: aiosqlite.Connection, embedder_id: str | None = None
 ) -> list[aiosqlite.Row]:
@@ -68,8 +79,17 @@ async def read_rows(
     )
 
 
+def give_back_free_memory() -> None:
+    """Return the heap's free pages to the system (glibc keeps what a start freed, such as the
+    pool rows' vector bytes, mapped); nothing where malloc_trim is missing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 class Pool:
-    """Vectors of one embedder, appended in place (capacity doubles) so a search never copies."""
+    """Vectors of one embedder, appended in place (capacity grows by a quarter) so a search never
+    copies. Once a large pool is indexed, its indexed rows are held in the index's list order
+    (the pool's own order is `index.order`), so the index needs no second copy of them."""
 
     def __init__(self, conn: aiosqlite.Connection, embedder_id: str, dim: int) -> None:
         self._conn = conn
@@ -81,6 +101,7 @@ class Pool:
         self.categories: list[str] = []
         self._hashes: set[str] = set()
         self._index: CoarseIndex | None = None
+        self._generation = 0  # a drop or a load renumbers rows: an index made before is void
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -88,47 +109,96 @@ class Pool:
 
     @property
     def vectors(self) -> np.ndarray:
-        return self._vectors[: self._size]
+        """Every vector in pool order (a copy once the pool is indexed)."""
+        with self._lock:
+            return self._in_pool_order(self._size)
+
+    def _in_pool_order(self, size: int) -> np.ndarray:
+        index, matrix = self._index, self._vectors
+        if index is None:
+            return matrix[:size]
+        ordered = np.empty((size, self.dim), dtype=np.float32)
+        ordered[index.order] = matrix[: index.built_size]
+        ordered[index.built_size :] = matrix[index.built_size : size]
+        return ordered
+
+    def snapshot(self) -> PoolSnapshot:
+        """The rows as they are now, in pool order; later additions and drops leave it alone."""
+        with self._lock:
+            size = self._size
+            return PoolSnapshot(
+                self._in_pool_order(size),
+                self.texts[:size],
+                self.categories[:size],
+                self._generation,
+            )
 
     def contains_text(self, text: str) -> bool:
         return text_hash(text) in self._hashes
 
     async def load(self, rows: Sequence[Sequence[Any]] | None = None) -> int:
         """Hold this embedder's rows in memory: `rows` from read_rows (read before the embedder
-        was ready), else read now. Return how many."""
+        was ready; a list is emptied, so its vector bytes go as soon as they are copied), else
+        read now. Return how many. No index yet: the caller adopts the stored one or builds it
+        (ClassifierFitting.start)."""
         if rows is None:
             rows = await read_rows(self._conn, self.embedder_id)
         mine = [row for row in rows if row[0] == self.embedder_id]
+        if isinstance(rows, list):
+            rows.clear()
+        count = len(mine)
         _, hashes, texts, blobs, categories = zip(*mine, strict=True) if mine else ((),) * 5
+        del mine
         # One buffer of every vector, writable (a bytearray), so the matrix needs no copy.
         vectors = np.frombuffer(bytearray().join(blobs), dtype=np.float32)
+        del blobs
+        names: dict[str, str] = {}  # one string per category, not one per row
         with self._lock:
-            self._vectors = vectors.reshape(len(mine), self.dim)
-            self._size = len(mine)
+            self._vectors = vectors.reshape(count, self.dim)
+            self._size = count
             self.texts = list(texts)
-            self.categories = list(categories)
+            self.categories = [names.setdefault(name, name) for name in categories]
             self._hashes = set(hashes)
-        await self._refresh_index()
-        return len(mine)
+            self._index = None
+            self._generation += 1
+        return count
 
     def build_index(self) -> None:
-        """Index a large pool for search; a small one is searched exactly."""
-        with self._lock:
-            matrix, size = self._vectors, self._size
-        index = CoarseIndex(matrix[:size]) if size > EXACT_LIMIT else None
-        with self._lock:
-            self._index = index
+        """Index a large pool for search (run it in a thread); a small one is searched exactly."""
+        snapshot = self.snapshot()
+        if len(snapshot.vectors) > EXACT_LIMIT:
+            self.adopt_index(CoarseIndex.build(snapshot.vectors), snapshot.generation)
 
-    async def _refresh_index(self) -> None:
-        index = self._index
-        if (index is None and self._size > EXACT_LIMIT) or (index and index.stale(self._size)):
-            await asyncio.to_thread(self.build_index)
+    def adopt_index(self, index: CoarseIndex, generation: int) -> bool:
+        """Search with `index`, built on the first rows of the pool of `generation` (a snapshot);
+        False when the pool has been renumbered since, or already has a newer index. The
+        rearranging copy is made outside the lock (run it in a thread at scale)."""
+        with self._lock:
+            matrix, current, size = self._vectors, self._index, self._size
+            fresh = generation == self._generation and index.built_size <= size
+            if not fresh or (current is not None and current.built_size > index.built_size):
+                return False
+            physical = np.arange(index.built_size)
+            if current is not None:
+                physical[current.order] = np.arange(current.built_size)
+        grown = np.empty((max(len(matrix), index.built_size), self.dim), dtype=np.float32)
+        np.take(matrix, physical[index.order], axis=0, out=grown[: index.built_size])
+        with self._lock:
+            if self._index is not current or self._generation != generation:
+                return False
+            if len(self._vectors) > len(grown):
+                grown = np.concatenate([grown, np.empty_like(self._vectors[len(grown) :])])
+            size = self._size  # rows added meanwhile sit past the old index, in pool order
+            grown[index.built_size : size] = self._vectors[index.built_size : size]
+            self._vectors, self._index = grown, index
+        return True
 
     def _append(self, fresh: list[tuple[str, PoolEntry]]) -> None:
         with self._lock:
             needed = self._size + len(fresh)
             if needed > len(self._vectors):
-                grown = np.zeros((max(needed, 2 * len(self._vectors), 64), self.dim), np.float32)
+                capacity = max(needed, len(self._vectors) * 5 // 4, 64)
+                grown = np.zeros((capacity, self.dim), np.float32)
                 grown[: self._size] = self._vectors[: self._size]
                 self._vectors = grown
             for offset, (digest, entry) in enumerate(fresh):
@@ -173,7 +243,6 @@ class Pool:
                 INSERT_SQL, [self._row(digest, entry, now) for digest, entry in fresh.items()]
             )
         self._append(list(fresh.items()))
-        await self._refresh_index()
         return len(fresh)
 
     async def drop(self, hashes: set[str]) -> int:
@@ -188,13 +257,13 @@ class Pool:
             dropped = self._size - len(keep)
             if not dropped:
                 return 0
-            self._vectors = self._vectors[keep].copy()
+            self._vectors = self._in_pool_order(self._size)[keep]
             self._size = len(keep)
             self.texts = [self.texts[i] for i in keep]
             self.categories = [self.categories[i] for i in keep]
             self._hashes -= hashes
-            self._index = None
-        await self._refresh_index()
+            self._index = None  # searched exactly until the refit that follows brings one
+            self._generation += 1
         return dropped
 
     async def add_behind(
@@ -208,7 +277,6 @@ class Pool:
             return 0
         self._append(list(fresh.items()))
         put(Job(tuple((INSERT_SQL, self._row(d, e, now)) for d, e in fresh.items())))
-        await self._refresh_index()
         return len(fresh)
 
     def quarantine_job(

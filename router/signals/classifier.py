@@ -174,7 +174,7 @@ class LocalClassifier:
                 continue
             head_oof[held] = head.logits(vectors[held])
             ngram_oof[held] = np.stack([ngrams.scores_buckets(hashed[i]) for i in held])
-            nearest_oof[held] = (vectors[held] @ vectors[train].T).max(axis=1)
+            nearest_oof[held] = nearest_similarity(vectors[held], vectors[train])
         return OutOfFold(head_oof, ngram_oof, nearest_oof)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -209,6 +209,16 @@ class LocalClassifier:
         """Calibrated category probabilities of one message; `nearest`, its nearest pooled
         neighbour's similarity, lowers them far from the pool."""
         return self.calibration.probs(self.head.logits(vector), self.ngrams.scores(text), nearest)
+
+
+def nearest_similarity(queries: np.ndarray, rows: np.ndarray, cells: int = 1 << 24) -> np.ndarray:
+    """Each query's similarity to its nearest row, a block of queries at a time (a whole
+    similarity matrix of a 100k pool's fold would take gigabytes)."""
+    block = max(1, cells // max(1, len(rows)))
+    nearest = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(queries), block):
+        nearest[start : start + block] = (queries[start : start + block] @ rows.T).max(axis=1)
+    return nearest
 
 
 def knn_vote(neighbours: list[Neighbour], categories: tuple[str, ...]) -> np.ndarray:

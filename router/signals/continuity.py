@@ -64,15 +64,25 @@ class TurnFeatures:
 class EmbeddingCue:
     """A linear read of the turn's vector beside the previous user message's: the log-odds that
     the turn continues, in the vector space of the embedder named (another embedder's vectors
-    mean nothing to it)."""
+    mean nothing to it). A third block of weights, when fit, reads the turn's vector again when
+    the previous message is a task (not casual): "thanks!" after chatter and after a request are
+    not the same turn."""
 
-    weights: np.ndarray  # the turn's vector's weights, then the previous message's
+    weights: np.ndarray  # the turn's vector's, the previous message's, [the turn's after a task]
     bias: float
     embedder_id: str
 
-    def score(self, vector: np.ndarray, previous_vector: np.ndarray) -> float:
+    def fits(self, dim: int) -> bool:
+        return len(self.weights) in (2 * dim, 3 * dim)
+
+    def score(
+        self, vector: np.ndarray, previous_vector: np.ndarray, after_task: bool = False
+    ) -> float:
         dim = len(vector)
-        return float(self.weights[:dim] @ vector + self.weights[dim:] @ previous_vector + self.bias)
+        score = self.weights[:dim] @ vector + self.weights[dim : 2 * dim] @ previous_vector
+        if after_task and len(self.weights) == 3 * dim:
+            score += self.weights[2 * dim :] @ vector
+        return float(score + self.bias)
 
 
 class ContinuityModel:
@@ -158,11 +168,13 @@ class ContinuityModel:
         buckets = ngram_buckets(text) % len(self.cue)
         return float(self.cue[buckets].sum() / math.sqrt(len(buckets)))
 
-    def embedding_cue(self, vector: np.ndarray, previous_vector: np.ndarray) -> float:
+    def embedding_cue(
+        self, vector: np.ndarray, previous_vector: np.ndarray, previous_index: int
+    ) -> float:
         """Without a cue for this embedder, the feature's training mean: it then moves nothing."""
-        if self.embedding is None or len(self.embedding.weights) != 2 * len(vector):
+        if self.embedding is None or not self.embedding.fits(len(vector)):
             return float(self.mean[EMBEDDING_CUE])
-        return self.embedding.score(vector, previous_vector)
+        return self.embedding.score(vector, previous_vector, previous_index != self._casual)
 
     def vector(self, turn: TurnFeatures) -> np.ndarray:
         alone = turn.alone

@@ -10,7 +10,7 @@ import numpy as np
 
 from router.config import RouterConfig
 from router.embedding.embedder import Embedder
-from router.pool.pool import Neighbour, Pool
+from router.pool.pool import Neighbour, Pool, PoolSnapshot
 from router.signals.calibration import Calibration
 from router.signals.classifier import LocalClassifier, LocalResult, blend, decide, knn_vote
 from router.signals.continuity import (
@@ -58,25 +58,21 @@ class LocalSignal:
     def ready(self) -> bool:
         return len(self.pool) >= self.config.local.min_pool_size and self.classifier.ready
 
-    def fingerprint(self, calibration: Calibration) -> str:
-        """What a classifier fit on the pool as it is now, with `calibration`, depends on."""
+    def fingerprint(self, calibration: Calibration, snapshot: PoolSnapshot | None = None) -> str:
+        """What a classifier fit on `snapshot` (the pool as it is now), with `calibration`,
+        depends on."""
+        rows = snapshot or self.pool.snapshot()
         return fitted_state_fingerprint(
-            self.embedder.id,
-            self.pool.texts,
-            self.pool.categories,
-            self.taxonomy.categories,
-            calibration,
+            self.embedder.id, rows.texts, rows.categories, self.taxonomy.categories, calibration
         )
 
-    def fit(self, calibration: Calibration | None = None) -> LocalClassifier:
-        """A classifier fit on the pool as it is now (run it in a thread)."""
+    def fit(
+        self, calibration: Calibration | None = None, snapshot: PoolSnapshot | None = None
+    ) -> LocalClassifier:
+        """A classifier fit on `snapshot` (the pool as it is now); run it in a thread."""
+        rows = snapshot or self.pool.snapshot()
         classifier = LocalClassifier(self.taxonomy.categories)
-        classifier.fit(
-            self.pool.vectors.copy(),
-            list(self.pool.texts),
-            list(self.pool.categories),
-            calibration,
-        )
+        classifier.fit(rows.vectors, rows.texts, rows.categories, calibration)
         return classifier
 
     async def read(self, text: str) -> Reading:
@@ -97,14 +93,15 @@ class LocalSignal:
         self, reading: Reading, previous: PreviousTurn, previous_vector: np.ndarray, now: float
     ) -> float:
         assert self.continuity is not None
+        index = self.taxonomy.categories.index(previous.category)
         turn = TurnFeatures(
             tokens=self.embedder.token_count(reading.text),
             similarity=float(reading.vector @ previous_vector),
             gap_s=None if previous.at is None else now - previous.at,
             alone=reading.alone,
-            previous_index=self.taxonomy.categories.index(previous.category),
+            previous_index=index,
             cue=self.continuity.wording_cue(reading.text),
-            embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector),
+            embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector, index),
         )
         return self.continuity.p_continue(turn)
 

@@ -1,19 +1,16 @@
-"""The local classifier as last fitted, kept in the database so a restart on an unchanged pool
-loads it (milliseconds) instead of fitting it again (about a second)."""
+"""The pool's fitted state (the local classifier, and a large pool's search index) as last made,
+kept in the database as npz bytes under a fingerprint of what it was made from, so a restart or
+another process on the same pool loads it (milliseconds) instead of fitting again (seconds)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import aiosqlite
-import numpy as np
 
 from router.signals.calibration import Calibration
-from router.signals.classifier import LocalClassifier
 from router.store.database import fetch_one, transaction
 
 STATE_NAME = "local_classifier"
@@ -37,28 +34,21 @@ def fingerprint(
     return digest.hexdigest()
 
 
-async def load(
-    conn: aiosqlite.Connection, fingerprint_: str, categories: tuple[str, ...]
-) -> LocalClassifier | None:
+async def load(conn: aiosqlite.Connection, fingerprint_: str) -> bytes | None:
+    """The stored state's bytes when it was made under this fingerprint."""
     row = await fetch_one(
         conn,
         "SELECT state FROM fitted_state WHERE name = ? AND fingerprint = ?",
         (STATE_NAME, fingerprint_),
     )
-    if row is None:
-        return None
-    with np.load(io.BytesIO(row[0])) as arrays:
-        return LocalClassifier.from_state(categories, {name: arrays[name] for name in arrays})
+    return None if row is None else bytes(row[0])
 
 
-async def save(conn: aiosqlite.Connection, fingerprint_: str, classifier: LocalClassifier) -> None:
-    buffer = io.BytesIO()
-    arrays: dict[str, Any] = classifier.state()  # typed loosely: numpy's stub takes a name
-    np.savez_compressed(buffer, **arrays)  # that could be allow_pickle for a keyword
+async def save(conn: aiosqlite.Connection, fingerprint_: str, state: bytes) -> None:
     async with transaction(conn):
         await conn.execute(
             "INSERT INTO fitted_state (name, fingerprint, state, at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint,"
             " state = excluded.state, at = excluded.at",
-            (STATE_NAME, fingerprint_, buffer.getvalue(), time.time()),
+            (STATE_NAME, fingerprint_, state, time.time()),
         )
