@@ -11,6 +11,7 @@ from typing import Any
 
 import aiosqlite
 
+from router.cluster.shared_state import SharedState
 from router.config import RouterConfig, Secrets
 from router.embedding.blas import one_blas_thread_for_the_process
 from router.embedding.embedder import Embedder, build_embedder
@@ -107,6 +108,7 @@ async def open_router(
     router.retention.start()
     if router.fitting is not None and len(router.fitting.local.pool):
         await router.fitting.start(seeded)
+    router.shared = await SharedState.start(router)  # None on SQLite
     if warming is not None:
         try:
             await warming

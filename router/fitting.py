@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Protocol
 
 import aiosqlite
 
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_KEY = "local_calibration"
 REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
+
+
+class RefitClaim(Protocol):
+    """With other processes on the database (router/cluster/): one of them refits at a time,
+    stores the fit, and the others load it (`adopt`) when their pool matches it."""
+
+    async def claim(self) -> bool: ...
+    async def release(self, refitted: bool) -> None: ...
 
 
 class ClassifierFitting:
@@ -37,6 +46,7 @@ class ClassifierFitting:
         self.taxonomy = taxonomy
         self.counters = counters
         self.refit_task: asyncio.Task[None] | None = None
+        self.claim: RefitClaim | None = None
 
     async def start(self, seeded: Calibration | None) -> None:
         """The stored classifier and calibration when they fit this pool, else a fresh fit."""
@@ -49,16 +59,56 @@ class ClassifierFitting:
         """Start a refit in the background once the pool has grown by REFIT_GROWTH."""
         trained_on = self.local.classifier.trained_on
         if len(self.local.pool) >= trained_on * REFIT_GROWTH and self.refit_task is None:
-            self.refit_task = asyncio.create_task(self._refit())
+            self.refit_task = asyncio.create_task(self._refit_claimed())
 
     def refit(self) -> None:
         """Start a refit in the background now (the pool lost entries: an erasure)."""
         if self.refit_task is None:
-            self.refit_task = asyncio.create_task(self._refit())
+            self.refit_task = asyncio.create_task(self._refit_claimed())
 
     async def wait(self) -> None:
         if self.refit_task is not None:
             await self.refit_task
+
+    async def _refit_claimed(self) -> None:
+        """Refit, unless another process on the database is refitting (its fit is adopted when
+        it is stored)."""
+        claim = self.claim
+        if claim is not None and not await claim.claim():
+            self.counters["refits_left_to_another_process"] += 1
+            self.refit_task = None
+            return
+        refitted = False
+        try:
+            await self._refit()
+            refitted = True
+        finally:
+            if claim is not None:
+                await claim.release(refitted)
+
+    async def adopt(self) -> bool:
+        """Load the classifier another process stored, when it was fit on this very pool (and
+        its stored calibration); True when it was."""
+        if self.refit_task is not None:
+            return False
+        calibration = await self._stored_calibration()
+        if calibration is None:
+            return False
+        pool = self.local.pool
+        wanted = await asyncio.to_thread(
+            fitted_state.fingerprint,
+            self.local.embedder.id,
+            list(pool.texts),
+            list(pool.categories),
+            self.taxonomy.categories,
+            calibration,
+        )
+        loaded = await fitted_state.load(self.conn, wanted, self.taxonomy.categories)
+        if loaded is None or self.refit_task is not None:
+            return False
+        self.local.classifier = loaded
+        self.counters["refits_adopted"] += 1
+        return True
 
     async def _refit(self) -> None:
         """Refit and recalibrate (cross-validated) on the grown pool, off the event loop."""

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -33,6 +33,9 @@ from router.store.settings import StoredMode
 from router.store.write_behind import JobWriter
 from router.taxonomy import Mode, Taxonomy
 from router.text import readable
+
+if TYPE_CHECKING:
+    from router.cluster.shared_state import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +106,14 @@ class ModelRouter:
         # Pool additions and quarantined labels are written behind the answer.
         self.pool_writer = JobWriter(config.database.path, self.counters, "pool", "pool")
         self.gate = LearningGate(config.pool)
+        # With other processes on one PostgreSQL: what they share (set by open_router).
+        self.shared: SharedState | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
         await self.retention.close()
         if self.fitting is not None:
             await self.fitting.wait()
@@ -376,7 +383,7 @@ class ModelRouter:
         decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
             turn = PreviousTurn(decision.category, at, text)
-            self.context.remember(conv_key, turn, user_key)
+            self.context.record(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)
         self.log.open(decision)

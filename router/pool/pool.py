@@ -53,18 +53,28 @@ class PoolEntry:
 async def read_rows(
     conn: aiosqlite.Connection, embedder_id: str | None = None
 ) -> list[aiosqlite.Row]:
-    """Pool rows in id order, (embedder_id, prompt_hash, text, embedding, category) each: one
-    embedder's, or every embedder's (a start reads them while the model loads)."""
+    """Pool rows in id order, (embedder_id, prompt_hash, text, embedding, category, id) each:
+    one embedder's, or every embedder's (a start reads them while the model loads)."""
     # `+embedder_id`: read the table in id order rather than through the (embedder_id,
     # prompt_hash) index, which made SQLite sort every row, vectors and all (4x slower).
     where, parameters = (" WHERE +embedder_id = ?", (embedder_id,)) if embedder_id else ("", ())
     return list(
         await conn.execute_fetchall(
-            "SELECT embedder_id, prompt_hash, text, embedding, category FROM pool"
+            "SELECT embedder_id, prompt_hash, text, embedding, category, id FROM pool"
             + where
             + " ORDER BY id",
             parameters,
         )
+    )
+
+
+async def rows_after(conn: Database, embedder_id: str, after_id: int, limit: int) -> list[Row]:
+    """This embedder's rows added after row `after_id` (another process's labels), in id order:
+    (id, prompt_hash, text, embedding, category, origin, added_at) each."""
+    return await conn.fetch_all(
+        "SELECT id, prompt_hash, text, embedding, category, origin, added_at FROM pool"
+        " WHERE id > ? AND embedder_id = ? ORDER BY id LIMIT ?",
+        (after_id, embedder_id, limit),
     )
 
 
@@ -82,6 +92,10 @@ class Pool:
         self._hashes: set[str] = set()
         self._index: CoarseIndex | None = None
         self._lock = threading.Lock()
+        self.last_id = 0  # the last row read from the table (others' rows come after it)
+        # Called with True once rows added behind are committed (router/cluster/ tells the
+        # other processes), with False when they were dropped.
+        self.on_written: Callable[[bool], None] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -99,7 +113,7 @@ class Pool:
         if rows is None:
             rows = await read_rows(self._conn, self.embedder_id)
         mine = [row for row in rows if row[0] == self.embedder_id]
-        _, hashes, texts, blobs, categories = zip(*mine, strict=True) if mine else ((),) * 5
+        _, hashes, texts, blobs, categories, ids = zip(*mine, strict=True) if mine else ((),) * 6
         # One buffer of every vector, writable (a bytearray), so the matrix needs no copy.
         vectors = np.frombuffer(bytearray().join(blobs), dtype=np.float32)
         with self._lock:
@@ -108,8 +122,27 @@ class Pool:
             self.texts = list(texts)
             self.categories = list(categories)
             self._hashes = set(hashes)
+            self.last_id = max((int(i) for i in ids), default=0)
         await self._refresh_index()
         return len(mine)
+
+    async def absorb(self, rows: Sequence[Row]) -> list[Row]:
+        """Rows from rows_after (another process's labels, committed): the new ones join the
+        searchable pool; return those."""
+        if not rows:
+            return []
+        self.last_id = max(self.last_id, *(int(row[0]) for row in rows))
+        new = [row for row in rows if row[1] not in self._hashes]
+        fresh = [
+            (
+                str(row[1]),
+                PoolEntry(str(row[2]), str(row[4]), np.frombuffer(row[3], dtype=np.float32), ""),
+            )
+            for row in new
+        ]
+        self._append(fresh)
+        await self._refresh_index()
+        return new
 
     def build_index(self) -> None:
         """Index a large pool for search; a small one is searched exactly."""
@@ -207,7 +240,8 @@ class Pool:
         if not fresh:
             return 0
         self._append(list(fresh.items()))
-        put(Job(tuple((INSERT_SQL, self._row(d, e, now)) for d, e in fresh.items())))
+        rows = tuple((INSERT_SQL, self._row(d, e, now)) for d, e in fresh.items())
+        put(Job(rows, self.on_written))
         await self._refresh_index()
         return len(fresh)
 
