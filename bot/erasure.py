@@ -8,18 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from bot.console_history import PrivateHistory, erase_file
 from bot.memory import Memory
 from router import ModelRouter
 from router.store import erasure
-from router.store.database import checkpoint
+from router.store.database import Database
 from router.store.erasure import Erased, Scope
 
 
 async def forget(
-    conn: aiosqlite.Connection,
+    conn: Database,
     memory: Memory,
     scope: Scope,
     *,
@@ -42,10 +40,10 @@ async def forget(
     elif history is not None:
         lines = erase_file(history, dry_run)
     if not dry_run:
-        await checkpoint(conn)
+        await conn.erase_traces()
     return replace(erased, messages=messages, history_lines=lines)
 
 
-async def export(conn: aiosqlite.Connection, memory: Memory, conv_key: str) -> list[dict[str, Any]]:
+async def export(conn: Database, memory: Memory, conv_key: str) -> list[dict[str, Any]]:
     """Every row kept about a conversation: its memory, its routing log, its pool entries."""
     return await memory.export(conv_key) + await erasure.export_rows(conn, conv_key)

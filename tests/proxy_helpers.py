@@ -49,12 +49,12 @@ class RunningProxy:
     def client(self, key: str = CLIENT_KEY, **kwargs: Any) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.url, api_key=key, max_retries=0, **kwargs)
 
-    async def rows(self, where: str = "1") -> list[dict[str, Any]]:
+    async def rows(self, where: str = "TRUE") -> list[dict[str, Any]]:
         await self.router.log.flush()
-        async with self.router.conn.execute(
+        rows = await self.router.conn.fetch_all(
             f"SELECT * FROM routing_log WHERE {where} ORDER BY id"
-        ) as cursor:
-            return [dict(row) for row in await cursor.fetchall()]
+        )
+        return [dict(row) for row in rows]
 
     async def settled_rows(self, where: str, count: int) -> list[dict[str, Any]]:
         """The `count` log rows matching `where`, read once the proxy has written the usage of

@@ -11,7 +11,6 @@ from bot.chat_user import ChatUser
 from router import RoutingDecision, SignalAnswer
 from router.analytics import stats as routing_stats
 from router.store import routing_log
-from router.store.database import transaction
 from router.store.routing_log import write_decision
 from router.store.settings import get_setting
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, dispatch, open_core
@@ -124,7 +123,7 @@ async def test_stats_show_a_request_still_being_answered_as_open(core):
         decision.text, decision.conv_key, decision.at = "some text", "c", time.time()
     finished.outcome = "completed"
     await write_decision(conn, finished)
-    async with transaction(conn):  # the row a long stream has written while still open
+    async with conn.transaction():  # the row a long stream has written while still open
         await conn.execute(routing_log.INSERT_SQL, routing_log.row_of(answering, still_open=True))
     assert (await routing_stats.summary(conn)).by_outcome == {"completed": 1, "open": 1}
     assert "outcome: completed 1 (50%) · open 1 (50%)" in await core.admin.stats_text(time.time())

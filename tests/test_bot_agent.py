@@ -63,8 +63,8 @@ async def test_memory_keeps_max_turns_whole_exchanges(seeded_db, embedder, upstr
         ]
         # Older turns are deleted, not only hidden (once written behind the replies).
         assert await core.memory.flush()
-        async with core.router.conn.execute("SELECT COUNT(*) FROM messages") as cursor:
-            assert (await cursor.fetchone())[0] == 2 * max_turns
+        row = await core.router.conn.fetch_one("SELECT COUNT(*) FROM messages")
+        assert row is not None and row[0] == 2 * max_turns
     finally:
         await core.close()
 

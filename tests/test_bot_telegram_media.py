@@ -34,8 +34,8 @@ def data_url(data: bytes) -> str:
 
 async def messages_table(core) -> str:
     assert await core.memory.flush()  # exchanges are written behind the reply
-    async with core.router.conn.execute("SELECT group_concat(content, '|') FROM messages") as c:
-        return (await c.fetchone())[0]
+    rows = await core.router.conn.fetch_all("SELECT content FROM messages ORDER BY id")
+    return "|".join(row[0] for row in rows)
 
 
 async def test_captioned_photo_goes_to_the_vision_model_routed_on_the_caption(

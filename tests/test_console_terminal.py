@@ -10,12 +10,13 @@ import os
 import pty
 import re
 import signal
-import sqlite3
 import sys
 import termios
 from pathlib import Path
 
 import pytest
+
+from tests.db_helpers import fetch_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
@@ -174,6 +175,5 @@ async def test_sigterm_and_sighup_write_every_row_first(seeded_db, stop):
     assert "conversation console:kitchen" in term.screen
     term.process.send_signal(stop)
     assert await term.exit_code() == 128 + stop
-    with sqlite3.connect(seeded_db) as conn:
-        rows = conn.execute("SELECT conv_key, outcome FROM routing_log ORDER BY id").fetchall()
+    rows = fetch_sync(seeded_db, "SELECT conv_key, outcome FROM routing_log ORDER BY id")
     assert rows == [("console:kitchen", "routed")] * 3

@@ -18,9 +18,11 @@ from router import RoutingDecision, SignalAnswer
 from router.analytics.agreement import shadow_agreement
 from router.analytics.charts import confusion_png, stats_png
 from router.analytics.cost import cost_report
-from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.migrations import migrate
 from router.store.routing_log import write_decision
+from router.store.schema import ROUTER_MIGRATIONS
 from tests.conftest import make_config
+from tests.db_helpers import open_db
 
 NOW = time.time()
 MODELS = {"cheap": "nano", "medium": "mini", "strong": "big"}
@@ -59,7 +61,7 @@ ROWS = [
 
 
 async def write_log(db: Path) -> None:
-    conn = await connect(db)
+    conn = await open_db(db)
     await migrate(conn, "router", ROUTER_MIGRATIONS)
     for ago, tier, model, source, llm, knn, usage in ROWS:
         decision = RoutingDecision(
@@ -89,7 +91,7 @@ async def test_cost_against_both_baselines_by_hand(tmp_path):
     db = tmp_path / "log.db"
     await write_log(db)
     config = make_config(db, models=MODELS, prices=PRICES)
-    conn = await connect(db)
+    conn = await open_db(db)
     try:
         day = await cost_report(conn, config, NOW - 86400)
         all_time = await cost_report(conn, config)
@@ -118,7 +120,7 @@ async def test_unpriced_baseline_and_empty_log(tmp_path):
     db = tmp_path / "log.db"
     await write_log(db)
     config = make_config(db, models=MODELS, prices={"nano": PRICES["nano"]})
-    conn = await connect(db)
+    conn = await open_db(db)
     try:
         report = await cost_report(conn, config)
         assert report.all_medium is None and report.saving_vs_medium is None
@@ -133,7 +135,7 @@ async def test_unpriced_baseline_and_empty_log(tmp_path):
 async def test_shadow_agreement_counts_every_rate(tmp_path):
     db = tmp_path / "log.db"
     await write_log(db)
-    conn = await connect(db)
+    conn = await open_db(db)
     try:
         agreement = await shadow_agreement(conn, 0.6, NOW - 86400)
     finally:
@@ -207,10 +209,9 @@ def test_stats_survive_rows_whose_time_is_no_date(tmp_path, capsys):
     asyncio.run(write_log(db))
 
     async def bad_rows() -> None:
-        conn = await connect(db)
+        conn = await open_db(db)
         await conn.execute("UPDATE routing_log SET at = ? WHERE id = 1", (float("inf"),))
         await conn.execute("UPDATE routing_log SET at = ? WHERE id = 2", (1796419000000.0,))
-        await conn.commit()
         await conn.close()
 
     asyncio.run(bad_rows())

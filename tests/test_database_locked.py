@@ -44,11 +44,11 @@ async def test_a_locked_database_delays_no_reply_and_loses_nothing(
         other.execute("ROLLBACK")  # ... and written once the lock is let go.
         assert await core.memory.flush() and await core.router.pool_writer.flush()
         rows = core.router.conn
-        messages = await rows.execute_fetchall(
+        messages = await rows.fetch_all(
             "SELECT content FROM messages WHERE conv_key = 'telegram:5' ORDER BY id"
         )
         assert [row[0] for row in messages][0] == QUESTION
-        pooled = await rows.execute_fetchall(
+        pooled = await rows.fetch_all(
             "SELECT category, origin FROM pool WHERE text = ?", (QUESTION,)
         )
         assert [tuple(row) for row in pooled] == [("coding", "telegram:5")]

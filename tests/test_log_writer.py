@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 
 from router.store.log_writer import LogWriter
+from tests.db_helpers import open_db
 
-INSERT = "INSERT INTO notes (text) VALUES (?)"
+INSERT = "INSERT INTO notes (n, text) VALUES (?, ?)"
 
 
 async def test_a_row_the_database_refuses_is_dropped_alone_and_the_rest_written(tmp_path):
     path = tmp_path / "log.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE notes (text TEXT NOT NULL)")
+    db = await open_db(path)
+    await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
     counters: Counter[str] = Counter()
-    writer = await LogWriter(path, INSERT, counters).start()
+    writer = await LogWriter(INSERT, counters).start(db)
     try:
-        for text in ("early", "lone \ud800 surrogate", "late"):
-            writer.put((text,))
+        for n, text in enumerate(("early", "lone \ud800 surrogate", "late")):
+            writer.put((n, text))
         assert await writer.flush(10.0)
-        writer.put(("after",))  # the writer goes on taking rows
+        writer.put((3, "after"))  # the writer goes on taking rows
         assert await writer.flush(10.0)
     finally:
         await writer.close()
-    with sqlite3.connect(path) as conn:
-        stored = [row[0] for row in conn.execute("SELECT text FROM notes ORDER BY rowid")]
+        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
+        await db.close()
     assert stored == ["early", "late", "after"]
     assert counters["log_rows_dropped"] == 1

@@ -11,8 +11,11 @@ import numpy as np
 
 from bot.cli import main
 from router.analytics.pool_ops import plan_dedupe, read_pool
-from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.migrations import migrate
+from router.store.schema import ROUTER_MIGRATIONS
+from router.store.sqlite import SqliteDatabase
 from router.text import text_hash
+from tests.db_helpers import open_db, sync_connect
 
 FOREIGN = "sentence-transformers:some-other-model:none"
 NEW_TEXTS = [
@@ -32,7 +35,7 @@ def cli(capsys, *args: str) -> tuple[int, str]:
 
 
 def pool_rows(db: Path, embedder_id: str | None = None) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
+    with sync_connect(db) as conn:
         sql = "SELECT text, category, embedder_id, embedding FROM pool"
         if embedder_id:
             return conn.execute(
@@ -46,7 +49,7 @@ def make_other(path: Path, seeded_db: Path, embedder) -> None:
     new ones of our embedder, two of a foreign embedder, one of a category we lack."""
 
     async def build() -> None:
-        conn = await connect(path)
+        conn = await SqliteDatabase.open(path)  # another crabbot's file, whatever ours is
         await migrate(conn, "router", ROUTER_MIGRATIONS)
         await conn.close()
 
@@ -135,7 +138,7 @@ def test_check_compat_fails_on_other_dimensions(seeded_db, tmp_path, capsys, emb
 
 
 def test_dedupe_keeps_one_per_cluster_and_only_with_apply(seeded_db, capsys, embedder):
-    with sqlite3.connect(seeded_db) as conn:
+    with sync_connect(seeded_db) as conn:
         (first_id, text, blob), (_, _, second) = conn.execute(
             "SELECT id, text, embedding FROM pool ORDER BY id LIMIT 2"
         ).fetchall()
@@ -150,7 +153,7 @@ def test_dedupe_keeps_one_per_cluster_and_only_with_apply(seeded_db, capsys, emb
     before = len(pool_rows(seeded_db))
 
     async def plan():
-        conn = await connect(seeded_db)
+        conn = await open_db(seeded_db)
         try:
             return plan_dedupe(await read_pool(conn, embedder.id, embedder.dim), 0.999)
         finally:

@@ -20,6 +20,7 @@ from bot.console_history import PrivateHistory
 from router import EmptyMessageError, RoutingDecision, Secrets
 from router.store.routing_log import last_turn, write_decision
 from tests.bot_helpers import dispatch, log_rows, open_core
+from tests.db_helpers import fetch_sync
 from tests.fakes.groq_server import category_reply
 
 DAY_S = 24 * 3600
@@ -53,7 +54,6 @@ async def test_old_prompt_text_and_memory_are_removed_on_a_schedule_and_counted(
             "UPDATE messages SET at = ? WHERE content LIKE 'recent%'", (now - 3 * DAY_S,)
         )
         await core.memory.add_exchange("c", "Ann", "today", "answer", "t:1")
-        await conn.commit()
         done = await core.router.retention.run()
         rows = await log_rows(core)
         kept = [turn.content for turn in await core.memory.history("c")]
@@ -77,7 +77,7 @@ async def test_a_900_kb_prompt_is_stored_capped_with_its_length(seeded_db, embed
         reply = await core.agent.handle("console:ann", ANN, big)
         (row,) = await log_rows(core)
         await core.memory.flush()
-        (question, _answer) = await core.router.conn.execute_fetchall(
+        (question, _answer) = await core.router.conn.fetch_all(
             "SELECT content FROM messages ORDER BY id"
         )
     finally:
@@ -186,10 +186,10 @@ def _build_family_db(db: Path, embedder) -> None:
         )
         await conn.execute(
             "INSERT INTO pool (prompt_hash, text, embedding, embedder_id, category, label_source,"
-            " added_at, conv_key, user_key) VALUES ('h', 'mom''s worry', x'00', 'e', 'analysis',"
-            " 'llm', 0, 'telegram:-1', 'telegram:42')"
+            " added_at, conv_key, user_key) VALUES ('h', 'mom''s worry', ?, 'e', 'analysis',"
+            " 'llm', 0, 'telegram:-1', 'telegram:42')",
+            (b"\x00",),
         )
-        await conn.commit()
         await core.close()
         history = PrivateHistory(db.parent / "console_history")
         history.file.store_string("at the terminal")
@@ -198,10 +198,7 @@ def _build_family_db(db: Path, embedder) -> None:
 
 
 def _count(db: Path, sql: str) -> int:
-    import sqlite3
-
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute(sql).fetchone()[0])
+    return int(fetch_sync(db, sql)[0][0])
 
 
 def test_crabbot_forget_counts_in_a_dry_run_then_erases_a_person(seeded_db, embedder, capsys):

@@ -45,7 +45,7 @@ async def table(core, sql: str) -> list[dict]:
     """Rows as the database holds them, once what is written behind the replies has landed."""
     await core.memory.flush()
     await core.router.pool_writer.flush()
-    return [dict(row) for row in await core.router.conn.execute_fetchall(sql)]
+    return [dict(row) for row in await core.router.conn.fetch_all(sql)]
 
 
 async def test_forget_erases_one_persons_words_in_a_group_and_keeps_the_rest(

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.cli import build_parser
 from router.proxy.supervisor import threads_per_worker
+from tests.db_helpers import fetch_sync
 from tests.fakes.openai_provider import FakeProvider
 from tests.proxy_helpers import proxy_process, start_proxy_process
 
@@ -81,8 +81,7 @@ def _served_by(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) ->
 def _rows(
     db: Path, query: str = "SELECT prompt, outcome FROM routing_log ORDER BY id"
 ) -> list[tuple[object, ...]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute(query).fetchall()
+    return fetch_sync(db, query)
 
 
 async def _until_rows(db: Path, query: str, count: int) -> list[tuple[object, ...]]:

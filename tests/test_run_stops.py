@@ -9,12 +9,12 @@ import asyncio
 import os
 import signal
 import socket
-import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.db_helpers import fetch_sync
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,9 +65,9 @@ async def test_a_stop_signal_writes_every_row(tmp_path, seeded_db, upstream, tel
         if process.returncode is None:
             process.kill()
             await process.wait()
-    with sqlite3.connect(tmp_path / "crabbot.db") as conn:
-        rows = conn.execute("SELECT prompt, outcome FROM routing_log ORDER BY id").fetchall()
-        memory = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    db = tmp_path / "crabbot.db"
+    rows = fetch_sync(db, "SELECT prompt, outcome FROM routing_log ORDER BY id")
+    memory = fetch_sync(db, "SELECT COUNT(*) FROM messages")[0][0]
     assert rows == [(text, "completed") for text in texts]
     assert memory == 2 * len(texts)
 

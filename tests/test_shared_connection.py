@@ -10,8 +10,8 @@ import pytest
 
 from bot.config import MemorySettings
 from bot.memory import Memory
-from router.store.database import connect, transaction
 from router.store.log_writer import LogWriter
+from tests.db_helpers import open_db
 
 TURNS = 150
 INSERT = "INSERT INTO notes (text) VALUES (?)"
@@ -19,13 +19,12 @@ INSERT = "INSERT INTO notes (text) VALUES (?)"
 
 async def test_memory_keeps_every_exchange_while_the_log_writer_commits_all_the_time(tmp_path):
     path = tmp_path / "crabbot.db"
-    conn = await connect(path)
+    conn = await open_db(path)
     await conn.execute("CREATE TABLE notes (text TEXT NOT NULL)")
-    await conn.commit()
     memory = await Memory.open(conn, MemorySettings(max_turns=TURNS, max_tokens=100_000))
     counters: Counter[str] = Counter()
     # One row a batch, no wait: the writer takes the write lock as often as it can.
-    writer = await LogWriter(path, INSERT, counters, flush_ms=0, batch_rows=1).start()
+    writer = await LogWriter(INSERT, counters, flush_ms=0, batch_rows=1).start(conn)
     done = asyncio.Event()
 
     async def log_all_the_time() -> None:
@@ -55,14 +54,13 @@ async def test_memory_keeps_every_exchange_while_the_log_writer_commits_all_the_
 
 
 async def test_a_failed_write_never_undoes_another_tasks_write(tmp_path):
-    conn = await connect(tmp_path / "crabbot.db")
+    conn = await open_db(tmp_path / "crabbot.db")
     await conn.execute("CREATE TABLE notes (text TEXT NOT NULL)")
-    await conn.commit()
     first_wrote = asyncio.Event()
     second_tried = asyncio.Event()
 
     async def keeps_its_write() -> None:
-        async with transaction(conn):
+        async with conn.transaction():
             await conn.execute(INSERT, ("kept",))
             first_wrote.set()
             # While this transaction is open, another task's write fails and rolls back.
@@ -72,14 +70,14 @@ async def test_a_failed_write_never_undoes_another_tasks_write(tmp_path):
     async def fails() -> None:
         await first_wrote.wait()
         with pytest.raises(ValueError):
-            async with transaction(conn):
+            async with conn.transaction():
                 second_tried.set()
                 await conn.execute(INSERT, ("lost",))
                 raise ValueError("a write that goes wrong")
 
     try:
         await asyncio.gather(keeps_its_write(), fails())
-        rows = await conn.execute_fetchall("SELECT text FROM notes")
+        rows = await conn.fetch_all("SELECT text FROM notes")
         assert [row[0] for row in rows] == ["kept"]
     finally:
         await conn.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import struct
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from router.analytics.validation import knn_loo_probs, validate
 from router.pool.pool import Neighbour
 from router.pool.seed import seed_rows
 from router.signals.classifier import decide, knn_vote
-from router.store.database import connect
 from router.taxonomy import MAPPING_V1, MAPPING_V2, TIERS, Taxonomy
 from tests.conftest import make_config
+from tests.db_helpers import open_db, sync_connect
 
 V2 = Taxonomy("v2", MAPPING_V2)
 
@@ -42,7 +41,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def split_analysis(db: Path) -> None:
     """Relabel every third analysis entry (pool and log) as research_lookup: the v1 situation,
     two labels for one kind of message."""
-    with sqlite3.connect(db) as conn:
+    with sync_connect(db) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM pool WHERE category = 'analysis'")]
         conn.executemany(
             "UPDATE pool SET category = 'research_lookup' WHERE id = ?", [(i,) for i in ids[::3]]
@@ -57,7 +56,7 @@ def split_analysis(db: Path) -> None:
 
 
 def table_dump(db: Path) -> list:
-    with sqlite3.connect(db) as conn:
+    with sync_connect(db) as conn:
         return [
             conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             for table in ("pool", "routing_log", "settings", "taxonomy_audit")
@@ -65,7 +64,7 @@ def table_dump(db: Path) -> list:
 
 
 async def load(db: Path, embedder):
-    conn = await connect(db)
+    conn = await open_db(db)
     try:
         return await read_pool(conn, embedder.id, embedder.dim)
     finally:
@@ -150,7 +149,7 @@ def test_a_known_merge_is_named_and_its_dry_run_changes_nothing(seeded_db, tmp_p
     assert table_dump(seeded_db) == before
     plan = json.loads(out)
     assert (plan["old_version"], plan["new_version"], plan["applied"]) == ("v1", "v2", False)
-    with sqlite3.connect(seeded_db) as conn:
+    with sync_connect(seeded_db) as conn:
         split = conn.execute("SELECT COUNT(*) FROM pool WHERE category = 'research_lookup'")
         assert plan["log_rows"] == 1 and plan["pool_rows"] == split.fetchone()[0] > 0
     old, new = plan["accuracy"]["before"], plan["accuracy"]["after"]
@@ -171,14 +170,14 @@ def test_merge_apply_relabels_in_one_go_and_the_config_must_follow(
     split_analysis(seeded_db)
     config = tmp_path / "v1.toml"
     config.write_text('[taxonomy]\nversion = "v1"\n')
-    with sqlite3.connect(seeded_db) as conn:
+    with sync_connect(seeded_db) as conn:
         vectors_before = conn.execute("SELECT id, embedding FROM pool ORDER BY id").fetchall()
         moved = conn.execute("SELECT COUNT(*) FROM pool WHERE category = 'research_lookup'")
         moved = moved.fetchone()[0]
     code, out, _ = cli(capsys, "taxonomy", "merge", "research_lookup", "analysis", "--db",
                        str(seeded_db), "--config", str(config), "--apply")  # fmt: skip
     assert code == 0 and 'version = "v2"' in out
-    with sqlite3.connect(seeded_db) as conn:
+    with sync_connect(seeded_db) as conn:
         assert conn.execute("SELECT embedding FROM pool ORDER BY id").fetchall() == [
             (blob,) for _, blob in vectors_before
         ]
@@ -208,7 +207,7 @@ def test_merge_apply_relabels_in_one_go_and_the_config_must_follow(
 
 
 def test_start_names_the_merge_when_only_the_log_has_a_category(seeded_db, embedder):
-    with sqlite3.connect(seeded_db) as conn:
+    with sync_connect(seeded_db) as conn:
         conn.execute(
             "INSERT INTO routing_log (at, prompt_hash, prompt, mode, category, tier,"
             " tier_mapping_version, source, model, latency_ms)"
@@ -240,7 +239,7 @@ def test_start_names_the_merge_when_only_the_log_has_a_category(seeded_db, embed
     ],  # fmt: skip
 )
 async def test_unsafe_merges_are_refused(seeded_db, source, target, taxonomy, reason):
-    conn = await connect(seeded_db)
+    conn = await open_db(seeded_db)
     try:
         with pytest.raises(MergeRefused, match=reason):
             await plan_merge(conn, source, target, taxonomy)

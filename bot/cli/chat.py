@@ -18,7 +18,8 @@ from bot.config import CrabbotConfig
 from bot.console_history import PrivateHistory, history_path
 from bot.runtime import BotCore
 from router import Secrets
-from router.store.database import warn_if_readable
+from router.store.database import describe
+from router.store.sqlite_files import warn_if_readable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -26,7 +27,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 async def run_chat(args: argparse.Namespace, config: CrabbotConfig) -> int:
     out = Console()
     err = Console(stderr=True)
-    err.print(f"[dim]database: {config.database.path}[/dim]", highlight=False)
+    err.print(f"[dim]database: {describe(config.database)}[/dim]", highlight=False)
     with seed_progress(err) as update:
         core = await BotCore.open(config, Secrets(), mode_override=args.mode, progress=update)
     loop = asyncio.get_running_loop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import aiosqlite
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +36,7 @@ from router.analytics.validation import ValidationReport, validate
 from router.embedding.embedder import Embedder
 from router.pool.pool import Pool
 from router.pool.seed import seed_pool
+from router.store.database import Database
 from router.taxonomy import Taxonomy
 
 
@@ -71,7 +71,7 @@ async def run_pool(args: argparse.Namespace, config: CrabbotConfig) -> int:
 
 
 async def seed_if_empty(
-    conn: aiosqlite.Connection, config: CrabbotConfig, embedder: Embedder, err: Console
+    conn: Database, config: CrabbotConfig, embedder: Embedder, err: Console
 ) -> None:
     """A fresh database gets the seed pool here as on any start (the same bar)."""
     pool = Pool(conn, embedder.id, embedder.dim)
@@ -84,7 +84,7 @@ async def seed_if_empty(
 
 
 async def validation_report(
-    conn: aiosqlite.Connection,
+    conn: Database,
     config: CrabbotConfig,
     embedder_id: str,
     dim: int,
@@ -245,7 +245,7 @@ def print_validation(report: ValidationReport, embedder_id: str, out: Console) -
 async def _validate(
     args: argparse.Namespace,
     config: CrabbotConfig,
-    conn: aiosqlite.Connection,
+    conn: Database,
     embedder: Embedder,
     out: Console,
     err: Console,
@@ -281,7 +281,7 @@ async def _validate(
 async def _import(
     args: argparse.Namespace,
     config: CrabbotConfig,
-    conn: aiosqlite.Connection,
+    conn: Database,
     embedder: Embedder,
     out: Console,
     err: Console,
@@ -360,7 +360,7 @@ async def _check_compat(
 async def _dedupe(
     args: argparse.Namespace,
     config: CrabbotConfig,
-    conn: aiosqlite.Connection,
+    conn: Database,
     embedder: Embedder,
     out: Console,
     err: Console,

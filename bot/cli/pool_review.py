@@ -6,17 +6,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-import aiosqlite
 from rich.console import Console
 from rich.table import Table
 
 from bot.cli.tooling import dry_run_note
 from router.analytics import quarantine
+from router.store.database import Database
 
 RESTART_NOTE = "a running bot or proxy sees the change at its next start"
 
 
-async def run_review(args: argparse.Namespace, conn: aiosqlite.Connection, out: Console) -> int:
+async def run_review(args: argparse.Namespace, conn: Database, out: Console) -> int:
     origin = args.source
     if args.accept or args.accept_all:
         ids = None if args.accept_all else args.accept
@@ -69,7 +69,7 @@ async def run_review(args: argparse.Namespace, conn: aiosqlite.Connection, out: 
     return 0
 
 
-async def run_purge(args: argparse.Namespace, conn: aiosqlite.Connection, out: Console) -> int:
+async def run_purge(args: argparse.Namespace, conn: Database, out: Console) -> int:
     origin = args.source
     pooled, waiting = await quarantine.origin_counts(conn, origin)
     out.print(

@@ -26,6 +26,7 @@ from router.proxy.server import (
 from router.proxy.supervisor import OPENMP_THREADS_ENV, Supervisor, cores, threads_per_worker
 from router.proxy.worker import WorkerReady, WorkerSpec
 from router.router import ModelRouter
+from router.store.database import describe
 
 
 async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
@@ -53,7 +54,7 @@ async def run_proxy(args: argparse.Namespace, config: RouterConfig) -> int:
             print(
                 f"crabbot proxy on {server.base_url} (routing mode {router.mode}, pool"
                 f" {router.pool_size}, client keys {keys or 'none: open'}, database"
-                f" {config.database.path}); Ctrl-C stops it",
+                f" {describe(config.database)}); Ctrl-C stops it",
                 file=sys.stderr,
                 flush=True,
             )
@@ -102,7 +103,7 @@ async def _run_workers(
         print(
             f"crabbot proxy on {base_url(host, port)} (routing mode {first.mode}, pool"
             f" {first.pool_size}, client keys {keys or 'none: open'}, database"
-            f" {config.database.path}, {len(workers)} workers: pids"
+            f" {describe(config.database)}, {len(workers)} workers: pids"
             f" {' '.join(str(worker.pid) for worker in workers)}); Ctrl-C stops it",
             file=sys.stderr,
             flush=True,

@@ -16,6 +16,7 @@ from bot.config import CrabbotConfig
 from bot.runtime import BotCore
 from bot.upstream import MISSING_HINT, is_configured
 from router import Secrets
+from router.store.database import describe
 
 TOKEN_VARIABLE = {"telegram": "TELEGRAM_BOT_TOKEN", "discord": "DISCORD_BOT_TOKEN"}
 
@@ -68,7 +69,7 @@ async def run_platform(args: argparse.Namespace, config: CrabbotConfig) -> int:
         print(f"error: {MISSING_HINT}", file=sys.stderr)
         return 2
     err = Console(stderr=True)
-    err.print(f"[dim]database: {config.database.path}[/dim]", highlight=False)
+    err.print(f"[dim]database: {describe(config.database)}[/dim]", highlight=False)
     with seed_progress(err) as update:
         core = await BotCore.open(config, secrets, progress=update)
     try:

@@ -7,7 +7,6 @@ import argparse
 import json
 import time
 
-import aiosqlite
 from rich.console import Console
 from rich.table import Table
 
@@ -23,6 +22,7 @@ from router.analytics.taxonomy_ops import (
     plan_merge,
 )
 from router.analytics.validation import ValidationReport
+from router.store.database import Database
 from router.store.taxonomy import LOG_CATEGORY_COLUMNS
 from router.taxonomy import BUILTIN_MAPPINGS, Taxonomy
 
@@ -64,7 +64,7 @@ def _print_plan(plan: MergePlan, out: Console) -> None:
 
 
 async def _accuracy(
-    plan: MergePlan, config: CrabbotConfig, conn: aiosqlite.Connection, err: Console
+    plan: MergePlan, config: CrabbotConfig, conn: Database, err: Console
 ) -> tuple[ValidationReport, ValidationReport] | str:
     """The pool validated before and after the merge, or why it could not be."""
     embedder = await load_embedder(config)
@@ -121,7 +121,7 @@ def _accuracy_json(report: ValidationReport) -> dict[str, object]:
 async def _merge(
     args: argparse.Namespace,
     config: CrabbotConfig,
-    conn: aiosqlite.Connection,
+    conn: Database,
     out: Console,
     err: Console,
 ) -> int:
@@ -170,7 +170,7 @@ async def _merge(
     return 0
 
 
-async def _show(config: CrabbotConfig, conn: aiosqlite.Connection, out: Console) -> int:
+async def _show(config: CrabbotConfig, conn: Database, out: Console) -> int:
     taxonomy = config.build_taxonomy()
     stored = await get_stored_version(conn)
     out.print(
@@ -179,11 +179,11 @@ async def _show(config: CrabbotConfig, conn: aiosqlite.Connection, out: Console)
     )
     pool_counts = {
         row[0]: int(row[1])
-        for row in await conn.execute_fetchall("SELECT category, COUNT(*) FROM pool GROUP BY 1")
+        for row in await conn.fetch_all("SELECT category, COUNT(*) FROM pool GROUP BY 1")
     }
     log_counts = {
         row[0]: int(row[1])
-        for row in await conn.execute_fetchall(
+        for row in await conn.fetch_all(
             "SELECT category, COUNT(*) FROM routing_log WHERE category IS NOT NULL GROUP BY 1"
         )
     }
@@ -198,7 +198,7 @@ async def _show(config: CrabbotConfig, conn: aiosqlite.Connection, out: Console)
     out.print(table)
     embedders = await embedder_counts(conn)
     out.print("pool by embedder: " + (", ".join(f"{k} ({v})" for k, v in embedders.items()) or "-"))
-    audit = await conn.execute_fetchall("SELECT * FROM taxonomy_audit ORDER BY id")
+    audit = await conn.fetch_all("SELECT * FROM taxonomy_audit ORDER BY id")
     if audit:
         history = Table(title="audit", title_justify="left")
         for column in ("when", "action", "from", "to", "log rows", "pool rows", "version"):

@@ -10,12 +10,12 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from bot.config import CrabbotConfig
 from router import ModelRouter
 from router.embedding.embedder import Embedder, build_embedder
-from router.store.database import ROUTER_MIGRATIONS, connect, migrate
+from router.store.database import Database, open_database
+from router.store.migrations import migrate
+from router.store.schema import ROUTER_MIGRATIONS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,10 +25,10 @@ StageProgress = Callable[[str, int, int], None]
 SEED_STAGE = "seeding the pool"
 
 
-async def open_store(config: CrabbotConfig) -> aiosqlite.Connection:
+async def open_store(config: CrabbotConfig) -> Database:
     """The database, migrated; unlike open_router it neither seeds nor checks the taxonomy
     (the taxonomy commands exist to repair a mismatch)."""
-    conn = await connect(config.database.path)
+    conn = await open_database(config.database)
     try:
         await migrate(conn, "router", ROUTER_MIGRATIONS)
     except BaseException:

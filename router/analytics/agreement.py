@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import aiosqlite
-
+from router.store.database import Database
 from router.taxonomy import TIERS
 
 
@@ -66,7 +65,7 @@ class ShadowAgreement:
 
 
 async def shadow_agreement(
-    conn: aiosqlite.Connection, min_confidence: float, since: float | None = None
+    conn: Database, min_confidence: float, since: float | None = None
 ) -> ShadowAgreement:
     """Rows where the LLM decided (source 'llm', so the row's tier is the LLM's) and the local
     signal answered; grouped by the LLM's category."""
@@ -81,7 +80,7 @@ async def shadow_agreement(
         f" WHERE {where} GROUP BY 1, 2, 3, 4, 5"
     )
     report = ShadowAgreement(since=since, min_confidence=min_confidence)
-    rows = await conn.execute_fetchall(sql, params)
+    rows = await conn.fetch_all(sql, params)
     for category, llm_tier, knn_tier, same_category, confident, n in rows:
         if llm_tier not in TIERS or knn_tier not in TIERS:
             continue

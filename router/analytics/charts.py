@@ -7,13 +7,13 @@ import datetime as dt
 import io
 from pathlib import Path
 
-import aiosqlite
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from router.analytics.cost import CostReport, daily_costs, daily_counts
 from router.config import RouterConfig
+from router.store.database import Database
 from router.taxonomy import TIERS
 
 DPI = 100
@@ -97,7 +97,7 @@ def write_png(path: Path, data: bytes) -> None:
 
 
 async def stats_chart(
-    conn: aiosqlite.Connection, config: RouterConfig, since: float | None, title: str
+    conn: Database, config: RouterConfig, since: float | None, title: str
 ) -> bytes:
     """The tier and source mix per day and the cost against both baselines, as a PNG."""
     tiers = await daily_counts(conn, "tier", since)

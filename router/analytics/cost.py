@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from router.config import ModelPrice, RouterConfig
+from router.store.database import Database, Row
 
 PER_TOKENS = 1_000_000
-DAY_EXPRESSION = "strftime('%Y-%m-%d', at, 'unixepoch')"  # UTC days
 
 
 def price_of(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> float:
@@ -119,9 +117,7 @@ def _where(since: float | None) -> tuple[str, tuple[float, ...]]:
     return (" WHERE at >= ?", (since,)) if since is not None else ("", ())
 
 
-async def _usage_by(
-    conn: aiosqlite.Connection, since: float | None, group: str
-) -> list[aiosqlite.Row]:
+async def _usage_by(conn: Database, since: float | None, group: str) -> list[Row]:
     where, params = _where(since)
     sql = (
         f"SELECT {group} AS bucket, model, COUNT(*) AS n,"
@@ -132,10 +128,10 @@ async def _usage_by(
         "     THEN completion_tokens ELSE 0 END) AS completion"
         f" FROM routing_log{where} GROUP BY 1, 2 ORDER BY 1, 2"
     )
-    return list(await conn.execute_fetchall(sql, params))
+    return list(await conn.fetch_all(sql, params))
 
 
-def _fold(rows: list[aiosqlite.Row], config: RouterConfig, since: float | None) -> CostReport:
+def _fold(rows: list[Row], config: RouterConfig, since: float | None) -> CostReport:
     prices = config.prices
     medium, strong = config.models.medium, config.models.strong
     report = CostReport(since=since, medium_model=medium, strong_model=strong)
@@ -169,17 +165,17 @@ def _fold(rows: list[aiosqlite.Row], config: RouterConfig, since: float | None) 
 
 
 async def cost_report(
-    conn: aiosqlite.Connection, config: RouterConfig, since: float | None = None
+    conn: Database, config: RouterConfig, since: float | None = None
 ) -> CostReport:
     return _fold(await _usage_by(conn, since, "''"), config, since)
 
 
 async def daily_costs(
-    conn: aiosqlite.Connection, config: RouterConfig, since: float | None = None
+    conn: Database, config: RouterConfig, since: float | None = None
 ) -> dict[str, CostReport]:
     """UTC day (YYYY-MM-DD) -> that day's cost report."""
-    rows = await _usage_by(conn, since, DAY_EXPRESSION)
-    days: dict[str, list[aiosqlite.Row]] = defaultdict(list)
+    rows = await _usage_by(conn, since, conn.sql_function("utc_day", "at"))
+    days: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         if row["bucket"] is not None:  # a row whose time is no date (Inf, milliseconds) is left out
             days[row["bucket"]].append(row)
@@ -187,18 +183,19 @@ async def daily_costs(
 
 
 async def daily_counts(
-    conn: aiosqlite.Connection, column: str, since: float | None = None
+    conn: Database, column: str, since: float | None = None
 ) -> dict[str, dict[str, int]]:
     """UTC day -> {value of `column` ('tier' or 'source') -> decisions}."""
     if column not in ("tier", "source"):
         raise ValueError(f"cannot count by {column!r} per day")
     where, params = _where(since)
+    day = conn.sql_function("utc_day", "at")
     sql = (
-        f"SELECT {DAY_EXPRESSION}, COALESCE({column}, '-'), COUNT(*) FROM routing_log{where}"
+        f"SELECT {day}, COALESCE({column}, '-'), COUNT(*) FROM routing_log{where}"
         " GROUP BY 1, 2 ORDER BY 1, 2"
     )
     days: dict[str, dict[str, int]] = defaultdict(dict)
-    for day, value, count in await conn.execute_fetchall(sql, params):
+    for day, value, count in await conn.fetch_all(sql, params):
         if day is not None:  # a row whose time is no date (Inf, milliseconds) is left out
             days[day][value] = int(count)
     return dict(days)

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiosqlite
 import numpy as np
 
 from router.embedding.blas import one_blas_thread
 from router.embedding.embedder import Embedder
+from router.store.database import Database, DatabaseError, Row
+from router.store.sqlite import SqliteDatabase
 from router.taxonomy import Taxonomy
 from router.text import text_hash
 
@@ -44,9 +45,9 @@ class StoredPool:
         return len(self.ids)
 
 
-async def read_pool(conn: aiosqlite.Connection, embedder_id: str, dim: int) -> StoredPool:
+async def read_pool(conn: Database, embedder_id: str, dim: int) -> StoredPool:
     rows = list(
-        await conn.execute_fetchall(
+        await conn.fetch_all(
             "SELECT id, text, category, embedding FROM pool WHERE embedder_id = ? ORDER BY id",
             (embedder_id,),
         )
@@ -63,24 +64,26 @@ async def read_pool(conn: aiosqlite.Connection, embedder_id: str, dim: int) -> S
     )
 
 
-async def embedder_counts(conn: aiosqlite.Connection) -> dict[str, int]:
+async def embedder_counts(conn: Database) -> dict[str, int]:
     return {
         str(row[0]): int(row[1])
-        for row in await conn.execute_fetchall(
+        for row in await conn.fetch_all(
             "SELECT embedder_id, COUNT(*) FROM pool GROUP BY 1 ORDER BY 2 DESC"
         )
     }
 
 
-async def open_other(path: Path) -> aiosqlite.Connection:
-    """Open another database read-only and check it has a usable pool table."""
+async def open_other(path: Path) -> SqliteDatabase:
+    """Open another crabbot's SQLite file read-only and check it has a usable pool table."""
     if not path.is_file():
         raise PoolToolError(f"{path}: no such database file")
-    conn = await aiosqlite.connect(f"file:{path.resolve()}?mode=ro", uri=True)
-    conn.row_factory = aiosqlite.Row
     try:
-        columns = {row["name"] for row in await conn.execute_fetchall("PRAGMA table_info(pool)")}
-    except aiosqlite.DatabaseError as exc:
+        conn = await SqliteDatabase.open_read_only(path)
+    except DatabaseError as exc:
+        raise PoolToolError(f"{path}: cannot open it ({exc})") from None
+    try:
+        columns = await conn.table_columns("pool")
+    except DatabaseError as exc:
         await conn.close()
         raise PoolToolError(f"{path}: not a SQLite database ({exc})") from None
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
@@ -91,11 +94,11 @@ async def open_other(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-async def _other_rows(conn: aiosqlite.Connection) -> list[aiosqlite.Row]:
-    columns = {row["name"] for row in await conn.execute_fetchall("PRAGMA table_info(pool)")}
+async def _other_rows(conn: SqliteDatabase) -> list[Row]:
+    columns = await conn.table_columns("pool")
     extra = [c if c in columns else f"NULL AS {c}" for c in ("label_source", "confidence")]
     sql = f"SELECT text, embedding, embedder_id, category, {', '.join(extra)} FROM pool"
-    return list(await conn.execute_fetchall(sql + (" ORDER BY id" if "id" in columns else "")))
+    return list(await conn.fetch_all(sql + (" ORDER BY id" if "id" in columns else "")))
 
 
 # -- import --------------------------------------------------------------------------------------
@@ -129,7 +132,7 @@ class ImportPlan:
 
 
 async def plan_import(
-    conn: aiosqlite.Connection,
+    conn: Database,
     source: Path,
     embedder_id: str,
     dim: int,
@@ -139,7 +142,7 @@ async def plan_import(
     """Sort the other pool's rows into new, duplicate (by normalized text) and refused."""
     seen = {
         row[0]
-        for row in await conn.execute_fetchall(
+        for row in await conn.fetch_all(
             "SELECT prompt_hash FROM pool WHERE embedder_id = ?", (embedder_id,)
         )
     }
@@ -200,7 +203,7 @@ def embed_missing(plan: ImportPlan, embedder: Embedder, progress: Progress | Non
             progress(min(start + EMBED_BATCH, len(pending)), len(pending))
 
 
-async def apply_import(conn: aiosqlite.Connection, plan: ImportPlan) -> int:
+async def apply_import(conn: Database, plan: ImportPlan) -> int:
     """Insert the plan's new entries in one transaction; return how many were stored."""
     if any(candidate.vector is None for candidate in plan.new):
         raise PoolToolError("some entries still need embedding: run embed_missing first")
@@ -218,19 +221,16 @@ async def apply_import(conn: aiosqlite.Connection, plan: ImportPlan) -> int:
         )
         for c in plan.new
     ]
-    before = conn.total_changes
-    await conn.execute("BEGIN")
-    try:
-        await conn.executemany(
+    count = "SELECT COUNT(*) FROM pool WHERE embedder_id = ?"
+    async with conn.transaction():
+        before = await conn.fetch_one(count, (plan.embedder_id,))
+        await conn.execute_many(
             "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
             " label_source, confidence, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-    except BaseException:
-        await conn.rollback()
-        raise
-    await conn.commit()
-    return conn.total_changes - before
+        after = await conn.fetch_one(count, (plan.embedder_id,))
+    return int(after[0] if after else 0) - int(before[0] if before else 0)
 
 
 # -- compatibility ---------------------------------------------------------------------------------
@@ -399,15 +399,11 @@ def _plan_dedupe(
     return DedupePlan(pool=pool, threshold=threshold, clusters=clusters)
 
 
-async def apply_dedupe(conn: aiosqlite.Connection, plan: DedupePlan) -> int:
+async def apply_dedupe(conn: Database, plan: DedupePlan) -> int:
     """Delete every cluster's removed entries in one transaction; return how many."""
     ids = [(plan.pool.ids[i],) for cluster in plan.clusters for i, _ in cluster.removed]
-    before = conn.total_changes
-    await conn.execute("BEGIN")
-    try:
-        await conn.executemany("DELETE FROM pool WHERE id = ?", ids)
-    except BaseException:
-        await conn.rollback()
-        raise
-    await conn.commit()
-    return conn.total_changes - before
+    async with conn.transaction():
+        before = await conn.fetch_one("SELECT COUNT(*) FROM pool")
+        await conn.execute_many("DELETE FROM pool WHERE id = ?", ids)
+        after = await conn.fetch_one("SELECT COUNT(*) FROM pool")
+    return int(before[0] if before else 0) - int(after[0] if after else 0)

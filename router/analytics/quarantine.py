@@ -8,9 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
-from router.store.database import transaction
+from router.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -41,9 +39,7 @@ def _which(ids: Sequence[int] | None, origin: str | None) -> tuple[str, tuple[ob
     return (" WHERE " + " AND ".join(parts) if parts else ""), tuple(params)
 
 
-async def held(
-    conn: aiosqlite.Connection, origin: str | None = None, limit: int | None = None
-) -> list[Held]:
+async def held(conn: Database, origin: str | None = None, limit: int | None = None) -> list[Held]:
     """Quarantined labels, oldest first."""
     where, params = _which(None, origin)
     sql = (
@@ -52,67 +48,61 @@ async def held(
     )
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [Held(*row) for row in await conn.execute_fetchall(sql, params)]
+    return [Held(*row) for row in await conn.fetch_all(sql, params)]
 
 
-async def held_by_origin(conn: aiosqlite.Connection) -> dict[str, int]:
-    rows = await conn.execute_fetchall(
+async def held_by_origin(conn: Database) -> dict[str, int]:
+    rows = await conn.fetch_all(
         "SELECT origin, COUNT(*) FROM pool_quarantine GROUP BY origin ORDER BY 2 DESC"
     )
     return {str(origin): int(n) for origin, n in rows}
 
 
-async def accept(
-    conn: aiosqlite.Connection, ids: Sequence[int] | None, origin: str | None = None
-) -> int:
+async def accept(conn: Database, ids: Sequence[int] | None, origin: str | None = None) -> int:
     """Move quarantined labels into the pool (label source `reviewed`, origin kept); return how
     many entered (a text already pooled is not added twice). A running router sees them at its
     next start."""
     where, params = _which(ids, origin)
-    async with transaction(conn):
-        before = conn.total_changes
-        await conn.execute(
+    async with conn.transaction():
+        added = await conn.execute(
             "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
             " label_source, confidence, added_at, origin)"
             " SELECT prompt_hash, text, embedding, embedder_id, category, 'reviewed', confidence,"
             f" ?, origin FROM pool_quarantine{where} ORDER BY id",
             (time.time(), *params),
         )
-        added = conn.total_changes - before
         await conn.execute(f"DELETE FROM pool_quarantine{where}", params)
     return added
 
 
-async def reject(
-    conn: aiosqlite.Connection, ids: Sequence[int] | None, origin: str | None = None
-) -> int:
+async def reject(conn: Database, ids: Sequence[int] | None, origin: str | None = None) -> int:
     """Drop quarantined labels; return how many."""
     where, params = _which(ids, origin)
-    async with transaction(conn):
-        cursor = await conn.execute(f"DELETE FROM pool_quarantine{where}", params)
-    return int(cursor.rowcount or 0)
+    async with conn.transaction():
+        rejected = await conn.execute(f"DELETE FROM pool_quarantine{where}", params)
+    return rejected
 
 
-async def origin_counts(conn: aiosqlite.Connection, origin: str) -> tuple[int, int]:
+async def origin_counts(conn: Database, origin: str) -> tuple[int, int]:
     """(pool entries, quarantined labels) that `origin` taught."""
-    pooled = await conn.execute_fetchall("SELECT COUNT(*) FROM pool WHERE origin = ?", (origin,))
-    waiting = await conn.execute_fetchall(
+    pooled = await conn.fetch_all("SELECT COUNT(*) FROM pool WHERE origin = ?", (origin,))
+    waiting = await conn.fetch_all(
         "SELECT COUNT(*) FROM pool_quarantine WHERE origin = ?", (origin,)
     )
     return int(next(iter(pooled))[0]), int(next(iter(waiting))[0])
 
 
-async def purge(conn: aiosqlite.Connection, origin: str) -> tuple[int, int]:
+async def purge(conn: Database, origin: str) -> tuple[int, int]:
     """Remove everything `origin` taught, pooled and quarantined; return both counts."""
-    async with transaction(conn):
+    async with conn.transaction():
         pooled = await conn.execute("DELETE FROM pool WHERE origin = ?", (origin,))
         waiting = await conn.execute("DELETE FROM pool_quarantine WHERE origin = ?", (origin,))
-    return int(pooled.rowcount or 0), int(waiting.rowcount or 0)
+    return pooled, waiting
 
 
-async def top_origins(conn: aiosqlite.Connection, limit: int = 10) -> list[tuple[str, int]]:
+async def top_origins(conn: Database, limit: int = 10) -> list[tuple[str, int]]:
     """The origins that taught the most pool entries."""
-    rows = await conn.execute_fetchall(
+    rows = await conn.fetch_all(
         "SELECT origin, COUNT(*) FROM pool WHERE origin IS NOT NULL GROUP BY origin"
         f" ORDER BY 2 DESC LIMIT {int(limit)}"
     )

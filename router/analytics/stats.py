@@ -7,9 +7,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-import aiosqlite
-
-from router.store.database import fetch_one
+from router.store.database import Database
 
 # The columns a decision can be counted by; a whitelist, since the name goes into the SQL text.
 GROUP_COLUMNS = ("tier", "category", "source", "mode", "model", "outcome")
@@ -67,15 +65,13 @@ def _where(since: float | None, *conditions: str) -> tuple[str, tuple[float, ...
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
-async def total_decisions(conn: aiosqlite.Connection, since: float | None = None) -> int:
+async def total_decisions(conn: Database, since: float | None = None) -> int:
     where, params = _where(since)
-    row = await fetch_one(conn, f"SELECT COUNT(*) FROM routing_log{where}", params)
+    row = await conn.fetch_one(f"SELECT COUNT(*) FROM routing_log{where}", params)
     return int(row[0]) if row else 0
 
 
-async def count_by(
-    conn: aiosqlite.Connection, column: str, since: float | None = None
-) -> dict[str, int]:
+async def count_by(conn: Database, column: str, since: float | None = None) -> dict[str, int]:
     """Decisions per value of `column` (NULL shown as '-'; an outcome not known yet, of a
     request still being answered, as 'open'), largest first."""
     if column not in GROUP_COLUMNS:
@@ -87,24 +83,23 @@ async def count_by(
         else f"COALESCE({column}, '-')"
     )
     sql = f"SELECT {value}, COUNT(*) AS n FROM routing_log{where} GROUP BY 1 ORDER BY n DESC, 1"
-    return {str(row[0]): int(row[1]) for row in await conn.execute_fetchall(sql, params)}
+    return {str(row[0]): int(row[1]) for row in await conn.fetch_all(sql, params)}
 
 
-async def fallbacks_and_errors(
-    conn: aiosqlite.Connection, since: float | None = None
-) -> tuple[int, int]:
+async def fallbacks_and_errors(conn: Database, since: float | None = None) -> tuple[int, int]:
     """(decisions with source 'fallback', rows carrying any error: signal or upstream)."""
     where, params = _where(since)
     sql = (
-        "SELECT COALESCE(SUM(source = 'fallback'), 0), COALESCE(SUM(error IS NOT NULL), 0)"
+        "SELECT COALESCE(SUM(CASE WHEN source = 'fallback' THEN 1 ELSE 0 END), 0),"
+        " COALESCE(SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END), 0)"
         f" FROM routing_log{where}"
     )
-    row = await fetch_one(conn, sql, params)
+    row = await conn.fetch_one(sql, params)
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 async def errors_by_reason(
-    conn: aiosqlite.Connection, since: float | None = None, limit: int = TOP_REASONS
+    conn: Database, since: float | None = None, limit: int = TOP_REASONS
 ) -> dict[str, int]:
     """The most frequent errors (signal fallbacks, provider failures), by their first words. A
     row with two (a fallback, then the provider failed too: "categorizer: timeout; provider:
@@ -114,24 +109,26 @@ async def errors_by_reason(
         f"SELECT substr(error, 1, {4 * REASON_CHARS}), COUNT(*) FROM routing_log{where} GROUP BY 1"
     )
     counts: Counter[str] = Counter()
-    for error, n in await conn.execute_fetchall(sql, params):
+    for error, n in await conn.fetch_all(sql, params):
         for reason in {part[:REASON_CHARS] for part in str(error).split("; ") if part}:
             counts[reason] += int(n)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return dict(ranked[: int(limit)])
 
 
-async def knn_agreement(conn: aiosqlite.Connection, since: float | None = None) -> Agreement:
+async def knn_agreement(conn: Database, since: float | None = None) -> Agreement:
     """Category and tier agreement where both signals answered. The LLM decided those rows
     (source 'llm'), so the row's tier is the LLM's tier."""
     where, params = _where(
         since, "llm_category IS NOT NULL", "knn_category IS NOT NULL", "source = 'llm'"
     )
     sql = (
-        "SELECT COUNT(*), COALESCE(SUM(knn_category = llm_category), 0),"
-        f" COALESCE(SUM(knn_tier = tier), 0) FROM routing_log{where}"
+        "SELECT COUNT(*),"
+        " COALESCE(SUM(CASE WHEN knn_category = llm_category THEN 1 ELSE 0 END), 0),"
+        " COALESCE(SUM(CASE WHEN knn_tier = tier THEN 1 ELSE 0 END), 0)"
+        f" FROM routing_log{where}"
     )
-    row = await fetch_one(conn, sql, params)
+    row = await conn.fetch_one(sql, params)
     if row is None:
         return Agreement(0, 0, 0)
     return Agreement(int(row[0]), int(row[1]), int(row[2]))
@@ -154,14 +151,14 @@ def median(sorted_values: list[float]) -> float | None:
     return (sorted_values[middle - 1] + sorted_values[middle]) / 2
 
 
-async def categorizer_latency(conn: aiosqlite.Connection, since: float | None = None) -> Latency:
+async def categorizer_latency(conn: Database, since: float | None = None) -> Latency:
     where, params = _where(since, "llm_latency_ms IS NOT NULL")
     sql = f"SELECT llm_latency_ms FROM routing_log{where} ORDER BY llm_latency_ms"
-    values = [float(row[0]) for row in await conn.execute_fetchall(sql, params)]
+    values = [float(row[0]) for row in await conn.fetch_all(sql, params)]
     return Latency(len(values), median(values), percentile(values, 0.95))
 
 
-async def summary(conn: aiosqlite.Connection, since: float | None = None) -> Summary:
+async def summary(conn: Database, since: float | None = None) -> Summary:
     fallbacks, errors = await fallbacks_and_errors(conn, since)
     return Summary(
         since=since,

@@ -7,9 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 
-import aiosqlite
-
-from router.store.database import fetch_one
+from router.store.database import Database
 from router.store.taxonomy import LOG_CATEGORY_COLUMNS, stored_categories
 from router.taxonomy import BUILTIN_MAPPINGS, TIERS, UNKNOWN, Taxonomy
 
@@ -48,13 +46,13 @@ def next_version(current: str, mapping: dict[str, str]) -> str:
     return candidate
 
 
-async def _count(conn: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> int:
-    row = await fetch_one(conn, sql, params)
+async def _count(conn: Database, sql: str, params: tuple[object, ...]) -> int:
+    row = await conn.fetch_one(sql, params)
     return int(row[0]) if row is not None else 0
 
 
-async def get_stored_version(conn: aiosqlite.Connection) -> str | None:
-    row = await fetch_one(conn, "SELECT value FROM settings WHERE key = ?", (STORED_VERSION_KEY,))
+async def get_stored_version(conn: Database) -> str | None:
+    row = await conn.fetch_one("SELECT value FROM settings WHERE key = ?", (STORED_VERSION_KEY,))
     return str(row[0]) if row else None
 
 
@@ -67,9 +65,7 @@ def _source_tier(source: str, target: str, taxonomy: Taxonomy) -> str:
     return taxonomy.tier_of(target)
 
 
-async def plan_merge(
-    conn: aiosqlite.Connection, source: str, target: str, taxonomy: Taxonomy
-) -> MergePlan:
+async def plan_merge(conn: Database, source: str, target: str, taxonomy: Taxonomy) -> MergePlan:
     """Check the merge against the config's taxonomy and count what it would change."""
     names = ", ".join(taxonomy.categories)
     if source == target:
@@ -131,13 +127,12 @@ async def plan_merge(
     )
 
 
-async def apply_merge(conn: aiosqlite.Connection, plan: MergePlan, at: float | None = None) -> int:
+async def apply_merge(conn: Database, plan: MergePlan, at: float | None = None) -> int:
     """Relabel the routing log's category columns and the pool, store the new version and write
     the audit row, all in one transaction. Tier, model and each row's tier_mapping_version stay
     as routed: they record what was paid for, under which map. Returns the audit row id."""
     now = time.time() if at is None else at
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    async with conn.transaction():
         for column in LOG_CATEGORY_COLUMNS:
             await conn.execute(
                 f"UPDATE routing_log SET {column} = ? WHERE {column} = ?",
@@ -151,9 +146,10 @@ async def apply_merge(conn: aiosqlite.Connection, plan: MergePlan, at: float | N
             " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             (STORED_VERSION_KEY, plan.after.version, now),
         )
-        cursor = await conn.execute(
+        row = await conn.fetch_one(
             "INSERT INTO taxonomy_audit (at, action, from_category, to_category, log_rows,"
-            " pool_rows, old_version, new_version) VALUES (?, 'merge', ?, ?, ?, ?, ?, ?)",
+            " pool_rows, old_version, new_version) VALUES (?, 'merge', ?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
             (
                 now,
                 plan.source,
@@ -164,9 +160,5 @@ async def apply_merge(conn: aiosqlite.Connection, plan: MergePlan, at: float | N
                 plan.after.version,
             ),
         )
-        audit_id = int(cursor.lastrowid or 0)
-    except BaseException:
-        await conn.rollback()
-        raise
-    await conn.commit()
+        audit_id = int(row[0]) if row else 0
     return audit_id

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-import aiosqlite
-
 from router.config import PoolSettings
+from router.store.database import Database
 
 LEARN, QUARANTINE = "learn", "quarantine"
 
@@ -41,12 +40,12 @@ class LearningGate:
         self._arrived: dict[str, deque[float]] = defaultdict(deque)  # labels seen, burst window
         self._loaded = False
 
-    async def load(self, conn: aiosqlite.Connection, now: float) -> None:
+    async def load(self, conn: Database, now: float) -> None:
         """Read what each origin taught in earlier runs (once)."""
         if self._loaded:
             return
         since = now - self.settings.source_window_h * 3600
-        rows = await conn.execute_fetchall(
+        rows = await conn.fetch_all(
             "SELECT origin, added_at FROM pool WHERE origin IS NOT NULL ORDER BY added_at"
         )
         for origin, added_at in rows:

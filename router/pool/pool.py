@@ -9,11 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
 import numpy as np
 
 from router.pool.vector_index import EXACT_LIMIT, CoarseIndex
-from router.store.database import transaction
+from router.store.database import Database, Row
 from router.store.write_behind import Job
 from router.text import text_hash
 
@@ -50,16 +49,15 @@ class PoolEntry:
     origin: str | None = None  # who taught it (a chat, a client key); None: seed or import
 
 
-async def read_rows(
-    conn: aiosqlite.Connection, embedder_id: str | None = None
-) -> list[aiosqlite.Row]:
+async def read_rows(conn: Database, embedder_id: str | None = None) -> list[Row]:
     """Pool rows in id order, (embedder_id, prompt_hash, text, embedding, category, id) each:
     one embedder's, or every embedder's (a start reads them while the model loads)."""
     # `+embedder_id`: read the table in id order rather than through the (embedder_id,
     # prompt_hash) index, which made SQLite sort every row, vectors and all (4x slower).
-    where, parameters = (" WHERE +embedder_id = ?", (embedder_id,)) if embedder_id else ("", ())
+    column = conn.sql_function("unindexed", "embedder_id")
+    where, parameters = (f" WHERE {column} = ?", (embedder_id,)) if embedder_id else ("", ())
     return list(
-        await conn.execute_fetchall(
+        await conn.fetch_all(
             "SELECT embedder_id, prompt_hash, text, embedding, category, id FROM pool"
             + where
             + " ORDER BY id",
@@ -81,7 +79,7 @@ async def rows_after(conn: Database, embedder_id: str, after_id: int, limit: int
 class Pool:
     """Vectors of one embedder, appended in place (capacity doubles) so a search never copies."""
 
-    def __init__(self, conn: aiosqlite.Connection, embedder_id: str, dim: int) -> None:
+    def __init__(self, conn: Database, embedder_id: str, dim: int) -> None:
         self._conn = conn
         self.embedder_id = embedder_id
         self.dim = dim
@@ -107,7 +105,7 @@ class Pool:
     def contains_text(self, text: str) -> bool:
         return text_hash(text) in self._hashes
 
-    async def load(self, rows: Sequence[Sequence[Any]] | None = None) -> int:
+    async def load(self, rows: Sequence[Row] | None = None) -> int:
         """Hold this embedder's rows in memory: `rows` from read_rows (read before the embedder
         was ready), else read now. Return how many."""
         if rows is None:
@@ -201,8 +199,8 @@ class Pool:
         fresh = self._fresh(entries)
         if not fresh:
             return 0
-        async with transaction(self._conn):
-            await self._conn.executemany(
+        async with self._conn.transaction():
+            await self._conn.execute_many(
                 INSERT_SQL, [self._row(digest, entry, now) for digest, entry in fresh.items()]
             )
         self._append(list(fresh.items()))

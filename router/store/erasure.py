@@ -7,9 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
-from router.store.database import fetch_one, transaction
+from router.store.database import Database
 
 # The routing log's columns an export shows (no hashes, no process ids).
 EXPORTED_LOG_COLUMNS = (
@@ -67,23 +65,22 @@ class Erased:
         return f"{verb} {', '.join(parts)}"
 
 
-async def count(conn: aiosqlite.Connection, scope: Scope) -> Erased:
+async def count(conn: Database, scope: Scope) -> Erased:
     where, values = scope.where()
-    prompts = await fetch_one(
-        conn,
+    prompts = await conn.fetch_one(
         f"SELECT COUNT(*) FROM routing_log WHERE {where} AND (prompt != '' OR prompt_hash != '')",
         values,
     )
-    pool = await fetch_one(conn, f"SELECT COUNT(*) FROM pool WHERE {where}", values)
+    pool = await conn.fetch_one(f"SELECT COUNT(*) FROM pool WHERE {where}", values)
     return Erased(int(prompts[0]) if prompts else 0, int(pool[0]) if pool else 0)
 
 
-async def erase(conn: aiosqlite.Connection, scope: Scope) -> tuple[Erased, set[str]]:
+async def erase(conn: Database, scope: Scope) -> tuple[Erased, set[str]]:
     """Clear the scope's prompt text and delete its pool entries, in one transaction; return the
     counts and the deleted entries' text hashes (a pool in memory lets go of them too)."""
     where, values = scope.where()
-    async with transaction(conn):
-        rows = await conn.execute_fetchall(f"SELECT prompt_hash FROM pool WHERE {where}", values)
+    async with conn.transaction():
+        rows = await conn.fetch_all(f"SELECT prompt_hash FROM pool WHERE {where}", values)
         hashes = {str(row[0]) for row in rows}
         pool = await conn.execute(f"DELETE FROM pool WHERE {where}", values)
         prompts = await conn.execute(
@@ -91,23 +88,23 @@ async def erase(conn: aiosqlite.Connection, scope: Scope) -> tuple[Erased, set[s
             " AND (prompt != '' OR prompt_hash != '')",
             values,
         )
-    return Erased(max(prompts.rowcount, 0), max(pool.rowcount, 0)), hashes
+    return Erased(prompts, pool), hashes
 
 
-async def export_rows(conn: aiosqlite.Connection, conv_key: str) -> list[dict[str, Any]]:
+async def export_rows(conn: Database, conv_key: str) -> list[dict[str, Any]]:
     """What the routing log and the pool keep of a conversation, oldest first, one dict a row
     with its `kind` (no vectors, no hashes)."""
-    log_rows = await conn.execute_fetchall(
+    log_rows = await conn.fetch_all(
         f"SELECT {', '.join(EXPORTED_LOG_COLUMNS)} FROM routing_log WHERE conv_key = ? ORDER BY id",
         (conv_key,),
     )
-    pool_rows = await conn.execute_fetchall(
+    pool_rows = await conn.fetch_all(
         "SELECT added_at, user_key, text, category, label_source, confidence FROM pool"
         " WHERE conv_key = ? ORDER BY id",
         (conv_key,),
     )
     return [{"kind": "routing_log", **dict(row)} for row in log_rows] + [
-        {"kind": "pool", "at": row["added_at"], **{k: row[k] for k in row.keys()[1:]}}
+        {"kind": "pool", "at": row["added_at"], **{k: row[k] for k in list(row.keys())[1:]}}
         for row in pool_rows
     ]
 
@@ -115,17 +112,16 @@ async def export_rows(conn: aiosqlite.Connection, conv_key: str) -> list[dict[st
 PURGE_BATCH = 1000  # rows a transaction clears, so the log's writer never waits long
 
 
-async def clear_old_prompts(conn: aiosqlite.Connection, before: float) -> int:
+async def clear_old_prompts(conn: Database, before: float) -> int:
     """Retention: clear the prompt text of rows older than `before`; return how many."""
     cleared = 0
     while True:
-        async with transaction(conn):
-            cursor = await conn.execute(
+        async with conn.transaction():
+            done = await conn.execute(
                 "UPDATE routing_log SET prompt = '', prompt_hash = '' WHERE id IN (SELECT id FROM"
                 " routing_log WHERE at < ? AND (prompt != '' OR prompt_hash != '') LIMIT ?)",
                 (before, PURGE_BATCH),
             )
-        done = max(cursor.rowcount, 0)
         cleared += done
         if done < PURGE_BATCH:
             return cleared

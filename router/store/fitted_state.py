@@ -9,12 +9,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
 import numpy as np
 
 from router.signals.calibration import Calibration
 from router.signals.classifier import LocalClassifier
-from router.store.database import fetch_one, transaction
+from router.store.database import Database
 
 STATE_NAME = "local_classifier"
 STATE_VERSION = "2"  # bump when what LocalClassifier fits changes
@@ -39,10 +38,9 @@ def fingerprint(
 
 
 async def load(
-    conn: aiosqlite.Connection, fingerprint_: str, categories: tuple[str, ...]
+    conn: Database, fingerprint_: str, categories: tuple[str, ...]
 ) -> LocalClassifier | None:
-    row = await fetch_one(
-        conn,
+    row = await conn.fetch_one(
         "SELECT state FROM fitted_state WHERE name = ? AND fingerprint = ?",
         (STATE_NAME, fingerprint_),
     )
@@ -52,11 +50,11 @@ async def load(
         return LocalClassifier.from_state(categories, {name: arrays[name] for name in arrays})
 
 
-async def save(conn: aiosqlite.Connection, fingerprint_: str, classifier: LocalClassifier) -> None:
+async def save(conn: Database, fingerprint_: str, classifier: LocalClassifier) -> None:
     buffer = io.BytesIO()
     arrays: dict[str, Any] = classifier.state()  # typed loosely: numpy's stub takes a name
     np.savez_compressed(buffer, **arrays)  # that could be allow_pickle for a keyword
-    async with transaction(conn):
+    async with conn.transaction():
         await conn.execute(
             "INSERT INTO fitted_state (name, fingerprint, state, at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint,"

@@ -1,7 +1,8 @@
 """The routing log's write-behind: finished rows wait in memory and are written in batches on a
-connection of their own, so no answer waits for SQLite (a commit, a lock held elsewhere). A
-database file deleted or replaced under it is noticed before each batch: the rows wait (logged,
-counted as db_file_lost) rather than go into a file nobody will read again."""
+connection of their own (SQLite; PostgreSQL's pool), so no answer waits for the database (a
+commit, a lock held elsewhere, a restart). An SQLite file deleted or replaced under it is noticed
+before each batch: the rows wait (logged, counted as db_file_lost) rather than go into a file
+nobody will read again."""
 
 from __future__ import annotations
 
@@ -11,17 +12,15 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
+from router.store.database import Database, DatabaseError, OperationalError
 
 log = logging.getLogger(__name__)
 
 FLUSH_MS = 200.0  # a finished row waits at most this long before its batch is committed
 BATCH_ROWS = 256  # ... or until this many rows are waiting
 MAX_PENDING = 10_000  # rows kept while the database refuses them; further rows are dropped
-LOCK_WAIT_S = 0.5  # the writer's busy timeout: it retries itself rather than block for long
 RETRY_S = (0.05, 0.2, 0.5, 1.0)  # waits between attempts while the database refuses a batch
 CLOSING_ATTEMPTS = 3  # at shutdown a database that still refuses costs the rows, not the exit
 
@@ -46,7 +45,6 @@ class LogWriter:
 
     def __init__(
         self,
-        path: Path | str,
         insert_sql: str,
         counters: Counter[str],
         *,
@@ -56,7 +54,7 @@ class LogWriter:
         label: str = "routing log",
         counter_prefix: str = "log",
     ) -> None:
-        self.path = str(path)
+        self.path: str | None = None  # the SQLite file written (checked before each batch)
         self.label = label  # how its log lines name it
         self.dropped = f"{counter_prefix}_rows_dropped"
         self.errors = f"{counter_prefix}_write_errors"
@@ -66,7 +64,7 @@ class LogWriter:
         self.batch_rows = batch_rows
         self.max_pending = max_pending
         self._pending: list[Row] = []
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: Database | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -85,14 +83,14 @@ class LogWriter:
         """Rows finished and not yet committed."""
         return len(self._pending)
 
-    async def start(self, shared: aiosqlite.Connection | None = None) -> LogWriter:
-        """Open the writer's own connection; an in-memory database (one connection only) is
-        written through `shared`, which the caller keeps and closes."""
-        if shared is not None:
-            self._conn, self._owns_conn = shared, False
-        else:
-            self._conn = await aiosqlite.connect(self.path, timeout=LOCK_WAIT_S)
-            await self._conn.execute("PRAGMA synchronous=NORMAL")
+    async def start(self, db: Database) -> LogWriter:
+        """Open the writer's own handle on `db` (SQLite: a second connection to the file with a
+        short busy timeout; in memory and on PostgreSQL: `db` itself, which the caller keeps
+        and closes)."""
+        self._conn = await db.writer()
+        self._owns_conn = self._conn is not db
+        self.path = self._conn.file_path
+        if self.path is not None:
             self._file = file_id(self.path)
         self._task = asyncio.create_task(self._run(), name=f"{self.label}-writer")
         return self
@@ -100,7 +98,7 @@ class LogWriter:
     def file_lost(self) -> str | None:
         """None while the file at the database's path is the one opened; else what happened to
         it ("deleted", "replaced"), logged and counted (db_file_lost) once each time."""
-        if self._file is None:
+        if self._file is None or self.path is None:
             return None
         now = file_id(self.path)
         if now == self._file:
@@ -230,12 +228,12 @@ class LogWriter:
                 continue
             try:
                 await self._commit(rows)
-            except (aiosqlite.Error, ValueError) as exc:
+            except (DatabaseError, ValueError) as exc:
                 attempt += 1
                 self.counters[self.errors] += 1
                 # Locked, busy, disk full: it may pass. A value SQLite cannot store (a lone
                 # surrogate) or a broken constraint never will.
-                if not isinstance(exc, aiosqlite.OperationalError):
+                if not isinstance(exc, OperationalError):
                     log.warning("%s: a batch was refused (%s)", self.label, exc)
                     return "refused"
                 if self._closing and attempt >= CLOSING_ATTEMPTS:
@@ -260,9 +258,5 @@ class LogWriter:
 
     async def _commit(self, batch: list[Row]) -> None:
         assert self._conn is not None
-        try:
-            await self._conn.executemany(self.insert_sql, batch)
-            await self._conn.commit()
-        except BaseException:
-            await self._conn.rollback()
-            raise
+        async with self._conn.transaction() as conn:
+            await conn.execute_many(self.insert_sql, batch)

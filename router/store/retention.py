@@ -10,9 +10,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-import aiosqlite
-
 from router.counters import Counters
+from router.store.database import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class Retention:
         for name, job in list(self.jobs.items()):
             try:
                 done[name] = await job(now)
-            except aiosqlite.Error:
+            except DatabaseError:
                 log.exception("retention: %s failed; tried again in an hour", name)
                 self.counters["db_errors"] += 1
                 continue

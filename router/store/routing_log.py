@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import aiosqlite
-
 from router.config import PrivacySettings
 from router.decision import RoutingDecision
 from router.signals.continuity import PreviousTurn
-from router.store.database import fetch_one, transaction
+from router.store.database import Database
 from router.text import capped, text_hash
 
 COLUMNS = (
@@ -66,22 +64,24 @@ def process_running(pid: int) -> bool:
     return True
 
 
-async def mark_interrupted(conn: aiosqlite.Connection) -> int:
+async def mark_interrupted(conn: Database) -> int:
     """Rows a killed process left open (its request had no outcome yet): marked `interrupted`.
     Rows another running process holds open (a second worker, the bot beside the proxy) stay;
     this process's own id counts as gone, since a container restarts with the same one."""
-    async with transaction(conn):
-        rows = await conn.execute_fetchall(
+    async with conn.transaction():
+        rows = await conn.fetch_all(
             "SELECT DISTINCT open_pid FROM routing_log"
             " WHERE outcome IS NULL AND open_pid IS NOT NULL"
         )
         gone = [(pid,) for (pid,) in rows if pid == os.getpid() or not process_running(int(pid))]
-        cursor = await conn.executemany(
-            "UPDATE routing_log SET outcome = 'interrupted', open_pid = NULL"
-            " WHERE outcome IS NULL AND open_pid = ?",
-            gone,
-        )
-    return max(cursor.rowcount, 0)
+        marked = 0
+        for pid in gone:
+            marked += await conn.execute(
+                "UPDATE routing_log SET outcome = 'interrupted', open_pid = NULL"
+                " WHERE outcome IS NULL AND open_pid = ?",
+                pid,
+            )
+    return marked
 
 
 @dataclass(frozen=True)
@@ -145,24 +145,29 @@ def row_of(
     )
 
 
-async def write_decision(conn: aiosqlite.Connection, decision: RoutingDecision) -> None:
+async def write_decision(conn: Database, decision: RoutingDecision) -> None:
     """Insert one finished decision at once (tools and tests; the router writes behind)."""
-    async with transaction(conn):
+    async with conn.transaction():
         await conn.execute(INSERT_SQL, row_of(decision))
 
 
 async def last_turn(
-    conn: aiosqlite.Connection, conv_key: str, user_key: str | None = None
+    conn: Database, conv_key: str, user_key: str | None = None
 ) -> PreviousTurn | None:
     """The conversation's last categorized decision since its last /reset (the speaker's own,
     when `user_key` names one): its context after a restart."""
-    row = await fetch_one(
-        conn,
+    # `user_key = ?` or `IS NULL`, not SQLite's `IS ?`: both dialects, and an index either way.
+    speaker, values = (
+        ("user_key = ?", (conv_key, user_key, conv_key))
+        if user_key is not None
+        else ("user_key IS NULL", (conv_key, conv_key))
+    )
+    row = await conn.fetch_one(
         "SELECT category, at, prompt FROM routing_log WHERE conv_key = ? AND category IS NOT NULL"
-        " AND user_key IS ?"
+        f" AND {speaker}"
         " AND at > COALESCE((SELECT at FROM context_resets WHERE conv_key = ?), 0)"
         " ORDER BY id DESC LIMIT 1",
-        (conv_key, user_key, conv_key),
+        values,
     )
     # A row whose text was not kept (store_prompts off, retention, /forget) gives no context.
     if row is None or not row["prompt"]:
@@ -170,8 +175,8 @@ async def last_turn(
     return PreviousTurn(row["category"], row["at"], row["prompt"])
 
 
-async def reset_context(conn: aiosqlite.Connection, conv_key: str, at: float) -> None:
-    async with transaction(conn):
+async def reset_context(conn: Database, conv_key: str, at: float) -> None:
+    async with conn.transaction():
         await conn.execute(
             "INSERT INTO context_resets (conv_key, at) VALUES (?, ?)"
             " ON CONFLICT(conv_key) DO UPDATE SET at = excluded.at",

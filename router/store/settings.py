@@ -6,22 +6,20 @@ from __future__ import annotations
 import logging
 import time
 
-import aiosqlite
-
 from router.counters import Counters
-from router.store.database import fetch_one, transaction
+from router.store.database import Database, DatabaseError
 from router.taxonomy import MODES, Mode, as_mode
 
 log = logging.getLogger(__name__)
 
 
-async def get_setting(conn: aiosqlite.Connection, key: str) -> str | None:
-    row = await fetch_one(conn, "SELECT value FROM settings WHERE key = ?", (key,))
+async def get_setting(conn: Database, key: str) -> str | None:
+    row = await conn.fetch_one("SELECT value FROM settings WHERE key = ?", (key,))
     return str(row[0]) if row else None
 
 
-async def set_setting(conn: aiosqlite.Connection, key: str, value: str) -> None:
-    async with transaction(conn):
+async def set_setting(conn: Database, key: str, value: str) -> None:
+    async with conn.transaction():
         await conn.execute(
             "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
@@ -41,7 +39,7 @@ class StoredMode:
     unless the changes are `pushed` (PostgreSQL's LISTEN, router/cluster/): then never on
     the way of a request."""
 
-    def __init__(self, conn: aiosqlite.Connection, mode: Mode, counters: Counters) -> None:
+    def __init__(self, conn: Database, mode: Mode, counters: Counters) -> None:
         self.conn = conn
         self.value: Mode = mode
         self.counters = counters
@@ -49,7 +47,7 @@ class StoredMode:
         self.pushed = False
 
     @staticmethod
-    async def read(conn: aiosqlite.Connection, initial: Mode) -> Mode:
+    async def read(conn: Database, initial: Mode) -> Mode:
         """The stored mode; `initial` (config's) is stored when none is."""
         stored = as_mode(await get_setting(conn, MODE_KEY))
         if stored is None:
@@ -63,7 +61,7 @@ class StoredMode:
             self._checked_at = time.monotonic()
             try:
                 stored = as_mode(await get_setting(self.conn, MODE_KEY))
-            except aiosqlite.Error:
+            except DatabaseError:
                 log.exception("could not read the stored routing mode")
                 self.counters["db_errors"] += 1
                 stored = None

@@ -3,9 +3,8 @@ against the config's taxonomy at start, so the pool, the log and the map never d
 
 from __future__ import annotations
 
-import aiosqlite
-
 from router.config import ConfigError
+from router.store.database import Database
 from router.taxonomy import Taxonomy
 
 LOG_CATEGORY_COLUMNS = ("category", "llm_category", "knn_category", "prior_category")
@@ -24,29 +23,29 @@ def _distinct_sql(table: str, column: str) -> str:
     )
 
 
-async def stored_categories(conn: aiosqlite.Connection) -> set[str]:
+async def stored_categories(conn: Database) -> set[str]:
     """Every category named by the pool or by any category column of the routing log."""
     found: set[str] = set()
     for table, column in (
         ("pool", "category"),
         *(("routing_log", c) for c in LOG_CATEGORY_COLUMNS),
     ):
-        found |= {row[0] for row in await conn.execute_fetchall(_distinct_sql(table, column))}
+        found |= {row[0] for row in await conn.fetch_all(_distinct_sql(table, column))}
     return found
 
 
-async def merged_away(conn: aiosqlite.Connection) -> dict[str, tuple[str, str]]:
+async def merged_away(conn: Database) -> dict[str, tuple[str, str]]:
     """Categories merged away by `crabbot taxonomy merge`: name -> (merged into, new version)."""
     return {
         row[0]: (row[1], row[2])
-        for row in await conn.execute_fetchall(
+        for row in await conn.fetch_all(
             "SELECT from_category, to_category, new_version FROM taxonomy_audit"
             " WHERE action = 'merge' ORDER BY id"
         )
     }
 
 
-async def check_taxonomy_matches_store(conn: aiosqlite.Connection, taxonomy: Taxonomy) -> None:
+async def check_taxonomy_matches_store(conn: Database, taxonomy: Taxonomy) -> None:
     """The pool and the routing log must only name categories the config has, and the config
     must not bring back a category `crabbot taxonomy merge` merged away."""
     missing = sorted(await stored_categories(conn) - set(taxonomy.categories))

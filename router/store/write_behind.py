@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from router.store.database import transaction
 from router.store.log_writer import LogWriter, Row
 
 Statement = tuple[str, Sequence[Any]]
@@ -26,8 +24,8 @@ class Job(NamedTuple):
 class JobWriter(LogWriter):
     """A LogWriter whose rows are Jobs: `put(Job(...))` never waits."""
 
-    def __init__(self, path: Path | str, counters: Counter[str], label: str, prefix: str) -> None:
-        super().__init__(path, "", counters, label=label, counter_prefix=prefix)
+    def __init__(self, counters: Counter[str], label: str, prefix: str) -> None:
+        super().__init__("", counters, label=label, counter_prefix=prefix)
         self._written: set[int] = set()
 
     def put(self, row: Row) -> None:
@@ -49,7 +47,7 @@ class JobWriter(LogWriter):
         assert self._conn is not None
         # transaction(): on a shared connection (an in-memory database) the writer takes its
         # turn with the other tasks' transactions rather than committing them halfway.
-        async with transaction(self._conn) as conn:
+        async with self._conn.transaction() as conn:
             for job in batch:
                 assert isinstance(job, Job)
                 for sql, parameters in job.statements:

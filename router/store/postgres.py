@@ -1,0 +1,241 @@
+"""The PostgreSQL backend (asyncpg, picked by scripts/bench_db_driver.py): a bounded pool of
+connections per process; a transaction holds one of them for the task that opened it. SQL is
+written once with `?` placeholders and translated here, once per statement."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, NoReturn
+
+import asyncpg
+
+from router.config import ConfigError
+from router.store.database import Database, DatabaseError, OperationalError, Row, scrub
+
+CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 5.0
+# SQLSTATE classes that may pass: connection, transaction rollback (deadlock, serialization),
+# insufficient resources, object in use / lock not available, operator intervention, system.
+TRANSIENT = ("08", "40", "53", "55", "57", "58")
+MIGRATION_LOCK = zlib.crc32(b"crabbot migrations")
+SQL_FUNCTIONS = {
+    "utc_day": "to_char(to_timestamp({0}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "unindexed": "{0}",
+}
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*|\?|INSERT\s+OR\s+IGNORE\s+INTO", re.I)
+_RETURNING = re.compile(r"\s+RETURNING\s", re.I)
+
+
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """SQLite's spelling as PostgreSQL's: `?` -> `$n` (outside quotes and comments), and
+    `INSERT OR IGNORE INTO` -> `INSERT INTO ... ON CONFLICT DO NOTHING`."""
+    count = 0
+    ignore = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal count, ignore
+        token = match.group(0)
+        if token == "?":
+            count += 1
+            return f"${count}"
+        if token[0] in "'\"-":
+            return token
+        ignore = True
+        return "INSERT INTO"
+
+    out = _TOKENS.sub(replace, sql)
+    if ignore:
+        returning = _RETURNING.search(out)
+        at = returning.start() if returning else len(out.rstrip().rstrip(";"))
+        out = f"{out[:at]} ON CONFLICT DO NOTHING{out[at:]}"
+    return out
+
+
+def _raise(exc: BaseException) -> NoReturn:
+    """asyncpg's errors as the seam's, without any password they might quote."""
+    message = scrub(str(exc)) or type(exc).__name__
+    transient = isinstance(exc, OSError | TimeoutError) or (
+        isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError)
+    )
+    if isinstance(exc, asyncpg.PostgresError):
+        transient = str(getattr(exc, "sqlstate", "") or "")[:2] in TRANSIENT
+    raise (OperationalError if transient else DatabaseError)(message) from None
+
+
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def _rowcount(status: str) -> int:
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+async def _setup(conn: asyncpg.Connection) -> None:
+    # SUM over integers is numeric in PostgreSQL: read it as a float, like SQLite's numbers.
+    await conn.set_type_codec(
+        "numeric", encoder=str, decoder=float, schema="pg_catalog", format="text"
+    )
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self._pool = pool
+        self._url = url
+        self._held: ContextVar[asyncpg.Connection | None] = ContextVar(
+            f"pg-held-{id(self)}", default=None
+        )
+        self._in_transaction: ContextVar[bool] = ContextVar(f"pg-tx-{id(self)}", default=False)
+        self._listener: asyncpg.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresDatabase({scrub(self._url)})"
+
+    @classmethod
+    async def open(cls, url: str, pool_size: int) -> PostgresDatabase:
+        """A pool of at most `pool_size` connections; a server that cannot be reached is one
+        line that says what to do (ConfigError), never a traceback."""
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                init=_setup,
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=None,
+            )
+        except (*_ERRORS, ValueError) as exc:
+            reason = scrub(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"database {scrub(url)}: cannot connect ({reason}); start PostgreSQL or fix"
+                " [database] url / CRABBOT_DATABASE_URL (a password: PGPASSWORD)"
+            ) from None
+        return cls(pool, url)
+
+    def _conn(self) -> asyncpg.Connection | asyncpg.Pool:
+        held = self._held.get()
+        return self._pool if held is None else held
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> int:
+        try:
+            return _rowcount(await self._conn().execute(translate(sql), *parameters))
+        except _ERRORS as exc:
+            _raise(exc)
+
+    async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn().executemany(translate(sql), list(rows))
+        except _ERRORS as exc:
+            _raise(exc)
+
+    async def fetch_all(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return list(await self._conn().fetch(translate(sql), *parameters))
+        except _ERRORS as exc:
+            _raise(exc)
+
+    @asynccontextmanager
+    async def _holding(self) -> AsyncIterator[asyncpg.Connection]:
+        """This task's connection: the one it holds already, else one from the pool."""
+        held = self._held.get()
+        if held is not None:
+            yield held
+            return
+        try:
+            conn = await self._pool.acquire()
+        except _ERRORS as exc:
+            _raise(exc)
+        token = self._held.set(conn)
+        try:
+            yield conn
+        finally:
+            self._held.reset(token)
+            await self._pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        if self._in_transaction.get():
+            yield self
+            return
+        async with self._holding() as conn:
+            tx = conn.transaction()
+            try:
+                await tx.start()
+            except _ERRORS as exc:
+                _raise(exc)
+            token = self._in_transaction.set(True)
+            try:
+                yield self
+            except BaseException:
+                with contextlib.suppress(*_ERRORS):  # a lost connection: so is the transaction
+                    await tx.rollback()
+                raise
+            else:
+                try:
+                    await tx.commit()
+                except _ERRORS as exc:
+                    _raise(exc)
+            finally:
+                self._in_transaction.reset(token)
+
+    @asynccontextmanager
+    async def migration_lock(self) -> AsyncIterator[Database]:
+        async with self._holding() as conn:
+            try:
+                await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            except _ERRORS as exc:
+                _raise(exc)
+            try:
+                yield self
+            finally:
+                with contextlib.suppress(*_ERRORS):  # a lost connection released it
+                    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def run_script(self, script: str) -> None:
+        async with self._holding() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(script)
+            except _ERRORS as exc:
+                _raise(exc)
+
+    async def writer(self) -> Database:
+        return self  # the pool serves the writers too
+
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> None:
+        # LISTEN needs a connection of its own, outside the pool, for as long as it listens.
+        try:
+            if self._listener is None:
+                self._listener = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
+            await self._listener.add_listener(
+                channel, lambda _conn, _pid, _channel, payload: callback(str(payload))
+            )
+        except _ERRORS as exc:
+            _raise(exc)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def sql_function(self, name: str, *arguments: str) -> str:
+        return SQL_FUNCTIONS[name].format(*arguments)
+
+    async def erase_traces(self) -> None:
+        """Nothing to do: no WAL file of ours to empty (PostgreSQL reclaims the deleted rows'
+        space by its own vacuum)."""
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close(timeout=CLOSE_TIMEOUT_S)
+            self._listener = None
+        try:
+            await self._pool.close()
+        except (*_ERRORS, TimeoutError):
+            self._pool.terminate()
