@@ -60,7 +60,7 @@ async def test_the_mode_set_anywhere_reaches_the_other_process(pair, seeded_db):
     await a.set_mode("shadow")
     await shared(b).until(lambda: b.mode == "shadow", HEARD_S)
     # Set as `crabbot` or a bot on another host would: its own connection, no router.
-    db = await open_database(make_config(seeded_db).router.database)
+    db = await open_database(make_config(seeded_db).database)
     try:
         await StoredMode(db, "shadow", Counters()).set("off")
     finally:
@@ -156,11 +156,11 @@ def throwaway() -> object:
 
 
 @pytest.fixture
-def own_server(tmp_path, monkeypatch) -> Iterator[tuple[str, Path]]:
+def own_server(monkeypatch) -> Iterator[tuple[str, Path]]:
     """A PostgreSQL cluster of this test's own (the suite's is shared), its database's URL in
     CRABBOT_DATABASE_URL; (URL, data folder)."""
     pg = throwaway()
-    server = pg.start(str(tmp_path))  # type: ignore[attr-defined]
+    server = pg.start(None)  # type: ignore[attr-defined]  # a folder postgres can reach
     folder = Path(server.split("host=", 1)[1].split("&", 1)[0])
 
     async def create() -> None:
@@ -192,7 +192,11 @@ async def test_listen_survives_a_postgresql_restart_and_reads_what_it_missed(
         b.stored_mode.value = "off"  # as if a change were missed while it was away
         restarting = asyncio.create_task(asyncio.to_thread(restart, data))
         # Routing needs no database: b answers while PostgreSQL restarts.
-        decisions = [await b.route(f"hello {n}", conv_key="c") for n in range(5)]
+        decisions = []
+        while not restarting.done() or len(decisions) < 5:
+            decisions.append(await b.route(f"hello {len(decisions)}", conv_key="c"))
+            b.finish(decisions[-1], "completed")
+            await asyncio.sleep(0.05)  # a client's pace: requests all through the restart
         await restarting
         await shared(b).until(lambda: shared(b).connects == 2 and shared(b).connected, 30.0)
         assert b.mode == "live"  # read again on reconnecting
@@ -206,4 +210,3 @@ async def test_listen_survives_a_postgresql_restart_and_reads_what_it_missed(
     finally:
         await a.close()
         await b.close()
-

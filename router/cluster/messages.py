@@ -70,7 +70,9 @@ def decode_turn(payload: str, dim: int) -> Turn:
     return Turn(str(body["o"]), str(body["c"]), None if user is None else str(user), previous)
 
 
-def encode_scope(sender: str, kind: str, conv_key: str | None, user_key: str | None, at: float) -> str:
+def encode_scope(
+    sender: str, kind: str, conv_key: str | None, user_key: str | None, at: float
+) -> str:
     """A reset (`kind` "reset") or an erasure ("drop") of a conversation, a person, or both."""
     body = {"o": sender, "e": kind, "c": conv_key, "u": user_key, "t": at}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))

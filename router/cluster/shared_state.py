@@ -24,13 +24,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from router.cluster.messages import decode_scope, decode_turn, encode_scope, encode_turn
+from router.pool.pool import rows_after
 from router.signals.continuity import PreviousTurn
 from router.store import routing_log
 from router.store.database import DatabaseError, database_url
 from router.store.notifier import Notifier
 from router.store.pg_listener import PgListener
 from router.store.settings import MODE_CHANNEL
-from router.pool.pool import rows_after
 
 if TYPE_CHECKING:
     from router.router import ModelRouter

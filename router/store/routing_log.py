@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from router.config import PrivacySettings
 from router.decision import RoutingDecision
 from router.signals.continuity import PreviousTurn
-from router.store.database import Database
+from router.store.database import Database, Row
 from router.text import capped, text_hash
 
 COLUMNS = (
@@ -197,6 +197,4 @@ async def recent_turns(conn: Database, since: float, limit: int) -> list[Row]:
 
 async def resets_since(conn: Database, since: float) -> list[Row]:
     """(conv_key, at) of the conversations reset since `since`."""
-    return await conn.fetch_all(
-        "SELECT conv_key, at FROM context_resets WHERE at > ?", (since,)
-    )
+    return await conn.fetch_all("SELECT conv_key, at FROM context_resets WHERE at > ?", (since,))
