@@ -111,7 +111,9 @@ class Pool:
         if rows is None:
             rows = await read_rows(self._conn, self.embedder_id)
         mine = [row for row in rows if row[0] == self.embedder_id]
-        _, hashes, texts, blobs, categories, ids = zip(*mine, strict=True) if mine else ((),) * 6
+        columns = list(zip(*mine, strict=True)) if mine else [()] * 5
+        _, hashes, texts, blobs, categories = columns[:5]
+        ids = columns[5] if len(columns) > 5 else ()  # rows made in code have no id
         # One buffer of every vector, writable (a bytearray), so the matrix needs no copy.
         vectors = np.frombuffer(bytearray().join(blobs), dtype=np.float32)
         with self._lock:
