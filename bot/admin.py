@@ -4,6 +4,7 @@ picture, which the adapter only delivers."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -13,10 +14,13 @@ from bot.config import AdminSettings
 from bot.console_history import PrivateHistory
 from bot.erasure import forget
 from bot.memory import Memory
+from bot.proxy_admin import ProxyAdmin, ProxyAdminError, ProxyStats
 from router import MODES, ModelRouter
 from router.analytics import stats as routing_stats
 from router.analytics.cost import cost_report
 from router.store.erasure import Scope
+
+log = logging.getLogger(__name__)
 
 DAY_S = 24 * 3600
 STATS_FLUSH_S = 2.0  # stats wait this long for rows still queued (a locked database)
@@ -26,6 +30,10 @@ CHART_CAPTION = "crabbot routing, last 7 days: tiers, sources, cost against all-
 CHART_ELSEWHERE = (
     "The chart comes as a picture on Telegram and Discord; here, run"
     " `crabbot stats --since 7d --plot stats.png`."
+)
+CHART_AT_PROXY = (
+    "The routing happens at the proxy (model auto): run `crabbot stats --since 7d --plot"
+    " stats.png` where the proxy's database is."
 )
 REFUSAL = (
     "Sorry, only crabbot's admins may run /routing. Send /whoami to see your user id; whoever"
@@ -134,8 +142,11 @@ class Admin:
         admins: AdminSettings,
         fixed_model: str | None = None,
         counters: Counter[str] | None = None,
+        proxy: ProxyAdmin | None = None,
     ) -> None:
         self.router = router
+        # The routing proxy's admin endpoints (upstream model "auto"): its stats, mode, context.
+        self.proxy = proxy
         self.memory = memory
         self.admins = admins
         self.fixed_model = fixed_model  # config names one model for every reply: no routing
@@ -178,6 +189,8 @@ class Admin:
         if args == ["stats"]:
             return Text(await self.stats_text(), table=True)
         if [arg.lower() for arg in args] == ["stats", "chart"]:
+            if self.proxy is not None:
+                return Text(CHART_AT_PROXY)
             if not pictures:
                 return Text(CHART_ELSEWHERE)
             return Picture(await self.stats_chart(), CHART_CAPTION)
@@ -189,6 +202,8 @@ class Admin:
         mode = mode.lower()
         if mode not in MODES:
             return USAGE
+        if self.proxy is not None:
+            return await self._set_proxy_mode(mode)
         old = await self.router.set_mode(mode)
         note = " (unchanged)" if old == mode else ""
         lines = [f"routing mode: {old} → {mode}{note}"]
@@ -196,7 +211,56 @@ class Admin:
             lines.append(f"(this process runs with --mode {self.router.mode} until restarted)")
         return "\n".join(lines)
 
+    def _proxy_failed(self, exc: ProxyAdminError) -> str:
+        """A failed call to the proxy's admin endpoints: logged, counted, its reason."""
+        self.counters["proxy_admin_errors"] += 1
+        log.warning("the proxy's admin endpoint: %s", exc.reason)
+        return exc.reason
+
+    async def _set_proxy_mode(self, mode: str) -> str:
+        assert self.proxy is not None
+        try:
+            old, now = await self.proxy.set_mode(mode)
+        except ProxyAdminError as exc:
+            return f"routing mode not changed: {self._proxy_failed(exc)}"
+        note = " (unchanged)" if old == mode else ""
+        return f"routing mode at the proxy: {old} → {now}{note}"
+
+    def _happened(self, counters: Counter[str]) -> str | None:
+        happened = {
+            name.replace("_", " "): count for name, count in sorted(counters.items()) if count
+        }
+        return _counts(happened) if happened else None
+
+    async def _proxy_stats_text(self) -> str:
+        assert self.proxy is not None
+        lines = [f"crabbot routing at the proxy {self.proxy.where} (model auto)"]
+        try:
+            stats: ProxyStats = await self.proxy.stats()
+        except ProxyAdminError as exc:
+            lines.append(f"the proxy's stats could not be read: {self._proxy_failed(exc)}")
+        else:
+            lines.append(
+                f"mode {stats.mode} · map {stats.taxonomy_version} · pool {stats.pool_size}"
+            )
+            if stats.categorizer_off is not None:
+                lines.append(
+                    f"LLM categorizer off ({stats.categorizer_off}): the local signal decides alone"
+                )
+            if (happened := self._happened(Counter(stats.counters))) is not None:
+                lines.append(f"proxy since start: {happened}")
+            lines.append(stats.retention)
+            for window in stats.windows:
+                lines += format_summary(window.title, window.summary)
+                if window.cost is not None:
+                    lines.append(window.cost)
+        if (happened := self._happened(Counter(self.router.counters) + self.counters)) is not None:
+            lines.append(f"bot since start: {happened}")
+        return "\n".join(lines)
+
     async def stats_text(self, now: float | None = None) -> str:
+        if self.proxy is not None:
+            return await self._proxy_stats_text()
         now = time.time() if now is None else now
         router = self.router
         await router.log.flush(STATS_FLUSH_S)  # the messages answered a moment ago count too
@@ -276,6 +340,8 @@ class Admin:
         """Forget the conversation's memory and its routing context (the last task, which the
         next message would otherwise continue)."""
         removed = await self.memory.clear(conv_key)
+        if self.proxy is not None:
+            return await self._reset_at_proxy(conv_key, removed)
         had_context = await self.router.forget(conv_key) if self.router.routes_locally else False
         if removed and had_context:
             return f"Forgot this conversation ({removed} messages) and its routing context."
@@ -284,3 +350,15 @@ class Admin:
         if had_context:
             return "Forgot this conversation's routing context (no messages were kept)."
         return "Nothing to forget."
+
+    async def _reset_at_proxy(self, conv_key: str, removed: int) -> str:
+        """/reset with a routing proxy: its context for this conversation is cleared there."""
+        assert self.proxy is not None
+        forgot = f"Forgot this conversation ({removed} messages)" if removed else "No messages kept"
+        try:
+            had_context = await self.proxy.reset(conv_key)
+        except ProxyAdminError as exc:
+            return f"{forgot}; the proxy's routing context is kept: {self._proxy_failed(exc)}."
+        if had_context:
+            return f"{forgot}, and the proxy forgot its routing context."
+        return f"{forgot}; the proxy had no routing context for it."

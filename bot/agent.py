@@ -9,16 +9,16 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, cast
 
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionUserMessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from bot.chat_user import ChatUser, user_key_of
 from bot.incoming import Incoming
 from bot.language import apology
 from bot.media import Unreadable
 from bot.memory import Memory, Turn
-from bot.upstream import AUTO_MODEL, Upstream, UpstreamError
+from bot.speakers import model_messages
+from bot.upstream import AUTO_MODEL, Routed, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
 
 log = logging.getLogger(__name__)
@@ -33,29 +33,18 @@ Prepare = Callable[[], Awaitable[Incoming]]
 class Reply:
     """What the agent answers. `text` is None when no upstream is configured (routing only);
     `decision` is None when the bot does not route: the upstream routes by itself (model
-    "auto"), or config fixes one model for every reply."""
+    "auto"; `routed` says how, when it is crabbot proxy), or config fixes one model for every
+    reply."""
 
     text: str | None
     decision: RoutingDecision | None
     model: str | None
     error: str | None = None
+    routed: Routed | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def _message(turn: Turn) -> ChatCompletionMessageParam:
-    if turn.role == "assistant":
-        return {"role": "assistant", "content": turn.content}
-    # In a group several people talk to the bot; the model needs to know who said what.
-    content = f"{turn.author}: {turn.content}" if turn.author else turn.content
-    return {"role": "user", "content": content}
-
-
-def _user_message(content: str | list[dict[str, Any]]) -> ChatCompletionUserMessageParam:
-    """The incoming message for the model; its parts (text, image_url) are the SDK's own."""
-    return cast(ChatCompletionUserMessageParam, {"role": "user", "content": content})
 
 
 class Agent:
@@ -181,11 +170,10 @@ class Agent:
                 self.router.finish(decision, "routed")
             return Reply(None, decision, model)
         author = user.name if user else None
-        messages: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": self.system_prompt},
-            *(_message(turn) for turn in history),
-            _user_message(incoming.model_content(author)),
-        ]
+        # A routing proxy routes on the text: the speaker goes in `name`, not before the words.
+        messages: list[ChatCompletionMessageParam] = model_messages(
+            self.system_prompt, history, incoming, author, named=self.upstream.auto
+        )
         partial = ""
 
         def streamed(so_far: str) -> None:
@@ -200,7 +188,7 @@ class Agent:
             )
         except UpstreamError as exc:
             failed = await self._failed(conv_key, text, decision, model, exc.reason, partial)
-            return replace(failed, text=incoming.headed(failed.text or ""))
+            return replace(failed, text=incoming.headed(failed.text or ""), routed=exc.routed)
         except Exception as exc:  # whatever breaks, the chat must get an answer and go on
             log.exception("upstream call failed unexpectedly")
             reason = type(exc).__name__
@@ -219,7 +207,7 @@ class Agent:
             )
         except Exception:
             self._db_failed("store the exchange in memory")
-        return Reply(incoming.headed(completion.text), decision, model)
+        return Reply(incoming.headed(completion.text), decision, model, routed=completion.routed)
 
     async def _failed(
         self,

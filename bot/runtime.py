@@ -76,7 +76,12 @@ class BotCore:
         router.retention.add("messages removed", lambda now: memory.remove_older_than(now - keep_s))
         agent = Agent(router, memory, upstream, config.memory.system_prompt, counters)
         admin = Admin(
-            router, memory, config.admins, fixed_model=upstream.fixed_model, counters=counters
+            router,
+            memory,
+            config.admins,
+            fixed_model=upstream.fixed_model,
+            counters=counters,
+            proxy=upstream.proxy,
         )
         transcriber = Transcriber(config.voice, secrets.groq_api_key)
         access = Access(config.access, counters)

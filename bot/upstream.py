@@ -5,7 +5,7 @@ reason."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from bot.config import UpstreamSettings
+from bot.proxy_admin import ProxyAdmin
 from router import Secrets
 from router.errors import ReasonError, sdk_error_reason
 
@@ -28,7 +29,34 @@ MISSING_HINT = (
 
 
 class UpstreamError(ReasonError):
-    """The upstream gave no usable answer."""
+    """The upstream gave no usable answer; `routed` is how a routing proxy had routed it."""
+
+    def __init__(self, reason: str, routed: Routed | None = None) -> None:
+        super().__init__(reason)
+        self.routed = routed
+
+
+@dataclass(frozen=True)
+class Routed:
+    """How a routing proxy routed a request, from its X-Crabbot-* headers."""
+
+    tier: str | None
+    category: str | None
+    source: str
+    model: str | None
+
+
+def routed_by(headers: Mapping[str, str]) -> Routed | None:
+    """The proxy's decision in a response's headers; None from anything but crabbot proxy."""
+    source = headers.get("x-crabbot-source")
+    if not source:
+        return None
+    return Routed(
+        tier=headers.get("x-crabbot-tier"),
+        category=headers.get("x-crabbot-category"),
+        source=source,
+        model=headers.get("x-crabbot-model"),
+    )
 
 
 @dataclass(frozen=True)
@@ -37,6 +65,7 @@ class Completion:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    routed: Routed | None = None  # a routing proxy's decision (model "auto")
 
 
 def is_configured(settings: UpstreamSettings, secrets: Secrets) -> bool:
@@ -53,6 +82,8 @@ class Upstream:
         self.configured = is_configured(settings, secrets)
         self.has_key = bool(secrets.openai_api_key)  # else a placeholder for keyless servers
         self.client: openai.AsyncOpenAI | None = None
+        # The routing proxy's admin endpoints (stats, mode, context reset), when model is "auto".
+        self.proxy: ProxyAdmin | None = None
         if self.configured:
             self.client = openai.AsyncOpenAI(
                 api_key=secrets.openai_api_key or PLACEHOLDER_KEY,
@@ -60,6 +91,8 @@ class Upstream:
                 timeout=settings.timeout_s,
                 max_retries=settings.max_retries,
             )
+            if self.auto:
+                self.proxy = ProxyAdmin(self.client, secrets.crabbot_proxy_admin_key)
 
     @property
     def auto(self) -> bool:
@@ -95,9 +128,14 @@ class Upstream:
         try:
             if self.settings.stream:
                 return await self._stream(self.client, options, on_text)
-            response = await self.client.chat.completions.create(**options)
+            raw = await self.client.chat.completions.with_raw_response.create(**options)
+            response = raw.parse()
         except openai.APIError as exc:
-            raise UpstreamError(sdk_error_reason("upstream", openai, exc)) from exc
+            # A proxy's error answer still says how it routed the request.
+            routed = (
+                routed_by(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+            )
+            raise UpstreamError(sdk_error_reason("upstream", openai, exc), routed) from exc
         content = response.choices[0].message.content if response.choices else None
         if not content or not content.strip():
             raise UpstreamError("upstream: empty answer")
@@ -107,6 +145,7 @@ class Upstream:
             model=response.model or model,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
+            routed=routed_by(raw.headers),
         )
 
     async def _stream(
@@ -118,9 +157,10 @@ class Upstream:
         parts: list[str] = []
         model = options["model"]
         prompt_tokens = completion_tokens = 0
-        stream = await client.chat.completions.create(
+        raw = await client.chat.completions.with_raw_response.create(
             **options, stream=True, stream_options={"include_usage": True}
         )
+        stream = raw.parse()
         async with stream:
             async for chunk in stream:
                 model = chunk.model or model
@@ -135,7 +175,7 @@ class Upstream:
         text = "".join(parts)
         if not text.strip():
             raise UpstreamError("upstream: empty answer")
-        return Completion(text, model, prompt_tokens, completion_tokens)
+        return Completion(text, model, prompt_tokens, completion_tokens, routed_by(raw.headers))
 
     async def close(self) -> None:
         if self.client is not None:

@@ -245,6 +245,8 @@ class Secrets:
     telegram_webhook_secret: str | None = _secret("TELEGRAM_WEBHOOK_SECRET")
     discord_bot_token: str | None = _secret("DISCORD_BOT_TOKEN")
     crabbot_proxy_keys: str | None = _secret("CRABBOT_PROXY_KEYS")
+    # The proxy's /admin endpoints, on the proxy and in the bot that calls them.
+    crabbot_proxy_admin_key: str | None = _secret("CRABBOT_PROXY_ADMIN_KEY")
 
     def proxy_client_keys(self) -> list[str]:
         """The proxy's client keys from CRABBOT_PROXY_KEYS (comma-separated), each as given:

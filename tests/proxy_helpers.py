@@ -78,11 +78,12 @@ async def running_proxy(
     *,
     sections: dict[str, dict[str, Any]] | None = None,
     groq_api_key: str | None = None,
+    admin_key: str | None = None,
     **proxy: Any,
 ) -> AsyncIterator[RunningProxy]:
     """The proxy on a free port; without an embedder its router has no local signal (quick to
     open, for requests that are refused or not routed). `sections` replace config sections
-    (the categorizer is off unless they say otherwise)."""
+    (the categorizer is off unless they say otherwise); `admin_key` opens /admin."""
     settings = {"base_url": provider_url, "client_keys": [CLIENT_KEY]} | proxy
     config = make_config(
         db,
@@ -96,7 +97,7 @@ async def running_proxy(
     secrets = Secrets(groq_api_key=groq_api_key)
     router = await open_router(config, secrets, embedder=embedder)
     provider = Provider.from_settings(config.proxy, Secrets(), api_key=PROVIDER_KEY)
-    app = create_app(router, provider, env_keys)
+    app = create_app(router, provider, env_keys, admin_key)
     server = await ProxyServer(app, "127.0.0.1", 0).start()
     try:
         yield RunningProxy(server.base_url, router, config, app.state.gateway)

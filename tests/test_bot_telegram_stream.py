@@ -79,8 +79,11 @@ async def test_streamed_reply_edits_in_place_where_the_server_has_no_drafts(
     telegram.drafts_supported = False
     upstream.reply = lambda body: ANSWER
     async with running(seeded_db, embedder, upstream, telegram, stream=True):
-        for question in ("How do I cook dinner?", "And tomorrow?"):
-            await telegram.push_message(PRIVATE, question)
+        # One after the other: two replies streaming at once could both try a draft before
+        # the first 404 comes back.
+        await telegram.push_message(PRIVATE, "How do I cook dinner?")
+        await telegram.wait_until(lambda: telegram.shown(PRIVATE) == [ANSWER])
+        await telegram.push_message(PRIVATE, "And tomorrow?")
         await telegram.wait_until(lambda: telegram.shown(PRIVATE) == [ANSWER, ANSWER])
     # One 404 turned drafts off for the process: the second reply did not try again.
     assert len(telegram.sent(PRIVATE, "sendMessageDraft")) == 1

@@ -32,9 +32,23 @@ QUIT = {"/quit", "/exit", "/q"}
 ReadLine = Callable[[], Awaitable[str | None]]
 
 
+def proxy_line(reply: Reply) -> str | None:
+    """What the routing proxy chose (its X-Crabbot-* headers), when the upstream is one."""
+    routed = reply.routed
+    if routed is None:
+        return None
+    parts = [part for part in (routed.tier, routed.category, routed.model) if part]
+    parts += [routed.source, "routed by the proxy"]
+    if reply.error:
+        parts.append(reply.error)
+    return " · ".join(parts)
+
+
 def decision_line(reply: Reply) -> str:
     decision = reply.decision
     if decision is None:
+        if (routed := proxy_line(reply)) is not None:
+            return routed
         why = "the upstream routes" if reply.model == AUTO_MODEL else "fixed in config"
         return f"model {reply.model} ({why})"
     parts = [decision.tier, decision.model, decision.source, f"{decision.latency_ms:.0f} ms"]

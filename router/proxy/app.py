@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from router.proxy.admin import AdminEndpoint
 from router.proxy.catalog import CatalogEndpoint
 from router.proxy.chat import ChatEndpoint
 from router.proxy.cors import cors_middleware
@@ -65,15 +66,22 @@ def open_proxy_guard(gateway: Gateway) -> list[Middleware]:
     ]
 
 
-def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] = ()) -> ProxyApp:
+def create_app(
+    router: ModelRouter,
+    provider: Provider,
+    env_keys: Sequence[str] = (),
+    admin_key: str | None = None,
+) -> ProxyApp:
     """The ASGI app; the caller owns (opens and closes) the router and the provider. Client keys
-    are proxy.client_keys plus `env_keys` (CRABBOT_PROXY_KEYS)."""
+    are proxy.client_keys plus `env_keys` (CRABBOT_PROXY_KEYS); `admin_key`
+    (CRABBOT_PROXY_ADMIN_KEY) opens the /admin endpoints."""
     gateway = Gateway(router, provider, env_keys)
     chat = ChatEndpoint(gateway)
     embeddings = EmbeddingsEndpoint(gateway)
     responses = ResponsesEndpoint(gateway)
     catalog = CatalogEndpoint(gateway)
     status = StatusEndpoint(gateway)
+    admin = AdminEndpoint(gateway, admin_key)
     routes = [
         Route("/v1/chat/completions", chat.handle, methods=["POST"]),
         Route("/chat/completions", chat.handle, methods=["POST"]),
@@ -88,6 +96,13 @@ def create_app(router: ModelRouter, provider: Provider, env_keys: Sequence[str] 
         Route("/healthz", status.healthz, methods=["GET"]),
         Route("/metrics", status.prometheus, methods=["GET"]),
     ]
+    # Under /v1 too: a client whose base URL ends in /v1 reaches them like the rest.
+    for prefix in ("/v1", ""):
+        routes += [
+            Route(f"{prefix}/admin/routing/stats", admin.stats, methods=["GET"]),
+            Route(f"{prefix}/admin/routing/mode", admin.mode, methods=["POST"]),
+            Route(f"{prefix}/admin/context/reset", admin.reset, methods=["POST"]),
+        ]
     middleware = [
         Middleware(RequestMetrics, metrics=gateway.metrics),  # outermost: counts every answer
         *open_proxy_guard(gateway),

@@ -199,7 +199,7 @@ async def serve(
     except BaseException:
         await provider.close()
         raise
-    app = create_app(router, provider, secrets.proxy_client_keys())
+    app = create_app(router, provider, secrets.proxy_client_keys(), secrets.crabbot_proxy_admin_key)
     try:
         server = ProxyServer(
             app,

@@ -28,9 +28,9 @@ class StatusEndpoint:
             )
         if not gateway.access.authorized(request):
             return JSONResponse({"status": "ok"})
-        return JSONResponse(
-            {"status": "ok", "mode": gateway.router.mode, "pool_size": gateway.router.pool_size}
-        )
+        # The stored mode, as routing reads it: set through another process's /admin too.
+        mode = await gateway.router.refresh_mode()
+        return JSONResponse({"status": "ok", "mode": mode, "pool_size": gateway.router.pool_size})
 
     async def prometheus(self, request: Request) -> Response:
         self.gateway.authorize(request)

@@ -1,0 +1,146 @@
+"""The bot's side of the routing proxy's admin endpoints (upstream model "auto"): the proxy's
+stats and mode with the admin key (CRABBOT_PROXY_ADMIN_KEY), a conversation's context reset with
+the bot's own client key; every failure becomes one line that says why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from router.analytics.stats import Agreement, Latency, Summary
+from router.errors import ReasonError
+
+ADMIN_HEADER = "X-Crabbot-Admin-Key"
+ADMIN_KEY_ENV = "CRABBOT_PROXY_ADMIN_KEY"
+
+
+class ProxyAdminError(ReasonError):
+    """The proxy did not do it; `reason` is one line, with no secret in it."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The proxy's routing over one stretch of time, and its cost line (None: no rows)."""
+
+    title: str
+    summary: Summary
+    cost: str | None
+
+
+@dataclass(frozen=True)
+class ProxyStats:
+    mode: str
+    taxonomy_version: str
+    pool_size: int
+    categorizer_off: str | None
+    counters: dict[str, int]
+    retention: str
+    windows: list[Window]
+
+
+def _summary(data: dict[str, Any]) -> Summary:
+    return Summary(
+        since=data["since"],
+        total=int(data["total"]),
+        by_tier=dict(data["by_tier"]),
+        by_category=dict(data["by_category"]),
+        by_source=dict(data["by_source"]),
+        by_outcome=dict(data["by_outcome"]),
+        fallbacks=int(data["fallbacks"]),
+        errors=int(data["errors"]),
+        errors_by_reason=dict(data["errors_by_reason"]),
+        agreement=Agreement(**data["agreement"]),
+        llm_latency=Latency(**data["llm_latency"]),
+    )
+
+
+def parse_stats(data: Any) -> ProxyStats:
+    """The stats endpoint's answer; a ProxyAdminError when it is not one."""
+    try:
+        return ProxyStats(
+            mode=str(data["mode"]),
+            taxonomy_version=str(data["taxonomy_version"]),
+            pool_size=int(data["pool_size"]),
+            categorizer_off=data.get("categorizer_off"),
+            counters={str(k): int(v) for k, v in data.get("counters", {}).items()},
+            retention=str(data.get("retention", "")),
+            windows=[Window(str(w["title"]), _summary(w), w.get("cost")) for w in data["windows"]],
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ProxyAdminError(
+            "the proxy's stats were not understood (not crabbot proxy?)"
+        ) from None
+
+
+class ProxyAdmin:
+    """Calls the proxy's /admin endpoints over the upstream's own client (its base URL, its
+    client key, its timeouts); a failure is a ProxyAdminError (the caller logs and counts it)."""
+
+    def __init__(self, client: openai.AsyncOpenAI, admin_key: str | None) -> None:
+        self.client = client
+        self._admin_key = admin_key.strip() if admin_key and admin_key.strip() else None
+
+    @property
+    def where(self) -> str:
+        """The proxy's URL as a chat may show it: no user or password that the URL carries."""
+        url = self.client.base_url
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{host}{port}{url.path}".rstrip("/")
+
+    def _admin_headers(self) -> dict[str, str]:
+        if self._admin_key is None:
+            raise ProxyAdminError(
+                f"no admin key: set {ADMIN_KEY_ENV} in the bot's environment to the proxy's"
+            )
+        return {ADMIN_HEADER: self._admin_key}
+
+    def _reason(self, exc: openai.APIError) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"the proxy at {self.where} did not answer in time"
+        if isinstance(exc, openai.APIConnectionError):
+            return f"the proxy at {self.where} is unreachable"
+        if isinstance(exc, openai.APIStatusError):
+            code, status = exc.code, exc.status_code
+            if code == "admin_key_not_set":
+                return f"the proxy has no admin key: set {ADMIN_KEY_ENV} in its environment"
+            if code == "invalid_admin_key":
+                return f"the proxy refused the admin key ({ADMIN_KEY_ENV} differs from the proxy's)"
+            if status == 401:
+                return "the proxy refused the bot's client key (OPENAI_API_KEY)"
+            if status == 404:
+                return f"the upstream at {self.where} has no crabbot admin endpoints"
+            return f"the proxy answered HTTP {status}"
+        return f"the proxy call failed ({type(exc).__name__})"
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, admin: bool) -> Any:
+        headers = self._admin_headers() if admin else {}
+        try:
+            if method == "GET":
+                return await self.client.get(path, cast_to=object, options={"headers": headers})
+            return await self.client.post(
+                path, cast_to=object, body=body, options={"headers": headers}
+            )
+        except openai.APIError as exc:
+            raise ProxyAdminError(self._reason(exc)) from exc
+
+    async def stats(self) -> ProxyStats:
+        return parse_stats(await self._call("GET", "/admin/routing/stats", None, admin=True))
+
+    async def set_mode(self, mode: str) -> tuple[str, str]:
+        """(the previous mode, the mode the proxy routes with now)."""
+        data = await self._call("POST", "/admin/routing/mode", {"mode": mode}, admin=True)
+        try:
+            return str(data["previous"]), str(data["mode"])
+        except (KeyError, TypeError):
+            raise ProxyAdminError("the proxy's answer was not understood") from None
+
+    async def reset(self, session_key: str) -> bool:
+        """Clear the proxy's routing context of the conversation the bot names (in the bot's
+        key's namespace); True when it had one."""
+        data = await self._call(
+            "POST", "/admin/context/reset", {"session_key": session_key}, admin=False
+        )
+        return bool(isinstance(data, dict) and data.get("had_context"))
