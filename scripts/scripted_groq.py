@@ -35,14 +35,22 @@ class ScriptedGroq:
 
     async def _completions(self, request: web.Request) -> web.Response:
         body = await request.json()
-        message = {"role": "assistant", "content": self.respond(body)}
-        return web.json_response(
+        return web.json_response(completion(body, self.respond(body)))
+
+
+def completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+    """A chat completion in Groq's wire format answering `body` with `content`."""
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "llama-3.1-8b-instant"),
+        "choices": [
             {
-                "id": "chatcmpl-scripted",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "llama-3.1-8b-instant"),
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
             }
-        )
+        ],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+    }
