@@ -223,6 +223,8 @@ class ModelRouter:
             return await erasure.count(self.conn, scope)
         erased, hashes = await erasure.erase(self.conn, scope)
         self.context.drop(scope.conv_key, scope.user_key)
+        if self.shared is not None:  # and from the other processes' pools
+            self.shared.unpool(hashes)
         if self.pool is not None and await self.pool.drop(hashes) and self.fitting is not None:
             self.fitting.refit()
         return erased

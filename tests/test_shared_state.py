@@ -21,6 +21,7 @@ from router import open_router as build_router
 from router.cluster.shared_state import SharedState
 from router.counters import Counters
 from router.store.database import open_database
+from router.store.erasure import Scope
 from router.store.settings import StoredMode
 from tests.conftest import make_config
 from tests.test_router import category_reply
@@ -86,6 +87,11 @@ async def test_a_label_one_process_learns_joins_the_other_pool(seeded_db, embedd
         assert b.pool is not None and a.embedder is not None
         nearest = b.pool.search(await a.embedder.aembed_message(text), 1)[0]
         assert (nearest.text, nearest.category) == (text, "creative")
+        # /forget of the conversation on a: the label leaves b's pool too.
+        await a.erase(Scope(conv_key="grandma"))
+        assert b.pool is not None
+        await shared(b).until(lambda: not b.pool.contains_text(text), HEARD_S)
+        assert b.pool_size == before
     finally:
         await a.close()
         await b.close()

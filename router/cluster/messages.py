@@ -1,6 +1,7 @@
 """What processes on one database tell each other (NOTIFY payloads, JSON under 8000 bytes): a
 conversation's turn (its task, time, text as far as prompts are kept, and its vector as float16
-in base64), a reset, an erasure's scope. Each names the process that sent it."""
+in base64), a reset, an erasure's scope, the pool entries an erasure removed. Each names the
+process that sent it."""
 
 from __future__ import annotations
 
@@ -89,3 +90,20 @@ def decode_scope(payload: str) -> tuple[str, str, str | None, str | None, float]
         None if user is None else str(user),
         float(body["t"]),
     )
+
+
+HASHES_A_PAYLOAD = 100  # 64-character text hashes: 100 fit well under MAX_PAYLOAD
+
+
+def encode_unpool(sender: str, hashes: set[str]) -> list[str]:
+    """The text hashes of erased pool entries, in as many payloads as they need."""
+    ordered = sorted(hashes)
+    return [
+        json.dumps({"o": sender, "h": ordered[n : n + HASHES_A_PAYLOAD]}, separators=(",", ":"))
+        for n in range(0, len(ordered), HASHES_A_PAYLOAD)
+    ]
+
+
+def decode_unpool(payload: str) -> tuple[str, set[str]]:
+    body = json.loads(payload)
+    return str(body["o"]), {str(h) for h in body["h"]}

@@ -23,7 +23,14 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from router.cluster.messages import decode_scope, decode_turn, encode_scope, encode_turn
+from router.cluster.messages import (
+    decode_scope,
+    decode_turn,
+    decode_unpool,
+    encode_scope,
+    encode_turn,
+    encode_unpool,
+)
 from router.pool.pool import rows_after
 from router.signals.continuity import PreviousTurn
 from router.store import routing_log
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 TURN_CHANNEL = "crabbot_turn"
 SCOPE_CHANNEL = "crabbot_context"  # resets and erasures
 POOL_CHANNEL = "crabbot_pool"
+UNPOOL_CHANNEL = "crabbot_unpool"  # pool entries an erasure removed
 FIT_CHANNEL = "crabbot_fitted"
 REFIT_LOCK = zlib.crc32(b"crabbot refit")
 CATCH_UP_ROWS = 1_000  # pool rows read a query
@@ -57,7 +65,10 @@ class SharedState:
         self.sender = secrets.token_hex(4)  # this process, in what it sends
         counters = router.counters
         self.notifier = Notifier(router.conn, counters)
-        channels = (MODE_CHANNEL, TURN_CHANNEL, SCOPE_CHANNEL, POOL_CHANNEL, FIT_CHANNEL)
+        channels = (
+            *(MODE_CHANNEL, TURN_CHANNEL, SCOPE_CHANNEL),
+            *(POOL_CHANNEL, UNPOOL_CHANNEL, FIT_CHANNEL),
+        )
         self.listener = PgListener(
             url, channels, self._on_notify, self._on_connected, counters, self._lost
         )
@@ -141,6 +152,11 @@ class SharedState:
         payload = encode_scope(self.sender, "drop", conv_key, user_key, time.time())
         self.notifier.put(SCOPE_CHANNEL, payload)
 
+    def unpool(self, hashes: set[str]) -> None:
+        """An erasure removed these pool entries: from every process's pool too."""
+        for payload in encode_unpool(self.sender, hashes):
+            self.notifier.put(UNPOOL_CHANNEL, payload)
+
     def _pool_written(self, written: bool) -> None:
         if written:
             self.notifier.put(POOL_CHANNEL, self.sender)
@@ -182,6 +198,11 @@ class SharedState:
             self._pool_wanted.set()
         elif channel == FIT_CHANNEL and payload != self.sender:
             self._fit_wanted.set()
+        elif channel == UNPOOL_CHANNEL:
+            sender, hashes = decode_unpool(payload)
+            if sender != self.sender:
+                self._tasks = [task for task in self._tasks if not task.done()]
+                self._tasks.append(asyncio.create_task(self._unpool(hashes)))
         self._poke()
 
     async def _on_connected(self) -> None:
@@ -247,6 +268,14 @@ class SharedState:
             log.info("%d labels learned by other processes joined the pool", learned)
             if router.fitting is not None:
                 router.fitting.refit_if_grown()
+
+    async def _unpool(self, hashes: set[str]) -> None:
+        router = self.router
+        if router.pool is not None and await router.pool.drop(hashes):
+            log.info("entries another process erased left the pool")
+            if router.fitting is not None:
+                router.fitting.refit()
+        self._poke()
 
     async def _fit_loop(self) -> None:
         while True:
