@@ -29,6 +29,10 @@ SQLITE_ONLY = {
     "test_privacy.py::test_database_files_are_private": "file modes",
     "test_privacy.py::test_an_existing_readable_database_is_warned_about": "file modes",
     "test_proxy.py::test_a_locked_database_delays_no_answer": "SQLite's write lock",
+    "test_router.py::test_prior_cache_is_bounded_and_falls_back_to_the_log": (
+        "a turn gone from memory read back from the log (on PostgreSQL routing reads memory"
+        " only, fed by every process: tests/test_shared_state.py)"
+    ),
     "test_pool_tools.py::test_check_compat_passes_on_the_same_embedder_and_fails_on_another": (
         "copies the seeded SQLite file as the other crabbot's"
     ),

@@ -8,7 +8,8 @@ and NOTIFYs behind its answers (router/store/notifier.py):
 - the refit: the process that gets the refit's advisory lock refits and stores the fit, the
   others adopt it when their pool matches its fingerprint;
 - context: each routed turn (task, time, text as far as prompts are kept, vector) and each
-  reset or erasure is published; the turns heard are kept in memory, read on no request path.
+  reset or erasure is published; the turns heard are kept in memory, and a process starting
+  reads the latest from the log; no request reads the database.
 
 On SQLite (one host) nothing of this runs: the processes on one file re-read the mode and read
 a conversation's last turn from the log as before."""
@@ -51,8 +52,7 @@ UNPOOL_CHANNEL = "crabbot_unpool"  # pool entries an erasure removed
 FIT_CHANNEL = "crabbot_fitted"
 REFIT_LOCK = zlib.crc32(b"crabbot refit")
 CATCH_UP_ROWS = 1_000  # pool rows read a query
-CONTEXT_WINDOW_S = 3_600.0  # at start: the turns of the last hour are read from the log
-CONTEXT_ROWS = 10_000
+CONTEXT_ROWS = 10_000  # the latest turns read from the log at start (memory keeps as many)
 RECONNECT_MARGIN_S = 5.0  # after a reconnect: turns from a little before the loss
 CONNECT_WAIT_S = 5.0  # a start waits this long for the first LISTEN (then goes on without)
 
@@ -78,6 +78,7 @@ class SharedState:
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_at: float | None = None  # when the last connection was lost
         self.connects = 0  # LISTEN connections made (a reconnect adds one)
+        self._started = asyncio.Event()  # the first connect's catch-up is done
         self._holds_refit = False
 
     @classmethod
@@ -103,7 +104,7 @@ class SharedState:
             asyncio.create_task(shared._fit_loop(), name="shared-fit"),
         ]
         try:
-            await asyncio.wait_for(shared.listener.connected.wait(), CONNECT_WAIT_S)
+            await asyncio.wait_for(shared._started.wait(), CONNECT_WAIT_S)
         except TimeoutError:
             log.warning("LISTEN is not connected yet: shared state follows once it is")
         return shared
@@ -214,16 +215,15 @@ class SharedState:
             log.info("LISTEN: connected again; reading what changed meanwhile")
             await router.stored_mode.reread()
             self._pool_wanted.set()
-        since = (
-            time.time() - CONTEXT_WINDOW_S
-            if first or self._lost_at is None
-            else self._lost_at - RECONNECT_MARGIN_S
-        )
+        # At start, the latest turns whatever their age (memory holds as many); after a
+        # reconnect, those since a little before the loss.
+        since = 0.0 if first or self._lost_at is None else self._lost_at - RECONNECT_MARGIN_S
         try:
             await self._catch_up_context(since)
         except DatabaseError as exc:
             router.counters["db_errors"] += 1
             log.warning("could not read the recent turns: %s", exc)
+        self._started.set()
         self._poke()
 
     def _lost(self) -> None:
