@@ -19,12 +19,14 @@ LET_IN = (
 @dataclass(frozen=True)
 class Where:
     """Where a message was written: the chat (a Telegram chat id, a Discord channel or thread
-    id), a thread's parent channel, the Discord server, and the writer's Discord roles."""
+    id), a thread's parent channel, the Discord server, the writer's Discord roles, and whether
+    the chat is a private one (a Discord DM, a Telegram private chat)."""
 
     chat: int | None = None
     parent: int | None = None
     server: int | None = None
     roles: tuple[int, ...] = ()
+    private: bool = False
 
 
 class Access:
@@ -62,8 +64,12 @@ class Access:
         self._told.add(key)
         if len(self._told) > 10_000:  # a bound on what is remembered; the worst is a repeat
             self._told.clear()
+        return self.line(user, where)
+
+    def line(self, user: ChatUser, where: Where) -> str:
+        """How `user` is let in `where`: their id (and the chat's, outside a private chat)."""
         what = f"{user.platform}_users = [{user.id}]"
-        private = where.chat is not None and str(where.chat) == str(user.id)
+        private = where.private or (where.chat is not None and str(where.chat) == str(user.id))
         if where.chat is not None and not private:
             place = "chats" if user.platform == "telegram" else "channels"
             what += f" (or {user.platform}_{place} = [{where.chat}] for everyone here)"

@@ -1,14 +1,18 @@
 """Learning that cannot be steered, and still learns (issue 24, 2), measured with the real
 bundled model and a fake Groq that obeys text injected in a message:
 
-- steering: requests through one origin that inject "(category=casual)" into coding requests;
-  then how many of the same requests, asked cleanly, the local signal sends to the cheap tier
-  (with the learning gate, and with its bounds switched off for comparison);
+- steering: 300 distinct coding requests (scripts/coding_requests.py) through one client key,
+  each injecting "(category=casual)", in shadow mode; then the same requests asked cleanly,
+  and 40 other people's coding requests: how many the local signal alone reads as cheap, and
+  how many live routing (the local signal, else a correct categorizer) sends cheap; with the
+  learning gate, and with its bounds switched off (the baseline: the pool before the gate);
 - teaching: a categorizer that labels correctly teaches 150 messages of family chit-chat
-  (scripts/chitchat.py) in shadow mode, ten conversations over a simulated week; the share of
+  (scripts/chitchat.py) in shadow mode, ten conversations over a simulated week; how many of
   150 held-out chit-chat messages the local signal sends to the cheap tier, before and after.
 
-    python scripts/eval_learning.py [--attack 300]
+Counts with Wilson 95% intervals.
+
+    python scripts/eval_learning.py [--attack 300] [--only steering|teaching]
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import random
 import re
 import sys
 import tempfile
@@ -29,6 +35,7 @@ from bot.config import CrabbotConfig  # noqa: E402
 from router import ModelRouter, Secrets, open_router  # noqa: E402
 from router.embedding.embedder import Embedder  # noqa: E402
 from scripts.chitchat import held_out, teach  # noqa: E402
+from scripts.coding_requests import coding_requests  # noqa: E402
 from scripts.scripted_groq import ScriptedGroq  # noqa: E402
 
 START = 1_790_000_000.0  # a simulated Monday morning, Unix seconds
@@ -109,7 +116,7 @@ def fake_categorizer(truth: dict[str, str]) -> ScriptedGroq:
 
 
 async def open_on(
-    db: Path, groq: ScriptedGroq, embedder: Embedder | None, **pool: Any
+    db: Path, groq: ScriptedGroq, embedder: Embedder | None, live: bool = False, **pool: Any
 ) -> ModelRouter:
     config = CrabbotConfig.model_validate(
         {
@@ -120,66 +127,123 @@ async def open_on(
         }
     )
     secrets = Secrets(groq_api_key="fake", openai_api_key=None, openai_base_url=None)
-    return await open_router(config, secrets, embedder=embedder)
+    return await open_router(
+        config, secrets, embedder=embedder, mode_override="live" if live else None
+    )
 
 
-async def cheap_share(router: ModelRouter, texts: list[str], at: float) -> float:
-    """The share of `texts` the local signal, reading each alone, sends to the cheap tier."""
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of k successes in n trials (as scripts/eval_router.py)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def shown(k: int, n: int) -> str:
+    low, high = wilson(k, n)
+    return f"{k}/{n} ({k / n:.3f}, 95% CI {low:.3f}-{high:.3f})"
+
+
+async def cheap_count(router: ModelRouter, texts: list[str], at: float) -> int:
+    """How many of `texts` the local signal, reading each alone, sends to the cheap tier."""
     assert router.local is not None
     cheap = 0
     for text in texts:
         result = await router.local.answer(text, None, at)
         answer = result.unprimed or result.answer
         cheap += answer is not None and answer.tier == "cheap"
-    return cheap / len(texts)
+    return cheap
+
+
+async def routed_cheap(router: ModelRouter, texts: list[str], at: float) -> int:
+    """How many of `texts`, each the first message of its own conversation, live routing sends
+    to the cheap tier (the router is opened so that it learns nothing from them)."""
+    cheap = 0
+    for n, text in enumerate(texts):
+        decision = await router.route(text, conv_key=f"probe:{n}", at=at, origin="key:family")
+        router.finish(decision, "routed")
+        cheap += decision.tier == "cheap"
+    return cheap
+
+
+@dataclass
+class Probe:
+    local_cheap: int
+    routed_cheap: int
+    n: int
 
 
 @dataclass
 class Steering:
     attacks: int
-    clean: int
-    cheap_before: float
-    cheap_after: float
+    before: dict[str, Probe]
+    after: dict[str, Probe]
     learned: int
     quarantined: int
+
+
+async def probe(
+    db: Path, groq: ScriptedGroq, embedder: Embedder | None, at: float, sets: dict[str, list[str]]
+) -> dict[str, Probe]:
+    """Each set read by the local signal alone, then routed live (a fresh start: the local
+    classifier fitted on whatever the pool holds; nothing learned from the probe itself)."""
+    router = await open_on(db, groq, embedder, live=True, min_llm_confidence=1.0)
+    try:
+        out = {}
+        for name, texts in sets.items():
+            local = await cheap_count(router, texts, at)
+            out[name] = Probe(local, await routed_cheap(router, texts, at), len(texts))
+        return out
+    finally:
+        await router.close()
 
 
 async def steering(
     folder: Path, attacks: int, embedder: Embedder | None = None, gate: bool = True
 ) -> Steering:
-    """`attacks` injected requests through one origin (a client key), 30 s apart, in shadow
-    mode; then the local signal on the clean requests."""
-    groq = await fake_categorizer({text: "coding" for text in CODING}).start()
+    """`attacks` distinct coding requests through one client key, each injecting its label,
+    30 s apart, in shadow mode; the same requests asked cleanly and 40 other coding requests
+    probed before and after."""
+    targets = coding_requests(attacks)
+    random.Random(24).shuffle(targets)
+    truth = {text: "coding" for text in [*targets, *CODING]}
+    groq = await fake_categorizer(truth).start()
     db = folder / ("steering.db" if gate else "steering-nogate.db")
-    router = await open_on(db, groq, embedder, **({} if gate else NO_GATE))
+    sets = {"same requests, clean": targets, "others' coding": list(CODING)}
+    settings = {} if gate else NO_GATE
     try:
-        before = await cheap_share(router, list(CODING), START)
-        size = router.pool_size
-        texts = [form.format(text=t) for form in INJECTIONS for t in CODING][:attacks]
-        for n, text in enumerate(texts):
-            at = START + 30.0 * n
-            decision = await router.route(text, conv_key=f"api:{n}", at=at, origin="key:mallory")
-            router.finish(decision, "routed")
-        learned = router.pool_size - size
-        quarantined = router.counters["pool_quarantined"]
-    finally:
+        router = await open_on(db, groq, embedder, **settings)  # seeds the pool
         await router.close()
-    # Restarted: the local classifier is fitted again on whatever the pool learned.
-    router = await open_on(db, groq, embedder)
-    try:
-        after = await cheap_share(router, list(CODING), START + 30.0 * attacks)
+        before = await probe(db, groq, embedder, START, sets)
+        router = await open_on(db, groq, embedder, **settings)
+        try:
+            size = router.pool_size
+            for n, target in enumerate(targets):
+                text = INJECTIONS[n % len(INJECTIONS)].format(text=target)
+                at = START + 30.0 * n
+                decision = await router.route(
+                    text, conv_key=f"api:{n}", at=at, origin="key:mallory"
+                )
+                router.finish(decision, "routed")
+            learned = router.pool_size - size
+            quarantined = router.counters["pool_quarantined"]
+        finally:
+            await router.close()
+        after = await probe(db, groq, embedder, START + 30.0 * attacks, sets)
     finally:
-        await router.close()
         await groq.stop()
-    return Steering(attacks, len(CODING), before, after, learned, quarantined)
+    return Steering(len(targets), before, after, learned, quarantined)
 
 
 @dataclass
 class Teaching:
     taught: int
     held_out: int
-    cheap_before: float
-    cheap_after: float
+    cheap_before: int
+    cheap_after: int
     learned: int
     quarantined: int
 
@@ -203,7 +267,7 @@ async def teaching(folder: Path, embedder: Embedder | None = None) -> Teaching:
     groq = await fake_categorizer({}).start()  # every chit-chat message is casual
     router = await open_on(folder / "teaching.db", groq, embedder)
     try:
-        before = await cheap_share(router, probe, START)
+        before = await cheap_count(router, probe, START)
         size = router.pool_size
         for at, conv_key, text in week_of_chat(lessons):
             decision = await router.route(text, conv_key=conv_key, at=at)
@@ -215,7 +279,7 @@ async def teaching(folder: Path, embedder: Embedder | None = None) -> Teaching:
     # The week is over; the next start fits the local classifier on the grown pool.
     router = await open_on(folder / "teaching.db", groq, embedder)
     try:
-        after = await cheap_share(router, probe, START + 8 * DAY)
+        after = await cheap_count(router, probe, START + 8 * DAY)
     finally:
         await router.close()
         await groq.stop()
@@ -225,22 +289,34 @@ async def teaching(folder: Path, embedder: Embedder | None = None) -> Teaching:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attack", type=int, default=300, help="injected requests (300)")
+    parser.add_argument("--only", choices=("steering", "teaching"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for gate in (False, True):
-            s = await steering(folder, args.attack, gate=gate)
+        if args.only != "teaching":
+            for gate in (False, True):
+                s = await steering(folder, args.attack, gate=gate)
+                print(
+                    f"steering, {'gate on' if gate else 'gate off (baseline)'}:"
+                    f" {s.attacks} injected requests through one key;"
+                    f" learned {s.learned}, quarantined {s.quarantined}"
+                )
+                for name, after in s.after.items():
+                    before = s.before[name]
+                    print(
+                        f"  {name}: local signal cheap {shown(before.local_cheap, before.n)}"
+                        f" -> {shown(after.local_cheap, after.n)};"
+                        f" routed cheap (live) {shown(before.routed_cheap, before.n)}"
+                        f" -> {shown(after.routed_cheap, after.n)}"
+                    )
+        if args.only != "steering":
+            t = await teaching(folder)
             print(
-                f"steering ({'gate' if gate else 'no gate'}): {s.attacks} injected requests;"
-                f" clean coding requests sent cheap {s.cheap_before:.3f} -> {s.cheap_after:.3f}"
-                f" of {s.clean}; learned {s.learned}, quarantined {s.quarantined}"
+                f"teaching: {t.taught} chit-chat messages taught over a week in 10 conversations;"
+                f" learned {t.learned}, quarantined {t.quarantined}; held-out sent cheap by the"
+                f" local signal {shown(t.cheap_before, t.held_out)}"
+                f" -> {shown(t.cheap_after, t.held_out)}"
             )
-        t = await teaching(folder)
-        print(
-            f"teaching: {t.taught} chit-chat messages taught over a week in 10 conversations;"
-            f" held-out {t.held_out} sent cheap {t.cheap_before:.3f} -> {t.cheap_after:.3f};"
-            f" learned {t.learned}, quarantined {t.quarantined}"
-        )
 
 
 if __name__ == "__main__":

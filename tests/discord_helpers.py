@@ -96,20 +96,8 @@ def message(
 
 
 def interaction(client: CrabbotDiscord, user: dict, interaction_id: int) -> discord.Interaction:
-    data = {
-        "id": str(interaction_id),
-        "application_id": "901",
-        "type": 2,
-        "token": f"token-{interaction_id}",
-        "version": 1,
-        "attachment_size_limit": 8 * 1024 * 1024,
-        "channel": {"id": str(DM_CHANNEL), "type": 1, "recipients": [user]},
-        "channel_id": str(DM_CHANNEL),
-        "user": user,
-        "data": {"id": "1", "name": "routing", "type": 1},
-        "locale": "en-US",
-        "app_permissions": "0",
-    }
+    """A /routing command in a DM, as discord.py builds it from the gateway's event."""
+    data = slash_event(user, interaction_id, "routing", channel_id=DM_CHANNEL, guild_id=None)
     return discord.Interaction(data=data, state=client._connection)
 
 
@@ -119,3 +107,62 @@ def routing_command(client: CrabbotDiscord, name: str) -> discord.app_commands.C
     command = group.get_command(name)
     assert isinstance(command, discord.app_commands.Command)
     return command
+
+
+def slash_event(
+    user: dict,
+    interaction_id: int,
+    name: str,
+    options: list[dict] | None = None,
+    *,
+    channel_id: int = CHANNEL,
+    guild_id: int | None = GUILD,
+    roles: tuple[int, ...] = (),
+) -> dict:
+    """A slash command as the gateway's INTERACTION_CREATE carries it: in a server's channel
+    (the user as a member with `roles`) or, with guild_id None, in a DM."""
+    data: dict[str, Any] = {
+        "id": str(interaction_id),
+        "application_id": "901",
+        "type": 2,
+        "token": f"token-{interaction_id}",
+        "version": 1,
+        "attachment_size_limit": 8 * 1024 * 1024,
+        "channel_id": str(channel_id),
+        "data": {"id": "1", "name": name, "type": 1, "options": options or []},
+        "locale": "en-US",
+        "app_permissions": "0",
+    }
+    if guild_id is None:
+        data["channel"] = {"id": str(channel_id), "type": 1, "recipients": [user]}
+        data["user"] = user
+    else:
+        data["guild_id"] = str(guild_id)
+        data["channel"] = {
+            "id": str(channel_id),
+            "type": 0,
+            "name": "family",
+            "guild_id": str(guild_id),
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "permissions": "0",
+        }
+        data["member"] = {
+            "user": user,
+            "roles": [str(role) for role in roles],
+            "joined_at": dt.datetime.now(dt.UTC).isoformat(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": "0",
+        }
+    return data
+
+
+def subcommand(name: str, **values: Any) -> list[dict]:
+    """A subcommand's options (/routing mode mode:off -> subcommand("mode", mode="off"))."""
+    types = {bool: 5, str: 3, int: 4}
+    options = [{"name": k, "type": types[type(v)], "value": v} for k, v in values.items()]
+    return [{"name": name, "type": 1, "options": options}]

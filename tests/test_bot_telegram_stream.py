@@ -78,6 +78,13 @@ async def test_streamed_reply_edits_in_place_where_the_server_has_no_drafts(
 ):
     telegram.drafts_supported = False
     upstream.reply = lambda body: ANSWER
+
+    async def draft_tried(so_far: str) -> None:
+        # The first reply streams on only once its draft was tried (and refused): a reply whose
+        # whole answer came before its first show would try no draft at all.
+        await telegram.wait_until(lambda: telegram.sent(PRIVATE, "sendMessageDraft") != [])
+
+    upstream.gate = draft_tried
     async with running(seeded_db, embedder, upstream, telegram, stream=True):
         # One after the other: two replies streaming at once could both try a draft before
         # the first 404 comes back.

@@ -27,14 +27,16 @@ CASUAL_VIEW = LocalView("casual", "cheap", 0.9)
 async def test_injected_labels_through_one_origin_do_not_steer_the_pool(tmp_path, embedder):
     result = await steering(tmp_path, 80, embedder)
     assert result.learned == 0 and result.quarantined == 80
-    assert result.cheap_before == 0.0
-    assert result.cheap_after == 0.0, "the same requests asked cleanly stay off the cheap tier"
+    for name, after in result.after.items():  # the same requests asked cleanly, and others'
+        assert after.local_cheap <= result.before[name].local_cheap, name
+        assert after.routed_cheap == 0, f"{name}: clean coding requests stay off the cheap tier"
 
 
 async def test_correct_chitchat_labels_still_teach_the_pool(tmp_path, embedder):
     result = await teaching(tmp_path, embedder)
     assert result.learned >= 140 and result.quarantined <= 5
-    assert result.cheap_after > 0.90 and result.cheap_after >= result.cheap_before
+    assert result.cheap_after / result.held_out > 0.90
+    assert result.cheap_after >= result.cheap_before
 
 
 def test_the_gate_rules_one_by_one():

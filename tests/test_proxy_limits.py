@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -141,6 +142,43 @@ async def test_past_max_connections_a_new_one_gets_503_and_open_ones_keep_servin
             assert await refused.closed()
         assert [await one.ask(limited.url) for one in held] == [200] * 8
     assert limited.router.counters["connections_refused"] == 1
+
+
+async def test_during_a_flood_of_silent_connections_a_real_client_still_reads_its_503(
+    tmp_path, provider
+):
+    """Issue 24, 5: past max_connections, a flood of connections that send nothing fills the
+    refused ones kept open to be read (MAX_LINGERING); a real client refused after them, its
+    request already sent, must still read its 503, never a reset."""
+    async with (
+        running_proxy(
+            tmp_path / "flood.db", None, provider.base_url,
+            header_timeout_s=10.0, max_connections=4, keep_alive_s=120.0,
+        ) as proxy,
+        contextlib.AsyncExitStack() as stack,
+    ):  # fmt: skip
+        held = [await stack.enter_async_context(connection(proxy.url)) for _ in range(4)]
+        for one in held:
+            assert await one.ask(proxy.url) == 200
+        silent = [await stack.enter_async_context(connection(proxy.url)) for _ in range(80)]
+        for one in silent:  # each refused, kept open by the client, sending nothing
+            assert (await _answer(one.reader))[0] == 503
+        statuses = []
+        for _ in range(5):
+            # Connected and its request sent before the proxy accepts it (the loop is not run
+            # in between), as when a flood keeps the proxy behind on accepting.
+            sock = socket.create_connection(_address(proxy.url))
+            sock.sendall(_request(proxy.url))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock)
+            try:
+                statuses.append((await _answer(reader))[0])
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                statuses.append(type(exc).__name__)
+            finally:
+                writer.close()
+        assert statuses == [503] * 5
+        assert [await one.ask(proxy.url) for one in held] == [200] * 4
 
 
 async def test_an_upgrade_request_is_answered_as_uvicorn_answers_it(limited):

@@ -30,7 +30,7 @@ from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
 from bot.streaming import StreamedReply
-from bot.turns import Turns, read_photo
+from bot.turns import OPEN_COMMANDS, Turns, read_photo
 
 log = logging.getLogger(__name__)
 Mode = Literal["live", "shadow", "off"]  # discord.py turns a Literal into the command's choices
@@ -45,15 +45,35 @@ def chat_user(user: discord.abc.User) -> ChatUser:
     return ChatUser("discord", user.id, user.display_name)
 
 
+def role_ids(user: discord.abc.User) -> tuple[int, ...]:
+    """A member's role ids as Discord sent them with the event. Member.roles lists only the
+    roles of a server already in the cache, which an interaction's server may not be."""
+    if not isinstance(user, discord.Member):
+        return ()
+    return tuple(int(role) for role in user._roles)
+
+
 def where(message: discord.Message) -> Where:
     """The channel (or thread, with its parent), the server, and the author's roles."""
     channel = message.channel
-    roles = getattr(message.author, "roles", None) or ()
     return Where(
         chat=channel.id,
         parent=getattr(channel, "parent_id", None),
         server=message.guild.id if message.guild is not None else None,
-        roles=tuple(role.id for role in roles),
+        roles=role_ids(message.author),
+        private=isinstance(channel, discord.DMChannel),
+    )
+
+
+def interaction_where(interaction: discord.Interaction) -> Where:
+    """Where a slash command was used, as `where` tells it for a message."""
+    channel = interaction.channel
+    return Where(
+        chat=interaction.channel_id,
+        parent=getattr(channel, "parent_id", None),
+        server=interaction.guild_id,
+        roles=role_ids(interaction.user),
+        private=isinstance(channel, discord.DMChannel),
     )
 
 
@@ -172,15 +192,41 @@ class DiscordTurn:
             await surface.settle(index, piece)
 
 
+class GatedTree(app_commands.CommandTree):
+    """The slash commands, behind the same door as messages: someone not let in gets the line
+    on how to be let in (only they see it), counted, and the command does nothing; /whoami and
+    /help stay open, as they are how one learns one's id."""
+
+    def __init__(self, client: CrabbotDiscord) -> None:
+        super().__init__(client)
+        self.core = client.core
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        name = interaction.data.get("name") if interaction.data else None
+        if name in OPEN_COMMANDS:
+            return True
+        core, user, place = self.core, chat_user(interaction.user), interaction_where(interaction)
+        if core.access.allows(user, place, core.admin.is_admin(user)):
+            return True
+        # Counted like a message; the line goes every time, as Discord wants an answer to
+        # every command and only the one who used it sees this one.
+        line = core.access.refusal(user, place) or core.access.line(user, place)
+        await interaction.response.send_message(line, ephemeral=True)
+        return False
+
+
 class CrabbotDiscord(discord.Client):
     def __init__(self, core: BotCore) -> None:
+        # crabbot never joins a voice channel (a voice message is an attachment): discord.py's
+        # two warnings about voice libraries would only puzzle whoever starts it.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the developer portal
         # The model's words must never ping @everyone or a role.
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
         self.core = core
         self.turns = Turns(core.agent, core.admin, core.access)
-        self.tree = app_commands.CommandTree(self)
+        self.tree = GatedTree(self)
         for command in build_commands(core):
             self.tree.add_command(command)
 

@@ -62,7 +62,7 @@ def chat_user(message: Message) -> ChatUser:
 
 
 def where(message: Message) -> Where:
-    return Where(chat=message.chat_id)
+    return Where(chat=message.chat_id, private=message.chat.type == ChatType.PRIVATE)
 
 
 def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:

@@ -36,6 +36,17 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _discord_refused(exc: BaseException) -> bool:
+    """The token refused: 401 at login (LoginFailure) or on any call, or the gateway's 4004."""
+    import discord
+
+    return (
+        isinstance(exc, discord.LoginFailure)
+        or (isinstance(exc, discord.HTTPException) and exc.status == 401)
+        or (isinstance(exc, discord.ConnectionClosed) and exc.code == 4004)
+    )
+
+
 def start_failure(platform: str, exc: BaseException) -> str | None:
     """One line for a failure to start on `platform`: the token refused, or no network; None
     for anything else (a bug keeps its traceback)."""
@@ -48,7 +59,12 @@ def start_failure(platform: str, exc: BaseException) -> str | None:
     else:
         import discord
 
-        refused = any(isinstance(e, discord.LoginFailure) for e in _chain(exc))
+        if any(isinstance(e, discord.PrivilegedIntentsRequired) for e in _chain(exc)):
+            return (
+                "discord refused the message content intent: turn on Message Content Intent on"
+                " the application's Bot page in the developer portal, then start again"
+            )
+        refused = any(_discord_refused(e) for e in _chain(exc))
     if refused:
         return (
             f"{platform} refused the bot token: check {variable} (the token as BotFather or the"

@@ -60,7 +60,7 @@ def refusal(status: int, reason: str, error: ProxyError, extra: bytes = b"") -> 
 HEAD_TOO_LARGE = (431, "Request Header Fields Too Large", "request_headers_too_large")
 URL_TOO_LONG = (414, "URI Too Long", "request_url_too_long")
 LINGER_S = 1.0  # the longest a refused client still sending is read (and dropped) from
-MAX_LINGERING = 64  # connections lingering at once; past this a refused one is closed at once
+MAX_LINGERING = 64  # connections lingering at once; past this the one lingering longest is closed
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -70,7 +70,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     limits: Limits
     counters: Counters
-    lingering: set[LimitedHttpToolsProtocol]  # of this server (one set a protocol class)
+    # Of this server (one a protocol class), oldest first (a dict keeps the order).
+    lingering: dict[LimitedHttpToolsProtocol, None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,7 +110,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
-        self.lingering.discard(self)
+        self.lingering.pop(self, None)
         super().connection_lost(exc)
 
     # -- the request head ------------------------------------------------------------------------
@@ -207,18 +208,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         refused), and would get a reset in place of the answer if the socket closed with its
         bytes unread: the proxy closes its side, reads and drops what still comes, and closes
         when the client does, or after LINGER_S; at most MAX_LINGERING at once, so a flood of
-        connections holds no file handles. (A client that stalled is closed at once.)"""
+        connections holds no file handles: past it the one lingering longest is closed (a
+        client that reads its answer closes long before, so that is a silent one), never this
+        one, whose request may be unread already. (A client that stalled is closed at once.)"""
         self._disarm_head_timer()
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()
             return
         self.transport.write(answer)
-        if not linger or len(self.lingering) >= MAX_LINGERING or not self.transport.can_write_eof():
+        if not linger or not self.transport.can_write_eof():
             self.transport.close()
             return
+        while len(self.lingering) >= MAX_LINGERING:
+            oldest = next(iter(self.lingering))
+            self.lingering.pop(oldest)
+            oldest.transport.close()
         self.transport.write_eof()
         self._lingering = True
-        self.lingering.add(self)
+        self.lingering[self] = None
         self.flow.resume_reading()
         self.loop.call_later(min(LINGER_S, self.limits.header_timeout_s), self.transport.close)
 
@@ -228,5 +235,5 @@ def limited_protocol(limits: Limits, counters: Counters) -> type[LimitedHttpTool
     return type(
         "ProxyHttpProtocol",
         (LimitedHttpToolsProtocol,),
-        {"limits": limits, "counters": counters, "lingering": set()},
+        {"limits": limits, "counters": counters, "lingering": {}},
     )

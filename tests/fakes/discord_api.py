@@ -44,8 +44,22 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
+MESSAGE_CONTENT_INTENT = 1 << 15
+
+
 class FakeDiscord:
-    def __init__(self) -> None:
+    """`token`, when set, is the only bot token the REST API accepts (any other gets 401, as
+    Discord answers); `gateway_token` likewise for the gateway's IDENTIFY (closed with 4004),
+    and `message_content` False closes it with 4014, as when the portal has the intent off."""
+
+    def __init__(
+        self,
+        token: str | None = None,
+        gateway_token: str | None = None,
+        message_content: bool = True,
+    ) -> None:
+        self.token, self.gateway_token = token, gateway_token
+        self.message_content = message_content
         self.messages: list[tuple[int, dict[str, Any]]] = []
         self.typing: list[int] = []
         self.callbacks: list[tuple[int, dict[str, Any]]] = []
@@ -59,8 +73,9 @@ class FakeDiscord:
         self.synced: list[dict[str, Any]] = []
         self.changed = asyncio.Condition()
         self._next_id = 10_000
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth])
         api = "/api/v10"
+        app.router.add_get("/gateway", self._gateway)
         app.router.add_get(f"{api}/users/@me", self._me)
         app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
         app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
@@ -75,6 +90,34 @@ class FakeDiscord:
     @property
     def api_base(self) -> str:
         return f"{self.server.url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"{self.server.url.replace('http://', 'ws://')}/gateway"
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        refused = self.token is not None and request.path.startswith("/api/")
+        if refused and request.headers.get("Authorization") != f"Bot {self.token}":
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        return await handler(request)
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        """HELLO, then the IDENTIFY judged: a wrong token or a privileged intent the portal
+        has off closes the socket with Discord's code; else it stays open, quiet."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41_250}, "s": None, "t": None})
+        async for frame in ws:
+            payload = json.loads(frame.data)
+            if payload["op"] != 2:  # a heartbeat
+                continue
+            identify = payload["d"]
+            if self.gateway_token is not None and identify["token"] != self.gateway_token:
+                await ws.close(code=4004, message=b"Authentication failed.")
+            elif identify["intents"] & MESSAGE_CONTENT_INTENT and not self.message_content:
+                await ws.close(code=4014, message=b"Disallowed intent(s).")
+        return ws
 
     async def start(self) -> FakeDiscord:
         await self.server.start()

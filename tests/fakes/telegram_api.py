@@ -203,6 +203,14 @@ class FakeTelegram:
             self.changed.notify_all()
         return int(message["message_id"])
 
+    async def push_update(self, kind: str, payload: dict[str, Any]) -> None:
+        """Queue an update of any kind ("edited_message", "channel_post", "callback_query"...)
+        whatever allowed_updates the bot asked for: what the bot's own handlers do with it."""
+        async with self.changed:
+            self._update_id += 1
+            self._updates.append({"update_id": self._update_id, kind: payload})
+            self.changed.notify_all()
+
     def _file(self, data: bytes, suffix: str, size: int | None = None) -> dict[str, Any]:
         file_id = f"file-{len(self.files) + 1}"
         size = len(data) if size is None else size
