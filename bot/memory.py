@@ -1,5 +1,5 @@
 """Conversation memory: the last exchanges of each conversation in the `messages` table of the
-one SQLite file, trimmed to a number of exchanges and an approximate token budget; each exchange
+one database, trimmed to a number of exchanges and an approximate token budget; each exchange
 records whose it is, so a person's can be erased, and old ones are removed ([privacy]).
 Exchanges are written behind the reply (a locked database delays no answer); until written they
 are read from memory."""

@@ -41,40 +41,48 @@ EMBEDDING = os.urandom(1536)
 ROUNDS = 300
 
 
-async def median_ms(call: Callable[[], Awaitable[Any]], rounds: int) -> float:
-    samples = []
+Calls = tuple[
+    Callable[[str, tuple[Any, ...]], Awaitable[Any]],  # fetch_one
+    Callable[[str], Awaitable[Any]],  # fetch_all
+    Callable[[str, tuple[Any, ...]], Awaitable[Any]],  # one write, committed
+    Callable[[str, list[tuple[Any, ...]]], Awaitable[Any]],  # a batch in one transaction
+]
+
+
+async def medians_ms(calls: list[Callable[[], Awaitable[Any]]], rounds: int) -> list[float]:
+    """Each call's median, the calls taking turns sample by sample (the same machine load)."""
+    samples: list[list[float]] = [[] for _ in calls]
     for _ in range(rounds):
-        begin = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - begin) * 1000)
-    return statistics.median(samples)
+        for call, kept in zip(calls, samples, strict=True):
+            begin = time.perf_counter()
+            await call()
+            kept.append((time.perf_counter() - begin) * 1000)
+    return [statistics.median(kept) for kept in samples]
 
 
-async def shapes(
-    fetch_one: Callable[[str, tuple[Any, ...]], Awaitable[Any]],
-    fetch_all: Callable[[str], Awaitable[Any]],
-    write: Callable[[str, tuple[Any, ...]], Awaitable[Any]],
-    batch: Callable[[str, list[tuple[Any, ...]]], Awaitable[Any]],
-) -> dict[str, float]:
+async def shapes(sides: list[Calls]) -> list[dict[str, float]]:
     counter = iter(range(10**9))
-    return {
-        "setting by key": await median_ms(
-            lambda: fetch_one("SELECT value FROM settings WHERE key = ?", ("k",)), ROUNDS * 3
+    pull = "SELECT embedder_id, prompt_hash, text, embedding, category FROM pool"
+    plans: dict[str, tuple[Callable[[Calls], Callable[[], Awaitable[Any]]], int]] = {
+        "setting by key": (
+            lambda c: lambda: c[0]("SELECT value FROM settings WHERE key = ?", ("k",)),
+            ROUNDS * 3,
         ),
-        "setting upsert (1 tx)": await median_ms(
-            lambda: write(SETTING_SQL, ("k", "v", 1.0)), ROUNDS
+        "setting upsert (1 tx)": (lambda c: lambda: c[2](SETTING_SQL, ("k", "v", 1.0)), ROUNDS),
+        "pool insert 1.5 KB": (
+            lambda c: lambda: c[2](POOL_SQL, (f"p{next(counter)}", "text", EMBEDDING)),
+            ROUNDS,
         ),
-        "pool insert 1.5 KB": await median_ms(
-            lambda: write(POOL_SQL, (f"p{next(counter)}", "text", EMBEDDING)), ROUNDS
-        ),
-        "64 log rows (1 tx)": await median_ms(lambda: batch(LOG_SQL, [LOG_ROW] * 64), ROUNDS),
-        "10k pool rows": await median_ms(
-            lambda: fetch_all(
-                "SELECT embedder_id, prompt_hash, text, embedding, category FROM pool"
-            ),
-            15,
-        ),
+        "64 log rows (1 tx)": (lambda c: lambda: c[3](LOG_SQL, [LOG_ROW] * 64), ROUNDS),
+        "10k pool rows": (lambda c: lambda: c[1](pull), 15),
     }
+    figures: list[dict[str, float]] = [{} for _ in sides]
+    for name, (make, rounds) in plans.items():
+        for side, median in zip(
+            figures, await medians_ms([make(c) for c in sides], rounds), strict=True
+        ):
+            side[name] = median
+    return figures
 
 
 async def fill(db: Database) -> None:
@@ -84,7 +92,7 @@ async def fill(db: Database) -> None:
     await db.execute(SETTING_SQL, ("k", "v", 1.0))
 
 
-async def direct(path: Path) -> dict[str, float]:
+async def direct(path: Path) -> tuple[Calls, aiosqlite.Connection]:
     """Before the seam: one aiosqlite connection, reads in one step, writes under a lock."""
     conn = await aiosqlite.connect(str(path), timeout=10.0)
     conn.row_factory = aiosqlite.Row
@@ -115,13 +123,10 @@ async def direct(path: Path) -> dict[str, float]:
             await conn.rollback()
             raise
 
-    try:
-        return await shapes(fetch_one, fetch_all, write, batch)
-    finally:
-        await conn.close()
+    return (fetch_one, fetch_all, write, batch), conn
 
 
-async def seam(db: Database) -> dict[str, float]:
+def seam(db: Database) -> Calls:
     async def batch(sql: str, rows: list[tuple[Any, ...]]) -> None:
         async with db.transaction() as tx:
             await tx.execute_many(sql, rows)
@@ -129,7 +134,7 @@ async def seam(db: Database) -> dict[str, float]:
     async def fetch_all(sql: str) -> Any:
         return await db.fetch_all(sql)
 
-    return await shapes(db.fetch_one, fetch_all, db.execute, batch)
+    return (db.fetch_one, fetch_all, db.execute, batch)
 
 
 async def run(url: str | None) -> None:
@@ -137,20 +142,27 @@ async def run(url: str | None) -> None:
         path = Path(folder) / "bench.db"
         db = await SqliteDatabase.open(path)
         await fill(db)
-        after = await seam(db)
+        old, conn = await direct(path)
+        sides = [old, seam(db)]
+        names = ["aiosqlite direct", "seam (SQLite)"]
+        pg: Database | None = None
+        if url:
+            os.environ["CRABBOT_DATABASE_URL"] = url
+            pg = await open_database(DatabaseSettings())
+            await fill(pg)
+            sides.append(seam(pg))
+            names.append("seam (PostgreSQL)")
+        await shapes(sides)  # warm-up
+        columns = await shapes(sides)
+        await conn.close()
         await db.close()
-        before = await direct(path)
-    columns = [("aiosqlite direct", before), ("seam (SQLite)", after)]
-    if url:
-        os.environ["CRABBOT_DATABASE_URL"] = url
-        pg = await open_database(DatabaseSettings())
-        await fill(pg)
-        columns.append(("seam (PostgreSQL)", await seam(pg)))
-        await pg.close()
-    print(f"{'shape (median ms)':<24}" + "".join(f"{name:>19}" for name, _ in columns)
+        if pg is not None:
+            await pg.close()
+    before, after = columns[0], columns[1]
+    print(f"{'shape (median ms)':<24}" + "".join(f"{name:>19}" for name in names)
           + f"{'seam/direct':>13}")  # fmt: skip
     for shape in before:
-        figures = "".join(f"{values[shape]:>19.3f}" for _, values in columns)
+        figures = "".join(f"{values[shape]:>19.3f}" for values in columns)
         print(f"{shape:<24}{figures}{after[shape] / before[shape]:>12.2f}x")
 
 

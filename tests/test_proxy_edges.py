@@ -66,7 +66,7 @@ async def test_malformed_bodies_get_400_and_the_connection_keeps_serving(tmp_pat
             for n in range(30)
         ]
         ports = {local_port(r) for r in [first, *refused, *valid]}
-        rows = await p.settled_rows("1", 31)
+        rows = await p.settled_rows("TRUE", 31)
     for response, (_, status, says) in zip(refused, BAD_BODIES, strict=True):
         assert response.status_code == status, response.text
         error = response.json()["error"]
@@ -96,7 +96,7 @@ async def test_a_lone_surrogate_is_routed_with_a_replacement_character(
                 b'"ok \\ud83d\\ude00"}]}',
                 headers=JSON_AUTH,
             )
-        rows = await proxy.settled_rows("1", 2)
+        rows = await proxy.settled_rows("TRUE", 2)
     assert (response.status_code, pair.status_code) == (200, 200)
     assert response.headers["x-crabbot-source"] in ("knn", "fixed", "prior")
     assert provider.requests[0].body["messages"][0]["content"] == "hi \ufffd there"
@@ -254,7 +254,7 @@ async def test_allowed_models_per_key_label(tmp_path, provider):
         async with proxy.client(key="kids-key") as client:
             with pytest.raises(openai.PermissionDeniedError):
                 await client.embeddings.create(model="text-embedding-3-small", input="hi")
-        rows = await proxy.settled_rows("1", 8)
+        rows = await proxy.settled_rows("TRUE", 8)
     m = ("auto", "cheap", CHEAP, "strong", "llama-3.3-70b-versatile")
     assert [outcomes[CLIENT_KEY][name] for name in m] == [403, 200, 200, 403, 403]
     assert [outcomes["kids-key"][name] for name in m] == [200, 403, 403, 403, 403]

@@ -75,7 +75,7 @@ async def test_two_clients_with_one_session_key_have_two_conversations(
             alice = await _ask(http, proxy.url, "why?", "shared", "key-of-alice")
             # A key with no label has a namespace of its own too (a fingerprint, not the key).
             unlabeled = await _ask(http, proxy.url, "why?", "shared", CLIENT_KEY)
-        rows = await proxy.settled_rows("1", 4)
+        rows = await proxy.settled_rows("TRUE", 4)
     assert mallory.headers["x-crabbot-source"] != "prior"
     assert unlabeled.headers["x-crabbot-source"] != "prior"
     assert (alice.headers["x-crabbot-source"], alice.headers["x-crabbot-tier"]) == (
@@ -131,7 +131,7 @@ async def test_a_model_name_that_cannot_go_in_a_header_is_a_400_before_any_provi
             proxy.url + "/chat/completions", json={"model": "cheap", "messages": user(GREETING)}
         )
         ports = {_port(answer) for answer in [*answers, after]}
-        rows = await proxy.settled_rows("1", 1)
+        rows = await proxy.settled_rows("TRUE", 1)
     assert [answer.status_code for answer in answers] == [400] * len(answers), [
         answer.text for answer in answers
     ]

@@ -25,7 +25,7 @@ LEAKED_TOKEN = "sk-live-0123456789abcdef"
 
 
 async def only_row(proxy: RunningProxy) -> dict[str, object]:
-    (row,) = await proxy.settled_rows("1", 1)
+    (row,) = await proxy.settled_rows("TRUE", 1)
     return row
 
 

@@ -60,7 +60,7 @@ async def test_responses_auto_routes_by_the_input_text(proxy, provider, text, ti
     assert answer.model == model
     assert answer.output_text == reply_text(model)
     assert raw.headers["x-crabbot-tier"] == tier
-    (row,) = await proxy.settled_rows("1", 1)
+    (row,) = await proxy.settled_rows("TRUE", 1)
     assert (row["tier"], row["model"], row["prompt"], row["outcome"]) == (
         tier,
         model,
@@ -84,7 +84,7 @@ async def test_responses_auto_streams_every_event_and_logs_the_usage(proxy, prov
     assert deltas == list(STREAM_PIECES)
     assert events[-1].type == "response.completed"
     assert events[-1].response.usage.output_tokens == COMPLETION_TOKENS
-    (row,) = await proxy.settled_rows("1", 1)
+    (row,) = await proxy.settled_rows("TRUE", 1)
     assert (row["model"], row["prompt"], row["outcome"]) == (model, text, "completed")
     assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
 
@@ -106,7 +106,7 @@ async def test_responses_earlier_items_are_the_context_of_the_last_user_text(pro
     assert follow_up.headers["x-crabbot-tier"] == "strong"
     assert alone.headers["x-crabbot-category"] != "coding"
     assert provider.requests[0].body["input"] == items  # forwarded as sent
-    rows = await proxy.settled_rows("1", 2)
+    rows = await proxy.settled_rows("TRUE", 2)
     assert [row["prompt"] for row in rows] == ["為什麼", "為什麼"]
 
 
@@ -118,7 +118,7 @@ async def test_responses_auto_without_user_text_gets_the_default_tier(proxy, pro
         )
     assert raw.parse().output_text
     assert raw.headers["x-crabbot-source"] == "fixed"
-    (row,) = await proxy.settled_rows("1", 1)
+    (row,) = await proxy.settled_rows("TRUE", 1)
     assert row["outcome"] == "completed" and row["prompt_tokens"] == PROMPT_TOKENS
 
 
@@ -147,7 +147,7 @@ async def test_responses_named_models_are_forwarded_and_logged(
             text = (await client.responses.create(model=asked, input=GREETING)).output_text
     assert text == ("".join(STREAM_PIECES) if stream else reply_text(model))
     assert provider.models == [model]
-    (row,) = await plain.settled_rows("1", 1)
+    (row,) = await plain.settled_rows("TRUE", 1)
     assert (row["model"], row["source"], row["outcome"]) == (model, source, "completed")
     assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
 
@@ -165,7 +165,7 @@ async def test_responses_provider_error_is_relayed_in_openai_shape(plain, provid
     assert error.code == "fake_failure"
     assert error.body["message"].startswith("bad request; you sent Bearer [redacted]")
     assert LEAKED_TOKEN not in error.response.text and PROVIDER_KEY not in error.response.text
-    (row,) = await plain.settled_rows("1", 1)
+    (row,) = await plain.settled_rows("TRUE", 1)
     assert row["outcome"] == "provider_error" and "[redacted]" in str(row["error"])
 
 
@@ -182,7 +182,7 @@ async def test_responses_stream_broken_off_ends_with_an_error_event_and_row(plai
                 errors.append(event.message)
     assert deltas == list(STREAM_PIECES[:2])
     assert len(errors) == 1 and "broke off" in errors[0]
-    (row,) = await plain.settled_rows("1", 1)
+    (row,) = await plain.settled_rows("TRUE", 1)
     assert row["outcome"] == "provider_error" and "broke off" in str(row["error"])
 
 

@@ -47,7 +47,6 @@ async def telegram():
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 async def test_a_stop_signal_writes_every_row(tmp_path, seeded_db, upstream, telegram, stop):
-    (tmp_path / "crabbot.db").write_bytes(seeded_db.read_bytes())
     config = config_file(tmp_path, telegram.base_url, telegram.base_file_url, upstream.base_url)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "run", "telegram", "--config", str(config),

@@ -121,7 +121,8 @@ async def _usage_by(conn: Database, since: float | None, group: str) -> list[Row
     where, params = _where(since)
     sql = (
         f"SELECT {group} AS bucket, model, COUNT(*) AS n,"
-        " SUM(prompt_tokens IS NULL OR completion_tokens IS NULL) AS no_usage,"
+        " SUM(CASE WHEN prompt_tokens IS NULL OR completion_tokens IS NULL THEN 1 ELSE 0 END)"
+        " AS no_usage,"
         " SUM(CASE WHEN prompt_tokens IS NOT NULL AND completion_tokens IS NOT NULL"
         "     THEN prompt_tokens ELSE 0 END) AS prompt,"
         " SUM(CASE WHEN prompt_tokens IS NOT NULL AND completion_tokens IS NOT NULL"

@@ -4,6 +4,7 @@ written once with `?` placeholders and translated here, once per statement."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import re
@@ -25,7 +26,9 @@ CLOSE_TIMEOUT_S = 5.0
 TRANSIENT = ("08", "40", "53", "55", "57", "58")
 MIGRATION_LOCK = zlib.crc32(b"crabbot migrations")
 SQL_FUNCTIONS = {
-    "utc_day": "to_char(to_timestamp({0}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    # NULL outside years 1-9999, as SQLite's strftime (a time in milliseconds, Inf).
+    "utc_day": "CASE WHEN {0} BETWEEN -62135596800 AND 253402300799"
+    " THEN to_char(to_timestamp({0}) AT TIME ZONE 'UTC', 'YYYY-MM-DD') END",
     "unindexed": "{0}",
 }
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*|\?|INSERT\s+OR\s+IGNORE\s+INTO", re.I)
@@ -236,6 +239,6 @@ class PostgresDatabase(Database):
             await self._listener.close(timeout=CLOSE_TIMEOUT_S)
             self._listener = None
         try:
-            await self._pool.close()
-        except (*_ERRORS, TimeoutError):
+            await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_S)
+        except _ERRORS:  # a connection still busy, or the server gone: close them hard
             self._pool.terminate()

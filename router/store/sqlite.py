@@ -91,13 +91,23 @@ class SqliteDatabase(Database):
         return conn
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> int:
-        if not self._in_transaction.get():
-            async with self.transaction():
-                return await self.execute(sql, parameters)
-        try:
-            cursor = await self._conn.execute(sql, parameters)
-        except sqlite3.Error as exc:
-            _raise(exc)
+        if self._in_transaction.get():
+            try:
+                cursor = await self._conn.execute(sql, parameters)
+            except sqlite3.Error as exc:
+                _raise(exc)
+            return max(cursor.rowcount, 0)
+        # One statement in a transaction of its own, without transaction()'s generator: this is
+        # most writes, and the seam must cost SQLite nothing measurable (scripts/bench_db_seam.py).
+        async with self._turn:
+            try:
+                cursor = await self._conn.execute(sql, parameters)
+                await self._conn.commit()
+            except BaseException as exc:
+                await self._conn.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    _raise(exc)
+                raise
         return max(cursor.rowcount, 0)
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -115,6 +125,12 @@ class SqliteDatabase(Database):
         # is locked' (SQLite skips the busy timeout when a reader upgrades to a writer).
         try:
             return list(await self._conn.execute_fetchall(sql, parameters))
+        except sqlite3.Error as exc:
+            _raise(exc)
+
+    async def fetch_one(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
+        try:
+            return next(iter(await self._conn.execute_fetchall(sql, parameters)), None)
         except sqlite3.Error as exc:
             _raise(exc)
 
