@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from router.cluster.shared_state import SharedState
 from router.config import RouterConfig, Secrets
 from router.embedding.blas import one_blas_thread_for_the_process
 from router.embedding.embedder import Embedder, build_embedder
@@ -106,6 +107,7 @@ async def open_router(
     router.retention.start()
     if router.fitting is not None and len(router.fitting.local.pool):
         await router.fitting.start(seeded)
+    router.shared = await SharedState.start(router)  # None on SQLite
     if warming is not None:
         try:
             await warming

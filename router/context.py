@@ -1,15 +1,18 @@
 """A conversation's routing context: the speaker's previous turn and its task, kept in memory for
 the most recent conversations and read back from the routing log for the rest; /reset starts it
 over. In a group, each person's context is their own: grandma's "早安" does not set the tier of
-her grandson's SQL question."""
+her grandson's SQL question. With other processes on one PostgreSQL, turns and resets are
+published to them and theirs heard (router/cluster/), and a turn not in memory is not read back
+from the log: routing never waits on the database."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from router.config import RouterConfig
 from router.counters import Counters
@@ -28,6 +31,14 @@ PRIOR_TEXT_CHARS = 300
 ContextKey = tuple[str, str | None]  # (conv_key, user_key)
 
 
+class ContextPublisher(Protocol):
+    """Tells the other processes on the database of this process's turns and resets."""
+
+    def turn(self, conv_key: str, user_key: str | None, turn: PreviousTurn) -> None: ...
+    def reset(self, conv_key: str, at: float) -> None: ...
+    def drop(self, conv_key: str | None, user_key: str | None) -> None: ...
+
+
 class ConversationContext:
     """The last turn of each speaker in each conversation."""
 
@@ -43,6 +54,10 @@ class ConversationContext:
         self.local = local
         self.counters = counters
         self._previous: OrderedDict[ContextKey, PreviousTurn] = OrderedDict()
+        self._resets: OrderedDict[str, float] = OrderedDict()  # heard from other processes
+        self.publisher: ContextPublisher | None = None
+        # False when other processes publish their turns (PostgreSQL): memory is the context.
+        self.read_log_on_miss = True
 
     async def previous(
         self,
@@ -83,6 +98,8 @@ class ConversationContext:
         key = (conv_key, user_key)
         if key in self._previous:
             self._previous.move_to_end(key)
+        elif not self.read_log_on_miss:
+            return None
         else:
             try:
                 turn = await routing_log.last_turn(self.conn, conv_key, user_key)
@@ -97,18 +114,55 @@ class ConversationContext:
 
     def remember(self, conv_key: str, turn: PreviousTurn, user_key: str | None = None) -> None:
         """Keep the last turn of the most recent speakers; the rest are read back on demand."""
-        kept = PreviousTurn(turn.category, turn.at, turn.text[:PRIOR_TEXT_CHARS])
+        kept = dataclasses.replace(turn, text=turn.text[:PRIOR_TEXT_CHARS])
         key = (conv_key, user_key)
         self._previous[key] = kept
         self._previous.move_to_end(key)
         while len(self._previous) > PRIOR_CACHE_SIZE:
             self._previous.popitem(last=False)
 
-    def drop(self, conv_key: str | None, user_key: str | None) -> None:
-        """Let go of the turns kept of a conversation, a person, or a person in a conversation."""
+    def held(self, conv_key: str, user_key: str | None = None) -> PreviousTurn | None:
+        """The turn kept in memory for this speaker in this conversation, if any."""
+        return self._previous.get((conv_key, user_key))
+
+    def record(self, conv_key: str, turn: PreviousTurn, user_key: str | None = None) -> None:
+        """A turn this process routed: kept, and published to the other processes."""
+        self.remember(conv_key, turn, user_key)
+        if self.publisher is not None:
+            self.publisher.turn(conv_key, user_key, turn)
+
+    def heard(self, conv_key: str, turn: PreviousTurn, user_key: str | None = None) -> bool:
+        """A turn another process routed: kept unless a newer one or a later reset is known."""
+        held = self._previous.get((conv_key, user_key))
+        if held is not None and (held.at or 0.0) >= (turn.at or 0.0):
+            return False
+        if (turn.at or 0.0) <= self._resets.get(conv_key, 0.0):
+            return False
+        self.remember(conv_key, turn, user_key)
+        return True
+
+    def heard_reset(self, conv_key: str, at: float) -> None:
+        """Another process reset the conversation at `at`: its turns up to then are gone."""
+        self._note_reset(conv_key, at)
+        for key, turn in list(self._previous.items()):
+            if key[0] == conv_key and (turn.at or 0.0) <= at:
+                del self._previous[key]
+
+    def _note_reset(self, conv_key: str, at: float) -> None:
+        """A turn from before it, heard late, is not kept."""
+        self._resets[conv_key] = max(at, self._resets.get(conv_key, 0.0))
+        self._resets.move_to_end(conv_key)
+        while len(self._resets) > PRIOR_CACHE_SIZE:
+            self._resets.popitem(last=False)
+
+    def drop(self, conv_key: str | None, user_key: str | None, publish: bool = True) -> None:
+        """Let go of the turns kept of a conversation, a person, or a person in a conversation
+        (in every process on the database, unless it is another's erasure being heard)."""
         for key in list(self._previous):
             if conv_key in (None, key[0]) and user_key in (None, key[1]):
                 del self._previous[key]
+        if publish and self.publisher is not None:
+            self.publisher.drop(conv_key, user_key)
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
@@ -117,8 +171,12 @@ class ConversationContext:
         )
         for key in [key for key in self._previous if key[0] == conv_key]:
             del self._previous[key]
+        at = time.time() if at is None else at
+        self._note_reset(conv_key, at)
+        if self.publisher is not None:
+            self.publisher.reset(conv_key, at)
         try:
-            await routing_log.reset_context(self.conn, conv_key, time.time() if at is None else at)
+            await routing_log.reset_context(self.conn, conv_key, at)
         except DatabaseError:
             log.exception("could not store the conversation's reset")
             self.counters["db_errors"] += 1

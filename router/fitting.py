@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from typing import Protocol
 
 from router.counters import Counters
 from router.pool.pool import PoolSnapshot, give_back_free_memory
@@ -28,6 +29,14 @@ REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
 STOP_WAIT_S = 10.0  # a stop waits this long for a refit at idle priority, then cancels it
 
 
+class RefitClaim(Protocol):
+    """With other processes on the database (router/cluster/): one of them refits at a time,
+    stores the fit, and the others load it (`adopt`) when their pool matches it."""
+
+    async def claim(self) -> bool: ...
+    async def release(self, refitted: bool) -> None: ...
+
+
 class ClassifierFitting:
     """Loads, fits and refits `local.classifier`; one refit at a time."""
 
@@ -43,6 +52,7 @@ class ClassifierFitting:
         self.taxonomy = taxonomy
         self.counters = counters
         self.refit_task: asyncio.Task[None] | None = None
+        self.claim: RefitClaim | None = None
 
     async def start(self, seeded: Calibration | None) -> None:
         """The stored classifier and calibration when they fit this pool, else a fresh fit."""
@@ -59,12 +69,12 @@ class ClassifierFitting:
         """Start a refit in the background once the pool has grown by REFIT_GROWTH."""
         trained_on = self.local.classifier.trained_on
         if len(self.local.pool) >= trained_on * REFIT_GROWTH and self.refit_task is None:
-            self.refit_task = asyncio.create_task(self._refit())
+            self.refit_task = asyncio.create_task(self._refit_claimed())
 
     def refit(self) -> None:
         """Start a refit in the background now (the pool lost entries: an erasure)."""
         if self.refit_task is None:
-            self.refit_task = asyncio.create_task(self._refit())
+            self.refit_task = asyncio.create_task(self._refit_claimed())
 
     async def wait(self, timeout_s: float | None = None) -> None:
         """Wait for the refit under way; past `timeout_s` (a stop), cancel it instead: its child
@@ -79,6 +89,40 @@ class ClassifierFitting:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    async def _refit_claimed(self) -> None:
+        """Refit, unless another process on the database is refitting (its fit is adopted when
+        it is stored)."""
+        claim = self.claim
+        if claim is not None and not await claim.claim():
+            self.counters["refits_left_to_another_process"] += 1
+            self.refit_task = None
+            return
+        refitted = False
+        try:
+            await self._refit()
+            refitted = True
+        finally:
+            if claim is not None:
+                await claim.release(refitted)
+
+    async def adopt(self) -> bool:
+        """Load the classifier another process stored, when it was fit on this very pool (and
+        its stored calibration); True when it was."""
+        if self.refit_task is not None:
+            return False
+        calibration = await self._stored_calibration()
+        if calibration is None:
+            return False
+        snapshot = self.local.pool.snapshot()
+        wanted = await asyncio.to_thread(self.local.fingerprint, calibration, snapshot)
+        stored = await fitted_state.load(self.conn, wanted)
+        if stored is None or self.refit_task is not None:
+            return False
+        loaded = await asyncio.to_thread(FittedPool.from_bytes, self.taxonomy.categories, stored)
+        await self._adopt(loaded, snapshot)
+        self.counters["refits_adopted"] += 1
+        return True
 
     async def _refit(self) -> None:
         """Refit and recalibrate (cross-validated) on the grown pool, and rebuild a large pool's
@@ -137,8 +181,11 @@ class ClassifierFitting:
         came with it and the pool is large)."""
         self.local.classifier = fitted.classifier
         pool = self.local.pool
-        if fitted.index is not None:
-            await asyncio.to_thread(pool.adopt_index, fitted.index, snapshot.generation)
+        index = fitted.index
+        if index is not None and not await asyncio.to_thread(index.matches, snapshot.vectors):
+            index = None  # stored by a process whose pool holds the same rows in another order
+        if index is not None:
+            await asyncio.to_thread(pool.adopt_index, index, snapshot.generation)
         elif len(snapshot.texts) > EXACT_LIMIT:
             await asyncio.to_thread(pool.build_index)
 

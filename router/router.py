@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.config import RouterConfig
 from router.context import ConversationContext
@@ -32,6 +32,9 @@ from router.store.settings import StoredMode
 from router.store.write_behind import JobWriter
 from router.taxonomy import Mode, Taxonomy
 from router.text import readable
+
+if TYPE_CHECKING:
+    from router.cluster.shared_state import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +105,14 @@ class ModelRouter:
         # Pool additions and quarantined labels are written behind the answer.
         self.pool_writer = JobWriter(self.counters, "pool", "pool")
         self.gate = LearningGate(config.pool)
+        # With other processes on one PostgreSQL: what they share (set by open_router).
+        self.shared: SharedState | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
         await self.retention.close()
         if self.fitting is not None:
             await self.fitting.wait(STOP_WAIT_S)
@@ -216,6 +223,8 @@ class ModelRouter:
             return await erasure.count(self.conn, scope)
         erased, hashes = await erasure.erase(self.conn, scope)
         self.context.drop(scope.conv_key, scope.user_key)
+        if self.shared is not None:  # and from the other processes' pools
+            self.shared.unpool(hashes)
         if self.pool is not None and await self.pool.drop(hashes) and self.fitting is not None:
             self.fitting.refit()
         return erased
@@ -375,7 +384,7 @@ class ModelRouter:
         decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
             turn = PreviousTurn(decision.category, at, text)
-            self.context.remember(conv_key, turn, user_key)
+            self.context.record(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)
         self.log.open(decision)

@@ -29,6 +29,10 @@ SQLITE_ONLY = {
     "test_paths.py": "where the SQLite file goes",
     "test_proxy_db_file.py": "a deleted or replaced SQLite file",
     "test_database_locked.py": "another program holding SQLite's write lock",
+    "test_router.py::test_prior_cache_is_bounded_and_falls_back_to_the_log": (
+        "a turn gone from memory read back from the log (on PostgreSQL routing reads memory"
+        " only, fed by every process: tests/test_shared_state.py)"
+    ),
     "test_privacy.py::test_new_files_are_private_and_readable_ones_are_warned_about": (
         "the modes of the SQLite file, its WAL and SHM"
     ),

@@ -1,7 +1,8 @@
 """Two `crabbot proxy` processes on two hosts (network namespaces) share one PostgreSQL behind
 HAProxy: under load, one proxy is killed (SIGKILL) and PostgreSQL restarted, and no client is
 left hanging, every failure is in OpenAI's error format, and every answer of a proxy that
-survived has its routing-log row. scripts/bench_cluster.py runs it; this is its short run.
+survived has its routing-log row; a mode set and a label learned through one proxy reach the
+other. scripts/bench_cluster.py runs it; this is its short run.
 
 Needs root, `ip netns`, HAProxy and PostgreSQL 15; without them it is skipped with the reason,
 and fails instead under CRABBOT_TEST_PG_REQUIRED=1 (CI). It starts a PostgreSQL of its own in a
@@ -29,6 +30,7 @@ REQUIRED = os.environ.get("CRABBOT_TEST_PG_REQUIRED") == "1"
 RUN_LIMIT_S = 240.0  # a bounded run takes about a minute; this is for a loaded CI machine
 CANNOT_RUN_HERE = 2  # bench_cluster's exit status when the machine lacks what it needs
 SECONDS, KILL_AT, RESTART_AT = 12, 4, 8
+LABEL_AT, MODE_AT = 1, 2  # before the kill: every proxy is there to hear
 
 
 def cannot_run(reason: str) -> None:
@@ -46,7 +48,7 @@ def run_cluster() -> dict:
         *(sys.executable, str(BENCH), "--json", "--database", "postgresql"),
         *("--proxies", "2", "--clients", "24", "--seconds", str(SECONDS), "--no-seed"),
         *("--kill-at", str(KILL_AT), "--restart-pg-at", str(RESTART_AT)),
-        *("--label-at", "-1", "--mode-at", "-1", "--timeout", "20"),
+        *("--label-at", str(LABEL_AT), "--mode-at", str(MODE_AT), "--timeout", "20"),
     ]
     with subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -91,6 +93,13 @@ def test_a_killed_proxy_and_a_restarted_database_cost_no_hang_and_no_row():
     for proxy, counters in result["metrics"].items():
         if counters is not None:
             assert counters["crabbot_router_log_rows_dropped_total"] == 0, proxy
+    # What one proxy was told reached the other (LISTEN/NOTIFY): the mode set through one
+    # proxy's admin endpoint, and a label the categorizer taught one proxy (None: not within
+    # the probe's 10 s).
+    probes = result["probes"]
+    assert None not in probes["mode"]["seconds"].values(), probes["mode"]
+    assert probes["label"]["request"]["source"] == "llm", probes["label"]
+    assert None not in probes["label"]["seconds"].values(), probes["label"]
 
 
 def listening(port: int, process: subprocess.Popen) -> None:

@@ -165,7 +165,8 @@ async def test_a_mode_set_through_one_proxy_is_what_another_on_its_database_repo
     tmp_path, provider, monkeypatch
 ):
     # As --workers N or two hosts on one database: the other re-reads the stored mode when its
-    # last read is older than MODE_RECHECK_S (2 s); 0 here, so the test need not wait.
+    # last read is older than MODE_RECHECK_S (2 s); 0 here, so the test need not wait. On
+    # PostgreSQL it is notified (LISTEN/NOTIFY): the test waits until it heard.
     monkeypatch.setattr("router.store.settings.MODE_RECHECK_S", 0.0)
     db = tmp_path / "shared.db"
     async with (
@@ -176,6 +177,8 @@ async def test_a_mode_set_through_one_proxy_is_what_another_on_its_database_repo
         changed = await http.post(
             first.url + "/admin/routing/mode", json={"mode": "shadow"}, headers=ADMIN
         )
+        if second.router.shared is not None:  # PostgreSQL: notified, not re-read
+            await second.router.shared.until(lambda: second.router.mode == "shadow", 10.0)
         health = await http.get(
             second.url.removesuffix("/v1") + "/healthz", headers=_auth(CLIENT_KEY)
         )

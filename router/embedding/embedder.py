@@ -113,6 +113,11 @@ class Embedder:
         # must not reach.
         return await asyncio.shield(asyncio.wrap_future(self._batcher.embed(key, text)))
 
+    def cached(self, text: str) -> np.ndarray | None:
+        """The vector of `text` when the cache holds it (nothing embedded, nothing counted)."""
+        with self._cache_lock:
+            return self._cache.get(normalize_text(text))
+
     def _remember(self, key: str, vector: np.ndarray) -> None:
         with self._cache_lock:
             self._cache[key] = vector

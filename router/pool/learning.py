@@ -88,6 +88,12 @@ class LearningGate:
         self._learned[origin] += 1
         self._window[origin].append(at)
 
+    def heard(self, origin: str, at: float) -> None:
+        """Another process learned a label from `origin`: its record here counts it too (the
+        bounds hold across processes; the label itself was judged there, once)."""
+        if self._loaded:
+            self.learned(origin, at)
+
     def forget(self, origin: str) -> None:
         """The origin's entries were purged: its record starts over."""
         for record in (self._learned, self._window, self._arrived):

@@ -61,15 +61,15 @@ class PoolSnapshot:
 
 
 async def read_rows(conn: Database, embedder_id: str | None = None) -> list[Row]:
-    """Pool rows in id order, (embedder_id, prompt_hash, text, embedding, category) each: one
-    embedder's, or every embedder's (a start reads them while the model loads)."""
+    """Pool rows in id order, (embedder_id, prompt_hash, text, embedding, category, id) each:
+    one embedder's, or every embedder's (a start reads them while the model loads)."""
     # `+embedder_id`: read the table in id order rather than through the (embedder_id,
     # prompt_hash) index, which made SQLite sort every row, vectors and all (4x slower).
     column = conn.sql_function("unindexed", "embedder_id")
     where, parameters = (f" WHERE {column} = ?", (embedder_id,)) if embedder_id else ("", ())
     return list(
         await conn.fetch_all(
-            "SELECT embedder_id, prompt_hash, text, embedding, category FROM pool"
+            "SELECT embedder_id, prompt_hash, text, embedding, category, id FROM pool"
             + where
             + " ORDER BY id",
             parameters,
@@ -82,6 +82,16 @@ def give_back_free_memory() -> None:
     pool rows' vector bytes, mapped); nothing where malloc_trim is missing."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
+
+
+async def rows_after(conn: Database, embedder_id: str, after_id: int, limit: int) -> list[Row]:
+    """This embedder's rows added after row `after_id` (another process's labels), in id order:
+    (id, prompt_hash, text, embedding, category, origin, added_at) each."""
+    return await conn.fetch_all(
+        "SELECT id, prompt_hash, text, embedding, category, origin, added_at FROM pool"
+        " WHERE id > ? AND embedder_id = ? ORDER BY id LIMIT ?",
+        (after_id, embedder_id, limit),
+    )
 
 
 class Pool:
@@ -101,6 +111,10 @@ class Pool:
         self._index: CoarseIndex | None = None
         self._generation = 0  # a drop or a load renumbers rows: an index made before is void
         self._lock = threading.Lock()
+        self.last_id = 0  # the last row read from the table (others' rows come after it)
+        # Called with True once rows added behind are committed (router/cluster/ tells the
+        # other processes), with False when they were dropped.
+        self.on_written: Callable[[bool], None] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -145,8 +159,11 @@ class Pool:
         if isinstance(rows, list):
             rows.clear()
         count = len(mine)
-        _, hashes, texts, blobs, categories = zip(*mine, strict=True) if mine else ((),) * 5
+        columns = list(zip(*mine, strict=True)) if mine else [()] * 5
         del mine
+        _, hashes, texts, blobs, categories = columns[:5]
+        ids = columns[5] if len(columns) > 5 else ()  # rows made in code have no id
+        del columns
         # One buffer of every vector, writable (a bytearray), so the matrix needs no copy.
         vectors = np.frombuffer(bytearray().join(blobs), dtype=np.float32)
         del blobs
@@ -159,7 +176,25 @@ class Pool:
             self._hashes = set(hashes)
             self._index = None
             self._generation += 1
+            self.last_id = max((int(i) for i in ids), default=0)
         return count
+
+    async def absorb(self, rows: Sequence[Row]) -> list[Row]:
+        """Rows from rows_after (another process's labels, committed): the new ones join the
+        searchable pool; return those."""
+        if not rows:
+            return []
+        self.last_id = max(self.last_id, *(int(row[0]) for row in rows))
+        new = [row for row in rows if row[1] not in self._hashes]
+        fresh = [
+            (
+                str(row[1]),
+                PoolEntry(str(row[2]), str(row[4]), np.frombuffer(row[3], dtype=np.float32), ""),
+            )
+            for row in new
+        ]
+        self._append(fresh)  # searched exactly past the index until the next refit indexes them
+        return new
 
     def build_index(self) -> None:
         """Index a large pool for search (run it in a thread); a small one is searched exactly."""
@@ -274,7 +309,8 @@ class Pool:
         if not fresh:
             return 0
         self._append(list(fresh.items()))
-        put(Job(tuple((INSERT_SQL, self._row(d, e, now)) for d, e in fresh.items())))
+        rows = tuple((INSERT_SQL, self._row(d, e, now)) for d, e in fresh.items())
+        put(Job(rows, self.on_written))
         return len(fresh)
 
     def quarantine_job(

@@ -42,6 +42,17 @@ class CoarseIndex:
         centroids = centroids.astype(np.float32)
         return cls(centroids, _assign(vectors, centroids))
 
+    def matches(self, vectors: np.ndarray, sample: int = 256) -> bool:
+        """Whether this index was built on `vectors` in this order: a sample of rows must sit in
+        the lists they are assigned to (a fit another process stored may number its rows
+        otherwise, and a misaligned index would search the wrong rows)."""
+        if len(vectors) < self.built_size:
+            return False
+        rows = np.random.default_rng(0).choice(
+            self.built_size, min(sample, self.built_size), replace=False
+        )
+        return bool(np.array_equal(_assign(vectors[rows], self.centroids), self.assignment[rows]))
+
     def state(self) -> dict[str, np.ndarray]:
         """What `CoarseIndex(**state)` rebuilds it from (stored beside the fitted classifier)."""
         return {"centroids": self.centroids, "assignment": self.assignment}

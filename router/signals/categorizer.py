@@ -80,10 +80,10 @@ def build_messages(
     context = ""
     if previous is not None:
         ago = "" if previous.at is None else f", {max(0, int(at - previous.at))}s ago"
-        context = (
-            f"[Previous routing: {previous.category}{ago}]\n"
-            f"[Previous message: {json.dumps(previous.text[:300], ensure_ascii=False)}]\n"
-        )
+        context = f"[Previous routing: {previous.category}{ago}]\n"
+        if previous.text:  # none from another process that keeps no prompt text
+            said = json.dumps(previous.text[:300], ensure_ascii=False)
+            context += f"[Previous message: {said}]\n"
     user = f"{context}[Current message: {json.dumps(text[:MAX_PROMPT_CHARS], ensure_ascii=False)}]"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
@@ -46,7 +46,10 @@ class PreviousTurn:
 
     category: str
     at: float | None  # None when the caller's history carries no times
-    text: str
+    text: str  # empty when it came from another process with [privacy] store_prompts off
+    # The message's vector when it came from another process (its text is not in this
+    # process's embedding cache, or not sent at all).
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,11 @@ class LocalSignal:
         answer, p_continue = alone, None
         if self._can_carry(previous):
             assert previous is not None
-            previous_vector = await self.embedder.aembed_message(previous.text)
+            previous_vector = (
+                previous.vector
+                if previous.vector is not None
+                else await self.embedder.aembed_message(previous.text)
+            )
             p_continue = self.p_continue(reading, previous, previous_vector, now)
             index = self.taxonomy.categories.index(previous.category)
             carried = decide(

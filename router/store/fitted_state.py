@@ -22,13 +22,14 @@ def fingerprint(
     categories: Sequence[str],
     calibration: Calibration,
 ) -> str:
-    """What the fit depends on: the embedder, every pooled text and label, the categories and
-    the calibration."""
+    """What the fit depends on: the embedder, every pooled text and label (in any order: two
+    processes that learned the same labels in another order share one fit), the categories
+    and the calibration."""
     digest = hashlib.sha256()
     for part in (STATE_VERSION, embedder_id, "|".join(categories), repr(calibration)):
         digest.update(part.encode() + b"\0")
-    for text, label in zip(texts, labels, strict=True):
-        digest.update(text.encode() + b"\0" + label.encode() + b"\0")
+    for entry in sorted(f"{t}\0{label}\0" for t, label in zip(texts, labels, strict=True)):
+        digest.update(entry.encode())
     return digest.hexdigest()
 
 

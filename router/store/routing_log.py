@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from router.config import PrivacySettings
 from router.decision import RoutingDecision
 from router.signals.continuity import PreviousTurn
-from router.store.database import Database
+from router.store.database import Database, Row
 from router.text import capped, text_hash
 
 COLUMNS = (
@@ -182,3 +182,19 @@ async def reset_context(conn: Database, conv_key: str, at: float) -> None:
             " ON CONFLICT(conv_key) DO UPDATE SET at = excluded.at",
             (conv_key, at),
         )
+
+
+async def recent_turns(conn: Database, since: float, limit: int) -> list[Row]:
+    """Categorized decisions since `since` whose text was kept, newest first: (conv_key,
+    user_key, category, at, prompt) each (a process's context when it starts or reconnects)."""
+    return await conn.fetch_all(
+        "SELECT conv_key, user_key, category, at, prompt FROM routing_log"
+        " WHERE at > ? AND conv_key IS NOT NULL AND category IS NOT NULL AND prompt <> ''"
+        " ORDER BY at DESC LIMIT ?",
+        (since, limit),
+    )
+
+
+async def resets_since(conn: Database, since: float) -> list[Row]:
+    """(conv_key, at) of the conversations reset since `since`."""
+    return await conn.fetch_all("SELECT conv_key, at FROM context_resets WHERE at > ?", (since,))

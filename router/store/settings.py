@@ -30,17 +30,21 @@ async def set_setting(conn: Database, key: str, value: str) -> None:
 
 MODE_KEY = "routing_mode"
 MODE_RECHECK_S = 2.0  # another process (bot or proxy) sharing the database may change the mode
+MODE_CHANNEL = "crabbot_mode"  # NOTIFY'd with the new mode when it is stored
 
 
 class StoredMode:
-    """The routing mode every process on the database shares: read at start, re-read when the
-    last read is older than MODE_RECHECK_S, written by `/routing mode`."""
+    """The routing mode every process on the database shares: read at start, written by
+    `/routing mode` (and NOTIFY'd); re-read when the last read is older than MODE_RECHECK_S,
+    unless the changes are `pushed` (PostgreSQL's LISTEN, router/cluster/): then never on
+    the way of a request."""
 
     def __init__(self, conn: Database, mode: Mode, counters: Counters) -> None:
         self.conn = conn
         self.value: Mode = mode
         self.counters = counters
         self._checked_at = time.monotonic()
+        self.pushed = False
 
     @staticmethod
     async def read(conn: Database, initial: Mode) -> Mode:
@@ -53,7 +57,7 @@ class StoredMode:
 
     async def refresh(self, max_age_s: float | None = None) -> Mode:
         max_age_s = MODE_RECHECK_S if max_age_s is None else max_age_s
-        if time.monotonic() - self._checked_at >= max_age_s:
+        if not self.pushed and time.monotonic() - self._checked_at >= max_age_s:
             self._checked_at = time.monotonic()
             try:
                 stored = as_mode(await get_setting(self.conn, MODE_KEY))
@@ -61,10 +65,25 @@ class StoredMode:
                 log.exception("could not read the stored routing mode")
                 self.counters["db_errors"] += 1
                 stored = None
-            if stored is not None and stored != self.value:
-                log.info("routing mode is now %s (changed by another process)", stored)
-                self.value = stored
+            if stored is not None:
+                self.heard(stored)
         return self.value
+
+    def heard(self, value: str) -> None:
+        """The stored mode, as another process set it (or as read again)."""
+        mode = as_mode(value)
+        if mode is not None and mode != self.value:
+            log.info("routing mode is now %s (changed by another process)", mode)
+            self.value = mode
+
+    async def reread(self) -> None:
+        """Read the stored mode now (after LISTEN reconnected: changes meanwhile were missed)."""
+        self._checked_at = -MODE_RECHECK_S
+        pushed, self.pushed = self.pushed, False
+        try:
+            await self.refresh()
+        finally:
+            self.pushed = pushed
 
     async def set(self, value: str) -> Mode:
         """Store a new mode for every conversation; return the old one."""
@@ -72,7 +91,9 @@ class StoredMode:
         if mode is None:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         old = self.value
-        await set_setting(self.conn, MODE_KEY, mode)
+        async with self.conn.transaction():  # on PostgreSQL, the NOTIFY goes out at the commit
+            await set_setting(self.conn, MODE_KEY, mode)
+            await self.conn.notify(MODE_CHANNEL, mode)
         self.value = mode
         self._checked_at = time.monotonic()
         log.info("routing mode changed from %s to %s", old, mode)

@@ -1,0 +1,109 @@
+"""What processes on one database tell each other (NOTIFY payloads, JSON under 8000 bytes): a
+conversation's turn (its task, time, text as far as prompts are kept, and its vector as float16
+in base64), a reset, an erasure's scope, the pool entries an erasure removed. Each names the
+process that sent it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from router.signals.continuity import PreviousTurn
+
+MAX_PAYLOAD = 7_900  # PostgreSQL refuses 8000 bytes or more
+TEXT_STEPS = (300, 120, 40, 0)  # a turn too big with its text is sent with less of it
+
+
+@dataclass(frozen=True)
+class Turn:
+    sender: str
+    conv_key: str
+    user_key: str | None
+    turn: PreviousTurn
+
+
+def _vector(encoded: str | None, dim: int) -> np.ndarray | None:
+    if not encoded:
+        return None
+    raw = np.frombuffer(base64.b64decode(encoded), dtype=np.float16)
+    return raw.astype(np.float32) if len(raw) == dim else None
+
+
+def encode_turn(
+    sender: str,
+    conv_key: str,
+    user_key: str | None,
+    turn: PreviousTurn,
+    vector: np.ndarray | None,
+    keep_text: bool,
+) -> str | None:
+    """The turn as a payload; None when even its keys alone are too big to send."""
+    packed = (
+        base64.b64encode(np.asarray(vector, dtype=np.float16).tobytes()).decode()
+        if vector is not None
+        else None
+    )
+    text = turn.text if keep_text else ""
+    for chars in TEXT_STEPS:
+        body: dict[str, Any] = {"o": sender, "c": conv_key, "u": user_key, "k": turn.category}
+        body.update({"t": turn.at, "x": text[:chars], "v": packed})
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        if len(payload.encode()) <= MAX_PAYLOAD:
+            return payload
+    return None
+
+
+def decode_turn(payload: str, dim: int) -> Turn:
+    """A turn payload; raises ValueError (or KeyError, TypeError) for a malformed one."""
+    body = json.loads(payload)
+    at = body["t"]
+    previous = PreviousTurn(
+        str(body["k"]),
+        None if at is None else float(at),
+        str(body["x"]),
+        _vector(body.get("v"), dim),
+    )
+    user = body["u"]
+    return Turn(str(body["o"]), str(body["c"]), None if user is None else str(user), previous)
+
+
+def encode_scope(
+    sender: str, kind: str, conv_key: str | None, user_key: str | None, at: float
+) -> str:
+    """A reset (`kind` "reset") or an erasure ("drop") of a conversation, a person, or both."""
+    body = {"o": sender, "e": kind, "c": conv_key, "u": user_key, "t": at}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_scope(payload: str) -> tuple[str, str, str | None, str | None, float]:
+    """(sender, kind, conv_key, user_key, at) of a reset or erasure payload."""
+    body = json.loads(payload)
+    conv, user = body["c"], body["u"]
+    return (
+        str(body["o"]),
+        str(body["e"]),
+        None if conv is None else str(conv),
+        None if user is None else str(user),
+        float(body["t"]),
+    )
+
+
+HASHES_A_PAYLOAD = 100  # 64-character text hashes: 100 fit well under MAX_PAYLOAD
+
+
+def encode_unpool(sender: str, hashes: set[str]) -> list[str]:
+    """The text hashes of erased pool entries, in as many payloads as they need."""
+    ordered = sorted(hashes)
+    return [
+        json.dumps({"o": sender, "h": ordered[n : n + HASHES_A_PAYLOAD]}, separators=(",", ":"))
+        for n in range(0, len(ordered), HASHES_A_PAYLOAD)
+    ]
+
+
+def decode_unpool(payload: str) -> tuple[str, set[str]]:
+    body = json.loads(payload)
+    return str(body["o"]), {str(h) for h in body["h"]}

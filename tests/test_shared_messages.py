@@ -1,0 +1,57 @@
+"""What processes on one PostgreSQL tell each other fits NOTIFY's payload (under 8000 bytes),
+keeps no prompt text where prompts are not kept, and comes back as it was sent."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from router.cluster.messages import (
+    MAX_PAYLOAD,
+    decode_turn,
+    decode_unpool,
+    encode_turn,
+    encode_unpool,
+)
+from router.signals.continuity import PreviousTurn
+
+DIM = 384
+
+
+def unit_vector(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_a_turn_with_300_chinese_characters_and_its_vector_fits_and_comes_back():
+    text = "寫一個把重複訂單刪掉的查詢" * 30  # 390 characters, 3 bytes each in UTF-8
+    vector = unit_vector(1)
+    turn = PreviousTurn("coding", 1_800_000_000.5, text)
+    payload = encode_turn("a1b2c3d4", "proxy:app:family", "mom", turn, vector, keep_text=True)
+    assert payload is not None and len(payload.encode()) <= MAX_PAYLOAD
+    heard = decode_turn(payload, DIM)
+    assert (heard.sender, heard.conv_key, heard.user_key) == ("a1b2c3d4", "proxy:app:family", "mom")
+    assert (heard.turn.category, heard.turn.at, heard.turn.text) == ("coding", turn.at, text[:300])
+    assert heard.turn.vector is not None
+    assert float(heard.turn.vector @ vector) > 0.999  # float16 on the wire
+
+
+def test_a_turn_sends_no_text_where_prompts_are_not_kept():
+    turn = PreviousTurn("coding", 1.0, "my private question")
+    payload = encode_turn("a", "c", None, turn, unit_vector(2), keep_text=False)
+    assert payload is not None and "private" not in payload
+    assert decode_turn(payload, DIM).turn.text == ""
+
+
+def test_a_turn_too_big_for_a_notification_is_shortened_or_not_sent():
+    turn = PreviousTurn("coding", 1.0, "x" * 300)
+    long_key = encode_turn("a", "k" * 6_700, None, turn, unit_vector(3), keep_text=True)
+    assert long_key is not None and len(long_key.encode()) <= MAX_PAYLOAD
+    assert decode_turn(long_key, DIM).turn.text in ("x" * 120, "x" * 40, "")  # less text
+    assert encode_turn("a", "k" * 9_000, None, turn, None, keep_text=True) is None
+
+
+def test_an_erasure_of_many_pool_entries_goes_out_in_payloads_that_fit():
+    hashes = {f"{n:064x}" for n in range(250)}
+    payloads = encode_unpool("a", hashes)
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    assert set().union(*(decode_unpool(p)[1] for p in payloads)) == hashes
