@@ -113,6 +113,11 @@ class Embedder:
         # must not reach.
         return await asyncio.shield(asyncio.wrap_future(self._batcher.embed(key, text)))
 
+    def has(self, text: str) -> bool:
+        """Whether `text`'s vector is in the cache (a message embedded recently): free to read."""
+        with self._cache_lock:
+            return normalize_text(text) in self._cache
+
     def _remember(self, key: str, vector: np.ndarray) -> None:
         with self._cache_lock:
             self._cache[key] = vector
