@@ -144,6 +144,7 @@ class Agent:
             conv_key,
             user_key=user_key_of(user),
             name=user.name if user else None,
+            replied_to=incoming.replied_to(),
         )
 
     async def _answer(

@@ -52,15 +52,21 @@ class Incoming:
         return not readable(self.routing_text()) and not self.images
 
     def routing_text(self) -> str:
-        """What the router reads: the words, then the quoted message ("summarize this" routes
-        on what it points at too). Empty for a photo with no caption, even one that replies to
-        a message: a photo alone asks about the photo (routing.image_tier), the quoted message
-        is only its context for the model."""
+        """What the router reads: the words (a bare reply: the quoted message itself). Empty
+        for a photo with no caption, even one that replies to a message: a photo alone asks
+        about the photo (routing.image_tier), the quoted message is only its context for the
+        model."""
         words = self.text.strip()
-        if self.quote is None or not self.quote.text.strip() or (self.images and not words):
+        if words or self.images or self.quote is None:
             return words
-        quoted = self.quote.text.strip()[:QUOTE_LIMIT]
-        return f"{words}\n\n{quoted}" if words else quoted
+        return self.quote.text.strip()[:QUOTE_LIMIT]
+
+    def replied_to(self) -> str | None:
+        """The quoted message, when the router reads it as the context of the words."""
+        words = self.text.strip()
+        if not words or self.quote is None or not self.quote.text.strip():
+            return None
+        return self.quote.text.strip()[:QUOTE_LIMIT]
 
     def model_text(self) -> str:
         """The words for the model, with the quoted message under them."""

@@ -90,6 +90,26 @@ class ConversationContext:
             self.counters["local_errors"] += 1
             return logged
 
+    async def replied(self, quoted: str, conv_key: str | None, now: float) -> PreviousTurn | None:
+        """The message a turn replies to as its context, when the router knows it: a turn kept
+        of the conversation with that text (its task and time as routed), else a message whose
+        vector is cached, read alone. None otherwise: reading it would cost a second embedding."""
+        if not self.config.context.enabled or not quoted.strip():
+            return None
+        key = normalize_text(quoted[:PRIOR_TEXT_CHARS])
+        for (conv, _), turn in reversed(self._previous.items()):
+            if conv == conv_key and normalize_text(turn.text) == key:
+                return PreviousTurn(turn.category, turn.at, quoted)
+        if self.local is None or not self.local.ready or not self.local.embedder.has(quoted):
+            return None
+        try:
+            result = await self.local.answer(quoted, None, now)
+        except Exception:
+            log.exception("could not read the message replied to")
+            self.counters["local_errors"] += 1
+            return None
+        return PreviousTurn(result.answer.category, None, quoted) if result.answer else None
+
     async def previous_turn(
         self, conv_key: str | None, user_key: str | None = None
     ) -> PreviousTurn | None:

@@ -157,24 +157,31 @@ class ModelRouter:
         user_key: str | None = None,
         name: str | None = None,
         origin: str | None = None,
+        replied_to: str | None = None,
     ) -> RoutingDecision:
         """Decide the tier and model for `text`; raises only EmptyMessageError.
         `origin` names who teaches the pool through this request (a proxy client key's label;
         by default the conversation), for the bounds of router/pool/learning.py.
 
-        The context is the speaker's previous user turns in `history` (OpenAI-style messages,
-        the bot's memory or a proxy request's; `name` is how the speaker shows in their `name`
-        fields), else the speaker's (`user_key`) last decision in the conversation's log."""
+        The context is the message `text` replies to (`replied_to`, its quoted text) when the
+        router knows it (it routed it, or its vector is cached); else the speaker's previous
+        user turns in `history` (OpenAI-style messages, the bot's memory or a proxy request's;
+        `name` is how the speaker shows in their `name` fields), else the speaker's
+        (`user_key`) last decision in the conversation's log. A reply to a message it does not
+        know is read with the quote under its words (one embedding either way)."""
         if not readable(text):  # empty, blanks, zero-width or control characters only
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
         now = time.time() if at is None else at
         mode = await self.refresh_mode()
-        previous = (
-            None
-            if mode == "off"
-            else await self.context.previous(history, conv_key, now, user_key, name)
-        )
+        replied_to = (replied_to or "").strip() or None
+        previous = None
+        if replied_to and mode != "off":
+            previous = await self.context.replied(replied_to, conv_key, now)
+        if replied_to and previous is None:
+            text = f"{text.strip()}\n\n{replied_to}"
+        if previous is None and mode != "off":
+            previous = await self.context.previous(history, conv_key, now, user_key, name)
         teacher = origin or conv_key or "anonymous"
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")

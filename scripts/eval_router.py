@@ -161,7 +161,7 @@ async def evaluate(paths: tuple[Path, ...], show_misses: bool) -> None:
         await router.close()
     names = ", ".join(path.name for path in paths)
     print(f"{names}: pool {router.pool_size} entries, live mode, no keys; 95% Wilson intervals")
-    order = ("all", "continue", "switch", "zh-Hant", "zh-Hans", "en", "ja", "mixed")
+    order = ("all", "continue", "switch", "reply", "zh-Hant", "zh-Hans", "en", "ja", "mixed")
     threshold = router.config.local.min_confidence
     for title, scores in tally.sections.items():
         print(title)
@@ -199,7 +199,11 @@ async def route_conversation(
         speaker = turn.get("speaker")
         text = routing_text(turns, index)
         user_key = f"eval:{speaker}" if speaker else None
-        with_key = await router.route(text, conv_key=conv, at=at, user_key=user_key)
+        # The bot hands the router a reply's words and the quoted message apart.
+        quoted = turns[int(turn["reply_to"])]["text"] if "reply_to" in turn else None
+        with_key = await router.route(
+            turn["text"], conv_key=conv, at=at, user_key=user_key, replied_to=quoted
+        )
         without_key = await router.route(text, history=history, at=at, name=speaker)
         router.finish(with_key, "routed")
         router.finish(without_key, "routed")
@@ -211,8 +215,10 @@ async def route_conversation(
             continue
         has_context = context_of(turns, index) is not None
         kind = turn.get("kind", "follow-up" if has_context else "no context")
-        keys = ["all", kind, item.get("lang", "?")]
-        tally.note(keyed_section, keys, turn["category"], with_key, text, router.taxonomy.tier_of)
+        keys = ["all", kind, item.get("lang", "?")] + (["reply"] if quoted else [])
+        tally.note(
+            keyed_section, keys, turn["category"], with_key, with_key.text, router.taxonomy.tier_of
+        )
         tally.note(
             stateless_section, keys, turn["category"], without_key, text, router.taxonomy.tier_of
         )

@@ -264,6 +264,27 @@ async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
     assert asked == f"Ann: 总结一下\n\n(replying to Dad:)\n> {notice}"
 
 
+async def test_a_clear_request_replying_to_chatter_routes_on_its_own_words(client, upstream):
+    channel = guild_channel(client)
+    grandma = user_payload(4343, "Grandma")
+    chatter = f"<@{BOT_ID}> 早安大家！今天天氣真好"
+    await client.on_message(message(client, channel, chatter, [BOT_USER], author=grandma))
+    replied = message_data(channel, chatter, author=grandma, message_id=4999)
+    request = "Pythonでファイルを一行ずつ読むコードを書いてください"
+    embedder = client.core.router.embedder
+    misses = embedder.cache_misses
+    await client.on_message(
+        message(client, channel, f"<@{BOT_ID}> {request}", [BOT_USER], replying_to=replied)
+    )
+    # One new embedding: the message replied to was routed, its vector is cached.
+    assert embedder.cache_misses == misses + 1
+    greeting, asked = await log_rows(client.core)
+    assert greeting["tier"] == "cheap"
+    assert (asked["prompt"], asked["tier"], asked["source"]) == (request, "strong", "knn")
+    content = upstream.requests[1]["messages"][-1]["content"]
+    assert content == f"Ann: {request}\n\n(replying to Grandma:)\n> 早安大家！今天天氣真好"
+
+
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
 
 

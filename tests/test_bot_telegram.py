@@ -11,11 +11,12 @@ from bot.admin import COMMANDS, HELP, REFUSAL
 from bot.language import APOLOGIES
 from router.store.settings import get_setting
 from tests.bot_helpers import TELEGRAM_ADMIN, VERBATIM, log_rows
-from tests.fakes.telegram_api import BOT_ID, FakeTelegram
+from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, FakeTelegram
 from tests.telegram_helpers import running
 
 GROUP = -1001
 CODING = "Write a Python function that removes duplicates from a list but keeps the order"
+POEM = "Write a short poem about autumn leaves for grandma's birthday card"
 NOT_ADMIN = 42
 
 
@@ -336,6 +337,49 @@ async def test_reply_context_bare_mention_on_a_reply_asks_about_that_message(
     assert row["prompt"] == "明天早上八点出发去机场"
     asked = upstream.requests[0]["messages"][-1]["content"]
     assert asked == "Mom: (replying to Grandma:)\n> 明天早上八点出发去机场"
+
+
+async def ask_and_reply(telegram: FakeTelegram, request: str, requester: str, reply: str) -> None:
+    """`requester` asks the bot; then Mom (or Dad) replies to that message, mentioning the bot.
+    The quoted message is what Telegram sends along: the request with its @mention."""
+    await telegram.push_message(GROUP, request, mention=True, user_id=7, first_name=requester)
+    await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+    replier = "Dad" if requester == "Mom" else "Mom"
+    await telegram.push_message(
+        GROUP,
+        reply,
+        mention=True,
+        first_name=replier,
+        reply_to_user=requester,
+        replied_text=f"@{BOT_USERNAME} {request}",
+    )
+    await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 2)
+
+
+async def test_a_reaction_replying_to_a_coding_request_routes_cheap(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await ask_and_reply(telegram, CODING, "Dad", "哈哈 好厲害")
+        request, reaction = await log_rows(core)
+    assert request["tier"] == "strong"
+    # Read with the quote as its text, the reaction was the request again (strong).
+    assert (reaction["prompt"], reaction["tier"]) == ("哈哈 好厲害", "cheap")
+    # The model still gets the quote, to know what is laughed at.
+    asked = upstream.requests[1]["messages"][-1]["content"]
+    assert asked == f"Mom: 哈哈 好厲害\n\n(replying to Dad:)\n> {CODING}"
+
+
+async def test_a_short_follow_up_replying_to_a_request_has_its_tier(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await ask_and_reply(telegram, POEM, "Mom", "shorter")
+        request, follow_up = await log_rows(core)
+    # Dad said nothing before: only the message he replies to tells what "shorter" is about.
+    assert (request["category"], request["tier"]) == ("creative", "medium")
+    assert (follow_up["prompt"], follow_up["category"]) == ("shorter", "creative")
+    assert (follow_up["tier"], follow_up["source"]) == ("medium", "prior")
 
 
 async def test_each_command_has_its_handler_and_another_bot_s_commands_are_not_ours(

@@ -248,12 +248,17 @@ class CrabbotDiscord(discord.Client):
         return re.sub(rf"<@!?{me.id}>", "", message.content).strip()
 
     def quoted(self, message: discord.Message) -> Quote | None:
-        """The message this one replies to, from the gateway's copy."""
+        """The message this one replies to, from the gateway's copy, without the bot's mention
+        (the words as the bot read them, when it was for the bot)."""
         replied = replied_to(message)
-        if replied is None or not replied.content.strip():
+        me = self.user
+        content = replied.content if replied is not None else ""
+        if me is not None:
+            content = re.sub(rf"<@!?{me.id}>", "", content)
+        if replied is None or not content.strip():
             return None
-        mine = self.user is not None and replied.author.id == self.user.id
-        return Quote("crabbot" if mine else replied.author.display_name, replied.content)
+        mine = me is not None and replied.author.id == me.id
+        return Quote("crabbot" if mine else replied.author.display_name, content.strip())
 
     def turn(self, message: discord.Message) -> DiscordTurn:
         interval = self.core.config.discord.edit_interval_s

@@ -86,16 +86,22 @@ def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | No
     )
     if message.chat.type in GROUP_TYPES and not (mentioned or replied):
         return None
-    return re.sub(re.escape(handle), "", text, flags=re.IGNORECASE).strip()
+    return without_mention(text, bot_username)
 
 
-def quoted(message: Message, bot_id: int) -> Quote | None:
+def without_mention(text: str, bot_username: str) -> str:
+    return re.sub(re.escape(f"@{bot_username}"), "", text, flags=re.IGNORECASE).strip()
+
+
+def quoted(message: Message, bot_id: int, bot_username: str) -> Quote | None:
     """The message this one replies to, as the model and the router should see it: the part
-    the person quoted when they selected one, else the whole text or caption."""
+    the person quoted when they selected one, else the whole text or caption (without the
+    bot's @mention: the words as the bot read them, when it was for the bot)."""
     replied = message.reply_to_message
     if replied is None:
         return None
     text = (message.quote.text if message.quote else None) or replied.text or replied.caption
+    text = without_mention(text or "", bot_username)
     if not text:  # a sticker, a service message (a forum topic's first message)...
         return None
     sender = replied.from_user
@@ -176,7 +182,7 @@ class TelegramBot:
         text = addressed_text(message, bot.id, bot.username)
         if text is None:
             return
-        quote = quoted(message, bot.id)
+        quote = quoted(message, bot.id, bot.username)
         if not text and quote is None:
             text = "/help"  # a bare mention; a bare mention on a reply asks about that message
         key, user = conv_key(message), chat_user(message)
@@ -198,7 +204,7 @@ class TelegramBot:
         text = addressed_text(message, context.bot.id, context.bot.username)
         if text is None:
             return None
-        return message, text, quoted(message, context.bot.id)
+        return message, text, quoted(message, context.bot.id, context.bot.username)
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A photo, or a picture sent as a file: to the model as an image part."""
