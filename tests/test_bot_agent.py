@@ -40,11 +40,11 @@ async def test_history_is_sent_and_stored(core, upstream):
     await core.agent.handle("telegram:1", MOM, "My name is Mom and I like tea")
     await core.agent.handle("telegram:2", MOM, "another conversation")
     await core.agent.handle("telegram:1", MOM, "What do I like?")
-    last = upstream.requests[-1]["messages"]
+    last = upstream.requests[-1].body["messages"]
     assert last[0]["role"] == "system"
     assert [m["content"] for m in last[1:]] == [
         "Mom: My name is Mom and I like tea",
-        "[" + upstream.requests[0]["model"] + "] Mom: My name is Mom and I like tea",
+        "[" + upstream.requests[0].body["model"] + "] Mom: My name is Mom and I like tea",
         "Mom: What do I like?",
     ]
 
@@ -78,7 +78,7 @@ async def test_database_failure_costs_the_memory_not_the_reply(core, upstream):
     reply = await core.agent.handle("telegram:1", MOM, CODING)
     assert reply.ok and reply.text == f"[{reply.decision.model}] Mom: {CODING}"
     # Answered without history: only the system prompt and the new message went upstream.
-    assert [m["role"] for m in upstream.requests[-1]["messages"]] == ["system", "user"]
+    assert [m["role"] for m in upstream.requests[-1].body["messages"]] == ["system", "user"]
     assert core.counters["db_errors"] == 1
     await core.memory.close()
     assert core.counters["memory_rows_dropped"] == 1  # the one exchange, counted
@@ -125,7 +125,7 @@ async def test_session_key_goes_only_to_a_routing_proxy(seeded_db, embedder, ups
         await auto.agent.handle("telegram:1", MOM, GREETING)
     finally:
         await auto.close()
-    plain, proxy = upstream.headers
+    plain, proxy = [seen.headers for seen in upstream.requests]
     assert "x-session-key" not in plain  # a chat id is none of a plain provider's business
     assert proxy["x-session-key"] == "telegram:1"
 
@@ -147,7 +147,7 @@ async def test_fixed_model_does_no_routing(seeded_db, embedder, upstream):
         stats = await core.admin.stats_text()
         assert "every reply uses my-model; routing is off in config" in stats
         assert "routing happens upstream" not in stats
-        assert all("x-session-key" not in headers for headers in upstream.headers)
+        assert all("x-session-key" not in seen.headers for seen in upstream.requests)
     finally:
         await core.close()
 
@@ -171,7 +171,7 @@ async def test_blank_upstream_answer_gets_an_apology(core, upstream, answer):
 async def test_upstream_error_apologises_records_and_recovers(
     core, upstream, status, text, language
 ):
-    upstream.failures.append(status)
+    upstream.fail_status, upstream.fail_count = status, 1
     reply = await core.agent.handle("telegram:5", MOM, text)
     assert reply.text == APOLOGIES[language]
     assert reply.error == f"upstream: HTTP {status}"
@@ -278,8 +278,8 @@ async def test_conversations_run_at_once_each_in_order(core, upstream):
 async def test_streamed_reply_grows_chunk_by_chunk_and_usage_is_logged(core, upstream):
     seen: list[str] = []
     reply = await core.agent.handle("telegram:1", MOM, CODING, on_text=seen.append)
-    assert upstream.requests[0]["stream"] is True
-    assert upstream.requests[0]["stream_options"] == {"include_usage": True}
+    assert upstream.requests[0].body["stream"] is True
+    assert upstream.requests[0].body["stream_options"] == {"include_usage": True}
     answer = f"[{reply.decision.model}] Mom: {CODING}"
     assert reply.ok and reply.text == answer
     # One call a word, each the answer so far.
@@ -307,7 +307,7 @@ async def test_stream_off_asks_for_the_whole_answer(seeded_db, embedder, upstrea
     try:
         seen: list[str] = []
         reply = await core.agent.handle("telegram:1", MOM, GREETING, on_text=seen.append)
-        assert "stream" not in upstream.requests[0] and seen == []
+        assert "stream" not in upstream.requests[0].body and seen == []
         assert reply.ok and reply.text.endswith(GREETING)
         (row,) = await log_rows(core)
         assert row["prompt_tokens"] > 0

@@ -260,7 +260,7 @@ async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
     )
     (row,) = await log_rows(client.core)
     assert row["prompt"] == f"总结一下\n\n{notice}"
-    asked = upstream.requests[0]["messages"][-1]["content"]
+    asked = upstream.requests[0].body["messages"][-1]["content"]
     assert asked == f"Ann: 总结一下\n\n(replying to Dad:)\n> {notice}"
 
 
@@ -281,7 +281,7 @@ async def test_a_clear_request_replying_to_chatter_routes_on_its_own_words(clien
     greeting, asked = await log_rows(client.core)
     assert greeting["tier"] == "cheap"
     assert (asked["prompt"], asked["tier"], asked["source"]) == (request, "strong", "knn")
-    content = upstream.requests[1]["messages"][-1]["content"]
+    content = upstream.requests[1].body["messages"][-1]["content"]
     assert content == f"Ann: {request}\n\n(replying to Grandma:)\n> 早安大家！今天天氣真好"
 
 
@@ -302,7 +302,7 @@ async def test_image_attachment_goes_to_the_vision_model_routed_on_the_caption(
     await client.on_message(question)
     (row,) = await log_rows(client.core)
     assert row["prompt"] == "这是什么植物？" and discord_api.downloads == ["plant.jpg"]
-    content = upstream.requests[0]["messages"][-1]["content"]
+    content = upstream.requests[0].body["messages"][-1]["content"]
     assert content[0] == {"type": "text", "text": "Ann: 这是什么植物？"}
     assert content[1]["image_url"]["url"] == (
         f"data:image/jpeg;base64,{base64.b64encode(JPEG).decode()}"
@@ -378,5 +378,5 @@ async def test_photo_without_caption_replying_to_the_bot_routes_to_the_image_tie
     tier = client.core.config.routing.image_tier
     assert (row["tier"], row["source"]) == (tier, "fixed") and tier != "strong"
     assert "image without text" in row["error"] and discord_api.downloads == ["error.jpg"]
-    text = upstream.requests[0]["messages"][-1]["content"][0]["text"]
+    text = upstream.requests[0].body["messages"][-1]["content"][0]["text"]
     assert text.startswith("Ann: (replying to crabbot:)") and "> def dedupe(xs):" in text

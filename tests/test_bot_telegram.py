@@ -60,7 +60,7 @@ async def test_only_messages_for_the_bot_are_answered(seeded_db, embedder, upstr
         "What is 17 times 23?\n\nan earlier answer",
         "hello crab",
     ]
-    asked = [request["messages"][-1]["content"] for request in upstream.requests]
+    asked = [seen.body["messages"][-1]["content"] for seen in upstream.requests]
     assert "Mom: What is 17 times 23?\n\n(replying to crabbot:)\n> an earlier answer" in asked
     assert len(upstream.requests) == 2
 
@@ -111,7 +111,7 @@ async def test_long_reply_arrives_in_three_messages(seeded_db, embedder, upstrea
 async def test_upstream_500_gets_an_apology_and_the_next_message_works(
     seeded_db, embedder, upstream, telegram
 ):
-    upstream.failures.append(500)
+    upstream.fail_status, upstream.fail_count = 500, 1
     async with running(seeded_db, embedder, upstream, telegram) as core:
         await telegram.push_message(GROUP, "晚饭吃什么好呢？", mention=True)
         await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
@@ -317,7 +317,7 @@ async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
     # Alone, "what does this mean?" is a cheap lookup; on a traceback it is a coding question.
     assert row["prompt"] == f"what does this mean?\n\n{TRACEBACK}"
     assert row["category"] == "coding" and row["tier"] == "strong"
-    asked = upstream.requests[0]["messages"][-1]["content"]
+    asked = upstream.requests[0].body["messages"][-1]["content"]
     assert asked.startswith("Mom: what does this mean?\n\n(replying to Dad:)\n> Traceback")
     assert "> KeyError: 'user_id'" in asked
     # Memory keeps a short reminder of the quote, not the whole of it.
@@ -335,7 +335,7 @@ async def test_reply_context_bare_mention_on_a_reply_asks_about_that_message(
         await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
         (row,) = await log_rows(core)
     assert row["prompt"] == "明天早上八点出发去机场"
-    asked = upstream.requests[0]["messages"][-1]["content"]
+    asked = upstream.requests[0].body["messages"][-1]["content"]
     assert asked == "Mom: (replying to Grandma:)\n> 明天早上八点出发去机场"
 
 
@@ -366,7 +366,7 @@ async def test_a_reaction_replying_to_a_coding_request_routes_cheap(
     # Read with the quote as its text, the reaction was the request again (strong).
     assert (reaction["prompt"], reaction["tier"]) == ("哈哈 好厲害", "cheap")
     # The model still gets the quote, to know what is laughed at.
-    asked = upstream.requests[1]["messages"][-1]["content"]
+    asked = upstream.requests[1].body["messages"][-1]["content"]
     assert asked == f"Mom: 哈哈 好厲害\n\n(replying to Dad:)\n> {CODING}"
 
 

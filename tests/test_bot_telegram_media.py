@@ -51,7 +51,7 @@ async def test_captioned_photo_goes_to_the_vision_model_routed_on_the_caption(
     # The largest size (2560x1920) was fetched and sent whole, as a JPEG data URL beside the
     # caption; none of the smaller ones was downloaded.
     assert telegram.downloads == ["media/file-5.jpg"]
-    (request,) = upstream.requests
+    (request,) = [seen.body for seen in upstream.requests]
     assert image_parts(request) == [data_url(telegram.photo_bytes(photo, 2560))]
     assert request["messages"][-1]["content"][0] == {"type": "text", "text": f"Mom: {caption}"}
     assert request["model"] == row["model"] and row["prompt"] == caption
@@ -87,7 +87,7 @@ async def test_photo_is_read_at_its_largest_size_under_the_limit(
         await telegram.push_message(PRIVATE, "what does the sign say?", media=photo)
         await telegram.wait_until(lambda: len(telegram.texts(PRIVATE)) == 1)
     assert len(telegram.downloads) == 1
-    assert image_parts(upstream.requests[0]) == [data_url(telegram.photo_bytes(photo, read))]
+    assert image_parts(upstream.requests[0].body) == [data_url(telegram.photo_bytes(photo, read))]
     assert telegram.texts(PRIVATE)[0].endswith("(+1 images)")
 
 
@@ -116,7 +116,7 @@ async def test_photo_without_caption_routes_to_the_image_tier(
     assert (row["tier"], row["source"], row["category"]) == ("strong", "fixed", None)
     assert "image without text" in row["error"] and "image_tier" in row["error"]
     assert upstream.models == [core.config.models.strong]
-    assert len(image_parts(upstream.requests[0])) == 1
+    assert len(image_parts(upstream.requests[0].body)) == 1
     assert history[0].content == "[photo]"
 
 
@@ -137,7 +137,7 @@ async def test_photo_without_caption_replying_to_the_bot_routes_to_the_image_tie
     assert "image without text" in row["error"]
     assert upstream.models == [core.config.models.for_tier(image_tier)]
     # The model still sees what the photo answers, under the photo's place in the message.
-    text = upstream.requests[0]["messages"][-1]["content"][0]["text"]
+    text = upstream.requests[0].body["messages"][-1]["content"][0]["text"]
     assert text.startswith("Mom: (replying to crabbot:)") and "> def dedupe(xs):" in text
 
 
@@ -146,7 +146,7 @@ async def test_picture_sent_as_a_file_is_read_as_an_image(seeded_db, embedder, u
         media = telegram.document(PNG, "image/png", "menu.png")
         await telegram.push_message(PRIVATE, "翻译这个菜单", media=media)
         await telegram.wait_until(lambda: len(telegram.texts(PRIVATE)) == 1)
-    (url,) = image_parts(upstream.requests[0])
+    (url,) = image_parts(upstream.requests[0].body)
     assert url == f"data:image/png;base64,{base64.b64encode(PNG).decode()}"
 
 

@@ -52,7 +52,7 @@ async def test_voice_message_transcription_is_routed_answered_and_quoted(
     # Routed and answered as the words heard.
     assert row["prompt"] == "晚饭吃什么？"
     assert row["transcription_ms"] > 0  # the transcription's time, on the decision's row
-    assert upstream.requests[0]["messages"][-1]["content"] == "Mom: 晚饭吃什么？"
+    assert upstream.requests[0].body["messages"][-1]["content"] == "Mom: 晚饭吃什么？"
     (sent,) = telegram.sent(PRIVATE)
     assert sent["text"].startswith("[voice 0:12] 晚饭吃什么？\n")
     assert sent["text"].endswith("Mom: 晚饭吃什么？")

@@ -17,13 +17,13 @@ from openai import AsyncOpenAI
 
 from router.store.log_writer import FLUSH_MS
 from tests.db_helpers import fetch_sync, sync_connect
-from tests.fakes.openai_provider import FakeProvider
+from tests.fakes.openai_api import FakeOpenAI
 from tests.proxy_helpers import proxy_process
 
 COMMIT_DEADLINE_S = 30.0  # generous for a loaded CI machine; the writer commits every FLUSH_MS
 
 
-def _config(tmp_path: Path, provider: FakeProvider) -> Path:
+def _config(tmp_path: Path, provider: FakeOpenAI) -> Path:
     path = tmp_path / "crabbot.toml"
     path.write_text(
         f'[database]\npath = "{tmp_path / "kill.db"}"\n'

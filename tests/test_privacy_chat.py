@@ -129,7 +129,7 @@ async def test_no_message_text_in_the_logs_at_the_default_level(
     secret = "Grandma's PIN is 4711 and the spare key hides under the blue flowerpot"
     # The categorizer echoes the message as its category; the chat model fails, then answers.
     groq_server.respond = lambda request: Reply(f'{{"category": "{secret}", "confidence": 0.9}}')
-    upstream.failures.append(500)
+    upstream.fail_status, upstream.fail_count = 500, 1
     caplog.set_level(logging.WARNING)  # crabbot's default level
     caplog.set_level(logging.INFO, logger="bot")  # crabbot's own loggers, one level lower
     caplog.set_level(logging.INFO, logger="router")

@@ -22,11 +22,11 @@ from router.config import ProxySettings
 from router.proxy.access import ClientKey
 from router.proxy.provider import HOP_HEADER, Provider
 from router.proxy.server import ProxyServer
-from tests.fakes.openai_provider import (
+from tests.fakes.openai_api import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
-    STREAM_PIECES,
-    reply_text,
+    answer_from,
+    stream_pieces,
 )
 from tests.proxy_helpers import (
     CHEAP,
@@ -53,7 +53,7 @@ async def test_auto_routes_by_task(proxy, provider, text, tier, model):
     answer = raw.parse()
     assert provider.models == [model]
     assert answer.model == model
-    assert answer.choices[0].message.content == reply_text(model)
+    assert answer.choices[0].message.content == answer_from(model)
     assert raw.headers["x-crabbot-tier"] == tier
     assert raw.headers["x-crabbot-category"] in ("coding", "reasoning", "casual", "simple_lookup")
     assert raw.headers["x-crabbot-source"] in ("knn", "prior", "fallback")
@@ -81,7 +81,7 @@ async def test_auto_streams_to_the_end(proxy, provider, text, model):
     # The client did not ask for usage, so the usage-only chunk the proxy asked for is dropped.
     assert all(chunk.choices for chunk in chunks)
     text_out = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
-    assert text_out == "".join(STREAM_PIECES)
+    assert text_out == answer_from(model)
     assert chunks[-1].choices[0].finish_reason == "stop"
     (row,) = await proxy.settled_rows("prompt_tokens IS NOT NULL", 1)
     assert (row["model"], row["prompt_tokens"]) == (model, PROMPT_TOKENS)
@@ -368,7 +368,7 @@ async def test_stream_cut_by_the_provider_ends_with_an_error_event(proxy, provid
         with pytest.raises(openai.APIError) as caught:
             async for chunk in stream:
                 pieces.append(chunk.choices[0].delta.content or "")
-    assert "".join(pieces) == "".join(STREAM_PIECES[:2])
+    assert "".join(pieces) == "".join(stream_pieces(answer_from(STRONG))[:2])  # CODING: strong
     assert "provider" in caught.value.message
     (row,) = await proxy.rows()
     assert "provider:" in row["error"]

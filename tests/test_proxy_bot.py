@@ -23,7 +23,7 @@ from router import Secrets
 from router.proxy.access import ClientKey
 from tests.bot_helpers import open_core
 from tests.conftest import make_config
-from tests.fakes.openai_provider import STREAM_PIECES
+from tests.fakes.openai_api import answer_from
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.pg_backend import copy_seeded
 from tests.proxy_helpers import (
@@ -97,9 +97,8 @@ async def test_bot_routes_through_the_proxy_and_shows_its_stats(
     assert all(seen.authorization != f"Bearer {CLIENT_KEY}" for seen in provider.requests)
     # The bot streams by default: the proxy relays the provider's chunks, usage included.
     assert all(seen.stream for seen in provider.requests)
-    streamed = "".join(STREAM_PIECES)
-    assert (coding.text, coding.model, coding.decision) == (streamed, "auto", None)
-    assert (greeting.text, greeting.model) == (streamed, "auto")
+    assert (coding.text, coding.model, coding.decision) == (answer_from(STRONG), "auto", None)
+    assert (greeting.text, greeting.model) == (answer_from(CHEAP), "auto")
     # What the proxy chose, from its headers.
     assert coding.routed is not None and greeting.routed is not None
     assert (coding.routed.tier, coding.routed.category, coding.routed.model) == (
@@ -401,8 +400,7 @@ async def test_the_family_group_on_telegram_through_a_proxy_on_another_host(
             rows = await proxy.settled_rows("TRUE", 3)
     finally:
         await telegram.stop()
-    streamed = "".join(STREAM_PIECES)
-    assert follow_up == streamed  # Telegram shows the answer alone, no routing line
+    assert follow_up == answer_from(CHEAP)  # Telegram shows the answer alone, no routing line
     assert refused == REFUSAL
     assert (
         reset == "Forgot this conversation (4 messages), and the proxy forgot its routing context."

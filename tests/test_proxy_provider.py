@@ -11,8 +11,9 @@ import pytest
 
 from router.config import ProxySettings
 from router.proxy.redact import Redactor
-from tests.fakes.openai_provider import EMBEDDING_TOKENS_PER_INPUT, STREAM_PIECES
+from tests.fakes.openai_api import EMBEDDING_TOKENS_PER_INPUT, answer_from, stream_pieces
 from tests.proxy_helpers import (
+    CHEAP,
     CLIENT_KEY,
     GREETING,
     PROVIDER_KEY,
@@ -167,7 +168,7 @@ async def test_stream_that_stalls_midway_ends_with_an_error_event(tmp_path, prov
                 async for chunk in stream:
                     pieces.append(chunk.choices[0].delta.content or "")
         row = await only_row(proxy)
-    assert "".join(pieces) == "".join(STREAM_PIECES[:2])
+    assert "".join(pieces) == "".join(stream_pieces(answer_from(CHEAP))[:2])
     assert "stalled" in caught.value.message
     assert row["outcome"] == "provider_error"
     assert row["error"] == "provider: the provider's stream stalled: nothing for 0.3 s"

@@ -10,11 +10,11 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.openai_provider import (
+from tests.fakes.openai_api import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
-    STREAM_PIECES,
-    reply_text,
+    answer_from,
+    stream_pieces,
 )
 from tests.proxy_helpers import (
     CHEAP,
@@ -58,7 +58,7 @@ async def test_responses_auto_routes_by_the_input_text(proxy, provider, text, ti
     assert provider.requests[0].body["instructions"] == "You are a helpful family assistant."
     assert provider.requests[0].authorization == f"Bearer {PROVIDER_KEY}"
     assert answer.model == model
-    assert answer.output_text == reply_text(model)
+    assert answer.output_text == answer_from(model)
     assert raw.headers["x-crabbot-tier"] == tier
     (row,) = await proxy.settled_rows("TRUE", 1)
     assert (row["tier"], row["model"], row["prompt"], row["outcome"]) == (
@@ -81,7 +81,7 @@ async def test_responses_auto_streams_every_event_and_logs_the_usage(proxy, prov
     assert provider.requests[0].stream
     assert events[0].type == "response.created"
     deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
-    assert deltas == list(STREAM_PIECES)
+    assert deltas == stream_pieces(answer_from(model))
     assert events[-1].type == "response.completed"
     assert events[-1].response.usage.output_tokens == COMPLETION_TOKENS
     (row,) = await proxy.settled_rows("TRUE", 1)
@@ -145,7 +145,7 @@ async def test_responses_named_models_are_forwarded_and_logged(
             )
         else:
             text = (await client.responses.create(model=asked, input=GREETING)).output_text
-    assert text == ("".join(STREAM_PIECES) if stream else reply_text(model))
+    assert text == answer_from(model)
     assert provider.models == [model]
     (row,) = await plain.settled_rows("TRUE", 1)
     assert (row["model"], row["source"], row["outcome"]) == (model, source, "completed")
@@ -180,7 +180,7 @@ async def test_responses_stream_broken_off_ends_with_an_error_event_and_row(plai
                 deltas.append(event.delta)
             elif event.type == "error":  # the Responses API's own error event, last
                 errors.append(event.message)
-    assert deltas == list(STREAM_PIECES[:2])
+    assert deltas == stream_pieces(answer_from(CHEAP))[:2]
     assert len(errors) == 1 and "broke off" in errors[0]
     (row,) = await plain.settled_rows("TRUE", 1)
     assert row["outcome"] == "provider_error" and "broke off" in str(row["error"])

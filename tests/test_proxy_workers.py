@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.cli import build_parser
 from router.proxy.supervisor import threads_per_worker
 from tests.db_helpers import fetch_sync
-from tests.fakes.openai_provider import FakeProvider
+from tests.fakes.openai_api import FakeOpenAI
 from tests.proxy_helpers import proxy_process, start_proxy_process
 
 ROUNDS = 30  # rounds of concurrent requests at most, until both workers have answered some
@@ -29,7 +29,7 @@ CONCURRENT = 8
 DEADLINE_S = 30.0  # for what another process does (commit a row, start a worker)
 
 
-def _config(tmp_path: Path, db: Path, provider: FakeProvider, local: bool) -> Path:
+def _config(tmp_path: Path, db: Path, provider: FakeOpenAI, local: bool) -> Path:
     path = tmp_path / "crabbot.toml"
     path.write_text(
         f'[database]\npath = "{db}"\n[routing]\nmode = "live"\n'

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 
 class LocalServer:
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, **runner_options: Any) -> None:
         self.app = app
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, **runner_options)
         self.port = 0
 
     async def start(self) -> None:
