@@ -22,7 +22,14 @@ CONNECT_TIMEOUT_S = 5.0
 RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # waits between attempts, the last repeated
 PING_S = 5.0  # a connection cut without a word (a host gone) is noticed this often
 PING_TIMEOUT_S = 3.0
-ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's word for a connection left mid-query (a timed-out query's).
+ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 Notify = Callable[[str, str], None]  # (channel, payload)
 
@@ -76,10 +83,12 @@ class PgListener:
         await self._query("SELECT pg_advisory_unlock($1)", key)
 
     async def _query(self, sql: str, *arguments: Any) -> Any:
-        conn = self._conn
-        if conn is None or not self.connected.is_set():
-            return None
         async with self._busy:
+            # Read under the lock: a query that waited on it must not run on a connection the
+            # one before it lost (a timed-out query leaves it in no state to take another).
+            conn = self._conn
+            if conn is None or not self.connected.is_set() or self._lost.is_set():
+                return None
             try:
                 return await conn.fetchval(sql, *arguments, timeout=PING_TIMEOUT_S)
             except ERRORS as exc:
