@@ -100,7 +100,7 @@ class ConversationContext:
         for (conv, _), turn in reversed(self._previous.items()):
             if conv == conv_key and normalize_text(turn.text) == key:
                 return PreviousTurn(turn.category, turn.at, quoted)
-        if self.local is None or not self.local.ready or not self.local.embedder.has(quoted):
+        if self.local is None or not self.local.ready or self.local.embedder.cached(quoted) is None:
             return None
         try:
             result = await self.local.answer(quoted, None, now)

@@ -118,11 +118,6 @@ class Embedder:
         with self._cache_lock:
             return self._cache.get(normalize_text(text))
 
-    def has(self, text: str) -> bool:
-        """Whether `text`'s vector is in the cache (a message embedded recently): free to read."""
-        with self._cache_lock:
-            return normalize_text(text) in self._cache
-
     def _remember(self, key: str, vector: np.ndarray) -> None:
         with self._cache_lock:
             self._cache[key] = vector
