@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,13 @@ async def plain(tmp_path, provider) -> AsyncIterator[Any]:
         tmp_path / "plain.db", None, provider.base_url, max_body_bytes=4096
     ) as running:
         yield running
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A 127.0.0.1 port that refuses connections for the whole test: bound and never listening,
+    so no server (of this run, or of the run beside it in .ci/run) can take it meanwhile, as it
+    could a port found free and let go."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])

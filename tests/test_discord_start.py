@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.fakes.discord_api import FakeDiscord
-from tests.test_run_stops import ROOT, env, free_port
+from tests.test_run_stops import ROOT, env
 
 GOOD, WRONG = "good.discord.token", "wrong.discord.token"
 # The real CLI, with discord.py's two fixed addresses (REST and gateway) pointed at the fake.
@@ -40,7 +40,7 @@ async def run_discord(tmp_path: Path, api: str, gateway: str, token: str) -> tup
     return process.returncode or 0, lines
 
 
-async def test_discord_start_failures_are_one_line_with_status_2(tmp_path):
+async def test_discord_start_failures_are_one_line_with_status_2(tmp_path, refused_port):
     refusing = await FakeDiscord(token=GOOD, gateway_token=GOOD).start()
     no_intent = await FakeDiscord(message_content=False).start()
     try:
@@ -48,7 +48,7 @@ async def test_discord_start_failures_are_one_line_with_status_2(tmp_path):
             "rest 401": (refusing.api_base, refusing.gateway_url, WRONG),
             "gateway 4004": (no_intent.api_base, refusing.gateway_url, WRONG),
             "intent 4014": (no_intent.api_base, no_intent.gateway_url, GOOD),
-            "unreachable": (f"http://127.0.0.1:{free_port()}/api/v10", "ws://127.0.0.1:9/", GOOD),
+            "unreachable": (f"http://127.0.0.1:{refused_port}/api/v10", "ws://127.0.0.1:9/", GOOD),
         }
         seen = {name: await run_discord(tmp_path, *case) for name, case in cases.items()}
     finally:

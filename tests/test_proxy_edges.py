@@ -4,8 +4,6 @@ Prometheus /metrics."""
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import openai
 import pytest
@@ -298,14 +296,10 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def test_metrics_count_requests_decisions_fallbacks_and_provider_errors(tmp_path, provider):
-    dead = f"http://127.0.0.1:{free_port()}"  # the categorizer cannot be reached: fallbacks
+async def test_metrics_count_requests_decisions_fallbacks_and_provider_errors(
+    tmp_path, provider, refused_port
+):
+    dead = f"http://127.0.0.1:{refused_port}"  # the categorizer cannot be reached: fallbacks
     async with (
         running_proxy(
             tmp_path / "metrics.db",

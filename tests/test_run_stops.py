@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -71,12 +70,6 @@ async def test_a_stop_signal_writes_every_row(tmp_path, seeded_db, upstream, tel
     assert memory == 2 * len(texts)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def start_failure(tmp_path: Path, telegram_url: str) -> tuple[int, str]:
     config = config_file(tmp_path, telegram_url, telegram_url, "http://127.0.0.1:9/v1")
     process = await asyncio.create_subprocess_exec(
@@ -89,10 +82,12 @@ async def start_failure(tmp_path: Path, telegram_url: str) -> tuple[int, str]:
     return process.returncode or 0, lines[-1] if lines else ""
 
 
-async def test_a_wrong_token_or_no_network_is_one_line_with_status_2(tmp_path, telegram):
+async def test_a_wrong_token_or_no_network_is_one_line_with_status_2(
+    tmp_path, telegram, refused_port
+):
     code, last = await start_failure(tmp_path, telegram.base_url)  # the fake refuses 999:wrong
     assert code == 2 and "TELEGRAM_BOT_TOKEN" in last and "Traceback" not in last
-    code, last = await start_failure(tmp_path, f"http://127.0.0.1:{free_port()}/bot")
+    code, last = await start_failure(tmp_path, f"http://127.0.0.1:{refused_port}/bot")
     assert code == 2 and "reach" in last and "network" in last
 
 
