@@ -113,6 +113,9 @@ class Memory:
         """The newest whole exchanges, oldest first, within max_turns and the token budget."""
         if self.settings.max_turns == 0:
             return []
+        # Taken before the read too: an exchange the writer commits while the rows are read
+        # (another connection, on PostgreSQL) leaves the unwritten list, and may miss the rows.
+        before = list(self._unwritten.get(conv_key, ()))
         rows = await self.conn.fetch_all(
             "SELECT role, content, author FROM messages WHERE conv_key = ?"
             " ORDER BY id DESC LIMIT ?",
@@ -120,8 +123,13 @@ class Memory:
         )
         cleared = conv_key in self._clearing  # the rows read are about to be deleted
         newest = [] if cleared else [Turn(row[0], row[1], row[2]) for row in rows]
-        for question, answer in self._unwritten.get(conv_key, ()):  # newer than any row
-            newest[:0] = [answer, question]
+        after = self._unwritten.get(conv_key, [])
+        pending = before + [exchange for exchange in after if exchange not in before]
+        read = newest[: 2 * len(pending)]  # where an exchange committed meanwhile would be
+        stored = {(read[i + 1], read[i]) for i in range(0, len(read) - 1, 2)}
+        for question, answer in pending:  # newer than any row
+            if (question, answer) not in stored:
+                newest[:0] = [answer, question]
         budget = self.settings.max_tokens - estimate_tokens(self.settings.system_prompt)
         kept: list[Turn] = []
         for turn in newest[: self.max_messages]:
