@@ -339,6 +339,8 @@ async def test_a_mode_changed_by_another_process_takes_effect(seeded_db, embedde
     try:
         assert (await proxy.route("早安")).source == "knn"
         assert await bot.set_mode("off") == "live"
+        if proxy.shared is not None:  # PostgreSQL: the change is pushed by NOTIFY, not re-read
+            await proxy.shared.until(lambda: proxy.mode == "off", 10.0)
         decision = await proxy.route("早安")
     finally:
         await bot.close()
