@@ -1,5 +1,5 @@
-"""Message text: the normal form two messages share to count as the same, its hash, and the
-text of OpenAI-style chat messages."""
+"""Message text: the normal form two messages share to count as the same, its hash, the text of
+OpenAI-style chat messages, and a reply's words apart from the message it quotes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 _SPACES = re.compile(r"\s+")
+# The line the bot puts between a reply's words and the quoted message (bot/incoming.py).
+_REPLYING_TO = re.compile(r"^\(replying to [^\n]{0,200}:\)$")
 # Letters that draw nothing although Unicode files them as letters or symbols (Hangul fillers,
 # the blank Braille pattern): a message of these alone has nothing to read.
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -95,3 +97,28 @@ def last_user_text(messages: Sequence[dict[str, Any]]) -> tuple[str, list[dict[s
     for index, text in user_texts_backwards(messages):
         return text, list(messages[:index])
     return "", []
+
+
+def split_quote(text: str) -> tuple[str, str | None]:
+    """A reply's words and the message it quotes, when `text` carries both as chat clients send
+    them: the words, then "> " lines (after the bot's "(replying to NAME:)" line or not), or the
+    "> " lines first. (text, None) when there are no words or no quote."""
+    lines = text.strip().split("\n")
+    quoted = [line.startswith(">") for line in lines]
+    tail = len(lines)
+    while tail > 0 and quoted[tail - 1]:
+        tail -= 1
+    if tail < len(lines):
+        head, quote = lines[:tail], lines[tail:]
+        if head and _REPLYING_TO.match(head[-1].strip()):
+            head = head[:-1]
+    else:
+        lead = 0
+        while lead < len(lines) and quoted[lead]:
+            lead += 1
+        head, quote = lines[lead:], lines[:lead]
+    words = "\n".join(head).strip()
+    quote_text = "\n".join(line[1:].removeprefix(" ") for line in quote).strip()
+    if not readable(words) or not readable(quote_text):
+        return text, None
+    return words, quote_text

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conversations import context_of, routing_text
+from conversations import context_of
 
 from bot.config import CrabbotConfig
 from router import Secrets, open_router
 from router.signals.calibration import reliability
 from router.taxonomy import TIERS
+from router.text import split_quote
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SPLITS = {
@@ -175,6 +176,12 @@ async def evaluate(paths: tuple[Path, ...], show_misses: bool) -> None:
         print("\n".join(tally.misses))
 
 
+def sent_with_quote(words: str, quoted: str) -> str:
+    """A reply as the bot sends it to a proxy: the words, then the quoted message."""
+    lines = "\n".join(f"> {line}" for line in quoted.split("\n"))
+    return f"{words}\n\n(replying to them:)\n{lines}"
+
+
 async def route_conversation(
     router: Any, item: dict[str, Any], number: int, tally: Tally, slice_name: str | None
 ) -> None:
@@ -197,14 +204,18 @@ async def route_conversation(
     for index, turn in enumerate(turns):
         at += turn.get("gap_s", 0)
         speaker = turn.get("speaker")
-        text = routing_text(turns, index)
         user_key = f"eval:{speaker}" if speaker else None
-        # The bot hands the router a reply's words and the quoted message apart.
+        # The bot hands the router a reply's words and the quoted message apart; through the
+        # proxy it sends them in one message (bot/incoming.py), which the proxy splits again.
         quoted = turns[int(turn["reply_to"])]["text"] if "reply_to" in turn else None
+        text = turn["text"] if quoted is None else sent_with_quote(turn["text"], quoted)
         with_key = await router.route(
             turn["text"], conv_key=conv, at=at, user_key=user_key, replied_to=quoted
         )
-        without_key = await router.route(text, history=history, at=at, name=speaker)
+        words, quote = split_quote(text)
+        without_key = await router.route(
+            words, history=history, at=at, name=speaker, replied_to=quote
+        )
         router.finish(with_key, "routed")
         router.finish(without_key, "routed")
         history += [

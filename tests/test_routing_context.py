@@ -3,13 +3,17 @@ chatter, and in a group each person's turn reads their own previous turn (real b
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from router import ModelRouter, Secrets
 from router import open_router as build_router
 from router.signals.classifier import LocalAnswer
 from router.signals.continuity import content_first
+from router.text import split_quote
 from tests.conftest import make_config
+from tests.pg_backend import copy_seeded
+from tests.proxy_helpers import CLIENT_KEY, running_proxy, user
 
 START = 1_800_000_000.0
 
@@ -115,3 +119,44 @@ def test_content_first_never_lets_context_lower_a_confident_message():
     assert content_first(_answer("strong", 0.4), _answer("cheap", 0.9), 0.5).tier == "cheap"
     # The context may raise a tier (a vague "why?" after a coding task).
     assert content_first(_answer("cheap", 0.9), _answer("strong", 0.8), 0.5).tier == "strong"
+
+
+@pytest.mark.parametrize(
+    ("sent", "words", "quoted"),
+    [
+        (
+            "why?\n\n(replying to Mom:)\n> write a poem\n> about cats",
+            "why?",
+            "write a poem\nabout cats",
+        ),
+        ("> write a poem about cats\nshorter pls", "shorter pls", "write a poem about cats"),
+        ("no quote in this one", "no quote in this one", None),
+        ("> a quote and no words", "> a quote and no words", None),
+        ("is a > b in python?", "is a > b in python?", None),
+    ],
+)
+def test_a_reply_sent_as_one_message_splits_into_its_words_and_the_quote(sent, words, quoted):
+    assert split_quote(sent) == (words, quoted)
+
+
+async def test_a_reply_through_the_proxy_routes_on_its_words_with_the_quote_as_context(
+    tmp_path, seeded_template, embedder, provider
+):
+    copy_seeded(seeded_template, tmp_path / "proxy.db")
+    coding = "寫一個 SQL 把重複的訂單刪掉，只留最新的一筆"
+    reply = f"謝謝！我試試看\n\n(replying to Mom:)\n> {coding}"  # as the bot sends a reply
+    async with (
+        running_proxy(tmp_path / "proxy.db", embedder, provider.base_url) as proxy,
+        httpx.AsyncClient() as http,
+    ):
+        for text in (coding, reply):
+            response = await http.post(
+                proxy.url + "/chat/completions",
+                json={"model": "auto", "messages": user(text)},
+                headers={"Authorization": f"Bearer {CLIENT_KEY}", "X-Session-Key": "family"},
+            )
+            assert response.status_code == 200, response.text
+        rows = await proxy.settled_rows("TRUE", 2)
+    # The thanks is cheap: the SQL it quotes is its context, not words it says.
+    assert [row["tier"] for row in rows] == ["strong", "cheap"]
+    assert rows[1]["prompt"] == "謝謝！我試試看"

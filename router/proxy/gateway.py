@@ -21,7 +21,7 @@ from router.proxy.provider import HOP_HEADER, Provider, ProviderStream, Usage, f
 from router.proxy.request import ChatRequest, read_body
 from router.router import ModelRouter
 from router.taxonomy import TIERS
-from router.text import last_user_text
+from router.text import last_user_text, split_quote
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,16 @@ class Gateway:
                 text, history = last_user_text(history)
             if text.strip():
                 speaker = chat.speaker
+                words, quoted = split_quote(text)  # a reply: routed on its words, quote as context
                 # A client key teaches the pool as one source, whatever its session keys.
                 decision = await self.router.route(
-                    text,
+                    words,
                     history,
                     conv_key=conv_key,
                     user_key=speaker,
                     name=speaker,
                     origin=f"proxy:{caller.namespace}",
+                    replied_to=quoted,
                 )
             else:
                 decision = await self.router.route_without_text(
