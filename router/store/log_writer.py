@@ -185,7 +185,7 @@ class LogWriter:
                         len(rows),
                         lost,
                     )
-                    self.counters["log_rows_dropped"] += len(rows)
+                    self.counters[self.dropped] += len(rows)
                     return "dropped"
                 await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
                 continue

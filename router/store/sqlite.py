@@ -135,7 +135,8 @@ class SqliteDatabase(Database):
         # One statement in a transaction of its own, without transaction()'s generator: this is
         # most writes, and the seam must cost SQLite nothing measurable (scripts/bench_db_seam.py).
         async with self._turn:
-            await self._writable()
+            if self._moved():
+                await self._writable()
             try:
                 cursor = await self._conn.execute(sql, parameters)
                 await self._conn.commit()
@@ -159,14 +160,16 @@ class SqliteDatabase(Database):
         # In one step: a cursor left open across an await keeps a read snapshot on the shared
         # connection, and a write another task makes on it then fails at once with 'database
         # is locked' (SQLite skips the busy timeout when a reader upgrades to a writer).
-        await self._follow_adopted()
+        if self._watch is not None and self._watch.generation != self._generation:
+            await self.check_file()  # another connection moved to a file put back: follow
         try:
             return list(await self._conn.execute_fetchall(sql, parameters))
         except sqlite3.Error as exc:
             _raise(exc)
 
     async def fetch_one(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
-        await self._follow_adopted()
+        if self._watch is not None and self._watch.generation != self._generation:
+            await self.check_file()  # another connection moved to a file put back: follow
         try:
             return next(iter(await self._conn.execute_fetchall(sql, parameters)), None)
         except sqlite3.Error as exc:
@@ -181,7 +184,8 @@ class SqliteDatabase(Database):
             yield self
             return
         async with self._turn:
-            await self._writable()
+            if self._moved():
+                await self._writable()
             token = self._in_transaction.set(True)
             try:
                 yield self
@@ -203,7 +207,8 @@ class SqliteDatabase(Database):
 
     async def run_script(self, script: str) -> None:
         async with self._turn:
-            await self._writable()
+            if self._moved():
+                await self._writable()
             try:
                 await self._conn.executescript(f"BEGIN;\n{script}\nCOMMIT;")
             except sqlite3.Error as exc:
@@ -262,21 +267,13 @@ class SqliteDatabase(Database):
             return await self._follow()
 
     async def _writable(self) -> None:
-        """Before a write, the turn held: on the file at the path, or refused (counted)."""
-        if not self._moved():
-            return
+        """Before a write, the turn held, when _moved(): on the file at the path, or refused
+        (counted)."""
         lost = await self._follow()
         if lost is not None:
             assert self._watch is not None
             self._watch.refused()
             raise OperationalError(f"the database file {self.file_path} was {lost}: not written")
-
-    async def _follow_adopted(self) -> None:
-        """Before a read: another connection of this process moved to a file put back (an
-        integer compared, no stat), so this one follows before it reads the old file."""
-        watch = self._watch
-        if watch is not None and watch.generation != self._generation:
-            await self.check_file()
 
     async def _follow(self) -> str | None:
         """The turn held: None once this connection is on the file at the path (the same one
