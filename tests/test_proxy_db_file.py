@@ -18,6 +18,10 @@ import httpx
 import pytest
 
 from router.store.database import OperationalError
+from router.store.migrations import migrate
+from router.store.schema import ROUTER_MIGRATIONS
+from router.store.settings import get_setting, set_setting
+from router.store.sqlite import SqliteDatabase
 from tests.bot_helpers import NO_SECRETS, open_core
 from tests.fakes.groq_server import category_reply
 from tests.proxy_helpers import CLIENT_KEY, GREETING, RunningProxy, running_proxy, user
@@ -206,3 +210,36 @@ async def test_the_bot_writes_its_memory_into_a_copy_put_back(
     assert _query(seeded_db, "SELECT COUNT(*) FROM pool WHERE origin = 'telegram:5'") == [(1,)]
     assert question in _prompts(seeded_db)
     assert core.counters["memory_rows_dropped"] == 0
+
+
+async def test_a_copy_put_back_beside_the_lost_files_wal_is_read_as_it_is(tmp_path, caplog):
+    """`rm crabbot.db` leaves its -wal: the copy put back is read as itself, not with the lost
+    file's pages over it, and what is written then lands in it."""
+    path, backup = tmp_path / "crabbot.db", tmp_path / "backup.db"
+    db = await SqliteDatabase.open(path)
+    try:
+        await migrate(db, "router", ROUTER_MIGRATIONS)
+        await set_setting(db, "note", "in the backup")
+        with (
+            contextlib.closing(sqlite3.connect(path)) as conn,
+            contextlib.closing(sqlite3.connect(backup)) as copy,
+        ):
+            conn.backup(copy)
+        await set_setting(db, "note", "after the backup")  # in the -wal, not checkpointed
+        path.unlink()
+        assert Path(f"{path}-wal").exists()
+        with pytest.raises(OperationalError, match="deleted"):
+            await set_setting(db, "note", "while gone")
+        shutil.copyfile(backup, path)
+        with caplog.at_level(logging.WARNING):
+            assert await db.check_file() is None
+        assert await get_setting(db, "note") == "in the backup"
+        await set_setting(db, "after", "reopened")
+    finally:
+        await db.close()
+    assert _query(path, "PRAGMA integrity_check") == [("ok",)]
+    assert _query(path, "SELECT key, value FROM settings WHERE key IN ('note', 'after')") == [
+        ("after", "reopened"),
+        ("note", "in the backup"),
+    ]
+    assert any("removed" in r.getMessage() and "-wal" in r.getMessage() for r in caplog.records)

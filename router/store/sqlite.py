@@ -295,7 +295,7 @@ class SqliteDatabase(Database):
         try:
             conn = await self._connect(watch.path, self._timeout, self._pragmas)
             await self._first_read(conn)
-        except OperationalError as exc:
+        except DatabaseError as exc:
             return watch.report(f"replaced by a file SQLite cannot open ({exc})")
         watch.opened()
         old, self._conn = self._conn, conn
@@ -325,15 +325,17 @@ class SqliteDatabase(Database):
 
     async def _check_put_back(self, watch: FileWatch) -> str | None:
         try:
-            conn = await self._connect(watch.path, BUSY_TIMEOUT_S, MAIN_PRAGMAS)
-        except OperationalError as exc:
+            conn = await self._connect(watch.path, BUSY_TIMEOUT_S, ())
+        except DatabaseError as exc:
             return f"replaced by a file SQLite cannot open ({exc})"
         check = SqliteDatabase(conn, None)
         try:
             if not await check.fetch_all(
                 "SELECT 1 FROM sqlite_master WHERE name = 'schema_versions'"
             ):
-                return "replaced by an SQLite database that is not crabbot's"
+                return "replaced by an SQLite database that is not crabbot's"  # left untouched
+            for pragma in MAIN_PRAGMAS:
+                await check.fetch_all(pragma)
             for run in watch.checks.values():
                 await run(check)
         except (DatabaseError, ConfigError) as exc:

@@ -23,10 +23,11 @@ Check = Callable[["Database"], Awaitable[object]]
 
 
 def file_id(path: str) -> FileId | None:
-    """The identity of the file at `path`; None when there is none."""
+    """The identity of the file at `path`; None when there is none (or it cannot be reached:
+    a folder on the way made unreadable)."""
     try:
         stat = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return None
     return stat.st_dev, stat.st_ino
 
@@ -34,7 +35,7 @@ def file_id(path: str) -> FileId | None:
 def file_state(path: str) -> FileState | None:
     try:
         stat = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return None
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
