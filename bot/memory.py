@@ -93,6 +93,7 @@ class Memory:
         `counters` (memory_write_errors, memory_rows_dropped)."""
         await migrate(conn, "bot", BOT_MIGRATIONS)
         counters = counters if counters is not None else Counter()
+        conn.count_in(counters)
         writer = JobWriter(counters, "memory", "memory")
         await writer.start(conn)
         return cls(conn, settings, writer)

@@ -72,6 +72,7 @@ async def open_router(
         await migrate(conn, "router", ROUTER_MIGRATIONS)
         taxonomy = config.build_taxonomy()
         await check_taxonomy_matches_store(conn, taxonomy)
+        conn.check_on_reopen("taxonomy", lambda new: check_taxonomy_matches_store(new, taxonomy))
         stored = await StoredMode.read(conn, config.routing.mode)
         pool: Pool | None = None
         seeded: Calibration | None = None

@@ -81,6 +81,7 @@ class ModelRouter:
             else None
         )
         self.counters = Counters()
+        conn.count_in(self.counters)  # an SQLite file lost under the process (db_file_lost)
         self.stored_mode = StoredMode(conn, mode, self.counters)
         self.context = ConversationContext(config, conn, self.local, self.counters)
         self.fitting = (

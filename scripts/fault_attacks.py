@@ -284,7 +284,7 @@ async def deleted_file(
     rows_ok = rows == [5, 5]
     pool_lost = 10 - sum(pool)
     lost = [] if rows_ok else [f"routing-log rows {10 - sum(rows)}/10"]
-    lost += [f"pool labels {pool_lost}/10 (written into the old inode)"] if pool_lost else []
+    lost += [f"pool labels {pool_lost}/10 (learned or quarantined)"] if pool_lost else []
     how = "a hard link to the same file" if restore == "link" else "a backup copy (a new file)"
     return (
         f"put back as {how}: /healthz while gone {health_gone}, once back {health_back};"

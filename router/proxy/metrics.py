@@ -38,6 +38,7 @@ KNOWN_COUNTERS = (
     "models_refused",
     "proxy_failures",
     "db_file_lost",
+    "db_writes_refused",
     "headers_too_large",
     "header_timeouts",
     "connections_refused",

@@ -18,9 +18,10 @@ class StatusEndpoint:
 
     async def healthz(self, request: Request) -> Response:
         """That the proxy is up; with a valid client key (or none configured), more. A 503
-        while the database file it opened is deleted or replaced (rows wait in memory)."""
+        while its SQLite file is deleted or replaced by one it cannot use (rows wait in memory);
+        a crabbot database put back there is reopened first."""
         gateway = self.gateway
-        lost = gateway.router.log.writer.file_lost()
+        lost = await gateway.router.conn.check_file()
         if lost is not None:
             return JSONResponse(
                 {"status": "unhealthy", "error": f"the database file was {lost}"},

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -97,6 +98,22 @@ class Database(ABC):
     async def erase_traces(self) -> None:
         """After an erasure: make deleted text unreadable where the backend leaves traces (the
         SQLite WAL); nothing to do where it does not."""
+
+    async def check_file(self) -> str | None:
+        """Why writes cannot go to the database now: its SQLite file deleted, or a file at its
+        path it cannot use (said once: logged, counted); None when they can (always on
+        PostgreSQL and in memory). A crabbot database put back at the path is reopened first."""
+        return None
+
+    def check_on_reopen(self, name: str, check: Callable[[Database], Awaitable[object]]) -> None:
+        """Run `check` (the migrations, the taxonomy's) on an SQLite file put back at the path
+        before writing to it; one that raises keeps it unused. Nothing on PostgreSQL."""
+        return None
+
+    def count_in(self, counters: Counter[str]) -> None:
+        """Count the file's losses (db_file_lost) and the writes refused meanwhile
+        (db_writes_refused) in `counters`. Nothing on PostgreSQL."""
+        return None
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -1,15 +1,14 @@
 """The routing log's write-behind: finished rows wait in memory and are written in batches on a
 connection of their own (SQLite; PostgreSQL's pool), so no answer waits for the database (a
 commit, a lock held elsewhere, a restart). An SQLite file deleted or replaced under it is noticed
-before each batch: the rows wait (logged, counted as db_file_lost) rather than go into a file
-nobody will read again."""
+before each batch: the rows wait, rather than go into a file nobody will read again, until a
+crabbot database is at its path again (Database.check_file)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,16 +24,6 @@ RETRY_S = (0.05, 0.2, 0.5, 1.0)  # waits between attempts while the database ref
 CLOSING_ATTEMPTS = 3  # at shutdown a database that still refuses costs the rows, not the exit
 
 Row = Sequence[Any]
-FileId = tuple[int, int]  # (device, inode)
-
-
-def file_id(path: str) -> FileId | None:
-    """The identity of the file at `path`; None when there is none."""
-    try:
-        stat = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return stat.st_dev, stat.st_ino
 
 
 class LogWriter:
@@ -54,7 +43,6 @@ class LogWriter:
         label: str = "routing log",
         counter_prefix: str = "log",
     ) -> None:
-        self.path: str | None = None  # the SQLite file written (checked before each batch)
         self.label = label  # how its log lines name it
         self.dropped = f"{counter_prefix}_rows_dropped"
         self.errors = f"{counter_prefix}_write_errors"
@@ -75,8 +63,6 @@ class LogWriter:
         self._nudge = asyncio.Event()
         # Called with the new depth whenever it changes (a proxy worker publishes it).
         self.on_depth: Callable[[int], None] | None = None
-        self._file: FileId | None = None  # the file opened (None: in memory, not checked)
-        self._file_lost: str | None = None
 
     @property
     def depth(self) -> int:
@@ -89,37 +75,13 @@ class LogWriter:
         and closes)."""
         self._conn = await db.writer()
         self._owns_conn = self._conn is not db
-        self.path = self._conn.file_path
-        if self.path is not None:
-            self._file = file_id(self.path)
         self._task = asyncio.create_task(self._run(), name=f"{self.label}-writer")
         return self
 
-    def file_lost(self) -> str | None:
-        """None while the file at the database's path is the one opened; else what happened to
-        it ("deleted", "replaced"), logged and counted (db_file_lost) once each time."""
-        if self._file is None or self.path is None:
-            return None
-        now = file_id(self.path)
-        if now == self._file:
-            if self._file_lost is not None:
-                log.warning("%s: the database file is back at %s", self.label, self.path)
-                self._file_lost = None
-                self._nudge.set()
-            return None
-        lost = "deleted" if now is None else "replaced"
-        if self._file_lost != lost:
-            self._file_lost = lost
-            self.counters["db_file_lost"] += 1
-            log.error(
-                "%s: the database file %s was %s under this process: rows wait in"
-                " memory (up to %d) until it is back; restart to use the file there now",
-                self.label,
-                self.path,
-                lost,
-                self.max_pending,
-            )
-        return lost
+    async def check_file(self) -> str | None:
+        """None while the writer's database takes writes; else what happened to its SQLite
+        file (see Database.check_file, which reopens on a crabbot database put back)."""
+        return None if self._conn is None else await self._conn.check_file()
 
     def put(self, row: Row) -> None:
         """Queue one finished row; never blocks. Past MAX_PENDING the row is dropped, counted
@@ -147,7 +109,7 @@ class LogWriter:
         file is deleted or replaced."""
         if self._task is None or self._task.done():
             return not self._pending
-        if self._pending and self.file_lost() is not None:
+        if self._pending and await self.check_file() is not None:
             return False  # nothing is written until the file is back: nobody waits for it
         self._hurry = True
         self._wake.set()
@@ -214,15 +176,16 @@ class LogWriter:
         that keeps refusing at shutdown costs the rows."""
         attempt = 0
         while True:
-            if self.file_lost() is not None:
+            lost = await self.check_file()
+            if lost is not None:
                 attempt += 1
                 if self._closing and attempt >= CLOSING_ATTEMPTS:
                     log.error(
                         "routing log: %d rows lost at shutdown: the database file was %s",
                         len(rows),
-                        self._file_lost,
+                        lost,
                     )
-                    self.counters["log_rows_dropped"] += len(rows)
+                    self.counters[self.dropped] += len(rows)
                     return "dropped"
                 await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
                 continue

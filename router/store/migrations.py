@@ -38,4 +38,6 @@ async def migrate(db: Database, component: str, migrations: Migrations) -> int:
                 + f";\nINSERT INTO schema_versions VALUES ('{component}', {version})"
                 " ON CONFLICT(component) DO UPDATE SET version = excluded.version;"
             )
+    # A file put back under the running process gets the same before it is written to.
+    db.check_on_reopen(f"{component} migrations", lambda new: migrate(new, component, migrations))
     return len(scripts)

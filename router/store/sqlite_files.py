@@ -1,5 +1,6 @@
 """The SQLite file itself: a clear line for a path it cannot use, created readable by its owner
-only, a warning when other accounts can read it or its WAL and SHM files."""
+only, a warning when other accounts can read it or its WAL and SHM files; whether a file put
+back at its path under a running process can be opened."""
 
 from __future__ import annotations
 
@@ -72,3 +73,25 @@ def database_files(path: Path) -> tuple[Path, ...]:
     folder a config file names is the owner's to set; crabbot creates it 0700 when it must)."""
     files = (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
     return (*files, path.parent) if path.parent == user_data_dir() else files
+
+
+def put_back_problem(path: Path) -> str | None:
+    """What keeps a file put back at a database's path under a running process from being
+    opened: not an SQLite file, or one still being copied (shorter than its header says)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        return f"replaced by a file crabbot cannot read ({exc.strerror})"
+    if not header:
+        return "replaced by an empty file"
+    if len(header) < 100 or header[:16] != SQLITE_HEADER:
+        return "replaced by a file that is not an SQLite database"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count is only kept when the change counter matches "version valid for".
+    if header[24:28] == header[92:96] and size < pages * page_size:
+        return f"replaced by a file still being written ({size} of {pages * page_size} bytes)"
+    return None
