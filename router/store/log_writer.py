@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from router.store.database import Database, DatabaseError, OperationalError
+from router.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ def file_id(path: str) -> FileId | None:
 class LogWriter:
     """Queues rows (`put` never waits) and commits them in batches from one background task.
 
-    A hard kill loses the rows finished in the last FLUSH_MS (those not yet committed); a
-    graceful stop (`close`) writes everything."""
+    A hard kill loses the rows finished in the last FLUSH_MS (those not yet committed) unless
+    a `spool` keeps them on disk for the next start; a graceful stop (`close`) writes
+    everything."""
 
     def __init__(
         self,
@@ -77,6 +79,7 @@ class LogWriter:
         self.on_depth: Callable[[int], None] | None = None
         self._file: FileId | None = None  # the file opened (None: in memory, not checked)
         self._file_lost: str | None = None
+        self.spool: Spool | None = None  # set before start: queued rows also go to disk
 
     @property
     def depth(self) -> int:
@@ -137,6 +140,8 @@ class LogWriter:
                 )
             return
         self._pending.append(row)
+        if self.spool is not None:
+            self.spool.append(row)
         self._depth_changed()
         self._idle.clear()
         self._wake.set()
@@ -164,8 +169,11 @@ class LogWriter:
         self._closing = True
         self._wake.set()
         self._nudge.set()
+        dropped = self.counters[self.dropped]
         if self._task is not None:
             await self._task
+        if self.spool is not None:  # rows lost at shutdown stay spooled for the next start
+            self.spool.close(keep=self.counters[self.dropped] > dropped)
         if self._conn is not None and self._owns_conn:
             await self._conn.close()
         self._conn = None
@@ -202,6 +210,8 @@ class LogWriter:
                     log.error("%s: a row the database refuses is dropped", self.label)
                     self.counters[self.dropped] += 1
         del self._pending[: len(batch)]
+        if self.spool is not None:
+            self.spool.committed(len(batch))
         self._depth_changed()
         self._wake.set()  # go round again: more rows, or none left (idle)
 
