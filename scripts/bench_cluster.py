@@ -1,9 +1,10 @@
 """crabbot as a cluster on this machine: hosts as network namespaces (PostgreSQL 15 on one, N
 `crabbot proxy` processes on others, HAProxy in front, a fake upstream and a client host), 200
-clients for 60 s against the balancer, one proxy killed (SIGKILL) at 20 s and PostgreSQL
-restarted at 40 s. Prints requests sent / answered / failed / hung, routing-log rows against
-answered requests, p50/p95, and how long a mode change and a learned label took to reach every
-proxy.
+clients for 60 s against the balancer, one proxy killed (SIGKILL) at 20 s and started again 3 s
+later (as systemd's Restart=always would: it writes the rows its killed predecessor spooled), and
+PostgreSQL restarted at 40 s. Prints requests sent / answered / failed / hung, routing-log rows
+against answered requests, p50/p95, and how long a mode change and a learned label took to reach
+every proxy.
 
     python scripts/bench_cluster.py                      # PostgreSQL across namespaces (root)
     python scripts/bench_cluster.py --seconds 15 --clients 50 --proxies 2
@@ -32,10 +33,17 @@ from bench_proxy import free_port
 from cluster_hosts import Cluster, ClusterError, Host, Process, netns_unavailable
 from cluster_pg import PostgresServer
 from cluster_report import print_report
-from cluster_services import UPSTREAM_PORT, start_balancer, start_proxies, start_upstream
+from cluster_services import (
+    UPSTREAM_PORT,
+    Restarter,
+    start_balancer,
+    start_proxies,
+    start_upstream,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE_LIMIT_S = 30.0  # rows still being written after the load: read until the count holds
+RESTARTED_LIMIT_S = 300.0  # after the load, the restarted proxy's start is awaited this long
 
 
 def postgres_supported() -> str | None:
@@ -166,11 +174,15 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             sampler.start()
         t0 = wait_for_go(load, 120.0)
         faults: dict[str, Any] = {}
+        restarter: Restarter | None = None
         if args.kill_at >= 0 and len(proxies) > 1:
             at(t0, args.kill_at)
             victim = proxies[-1][1]
             victim.kill()
             faults["kill"] = {"proxy": victim.name, "at_s": time.monotonic() - t0}
+            if args.restart_after >= 0:
+                restarter = Restarter(cluster, victim, args.restart_after, t0)
+                restarter.start()
         if pg is not None and args.restart_pg_at >= 0:
             at(t0, args.restart_pg_at)
             began = time.monotonic() - t0
@@ -180,6 +192,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if load.popen.returncode != 0 or not lines:
             raise ClusterError("the load generator failed:\n" + "".join(load.lines[-20:]))
         result = json.loads(lines[-1])
+        if restarter is not None:
+            restarter.stop(RESTARTED_LIMIT_S)  # its spool written before the rows are counted
+            restarter.join(5.0)
+            faults["restart"] = {
+                "starts_s": restarter.starts_s,
+                "ready_s": restarter.ready_s,
+                "replayed_rows": restarter.replayed,
+            }
         result["faults"] = faults
         if pg is not None and sampler is not None:
             sampler.done.set()
@@ -212,6 +232,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="a client's per-request limit")
     parser.add_argument("--kill-at", type=float, help="default: a third in; -1: no kill")
+    parser.add_argument(
+        "--restart-after",
+        type=float,
+        default=3.0,
+        help="start the killed proxy again this many seconds after the kill; -1: never",
+    )
     parser.add_argument("--restart-pg-at", type=float, help="default: two thirds in; -1: none")
     parser.add_argument("--label-at", type=float, help="default: a tenth in; -1: no probe")
     parser.add_argument("--mode-at", type=float, help="default: a fifth in; -1: no probe")
