@@ -1,10 +1,11 @@
 """crabbot as a cluster on this machine: hosts as network namespaces (PostgreSQL 15 on one, N
 `crabbot proxy` processes on others, HAProxy in front, a fake upstream and a client host), 200
-clients for 60 s against the balancer, one proxy killed (SIGKILL) at 20 s and started again 3 s
-later (as systemd's Restart=always would: it writes the rows its killed predecessor spooled), and
-PostgreSQL restarted at 40 s. Prints requests sent / answered / failed / hung, routing-log rows
-against answered requests, p50/p95, and how long a mode change and a learned label took to reach
-every proxy.
+clients for 60 s against the balancer, one proxy killed (SIGKILL) at 20 s, at the first moment
+its routing log has rows waiting for their batch, and started again 3 s later (as systemd's
+Restart=always would: it writes the rows its killed predecessor spooled), and PostgreSQL
+restarted at 40 s. Prints requests sent / answered / failed / hung, routing-log rows against
+answered requests, p50/p95, and how long a mode change and a learned label took to reach every
+proxy.
 
     python scripts/bench_cluster.py                      # PostgreSQL across namespaces (root)
     python scripts/bench_cluster.py --seconds 15 --clients 50 --proxies 2
@@ -17,6 +18,7 @@ OMP_NUM_THREADS = cores / proxies."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -44,6 +46,7 @@ from cluster_services import (
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE_LIMIT_S = 30.0  # rows still being written after the load: read until the count holds
 RESTARTED_LIMIT_S = 300.0  # after the load, the restarted proxy's start is awaited this long
+KILL_WAIT_S = 5.0  # the kill waits this long at most for rows waiting in the victim's spool
 
 
 def postgres_supported() -> str | None:
@@ -121,6 +124,33 @@ class ConnectionSampler(threading.Thread):
             self.most = max(self.most, self.pg.connections() or 0)
 
 
+def spooled_rows(victim: Process, database: str, data_home: Path) -> int:
+    """Rows the victim's routing log holds uncommitted: the lines of its spool files (named
+    by its pid, beside the SQLite file or in its own data folder)."""
+    pattern = f"{victim.popen.pid}-*.rows"  # `ip netns exec` execs the proxy: the same pid
+    if database.startswith("postgresql://"):
+        files = list(data_home.rglob(pattern))
+    else:
+        files = list(Path(database + "-spool").glob(pattern))
+    lines = 0
+    for path in files:
+        with contextlib.suppress(OSError):
+            lines += path.read_bytes().count(b"\n")
+    return lines
+
+
+def kill_with_rows_waiting(victim: Process, database: str, data_home: Path) -> int:
+    """SIGKILL, at the first moment (within KILL_WAIT_S) the victim has rows waiting for their
+    batch: the moment a write-behind log loses rows. Returns how many were waiting."""
+    deadline = time.monotonic() + KILL_WAIT_S
+    while (waiting := spooled_rows(victim, database, data_home)) == 0:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    victim.kill()
+    return waiting
+
+
 def load_average() -> str:
     """This machine's 1-minute load average: everything here shares its cores."""
     return Path("/proc/loadavg").read_text(encoding="utf-8").split()[0]
@@ -178,8 +208,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if args.kill_at >= 0 and len(proxies) > 1:
             at(t0, args.kill_at)
             victim = proxies[-1][1]
-            victim.kill()
-            faults["kill"] = {"proxy": victim.name, "at_s": time.monotonic() - t0}
+            waiting = kill_with_rows_waiting(
+                victim, database, cluster.workdir / f"{victim.name}-data"
+            )
+            faults["kill"] = {
+                "proxy": victim.name,
+                "at_s": time.monotonic() - t0,
+                "rows_waiting": waiting,
+            }
             if args.restart_after >= 0:
                 restarter = Restarter(cluster, victim, args.restart_after, t0)
                 restarter.start()

@@ -79,7 +79,9 @@ def print_report(result: dict[str, Any]) -> None:
     faults = result["faults"]
     if "kill" in faults:
         kill = faults["kill"]
-        print(f"fault: {kill['proxy']} killed (SIGKILL) at {kill['at_s']:.1f} s")
+        waiting = kill.get("rows_waiting")
+        spooled = "" if waiting is None else f", {waiting} rows in its spool (not yet committed)"
+        print(f"fault: {kill['proxy']} killed (SIGKILL) at {kill['at_s']:.1f} s{spooled}")
     if "restart" in faults:
         again = faults["restart"]
         starts = ", ".join(f"{s:.1f}" for s in again["starts_s"]) or "-"
