@@ -23,6 +23,7 @@ from router.store.database import Database, DatabaseError, open_database
 from router.store.migrations import migrate
 from router.store.schema import ROUTER_MIGRATIONS
 from router.store.settings import StoredMode
+from router.store.spool import Spool, replay, spool_folder
 from router.store.taxonomy import check_taxonomy_matches_store
 from router.taxonomy import Mode
 
@@ -104,6 +105,7 @@ async def open_router(
     router = ModelRouter(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
     await router.log.writer.start(conn)
     await router.pool_writer.start(conn)
+    await _start_spool(router, conn)  # before marking: a killed process's rows end open ones
     await _mark_interrupted(router, conn)
     router.retention.start()
     if router.fitting is not None and len(router.fitting.local.pool):
@@ -115,6 +117,22 @@ async def open_router(
         except Exception:  # the first route meets the same failure, and handles it
             log.debug("could not embed the first messages ahead", exc_info=True)
     return router
+
+
+async def _start_spool(router: ModelRouter, conn: Database) -> None:
+    """The routing log's crash spool: this process's own file, then the rows processes killed
+    on this data folder left unwritten, written now."""
+    folder = spool_folder(router.config.database)
+    if folder is None:  # in memory: nobody could read the rows after a kill anyway
+        return
+    spool = Spool(folder, router.counters)
+    if spool.open():
+        router.log.writer.spool = spool
+    try:
+        await replay(folder, conn, routing_log.REPLAY_SQL, router.counters)
+    except (OSError, DatabaseError):  # the files stay for the next start; the router starts
+        log.exception("could not write the rows a stopped process spooled")
+        router.counters["spool_errors"] += 1
 
 
 async def _mark_interrupted(router: ModelRouter, conn: Database) -> None:

@@ -1,6 +1,8 @@
 """crabbot as a cluster on this machine: hosts as network namespaces (PostgreSQL 15 on one, N
 `crabbot proxy` processes on others, HAProxy in front, a fake upstream and a client host), 200
-clients for 60 s against the balancer, one proxy killed (SIGKILL) at 20 s and PostgreSQL
+clients for 60 s against the balancer, one proxy killed (SIGKILL) at 20 s, at the first moment
+its routing log has rows waiting for their batch, and started again 3 s later (as systemd's
+Restart=always would: it writes the rows its killed predecessor spooled), and PostgreSQL
 restarted at 40 s. Prints requests sent / answered / failed / hung, routing-log rows against
 answered requests, p50/p95, and how long a mode change and a learned label took to reach every
 proxy.
@@ -16,6 +18,7 @@ OMP_NUM_THREADS = cores / proxies."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -32,10 +35,18 @@ from bench_proxy import free_port
 from cluster_hosts import Cluster, ClusterError, Host, Process, netns_unavailable
 from cluster_pg import PostgresServer
 from cluster_report import print_report
-from cluster_services import UPSTREAM_PORT, start_balancer, start_proxies, start_upstream
+from cluster_services import (
+    UPSTREAM_PORT,
+    Restarter,
+    start_balancer,
+    start_proxies,
+    start_upstream,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE_LIMIT_S = 30.0  # rows still being written after the load: read until the count holds
+RESTARTED_LIMIT_S = 300.0  # after the load, the restarted proxy's start is awaited this long
+KILL_WAIT_S = 5.0  # the kill waits this long at most for rows waiting in the victim's spool
 
 
 def postgres_supported() -> str | None:
@@ -113,6 +124,33 @@ class ConnectionSampler(threading.Thread):
             self.most = max(self.most, self.pg.connections() or 0)
 
 
+def spooled_rows(victim: Process, database: str, data_home: Path) -> int:
+    """Rows the victim's routing log holds uncommitted: the lines of its spool files (named
+    by its pid, beside the SQLite file or in its own data folder)."""
+    pattern = f"{victim.popen.pid}-*.rows"  # `ip netns exec` execs the proxy: the same pid
+    if database.startswith("postgresql://"):
+        files = list(data_home.rglob(pattern))
+    else:
+        files = list(Path(database + "-spool").glob(pattern))
+    lines = 0
+    for path in files:
+        with contextlib.suppress(OSError):
+            lines += path.read_bytes().count(b"\n")
+    return lines
+
+
+def kill_with_rows_waiting(victim: Process, database: str, data_home: Path) -> int:
+    """SIGKILL, at the first moment (within KILL_WAIT_S) the victim has rows waiting for their
+    batch: the moment a write-behind log loses rows. Returns how many were waiting."""
+    deadline = time.monotonic() + KILL_WAIT_S
+    while (waiting := spooled_rows(victim, database, data_home)) == 0:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    victim.kill()
+    return waiting
+
+
 def load_average() -> str:
     """This machine's 1-minute load average: everything here shares its cores."""
     return Path("/proc/loadavg").read_text(encoding="utf-8").split()[0]
@@ -166,11 +204,21 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             sampler.start()
         t0 = wait_for_go(load, 120.0)
         faults: dict[str, Any] = {}
+        restarter: Restarter | None = None
         if args.kill_at >= 0 and len(proxies) > 1:
             at(t0, args.kill_at)
             victim = proxies[-1][1]
-            victim.kill()
-            faults["kill"] = {"proxy": victim.name, "at_s": time.monotonic() - t0}
+            waiting = kill_with_rows_waiting(
+                victim, database, cluster.workdir / f"{victim.name}-data"
+            )
+            faults["kill"] = {
+                "proxy": victim.name,
+                "at_s": time.monotonic() - t0,
+                "rows_waiting": waiting,
+            }
+            if args.restart_after >= 0:
+                restarter = Restarter(cluster, victim, args.restart_after, t0)
+                restarter.start()
         if pg is not None and args.restart_pg_at >= 0:
             at(t0, args.restart_pg_at)
             began = time.monotonic() - t0
@@ -180,6 +228,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if load.popen.returncode != 0 or not lines:
             raise ClusterError("the load generator failed:\n" + "".join(load.lines[-20:]))
         result = json.loads(lines[-1])
+        if restarter is not None:
+            restarter.stop(RESTARTED_LIMIT_S)  # its spool written before the rows are counted
+            restarter.join(5.0)
+            faults["restart"] = {
+                "starts_s": restarter.starts_s,
+                "ready_s": restarter.ready_s,
+                "replayed_rows": restarter.replayed,
+            }
         result["faults"] = faults
         if pg is not None and sampler is not None:
             sampler.done.set()
@@ -212,6 +268,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="a client's per-request limit")
     parser.add_argument("--kill-at", type=float, help="default: a third in; -1: no kill")
+    parser.add_argument(
+        "--restart-after",
+        type=float,
+        default=3.0,
+        help="start the killed proxy again this many seconds after the kill; -1: never",
+    )
     parser.add_argument("--restart-pg-at", type=float, help="default: two thirds in; -1: none")
     parser.add_argument("--label-at", type=float, help="default: a tenth in; -1: no probe")
     parser.add_argument("--mode-at", type=float, help="default: a fifth in; -1: no probe")

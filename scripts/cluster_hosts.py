@@ -114,6 +114,8 @@ class Process:
     ready_prefix: str = ""
     ready: threading.Event = field(default_factory=threading.Event)
     lines: list[str] = field(default_factory=list)
+    # How it was started (host, argv, env, cwd), for Cluster.restart.
+    launch: tuple[Host, Sequence[str], Mapping[str, str] | None, Path | None] | None = None
 
     def wait_ready(self, limit_s: float) -> str:
         """The ready line; a ClusterError if the process exits first or takes too long."""
@@ -241,11 +243,18 @@ class Cluster:
             start_new_session=True,
         )
         process = Process(name, popen, self.workdir / f"{name}.log", ready)
+        process.launch = (host, argv, env, cwd)
         if not ready:
             process.ready.set()
         threading.Thread(target=_relay, args=(process, popen.stdout), daemon=True).start()
         self.processes.append(process)
         return process
+
+    def restart(self, process: Process, name: str) -> Process:
+        """`process` started again as it was (its log in <workdir>/<name>.log)."""
+        assert process.launch is not None
+        host, argv, env, cwd = process.launch
+        return self.start(name, host, argv, env=env, ready=process.ready_prefix, cwd=cwd)
 
     def on_close(self, what: str, action: object) -> None:
         """`action()` at close, before the processes are stopped (e.g. stopping PostgreSQL)."""

@@ -32,6 +32,8 @@ METRICS = (
     "crabbot_router_log_write_errors_total",
     "crabbot_router_db_errors_total",
     "crabbot_routing_log_queue_depth",
+    "crabbot_router_spool_rows_replayed_total",
+    "crabbot_router_spool_errors_total",
 )
 
 

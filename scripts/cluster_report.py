@@ -79,7 +79,18 @@ def print_report(result: dict[str, Any]) -> None:
     faults = result["faults"]
     if "kill" in faults:
         kill = faults["kill"]
-        print(f"fault: {kill['proxy']} killed (SIGKILL) at {kill['at_s']:.1f} s")
+        waiting = kill.get("rows_waiting")
+        spooled = "" if waiting is None else f", {waiting} rows in its spool (not yet committed)"
+        print(f"fault: {kill['proxy']} killed (SIGKILL) at {kill['at_s']:.1f} s{spooled}")
+    if "restart" in faults:
+        again = faults["restart"]
+        starts = ", ".join(f"{s:.1f}" for s in again["starts_s"]) or "-"
+        ready = again["ready_s"]
+        serving = f"serving at {ready:.1f} s" if ready is not None else "never serving"
+        print(
+            f"  started again (as Restart=always would) at {starts} s, {serving};"
+            f" it wrote {again['replayed_rows']} rows its killed predecessor had spooled"
+        )
     if "pg_restart" in faults:
         restart = faults["pg_restart"]
         print(
@@ -98,6 +109,13 @@ def print_report(result: dict[str, Any]) -> None:
     killed = faults.get("kill", {}).get("proxy")
     with_outcome = sum(n for outcome, n in rows.items() if outcome != "none")
     print(f"routing log: {with_outcome} rows with an outcome ({_counts(rows)})")
+    answers = result["answers"].values()
+    answered = sum(found["answered"] for found in answers)
+    missing = sum(found["rows"].get("missing", 0) for found in answers)
+    print(
+        f"answers with their routing-log row: {answered - missing} of {answered}"
+        f" ({missing} missing; a decision id has one row: none twice)"
+    )
     for proxy, found in result["answers"].items():
         note = " (killed)" if proxy == killed else ""
         rows_found = _counts(found["rows"])

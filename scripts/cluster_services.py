@@ -8,11 +8,13 @@ import argparse
 import os
 import re
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_proxy import free_port
-from cluster_hosts import Cluster, Host, Process
+from cluster_hosts import Cluster, ClusterError, Host, Process
 from cluster_upstream import READY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +121,49 @@ def start_proxies(
     with ThreadPoolExecutor(len(started)) as pool:
         list(pool.map(lambda item: item[1].wait_ready(START_LIMIT_S), started[1:]))
     return started
+
+
+class Restarter(threading.Thread):
+    """What systemd's Restart=always (RestartSec=`delay_s`) does for a killed proxy: started
+    again `delay_s` after it died, and again each time it exits (PostgreSQL down at its start).
+    At its start a proxy writes the rows its killed predecessor spooled."""
+
+    REPLAYED = re.compile(r"routing log: (\d+) rows a stopped process left unwritten")
+
+    def __init__(self, cluster: Cluster, killed: Process, delay_s: float, t0: float) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.killed, self.delay_s, self.t0 = cluster, killed, delay_s, t0
+        self.starts_s: list[float] = []  # each start, seconds into the run
+        self.ready_s: float | None = None  # when the last start was serving
+        self.replayed = 0  # rows the restarted proxies wrote from the spool
+        self.ready = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.delay_s):
+            name = f"{self.killed.name}-restart{len(self.starts_s) + 1}"
+            process = self.cluster.restart(self.killed, name)
+            self.starts_s.append(time.monotonic() - self.t0)
+            try:
+                process.wait_ready(START_LIMIT_S)
+            except ClusterError:  # exited, or stopped at the end of the run
+                self._count(process)
+                continue
+            self._count(process)
+            self.ready_s = time.monotonic() - self.t0
+            self.ready.set()
+            while process.alive() and not self.done.wait(0.5):
+                pass
+            if self.done.is_set():
+                return
+
+    def _count(self, process: Process) -> None:
+        self.replayed += sum(int(m[1]) for m in map(self.REPLAYED.search, process.lines) if m)
+
+    def stop(self, wait_ready_s: float) -> None:
+        """Wait (up to `wait_ready_s`) for the proxy to serve again, then stop restarting it."""
+        self.ready.wait(wait_ready_s)
+        self.done.set()
 
 
 def balancer_config(bind: str, servers: list[str]) -> str:

@@ -1,8 +1,9 @@
 """Two `crabbot proxy` processes on two hosts (network namespaces) share one PostgreSQL behind
-HAProxy: under load, one proxy is killed (SIGKILL) and PostgreSQL restarted, and no client is
-left hanging, every failure is in OpenAI's error format, and every answer of a proxy that
-survived has its routing-log row; a mode set and a label learned through one proxy reach the
-other. scripts/bench_cluster.py runs it; this is its short run.
+HAProxy: under load, one proxy is killed (SIGKILL) and started again, and PostgreSQL restarted;
+no client is left hanging, every failure is in OpenAI's error format, and every answer has its
+routing-log row (the killed proxy's last batch written from its spool when it starts again); a
+mode set and a label learned through one proxy reach the other. scripts/bench_cluster.py runs
+it; this is its short run.
 
 Needs root, `ip netns`, HAProxy and PostgreSQL 15; without them it is skipped with the reason,
 and fails instead under CRABBOT_TEST_PG_REQUIRED=1 (CI). It starts a PostgreSQL of its own in a
@@ -81,15 +82,14 @@ def test_a_killed_proxy_and_a_restarted_database_cost_no_hang_and_no_row():
         counts[0] for second, counts in tally["timeline"].items() if int(second) > RESTART_AT
     )
 
-    survivors = {proxy: found for proxy, found in answers.items() if proxy != killed}
-    assert survivors, "no proxy answered besides the killed one"
-    for proxy, found in survivors.items():
+    assert any(proxy != killed for proxy in answers), "no proxy answered besides the killed one"
+    # Every answer has its row, the killed proxy's too: its last batch, not committed at the
+    # kill, was spooled and written when it was started again.
+    assert result["faults"]["restart"]["ready_s"] is not None, result["faults"]
+    for proxy, found in answers.items():
         assert found["rows"] == {"completed": found["answered"]}, (
             f"{proxy}'s answers and their routing-log rows"
         )
-    # The killed proxy's answers: each row committed or, at most its last batch, never written;
-    # none left half-written.
-    assert set(answers.get(killed, {}).get("rows", {})) <= {"completed", "missing"}
     for proxy, counters in result["metrics"].items():
         if counters is not None:
             assert counters["crabbot_router_log_rows_dropped_total"] == 0, proxy

@@ -1,7 +1,7 @@
 """The routing log written behind the answers survives a hard kill of `crabbot proxy`: the rows
-already committed stay, at most the last batch is lost, a request held open across the kill is
-marked interrupted at the next start (one another running process holds open is not), and the
-database opens clean again."""
+already committed stay, the last batch (answered, not yet committed) is written from the spool
+at the next start, once each, a request held open across the kill is marked interrupted (one
+another running process holds open is not), and the database opens clean again."""
 
 from __future__ import annotations
 
@@ -55,28 +55,32 @@ async def _committed(db: Path, count: int) -> float:
     return time.monotonic() - started
 
 
-async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_path, provider):
+async def test_a_hard_kill_loses_no_answered_row_of_the_routing_log(tmp_path, provider):
     config = _config(tmp_path, provider)
     db = tmp_path / "kill.db"
-    async with _running_proxy(config) as (process, url):
-        async with AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
-            for n in range(10):
-                messages = [{"role": "user", "content": f"before {n}"}]
-                await client.chat.completions.create(model="cheap", messages=messages)
-            # Written with no shutdown to flush them: the batch timer alone commits them.
-            await _committed(db, 10)
-            # A stream the provider holds after its first piece: a second on, its row is
-            # written open (no outcome yet).
-            provider.stall_after = 1
-            held = await client.chat.completions.create(
-                model="cheap", messages=[{"role": "user", "content": "held open"}], stream=True
-            )
-            assert (await anext(aiter(held))).choices[0].delta.role == "assistant"
-            await _committed(db, 11)
-            provider.stall_after = None
-            for n in range(5):
-                messages = [{"role": "user", "content": f"after {n}"}]
-                await client.chat.completions.create(model="strong", messages=messages)
+    async with (
+        _running_proxy(config) as (process, url),
+        AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client,
+    ):
+        for n in range(10):
+            messages = [{"role": "user", "content": f"before {n}"}]
+            await client.chat.completions.create(model="cheap", messages=messages)
+        # Written with no shutdown to flush them: the batch timer alone commits them.
+        await _committed(db, 10)
+        # A stream the provider holds after its first piece: a second on, its row is
+        # written open (no outcome yet).
+        provider.stall_after = 1
+        held = await client.chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "held open"}], stream=True
+        )
+        assert (await anext(aiter(held))).choices[0].delta.role == "assistant"
+        await _committed(db, 11)
+        provider.stall_after = None
+        for n in range(5):
+            messages = [{"role": "user", "content": f"after {n}"}]
+            await client.chat.completions.create(model="strong", messages=messages)
+        # Killed right after the last answer, within its batch's FLUSH_MS, the stream still
+        # held open.
         process.send_signal(signal.SIGKILL)
         assert await process.wait() == -signal.SIGKILL
 
@@ -85,7 +89,7 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
     rows = _rows(db)
     assert rows[:10] == [(f"before {n}", "completed") for n in range(10)]
     assert rows[10] == ("held open", None)
-    # What the kill may cost: the answers of its last batch, never an earlier row or a partial one.
+    # The kill's last batch waits in the spool: never an earlier row lost, or a partial one.
     assert rows[11:] == [(f"after {n}", "completed") for n in range(len(rows) - 11)]
     with sync_connect(db) as conn:
         # A request another process (this one, still running) holds open on the same file.
@@ -106,6 +110,9 @@ async def test_a_hard_kill_loses_at_most_the_last_batch_of_the_routing_log(tmp_p
         assert await asyncio.wait_for(process.wait(), 60) == 130  # the shell convention for ^C
     rows = _rows(db)
     assert rows[-1] == ("after the restart", "completed")
+    # Every answer has its row, once: the killed process's last batch was written at the start.
+    after = [row for row in rows if row[0].startswith("after ") and row[0] != "after the restart"]
+    assert after == [(f"after {n}", "completed") for n in range(5)]
     # The request open at the kill is not left without an outcome; the one a running process
     # holds open is left to it.
     assert rows[10] == ("held open", "interrupted")

@@ -138,9 +138,15 @@ async def test_new_files_are_private_and_readable_ones_are_warned_about(tmp_path
         await core.memory.add_exchange("c", None, "hello", "hi")
         await core.memory.flush()  # WAL and SHM exist now
         modes = {p.name: mode_of(p) for p in db.parent.iterdir()}
+        # The routing log's crash spool: this process's file, empty until a row is queued.
+        spooled = {mode_of(p) for p in (db.parent / "crabbot.db-spool").iterdir()}
     finally:
         await core.close()
-    assert modes == {"crabbot.db": 0o600, "crabbot.db-wal": 0o600, "crabbot.db-shm": 0o600}
+    assert modes == {
+        **{"crabbot.db": 0o600, "crabbot.db-wal": 0o600, "crabbot.db-shm": 0o600},
+        "crabbot.db-spool": 0o700,
+    }
+    assert spooled == {0o600}
     assert mode_of(db.parent) == 0o700
     history = PrivateHistory(db.parent / "console_history")
     history.file.store_string("a line")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from router.store.database import Database, DatabaseError, OperationalError
+from router.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,9 @@ Row = Sequence[Any]
 class LogWriter:
     """Queues rows (`put` never waits) and commits them in batches from one background task.
 
-    A hard kill loses the rows finished in the last FLUSH_MS (those not yet committed); a
-    graceful stop (`close`) writes everything."""
+    A hard kill loses the rows finished in the last FLUSH_MS (those not yet committed) unless
+    a `spool` keeps them on disk for the next start; a graceful stop (`close`) writes
+    everything."""
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class LogWriter:
         self._nudge = asyncio.Event()
         # Called with the new depth whenever it changes (a proxy worker publishes it).
         self.on_depth: Callable[[int], None] | None = None
+        self.spool: Spool | None = None  # set before start: queued rows also go to disk
 
     @property
     def depth(self) -> int:
@@ -99,6 +102,8 @@ class LogWriter:
                 )
             return
         self._pending.append(row)
+        if self.spool is not None:
+            self.spool.append(row)
         self._depth_changed()
         self._idle.clear()
         self._wake.set()
@@ -126,8 +131,11 @@ class LogWriter:
         self._closing = True
         self._wake.set()
         self._nudge.set()
+        dropped = self.counters[self.dropped]
         if self._task is not None:
             await self._task
+        if self.spool is not None:  # rows lost at shutdown stay spooled for the next start
+            self.spool.close(keep=self.counters[self.dropped] > dropped)
         if self._conn is not None and self._owns_conn:
             await self._conn.close()
         self._conn = None
@@ -164,6 +172,8 @@ class LogWriter:
                     log.error("%s: a row the database refuses is dropped", self.label)
                     self.counters[self.dropped] += 1
         del self._pending[: len(batch)]
+        if self.spool is not None:
+            self.spool.committed(len(batch))
         self._depth_changed()
         self._wake.set()  # go round again: more rows, or none left (idle)
 

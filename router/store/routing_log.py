@@ -51,6 +51,14 @@ INSERT_SQL = (
     " ON CONFLICT(decision_id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in COLUMNS if column != "decision_id")
 )
+# A row a killed process spooled (router/store/spool.py), written at the next start: it may have
+# been committed just before the kill, so it fills in a missing row, or a row still open or
+# marked interrupted (a spooled open row never reopens one), and never touches a finished row
+# (which a /forget may have cleared since).
+REPLAY_SQL = (
+    INSERT_SQL + " WHERE routing_log.outcome IS NULL"
+    " OR (routing_log.outcome = 'interrupted' AND excluded.outcome IS NOT NULL)"
+)
 
 
 def process_running(pid: int) -> bool:
