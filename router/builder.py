@@ -1,6 +1,6 @@
 """Assembles a ModelRouter from ready parts: opens and migrates the database, loads the embedding
 model (on its own thread, meanwhile), the pool, the stored mode and the categorizer, then hands
-them to the router and loads or fits its classifier."""
+them to the router and loads or fits its classifier (once for processes starting at once)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from router.signals.calibration import Calibration
 from router.signals.categorizer import LLMCategorizer
 from router.store import routing_log
 from router.store.database import Database, DatabaseError, open_database
+from router.store.fit_lock import FileFitLock
 from router.store.migrations import migrate
 from router.store.schema import ROUTER_MIGRATIONS
 from router.store.settings import StoredMode
@@ -103,20 +104,32 @@ async def open_router(
         await _settle(warming, loading)
         raise
     router = ModelRouter(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
-    await router.log.writer.start(conn)
-    await router.pool_writer.start(conn)
-    await _start_spool(router, conn)  # before marking: a killed process's rows end open ones
-    await _mark_interrupted(router, conn)
-    router.retention.start()
-    if router.fitting is not None and len(router.fitting.local.pool):
-        await router.fitting.start(seeded)
-    router.shared = await SharedState.start(router)  # None on SQLite
+    try:
+        await _start(router, conn, seeded)
+    except BaseException:  # its writers, threads and connections go with it
+        await router.close()
+        await _settle(warming, loading)
+        raise
     if warming is not None:
         try:
             await warming
         except Exception:  # the first route meets the same failure, and handles it
             log.debug("could not embed the first messages ahead", exc_info=True)
     return router
+
+
+async def _start(router: ModelRouter, conn: Database, seeded: Calibration | None) -> None:
+    await router.log.writer.start(conn)
+    await router.pool_writer.start(conn)
+    await _start_spool(router, conn)  # before marking: a killed process's rows end open ones
+    await _mark_interrupted(router, conn)
+    router.retention.start()
+    # First what the processes on the database share, so that processes starting at once
+    # fit once: one fits (under the fit's lock) and the others load its fit.
+    router.shared = await SharedState.start(router)  # None on SQLite
+    if router.fitting is not None:
+        lock = router.shared or (FileFitLock(conn.file_path) if conn.file_path else None)
+        await router.fitting.start(seeded, lock)
 
 
 async def _start_spool(router: ModelRouter, conn: Database) -> None:

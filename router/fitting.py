@@ -1,7 +1,8 @@
 """Fitting the local classifier on the pool, off the event loop (a refit in a child process at idle
 priority, so it never stalls routing), and keeping what was fitted (the classifier and its
 cross-validated calibration) in the store under the fingerprint of the rows it was fit on, so a
-restart, or another process, on the same pool loads it instead of fitting again."""
+restart, or another process, on the same pool loads it instead of fitting again; processes
+starting at once on one database fit once (one holds the fit's lock, the others load its fit)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,23 @@ log = logging.getLogger(__name__)
 CALIBRATION_KEY = "local_calibration"
 REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
 STOP_WAIT_S = 10.0  # a stop waits this long for a refit at idle priority, then cancels it
+# A start whose fit another process is making waits this long for it (no longer than fitting
+# itself would take, as both began at once), then serves without the classifier (the LLM, else
+# the default tier) and loads the fit when it is stored.
+START_WAIT_S = 30.0
+POLL_S = 2.0  # a process waiting for another's fit looks for it at least this often
 
 
 class RefitClaim(Protocol):
-    """With other processes on the database (router/cluster/): one of them refits at a time,
-    stores the fit, and the others load it (`adopt`) when their pool matches it."""
+    """With other processes on the database: one of them fits at a time (`claim` is True: this
+    one, or it cannot ask), stores the fit and says so (`release`); the others load it when
+    their pool matches it. `fit_stored` returns once another process said it stored a fit since
+    the last failed claim, or after `timeout_s` (router/cluster/ on PostgreSQL; a lock file
+    beside an SQLite file, at start only)."""
 
     async def claim(self) -> bool: ...
     async def release(self, refitted: bool) -> None: ...
+    async def fit_stored(self, timeout_s: float) -> None: ...
 
 
 class ClassifierFitting:
@@ -53,28 +63,57 @@ class ClassifierFitting:
         self.counters = counters
         self.refit_task: asyncio.Task[None] | None = None
         self.claim: RefitClaim | None = None
+        self.starting = True  # no refit and no adoption until start() has loaded or fit
+        self.fingerprint: str | None = None  # of the fit routing uses (None: none stored)
 
-    async def start(self, seeded: Calibration | None) -> None:
-        """The stored classifier and calibration when they fit this pool, else a fresh fit."""
+    async def start(self, seeded: Calibration | None, claim: RefitClaim | None = None) -> None:
+        """The stored classifier and calibration when they fit this pool, else a fresh fit:
+        with other processes on the database (`claim`), made by one of them, the others
+        waiting for it up to START_WAIT_S, then serving without it until it is stored."""
+        try:
+            if len(self.local.pool):
+                await self._start(seeded, claim)
+        finally:
+            self.starting = False
+
+    async def _start(self, seeded: Calibration | None, claim: RefitClaim | None) -> None:
         kept = await self._stored_calibration()
         # The pool's rows are gone once the store has answered another query (its thread held
         # the last result): give their pages back before the index takes as many again.
         give_back_free_memory()
-        await self.load_or_fit(kept or seeded)
-        if kept is None:
-            await self._store_calibration()
+        calibration = kept or seeded
+        if claim is None:
+            await self.load_or_fit(calibration)
+            if kept is None:
+                await self._store_calibration()
+        else:
+            snapshot = self.local.pool.snapshot()
+            deadline = asyncio.get_running_loop().time() + START_WAIT_S
+            if not await self._fit_shared(claim, snapshot, calibration, kept is None, deadline):
+                log.warning(
+                    "another process is fitting the classifier: routing without it until it"
+                    " is stored (over %.0f s)",
+                    START_WAIT_S,
+                )
+                self.refit_task = asyncio.create_task(
+                    self._fit_shared_later(claim, snapshot, calibration, kept is None)
+                )
         give_back_free_memory()  # what loading the rows and fitting freed
 
     def refit_if_grown(self) -> None:
         """Start a refit in the background once the pool has grown by REFIT_GROWTH."""
         trained_on = self.local.classifier.trained_on
-        if len(self.local.pool) >= trained_on * REFIT_GROWTH and self.refit_task is None:
+        if len(self.local.pool) >= trained_on * REFIT_GROWTH and self._idle:
             self.refit_task = asyncio.create_task(self._refit_claimed())
 
     def refit(self) -> None:
         """Start a refit in the background now (the pool lost entries: an erasure)."""
-        if self.refit_task is None:
+        if self._idle:
             self.refit_task = asyncio.create_task(self._refit_claimed())
+
+    @property
+    def _idle(self) -> bool:
+        return not self.starting and self.refit_task is None
 
     async def wait(self, timeout_s: float | None = None) -> None:
         """Wait for the refit under way; past `timeout_s` (a stop), cancel it instead: its child
@@ -109,36 +148,140 @@ class ClassifierFitting:
     async def adopt(self) -> bool:
         """Load the classifier another process stored, when it was fit on this very pool (and
         its stored calibration); True when it was."""
-        if self.refit_task is not None:
+        if not self._idle:
             return False
         calibration = await self._stored_calibration()
         if calibration is None:
             return False
-        snapshot = self.local.pool.snapshot()
+        snapshot = await asyncio.to_thread(self.local.pool.snapshot)
         wanted = await asyncio.to_thread(self.local.fingerprint, calibration, snapshot)
         stored = await fitted_state.load(self.conn, wanted)
-        if stored is None or self.refit_task is not None:
+        if stored is None or not self._idle:
             return False
         loaded = await asyncio.to_thread(FittedPool.from_bytes, self.taxonomy.categories, stored)
-        await self._adopt(loaded, snapshot)
+        await self._adopt(loaded, snapshot, wanted)
         self.counters["refits_adopted"] += 1
         return True
+
+    async def _fit_shared(
+        self,
+        claim: RefitClaim,
+        snapshot: PoolSnapshot,
+        calibration: Calibration | None,
+        store_calibration: bool,
+        deadline: float | None,
+    ) -> bool:
+        """The fit of these rows: the one another process stored, else made here while this
+        process holds the fit's lock (on a thread at start, in the child process once routing);
+        False when `deadline` (the loop's time) passed first."""
+        fingerprints: dict[Calibration, str] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            if await self._load_shared(snapshot, calibration, fingerprints, store_calibration):
+                return True
+            if await claim.claim():
+                made = False
+                try:  # stored between the look and the lock?
+                    if await self._load_shared(
+                        snapshot, calibration, fingerprints, store_calibration
+                    ):
+                        return True
+                    await self._fit_here(snapshot, calibration, store_calibration, deadline)
+                    made = True
+                finally:
+                    await claim.release(made)
+                return True
+            left = POLL_S if deadline is None else min(POLL_S, deadline - loop.time())
+            if left <= 0:
+                return False
+            await claim.fit_stored(left)
+
+    async def _fit_shared_later(
+        self,
+        claim: RefitClaim,
+        snapshot: PoolSnapshot,
+        calibration: Calibration | None,
+        store_calibration: bool,
+    ) -> None:
+        try:
+            await self._fit_shared(claim, snapshot, calibration, store_calibration, None)
+        except (DatabaseError, OSError, ValueError, KeyError):
+            log.exception("could not load or make the classifier's fit")
+            self.counters["db_errors"] += 1
+        finally:
+            self.refit_task = None
+
+    async def _load_shared(
+        self,
+        snapshot: PoolSnapshot,
+        calibration: Calibration | None,
+        fingerprints: dict[Calibration, str],
+        store_calibration: bool,
+    ) -> bool:
+        """Route with the fit stored for these rows, under the calibration another process
+        stored or this start's own (then stored, unless it was kept); True when there was one."""
+        for candidate in {await self._stored_calibration(), calibration}:
+            if candidate is None:
+                continue
+            if candidate not in fingerprints:
+                fingerprints[candidate] = await asyncio.to_thread(
+                    self.local.fingerprint, candidate, snapshot
+                )
+            if await self._load_stored(snapshot, fingerprints[candidate]):
+                self.counters["fits_loaded"] += 1
+                if store_calibration:
+                    await self._store_calibration()
+                return True
+        return False
+
+    async def _fit_here(
+        self,
+        snapshot: PoolSnapshot,
+        calibration: Calibration | None,
+        store_calibration: bool,
+        deadline: float | None,
+    ) -> None:
+        """Fit, route with it and store it (its calibration first: the others look for the fit
+        under the stored calibration). While starting (`deadline` set) on a thread; once
+        routing, in the child process at idle priority."""
+        if deadline is not None:
+            fitted = await asyncio.to_thread(self._fit, snapshot, calibration)
+            stored = await asyncio.to_thread(fitted.to_bytes)
+        else:
+            fitted, stored = await self._fit_in_child(snapshot, calibration)
+        self.counters["fits_computed"] += 1
+        await self._adopt(fitted, snapshot)
+        if store_calibration:
+            await self._store_calibration()
+        await self._store_fitted(fitted, stored, snapshot)
+
+    async def _fit_in_child(
+        self, snapshot: PoolSnapshot, calibration: Calibration | None
+    ) -> tuple[FittedPool, bytes]:
+        """The fit made in a child process at idle priority; where the child cannot run, on a
+        thread (then routing slows while it works: counted and logged)."""
+        try:
+            return await fit_in_process(
+                snapshot.vectors,
+                snapshot.texts,
+                snapshot.categories,
+                self.taxonomy.categories,
+                calibration,
+            )
+        except FitProcessError:
+            log.exception("refitting on a thread instead")
+            self.counters["refit_process_errors"] += 1
+            fitted = await asyncio.to_thread(self._fit, snapshot, calibration)
+            return fitted, await asyncio.to_thread(fitted.to_bytes)
 
     async def _refit(self) -> None:
         """Refit and recalibrate (cross-validated) on the grown pool, and rebuild a large pool's
         index, in a child process at idle priority; where the child cannot run, on a thread
         (then routing slows while it works: counted and logged)."""
         try:
-            snapshot = self.local.pool.snapshot()
-            try:
-                fitted, stored = await fit_in_process(
-                    snapshot.vectors, snapshot.texts, snapshot.categories, self.taxonomy.categories
-                )
-            except FitProcessError:
-                log.exception("refitting on a thread instead")
-                self.counters["refit_process_errors"] += 1
-                fitted = await asyncio.to_thread(self._fit, snapshot, None)
-                stored = await asyncio.to_thread(fitted.to_bytes)
+            snapshot = await asyncio.to_thread(self.local.pool.snapshot)
+            fitted, stored = await self._fit_in_child(snapshot, None)
+            self.counters["fits_computed"] += 1
             await self._adopt(fitted, snapshot)
             await self._store_calibration()
             await self._store_fitted(fitted, stored, snapshot)
@@ -151,21 +294,30 @@ class ClassifierFitting:
         snapshot = self.local.pool.snapshot()
         if calibration is not None:
             wanted = await asyncio.to_thread(self.local.fingerprint, calibration, snapshot)
-            loaded: FittedPool | None = None
-            try:
-                stored = await fitted_state.load(self.conn, wanted)
-                if stored is not None:
-                    loaded = FittedPool.from_bytes(self.taxonomy.categories, stored)
-            except (DatabaseError, OSError, ValueError, KeyError):
-                log.exception("could not read the stored classifier; fitting it again")
-            if loaded is not None:
-                if loaded.index is not None and loaded.index.built_size != len(snapshot.texts):
-                    loaded = FittedPool(loaded.classifier, None)
-                await self._adopt(loaded, snapshot)
+            if await self._load_stored(snapshot, wanted):
+                self.counters["fits_loaded"] += 1
                 return
         fitted = await asyncio.to_thread(self._fit, snapshot, calibration)
+        self.counters["fits_computed"] += 1
         await self._adopt(fitted, snapshot)
         await self._store_fitted(fitted, await asyncio.to_thread(fitted.to_bytes), snapshot)
+
+    async def _load_stored(self, snapshot: PoolSnapshot, wanted: str) -> bool:
+        """Route with the fit stored under `wanted` (the fingerprint of these rows); True when
+        there was one that could be read."""
+        loaded: FittedPool | None = None
+        try:
+            stored = await fitted_state.load(self.conn, wanted)
+            if stored is not None:
+                loaded = FittedPool.from_bytes(self.taxonomy.categories, stored)
+        except (DatabaseError, OSError, ValueError, KeyError):
+            log.exception("could not read the stored classifier; fitting it again")
+        if loaded is None:
+            return False
+        if loaded.index is not None and loaded.index.built_size != len(snapshot.texts):
+            loaded = FittedPool(loaded.classifier, None)
+        await self._adopt(loaded, snapshot, wanted)
+        return True
 
     def _fit(self, snapshot: PoolSnapshot, calibration: Calibration | None) -> FittedPool:
         return fit_pool(
@@ -176,10 +328,13 @@ class ClassifierFitting:
             calibration,
         )
 
-    async def _adopt(self, fitted: FittedPool, snapshot: PoolSnapshot) -> None:
+    async def _adopt(
+        self, fitted: FittedPool, snapshot: PoolSnapshot, key: str | None = None
+    ) -> None:
         """Route with the fitted classifier, and search with its index (built here when none
-        came with it and the pool is large)."""
+        came with it and the pool is large); `key`, its fingerprint, when it was stored."""
         self.local.classifier = fitted.classifier
+        self.fingerprint = key
         pool = self.local.pool
         index = fitted.index
         if index is not None and not await asyncio.to_thread(index.matches, snapshot.vectors):
@@ -200,6 +355,8 @@ class ClassifierFitting:
         try:
             key = await asyncio.to_thread(self.local.fingerprint, classifier.calibration, snapshot)
             await fitted_state.save(self.conn, key, stored)
+            if self.local.classifier is classifier:
+                self.fingerprint = key
         except DatabaseError:
             log.exception("could not store the fitted classifier")
             self.counters["db_errors"] += 1

@@ -5,8 +5,9 @@ and NOTIFYs behind its answers (router/store/notifier.py):
   again after each reconnect, so routing never reads it on the way of a request;
 - learned labels: once a pool row is committed its process NOTIFYs; the others read the rows
   after the last one they hold (also after a reconnect) into their pool and index;
-- the refit: the process that gets the refit's advisory lock refits and stores the fit, the
-  others adopt it when their pool matches its fingerprint;
+- the fit: the process that gets the fit's advisory lock fits (a refit, or a start that found
+  no fit stored for its pool) and stores it, the others load it when their pool matches its
+  fingerprint (a start waits for it: router/fitting.py);
 - context: each routed turn (task, time, text as far as prompts are kept, vector) and each
   reset or erasure is published; the turns heard are kept in memory, and a process starting
   reads the latest from the log; no request reads the database.
@@ -17,6 +18,7 @@ a conversation's last turn from the log as before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -81,6 +83,8 @@ class SharedState:
         self.connects = 0  # LISTEN connections made (a reconnect adds one)
         self._started = asyncio.Event()  # the first connect's catch-up is done
         self._holds_refit = False
+        self.fits_heard = 0  # other processes' "a fit is stored"
+        self._fits_seen = 0  # as many as had been heard before the last failed claim
 
     @classmethod
     async def start(cls, router: ModelRouter) -> SharedState | None:
@@ -166,9 +170,20 @@ class SharedState:
     async def claim(self) -> bool:
         """Whether this process refits now: it holds the refit lock (or cannot ask: then it
         refits alone, as on one host)."""
+        heard = self.fits_heard
         got = await self.listener.try_lock(REFIT_LOCK)
         self._holds_refit = got is True
+        if got is False:
+            self._fits_seen = heard
         return got is not False
+
+    async def fit_stored(self, timeout_s: float) -> None:
+        """Until another process says it stored a fit (since the last failed claim), or for
+        `timeout_s` (its holder may have died: its lock went with its connection)."""
+        seen = self._fits_seen
+        with contextlib.suppress(TimeoutError):
+            await self.until(lambda: self.fits_heard > seen, timeout_s)
+        self._fits_seen = self.fits_heard
 
     async def release(self, refitted: bool) -> None:
         if self._holds_refit:
@@ -199,6 +214,7 @@ class SharedState:
         elif channel == POOL_CHANNEL and payload != self.sender:
             self._pool_wanted.set()
         elif channel == FIT_CHANNEL and payload != self.sender:
+            self.fits_heard += 1
             self._fit_wanted.set()
         elif channel == UNPOOL_CHANNEL:
             sender, hashes = decode_unpool(payload)

@@ -73,11 +73,11 @@ class PgListener:
                 await self._task
         await self._drop_connection()
 
-    async def try_lock(self, key: int) -> bool:
+    async def try_lock(self, key: int) -> bool | None:
         """pg_try_advisory_lock on the listening connection; False when another process holds
-        it or there is no connection."""
+        it, None when there is no connection to ask on."""
         result = await self._query("SELECT pg_try_advisory_lock($1)", key)
-        return bool(result)
+        return None if result is None else bool(result)
 
     async def unlock(self, key: int) -> None:
         await self._query("SELECT pg_advisory_unlock($1)", key)

@@ -1,0 +1,130 @@
+"""Processes starting at once on one new database fit the classifier once: one fits under the
+fit's lock (PostgreSQL's advisory lock, or a lock file beside the SQLite file) and stores it,
+the others load it, and all route with the same fit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.config import CrabbotConfig
+from router import ModelRouter, Secrets
+from router import fitting as fitting_module
+from router import open_router as build_router
+from router.fitting import ClassifierFitting
+from router.signals.fitted import FittedPool
+from router.store.database import open_database
+from router.store.migrations import migrate
+from router.store.schema import ROUTER_MIGRATIONS
+from tests import pg_backend
+from tests.conftest import make_config
+
+ROUTERS = 3
+GATE_S = 60.0  # a fit waits at most this long for every start to have begun (it takes ms)
+
+
+async def new_database(tmp_path: Path) -> CrabbotConfig:
+    """A config on a new database. On SQLite its tables are made first: processes starting at
+    once on a new file would each migrate it (SQLite's migration lock is its write lock, taken
+    after the version is read); PostgreSQL's advisory lock lets them start on nothing."""
+    config = make_config(tmp_path / "crabbot.db", "live", categorizer={"enabled": False})
+    if pg_backend.SERVER_URL is None:
+        conn = await open_database(config.database)
+        await migrate(conn, "router", ROUTER_MIGRATIONS)
+        await conn.close()
+    return config
+
+
+async def test_routers_starting_at_once_on_a_new_database_fit_once(tmp_path, embedder, monkeypatch):
+    # "At once": no fit may finish before every router has begun its start's fit (asked for
+    # the stored calibration), so each would fit for itself unless they share the fit.
+    begun: set[int] = set()
+    all_begun = threading.Event()
+    stored_calibration = ClassifierFitting._stored_calibration
+
+    async def beginning(self: ClassifierFitting) -> Any:
+        begun.add(id(self))
+        if len(begun) == ROUTERS:
+            all_begun.set()
+        return await stored_calibration(self)
+
+    fits: list[int] = []
+    fit_pool = fitting_module.fit_pool
+
+    def counted_fit(*args: Any) -> FittedPool:
+        assert all_begun.wait(GATE_S), "the routers did not start at once"
+        fits.append(len(args[0]))
+        return fit_pool(*args)
+
+    monkeypatch.setattr(ClassifierFitting, "_stored_calibration", beginning)
+    monkeypatch.setattr(fitting_module, "fit_pool", counted_fit)
+
+    config = await new_database(tmp_path)
+    starts = [build_router(config, Secrets(), embedder=embedder) for _ in range(ROUTERS)]
+    opened = await asyncio.gather(*starts, return_exceptions=True)
+    routers = [r for r in opened if isinstance(r, ModelRouter)]
+    try:
+        assert len(routers) == ROUTERS, [r for r in opened if not isinstance(r, ModelRouter)]
+        for router in routers:  # a start that waited past its bound loads the fit meanwhile
+            assert router.fitting is not None
+            await router.fitting.wait()
+        assert len(fits) == 1
+        counters = sum((router.counters for router in routers), Counter())
+        assert (counters["fits_computed"], counters["fits_loaded"]) == (1, ROUTERS - 1)
+        keys = {router.fitting.fingerprint for router in routers if router.fitting is not None}
+        assert len(keys) == 1 and None not in keys
+        states = [router.local.classifier.state() for router in routers if router.local]
+        assert all(
+            np.array_equal(states[0][name], other[name]) for other in states for name in states[0]
+        )
+        decisions = [await router.route("幫我把這段英文翻成日文") for router in routers]
+        assert len({(d.category, d.tier, d.confidence, d.source) for d in decisions}) == 1
+        assert decisions[0].source == "knn"
+    finally:
+        for router in routers:
+            await router.close()
+
+
+async def test_a_start_that_stops_waiting_routes_without_the_fit_then_loads_it(
+    tmp_path, embedder, monkeypatch
+):
+    # The fit takes longer than a start waits (here, not at all): the start that did not get
+    # the lock serves at once, without the classifier, and loads the fit once it is stored.
+    monkeypatch.setattr(fitting_module, "START_WAIT_S", 0.0)
+    stored = threading.Event()
+    fit_pool = fitting_module.fit_pool
+
+    def held_fit(*args: Any) -> FittedPool:
+        assert stored.wait(GATE_S), "the test did not let the fit finish"
+        return fit_pool(*args)
+
+    monkeypatch.setattr(fitting_module, "fit_pool", held_fit)
+    config = await new_database(tmp_path)
+    starts = {asyncio.ensure_future(build_router(config, Secrets(), embedder=embedder))}
+    starts.add(asyncio.ensure_future(build_router(config, Secrets(), embedder=embedder)))
+    done, fitting = await asyncio.wait(starts, return_when=asyncio.FIRST_COMPLETED)
+    waiting = done.pop().result()
+    try:
+        assert waiting.fitting is not None and waiting.fitting.fingerprint is None
+        before = await waiting.route("幫我把這段英文翻成日文")
+        assert before.source != "knn"  # no classifier yet: the local signal does not decide
+        stored.set()
+        fitter = await fitting.pop()
+        try:
+            await waiting.fitting.wait()
+            assert fitter.fitting is not None and fitter.fitting.fingerprint is not None
+            assert waiting.fitting.fingerprint == fitter.fitting.fingerprint
+            assert (waiting.counters["fits_loaded"], fitter.counters["fits_computed"]) == (1, 1)
+            assert waiting.counters["fits_computed"] == 0
+            after = await waiting.route("幫我把這段英文翻成日文")
+            assert after.source == "knn"
+        finally:
+            await fitter.close()
+    finally:
+        stored.set()
+        await waiting.close()
