@@ -5,6 +5,7 @@ them to the router and loads or fits its classifier (once for processes starting
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -115,6 +116,10 @@ async def open_router(
             await warming
         except Exception:  # the first route meets the same failure, and handles it
             log.debug("could not embed the first messages ahead", exc_info=True)
+    # What the start made (modules, the pool's lists, the classifier) lives as long as the
+    # process: out of the collector's way, a full collection while routing (one took 90 ms
+    # during a refit on 2 busy cores) traverses only what was made since. router.close undoes it.
+    gc.freeze()
     return router
 
 

@@ -4,6 +4,7 @@ model, never raises for a failing signal, and logs every decision once its reque
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -112,6 +113,7 @@ class ModelRouter:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        gc.unfreeze()  # what open_router froze may be collected again
         if self.shared is not None:
             await self.shared.close()
         await self.retention.close()

@@ -25,13 +25,14 @@ class FitProcessError(RuntimeError):
     """The child could not fit (it failed, or could not be started)."""
 
 
-def lower_priority() -> None:
-    """Run only when a core would otherwise idle (SCHED_IDLE), else at the lowest nice."""
+def lower_priority(pid: int = 0) -> None:
+    """Run process `pid` (0: this one) only when a core would otherwise idle (SCHED_IDLE), else
+    at the lowest nice."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(19)
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, 19)
 
 
 async def fit_in_process(
@@ -61,6 +62,9 @@ async def fit_in_process(
         )
     except OSError as error:
         raise FitProcessError(f"could not start the fitting process: {error}") from error
+    # At idle priority from its first instant (it lowers itself too, once its imports are done):
+    # importing the router package costs about 0.35 s of CPU, which routing must not wait for.
+    lower_priority(child.pid)
     try:
         out, err = await _exchange(child, header, vectors)
     except BaseException:  # cancelled (a stop): the child goes too
