@@ -308,8 +308,9 @@ class ClassifierFitting:
         loaded: FittedPool | None = None
         try:
             stored = await fitted_state.load(self.conn, wanted)
-            if stored is not None:
-                loaded = FittedPool.from_bytes(self.taxonomy.categories, stored)
+            if stored is not None:  # off the event loop: a start may be routing already
+                categories = self.taxonomy.categories
+                loaded = await asyncio.to_thread(FittedPool.from_bytes, categories, stored)
         except (DatabaseError, OSError, ValueError, KeyError):
             log.exception("could not read the stored classifier; fitting it again")
         if loaded is None:

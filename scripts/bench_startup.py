@@ -67,7 +67,7 @@ def wrap(owner, name):
     setattr(owner, name, g)
 for n in ("connect", "open_database", "migrate", "check_taxonomy_matches_store", "build_embedder"):
     wrap(rr, n)
-wrap(rr.Pool, "load"); wrap(fitting_owner, "load_or_fit"); wrap(fitting_owner, "_load_or_fit")
+wrap(rr.Pool, "load"); wrap(fitting_owner, "start"); wrap(fitting_owner, "_load_or_fit")
 async def main():
     config = load_config(None, __import__("pathlib").Path(sys.argv[1]))
     mark("config")
