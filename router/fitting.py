@@ -65,6 +65,9 @@ class ClassifierFitting:
         self.claim: RefitClaim | None = None
         self.starting = True  # no refit and no adoption until start() has loaded or fit
         self.fingerprint: str | None = None  # of the fit routing uses (None: none stored)
+        # Fits made here, and stored fits loaded at start (not counters: nothing went wrong).
+        self.fits_computed = 0
+        self.fits_loaded = 0
 
     async def start(self, seeded: Calibration | None, claim: RefitClaim | None = None) -> None:
         """The stored classifier and calibration when they fit this pool, else a fresh fit:
@@ -228,7 +231,7 @@ class ClassifierFitting:
                     self.local.fingerprint, candidate, snapshot
                 )
             if await self._load_stored(snapshot, fingerprints[candidate]):
-                self.counters["fits_loaded"] += 1
+                self.fits_loaded += 1
                 if store_calibration:
                     await self._store_calibration()
                 return True
@@ -249,7 +252,7 @@ class ClassifierFitting:
             stored = await asyncio.to_thread(fitted.to_bytes)
         else:
             fitted, stored = await self._fit_in_child(snapshot, calibration)
-        self.counters["fits_computed"] += 1
+        self.fits_computed += 1
         await self._adopt(fitted, snapshot)
         if store_calibration:
             await self._store_calibration()
@@ -281,7 +284,7 @@ class ClassifierFitting:
         try:
             snapshot = await asyncio.to_thread(self.local.pool.snapshot)
             fitted, stored = await self._fit_in_child(snapshot, None)
-            self.counters["fits_computed"] += 1
+            self.fits_computed += 1
             await self._adopt(fitted, snapshot)
             await self._store_calibration()
             await self._store_fitted(fitted, stored, snapshot)
@@ -295,10 +298,10 @@ class ClassifierFitting:
         if calibration is not None:
             wanted = await asyncio.to_thread(self.local.fingerprint, calibration, snapshot)
             if await self._load_stored(snapshot, wanted):
-                self.counters["fits_loaded"] += 1
+                self.fits_loaded += 1
                 return
         fitted = await asyncio.to_thread(self._fit, snapshot, calibration)
-        self.counters["fits_computed"] += 1
+        self.fits_computed += 1
         await self._adopt(fitted, snapshot)
         await self._store_fitted(fitted, await asyncio.to_thread(fitted.to_bytes), snapshot)
 

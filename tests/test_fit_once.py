@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +73,9 @@ async def test_routers_starting_at_once_on_a_new_database_fit_once(tmp_path, emb
             assert router.fitting is not None
             await router.fitting.wait()
         assert len(fits) == 1
-        counters = sum((router.counters for router in routers), Counter())
-        assert (counters["fits_computed"], counters["fits_loaded"]) == (1, ROUTERS - 1)
+        made = sum(router.fitting.fits_computed for router in routers if router.fitting)
+        loaded = sum(router.fitting.fits_loaded for router in routers if router.fitting)
+        assert (made, loaded) == (1, ROUTERS - 1)
         keys = {router.fitting.fingerprint for router in routers if router.fitting is not None}
         assert len(keys) == 1 and None not in keys
         states = [router.local.classifier.state() for router in routers if router.local]
@@ -119,8 +119,8 @@ async def test_a_start_that_stops_waiting_routes_without_the_fit_then_loads_it(
             await waiting.fitting.wait()
             assert fitter.fitting is not None and fitter.fitting.fingerprint is not None
             assert waiting.fitting.fingerprint == fitter.fitting.fingerprint
-            assert (waiting.counters["fits_loaded"], fitter.counters["fits_computed"]) == (1, 1)
-            assert waiting.counters["fits_computed"] == 0
+            assert (waiting.fitting.fits_loaded, waiting.fitting.fits_computed) == (1, 0)
+            assert fitter.fitting.fits_computed == 1
             after = await waiting.route("幫我把這段英文翻成日文")
             assert after.source == "knn"
         finally:
