@@ -39,6 +39,9 @@ SQLITE_ONLY = {
     "test_proxy.py::test_a_locked_database_delays_no_answer_and_loses_no_row": (
         "another program holding SQLite's write lock"
     ),
+    "test_postgres.py::test_processes_starting_at_once_on_a_new_sqlite_file_migrate_once": (
+        "SQLite's migration lock file"
+    ),
     "test_pool_tools.py::test_check_compat_passes_on_the_same_embedder_and_fails_on_another": (
         "copies the seeded SQLite file as the other crabbot's"
     ),

@@ -17,10 +17,6 @@ from router import fitting as fitting_module
 from router import open_router as build_router
 from router.fitting import ClassifierFitting
 from router.signals.fitted import FittedPool
-from router.store.database import open_database
-from router.store.migrations import migrate
-from router.store.schema import ROUTER_MIGRATIONS
-from tests import pg_backend
 from tests.conftest import make_config
 
 ROUTERS = 3
@@ -28,15 +24,9 @@ GATE_S = 60.0  # a fit waits at most this long for every start to have begun (it
 
 
 async def new_database(tmp_path: Path) -> CrabbotConfig:
-    """A config on a new database. On SQLite its tables are made first: processes starting at
-    once on a new file would each migrate it (SQLite's migration lock is its write lock, taken
-    after the version is read); PostgreSQL's advisory lock lets them start on nothing."""
-    config = make_config(tmp_path / "crabbot.db", "live", categorizer={"enabled": False})
-    if pg_backend.SERVER_URL is None:
-        conn = await open_database(config.database)
-        await migrate(conn, "router", ROUTER_MIGRATIONS)
-        await conn.close()
-    return config
+    """A config on a new database: the routers starting at once migrate it once (SQLite's
+    migration lock file, PostgreSQL's advisory lock), then share the fit."""
+    return make_config(tmp_path / "crabbot.db", "live", categorizer={"enabled": False})
 
 
 async def test_routers_starting_at_once_on_a_new_database_fit_once(tmp_path, embedder, monkeypatch):

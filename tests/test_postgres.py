@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,31 @@ def test_processes_starting_at_once_all_start_and_migrate_once(tmp_path):
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'routing_log'",
     )
     assert tables == [(1,)]
+
+
+MIGRATE_FILE = MIGRATE.replace("DatabaseSettings()", "DatabaseSettings(path=sys.argv[1])")
+
+
+def test_processes_starting_at_once_on_a_new_sqlite_file_migrate_once(tmp_path):
+    # Each reads version 0 unless one migrates while the others wait (the file's migration
+    # lock): without it the second to apply the first migration fails ("table ... already
+    # exists").
+    db = tmp_path / "new.db"
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_FILE, str(db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        for _ in range(STARTERS)
+    ]
+    results = [starter.communicate(timeout=120) for starter in starters]
+    assert [starter.returncode for starter in starters] == [0] * STARTERS, results
+    with sqlite3.connect(db) as conn:
+        versions = conn.execute("SELECT component, version FROM schema_versions").fetchall()
+    assert versions == [("router", int(results[0][0]))]
 
 
 async def test_a_database_from_a_newer_crabbot_refuses_to_start_with_one_line(tmp_path):

@@ -24,6 +24,7 @@ from router.store.sqlite_files import (
     check_database_path,
     create_private,
     database_files,
+    migration_file_lock,
     put_back_problem,
     warn_if_readable,
 )
@@ -203,7 +204,11 @@ class SqliteDatabase(Database):
 
     @asynccontextmanager
     async def migration_lock(self) -> AsyncIterator[Database]:
-        yield self  # each migration's BEGIN ... COMMIT holds SQLite's own write lock
+        if self.file_path is None:  # in memory: this connection is the only one
+            yield self
+            return
+        async with migration_file_lock(Path(self.file_path)):
+            yield self
 
     async def run_script(self, script: str) -> None:
         async with self._turn:

@@ -4,11 +4,18 @@ back at its path under a running process can be opened."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on this platform: migrations rely on SQLite's write lock alone
+    fcntl = None  # type: ignore[assignment]
 
 from router.config import ConfigError, user_data_dir
 
@@ -95,3 +102,28 @@ def put_back_problem(path: Path) -> str | None:
     if header[24:28] == header[92:96] and size < pages * page_size:
         return f"replaced by a file still being written ({size} of {pages * page_size} bytes)"
     return None
+
+
+MIGRATION_LOCK_SUFFIX = "-migrate.lock"  # beside the database, as its -wal and -shm files are
+
+
+@contextlib.asynccontextmanager
+async def migration_file_lock(database: Path) -> AsyncIterator[None]:
+    """Held while one process migrates the database: processes starting at once on a new file
+    would otherwise each read version 0 and apply the first migration twice. A lock file of
+    its own (flock), never the database file: closing another descriptor on that file would
+    drop SQLite's own locks. The kernel lets go of a dead holder's lock."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(str(database) + MIGRATION_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("cannot open the migration lock beside %s (%s)", database, exc.strerror)
+        yield
+        return
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor lets go of the lock
