@@ -64,11 +64,11 @@ def crabbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.mark.postgres
-def test_processes_starting_at_once_all_start_and_migrate_once(tmp_path):
+def migrate_at_once(script: str, *args: str) -> list[tuple[str, str]]:
+    """STARTERS processes running `script` at once; each must exit 0. Their (stdout, stderr)."""
     starters = [
         subprocess.Popen(
-            [sys.executable, "-c", MIGRATE],
+            [sys.executable, "-c", script, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -78,6 +78,12 @@ def test_processes_starting_at_once_all_start_and_migrate_once(tmp_path):
     ]
     results = [starter.communicate(timeout=120) for starter in starters]
     assert [starter.returncode for starter in starters] == [0] * STARTERS, results
+    return results
+
+
+@pytest.mark.postgres
+def test_processes_starting_at_once_all_start_and_migrate_once(tmp_path):
+    results = migrate_at_once(MIGRATE)
     versions = fetch_sync(tmp_path / "x.db", "SELECT component, version FROM schema_versions")
     assert versions == [("router", int(results[0][0]))]
     tables = fetch_sync(
@@ -95,18 +101,7 @@ def test_processes_starting_at_once_on_a_new_sqlite_file_migrate_once(tmp_path):
     # lock): without it the second to apply the first migration fails ("table ... already
     # exists").
     db = tmp_path / "new.db"
-    starters = [
-        subprocess.Popen(
-            [sys.executable, "-c", MIGRATE_FILE, str(db)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).parent.parent,
-        )
-        for _ in range(STARTERS)
-    ]
-    results = [starter.communicate(timeout=120) for starter in starters]
-    assert [starter.returncode for starter in starters] == [0] * STARTERS, results
+    results = migrate_at_once(MIGRATE_FILE, str(db))
     with sqlite3.connect(db) as conn:
         versions = conn.execute("SELECT component, version FROM schema_versions").fetchall()
     assert versions == [("router", int(results[0][0]))]
