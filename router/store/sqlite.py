@@ -32,13 +32,14 @@ from router.store.sqlite_watch import Check, FileId, FileWatch, file_id, file_st
 
 BUSY_TIMEOUT_S = 10.0
 WRITER_BUSY_TIMEOUT_S = 0.5  # the write-behind retries itself rather than block for long
-# The main connection's; the writers' keep SQLite's defaults (see writer()).
-MAIN_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
+# Every connection's (the main one's and the write-behind writers'): per connection in SQLite.
+CONNECTION_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
-    # Erased and expired text is overwritten in the file, not left in its free pages.
+    # Erased and expired text is overwritten in the file, not left in its free pages (the
+    # writers delete too: memory trimmed to its last turns, /reset).
     "PRAGMA secure_delete=ON",
 )
+MAIN_PRAGMAS = ("PRAGMA journal_mode=WAL", *CONNECTION_PRAGMAS)
 SQL_FUNCTIONS = {
     "utc_day": "strftime('%Y-%m-%d', {0}, 'unixepoch')",
     "unindexed": "+{0}",  # a column the planner must not pick an index for
@@ -223,8 +224,10 @@ class SqliteDatabase(Database):
     async def writer(self) -> Database:
         if self.file_path is None:
             return self  # in memory: one connection only, shared with the writers
-        conn = await self._connect(self.file_path, WRITER_BUSY_TIMEOUT_S, ())
-        return SqliteDatabase(conn, self.file_path, self._watch, WRITER_BUSY_TIMEOUT_S)
+        conn = await self._connect(self.file_path, WRITER_BUSY_TIMEOUT_S, CONNECTION_PRAGMAS)
+        return SqliteDatabase(
+            conn, self.file_path, self._watch, WRITER_BUSY_TIMEOUT_S, CONNECTION_PRAGMAS
+        )
 
     async def listen(self, channel: str, callback: Callable[[str], None]) -> None:
         self._listeners[channel].append(callback)
