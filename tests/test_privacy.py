@@ -145,6 +145,7 @@ async def test_new_files_are_private_and_readable_ones_are_warned_about(tmp_path
     assert modes == {
         **{"crabbot.db": 0o600, "crabbot.db-wal": 0o600, "crabbot.db-shm": 0o600},
         "crabbot.db-spool": 0o700,
+        "crabbot.db-migrate.lock": 0o600,  # held while a start migrates (empty)
     }
     assert spooled == {0o600}
     assert mode_of(db.parent) == 0o700
