@@ -25,7 +25,7 @@ from router.store.fit_lock import FileFitLock
 from router.store.migrations import migrate
 from router.store.schema import ROUTER_MIGRATIONS
 from router.store.settings import StoredMode
-from router.store.spool import Spool, replay, spool_folder
+from router.store.spool import Spool, SpoolReplay, spool_folder
 from router.store.taxonomy import check_taxonomy_matches_store
 from router.taxonomy import Mode
 
@@ -146,11 +146,8 @@ async def _start_spool(router: ModelRouter, conn: Database) -> None:
     spool = Spool(folder, router.counters)
     if spool.open():
         router.log.writer.spool = spool
-    try:
-        await replay(folder, conn, routing_log.REPLAY_SQL, router.counters)
-    except (OSError, DatabaseError):  # the files stay for the next start; the router starts
-        log.exception("could not write the rows a stopped process spooled")
-        router.counters["spool_errors"] += 1
+    router.log.replay = SpoolReplay(folder, conn, routing_log.REPLAY_SQL, router.counters)
+    await router.log.replay.start()  # refused (the database restarting): retried meanwhile
 
 
 async def _mark_interrupted(router: ModelRouter, conn: Database) -> None:

@@ -8,11 +8,14 @@ import stat
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from router import ModelRouter, Secrets, open_router
 from router.decision import RoutingDecision
+from router.store import spool as spool_module
+from router.store.database import OperationalError
 from router.store.routing_log import INSERT_SQL, row_of
 from router.store.spool import SUFFIX, Spool, spool_folder
 from tests.conftest import make_config
@@ -130,3 +133,42 @@ async def test_rows_a_killed_process_left_are_written_once_at_the_next_start(tmp
         assert [path for path in folder.iterdir() if path not in alive.files] == []
     finally:
         alive.close()
+
+
+async def test_rows_refused_at_a_start_are_written_once_the_database_takes_them(
+    tmp_path, monkeypatch
+):
+    # A killed proxy started again while PostgreSQL restarts: its predecessor's rows cannot be
+    # written at the start, and no later start may come. They are retried while it serves.
+    db = tmp_path / "crabbot.db"
+    folder = spool_folder(make_config(db).database)
+    assert folder is not None
+    first = await _router(db)
+    spooled = _decision(first, "spooled before the kill")
+    spooled.outcome = "completed"
+    await first.close()
+    dead = Spool(folder, Counter())
+    assert dead.open()
+    dead.append(row_of(spooled))
+    dead.close(keep=True)
+
+    write = spool_module._write
+    refusals = iter([OperationalError("the database system is shutting down")])
+
+    async def refused_once(*args: Any) -> None:
+        if (refusal := next(refusals, None)) is not None:
+            raise refusal
+        await write(*args)
+
+    monkeypatch.setattr(spool_module, "_write", refused_once)
+    monkeypatch.setattr(spool_module, "RETRY_S", (0.0,))
+    second = await _router(db)
+    try:
+        assert second.counters["spool_errors"] == 1  # refused at the start; it serves anyway
+        assert second.log.replay is not None
+        await second.log.replay.written()
+        rows = await fetch(db, "SELECT prompt, outcome FROM routing_log")
+    finally:
+        await second.close()
+    assert rows == [("spooled before the kill", "completed")]
+    assert list(folder.glob(f"*{SUFFIX}")) == []

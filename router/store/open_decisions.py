@@ -11,6 +11,7 @@ import logging
 from router.decision import OUTCOMES, Outcome, RoutingDecision
 from router.store.log_writer import LogWriter
 from router.store.routing_log import PromptKeeping, row_of
+from router.store.spool import SpoolReplay
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ class DecisionLog:
         self.keeping = keeping or PromptKeeping()  # what a row keeps of its prompt ([privacy])
         self._open: dict[str, RoutingDecision] = {}
         self._open_row_timers: dict[str, asyncio.TimerHandle] = {}
+        # Rows processes that died left in the crash spool, written at the start (or retried).
+        self.replay: SpoolReplay | None = None
 
     def open(self, decision: RoutingDecision) -> None:
         self._open[decision.id] = decision
@@ -79,4 +82,6 @@ class DecisionLog:
             log.warning("%d requests open at shutdown: logged as interrupted", len(self._open))
         for decision in list(self._open.values()):
             self.finish(decision, "interrupted")
+        if self.replay is not None:
+            await self.replay.close()
         await self.writer.close()

@@ -4,9 +4,11 @@ on the same data folder (replay), once each."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 SUFFIX = ".rows"  # a spool file; replay reads only these
 MAKING = ".making"  # a file being made: renamed to SUFFIX once its lock is held
 REPLAY_BATCH = 256
+RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # between replays while the database refuses the rows
 
 
 def spool_folder(settings: DatabaseSettings) -> Path | None:
@@ -224,11 +227,11 @@ async def _write(db: Database, sql: str, rows: list[list[Any]], counters: Counte
                 counters["log_rows_dropped"] += 1
 
 
-async def replay(folder: Path, db: Database, sql: str, counters: Counter[str]) -> int:
+async def replay(folder: Path, db: Database, sql: str, counters: Counter[str]) -> int | None:
     """Write the rows of the spool files of processes that died (those whose lock can be taken)
     with `sql`, which must be idempotent (a row committed just before the kill is spooled
-    still); then remove the files. Returns the rows written. A database that refuses for now
-    leaves the files for the next start (logged, counted as spool_errors)."""
+    still); then remove the files. Returns the rows written; None when the database refuses
+    them for now (logged, counted as spool_errors): the files stay for the next attempt."""
     if not folder.is_dir():
         return 0
     written = 0
@@ -247,7 +250,7 @@ async def replay(folder: Path, db: Database, sql: str, counters: Counter[str]) -
             counters["spool_errors"] += 1
             log.error("routing log: cannot write the spooled rows of %s now (%s)", path, exc)
             os.close(fd)
-            return written
+            return None
         os.unlink(path)
         os.close(fd)
         written += len(rows)
@@ -255,3 +258,43 @@ async def replay(folder: Path, db: Database, sql: str, counters: Counter[str]) -
     if written:
         log.warning("routing log: %d rows a stopped process left unwritten are written", written)
     return written
+
+
+class SpoolReplay:
+    """The rows processes that died left spooled, written at a start and, while the database
+    refuses them (a start during a database restart), again in the background until it takes
+    them: the process serves meanwhile, and no later start is needed."""
+
+    def __init__(self, folder: Path, db: Database, sql: str, counters: Counter[str]) -> None:
+        self.folder, self.db, self.sql, self.counters = folder, db, sql, counters
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if await self._attempt() is None:
+            self._task = asyncio.create_task(self._until_written(), name="spool-replay")
+
+    async def _attempt(self) -> int | None:
+        try:
+            return await replay(self.folder, self.db, self.sql, self.counters)
+        except (OSError, DatabaseError):
+            log.exception("could not write the rows a stopped process spooled")
+            self.counters["spool_errors"] += 1
+            return None
+
+    async def _until_written(self) -> None:
+        for attempt in itertools.count():
+            await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
+            if await self._attempt() is not None:
+                return
+
+    async def written(self) -> None:
+        """Wait until the rows that waited are written (at once when none did)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Stop retrying; rows still refused stay spooled for the next start."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
