@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from conversations import context_of, gap_since
+from conversations import context_of, gap_since, routing_text
 
 from router.config import LocalSignalSettings
 from router.embedding.embedder import Embedder
@@ -148,8 +148,9 @@ def main() -> None:
         else embedder.embed([row["text"] for row in rows])
     )
     conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line]
-    # Each turn as routing reads it: its own words (a reply's quote is its context, not text).
-    texts = sorted({turn["text"] for c in conversations for turn in c["turns"]})
+    texts = sorted(
+        {routing_text(c["turns"], i) for c in conversations for i in range(len(c["turns"]))}
+    )
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
     writers = sorted({writer_of(c["conversation"]) for c in conversations})
     fold_of = {
@@ -200,10 +201,10 @@ def main() -> None:
             if context is None or "kind" not in turn:
                 continue
             before = turns[context]
-            previous = PreviousTurn(before["category"], 0.0, before["text"])
+            previous = PreviousTurn(before["category"], 0.0, routing_text(turns, context))
             if not carries(previous.category, taxonomy):
                 continue
-            text = turn["text"]
+            text = routing_text(turns, index)
             features = TurnFeatures(
                 tokens=embedder.token_count(text),
                 similarity=float(vectors[text] @ vectors[previous.text]),
