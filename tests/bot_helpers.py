@@ -54,6 +54,16 @@ async def open_core(
     return await BotCore.open(config, secrets, embedder=embedder)
 
 
+async def open_learning_core(
+    db: Path, embedder: Embedder, upstream_url: str, groq_url: str, **sections: dict[str, Any]
+) -> BotCore:
+    """A bot in shadow mode whose categorizer is the fake Groq API at `groq_url`: every message
+    is labelled, and the label may teach the pool."""
+    sections["categorizer"] = {"base_url": groq_url} | sections.get("categorizer", {})
+    secrets = Secrets(groq_api_key="test-key", openai_api_key=None, openai_base_url=None)
+    return await open_core(db, embedder, upstream_url, mode="shadow", secrets=secrets, **sections)
+
+
 async def log_rows(core: BotCore, where: str = "TRUE", params: tuple[Any, ...] = ()) -> list[dict]:
     """The routing log's rows, once every decision finished so far is written."""
     await core.router.log.flush()

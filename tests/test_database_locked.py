@@ -5,10 +5,9 @@ upstream through the openai SDK)."""
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 
-from tests.bot_helpers import NO_SECRETS, open_core
+from tests.bot_helpers import open_learning_core
 from tests.fakes.groq_server import category_reply
 from tests.test_bot_agent import MOM
 
@@ -19,15 +18,7 @@ async def test_a_locked_database_delays_no_reply_and_loses_nothing(
     seeded_db, embedder, upstream, groq_server
 ):
     groq_server.respond = lambda _r: category_reply("coding", 0.97)
-    secrets = dataclasses.replace(NO_SECRETS, groq_api_key="test-key")
-    core = await open_core(
-        seeded_db,
-        embedder,
-        upstream.base_url,
-        mode="shadow",
-        secrets=secrets,
-        categorizer={"base_url": groq_server.base_url},
-    )
+    core = await open_learning_core(seeded_db, embedder, upstream.base_url, groq_server.base_url)
     other = sqlite3.connect(seeded_db, timeout=0, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another program holds the write lock

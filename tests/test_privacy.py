@@ -17,9 +17,9 @@ from bot.admin import Command, Text
 from bot.chat_user import ChatUser
 from bot.cli import main
 from bot.console_history import PrivateHistory
-from router import EmptyMessageError, RoutingDecision, Secrets
+from router import EmptyMessageError, RoutingDecision
 from router.store.routing_log import last_turn, write_decision
-from tests.bot_helpers import dispatch, log_rows, open_core
+from tests.bot_helpers import dispatch, log_rows, open_core, open_learning_core
 from tests.db_helpers import fetch_sync
 from tests.fakes.groq_server import category_reply
 
@@ -93,14 +93,11 @@ async def test_with_prompt_storage_off_no_text_is_kept_and_the_pool_learns_nothi
     seeded_db, embedder, upstream, groq_server
 ):
     groq_server.respond = lambda request: category_reply("analysis", 0.95)
-    secrets = Secrets(groq_api_key="gsk-test", openai_api_key=None, openai_base_url=None)
-    core = await open_core(
+    core = await open_learning_core(
         seeded_db,
         embedder,
         upstream.base_url,
-        mode="shadow",
-        secrets=secrets,
-        categorizer={"base_url": groq_server.base_url},
+        groq_server.base_url,
         privacy={"store_prompts": False},
         upstream={"stream": False},
     )

@@ -6,7 +6,6 @@ at its path, reopened without a restart."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ from router.store.migrations import migrate
 from router.store.schema import ROUTER_MIGRATIONS
 from router.store.settings import get_setting, set_setting
 from router.store.sqlite import SqliteDatabase
-from tests.bot_helpers import NO_SECRETS, open_core
+from tests.bot_helpers import open_learning_core
 from tests.fakes.groq_server import category_reply
 from tests.proxy_helpers import CLIENT_KEY, GREETING, RunningProxy, running_proxy, user
 from tests.test_bot_agent import MOM
@@ -184,16 +183,7 @@ async def test_the_bot_writes_its_memory_into_a_copy_put_back(
     seeded_db, embedder, upstream, groq_server, tmp_path
 ):
     groq_server.respond = lambda _r: category_reply("coding", 0.97)
-    secrets = dataclasses.replace(NO_SECRETS, groq_api_key="test-key")
-    categorizer = {"base_url": groq_server.base_url}
-    core = await open_core(
-        seeded_db,
-        embedder,
-        upstream.base_url,
-        mode="shadow",
-        secrets=secrets,
-        categorizer=categorizer,
-    )
+    core = await open_learning_core(seeded_db, embedder, upstream.base_url, groq_server.base_url)
     try:
         _back_up_and_remove(seeded_db, tmp_path / "backup.db")
         question = "Could you sketch a small bash script that renames every photo by its date?"
