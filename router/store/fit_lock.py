@@ -14,6 +14,8 @@ try:
 except ImportError:  # not on this platform: each process fits for itself
     fcntl = None  # type: ignore[assignment]
 
+from router.store.sqlite_files import open_lock_file
+
 log = logging.getLogger(__name__)
 
 LOOK_S = 0.5  # how often a waiting process looks for the stored fit
@@ -31,10 +33,8 @@ class FileFitLock:
         """True when this process holds the lock, or cannot ask (then it fits alone)."""
         if fcntl is None:
             return True
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            log.warning("cannot open %s (%s): fitting without it", self.path, exc.strerror)
+        fd = open_lock_file(self.path, "fitting without it")
+        if fd is None:
             return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

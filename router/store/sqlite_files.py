@@ -104,6 +104,16 @@ def put_back_problem(path: Path) -> str | None:
     return None
 
 
+def open_lock_file(path: str, without: str) -> int | None:
+    """A descriptor on the lock file at `path` (made owner-only), for flock; None, with a
+    warning that says what goes on `without` it, when it cannot be opened."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("cannot open %s (%s): %s", path, exc.strerror, without)
+        return None
+
+
 MIGRATION_LOCK_SUFFIX = "-migrate.lock"  # beside the database, as its -wal and -shm files are
 
 
@@ -113,13 +123,10 @@ async def migration_file_lock(database: Path) -> AsyncIterator[None]:
     would otherwise each read version 0 and apply the first migration twice. A lock file of
     its own (flock), never the database file: closing another descriptor on that file would
     drop SQLite's own locks. The kernel lets go of a dead holder's lock."""
-    if fcntl is None:
-        yield
-        return
-    try:
-        fd = os.open(str(database) + MIGRATION_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        log.warning("cannot open the migration lock beside %s (%s)", database, exc.strerror)
+    fd = (
+        None if fcntl is None else open_lock_file(f"{database}{MIGRATION_LOCK_SUFFIX}", "migrating")
+    )
+    if fd is None:
         yield
         return
     try:
