@@ -31,7 +31,7 @@ from router.store.open_decisions import DecisionLog
 from router.store.retention import Retention
 from router.store.settings import StoredMode
 from router.store.write_behind import JobWriter
-from router.taxonomy import Mode, Taxonomy
+from router.taxonomy import TIERS, Mode, Taxonomy
 from router.text import readable
 
 if TYPE_CHECKING:
@@ -363,7 +363,11 @@ class ModelRouter:
             origin=teacher,
         )
         alone = local.unprimed or local.answer
-        view = LocalView(alone.category, alone.tier, alone.confidence) if alone else None
+        view = None
+        if alone is not None:
+            share = alone.tier_probabilities
+            label_share = share[TIERS.index(llm.tier)] if share and llm.tier in TIERS else None
+            view = LocalView(alone.category, alone.tier, alone.confidence, label_share)
         try:
             await self.gate.load(self.conn, now)
         except DatabaseError:  # read again next time; meanwhile every origin is new

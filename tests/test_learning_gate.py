@@ -45,6 +45,11 @@ def test_the_gate_rules_one_by_one():
     # A new origin whose label the local signal contradicts with confidence: held back.
     verdict = gate.judge("chat:new", START, "cheap", CODING_VIEW)
     assert verdict.action == QUARANTINE and "contradicts" in verdict.reason
+    # Split between the two other tiers, it still says the label's tier is unlikely: held back.
+    split = LocalView("coding", "strong", 0.41, label_tier_probability=0.02)
+    assert gate.judge("chat:split", START, "cheap", split).action == QUARANTINE
+    unsure = LocalView("coding", "strong", 0.41, label_tier_probability=0.45)
+    assert gate.judge("chat:unsure", START, "cheap", unsure).action == LEARN
     # Labels the local signal does not dispute are learned, and give the origin history...
     for n in range(2):
         assert gate.judge("chat:new", START + 600 * (n + 1), "cheap", CASUAL_VIEW).action == LEARN

@@ -1,7 +1,8 @@
 """Learning that cannot be steered: which categorizer labels may enter the pool. Each label has
 an origin (a conversation, a chat, a proxy client key); no origin may write more than its share
 in a window, labels that arrive from one origin in a burst wait in quarantine, and so do labels
-that the local signal contradicts with confidence when their origin has no history yet."""
+that the local signal contradicts with confidence (it gives the label's tier little chance) when
+their origin has no history yet."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ class LocalView:
     category: str
     tier: str
     confidence: float
+    # The chance it gives the label's own tier; None when unknown (then only its own tier's
+    # confidence speaks).
+    label_tier_probability: float | None = None
+
+    def against(self, tier: str) -> float:
+        """How sure the local signal is that the message is not of `tier`."""
+        if tier == self.tier:
+            return 0.0
+        if self.label_tier_probability is None:
+            return self.confidence
+        return 1.0 - self.label_tier_probability
 
 
 class LearningGate:
@@ -69,10 +81,10 @@ class LearningGate:
                 QUARANTINE,
                 f"quota: {len(window)} learned in {settings.source_window_h:g} h",
             )
+        # Against the label's tier, not for one other tier: a request read as 0.59 analysis and
+        # 0.41 coding contradicts "casual" as surely as one read as 0.9 coding.
         contradicts = (
-            local is not None
-            and local.tier != llm_tier
-            and local.confidence >= settings.contradiction_confidence
+            local is not None and local.against(llm_tier) >= settings.contradiction_confidence
         )
         if contradicts and self._learned[origin] < settings.trusted_after:
             assert local is not None

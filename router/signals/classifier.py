@@ -24,6 +24,8 @@ class LocalAnswer:
     tier: str
     confidence: float
     neighbours: list[Neighbour]
+    # Each tier's probability (by TIERS' order), when the answer was read from probabilities.
+    tier_probabilities: tuple[float, ...] = ()
 
 
 class SoftmaxHead:
@@ -264,6 +266,7 @@ def decide(
         tier=TIERS[tier_index],
         confidence=float(tier_probs[tier_index]),
         neighbours=neighbours,
+        tier_probabilities=tuple(float(p) for p in tier_probs),
     )
 
 
