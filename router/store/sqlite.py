@@ -87,10 +87,13 @@ class SqliteDatabase(Database):
             check_database_path(Path(path))
             create_private(Path(path))
             warn_if_readable(*database_files(Path(path)))
-        conn = await cls._connect(str(path), BUSY_TIMEOUT_S, MAIN_PRAGMAS)
         if memory:
-            return cls(conn, None)
-        await cls._first_read(conn)
+            return cls(await cls._connect(str(path), BUSY_TIMEOUT_S, MAIN_PRAGMAS), None)
+        # Processes opening one new file at once take turns: a switch to WAL while another
+        # connection makes the same switch can fail at once with 'database is locked'.
+        async with migration_file_lock(Path(path)):
+            conn = await cls._connect(str(path), BUSY_TIMEOUT_S, MAIN_PRAGMAS)
+            await cls._first_read(conn)
         return cls(conn, str(path), FileWatch(str(path)), BUSY_TIMEOUT_S, MAIN_PRAGMAS)
 
     @classmethod
