@@ -57,6 +57,7 @@ CONTINUE_WEIGHTS = (0.75, 1.0, 1.5, 2.0)
 CUE_PENALTIES = tuple(("task", l2) for l2 in (1e-4, 1e-3, 1e-2, 1e-1))
 Penalty = tuple[str, float]
 EMBEDDING_SCALE = 5.0
+LIVE_BARS = (0.6, 0.7, 0.8, 0.9)
 
 
 def writer_of(conversation_id: str) -> str:
@@ -314,6 +315,25 @@ def main() -> None:
         n, right, down = tally["all"]
         return (n - right + (args.downgrade_cost - 1.0) * down) / n
 
+    def decided_score(
+        answer_of: Callable[[TurnFeatures, float], LocalAnswer],
+        decided: Callable[[TurnFeatures, float], bool],
+        p_oof: np.ndarray,
+    ) -> str:
+        """Per kind: the share of answers decided alone, and their tier accuracy."""
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for (_, f, truth, cont), p in zip(samples, p_oof, strict=True):
+            reaction = not cont and truth == "casual" and categories[f.previous_index] != "casual"
+            kinds = ("all", "continue" if cont else "switch") + (("reaction",) if reaction else ())
+            alone, right = decided(f, p), answer_of(f, p).tier == taxonomy.tier_of(truth)
+            for kind in kinds:
+                counts[kind][0] += 1
+                counts[kind][1] += alone
+                counts[kind][2] += alone and right
+        return "  ".join(
+            f"{k} {v[1] / v[0]:.3f}, {v[2] / max(v[1], 1):.3f}" for k, v in counts.items()
+        )
+
     def tier_score(tally: dict[str, list[int]]) -> str:
         return "\n".join(
             f"    {k:<9} {v[1] / v[0]:.3f} (n {v[0]}, down {v[2] / v[0]:.3f})"
@@ -347,6 +367,10 @@ def main() -> None:
     print("  carried:\n" + tier_score(tally_of(carried_only, p_oof)))
     content = lambda f, p: carried_answer(f, p, bar)  # noqa: E731
     print(f"  carried, content first at {bar}:\n" + tier_score(tally_of(content, p_oof)))
+    print("  decided alone (confidence at or above live mode's bar): share, right")
+    for live_bar in LIVE_BARS:
+        decided = lambda f, p, b=live_bar: content(f, p).confidence >= b  # noqa: E731
+        print(f"    bar {live_bar}: " + decided_score(content, decided, p_oof))
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))
