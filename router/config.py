@@ -118,7 +118,8 @@ class ContextSettings(Section):
     # Content before context: a message that alone reads as a higher tier with at least this
     # calibrated confidence keeps it, whatever the conversation (cross-validated on training).
     content_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
-    # A turn this many hours after its context starts a new sitting: it is read alone. Few
+    # A turn this many hours after its context starts a new sitting: it is read alone (a reply
+    # still has the message it quotes; a history without times is one sitting). Few
     # training turns are that late (81 of 4,849, 8 of them continuing), too few to teach the
     # continuity model that "why?" the next morning is not about last night's question.
     horizon_h: float = Field(default=6.0, gt=0.0)

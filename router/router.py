@@ -21,7 +21,7 @@ from router.pool.learning import QUARANTINE, LearningGate, LocalView
 from router.pool.pool import Pool, PoolEntry
 from router.signals.categorizer import CategorizerError, LLMCategorizer
 from router.signals.classifier import LocalResult
-from router.signals.continuity import ContinuityModel, PreviousTurn
+from router.signals.continuity import ContinuityModel, PreviousTurn, within_horizon
 from router.signals.local_signal import LocalSignal
 from router.store import erasure, routing_log
 from router.store.database import Database, DatabaseError
@@ -185,6 +185,12 @@ class ModelRouter:
             text = f"{text.strip()}\n\n{replied_to}"
         if previous is None and mode != "off":
             previous = await self.context.previous(history, conv_key, now, user_key, name)
+            # Hours later the speaker's last turn is no context, for either signal (a quoted
+            # message is: the reply names it).
+            if previous is not None and not within_horizon(
+                previous.at, now, self.config.context.horizon_h
+            ):
+                previous = None
         teacher = origin or conv_key or "anonymous"
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
@@ -366,7 +372,9 @@ class ModelRouter:
         view = None
         if alone is not None:
             share = alone.tier_probabilities
-            label_share = share[TIERS.index(llm.tier)] if share and llm.tier in TIERS else None
+            # No vote for any tier (no neighbour in the taxonomy) says nothing against the label.
+            known = sum(share) > 0 and llm.tier in TIERS
+            label_share = share[TIERS.index(llm.tier)] if known else None
             view = LocalView(alone.category, alone.tier, alone.confidence, label_share)
         try:
             await self.gate.load(self.conn, now)

@@ -1,5 +1,5 @@
 """Reading labelled conversations as the bot reads them: whose context a turn has (the turn it
-replies to, else the same speaker's previous turn) and the text it routes on."""
+replies to, else the same speaker's previous turn) and how long before it that was."""
 
 from __future__ import annotations
 
@@ -17,14 +17,6 @@ def context_of(turns: list[dict[str, Any]], index: int) -> int | None:
         if turns[earlier].get("speaker") == speaker:
             return earlier
     return None
-
-
-def routing_text(turns: list[dict[str, Any]], index: int) -> str:
-    """What the bot routes on: the words, then the quoted message replied to."""
-    turn = turns[index]
-    if "reply_to" in turn:
-        return f"{turn['text']}\n\n{turns[int(turn['reply_to'])]['text']}"
-    return str(turn["text"])
 
 
 def gap_since(turns: list[dict[str, Any]], earlier: int, index: int) -> float:

@@ -67,6 +67,21 @@ async def test_short_follow_up_keeps_its_task_and_fades_after_hours(seeded_db, e
         assert (no_context.category, no_context.tier) == (alone.category, alone.tier)
 
 
+async def test_a_reply_keeps_the_message_it_quotes_as_context_past_the_horizon(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    start = 1_700_000_000.0
+    request = "寫一個 SQL 把重複的訂單刪掉"
+    try:
+        alone = await router.route("why?")
+        await router.route(request, conv_key="c", at=start)
+        later = start + 2 * router.config.context.horizon_h * 3600
+        reply = await router.route("why?", conv_key="c", at=later, replied_to=request)
+    finally:
+        await router.close()
+    assert alone.category != "coding"
+    assert (reply.category, reply.tier) == ("coding", "strong")
+
+
 async def test_a_clear_new_topic_overrides_the_prior(seeded_db, embedder):
     router = await open_router(seeded_db, embedder)
     try:

@@ -90,7 +90,8 @@ class LearningGate:
             assert local is not None
             return Verdict(
                 QUARANTINE,
-                f"contradicts the local signal ({local.category} {local.confidence:.2f})"
+                f"contradicts the local signal ({local.category} {local.confidence:.2f},"
+                f" {llm_tier} {1.0 - local.against(llm_tier):.2f})"
                 f" from an origin with {self._learned[origin]} labels learned",
             )
         return Verdict(LEARN)

@@ -20,7 +20,6 @@ from router.signals.continuity import (
     carries,
     carry,
     content_first,
-    within_horizon,
 )
 from router.store.fitted_state import fingerprint as fitted_state_fingerprint
 from router.taxonomy import Taxonomy
@@ -116,7 +115,7 @@ class LocalSignal:
         cost = self.config.local.downgrade_cost
         alone = decide(reading.alone, self.taxonomy, cost, neighbours)
         answer, p_continue = alone, None
-        if self._can_carry(previous, now):
+        if self._can_carry(previous):
             assert previous is not None
             previous_vector = (
                 previous.vector
@@ -132,13 +131,12 @@ class LocalSignal:
         elapsed = (time.perf_counter() - started) * 1000
         return LocalResult(reading.vector, answer, alone, elapsed, p_continue)
 
-    def _can_carry(self, previous: PreviousTurn | None, now: float) -> bool:
+    def _can_carry(self, previous: PreviousTurn | None) -> bool:
         return (
             previous is not None
             and self.continuity is not None
             and self.config.context.enabled
             and carries(previous.category, self.taxonomy)
-            and within_horizon(previous.at, now, self.config.context.horizon_h)
         )
 
     async def previous_from_history(self, texts: list[str], now: float) -> PreviousTurn | None:
