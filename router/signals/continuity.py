@@ -88,9 +88,17 @@ class EmbeddingCue:
         return float(score + self.bias)
 
 
+def with_pairs(z: np.ndarray) -> np.ndarray:
+    """Standardized features followed by the product of every pair of them (last axis): how
+    much one feature says can depend on another (a short turn after a request, not after a
+    question that was answered)."""
+    i, j = np.triu_indices(z.shape[-1], 1)
+    return np.concatenate([z, z[..., i] * z[..., j]], axis=-1)
+
+
 class ContinuityModel:
-    """Weights over standardized features, the wording cue's log-odds by n-gram bucket, and the
-    embedding cue."""
+    """Weights over standardized features (and, when `pairs`, their pairwise products), the
+    wording cue's log-odds by n-gram bucket, and the embedding cue."""
 
     def __init__(
         self,
@@ -101,9 +109,11 @@ class ContinuityModel:
         scale: np.ndarray,
         cue: np.ndarray | None,
         embedding: EmbeddingCue | None = None,
+        pairs: bool = False,
     ) -> None:
         self.taxonomy = taxonomy
         self.weights, self.bias, self.mean, self.scale = weights, bias, mean, scale
+        self.pairs = pairs
         self.cue = cue
         self.embedding = embedding
         self._tier_of = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
@@ -143,6 +153,7 @@ class ContinuityModel:
                 stored["scale"],
                 cue,
                 embedding,
+                bool(stored["pairs"]) if "pairs" in stored.files else False,
             )
 
     def dump(self) -> bytes:
@@ -162,6 +173,7 @@ class ContinuityModel:
             embedding_bias=np.array(self.embedding.bias),
             embedder_id=np.array(self.embedding.embedder_id),
             features=np.array(FEATURES),
+            pairs=np.array(self.pairs),
         )
         return buffer.getvalue()
 
@@ -203,6 +215,8 @@ class ContinuityModel:
 
     def p_continue(self, turn: TurnFeatures) -> float:
         z = (self.vector(turn) - self.mean) / self.scale
+        if self.pairs:
+            z = with_pairs(z)
         return float(1.0 / (1.0 + math.exp(-(z @ self.weights + self.bias))))
 
 
