@@ -295,6 +295,12 @@ def main() -> None:
         alone = decide(f.alone, taxonomy, args.downgrade_cost, [])
         return content_first(alone, carried, content_confidence)
 
+    def kinds_of(f: TurnFeatures, truth: str, cont: bool) -> tuple[str, ...]:
+        """ "all", continue or switch, and "reaction": a cheap casual turn that ends a task
+        (upgrading it costs money only)."""
+        reaction = not cont and truth == "casual" and categories[f.previous_index] != "casual"
+        return ("all", "continue" if cont else "switch") + (("reaction",) if reaction else ())
+
     def tally_of(
         answer_of: Callable[[TurnFeatures, float], LocalAnswer], p_oof: np.ndarray
     ) -> dict[str, list[int]]:
@@ -302,11 +308,7 @@ def main() -> None:
         for (conv, f, truth, cont), p, language in zip(samples, p_oof, languages, strict=True):
             answer = answer_of(f, p)
             chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
-            kind = "continue" if cont else "switch"
-            # A reaction: a cheap casual turn that ends a task (upgrading it costs money only).
-            reaction = not cont and truth == "casual" and categories[f.previous_index] != "casual"
-            keys = ("all", kind, language, writer_of(conv)) + (("reaction",) if reaction else ())
-            for key in keys:
+            for key in (*kinds_of(f, truth, cont), language, writer_of(conv)):
                 tally[key][0] += 1
                 tally[key][1] += chosen == true
                 tally[key][2] += chosen < true
@@ -318,17 +320,15 @@ def main() -> None:
         return (n - right + (args.downgrade_cost - 1.0) * down) / n
 
     def decided_score(
-        answer_of: Callable[[TurnFeatures, float], LocalAnswer],
-        decided: Callable[[TurnFeatures, float], bool],
-        p_oof: np.ndarray,
+        answer_of: Callable[[TurnFeatures, float], LocalAnswer], bar: float, p_oof: np.ndarray
     ) -> str:
-        """Per kind: the share of answers decided alone, and their tier accuracy."""
+        """Per kind: the share of answers confident enough (`bar`) to be decided alone, and
+        their tier accuracy."""
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for (_, f, truth, cont), p in zip(samples, p_oof, strict=True):
-            reaction = not cont and truth == "casual" and categories[f.previous_index] != "casual"
-            kinds = ("all", "continue" if cont else "switch") + (("reaction",) if reaction else ())
-            alone, right = decided(f, p), answer_of(f, p).tier == taxonomy.tier_of(truth)
-            for kind in kinds:
+            answer = answer_of(f, p)
+            alone, right = answer.confidence >= bar, answer.tier == taxonomy.tier_of(truth)
+            for kind in kinds_of(f, truth, cont):
                 counts[kind][0] += 1
                 counts[kind][1] += alone
                 counts[kind][2] += alone and right
@@ -371,8 +371,7 @@ def main() -> None:
     print(f"  carried, content first at {bar}:\n" + tier_score(tally_of(content, p_oof)))
     print("  decided alone (confidence at or above live mode's bar): share, right")
     for live_bar in LIVE_BARS:
-        decided = lambda f, p, b=live_bar: content(f, p).confidence >= b  # noqa: E731
-        print(f"    bar {live_bar}: " + decided_score(content, decided, p_oof))
+        print(f"    bar {live_bar}: " + decided_score(content, live_bar, p_oof))
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))
