@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
 TARGET = ROOT / "router" / "data" / "continuity.npz"
 CONTENT_BARS = (0.5, 0.6, 0.7, 0.8, 0.9)
-CONTINUE_WEIGHTS = (0.75, 1.0, 1.5)
+CONTINUE_WEIGHTS = (0.5, 0.75, 1.0, 1.5)
 # The embedding cue's penalty (768 weights overfit a style), on the weights of the two vectors
 # ("pair") or of the turn's vector and its difference from the previous one ("difference": the
 # same linear family, but the penalty then favours reading the turn itself over the two apart),
@@ -315,9 +315,13 @@ def main() -> None:
         return tally
 
     def cost(tally: dict[str, list[int]]) -> float:
-        """Tier errors, a downgrade weighing the config's downgrade cost."""
-        n, right, down = tally["all"]
-        return (n - right + (args.downgrade_cost - 1.0) * down) / n
+        """Tier errors, a downgrade weighing the config's downgrade cost; continuations and
+        switches weigh the same (the targets are per kind; the mix is the writers' choice)."""
+        per_kind = []
+        for kind in ("continue", "switch"):
+            n, right, down = tally[kind]
+            per_kind.append((n - right + (args.downgrade_cost - 1.0) * down) / n)
+        return sum(per_kind) / len(per_kind)
 
     def decided_score(
         answer_of: Callable[[TurnFeatures, float], LocalAnswer], bar: float, p_oof: np.ndarray
@@ -345,8 +349,8 @@ def main() -> None:
     # The cue's penalty, the continuation weight and the content-first bar, chosen together by
     # the cost on held-out writers.
     print(f"CV over {folds_count} writers ({', '.join(writers)}): cost (tier errors + downgrades")
-    print("x (cost - 1)) by the embedding cue's form and l2, the continuation weight and the")
-    print("content bar:")
+    print("x (cost - 1)), mean of continuations' and switches', by the embedding cue's l2, the")
+    print("continuation weight and the content bar:")
     print("    cue               weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
     choices: dict[tuple[Penalty, float, float], float] = {}
     oof = {(l2, w): out_of_fold(l2, w) for l2 in CUE_PENALTIES for w in CONTINUE_WEIGHTS}
