@@ -224,13 +224,14 @@ async def test_shadow_mode_llm_decides_and_local_is_logged(seeded_db, embedder, 
 
 async def test_groq_down_falls_back_loudly_in_every_mode(seeded_db, embedder, groq_server):
     groq_server.respond = lambda _r: Reply(status=503)
-    router = await open_router(seeded_db, embedder, mode="shadow", groq=groq_server)
+    # With min_confidence 1.0 no local answer is sure enough: live asks the LLM too.
+    router = await open_router(
+        seeded_db, embedder, mode="shadow", groq=groq_server, local={"min_confidence": 1.0}
+    )
     try:
         shadow = await router.route("幫我寫一個 python 爬蟲")
         await router.set_mode("live")
-        # A message the local signal is unsure of (its confidence about 0.2, under
-        # min_confidence) makes live ask the LLM too.
-        live = await router.route("lorem ipsum dolor sit amet")
+        live = await router.route("寫一個 python 腳本把資料夾裡的 csv 合併成一個")
     finally:
         await router.close()
     assert shadow.source == "fallback" and shadow.tier == "strong"
@@ -239,7 +240,7 @@ async def test_groq_down_falls_back_loudly_in_every_mode(seeded_db, embedder, gr
     rows = await log_rows(seeded_db)
     assert rows[0]["source"] == "fallback" and rows[0]["error"] == "categorizer: HTTP 503"
     # Live falls back on the local signal's own guess.
-    assert (live.source, live.category, live.tier) == ("fallback", "analysis", "medium")
+    assert (live.source, live.category, live.tier) == ("fallback", "coding", "strong")
     assert live.error == "categorizer: HTTP 503"
 
 
