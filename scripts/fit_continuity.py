@@ -55,8 +55,9 @@ CONTINUE_WEIGHTS = (0.75, 1.0, 1.5)
 # task (a thanks after a request ends it; after chatter, it goes on chatting).
 # The "pair" and "difference" forms lost to "task" at every l2 in every run through 2026-12-05
 # (fit_embedding_cue still fits them); the search keeps to "task".
-# l2 0.1 and a continuation weight of 2.0 lost in every run of 2026-12-05 (six fits), and 1.5
-# in the first fit with the cost balanced by kind: left out.
+# l2 0.1 and a continuation weight of 2.0 lost in every run of 2026-12-05 (six fits); with the
+# cost balanced by kind over 19 writers, l2 0.01 lost at every weight and weight 0.5 at every
+# l2: left out.
 CUE_PENALTIES = tuple(("task", l2) for l2 in (1e-4, 1e-3))
 Penalty = tuple[str, float]
 EMBEDDING_SCALE = 5.0
