@@ -81,8 +81,9 @@ class LocalSignalSettings(Section):
     enabled: bool = True
     k: int = Field(default=10, ge=1, le=100)
     min_pool_size: int = Field(default=20, ge=1)
-    # The smallest bar at which follow-ups decided alone are right >= 0.95 across held-out
-    # writers (scripts/fit_continuity.py: 0.947 at 0.6, 0.958 at 0.7).
+    # Live mode: a message surer than this of its own task is routed without asking the LLM
+    # (a follow-up the conversation swayed needs context.min_confidence). The smallest bar at
+    # which those decisions are right >= 0.95 across held-out writers (scripts/fit_continuity.py).
     min_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
     classifier: Literal["head", "blend", "knn"] = "head"
     downgrade_cost: float = Field(default=1.5, ge=1.0)
@@ -118,6 +119,11 @@ class ContextSettings(Section):
     # Content before context: a message that alone reads as a higher tier with at least this
     # calibrated confidence keeps it, whatever the conversation (cross-validated on training).
     content_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+    # Live mode's bar for a turn whose task the conversation named, not the message: the
+    # smallest at which such decisions leave every kind of follow-up (continuations, switches,
+    # reactions) right >= 0.95 across held-out writers (scripts/fit_continuity.py: reactions
+    # 0.940 at 0.75, 0.950 at 0.8, 0.952 at 0.85).
+    min_confidence: float = Field(default=0.85, ge=0.0, le=1.0)
     # A turn this many hours after its context starts a new sitting: it is read alone (a reply
     # still has the message it quotes; a history without times is one sitting). Few
     # training turns are that late (81 of 4,849, 8 of them continuing), too few to teach the
@@ -234,6 +240,11 @@ class RouterConfig(Section):
 
     def build_taxonomy(self) -> Taxonomy:
         return self.taxonomy.build()
+
+    def live_bar(self, swayed: bool) -> float:
+        """The confidence live mode needs to decide without the LLM: the context's bar when the
+        conversation, not the message, named the task."""
+        return self.context.min_confidence if swayed else self.local.min_confidence
 
 
 def _secret(name: str) -> Any:

@@ -76,12 +76,11 @@ class DecisionBuilder:
         mode: Mode,
         previous: PreviousTurn | None,
     ) -> RoutingDecision:
-        swayed = local.unprimed is not None and local.unprimed.category != answer.category
         return self._decision(
             category=answer.category,
             tier=answer.tier,
             confidence=answer.confidence,
-            source="prior" if swayed else "knn",
+            source="prior" if local.swayed else "knn",
             mode=mode,
             knn=self._local_answer(local),
             prior_category=previous.category if previous else None,

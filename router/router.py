@@ -273,13 +273,12 @@ class ModelRouter:
         whose: Origin = (None, None),
     ) -> RoutingDecision:
         local = await self._local(text, previous, now)
-        answer = local.answer if local else None
         if (
             local is not None
-            and answer is not None
-            and answer.confidence >= self.config.local.min_confidence
+            and local.answer is not None
+            and local.answer.confidence >= self.config.live_bar(local.swayed)
         ):
-            return self.decisions.from_local(answer, local, "live", previous)
+            return self.decisions.from_local(local.answer, local, "live", previous)
         if self.categorizer is None:
             return self._local_alone("live", local, previous)
         llm_result = await self._ask_llm(text, previous, now)

@@ -17,6 +17,7 @@ import json
 import math
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 class Score:
     def __init__(self) -> None:
         self.n = self.tier_ok = self.category_ok = self.downgrades = 0
-        self.confidences: list[tuple[float, bool]] = []  # (confidence, tier right)
+        # (confidence, tier right, sure enough to skip the LLM in live mode)
+        self.confidences: list[tuple[float, bool, bool]] = []
 
     def add(
         self,
@@ -62,13 +64,14 @@ class Score:
         tier: str,
         category: str | None,
         confidence: float | None = None,
+        bar: float = 1.0,
     ) -> None:
         self.n += 1
         self.tier_ok += tier == truth_tier
         self.category_ok += category == truth_category
         self.downgrades += TIERS.index(tier) < TIERS.index(truth_tier)
         if confidence is not None:
-            self.confidences.append((confidence, tier == truth_tier))
+            self.confidences.append((confidence, tier == truth_tier, confidence >= bar))
 
     def row(self, name: str) -> str:
         if not self.n:
@@ -81,15 +84,15 @@ class Score:
             f"  category {self.category_ok / self.n:.3f}"
         )
 
-    def calibration_row(self, name: str, threshold: float) -> str:
+    def calibration_row(self, name: str) -> str:
         """Expected calibration error (10 bins), and the decisions confident enough to skip the
         LLM in live mode: their share and their tier accuracy."""
         if not self.confidences:
             return f"  {name:<26}{0:>5}"
-        conf = np.array([c for c, _ in self.confidences])
-        right = np.array([r for _, r in self.confidences], dtype=float)
+        conf = np.array([c for c, _, _ in self.confidences])
+        right = np.array([r for _, r, _ in self.confidences], dtype=float)
         ece, _ = reliability(conf, right)
-        alone = conf >= threshold
+        alone = np.array([sure for _, _, sure in self.confidences])
         n_alone, ok_alone = int(alone.sum()), int(right[alone].sum())
         low, high = wilson(ok_alone, n_alone)
         accuracy = ok_alone / n_alone if n_alone else 0.0
@@ -119,16 +122,18 @@ def closeness(decision: Any) -> str:
 class Tally:
     """Scores by report section, then by key (all, kind, language)."""
 
-    def __init__(self) -> None:
+    def __init__(self, live_bar: Callable[[bool], float]) -> None:
         self.sections: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
         self.misses: list[str] = []
+        self.live_bar = live_bar  # live mode's bar, by whether the conversation swayed the turn
 
     def note(
         self, section: str, keys: list[str], truth: str, decision: Any, text: str, tier_of: Any
     ) -> None:
+        bar = self.live_bar(decision.source == "prior")
         for key in keys:
             self.sections[section][key].add(
-                tier_of(truth), truth, decision.tier, decision.category, decision.confidence
+                tier_of(truth), truth, decision.tier, decision.category, decision.confidence, bar
             )
         if decision.tier != tier_of(truth):
             self.misses.append(
@@ -146,7 +151,7 @@ async def evaluate(paths: tuple[Path, ...], show_misses: bool) -> None:
     work = Path(tempfile.mkdtemp()) / "eval.db"
     router = await open_router(config_for(work), Secrets(groq_api_key=None))
     tier_of = router.taxonomy.tier_of
-    tally = Tally()
+    tally = Tally(router.config.live_bar)
     try:
         for number, item in enumerate(rows):
             slice_name = item.get("slice")
@@ -163,14 +168,17 @@ async def evaluate(paths: tuple[Path, ...], show_misses: bool) -> None:
     names = ", ".join(path.name for path in paths)
     print(f"{names}: pool {router.pool_size} entries, live mode, no keys; 95% Wilson intervals")
     order = ("all", "continue", "switch", "reply", "zh-Hant", "zh-Hans", "en", "ja", "mixed")
-    threshold = router.config.local.min_confidence
+    bars = router.config.local.min_confidence, router.config.context.min_confidence
     for title, scores in tally.sections.items():
         print(title)
         for key in sorted(scores, key=lambda k: order.index(k) if k in order else 99):
             print(scores[key].row(key))
-    print(f"calibration (decided alone: calibrated confidence >= {threshold}, live mode's bar)")
+    print(
+        f"calibration (decided alone: calibrated confidence at or above live mode's bar,"
+        f" {bars[0]:g}, or {bars[1]:g} when the conversation named the task)"
+    )
     for title, scores in tally.sections.items():
-        print(scores["all"].calibration_row(title[:26], threshold))
+        print(scores["all"].calibration_row(title[:26]))
     if show_misses:
         print("tier misses:")
         print("\n".join(tally.misses))

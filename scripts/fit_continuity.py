@@ -61,7 +61,7 @@ CONTINUE_WEIGHTS = (0.75, 1.0, 1.5)
 CUE_PENALTIES = tuple(("task", l2) for l2 in (1e-4, 1e-3))
 Penalty = tuple[str, float]
 EMBEDDING_SCALE = 5.0
-LIVE_BARS = (0.6, 0.7, 0.8, 0.9)
+CONTEXT_BARS = (0.7, 0.75, 0.8, 0.85, 0.9)  # live mode's, for a turn the context swayed
 
 
 def writer_of(conversation_id: str) -> str:
@@ -326,20 +326,25 @@ def main() -> None:
         return sum(per_kind) / len(per_kind)
 
     def decided_score(
-        answer_of: Callable[[TurnFeatures, float], LocalAnswer], bar: float, p_oof: np.ndarray
+        answer_of: Callable[[TurnFeatures, float], LocalAnswer],
+        message_bar: float,
+        context_bar: float,
+        p_oof: np.ndarray,
     ) -> str:
-        """Per kind: the share of answers confident enough (`bar`) to be decided alone, and
-        their tier accuracy."""
+        """Per kind: the share of answers confident enough to be decided alone (`context_bar`
+        when the conversation named the task, else `message_bar`), and their tier accuracy."""
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for (_, f, truth, cont), p in zip(samples, p_oof, strict=True):
             answer = answer_of(f, p)
+            swayed = answer.category != decide(f.alone, taxonomy, args.downgrade_cost, []).category
+            bar = context_bar if swayed else message_bar
             alone, right = answer.confidence >= bar, answer.tier == taxonomy.tier_of(truth)
             for kind in kinds_of(f, truth, cont):
                 counts[kind][0] += 1
                 counts[kind][1] += alone
                 counts[kind][2] += alone and right
         return "  ".join(
-            f"{k} {v[1] / v[0]:.3f}, {v[2] / max(v[1], 1):.3f}" for k, v in counts.items()
+            f"{k} {v[1] / v[0]:.3f}, {v[2] / max(v[1], 1):.4f}" for k, v in counts.items()
         )
 
     def tier_score(tally: dict[str, list[int]]) -> str:
@@ -375,9 +380,14 @@ def main() -> None:
     print("  carried:\n" + tier_score(tally_of(carried_only, p_oof)))
     content = lambda f, p: carried_answer(f, p, bar)  # noqa: E731
     print(f"  carried, content first at {bar}:\n" + tier_score(tally_of(content, p_oof)))
-    print("  decided alone (confidence at or above live mode's bar): share, right")
-    for live_bar in LIVE_BARS:
-        print(f"    bar {live_bar}: " + decided_score(content, live_bar, p_oof))
+    message_bar = LocalSignalSettings().min_confidence
+    print(
+        "  decided alone in live mode (confidence at or above the message's bar,"
+        f" {message_bar}, or the context's when the conversation named the task): share, right"
+    )
+    for context_bar in CONTEXT_BARS:
+        score = decided_score(content, message_bar, context_bar, p_oof)
+        print(f"    context's bar {context_bar}: {score}")
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))

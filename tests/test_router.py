@@ -3,6 +3,7 @@ fallbacks, pool learning and the routing log."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -220,6 +221,38 @@ async def test_shadow_mode_llm_decides_and_local_is_logged(seeded_db, embedder, 
     row = (await log_rows(seeded_db))[-1]
     assert row["llm_category"] == "reasoning" and row["knn_tier"] == "cheap"
     assert row["mode"] == "shadow" and row["source"] == "llm"
+
+
+async def test_live_mode_asks_the_llm_when_the_conversation_not_the_message_names_the_task(
+    seeded_db, embedder, groq_server
+):
+    """A turn the context swayed must clear the context's bar to skip the LLM; a message that
+    names its own task only the message's. The LLM is asked with the previous turn beside it."""
+    groq_server.respond = lambda _r: category_reply("coding", 0.9)
+    router = await open_router(
+        seeded_db,
+        embedder,
+        groq=groq_server,
+        local={"min_confidence": 0.0},
+        context={"min_confidence": 1.0},
+    )
+    start = 1_700_000_000.0
+    request = "write a python script that merges the employee tables from 3 databases"
+    try:
+        alone = await router.route("why?")
+        first = await router.route(request, conv_key="c", at=start)
+        asked_before = len(groq_server.requests)
+        follow_up = await router.route("why?", conv_key="c", at=start + 12)
+    finally:
+        await router.close()
+    assert alone.source == "knn" and alone.category != "coding"
+    assert first.source == "knn" and first.category == "coding"
+    assert asked_before == 0, "a message sure of its own task never waits on the LLM"
+    assert follow_up.knn is not None and follow_up.knn.category == "coding", "the context swayed it"
+    assert (follow_up.source, follow_up.category) == ("llm", "coding")
+    assert len(groq_server.requests) == 1
+    sent = json.dumps(groq_server.requests[0]["messages"], ensure_ascii=False)
+    assert "Previous routing: coding" in sent and "employee tables" in sent
 
 
 async def test_groq_down_falls_back_loudly_in_every_mode(seeded_db, embedder, groq_server):

@@ -290,3 +290,12 @@ class LocalResult:
     unprimed: LocalAnswer | None
     latency_ms: float
     p_continue: float | None = None  # the continuity model's estimate, when a task could carry
+
+    @property
+    def swayed(self) -> bool:
+        """Whether the conversation, not the message alone, named the answer's task."""
+        return (
+            self.answer is not None
+            and self.unprimed is not None
+            and self.unprimed.category != self.answer.category
+        )
