@@ -146,7 +146,9 @@ async def _start_spool(router: ModelRouter, conn: Database) -> None:
     spool = Spool(folder, router.counters)
     if spool.open():
         router.log.writer.spool = spool
-    router.log.replay = SpoolReplay(folder, conn, routing_log.REPLAY_SQL, router.counters)
+    router.log.replay = SpoolReplay(
+        folder, conn, routing_log.REPLAY_SQL, len(routing_log.COLUMNS), router.counters
+    )
     await router.log.replay.start()  # refused (the database restarting): retried meanwhile
 
 

@@ -48,6 +48,9 @@ class RoutingDecision:
     llm: SignalAnswer | None = None
     knn: SignalAnswer | None = None
     prior_category: str | None = None
+    # The conversation, not the message alone, named the local signal's answer (live mode then
+    # needs context.min_confidence to decide without the LLM).
+    knn_swayed: bool = False
     neighbours: list[Neighbour] = field(default_factory=list)
     error: str | None = None
     # The routing log row's own fields, filled in by the router and by whoever answers.
@@ -84,6 +87,8 @@ class RoutingDecision:
                 }
         if self.prior_category is not None:
             data["prior_category"] = self.prior_category
+        if self.knn_swayed:
+            data["knn_swayed"] = True
         if self.neighbours:
             data["nearest"] = [
                 {"text": n.text[:80], "category": n.category, "similarity": round(n.similarity, 3)}

@@ -66,6 +66,7 @@ class DecisionBuilder:
             mode=mode,
             llm=llm,
             knn=self._local_answer(local),
+            knn_swayed=local is not None and local.swayed,
             neighbours=local.answer.neighbours if local and local.answer else [],
         )
 
@@ -83,6 +84,7 @@ class DecisionBuilder:
             source="prior" if local.swayed else "knn",
             mode=mode,
             knn=self._local_answer(local),
+            knn_swayed=local.swayed,
             prior_category=previous.category if previous else None,
             neighbours=answer.neighbours,
         )
@@ -97,6 +99,7 @@ class DecisionBuilder:
                 source="fallback",
                 mode=mode,
                 knn=self._local_answer(local),
+                knn_swayed=local.swayed,
                 neighbours=answer.neighbours,
                 error=error,
             )

@@ -137,7 +137,7 @@ async def test_shadow_agreement_counts_every_rate(tmp_path):
     await write_log(db)
     conn = await open_db(db)
     try:
-        agreement = await shadow_agreement(conn, 0.6, NOW - 86400)
+        agreement = await shadow_agreement(conn, 0.6, 0.85, NOW - 86400)
     finally:
         await conn.close()
     overall = agreement.overall
@@ -154,6 +154,36 @@ async def test_shadow_agreement_counts_every_rate(tmp_path):
     coding, casual = agreement.per_category["coding"], agreement.per_category["casual"]
     assert (coding.compared, coding.same_tier, coding.downgrades) == (2, 1, 1)
     assert (casual.compared, casual.same_tier, casual.upgrades) == (2, 1, 1)
+
+
+async def test_a_swayed_local_answer_would_go_live_only_past_the_contexts_bar(tmp_path):
+    """Live mode needs context.min_confidence where the conversation named the local answer;
+    the shadow report's "would go live" counts by the same rule."""
+    conn = await open_db(tmp_path / "log.db")
+    await migrate(conn, "router", ROUTER_MIGRATIONS)
+    for swayed in (False, True):
+        decision = RoutingDecision(
+            category="coding",
+            tier="strong",
+            model="big",
+            confidence=0.9,
+            source="llm",
+            mode="shadow",
+            tier_mapping_version="v2",
+            latency_ms=1.0,
+            llm=said("coding", "strong"),
+            knn=said("coding", "strong", 0.8),
+            knn_swayed=swayed,
+        )
+        decision.text, decision.at = "why?", NOW
+        await write_decision(conn, decision)
+    try:
+        strict = await shadow_agreement(conn, 0.7, 0.85)
+        lenient = await shadow_agreement(conn, 0.7, 0.75)
+    finally:
+        await conn.close()
+    assert strict.overall.compared == lenient.overall.compared == 2
+    assert strict.confident.compared == 1 and lenient.confident.compared == 2
 
 
 def test_stats_command_json_text_and_plot(tmp_path, capsys):

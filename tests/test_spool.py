@@ -135,6 +135,29 @@ async def test_rows_a_killed_process_left_are_written_once_at_the_next_start(tmp
         alive.close()
 
 
+async def test_a_row_spooled_by_an_older_crabbot_is_written_with_nulls_for_new_columns(tmp_path):
+    """An upgrade after a kill: the spool's rows lack the columns added since; they are written,
+    not dropped."""
+    db = tmp_path / "crabbot.db"
+    folder = spool_folder(make_config(db).database)
+    assert folder is not None
+    first = await _router(db)
+    old = _decision(first, "spooled before the upgrade")
+    old.outcome = "completed"
+    await first.close()
+    dead = Spool(folder, Counter())
+    assert dead.open()
+    dead.append(row_of(old)[:-1])  # the log had no knn_swayed column then
+    dead.close(keep=True)
+    second = await _router(db)
+    try:
+        assert second.counters["log_rows_dropped"] == 0
+    finally:
+        await second.close()
+    rows = await fetch(db, "SELECT prompt, outcome, knn_swayed FROM routing_log")
+    assert rows == [("spooled before the upgrade", "completed", None)]
+
+
 async def test_rows_refused_at_a_start_are_written_once_the_database_takes_them(
     tmp_path, monkeypatch
 ):

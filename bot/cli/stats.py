@@ -84,8 +84,9 @@ def agreement_table(agreement: ShadowAgreement) -> Table:
         row(counts)
     table.add_section()
     row(agreement.overall, "bold")
+    bars = f"{agreement.min_confidence:g}, {agreement.context_min_confidence:g} if swayed"
     confident = dataclasses.replace(
-        agreement.confident, name=f"confidence >= {agreement.min_confidence:g} (would go live)"
+        agreement.confident, name=f"confidence >= {bars} (would go live)"
     )
     row(confident)
     table.caption = (
@@ -109,7 +110,9 @@ async def run_stats(args: argparse.Namespace, config: CrabbotConfig) -> int:
     try:
         summary = await routing_stats.summary(conn, since)
         cost = await cost_report(conn, config, since)
-        agreement = await shadow_agreement(conn, config.local.min_confidence, since)
+        agreement = await shadow_agreement(
+            conn, config.local.min_confidence, config.context.min_confidence, since
+        )
         mode = await get_setting(conn, "routing_mode") or config.routing.mode
         if args.plot is not None:
             from router.analytics.charts import stats_chart, write_png

@@ -50,6 +50,7 @@ class AgreementCount:
 class ShadowAgreement:
     since: float | None
     min_confidence: float
+    context_min_confidence: float  # live mode's bar when the conversation swayed the answer
     overall: AgreementCount = field(default_factory=lambda: AgreementCount("all"))
     # Only the messages the local signal was confident on: the ones it would decide when live.
     confident: AgreementCount = field(default_factory=lambda: AgreementCount("confident"))
@@ -58,6 +59,7 @@ class ShadowAgreement:
     def to_json(self) -> dict[str, object]:
         return {
             "min_confidence": self.min_confidence,
+            "context_min_confidence": self.context_min_confidence,
             "overall": self.overall.to_json(),
             "confident": self.confident.to_json(),
             "per_category": {name: row.to_json() for name, row in self.per_category.items()},
@@ -65,21 +67,27 @@ class ShadowAgreement:
 
 
 async def shadow_agreement(
-    conn: Database, min_confidence: float, since: float | None = None
+    conn: Database,
+    min_confidence: float,
+    context_min_confidence: float,
+    since: float | None = None,
 ) -> ShadowAgreement:
     """Rows where the LLM decided (source 'llm', so the row's tier is the LLM's) and the local
-    signal answered; grouped by the LLM's category."""
+    signal answered; grouped by the LLM's category. The confident ones clear live mode's bar:
+    `context_min_confidence` where the conversation swayed the local answer."""
     where = "source = 'llm' AND llm_category IS NOT NULL AND knn_tier IS NOT NULL"
-    params: tuple[float, ...] = (min_confidence,)
+    params: tuple[float, ...] = (context_min_confidence, min_confidence)
     if since is not None:
         where += " AND at >= ?"
         params += (since,)
     sql = (
         "SELECT llm_category, tier, knn_tier, knn_category = llm_category,"
-        " COALESCE(knn_confidence, 0) >= ?, COUNT(*) FROM routing_log"
+        " CASE WHEN knn_swayed = 1 THEN COALESCE(knn_confidence, 0) >= ?"
+        " ELSE COALESCE(knn_confidence, 0) >= ? END,"
+        " COUNT(*) FROM routing_log"
         f" WHERE {where} GROUP BY 1, 2, 3, 4, 5"
     )
-    report = ShadowAgreement(since=since, min_confidence=min_confidence)
+    report = ShadowAgreement(since, min_confidence, context_min_confidence)
     rows = await conn.fetch_all(sql, params)
     for category, llm_tier, knn_tier, same_category, confident, n in rows:
         if llm_tier not in TIERS or knn_tier not in TIERS:

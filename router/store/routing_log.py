@@ -42,6 +42,7 @@ COLUMNS = (
     "open_pid",
     "user_key",
     "prompt_chars",
+    "knn_swayed",
 )
 # A decision's row is written once it has ended; a long request's row is written while it is
 # open too (outcome NULL), and its final row then replaces it.
@@ -150,6 +151,7 @@ def row_of(
         os.getpid() if still_open else None,
         decision.user_key,
         len(decision.text),
+        int(decision.knn_swayed) if knn else None,
     )
 
 

@@ -185,6 +185,9 @@ SQLITE: tuple[str, ...] = (
     );
     CREATE INDEX pool_quarantine_origin ON pool_quarantine (origin);
     """,
+    # Whether the conversation, not the message, named the local signal's answer (live mode's
+    # bar is then context.min_confidence): what `/routing stats` counts as "would go live".
+    "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
 )
 
 
@@ -298,6 +301,7 @@ POSTGRESQL: tuple[str, ...] = (
         at DOUBLE PRECISION NOT NULL
     );
     """,
+    "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
 )
 
 ROUTER_MIGRATIONS = Migrations(sqlite=SQLITE, postgresql=POSTGRESQL)

@@ -192,11 +192,14 @@ def _take(path: Path) -> int | None:
     return None
 
 
-def _rows(data: bytes, path: Path) -> list[list[Any]]:
+def _rows(data: bytes, path: Path, width: int) -> list[list[Any]]:
+    """The file's rows; one spooled by an older crabbot, before the log gained a column
+    (columns are only ever added at the end), gets NULL for the columns it did not know."""
     rows, broken = [], 0
     for line in data.splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            rows.append(row + [None] * (width - len(row)))
         except ValueError:  # the last line of a write the kill cut short
             broken += 1
     if broken:
@@ -227,11 +230,14 @@ async def _write(db: Database, sql: str, rows: list[list[Any]], counters: Counte
                 counters["log_rows_dropped"] += 1
 
 
-async def replay(folder: Path, db: Database, sql: str, counters: Counter[str]) -> int | None:
+async def replay(
+    folder: Path, db: Database, sql: str, width: int, counters: Counter[str]
+) -> int | None:
     """Write the rows of the spool files of processes that died (those whose lock can be taken)
-    with `sql`, which must be idempotent (a row committed just before the kill is spooled
-    still); then remove the files. Returns the rows written; None when the database refuses
-    them for now (logged, counted as spool_errors): the files stay for the next attempt."""
+    with `sql` (`width` values a row), which must be idempotent (a row committed just before
+    the kill is spooled still); then remove the files. Returns the rows written; None when the
+    database refuses them for now (logged, counted as spool_errors): the files stay for the
+    next attempt."""
     if not folder.is_dir():
         return 0
     written = 0
@@ -244,7 +250,7 @@ async def replay(folder: Path, db: Database, sql: str, counters: Counter[str]) -
             continue
         try:
             with open(fd, "rb", closefd=False) as handle:
-                rows = _rows(handle.read(), path)
+                rows = _rows(handle.read(), path, width)
             await _write(db, sql, rows, counters)
         except (OSError, OperationalError) as exc:
             counters["spool_errors"] += 1
@@ -265,8 +271,11 @@ class SpoolReplay:
     refuses them (a start during a database restart), again in the background until it takes
     them: the process serves meanwhile, and no later start is needed."""
 
-    def __init__(self, folder: Path, db: Database, sql: str, counters: Counter[str]) -> None:
-        self.folder, self.db, self.sql, self.counters = folder, db, sql, counters
+    def __init__(
+        self, folder: Path, db: Database, sql: str, width: int, counters: Counter[str]
+    ) -> None:
+        self.folder, self.db, self.sql = folder, db, sql
+        self.width, self.counters = width, counters
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -275,7 +284,7 @@ class SpoolReplay:
 
     async def _attempt(self) -> int | None:
         try:
-            return await replay(self.folder, self.db, self.sql, self.counters)
+            return await replay(self.folder, self.db, self.sql, self.width, self.counters)
         except (OSError, DatabaseError):
             log.exception("could not write the rows a stopped process spooled")
             self.counters["spool_errors"] += 1
