@@ -7,6 +7,7 @@ from __future__ import annotations
 import stat
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,23 @@ def _decision(router: ModelRouter, text: str) -> RoutingDecision:
     decision = router.decisions.named("live", "gpt-4.1-nano", "cheap", "alias")
     decision.text, decision.conv_key, decision.at = text, "conv", time.time()
     return decision
+
+
+async def _left_by_a_killed_process(
+    db: Path, text: str, as_spooled: Callable[[tuple[Any, ...]], tuple[Any, ...]] = lambda r: r
+) -> Path:
+    """The spool folder, holding a completed decision's row as a process that died left it."""
+    folder = spool_folder(make_config(db).database)
+    assert folder is not None
+    first = await _router(db)
+    decision = _decision(first, text)
+    decision.outcome = "completed"
+    await first.close()
+    dead = Spool(folder, Counter())
+    assert dead.open()
+    dead.append(as_spooled(row_of(decision)))
+    dead.close(keep=True)  # its lock is gone, as with the process
+    return folder
 
 
 def _answered(router: ModelRouter, text: str) -> RoutingDecision:
@@ -139,16 +157,8 @@ async def test_a_row_spooled_by_an_older_crabbot_is_written_with_nulls_for_new_c
     """An upgrade after a kill: the spool's rows lack the columns added since; they are written,
     not dropped."""
     db = tmp_path / "crabbot.db"
-    folder = spool_folder(make_config(db).database)
-    assert folder is not None
-    first = await _router(db)
-    old = _decision(first, "spooled before the upgrade")
-    old.outcome = "completed"
-    await first.close()
-    dead = Spool(folder, Counter())
-    assert dead.open()
-    dead.append(row_of(old)[:-1])  # the log had no knn_swayed column then
-    dead.close(keep=True)
+    # The log had no knn_swayed column then.
+    await _left_by_a_killed_process(db, "spooled before the upgrade", lambda row: row[:-1])
     second = await _router(db)
     try:
         assert second.counters["log_rows_dropped"] == 0
@@ -164,16 +174,7 @@ async def test_rows_refused_at_a_start_are_written_once_the_database_takes_them(
     # A killed proxy started again while PostgreSQL restarts: its predecessor's rows cannot be
     # written at the start, and no later start may come. They are retried while it serves.
     db = tmp_path / "crabbot.db"
-    folder = spool_folder(make_config(db).database)
-    assert folder is not None
-    first = await _router(db)
-    spooled = _decision(first, "spooled before the kill")
-    spooled.outcome = "completed"
-    await first.close()
-    dead = Spool(folder, Counter())
-    assert dead.open()
-    dead.append(row_of(spooled))
-    dead.close(keep=True)
+    folder = await _left_by_a_killed_process(db, "spooled before the kill")
 
     write = spool_module._write
     refusals = iter([OperationalError("the database system is shutting down")])
