@@ -3,7 +3,7 @@ tier accuracy and downgrades with counts and 95% Wilson intervals, single messag
 follow-ups with the conversation key and real gaps (continuations and topic switches apart), and
 the same follow-ups sent the proxy's way (history in `messages`, no session key).
 
-    python scripts/eval_router.py [--split test|dev|dev2|dev3] [--misses]
+    python scripts/eval_router.py [--split test|dev|dev2|dev3|dev4] [--misses]
 
 The test split was written apart from the pool and nothing is fit or tuned on it; tune by
 cross-validation on the training data instead (`crabbot pool validate`,
@@ -36,6 +36,7 @@ SPLITS = {
     "dev": (DATA / "dev_set.jsonl",),
     "dev2": (DATA / "dev2_set.jsonl",),
     "dev3": (DATA / "dev3_set.jsonl",),
+    "dev4": (DATA / "dev4_set.jsonl",),
 }
 
 
