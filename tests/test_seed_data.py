@@ -53,7 +53,8 @@ def test_seed_pool_size_balance_and_languages(seed):
     assert min(share["zh-Hant"], share["zh-Hans"]) >= 0.15
     assert 0.25 <= share["en"] <= 0.40
     assert share["ja"] >= 0.20
-    assert 0.03 <= share["mixed"] <= 0.13  # families who mix languages in one message
+    # Families who mix languages in one message (Chinese or Japanese around English code too).
+    assert 0.03 <= share["mixed"] <= 0.15
 
 
 def test_seed_pool_has_no_near_duplicates(seed, seeded_db):
