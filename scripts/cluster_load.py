@@ -45,6 +45,9 @@ class Tally:
     answered: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # OpenAI-format errors, by status/code
     malformed: dict[str, int] = field(default_factory=dict)  # any other failure, by what it was
+    # Answers whose head arrived and whose body was cut, by the proxy sending them: a SIGKILL
+    # mid-answer, which no balancer can turn into an error once the head has passed.
+    cut: dict[str, int] = field(default_factory=dict)
     hung: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     routing_ms: list[float] = field(default_factory=list)  # the proxies' X-Crabbot-Routing-Ms
@@ -87,7 +90,13 @@ async def client(
             second = int(started - t0)
             try:
                 async with session.post(url, json=body, timeout=timeout) as response:
-                    payload = await response.read()
+                    try:
+                        payload = await response.read()
+                    except aiohttp.ClientPayloadError:
+                        proxy = response.headers.get("x-crabbot-proxy", "?")
+                        tally.cut[proxy] = tally.cut.get(proxy, 0) + 1
+                        tally.count(second, 1)
+                        continue
             except TimeoutError:
                 tally.hung += 1
                 tally.count(second, 2)

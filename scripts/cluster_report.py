@@ -62,7 +62,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(
         f"requests: sent {tally['sent']}, answered {tally['answered']}, failed {failed}"
         f" (OpenAI-format errors: {_counts(tally['failed'])}), other failures {other}"
-        f" ({_counts(tally['malformed'])}), hung {tally['hung']}"
+        f" ({_counts(tally['malformed'])}), cut mid-answer {_counts(tally['cut'])},"
+        f" hung {tally['hung']}"
     )
     rate = tally["answered"] / result["elapsed_s"] if result["elapsed_s"] else 0.0
     print(

@@ -77,6 +77,9 @@ def test_a_killed_proxy_and_a_restarted_database_cost_no_hang_and_no_row():
 
     assert tally["hung"] == 0, "a request got no answer within its timeout"
     assert tally["malformed"] == {}, "a failure that is not an OpenAI-format error"
+    # The one failure a balancer cannot shape: an answer cut mid-body by the kill. Only the
+    # killed proxy may have cut one.
+    assert set(tally["cut"]) <= {killed}, tally["cut"]
     # Answers kept coming after both faults, from the proxy that was left.
     assert any(
         counts[0] for second, counts in tally["timeline"].items() if int(second) > RESTART_AT
