@@ -131,7 +131,7 @@ class Tally:
     def note(
         self, section: str, keys: list[str], truth: str, decision: Any, text: str, tier_of: Any
     ) -> None:
-        bar = self.live_bar(decision.source == "prior")
+        bar = self.live_bar(decision.knn_swayed)
         for key in keys:
             self.sections[section][key].add(
                 tier_of(truth), truth, decision.tier, decision.category, decision.confidence, bar

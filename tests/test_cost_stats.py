@@ -60,22 +60,35 @@ ROWS = [
 ]  # fmt: skip
 
 
+def logged(
+    tier: str,
+    model: str,
+    source: str,
+    llm: SignalAnswer | None,
+    knn: SignalAnswer | None,
+    knn_swayed: bool = False,
+) -> RoutingDecision:
+    """A shadow-mode decision as the log keeps it, its category the LLM's (else the local's)."""
+    return RoutingDecision(
+        category=(llm or knn).category if (llm or knn) else "casual",
+        tier=tier,
+        model=model,
+        confidence=0.9,
+        source=source,
+        mode="shadow",
+        tier_mapping_version="v2",
+        latency_ms=1.0,
+        llm=llm,
+        knn=knn,
+        knn_swayed=knn_swayed,
+    )
+
+
 async def write_log(db: Path) -> None:
     conn = await open_db(db)
     await migrate(conn, "router", ROUTER_MIGRATIONS)
     for ago, tier, model, source, llm, knn, usage in ROWS:
-        decision = RoutingDecision(
-            category=(llm or knn).category if (llm or knn) else "casual",
-            tier=tier,
-            model=model,
-            confidence=0.9,
-            source=source,
-            mode="shadow",
-            tier_mapping_version="v2",
-            latency_ms=1.0,
-            llm=llm,
-            knn=knn,
-        )
+        decision = logged(tier, model, source, llm, knn)
         decision.text, decision.conv_key, decision.at = "text", "c", NOW - ago
         decision.prompt_tokens, decision.completion_tokens = usage or (None, None)
         await write_decision(conn, decision)
@@ -162,19 +175,8 @@ async def test_a_swayed_local_answer_would_go_live_only_past_the_contexts_bar(tm
     conn = await open_db(tmp_path / "log.db")
     await migrate(conn, "router", ROUTER_MIGRATIONS)
     for swayed in (False, True):
-        decision = RoutingDecision(
-            category="coding",
-            tier="strong",
-            model="big",
-            confidence=0.9,
-            source="llm",
-            mode="shadow",
-            tier_mapping_version="v2",
-            latency_ms=1.0,
-            llm=said("coding", "strong"),
-            knn=said("coding", "strong", 0.8),
-            knn_swayed=swayed,
-        )
+        llm, knn = said("coding", "strong"), said("coding", "strong", 0.8)
+        decision = logged("strong", "big", "llm", llm, knn, knn_swayed=swayed)
         decision.text, decision.at = "why?", NOW
         await write_decision(conn, decision)
     try:
