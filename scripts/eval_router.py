@@ -3,7 +3,7 @@ tier accuracy and downgrades with counts and 95% Wilson intervals, single messag
 follow-ups with the conversation key and real gaps (continuations and topic switches apart), and
 the same follow-ups sent the proxy's way (history in `messages`, no session key).
 
-    python scripts/eval_router.py [--split test|dev|dev2|dev3|dev4] [--misses]
+    python scripts/eval_router.py [--split test|dev|dev2|dev3|dev4|dev5] [--misses]
 
 The test split was written apart from the pool and nothing is fit or tuned on it; tune by
 cross-validation on the training data instead (`crabbot pool validate`,
@@ -37,6 +37,7 @@ SPLITS = {
     "dev2": (DATA / "dev2_set.jsonl",),
     "dev3": (DATA / "dev3_set.jsonl",),
     "dev4": (DATA / "dev4_set.jsonl",),
+    "dev5": (DATA / "dev5_set.jsonl",),
 }
 
 
