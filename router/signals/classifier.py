@@ -112,6 +112,7 @@ class OutOfFold:
     head: np.ndarray  # head logits
     ngrams: np.ndarray  # n-gram scores
     nearest: np.ndarray  # similarity to the nearest row of the other folds
+    read: np.ndarray  # which rows were held out and read (all, unless folds were groups)
 
 
 class LocalClassifier:
@@ -141,8 +142,11 @@ class LocalClassifier:
         labels: list[str],
         calibration: Calibration | None = None,
         folds: int = CALIBRATION_FOLDS,
+        groups: np.ndarray | None = None,
     ) -> None:
-        """Fit both views on everything; calibrate by `folds`-fold refits unless given."""
+        """Fit both views on everything; calibrate by `folds`-fold refits unless given, or, with
+        `groups` (per row: its writer's number, -1 for none), on the writers' rows, each read
+        by models that never saw its writer."""
         keep, y = self._known(texts, labels)
         kept_texts = [texts[i] for i in keep]
         self.trained_on = len(keep)
@@ -151,23 +155,39 @@ class LocalClassifier:
         self.head.fit(vectors[keep], [labels[i] for i in keep])
         self.ngrams.fit(kept_texts, y)
         if calibration is None:
-            oof = self.out_of_fold(vectors[keep], kept_texts, y, folds)
-            calibration = fit_calibration(oof.head, oof.ngrams, y, oof.nearest)
+            kept_groups = None if groups is None else groups[keep]
+            oof = self.out_of_fold(vectors[keep], kept_texts, y, folds, groups=kept_groups)
+            read = oof.read
+            calibration = fit_calibration(
+                oof.head[read], oof.ngrams[read], y[read], oof.nearest[read]
+            )
         self.calibration = calibration
 
     def out_of_fold(
-        self, vectors: np.ndarray, texts: list[str], y: np.ndarray, folds: int, seed: int = 0
+        self,
+        vectors: np.ndarray,
+        texts: list[str],
+        y: np.ndarray,
+        folds: int,
+        seed: int = 0,
+        groups: np.ndarray | None = None,
     ) -> OutOfFold:
         """Head logits, n-gram scores and the nearest neighbour's similarity for every row,
-        from models and a pool that never saw it."""
+        from models and a pool that never saw it: `folds` random folds, or one fold a group
+        (rows of group -1 are never held out, so never read)."""
         head_oof = np.zeros((len(y), len(self.categories)))
         ngram_oof = np.zeros_like(head_oof)
         nearest_oof = np.ones(len(y))
+        read = np.zeros(len(y), dtype=bool)
         hashed = [ngram_buckets(text) for text in texts]
-        order = np.random.default_rng(seed).permutation(len(y))
-        for fold in range(folds):
-            held = order[fold::folds]
-            train = np.setdiff1d(order, held)
+        fold_of = np.empty(len(y), dtype=np.int64)
+        if groups is None:
+            fold_of[np.random.default_rng(seed).permutation(len(y))] = np.arange(len(y)) % folds
+        else:
+            fold_of[:] = groups
+        for fold in np.unique(fold_of[fold_of >= 0]):
+            held = np.flatnonzero(fold_of == fold)
+            train = np.flatnonzero(fold_of != fold)
             head = SoftmaxHead(self.categories)
             head.fit(vectors[train], [self.categories[i] for i in y[train]])
             ngrams = NgramNaiveBayes(len(self.categories))
@@ -177,7 +197,8 @@ class LocalClassifier:
             head_oof[held] = head.logits(vectors[held])
             ngram_oof[held] = np.stack([ngrams.scores_buckets(hashed[i]) for i in held])
             nearest_oof[held] = nearest_similarity(vectors[held], vectors[train])
-        return OutOfFold(head_oof, ngram_oof, nearest_oof)
+            read[held] = True
+        return OutOfFold(head_oof, ngram_oof, nearest_oof, read)
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything fitted, as arrays (stored so a restart need not fit again)."""
