@@ -1,8 +1,8 @@
 """Embed the seed pool once, at build time, into router/data/seed_vectors.npz (float16, with the
 embedder id, the seed file's sha256 and the local classifier's calibration on it), so a fresh
 database is seeded without embedding or calibrating. The calibration is cross-validated by
-writer: the pooled turns of the training conversations, each read by models that never saw
-its writer's messages (text unlike the pool's is what routing meets from outside).
+writer: the pooled turns of the training conversations, each read by models fit without its
+writer's conversations (text unlike the pool's is what routing meets from outside).
 
     python scripts/build_seed_vectors.py      # after any change to router/data/seed_pool.jsonl
 """

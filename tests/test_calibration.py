@@ -67,3 +67,44 @@ def test_calibrating_by_writer_never_reads_a_writer_with_its_own_messages():
         others = vectors[writers != writers[row]]
         assert by_writer.nearest[row] == pytest.approx(float((others @ vectors[row]).max()))
     assert (by_writer.nearest[by_writer.read] < 0.99).all()
+
+
+def test_the_calibration_shipped_is_the_one_fit_on_the_writers_held_out_rows():
+    rng = np.random.default_rng(2)
+    categories = ("casual", "coding")
+    base = rng.normal(size=(90, 16))
+    labels_index = np.arange(90) % 2
+    # A writer's twins, and a few rows labelled outside the taxonomy (dropped before fitting).
+    vectors = np.vstack([base, base + rng.normal(scale=1e-3, size=base.shape)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = [categories[i] for i in np.tile(labels_index, 2)]
+    labels[:4] = ["retired"] * 4
+    texts = [f"message {i % 90} by writer {i % 90 // 30}" for i in range(180)]
+    writers = np.tile(np.arange(90) // 30, 2)
+
+    by_chance = LocalClassifier(categories)
+    by_chance.fit(vectors, texts, labels)
+    by_writer = LocalClassifier(categories)
+    by_writer.fit(vectors, texts, labels, groups=writers)
+
+    keep = np.array([label in categories for label in labels])
+    oof = by_writer.out_of_fold(
+        vectors[keep],
+        [t for t, k in zip(texts, keep, strict=True) if k],
+        np.array([categories.index(label) for label in np.array(labels)[keep]]),
+        folds=5,
+        groups=writers[keep],
+    )
+    y = np.array([categories.index(label) for label in np.array(labels)[keep]])
+    assert by_writer.calibration == fit_calibration(oof.head, oof.ngrams, y, oof.nearest)
+
+
+def test_calibrating_by_writer_refuses_to_ship_an_uncalibrated_default():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 8))
+    texts = [f"m{i}" for i in range(40)]
+    labels = ["casual", "coding"] * 20
+    with pytest.raises(ValueError, match="two writers"):
+        LocalClassifier(("casual", "coding")).fit(vectors, texts, labels, groups=np.full(40, -1))
+    with pytest.raises(ValueError, match="groups for"):
+        LocalClassifier(("casual", "coding")).fit(vectors, texts, labels, groups=np.zeros(3))

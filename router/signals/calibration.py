@@ -25,7 +25,8 @@ FAR_SLOPES = np.arange(0.0, 40.1, 2.0)
 class Calibration:
     """probs = softmax(shrink * (head_scale * head logits + ngram_scale * n-gram scores)), where
     shrink = exp(-far_slope * max(0, far_pivot - nearest)): a message further from its nearest
-    pooled neighbour than the pool's own messages are (far_pivot, their median) is less sure."""
+    pooled neighbour than the messages it was calibrated on are (far_pivot, their median
+    similarity to the rest, read out of fold) is less sure."""
 
     head_scale: float = 1.0
     ngram_scale: float = 0.0

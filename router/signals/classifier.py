@@ -147,6 +147,8 @@ class LocalClassifier:
         """Fit both views on everything; calibrate by `folds`-fold refits unless given, or, with
         `groups` (per row: its writer's number, -1 for none), on the writers' rows, each read
         by models that never saw its writer."""
+        if groups is not None and len(groups) != len(texts):
+            raise ValueError(f"{len(groups)} groups for {len(texts)} rows")
         keep, y = self._known(texts, labels)
         kept_texts = [texts[i] for i in keep]
         self.trained_on = len(keep)
@@ -158,6 +160,9 @@ class LocalClassifier:
             kept_groups = None if groups is None else groups[keep]
             oof = self.out_of_fold(vectors[keep], kept_texts, y, folds, groups=kept_groups)
             read = oof.read
+            if kept_groups is not None and len(set(kept_groups[read].tolist())) < 2:
+                # Nothing to calibrate on: never ship the uncalibrated default silently.
+                raise ValueError("calibrating by writer needs at least two writers' rows")
             calibration = fit_calibration(
                 oof.head[read], oof.ngrams[read], y[read], oof.nearest[read]
             )
