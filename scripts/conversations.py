@@ -34,13 +34,24 @@ def writer_of(conversation_id: str) -> str:
     return conversation_id.split("-", 1)[0]
 
 
-def writer_groups(conversations: list[dict[str, Any]], texts: list[str]) -> np.ndarray:
-    """Per text, the number of the writer (in sorted order) whose conversation holds it as a
-    turn, or -1."""
-    writers = sorted({writer_of(c["conversation"]) for c in conversations})
+def writer_groups(conversations: list[dict[str, Any]], rows: list[dict[str, Any]]) -> np.ndarray:
+    """Per pool row, the number of its writer, or -1 when none is known: the writer whose
+    conversation holds its text as a turn, else the row's own `writer` mark (single messages
+    written apart). Conversation writers are numbered first, in sorted order (as their folds
+    are), then the writers of single messages only."""
+    conversation_writers = sorted({writer_of(c["conversation"]) for c in conversations})
+    marked = sorted({str(row["writer"]) for row in rows if "writer" in row})
+    writers = conversation_writers + [w for w in marked if w not in conversation_writers]
     writer_of_text = {
         normalize_text(turn["text"]): writers.index(writer_of(c["conversation"]))
         for c in conversations
         for turn in c["turns"]
     }
-    return np.array([writer_of_text.get(normalize_text(text), -1) for text in texts])
+    return np.array(
+        [
+            writer_of_text.get(
+                normalize_text(row["text"]), writers.index(row["writer"]) if "writer" in row else -1
+            )
+            for row in rows
+        ]
+    )

@@ -158,7 +158,7 @@ def main() -> None:
 
     # The pool holds the conversations' standalone turns (first turns and switches): a turn's
     # "alone" probabilities come from a classifier fit without its conversation's fold.
-    row_fold = writer_groups(conversations, [row["text"] for row in rows])
+    row_fold = writer_groups(conversations, rows)
     calibration = shipped.calibration if shipped else None
     classifiers, fold_pools = [], []
     for fold in range(folds_count):

@@ -132,3 +132,29 @@ def test_training_conversations_label_every_follow_up():
                 )
     by_language = Counter(row["lang"] for row in conversations)
     assert set(by_language) == {"zh-Hant", "zh-Hans", "en", "ja", "mixed"}
+
+
+def test_pool_rows_are_grouped_by_writer_for_cross_validation():
+    """A pooled turn goes with its conversation's writer, a marked single message with its
+    mark (the same writer's conversations when the names agree), anything else with none;
+    conversation writers keep the numbers of their folds."""
+    from scripts.conversations import writer_groups
+
+    conversations = [
+        {"conversation": "tr2-en-001", "turns": [{"text": "can you fix my regex"}]},
+        {"conversation": "tr-zh-001", "turns": [{"text": "早安"}]},
+    ]
+    rows = [
+        {"text": "早安"},
+        {"text": "can you fix my regex", "writer": "pasted"},
+        {"text": "Traceback (most recent call last)", "writer": "pasted"},
+        {"text": "a reply from the first pool"},
+        {"text": "what a week", "writer": "tr2"},
+    ]
+    assert writer_groups(conversations, rows).tolist() == [0, 1, 2, -1, 1]
+
+
+def test_shipped_single_messages_of_known_writers_carry_their_mark(seed):
+    marks = Counter(row["writer"] for row in seed if "writer" in row)
+    assert set(marks) == {"tr7", "pasted", "lookalike", "smalltalk"}
+    assert min(marks.values()) >= 250
