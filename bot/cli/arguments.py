@@ -22,7 +22,7 @@ def add_pool_parser(
     common(check)
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the confusion matrix")
-    check.add_argument("--folds", type=int, default=10, help="folds for the softmax head (10)")
+    check.add_argument("--folds", type=int, default=10, help="folds for the classifier (10)")
 
     importer = actions.add_parser("import", help="import another database's pool entries")
     common(importer)
