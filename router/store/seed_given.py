@@ -7,13 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from router.store.database import Database
-from router.store.settings import get_setting
+from router.store.settings import SET_SQL, get_setting
 
 RECORD_SQL = "INSERT OR IGNORE INTO seed_given (embedder_id, text_hash) VALUES (?, ?)"
-MARK_SQL = (
-    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
-    " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
-)
 
 Statement = tuple[str, list[tuple[Any, ...]]]
 
@@ -41,5 +37,5 @@ def record(embedder_id: str, hashes: list[str], new_mark: str, at: float) -> lis
     both record the same entries."""
     return [
         (RECORD_SQL, [(embedder_id, digest) for digest in hashes]),
-        (MARK_SQL, [(_mark_key(embedder_id), new_mark, at)]),
+        (SET_SQL, [(_mark_key(embedder_id), new_mark, at)]),
     ]
