@@ -125,8 +125,8 @@ async def seed_pool(
     pool: Pool, embedder: Embedder, taxonomy: Taxonomy, progress: ProgressCallback | None
 ) -> Calibration | None:
     """Give the pool the seed entries it has never been given (seed_given): every one on first
-    start, a new release's new ones later; never one it was given and lost since (removed by the
-    family, a dedupe, a review), nor a text it holds (a label the family gave stays). Their
+    start, a new release's new ones later; never one it was given and lost since (a dedupe, an
+    admin's hand), nor a text it holds (a label the family gave stays). Their
     vectors are the shipped ones when they are this embedder's, else embedded here, reporting
     (done, total) as it goes. Return the shipped calibration when an empty pool got the whole
     seed pool (it was made for that pool), else None: a grown pool's fit is router/fitting.py's."""
