@@ -90,7 +90,8 @@ async def open_router(
                     *(embedder.aembed_message(text) for text in first_texts if text.strip())
                 )
             pool = Pool(conn, embedder.id, embedder.dim)
-            if await pool.load(rows) == 0 and config.pool.seed:
+            await pool.load(rows)
+            if config.pool.seed:  # the seed entries it was never given: all, or a release's new
                 seeded = await seed_pool(pool, embedder, taxonomy, progress)
         else:
             embedder = None

@@ -55,7 +55,7 @@ async def run_pool(args: argparse.Namespace, config: CrabbotConfig) -> int:
     conn = await open_store(config)
     try:
         if args.pool_command in ("validate", "dedupe"):
-            await seed_if_empty(conn, config, embedder, err)
+            await seed(conn, config, embedder, err)
         if args.pool_command == "validate":
             return await _validate(args, config, conn, embedder, out, err)
         if args.pool_command == "import":
@@ -70,14 +70,15 @@ async def run_pool(args: argparse.Namespace, config: CrabbotConfig) -> int:
         await conn.close()
 
 
-async def seed_if_empty(
-    conn: Database, config: CrabbotConfig, embedder: Embedder, err: Console
-) -> None:
-    """A fresh database gets the seed pool here as on any start (the same bar)."""
+async def seed(conn: Database, config: CrabbotConfig, embedder: Embedder, err: Console) -> None:
+    """The seed entries the pool was never given (all of them to a fresh database, a release's
+    new ones later) are added here as on any start (the same bar)."""
+    if not config.pool.seed:
+        return
     pool = Pool(conn, embedder.id, embedder.dim)
-    if await pool.load() == 0 and config.pool.seed:
-        with seed_progress(err) as update:
-            await seed_pool(pool, embedder, config.build_taxonomy(), update)
+    await pool.load()
+    with seed_progress(err) as update:
+        await seed_pool(pool, embedder, config.build_taxonomy(), update)
 
 
 # -- validate ------------------------------------------------------------------------------------

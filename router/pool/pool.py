@@ -120,6 +120,11 @@ class Pool:
         return self._size
 
     @property
+    def conn(self) -> Database:
+        """The database its rows are stored in."""
+        return self._conn
+
+    @property
     def vectors(self) -> np.ndarray:
         """Every vector in pool order (a copy once the pool is indexed)."""
         with self._lock:
@@ -265,16 +270,27 @@ class Pool:
             entry.user_key,
         )
 
-    async def add_many(self, entries: list[PoolEntry], at: float | None = None) -> int:
-        """Store entries whose normalized text is new; return how many were added."""
+    async def add_many(
+        self,
+        entries: list[PoolEntry],
+        at: float | None = None,
+        also: Sequence[tuple[str, list[tuple[Any, ...]]]] = (),
+    ) -> int:
+        """Store entries whose normalized text is new, and run the statements `also` (sql, rows)
+        first in the same transaction; return how many were added. They join the searchable
+        pool once committed."""
         now = time.time() if at is None else at
         fresh = self._fresh(entries)
-        if not fresh:
+        if not fresh and not also:
             return 0
         async with self._conn.transaction():
-            await self._conn.execute_many(
-                INSERT_SQL, [self._row(digest, entry, now) for digest, entry in fresh.items()]
-            )
+            for sql, rows in also:
+                if rows:
+                    await self._conn.execute_many(sql, rows)
+            if fresh:
+                await self._conn.execute_many(
+                    INSERT_SQL, [self._row(digest, entry, now) for digest, entry in fresh.items()]
+                )
         self._append(list(fresh.items()))
         return len(fresh)
 

@@ -1,6 +1,6 @@
 """The seed pool shipped with crabbot: labelled family-chat messages, and their vectors embedded
-once at build time, stored into an empty pool on first start (embedded there when the shipped
-vectors are not this embedder's)."""
+once at build time, given to each embedder's pool at start, each entry once: all on first start,
+a new release's new ones later (embedded there when the shipped vectors are not this embedder's)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -17,7 +18,9 @@ import numpy as np
 from router.embedding.embedder import Embedder
 from router.pool.pool import Pool, PoolEntry
 from router.signals.calibration import Calibration
+from router.store import seed_given
 from router.taxonomy import Taxonomy
+from router.text import text_hash
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,12 @@ BATCH = 32
 ProgressCallback = Callable[[int, int], None]
 
 
+# Where the shipped files are read from (a test points it at an older release's folder).
+DATA: resources.abc.Traversable = resources.files("router").joinpath("data")
+
+
 def _data_file(name: str) -> resources.abc.Traversable:
-    return resources.files("router").joinpath("data", name)
+    return DATA.joinpath(name)
 
 
 def seed_rows() -> list[dict[str, str]]:
@@ -42,6 +49,13 @@ def seed_rows() -> list[dict[str, str]]:
 def seed_digest() -> str:
     """The shipped vectors belong to exactly this seed file."""
     return hashlib.sha256(_data_file(SEED_FILE).read_bytes()).hexdigest()
+
+
+def seed_mark(taxonomy: Taxonomy) -> str:
+    """Names this seed file under the categories this taxonomy knows: a pool given all of its
+    entries stores it, so the next start with the same has nothing to look for."""
+    known = ",".join(sorted(taxonomy.category_tiers))
+    return hashlib.sha256(f"{seed_digest()}\n{known}".encode()).hexdigest()
 
 
 def load_seed_entries(taxonomy: Taxonomy) -> list[tuple[str, str]]:
@@ -110,31 +124,60 @@ def shipped_vectors(embedder: Embedder) -> ShippedVectors | None:
 async def seed_pool(
     pool: Pool, embedder: Embedder, taxonomy: Taxonomy, progress: ProgressCallback | None
 ) -> Calibration | None:
-    """Fill an empty pool with the seed entries: the shipped vectors when they are this
-    embedder's (then return their calibration, made for the whole seed pool), else embedded
-    here, reporting (done, total) as it goes."""
+    """Give the pool the seed entries it has never been given (seed_given): every one on first
+    start, a new release's new ones later; never one it was given and lost since (a dedupe, an
+    admin's hand), nor a text it holds (a label the family gave stays). Their
+    vectors are the shipped ones when they are this embedder's, else embedded here, reporting
+    (done, total) as it goes. Return the shipped calibration when an empty pool got the whole
+    seed pool (it was made for that pool), else None: a grown pool's fit is router/fitting.py's."""
+    conn, embedder_id = pool.conn, pool.embedder_id
+    mark = seed_mark(taxonomy)
+    if await seed_given.mark(conn, embedder_id) == mark:
+        return None  # this seed file is all given: the start reads nothing more
+    was_empty = len(pool) == 0
     entries = load_seed_entries(taxonomy)
-    shipped = shipped_vectors(embedder)
-    if shipped is not None:
-        matrix = np.stack([shipped.by_text[text] for text, _ in entries]) if entries else None
-        if progress is not None:
-            progress(len(entries), len(entries))
-    else:
-        vectors: list[np.ndarray] = []
-        for start in range(0, len(entries), BATCH):
-            chunk = [text for text, _ in entries[start : start + BATCH]]
-            vectors.append(await embedder.aembed(chunk))
-            if progress is not None:
-                progress(min(start + BATCH, len(entries)), len(entries))
-        matrix = np.concatenate(vectors) if vectors else None
-    if matrix is None:
-        return None
-    await pool.add_many(
+    given = await seed_given.given(conn, embedder_id)
+    offered: dict[str, tuple[str, str]] = {}
+    for text, category in entries:
+        digest = text_hash(text)
+        if digest not in given:
+            offered.setdefault(digest, (text, category))
+    wanted = [entry for entry in offered.values() if not pool.contains_text(entry[0])]
+    shipped = shipped_vectors(embedder) if wanted else None
+    vectors = await _vectors(wanted, embedder, shipped, progress)
+    added = await pool.add_many(
         [
             PoolEntry(text, category, vector, "seed", None)
-            for (text, category), vector in zip(entries, matrix, strict=True)
-        ]
+            for (text, category), vector in zip(wanted, vectors, strict=True)
+        ],
+        also=seed_given.record(embedder_id, list(offered), mark, time.time()),
     )
-    if shipped is None or len(entries) != len(shipped.by_text):
+    if added and was_empty:
+        log.info("seeded the pool with %d entries", added)
+    elif added:
+        log.info("this release's seed pool added %d new entries to the pool", added)
+    if shipped is None or not was_empty or len(wanted) != len(entries):
+        return None
+    if len(entries) != len(shipped.by_text):
         return None  # the calibration was made for the whole shipped pool
     return shipped.calibration
+
+
+async def _vectors(
+    entries: list[tuple[str, str]],
+    embedder: Embedder,
+    shipped: ShippedVectors | None,
+    progress: ProgressCallback | None,
+) -> list[np.ndarray]:
+    """The entries' vectors: the shipped ones, else embedded here in batches."""
+    if shipped is not None:
+        if progress is not None:
+            progress(len(entries), len(entries))
+        return [shipped.by_text[text] for text, _ in entries]
+    vectors: list[np.ndarray] = []
+    for start in range(0, len(entries), BATCH):
+        chunk = [text for text, _ in entries[start : start + BATCH]]
+        vectors.extend(await embedder.aembed(chunk))
+        if progress is not None:
+            progress(min(start + BATCH, len(entries)), len(entries))
+    return vectors

@@ -6,6 +6,19 @@ from __future__ import annotations
 
 from router.store.migrations import Migrations
 
+# The shipped seed entries each embedder's pool has ever been given (router/pool/seed.py): a
+# release's new ones are added at start, never one the family removed. A database from before
+# starts with its seed-labelled rows (what it had removed before the upgrade is not known).
+SEED_GIVEN = """
+    CREATE TABLE seed_given (
+        embedder_id TEXT NOT NULL,
+        text_hash TEXT NOT NULL,
+        PRIMARY KEY (embedder_id, text_hash)
+    );
+    INSERT INTO seed_given (embedder_id, text_hash)
+        SELECT embedder_id, prompt_hash FROM pool WHERE label_source = 'seed';
+    """
+
 SQLITE: tuple[str, ...] = (
     """
     CREATE TABLE settings (
@@ -188,6 +201,7 @@ SQLITE: tuple[str, ...] = (
     # Whether the conversation, not the message, named the local signal's answer (live mode's
     # bar is then context.min_confidence): what `/routing stats` counts as "would go live".
     "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
+    SEED_GIVEN,
 )
 
 
@@ -302,6 +316,7 @@ POSTGRESQL: tuple[str, ...] = (
     );
     """,
     "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
+    SEED_GIVEN,
 )
 
 ROUTER_MIGRATIONS = Migrations(sqlite=SQLITE, postgresql=POSTGRESQL)

@@ -18,14 +18,15 @@ async def get_setting(conn: Database, key: str) -> str | None:
     return str(row[0]) if row else None
 
 
+SET_SQL = (
+    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
+
+
 async def set_setting(conn: Database, key: str, value: str) -> None:
     async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at",
-            (key, value, time.time()),
-        )
+        await conn.execute(SET_SQL, (key, value, time.time()))
 
 
 MODE_KEY = "routing_mode"
