@@ -366,12 +366,16 @@ class ClassifierFitting:
             self.counters["db_errors"] += 1
 
     async def _stored_calibration(self) -> Calibration | None:
-        """The last cross-validated calibration, when it was made for this embedder on a pool
-        of about this size."""
+        """The last cross-validated calibration, when it was made for this embedder's pool of
+        about this size, by this release's classifier."""
         raw = await settings.get_setting(self.conn, CALIBRATION_KEY)
         try:
             stored = json.loads(raw) if raw else None
             if stored is None or stored["embedder_id"] != self.local.embedder.id:
+                return None
+            # Made for another classifier (an earlier release's head): its scales mean nothing
+            # to this one's logits.
+            if stored.get("state_version") != fitted_state.STATE_VERSION:
                 return None
             if len(self.local.pool) > stored["pool_size"] * REFIT_GROWTH:
                 return None
@@ -388,6 +392,7 @@ class ClassifierFitting:
         classifier = self.local.classifier
         value = {
             "embedder_id": self.local.embedder.id,
+            "state_version": fitted_state.STATE_VERSION,
             "pool_size": classifier.trained_on,
             "head_scale": classifier.calibration.head_scale,
             "ngram_scale": classifier.calibration.ngram_scale,

@@ -173,8 +173,8 @@ def main() -> None:
         )
         classifiers.append(classifier)
     print(
-        f"local classifier on {len(rows)} seed entries ({int((row_fold >= 0).sum())} from the"
-        f" training conversations, left out by fold): {classifiers[0].calibration}"
+        f"local classifier on {len(rows)} seed entries ({int((row_fold >= 0).sum())} of a known"
+        f" writer, left out with that writer's fold): {classifiers[0].calibration}"
     )
 
     def read_alone(fold: int, text: str) -> np.ndarray:

@@ -208,3 +208,25 @@ async def test_processes_starting_at_once_add_the_new_entries_once(tmp_path, emb
     assert len(rows) == len({h for (h,) in rows}) == len(newer_rows())
     given = await fetch(db, "SELECT COUNT(*) FROM seed_given")
     assert given == [(len(newer_rows()),)]
+
+
+async def test_an_earlier_releases_calibration_is_not_applied_to_this_releases_classifier(
+    tmp_path, embedder, monkeypatch
+):
+    """The stored calibration scales one classifier's scores: an upgrade whose classifier fits
+    another kind of head calibrates again instead of reading the new scores with old scales."""
+    db = tmp_path / "family.db"
+    release(tmp_path / "old", older_rows(), monkeypatch)
+    await (await start(db, embedder)).close()
+    stale = {"embedder_id": embedder.id, "pool_size": 40, "head_scale": 2.47, "ngram_scale": 1.5}
+    await write(
+        db, "UPDATE settings SET value = ? WHERE key = 'local_calibration'", (json.dumps(stale),)
+    )
+    router = await start(db, embedder)
+    try:
+        assert router.local is not None
+        assert router.local.classifier.calibration.head_scale != 2.47
+    finally:
+        await router.close()
+    (stored,) = await fetch(db, "SELECT value FROM settings WHERE key = 'local_calibration'")
+    assert json.loads(stored[0])["head_scale"] != 2.47
