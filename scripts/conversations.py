@@ -35,8 +35,9 @@ def writer_of(conversation_id: str) -> str:
 
 
 def writer_groups(conversations: list[dict[str, Any]], rows: list[dict[str, Any]]) -> np.ndarray:
-    """Per pool row, the number of its writer, or -1 when none is known: the writer whose
-    conversation holds its text as a turn, else the row's own `writer` mark (single messages
+    """Per pool row, the number of its writer, or -1 when none is known: a writer whose
+    conversation holds its text as a turn (the last read, for the few short texts such as "ok
+    thanks" that several writers wrote), else the row's own `writer` mark (single messages
     written apart). Conversation writers are numbered first, in sorted order (as their folds
     are), then the writers of single messages only."""
     conversation_writers = sorted({writer_of(c["conversation"]) for c in conversations})
@@ -50,7 +51,8 @@ def writer_groups(conversations: list[dict[str, Any]], rows: list[dict[str, Any]
     return np.array(
         [
             writer_of_text.get(
-                normalize_text(row["text"]), writers.index(row["writer"]) if "writer" in row else -1
+                normalize_text(row["text"]),
+                writers.index(str(row["writer"])) if "writer" in row else -1,
             )
             for row in rows
         ]

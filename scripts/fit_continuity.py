@@ -172,9 +172,10 @@ def main() -> None:
             calibration,
         )
         classifiers.append(classifier)
+    held_out = int(((row_fold >= 0) & (row_fold < folds_count)).sum())
     print(
-        f"local classifier on {len(rows)} seed entries ({int((row_fold >= 0).sum())} of a known"
-        f" writer, left out with that writer's fold): {classifiers[0].calibration}"
+        f"local classifier on {len(rows)} seed entries ({held_out} of a conversation writer,"
+        f" left out of that writer's fold): {classifiers[0].calibration}"
     )
 
     def read_alone(fold: int, text: str) -> np.ndarray:

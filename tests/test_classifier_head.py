@@ -35,3 +35,14 @@ def test_the_same_pool_fits_the_same_head():
     restored = HiddenLayerHead(("casual", "coding"))
     restored.load_state(first.state(), first.trained_on)
     assert np.array_equal(restored.logits(vectors), first.logits(vectors))
+
+
+def test_a_fit_stored_by_this_release_is_no_head_to_an_older_reader():
+    """An older release still running beside upgraded files (its refit child starts from
+    them) must not read the output layer as its linear head's weights: the names it looked
+    for are absent, so it falls back to the k-NN vote."""
+    vectors, labels = crossed_rows(100, seed=3)
+    head = HiddenLayerHead(("casual", "coding"))
+    head.fit(vectors, labels)
+    linear_heads_names = {"head_weights", "head_bias", "head_mean", "head_scale"}
+    assert not linear_heads_names & set(head.state())

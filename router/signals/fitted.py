@@ -11,7 +11,7 @@ import numpy as np
 
 from router.pool.vector_index import EXACT_LIMIT, CoarseIndex
 from router.signals.calibration import Calibration
-from router.signals.classifier import LocalClassifier
+from router.signals.classifier import HiddenLayerHead, LocalClassifier
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class FittedPool:
         """Raises ValueError or KeyError on bytes that are not a fitted state."""
         with np.load(io.BytesIO(blob)) as stored:
             arrays = {name: stored[name] for name in stored}
-        if "head_weights" in arrays:
+        if HiddenLayerHead.STATE_NAMES["weights"] in arrays:
             classifier = LocalClassifier.from_state(categories, arrays)
         else:  # too little to fit: the k-NN vote answers
             classifier = LocalClassifier(categories)
