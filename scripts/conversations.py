@@ -34,15 +34,21 @@ def writer_of(conversation_id: str) -> str:
     return conversation_id.split("-", 1)[0]
 
 
+def conversation_writers(conversations: list[dict[str, Any]]) -> list[str]:
+    """The training conversations' writers in sorted order: a writer's place is its fold's
+    number in cross-validation and its group's in writer_groups."""
+    return sorted({writer_of(c["conversation"]) for c in conversations})
+
+
 def writer_groups(conversations: list[dict[str, Any]], rows: list[dict[str, Any]]) -> np.ndarray:
     """Per pool row, the number of its writer, or -1 when none is known: a writer whose
     conversation holds its text as a turn (the last read, for the few short texts such as "ok
     thanks" that several writers wrote), else the row's own `writer` mark (single messages
     written apart). Conversation writers are numbered first, in sorted order (as their folds
     are), then the writers of single messages only."""
-    conversation_writers = sorted({writer_of(c["conversation"]) for c in conversations})
+    writers = conversation_writers(conversations)
     marked = sorted({str(row["writer"]) for row in rows if "writer" in row})
-    writers = conversation_writers + [w for w in marked if w not in conversation_writers]
+    writers += [w for w in marked if w not in writers]
     writer_of_text = {
         normalize_text(turn["text"]): writers.index(writer_of(c["conversation"]))
         for c in conversations

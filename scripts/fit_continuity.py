@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from conversations import context_of, gap_since, writer_groups, writer_of
+from conversations import context_of, conversation_writers, gap_since, writer_groups, writer_of
 
 from router.config import ContextSettings, LocalSignalSettings
 from router.embedding.embedder import Embedder
@@ -150,7 +150,7 @@ def main() -> None:
     conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line]
     texts = sorted({turn["text"] for c in conversations for turn in c["turns"]})
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
-    writers = sorted({writer_of(c["conversation"]) for c in conversations})
+    writers = conversation_writers(conversations)
     fold_of = {
         c["conversation"]: writers.index(writer_of(c["conversation"])) for c in conversations
     }

@@ -156,10 +156,10 @@ async def seed_pool(
         log.info("seeded the pool with %d entries", added)
     elif added:
         log.info("this release's seed pool added %d new entries to the pool", added)
-    if shipped is None or not was_empty or len(wanted) != len(entries):
+    # The shipped calibration was made for the whole shipped pool, given to an empty one.
+    whole = was_empty and len(wanted) == len(entries)
+    if shipped is None or not whole or len(entries) != len(shipped.by_text):
         return None
-    if len(entries) != len(shipped.by_text):
-        return None  # the calibration was made for the whole shipped pool
     return shipped.calibration
 
 
