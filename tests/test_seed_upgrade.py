@@ -9,8 +9,10 @@ import asyncio
 import functools
 import json
 import logging
+from dataclasses import astuple
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.cli import main
@@ -230,3 +232,38 @@ async def test_an_earlier_releases_calibration_is_not_applied_to_this_releases_c
         await router.close()
     (stored,) = await fetch(db, "SELECT value FROM settings WHERE key = 'local_calibration'")
     assert json.loads(stored[0])["head_scale"] != 2.47
+
+
+async def test_an_upgraded_pool_of_about_the_seed_pools_size_reads_as_a_new_install_does(
+    seeded_db, embedder
+):
+    """An earlier release's calibration is refused; a pool about the shipped one's size then
+    takes the calibration shipped with it (chosen by held-out writer), not one its start would
+    make from random folds: a message gets the confidence a new install gives it."""
+    text = "可以幫我把這段 email 改得客氣一點嗎 要寄給房東"
+    new_install, first = await start_and_route(seeded_db, embedder, text)
+    assert new_install.local is not None
+    size = new_install.pool_size
+    earlier = {
+        "embedder_id": embedder.id,
+        "state_version": "2",
+        "pool_size": size,
+        "head_scale": 0.7,
+        "ngram_scale": 0.6,
+        "far_slope": 2.0,
+        "far_pivot": 0.9,
+    }
+    await write(
+        seeded_db,
+        "UPDATE settings SET value = ? WHERE key = 'local_calibration'",
+        (json.dumps(earlier),),
+    )
+    upgraded, second = await start_and_route(seeded_db, embedder, text)
+    assert upgraded.local is not None
+    vectors = Path(seed.__file__).resolve().parent.parent / "data" / seed.VECTORS_FILE
+    with np.load(vectors) as data:
+        shipped_scales = tuple(float(x) for x in data["calibration"])
+    assert astuple(upgraded.local.classifier.calibration) == shipped_scales
+    assert (second.category, second.confidence) == (first.category, first.confidence)
+    (stored,) = await fetch(seeded_db, "SELECT value FROM settings WHERE key = 'local_calibration'")
+    assert json.loads(stored[0])["state_version"] != "2"

@@ -28,6 +28,9 @@ SEED_FILE = "seed_pool.jsonl"
 VECTORS_FILE = "seed_vectors.npz"  # written by scripts/build_seed_vectors.py
 SPOT_CHECKS = 6  # shipped vectors re-embedded at start: a changed model must not slip in
 SPOT_CHECK_COSINE = 0.99  # float16 storage keeps cosine above 0.999 for the same model
+# A pool this much larger or smaller than the shipped one is still read with the shipped
+# calibration (as a stored calibration serves until its pool grows by 5%).
+SHIPPED_CALIBRATION_SLACK = 1.05
 BATCH = 32
 
 ProgressCallback = Callable[[int, int], None]
@@ -128,12 +131,12 @@ async def seed_pool(
     start, a new release's new ones later; never one it was given and lost since (a dedupe, an
     admin's hand), nor a text it holds (a label the family gave stays). Their
     vectors are the shipped ones when they are this embedder's, else embedded here, reporting
-    (done, total) as it goes. Return the shipped calibration when an empty pool got the whole
-    seed pool (it was made for that pool), else None: a grown pool's fit is router/fitting.py's."""
+    (done, total) as it goes. Return the shipped calibration when it serves the pool (see
+    shipped_calibration), else None: then router/fitting.py calibrates on the pool itself."""
     conn, embedder_id = pool.conn, pool.embedder_id
     mark = seed_mark(taxonomy)
-    if await seed_given.mark(conn, embedder_id) == mark:
-        return None  # this seed file is all given: the start reads nothing more
+    if await seed_given.mark(conn, embedder_id) == mark:  # this seed file is all given
+        return shipped_calibration(embedder_id, len(pool))
     was_empty = len(pool) == 0
     entries = load_seed_entries(taxonomy)
     given = await seed_given.given(conn, embedder_id)
@@ -156,11 +159,26 @@ async def seed_pool(
         log.info("seeded the pool with %d entries", added)
     elif added:
         log.info("this release's seed pool added %d new entries to the pool", added)
-    # The shipped calibration was made for the whole shipped pool, given to an empty one.
-    whole = was_empty and len(wanted) == len(entries)
-    if shipped is None or not whole or len(entries) != len(shipped.by_text):
+    return shipped_calibration(embedder_id, len(pool))
+
+
+def shipped_calibration(embedder_id: str, pool_size: int) -> Calibration | None:
+    """The calibration shipped with the seed vectors, when they are this embedder's for this
+    seed file and the pool is about the seed pool's size: it was chosen by held-out writer on
+    that pool, which a start's own calibration (random folds) cannot do."""
+    try:
+        with _data_file(VECTORS_FILE).open("rb") as handle, np.load(handle) as data:
+            embedder_of, digest = str(data["embedder_id"]), str(data["seed_sha256"])
+            calibration = Calibration(*(float(x) for x in data["calibration"]))
+    except (OSError, KeyError, ValueError, TypeError):
         return None
-    return shipped.calibration
+    seed_size = sum(1 for line in _data_file(SEED_FILE).read_bytes().splitlines() if line.strip())
+    near = (
+        seed_size / SHIPPED_CALIBRATION_SLACK <= pool_size <= seed_size * SHIPPED_CALIBRATION_SLACK
+    )
+    if embedder_of != embedder_id or digest != seed_digest() or not near:
+        return None
+    return calibration
 
 
 async def _vectors(
