@@ -89,7 +89,7 @@ def test_matrix_loo_is_the_routers_own_vote(seeded_db, embedder):
 def test_validate_reports_both_classifiers_and_a_consistent_confusion(seeded_db, embedder):
     pool = asyncio.run(load(seeded_db, embedder))
     report = validate(pool.vectors, pool.categories, V2, texts=pool.texts, k=10,
-                      downgrade_cost=2.5, threshold=0.6)  # fmt: skip
+                      downgrade_cost=2.5, threshold=0.6, folds=3)  # fmt: skip
     assert [r.name for r in report.classifiers] == ["head", "knn"]
     for result in report.classifiers:
         assert result.n == len(pool) == int(result.confusion.sum())
@@ -116,16 +116,16 @@ def test_validate_reports_both_classifiers_and_a_consistent_confusion(seeded_db,
 def test_validate_cli_json_and_plot(seeded_db, tmp_path, capsys):
     plot = tmp_path / "confusion.png"
     code, out, _ = cli(capsys, "pool", "validate", "--db", str(seeded_db), "--json",
-                       "--plot", str(plot))  # fmt: skip
+                       "--plot", str(plot), "--folds", "3")  # fmt: skip
     assert code == 0
     data = json.loads(out)
     assert 0.85 < data["tier_accuracy"] <= 1 and 0.8 < data["category_accuracy"] <= 1
     assert data["classifier"] == "head" and data["pool_size"] == len(seed_rows())
     assert 0 <= data["calibration"]["expected_calibration_error"] < 0.05
-    assert "10-fold" in data["classifiers"][0]["method"]
+    assert "3-fold" in data["classifiers"][0]["method"]
     assert "leave-one-out" in data["classifiers"][1]["method"]
     assert png_size(plot) == (800, 700)
-    code, out, _ = cli(capsys, "pool", "validate", "--db", str(seeded_db))
+    code, out, _ = cli(capsys, "pool", "validate", "--db", str(seeded_db), "--folds", "3")
     assert code == 0 and "merge candidates: none" in out and "downgrades" in out
     assert "expected calibration error" in out and "decides" in out
 
@@ -135,7 +135,7 @@ def test_a_known_merge_is_named_and_its_dry_run_changes_nothing(seeded_db, tmp_p
     config = tmp_path / "v1.toml"
     config.write_text('[taxonomy]\nversion = "v1"\n')
     code, out, _ = cli(capsys, "pool", "validate", "--db", str(seeded_db), "--config",
-                       str(config), "--json")  # fmt: skip
+                       str(config), "--json", "--folds", "3")  # fmt: skip
     assert code == 0
     data = json.loads(out)
     merges = [(m["merge"], m["into"]) for m in data["merge_candidates"]]
@@ -143,8 +143,8 @@ def test_a_known_merge_is_named_and_its_dry_run_changes_nothing(seeded_db, tmp_p
     assert data["merge_candidates"][0]["category_accuracy_gain"] > 0.03
 
     before = table_dump(seeded_db)
-    code, out, _ = cli(capsys, "taxonomy", "merge", "research_lookup", "analysis", "--db",
-                       str(seeded_db), "--config", str(config), "--json")  # fmt: skip
+    code, out, _ = cli(capsys, "taxonomy", "merge", "research_lookup", "analysis", "--json",
+                       "--db", str(seeded_db), "--config", str(config), "--folds", "3")  # fmt: skip
     assert code == 0
     assert table_dump(seeded_db) == before
     plan = json.loads(out)
@@ -159,7 +159,7 @@ def test_a_known_merge_is_named_and_its_dry_run_changes_nothing(seeded_db, tmp_p
     assert new["knn"]["tier_accuracy"] == old["knn"]["tier_accuracy"]
     assert abs(new["head"]["tier_accuracy"] - old["head"]["tier_accuracy"]) <= 0.03
     code, out, _ = cli(capsys, "taxonomy", "merge", "research_lookup", "analysis", "--db",
-                       str(seeded_db), "--config", str(config))  # fmt: skip
+                       str(seeded_db), "--config", str(config), "--folds", "3")  # fmt: skip
     assert code == 0 and "dry run" in out and "taxonomy v1 → v2" in out
     assert table_dump(seeded_db) == before
 

@@ -85,6 +85,9 @@ def add_taxonomy_parser(
     merge.add_argument("target", metavar="TO")
     merge.add_argument("--apply", action="store_true", help="do it (default: dry run)")
     merge.add_argument("--json", action="store_true", help="print one JSON object")
+    merge.add_argument(
+        "--folds", type=int, default=10, help="folds for the dry run's accuracy (10)"
+    )
     show = actions.add_parser("show", help="the config's map, the stored version and the audit")
     common(show)
 

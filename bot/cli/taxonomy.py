@@ -64,14 +64,23 @@ def _print_plan(plan: MergePlan, out: Console) -> None:
 
 
 async def _accuracy(
-    plan: MergePlan, config: CrabbotConfig, conn: Database, err: Console
+    plan: MergePlan, config: CrabbotConfig, conn: Database, err: Console, folds: int
 ) -> tuple[ValidationReport, ValidationReport] | str:
-    """The pool validated before and after the merge, or why it could not be."""
+    """The pool validated (`folds`-fold) before and after the merge, or why it could not be."""
     embedder = await load_embedder(config)
     try:
-        before = await validation_report(conn, config, embedder.id, embedder.dim, plan.before, err)
+        before = await validation_report(
+            conn, config, embedder.id, embedder.dim, plan.before, err, folds=folds
+        )
         after = await validation_report(
-            conn, config, embedder.id, embedder.dim, plan.after, err, {plan.source: plan.target}
+            conn,
+            config,
+            embedder.id,
+            embedder.dim,
+            plan.after,
+            err,
+            {plan.source: plan.target},
+            folds=folds,
         )
     except PoolToolError as exc:
         return str(exc)
@@ -134,7 +143,7 @@ async def _merge(
     if not args.json:
         _print_plan(plan, out)
     if not args.apply:
-        accuracy = await _accuracy(plan, config, conn, err)
+        accuracy = await _accuracy(plan, config, conn, err, args.folds)
         if args.json:
             if isinstance(accuracy, str):
                 data["accuracy"] = {"not_measured": accuracy}

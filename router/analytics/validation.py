@@ -24,13 +24,13 @@ BLOCK_ROWS = 512  # rows of the similarity matrix computed at once (512 x 10k fl
 # the other category, and the two take each other for at least half of their category errors.
 MIN_PAIR_CONFUSION = 0.25
 MIN_ERROR_SHARE = 0.5
-METHODS = {
+METHODS = {  # {folds}: the head's folds
     "head": (
-        f"{HEAD_FOLDS}-fold cross-validation of the embedding head and the n-gram view, calibrated"
+        "{folds}-fold cross-validation of the embedding head and the n-gram view, calibrated"
         " on those out-of-fold scores (two weights)"
     ),
     "knn": "leave-one-out (one similarity matrix, each entry's own row masked)",
-    "blend": f"mean of the head ({HEAD_FOLDS}-fold) and the k-NN vote (leave-one-out)",
+    "blend": "mean of the head ({folds}-fold) and the k-NN vote (leave-one-out)",
 }
 
 
@@ -258,6 +258,7 @@ def score(
     taxonomy: Taxonomy,
     downgrade_cost: float,
     with_pairs: bool = True,
+    folds: int = HEAD_FOLDS,
 ) -> ClassifierReport:
     categories = taxonomy.categories
     category_tier = np.array([TIERS.index(taxonomy.tier_of(c)) for c in categories])
@@ -281,7 +282,7 @@ def score(
         )
     report = ClassifierReport(
         name=name,
-        method=METHODS[name],
+        method=METHODS[name].format(folds=folds),
         categories=categories,
         n=len(label_index),
         category_correct=int((predicted == label_index).sum()),
@@ -385,7 +386,10 @@ def validate(
         head = head_kfold_probs(vectors, texts, label_index, categories, folds, progress)
     signals = {"head": head, "knn": knn, "blend": 0.5 * head + 0.5 * knn}
     order = [classifier] + [name for name in ("head", "knn") if name != classifier]
-    reports = [score(name, signals[name], label_index, taxonomy, downgrade_cost) for name in order]
+    reports = [
+        score(name, signals[name], label_index, taxonomy, downgrade_cost, folds=folds)
+        for name in order
+    ]
     return ValidationReport(
         taxonomy_version=taxonomy.version,
         pool_size=len(labels),
