@@ -20,7 +20,7 @@ from router.signals.continuity import PreviousTurn
 from router.signals.local_signal import LocalSignal
 from router.store import routing_log
 from router.store.database import Database, DatabaseError
-from router.text import earlier_user_texts, normalize_text
+from router.text import author_of, earlier_user_texts, normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +90,30 @@ class ConversationContext:
             self.counters["local_errors"] += 1
             return logged
 
-    async def replied(self, quoted: str, conv_key: str | None, now: float) -> PreviousTurn | None:
+    async def replied(
+        self,
+        quoted: str,
+        conv_key: str | None,
+        now: float,
+        user_key: str | None = None,
+        history: Sequence[dict[str, Any]] | None = None,
+        name: str | None = None,
+    ) -> PreviousTurn | None:
         """The message a turn replies to as its context, when the router knows it: a turn kept
         of the conversation with that text (its task and time as routed), else a message whose
-        vector is cached, read alone. None otherwise: reading it would cost a second embedding."""
+        vector is cached, read alone. None otherwise: reading it would cost a second embedding.
+        Whether someone else sent it is read from the kept turn's speaker against `user_key`,
+        else from the `name` on it in `history` against the speaker's `name`."""
         if not self.config.context.enabled or not quoted.strip():
             return None
         key = normalize_text(quoted[:PRIOR_TEXT_CHARS])
-        for (conv, _), turn in reversed(self._previous.items()):
+        author = author_of(quoted, history, PRIOR_TEXT_CHARS)
+        another = None not in (author, name) and author != name
+        for (conv, sender), turn in reversed(self._previous.items()):
             if conv == conv_key and normalize_text(turn.text) == key:
-                return PreviousTurn(turn.category, turn.at, quoted)
+                if None not in (sender, user_key):
+                    another = sender != user_key
+                return PreviousTurn(turn.category, turn.at, quoted, another_speaker=another)
         if self.local is None or not self.local.ready or self.local.embedder.cached(quoted) is None:
             return None
         try:
@@ -108,7 +122,9 @@ class ConversationContext:
             log.exception("could not read the message replied to")
             self.counters["local_errors"] += 1
             return None
-        return PreviousTurn(result.answer.category, None, quoted) if result.answer else None
+        if result.answer is None:
+            return None
+        return PreviousTurn(result.answer.category, None, quoted, another_speaker=another)
 
     async def previous_turn(
         self, conv_key: str | None, user_key: str | None = None

@@ -171,7 +171,9 @@ class ModelRouter:
         user turns in `history` (OpenAI-style messages, the bot's memory or a proxy request's;
         `name` is how the speaker shows in their `name` fields), else the speaker's
         (`user_key`) last decision in the conversation's log. A reply to a message it does not
-        know is read with the quote under its words (one embedding either way)."""
+        know is read with the quote under its words (one embedding either way). A reply to
+        someone else's message (its speaker routed it, or `history` names them) weighs as such:
+        rarely a request to go on with their task."""
         if not readable(text):  # empty, blanks, zero-width or control characters only
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
@@ -180,7 +182,9 @@ class ModelRouter:
         replied_to = (replied_to or "").strip() or None
         previous = None
         if replied_to and mode != "off":
-            previous = await self.context.replied(replied_to, conv_key, now)
+            previous = await self.context.replied(
+                replied_to, conv_key, now, user_key, history, name
+            )
         if replied_to and previous is None:
             text = f"{text.strip()}\n\n{replied_to}"
         if previous is None and mode != "off":

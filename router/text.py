@@ -92,6 +92,18 @@ def earlier_user_texts(
     return texts[::-1]
 
 
+def author_of(quoted: str, messages: Sequence[dict[str, Any]] | None, chars: int) -> str | None:
+    """The `name` of the newest user message in `messages` whose words (a reply's, without
+    what it quoted) are `quoted`, compared on their first `chars` characters; None when no
+    message is, or it names nobody."""
+    key = normalize_text(quoted[:chars])
+    for index, text in user_texts_backwards(messages):
+        if normalize_text(split_quote(text)[0][:chars]) == key:
+            name = (messages or ())[index].get("name")
+            return str(name) if name else None
+    return None
+
+
 def last_user_text(messages: Sequence[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The last user message with text, and the messages before it; ("", []) when none has."""
     for index, text in user_texts_backwards(messages):

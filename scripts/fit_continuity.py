@@ -207,6 +207,7 @@ def main() -> None:
                 previous_index=categories.index(previous.category),
                 cue=0.0,
                 embedding_cue=0.0,
+                another_speaker=before.get("speaker") != turn.get("speaker"),
             )
             samples.append(
                 (

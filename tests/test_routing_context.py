@@ -91,6 +91,36 @@ async def test_in_a_group_each_person_reads_their_own_previous_turn(seeded_db, e
     assert hers.tier == "cheap"
 
 
+async def test_a_reply_to_someone_elses_request_carries_it_only_when_it_asks_for_more(
+    seeded_db, embedder
+):
+    """Dad's reply to mom's SQL question is his own chatter, unless it asks for more of her
+    task; the same read through a proxy, from the names in the history."""
+    request = "SQLで、先月1回もログインしてないユーザーを抽出したい"
+    chatter, more = "週末なのにまだ仕事してるの？", "MySQLならどう書く？"
+    history = [
+        {"role": "user", "name": "mom", "content": request},
+        {"role": "assistant", "content": "(answer)"},
+    ]
+    router = await open_router(seeded_db, embedder)
+    mom, dad = "telegram:1", "telegram:2"
+    try:
+        asked = await router.route(request, conv_key="group", at=START, user_key=mom)
+        his = await router.route(
+            chatter, conv_key="group", at=START + 20, user_key=dad, replied_to=request
+        )
+        then = await router.route(
+            more, conv_key="group", at=START + 40, user_key=dad, replied_to=request
+        )
+        stateless = await router.route(chatter, history=history, name="dad", replied_to=request)
+    finally:
+        await router.close()
+    assert asked.tier == "strong"
+    assert (his.tier, his.category) == ("cheap", "casual")
+    assert (then.tier, then.category) == ("strong", "coding")
+    assert stateless.tier == "cheap"
+
+
 async def test_a_stateless_history_with_names_reads_the_speakers_own_turns(seeded_db, embedder):
     history = [
         {"role": "user", "name": "kenji", "content": "write a bash loop that renames every .JPG"},

@@ -1,7 +1,8 @@
 """Continuity: does a turn continue the previous task or start a new one? A logistic model over
 the turn and its context (length in tokens, similarity to the previous user message, the gap,
 how clearly the message alone names another task, cues read from its wording and from the two
-messages' vectors), fit on the training conversations by scripts/fit_continuity.py."""
+messages' vectors, whether it answers someone else's message), fit on the training conversations
+by scripts/fit_continuity.py."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ FEATURES = (
     "wording_cue",
     "expected_tier_change",
     "embedding_cue",
+    "another_speaker",
 )
 EMBEDDING_CUE = FEATURES.index("embedding_cue")
 
@@ -50,6 +52,9 @@ class PreviousTurn:
     # The message's vector when it came from another process (its text is not in this
     # process's embedding cache, or not sent at all).
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Someone else sent it: the turn is a reply to another person's message (a reply to
+    # grandma's request is rarely a request to go on with her task).
+    another_speaker: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class TurnFeatures:
     previous_index: int
     cue: float
     embedding_cue: float
+    another_speaker: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,7 @@ class ContinuityModel:
                 turn.cue,
                 float(tier_probs @ np.arange(len(TIERS))) - previous_tier,
                 turn.embedding_cue,
+                float(turn.another_speaker),
             ]
         )
 

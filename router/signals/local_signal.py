@@ -102,6 +102,7 @@ class LocalSignal:
             previous_index=index,
             cue=self.continuity.wording_cue(reading.text),
             embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector, index),
+            another_speaker=previous.another_speaker,
         )
         return self.continuity.p_continue(turn)
 
