@@ -370,6 +370,17 @@ async def test_a_reaction_replying_to_a_coding_request_routes_cheap(
     assert asked == f"Mom: 哈哈 好厲害\n\n(replying to Dad:)\n> {CODING}"
 
 
+async def test_chatter_replying_to_someone_elses_request_is_read_as_chatter(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await ask_and_reply(telegram, CODING, "Dad", "working on a saturday again?")
+        request, chatter = await log_rows(core)
+    # Telegram names who sent the message replied to: Dad's request is not Mom's task to go on.
+    assert request["tier"] == "strong"
+    assert (chatter["category"], chatter["tier"]) == ("casual", "cheap")
+
+
 async def test_a_short_follow_up_replying_to_a_request_has_its_tier(
     seeded_db, embedder, upstream, telegram
 ):
