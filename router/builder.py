@@ -17,7 +17,6 @@ from router.embedding.embedder import Embedder, build_embedder
 from router.pool.pool import Pool, read_rows
 from router.pool.seed import ProgressCallback, seed_pool
 from router.router import ModelRouter
-from router.signals.calibration import Calibration
 from router.signals.categorizer import LLMCategorizer
 from router.store import routing_log
 from router.store.database import Database, DatabaseError, open_database
@@ -78,7 +77,6 @@ async def open_router(
         conn.check_on_reopen("taxonomy", lambda new: check_taxonomy_matches_store(new, taxonomy))
         stored = await StoredMode.read(conn, config.routing.mode)
         pool: Pool | None = None
-        seeded: Calibration | None = None
         if config.local.enabled:
             rows = None
             if loading is not None:
@@ -92,7 +90,7 @@ async def open_router(
             pool = Pool(conn, embedder.id, embedder.dim)
             await pool.load(rows)
             if config.pool.seed:  # the seed entries it was never given: all, or a release's new
-                seeded = await seed_pool(pool, embedder, taxonomy, progress)
+                await seed_pool(pool, embedder, taxonomy, progress)
         else:
             embedder = None
         categorizer, missing = None, None
@@ -107,7 +105,7 @@ async def open_router(
         raise
     router = ModelRouter(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
     try:
-        await _start(router, conn, seeded)
+        await _start(router, conn)
     except BaseException:  # its writers, threads and connections go with it
         await router.close()
         await _settle(warming, loading)
@@ -124,7 +122,7 @@ async def open_router(
     return router
 
 
-async def _start(router: ModelRouter, conn: Database, seeded: Calibration | None) -> None:
+async def _start(router: ModelRouter, conn: Database) -> None:
     await router.log.writer.start(conn)
     await router.pool_writer.start(conn)
     await _start_spool(router, conn)  # before marking: a killed process's rows end open ones
@@ -135,7 +133,7 @@ async def _start(router: ModelRouter, conn: Database, seeded: Calibration | None
     router.shared = await SharedState.start(router)  # None on SQLite
     if router.fitting is not None:
         lock = router.shared or (FileFitLock(conn.file_path) if conn.file_path else None)
-        await router.fitting.start(seeded, lock)
+        await router.fitting.start(lock)
 
 
 async def _start_spool(router: ModelRouter, conn: Database) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from router.counters import Counters
 from router.pool.pool import PoolSnapshot, give_back_free_memory
+from router.pool.seed import shipped_calibration
 from router.pool.vector_index import EXACT_LIMIT
 from router.signals.calibration import Calibration
 from router.signals.fit_process import FitProcessError, fit_in_process
@@ -69,22 +70,22 @@ class ClassifierFitting:
         self.fits_computed = 0
         self.fits_loaded = 0
 
-    async def start(self, seeded: Calibration | None, claim: RefitClaim | None = None) -> None:
+    async def start(self, claim: RefitClaim | None = None) -> None:
         """The stored classifier and calibration when they fit this pool, else a fresh fit:
         with other processes on the database (`claim`), made by one of them, the others
         waiting for it up to START_WAIT_S, then serving without it until it is stored."""
         try:
             if len(self.local.pool):
-                await self._start(seeded, claim)
+                await self._start(claim)
         finally:
             self.starting = False
 
-    async def _start(self, seeded: Calibration | None, claim: RefitClaim | None) -> None:
+    async def _start(self, claim: RefitClaim | None) -> None:
         kept = await self._stored_calibration()
         # The pool's rows are gone once the store has answered another query (its thread held
         # the last result): give their pages back before the index takes as many again.
         give_back_free_memory()
-        calibration = kept or seeded
+        calibration = kept or await asyncio.to_thread(shipped_calibration, self.local.pool)
         if claim is None:
             await self.load_or_fit(calibration)
             if kept is None:

@@ -267,3 +267,40 @@ async def test_an_upgraded_pool_of_about_the_seed_pools_size_reads_as_a_new_inst
     assert (second.category, second.confidence) == (first.category, first.confidence)
     (stored,) = await fetch(seeded_db, "SELECT value FROM settings WHERE key = 'local_calibration'")
     assert json.loads(stored[0])["state_version"] != "2"
+
+
+async def loaded_pool(db_path: Path, embedder: Embedder) -> Pool:
+    db = await open_db(db_path)
+    pool = Pool(db, embedder.id, embedder.dim)
+    await pool.load()
+    await db.close()
+    return pool
+
+
+async def test_the_shipped_calibration_serves_only_a_pool_that_holds_the_shipped_vectors(
+    seeded_db, embedder
+):
+    assert seed.shipped_calibration(await loaded_pool(seeded_db, embedder)) is not None
+    # A pool embedded apart (the spot check of the shipped vectors failed, or another model
+    # under the same name): its vector of the first seed text is not the shipped one.
+    other = np.random.default_rng(0).standard_normal(embedder.dim).astype(np.float32)
+    other /= np.linalg.norm(other)
+    first = seed.seed_rows()[0]["text"]
+    changed = await write(
+        seeded_db,
+        "UPDATE pool SET embedding = ? WHERE prompt_hash = ?",
+        (other.tobytes(), text_hash(first)),
+    )
+    assert changed == 1
+    assert seed.shipped_calibration(await loaded_pool(seeded_db, embedder)) is None
+
+
+async def test_a_pool_much_smaller_than_the_seed_pool_calibrates_on_its_own(seeded_db, embedder):
+    ids = [row_id for (row_id,) in await fetch(seeded_db, "SELECT id FROM pool ORDER BY id")]
+    # A tenth removed, from the second seed entry on (the spot-checked ones stay: the first,
+    # then every fifth of the way).
+    removed = await write(
+        seeded_db, "DELETE FROM pool WHERE id > ? AND id <= ?", (ids[0], ids[len(ids) // 10])
+    )
+    assert removed == len(ids) // 10
+    assert seed.shipped_calibration(await loaded_pool(seeded_db, embedder)) is None

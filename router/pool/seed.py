@@ -126,17 +126,16 @@ def shipped_vectors(embedder: Embedder) -> ShippedVectors | None:
 
 async def seed_pool(
     pool: Pool, embedder: Embedder, taxonomy: Taxonomy, progress: ProgressCallback | None
-) -> Calibration | None:
+) -> int:
     """Give the pool the seed entries it has never been given (seed_given): every one on first
     start, a new release's new ones later; never one it was given and lost since (a dedupe, an
     admin's hand), nor a text it holds (a label the family gave stays). Their
     vectors are the shipped ones when they are this embedder's, else embedded here, reporting
-    (done, total) as it goes. Return the shipped calibration when it serves the pool (see
-    shipped_calibration), else None: then router/fitting.py calibrates on the pool itself."""
+    (done, total) as it goes. Return how many entries it added."""
     conn, embedder_id = pool.conn, pool.embedder_id
     mark = seed_mark(taxonomy)
-    if await seed_given.mark(conn, embedder_id) == mark:  # this seed file is all given
-        return shipped_calibration(embedder_id, len(pool))
+    if await seed_given.mark(conn, embedder_id) == mark:
+        return 0  # this seed file is all given: the start reads nothing more
     was_empty = len(pool) == 0
     entries = load_seed_entries(taxonomy)
     given = await seed_given.given(conn, embedder_id)
@@ -159,25 +158,35 @@ async def seed_pool(
         log.info("seeded the pool with %d entries", added)
     elif added:
         log.info("this release's seed pool added %d new entries to the pool", added)
-    return shipped_calibration(embedder_id, len(pool))
+    return added
 
 
-def shipped_calibration(embedder_id: str, pool_size: int) -> Calibration | None:
-    """The calibration shipped with the seed vectors, when they are this embedder's for this
-    seed file and the pool is about the seed pool's size: it was chosen by held-out writer on
-    that pool, which a start's own calibration (random folds) cannot do."""
+def shipped_calibration(pool: Pool) -> Calibration | None:
+    """The calibration shipped with the seed vectors, when `pool` holds them (its stored vectors
+    of a few seed texts are the shipped ones: not a pool embedded apart because the spot check
+    failed, nor another pool of the same size) and is about the seed pool's size. It was chosen
+    by held-out writer on that pool, which a start's own calibration (random folds) cannot do.
+    Reads the shipped file: call it only when no stored calibration serves."""
     try:
         with _data_file(VECTORS_FILE).open("rb") as handle, np.load(handle) as data:
-            embedder_of, digest = str(data["embedder_id"]), str(data["seed_sha256"])
+            embedder_id, digest = str(data["embedder_id"]), str(data["seed_sha256"])
             calibration = Calibration(*(float(x) for x in data["calibration"]))
+            shipped = data["vectors"]
     except (OSError, KeyError, ValueError, TypeError):
         return None
-    seed_size = sum(1 for line in _data_file(SEED_FILE).read_bytes().splitlines() if line.strip())
-    near = (
-        seed_size / SHIPPED_CALIBRATION_SLACK <= pool_size <= seed_size * SHIPPED_CALIBRATION_SLACK
-    )
-    if embedder_of != embedder_id or digest != seed_digest() or not near:
+    rows = seed_rows()
+    slack = SHIPPED_CALIBRATION_SLACK
+    near = len(rows) / slack <= len(pool) <= len(rows) * slack
+    if embedder_id != pool.embedder_id or digest != seed_digest() or not near:
         return None
+    position = {text: i for i, text in enumerate(pool.texts)}
+    vectors = pool.vectors
+    for pick in np.linspace(0, len(rows) - 1, SPOT_CHECKS).astype(int):
+        held = position.get(rows[pick]["text"])
+        expected = shipped[pick].astype(np.float32)
+        expected /= np.linalg.norm(expected)
+        if held is None or float(vectors[held] @ expected) < SPOT_CHECK_COSINE:
+            return None
     return calibration
 
 
