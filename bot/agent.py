@@ -145,6 +145,7 @@ class Agent:
             user_key=user_key_of(user),
             name=user.name if user else None,
             replied_to=incoming.replied_to(),
+            replied_author=incoming.quote.author if incoming.quote else None,
         )
 
     async def _answer(

@@ -98,20 +98,24 @@ class ConversationContext:
         user_key: str | None = None,
         history: Sequence[dict[str, Any]] | None = None,
         name: str | None = None,
+        author: str | None = None,
     ) -> PreviousTurn | None:
         """The message a turn replies to as its context, when the router knows it: a turn kept
         of the conversation with that text (its task and time as routed), else a message whose
         vector is cached, read alone. None otherwise: reading it would cost a second embedding.
-        Whether someone else sent it is read from the kept turn's speaker against `user_key`,
-        else from the `name` on it in `history` against the speaker's `name`."""
+        Whether someone else sent it: its `author` (as the caller names people) against the
+        speaker's `name`, else the kept turn's speaker against `user_key`, else the `name` on it
+        in `history` against `name`."""
         if not self.config.context.enabled or not quoted.strip():
             return None
         key = normalize_text(quoted[:PRIOR_TEXT_CHARS])
-        author = author_of(quoted, history, PRIOR_TEXT_CHARS)
+        known = author is not None and name is not None
+        if not known:
+            author = author_of(quoted, history, PRIOR_TEXT_CHARS)
         another = None not in (author, name) and author != name
         for (conv, sender), turn in reversed(self._previous.items()):
             if conv == conv_key and normalize_text(turn.text) == key:
-                if None not in (sender, user_key):
+                if not known and None not in (sender, user_key):
                     another = sender != user_key
                 return PreviousTurn(turn.category, turn.at, quoted, another_speaker=another)
         if self.local is None or not self.local.ready or self.local.embedder.cached(quoted) is None:

@@ -161,6 +161,7 @@ class ModelRouter:
         name: str | None = None,
         origin: str | None = None,
         replied_to: str | None = None,
+        replied_author: str | None = None,
     ) -> RoutingDecision:
         """Decide the tier and model for `text`; raises only EmptyMessageError.
         `origin` names who teaches the pool through this request (a proxy client key's label;
@@ -172,8 +173,9 @@ class ModelRouter:
         `name` is how the speaker shows in their `name` fields), else the speaker's
         (`user_key`) last decision in the conversation's log. A reply to a message it does not
         know is read with the quote under its words (one embedding either way). A reply to
-        someone else's message (its speaker routed it, or `history` names them) weighs as such:
-        rarely a request to go on with their task."""
+        someone else's message weighs as such (rarely a request to go on with their task): who
+        sent it is `replied_author` (as `name` names people) when the caller knows, else the
+        speaker the router kept it under, else the name on it in `history`."""
         if not readable(text):  # empty, blanks, zero-width or control characters only
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
@@ -183,7 +185,7 @@ class ModelRouter:
         previous = None
         if replied_to and mode != "off":
             previous = await self.context.replied(
-                replied_to, conv_key, now, user_key, history, name
+                replied_to, conv_key, now, user_key, history, name, replied_author
             )
         if replied_to and previous is None:
             text = f"{text.strip()}\n\n{replied_to}"

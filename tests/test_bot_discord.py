@@ -276,8 +276,9 @@ async def test_a_clear_request_replying_to_chatter_routes_on_its_own_words(clien
     await client.on_message(
         message(client, channel, f"<@{BOT_ID}> {request}", [BOT_USER], replying_to=replied)
     )
-    # One new embedding: the message replied to was routed, its vector is cached.
-    assert embedder.cache_misses == misses + 1
+    # At most one new embedding (the request's, unless an earlier test embedded the same
+    # text): the message replied to was routed, its vector is cached.
+    assert embedder.cache_misses <= misses + 1
     greeting, asked = await log_rows(client.core)
     assert greeting["tier"] == "cheap"
     assert (asked["prompt"], asked["tier"], asked["source"]) == (request, "strong", "knn")

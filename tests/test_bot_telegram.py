@@ -374,9 +374,21 @@ async def test_chatter_replying_to_someone_elses_request_is_read_as_chatter(
     seeded_db, embedder, upstream, telegram
 ):
     async with running(seeded_db, embedder, upstream, telegram) as core:
-        await ask_and_reply(telegram, CODING, "Dad", "working on a saturday again?")
-        request, chatter = await log_rows(core)
-    # Telegram names who sent the message replied to: Dad's request is not Mom's task to go on.
+        for n, text in enumerate((CODING, "thanks, trying it now"), start=1):
+            await telegram.push_message(GROUP, text, mention=True, user_id=7, first_name="Dad")
+            await telegram.wait_until(lambda n=n: len(telegram.texts(GROUP)) == n)
+        await telegram.push_message(
+            GROUP,
+            "working on a saturday again?",
+            mention=True,
+            first_name="Mom",
+            reply_to_user="Dad",
+            replied_text=f"@{BOT_USERNAME} {CODING}",
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 3)
+        request, _, chatter = await log_rows(core)
+    # Telegram says who sent the message replied to: Dad's request, not a task of Mom's to go
+    # on with (Dad's last turn, the thanks, is not the message she replies to).
     assert request["tier"] == "strong"
     assert (chatter["category"], chatter["tier"]) == ("casual", "cheap")
 

@@ -9,6 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def folds(value: str) -> int:
+    """Cross-validation folds: at least 2 (one fold would hold everything out)."""
+    number = int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError("at least 2")
+    return number
+
+
 def add_pool_parser(
     commands: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]
 ) -> None:
@@ -22,7 +30,7 @@ def add_pool_parser(
     common(check)
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the confusion matrix")
-    check.add_argument("--folds", type=int, default=10, help="folds for the classifier (10)")
+    check.add_argument("--folds", type=folds, default=10, help="folds for the classifier (10)")
 
     importer = actions.add_parser("import", help="import another database's pool entries")
     common(importer)
@@ -86,7 +94,7 @@ def add_taxonomy_parser(
     merge.add_argument("--apply", action="store_true", help="do it (default: dry run)")
     merge.add_argument("--json", action="store_true", help="print one JSON object")
     merge.add_argument(
-        "--folds", type=int, default=10, help="folds for the dry run's accuracy (10)"
+        "--folds", type=folds, default=10, help="folds for the dry run's accuracy (10)"
     )
     show = actions.add_parser("show", help="the config's map, the stored version and the audit")
     common(show)

@@ -381,6 +381,7 @@ def validate(
     if len(labels) < 2:
         raise ValueError("the pool needs at least two entries to validate")
     label_index = np.array([index[label] for label in labels], dtype=np.int64)
+    folds = max(2, min(folds, len(labels)))  # as the head's folds are made, and reported
     with one_blas_thread():
         knn = knn_loo_probs(vectors, label_index, len(categories), k, progress)
         head = head_kfold_probs(vectors, texts, label_index, categories, folds, progress)

@@ -134,6 +134,12 @@ class ContinuityModel:
         """The shipped model; its embedding cue only for the embedder it was fit with."""
         raw = data or resources.files("router").joinpath("data", MODEL_FILE).read_bytes()
         with np.load(io.BytesIO(raw)) as stored:
+            fit_on = tuple(str(name) for name in stored["features"])
+            if fit_on != FEATURES:  # a file from another release: its weights mean nothing here
+                raise ValueError(
+                    f"{MODEL_FILE} was fit on {len(fit_on)} features, this release reads"
+                    f" {len(FEATURES)}: reinstall crabbot"
+                )
             buckets, values = int(stored["cue_buckets"]), stored["cue_value"]
             if len(values) == buckets:  # every bucket set: the index (sorted, see dump) is all
                 cue = values.astype(np.float32)  # of them, 2 MB not worth inflating at start
