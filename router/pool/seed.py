@@ -97,23 +97,43 @@ class ShippedVectors:
     calibration: Calibration
 
 
-def shipped_vectors(embedder: Embedder) -> ShippedVectors | None:
-    """The shipped vectors by seed text, when they were made by this embedder for this seed file
-    and a spot check agrees; else None (the caller embeds)."""
+@dataclass(frozen=True)
+class _ShippedFile:
+    vectors: np.ndarray  # unit rows, one a seed line, in file order
+    calibration: Calibration
+
+
+def _shipped_file(embedder_id: str, rows: list[dict[str, str]]) -> _ShippedFile | None:
+    """The shipped vectors file, when it was made by `embedder_id` for this seed file (`rows`,
+    one vector each); else None."""
     try:
         with _data_file(VECTORS_FILE).open("rb") as handle, np.load(handle) as data:
             vectors = data["vectors"].astype(np.float32)
-            embedder_id, digest = str(data["embedder_id"]), str(data["seed_sha256"])
+            made_by, digest = str(data["embedder_id"]), str(data["seed_sha256"])
             calibration = Calibration(*(float(x) for x in data["calibration"]))
     except (OSError, KeyError, ValueError, TypeError):
         return None
-    rows = seed_rows()
-    if embedder_id != embedder.id or digest != seed_digest() or len(vectors) != len(rows):
+    if made_by != embedder_id or digest != seed_digest() or len(vectors) != len(rows):
         return None
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    picks = np.linspace(0, len(rows) - 1, SPOT_CHECKS).astype(int)
+    return _ShippedFile(vectors, calibration)
+
+
+def _spot_picks(rows: list[dict[str, str]]) -> np.ndarray:
+    """The seed lines whose vectors are checked: the first, the last and evenly between."""
+    return np.linspace(0, len(rows) - 1, SPOT_CHECKS).astype(int)
+
+
+def shipped_vectors(embedder: Embedder) -> ShippedVectors | None:
+    """The shipped vectors by seed text, when they were made by this embedder for this seed file
+    and a spot check agrees; else None (the caller embeds)."""
+    rows = seed_rows()
+    shipped = _shipped_file(embedder.id, rows)
+    if shipped is None:
+        return None
+    picks = _spot_picks(rows)
     fresh = embedder.embed([rows[i]["text"] for i in picks])
-    agreement = np.sum(fresh * vectors[picks], axis=1)
+    agreement = np.sum(fresh * shipped.vectors[picks], axis=1)
     if float(agreement.min()) < SPOT_CHECK_COSINE:
         log.warning(
             "the shipped seed vectors disagree with %s (cosine %.3f): embedding the seed pool",
@@ -121,7 +141,8 @@ def shipped_vectors(embedder: Embedder) -> ShippedVectors | None:
             float(agreement.min()),
         )
         return None
-    return ShippedVectors({row["text"]: vectors[i] for i, row in enumerate(rows)}, calibration)
+    by_text = {row["text"]: shipped.vectors[i] for i, row in enumerate(rows)}
+    return ShippedVectors(by_text, shipped.calibration)
 
 
 async def seed_pool(
@@ -163,31 +184,24 @@ async def seed_pool(
 
 def shipped_calibration(pool: Pool) -> Calibration | None:
     """The calibration shipped with the seed vectors, when `pool` holds them (its stored vectors
-    of a few seed texts are the shipped ones: not a pool embedded apart because the spot check
-    failed, nor another pool of the same size) and is about the seed pool's size. It was chosen
-    by held-out writer on that pool, which a start's own calibration (random folds) cannot do.
-    Reads the shipped file: call it only when no stored calibration serves."""
-    try:
-        with _data_file(VECTORS_FILE).open("rb") as handle, np.load(handle) as data:
-            embedder_id, digest = str(data["embedder_id"]), str(data["seed_sha256"])
-            calibration = Calibration(*(float(x) for x in data["calibration"]))
-            shipped = data["vectors"]
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
+    of the spot-checked seed texts are the shipped ones: not a pool embedded apart because the
+    spot check failed, nor another pool of the same size) and is about the seed pool's size. It
+    was chosen by held-out writer on that pool, which a start's own calibration (random folds)
+    cannot do. Reads the shipped file: call it only when no stored calibration serves."""
     rows = seed_rows()
     slack = SHIPPED_CALIBRATION_SLACK
-    near = len(rows) / slack <= len(pool) <= len(rows) * slack
-    if embedder_id != pool.embedder_id or digest != seed_digest() or not near:
+    if not len(rows) / slack <= len(pool) <= len(rows) * slack:
+        return None
+    shipped = _shipped_file(pool.embedder_id, rows)
+    if shipped is None:
         return None
     position = {text: i for i, text in enumerate(pool.texts)}
     vectors = pool.vectors
-    for pick in np.linspace(0, len(rows) - 1, SPOT_CHECKS).astype(int):
+    for pick in _spot_picks(rows):
         held = position.get(rows[pick]["text"])
-        expected = shipped[pick].astype(np.float32)
-        expected /= np.linalg.norm(expected)
-        if held is None or float(vectors[held] @ expected) < SPOT_CHECK_COSINE:
+        if held is None or float(vectors[held] @ shipped.vectors[pick]) < SPOT_CHECK_COSINE:
             return None
-    return calibration
+    return shipped.calibration
 
 
 async def _vectors(
