@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from openai.types.chat import ChatCompletionMessageParam
 
+from bot.answered import answered_request, request_words
 from bot.chat_user import ChatUser, user_key_of
 from bot.incoming import Incoming
 from bot.language import apology
@@ -138,14 +139,22 @@ class Agent:
             {"role": t.role, "content": t.content, **({"name": t.author} if t.author else {})}
             for t in history
         ]
+        replied_to = incoming.replied_to()
+        replied_author = incoming.quote.author if incoming.quote else None
+        if incoming.quote is not None and incoming.quote.mine and incoming.text.strip():
+            # A reply to the bot's answer is about the request it answered; no answer in
+            # memory holds the quote: the speaker's own previous turn is the context.
+            question = answered_request(history, incoming.quote.text)
+            replied_to = request_words(question) if question is not None else None
+            replied_author = question.author if question is not None else None
         return await self.router.route(
             text,
             messages,
             conv_key,
             user_key=user_key_of(user),
             name=user.name if user else None,
-            replied_to=incoming.replied_to(),
-            replied_author=incoming.quote.author if incoming.quote else None,
+            replied_to=replied_to,
+            replied_author=replied_author,
         )
 
     async def _answer(

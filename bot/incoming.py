@@ -25,6 +25,7 @@ class Quote:
 
     author: str | None
     text: str
+    mine: bool = False  # the bot's own message (its answer)
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,10 @@ class Incoming:
         return self.quote.text.strip()[:QUOTE_LIMIT]
 
     def replied_to(self) -> str | None:
-        """The quoted message, when the router reads it as the context of the words."""
+        """The quoted message, when the router reads it as the context of the words (not the
+        bot's own answer: the request it answered is, bot/answered.py)."""
         words = self.text.strip()
-        if not words or self.quote is None or not self.quote.text.strip():
+        if not words or self.quote is None or self.quote.mine or not self.quote.text.strip():
             return None
         return self.quote.text.strip()[:QUOTE_LIMIT]
 

@@ -172,7 +172,8 @@ class ModelRouter:
         user turns in `history` (OpenAI-style messages, the bot's memory or a proxy request's;
         `name` is how the speaker shows in their `name` fields), else the speaker's
         (`user_key`) last decision in the conversation's log. A reply to a message it does not
-        know is read with the quote under its words (one embedding either way). A reply to
+        know is read with the quote under its words (one embedding either way); the bot passes,
+        for a reply to its own answer, the request that answer answered. A reply to
         someone else's message weighs as such (rarely a request to go on with their task): who
         sent it is `replied_author` (as `name` names people) when the caller knows, else the
         speaker the router kept it under, else the name on it in `history`."""

@@ -381,3 +381,23 @@ async def test_photo_without_caption_replying_to_the_bot_routes_to_the_image_tie
     assert "image without text" in row["error"] and discord_api.downloads == ["error.jpg"]
     text = upstream.requests[0].body["messages"][-1]["content"][0]["text"]
     assert text.startswith("Ann: (replying to crabbot:)") and "> def dedupe(xs):" in text
+
+
+async def test_thanks_replying_to_the_bot_s_code_answer_routes_cheap(client, upstream):
+    channel = guild_channel(client)
+    code = "```python\ndef dedupe(xs):\n    return list(dict.fromkeys(xs))\n```\nOrder is kept."
+    upstream.reply = lambda body: code
+    request = "Write a Python function that removes duplicates from a list but keeps the order"
+    await client.on_message(message(client, channel, f"<@{BOT_ID}> {request}", [BOT_USER]))
+    answer = message_data(channel, code, author=BOT_USER, message_id=4998)
+    await client.on_message(
+        message(client, channel, "thanks it works!!", [BOT_USER], replying_to=answer)
+    )
+    asked, thanks = await log_rows(client.core)
+    assert asked["tier"] == "strong"
+    # Read with the code under it, the thanks was code; the request it answered is its context.
+    assert (thanks["prompt"], thanks["category"], thanks["tier"]) == (
+        "thanks it works!!",
+        "casual",
+        "cheap",
+    )

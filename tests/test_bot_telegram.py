@@ -55,11 +55,9 @@ async def test_only_messages_for_the_bot_are_answered(seeded_db, embedder, upstr
         rows = await log_rows(core)
     # The unaddressed message came first in the same conversation: had it been answered, its
     # reply would have been sent before the one waited for.
-    # The reply to the bot is read with the message it quotes.
-    assert sorted(row["prompt"] for row in rows) == [
-        "What is 17 times 23?\n\nan earlier answer",
-        "hello crab",
-    ]
+    # The router reads the reply to the bot by its words (no answer in memory is quoted: no
+    # request to read as its context); the model gets the quote under them.
+    assert sorted(row["prompt"] for row in rows) == ["What is 17 times 23?", "hello crab"]
     asked = [seen.body["messages"][-1]["content"] for seen in upstream.requests]
     assert "Mom: What is 17 times 23?\n\n(replying to crabbot:)\n> an earlier answer" in asked
     assert len(upstream.requests) == 2
@@ -421,3 +419,54 @@ async def test_each_command_has_its_handler_and_another_bot_s_commands_are_not_o
     assert whoami.startswith("You are Mom on telegram, user id 42 (not an admin).")
     assert telegram.texts(GROUP) == [HELP]
     assert upstream.requests == []
+
+
+async def ask_then_reply_to_the_answer(
+    telegram: FakeTelegram, upstream, request: str, answer: str, replier: str, reply: str
+) -> None:
+    """Dad asks the bot, the bot answers `answer` (Markdown); then `replier` replies to that
+    answer (a reply to the bot is addressed to it without a mention). Telegram quotes the answer
+    as shown: the Markdown already turned into formatting."""
+    upstream.reply = lambda body: answer
+    await telegram.push_message(GROUP, request, mention=True, user_id=7, first_name="Dad")
+    await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+    replier_id = 7 if replier == "Dad" else 8
+    shown = answer.replace("```python\n", "").replace("```", "").replace("**", "")
+    await telegram.push_message(
+        GROUP, reply, user_id=replier_id, first_name=replier, reply_to_bot=True, replied_text=shown
+    )
+    await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 2)
+
+
+CODE_ANSWER = (
+    "```python\ndef dedupe(items):\n    seen = set()\n    return [x for x in items"
+    " if not (x in seen or seen.add(x))]\n```\nThe set remembers what came before."
+)
+POEM_ANSWER = "Leaves of amber, leaves of red,\nfalling softly...\n\n**Happy birthday, Grandma!**"
+
+
+@pytest.mark.parametrize(
+    ("request_", "answer", "replier", "reply", "category", "tier"),
+    [
+        (CODING, CODE_ANSWER, "Dad", "thanks!! works now 🎉", "casual", "cheap"),
+        (CODING, CODE_ANSWER, "Mom", "哈哈 好厲害", "casual", "cheap"),
+        (POEM, POEM_ANSWER, "Dad", "shorter", "creative", "medium"),
+        # Mom said nothing before: only the request the answer answered tells what it is about.
+        (POEM, POEM_ANSWER, "Mom", "again but funnier", "creative", "medium"),
+    ],
+)
+async def test_a_reply_to_the_bot_s_answer_reads_the_request_it_answered(
+    seeded_db, embedder, upstream, telegram, request_, answer, replier, reply, category, tier
+):
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await ask_then_reply_to_the_answer(telegram, upstream, request_, answer, replier, reply)
+        _, follow_up = await log_rows(core)
+    # Read with the answer under it, thanks for code was code (strong); the answer's request
+    # is its context instead, and the model still gets the answer quoted.
+    assert (follow_up["prompt"], follow_up["category"], follow_up["tier"]) == (
+        reply,
+        category,
+        tier,
+    )
+    asked = upstream.requests[1].body["messages"][-1]["content"]
+    assert asked.startswith(f"{replier}: {reply}\n\n(replying to crabbot:)\n> ")

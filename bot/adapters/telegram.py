@@ -107,7 +107,8 @@ def quoted(message: Message, bot_id: int, bot_username: str) -> Quote | None:
     sender = replied.from_user
     if sender is None:
         return Quote(replied.chat.title, text)
-    return Quote("crabbot" if sender.id == bot_id else sender.first_name, text)
+    mine = sender.id == bot_id
+    return Quote("crabbot" if mine else sender.first_name, text, mine=mine)
 
 
 class TelegramTurn:
