@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from bot.answered import answered_request, request_words
 from bot.chat_user import ChatUser, user_key_of
 from bot.incoming import Incoming
 from bot.language import apology
@@ -21,6 +20,7 @@ from bot.memory import Memory, Turn
 from bot.speakers import model_messages
 from bot.upstream import AUTO_MODEL, Routed, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
+from router.text import answered_request
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +140,11 @@ class Agent:
             for t in history
         ]
         replied_to = incoming.replied_to()
-        replied_author = incoming.quote.author if incoming.quote else None
-        if incoming.quote is not None and incoming.quote.mine and incoming.text.strip():
-            # A reply to the bot's answer is about the request it answered; no answer in
-            # memory holds the quote: the speaker's own previous turn is the context.
-            question = answered_request(history, incoming.quote.text)
-            replied_to = request_words(question) if question is not None else None
-            replied_author = question.author if question is not None else None
+        mine = incoming.quote is not None and incoming.quote.mine
+        # The router reads a quoted answer as the request it answered, when memory holds it;
+        # read under the words, an answer memory lost would pass for the speaker's task.
+        if mine and answered_request(messages, replied_to or "") is None:
+            replied_to = None
         return await self.router.route(
             text,
             messages,
@@ -154,7 +152,7 @@ class Agent:
             user_key=user_key_of(user),
             name=user.name if user else None,
             replied_to=replied_to,
-            replied_author=replied_author,
+            replied_author=incoming.quote.author if incoming.quote else None,
         )
 
     async def _answer(

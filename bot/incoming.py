@@ -63,10 +63,9 @@ class Incoming:
         return self.quote.text.strip()[:QUOTE_LIMIT]
 
     def replied_to(self) -> str | None:
-        """The quoted message, when the router reads it as the context of the words (not the
-        bot's own answer: the request it answered is, bot/answered.py)."""
+        """The quoted message, when the router reads it as the context of the words."""
         words = self.text.strip()
-        if not words or self.quote is None or self.quote.mine or not self.quote.text.strip():
+        if not words or self.quote is None or not self.quote.text.strip():
             return None
         return self.quote.text.strip()[:QUOTE_LIMIT]
 

@@ -32,7 +32,7 @@ from router.store.retention import Retention
 from router.store.settings import StoredMode
 from router.store.write_behind import JobWriter
 from router.taxonomy import TIERS, Mode, Taxonomy
-from router.text import readable
+from router.text import answered_request, message_text, readable, split_quote
 
 if TYPE_CHECKING:
     from router.cluster.shared_state import SharedState
@@ -172,8 +172,8 @@ class ModelRouter:
         user turns in `history` (OpenAI-style messages, the bot's memory or a proxy request's;
         `name` is how the speaker shows in their `name` fields), else the speaker's
         (`user_key`) last decision in the conversation's log. A reply to a message it does not
-        know is read with the quote under its words (one embedding either way); the bot passes,
-        for a reply to its own answer, the request that answer answered. A reply to
+        know is read with the quote under its words (one embedding either way). A quote of an
+        answer in `history` stands for the request it answered (and its asker). A reply to
         someone else's message weighs as such (rarely a request to go on with their task): who
         sent it is `replied_author` (as `name` names people) when the caller knows, else the
         speaker the router kept it under, else the name on it in `history`."""
@@ -183,6 +183,12 @@ class ModelRouter:
         now = time.time() if at is None else at
         mode = await self.refresh_mode()
         replied_to = (replied_to or "").strip() or None
+        if replied_to:  # a reply to the bot's answer is about the request it answered
+            answered = answered_request(history, replied_to)
+            if answered is not None and history is not None:
+                question = history[answered]
+                replied_to = split_quote(message_text(question.get("content")))[0].strip()
+                replied_author = str(question["name"]) if question.get("name") else None
         previous = None
         if replied_to and mode != "off":
             previous = await self.context.replied(

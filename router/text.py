@@ -1,5 +1,6 @@
 """Message text: the normal form two messages share to count as the same, its hash, the text of
-OpenAI-style chat messages, and a reply's words apart from the message it quotes."""
+OpenAI-style chat messages, a reply's words apart from the message it quotes, and the request
+an answer quoted in a reply answered."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ _REPLYING_TO = re.compile(r"^\(replying to [^\n]{0,200}:\)$")
 # Letters that draw nothing although Unicode files them as letters or symbols (Hangul fillers,
 # the blank Braille pattern): a message of these alone has nothing to read.
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Enough of a quoted answer to tell one answer from another; a chat client may show only a part
+# of it (a long one is sent in pieces) and without its Markdown, so both ends are tried. Fewer
+# letters than the least ("OK") would be found in any answer.
+_ANSWER_KEY_CHARS = 80
+_ANSWER_KEY_LEAST = 6
+_NOT_LETTERS = re.compile(r"[\W_]+")
 
 
 def normalize_text(text: str) -> str:
@@ -134,3 +141,29 @@ def split_quote(text: str) -> tuple[str, str | None]:
     if not readable(words) or not readable(quote_text):
         return text, None
     return words, quote_text
+
+
+def _letters(text: str) -> str:
+    """Letters and digits only: what survives Markdown becoming formatting."""
+    return _NOT_LETTERS.sub("", text).casefold()
+
+
+def answered_request(messages: Sequence[dict[str, Any]] | None, quoted: str) -> int | None:
+    """The index of the user message whose answer (the assistant message right after it) holds
+    `quoted`, newest first: a reply to the bot's answer is about that request. None when no
+    answer there does."""
+    letters = _letters(quoted)
+    if len(letters) < _ANSWER_KEY_LEAST:
+        return None
+    keys = {letters[:_ANSWER_KEY_CHARS], letters[-_ANSWER_KEY_CHARS:]}
+    items = messages or ()
+    for index in range(len(items) - 1, 0, -1):
+        answer, question = items[index], items[index - 1]
+        if not isinstance(answer, dict) or not isinstance(question, dict):
+            continue
+        if answer.get("role") != "assistant" or question.get("role") != "user":
+            continue
+        answer_letters = _letters(message_text(answer.get("content")))
+        if any(key in answer_letters for key in keys):
+            return index - 1
+    return None

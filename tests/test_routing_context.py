@@ -190,3 +190,45 @@ async def test_a_reply_through_the_proxy_routes_on_its_words_with_the_quote_as_c
     # The thanks is cheap: the SQL it quotes is its context, not words it says.
     assert [row["tier"] for row in rows] == ["strong", "cheap"]
     assert rows[1]["prompt"] == "謝謝！我試試看"
+
+
+async def test_a_reply_to_the_bot_s_answer_through_the_proxy_reads_the_request_it_answered(
+    tmp_path, seeded_template, embedder, provider
+):
+    """The bot in auto mode sends its memory and the reply (its answer quoted) to the proxy:
+    the quote stands for the request it answered, never for words of the reply."""
+    copy_seeded(seeded_template, tmp_path / "proxy.db")
+    coding = "Write a Python function that removes duplicates from a list but keeps the order"
+    answer = "```python\ndef dedupe(xs):\n    return list(dict.fromkeys(xs))\n```\nOrder is kept."
+    shown = "def dedupe(xs):\n    return list(dict.fromkeys(xs))\nOrder is kept."
+    history = [
+        {"role": "user", "name": "Dad", "content": coding},
+        {"role": "assistant", "content": answer},
+    ]
+    quoted = "\n".join(f"> {line}" for line in shown.split("\n"))
+    # The request went through the proxy first, as the bot sends every message.
+    sent = [[{"role": "user", "name": "Dad", "content": coding}]]
+    for name, words in (("Dad", "thanks!! works now"), ("Mom", "now in JavaScript")):
+        reply = f"{words}\n\n(replying to crabbot:)\n{quoted}"
+        sent.append([*history, {"role": "user", "name": name, "content": reply}])
+    async with (
+        running_proxy(tmp_path / "proxy.db", embedder, provider.base_url) as proxy,
+        httpx.AsyncClient() as http,
+    ):
+        for messages in sent:
+            response = await http.post(
+                proxy.url + "/chat/completions",
+                json={"model": "auto", "messages": messages},
+                headers={"Authorization": f"Bearer {CLIENT_KEY}", "X-Session-Key": "family"},
+            )
+            assert response.status_code == 200, response.text
+        asked, thanks, more = await proxy.settled_rows("TRUE", 3)
+    assert asked["tier"] == "strong"
+    # Read under the words, the code answer made the thanks a coding message (strong).
+    assert (thanks["prompt"], thanks["tier"]) == ("thanks!! works now", "cheap")
+    # Mom asked nothing before: the request the answer answered is what she goes on with.
+    assert (more["prompt"], more["category"], more["tier"]) == (
+        "now in JavaScript",
+        "coding",
+        "strong",
+    )
