@@ -20,7 +20,6 @@ from bot.memory import Memory, Turn
 from bot.speakers import model_messages
 from bot.upstream import AUTO_MODEL, Routed, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
-from router.text import answered_request
 
 log = logging.getLogger(__name__)
 
@@ -139,20 +138,15 @@ class Agent:
             {"role": t.role, "content": t.content, **({"name": t.author} if t.author else {})}
             for t in history
         ]
-        replied_to = incoming.replied_to()
-        mine = incoming.quote is not None and incoming.quote.mine
-        # The router reads a quoted answer as the request it answered, when memory holds it;
-        # read under the words, an answer memory lost would pass for the speaker's task.
-        if mine and answered_request(messages, replied_to or "") is None:
-            replied_to = None
         return await self.router.route(
             text,
             messages,
             conv_key,
             user_key=user_key_of(user),
             name=user.name if user else None,
-            replied_to=replied_to,
+            replied_to=incoming.replied_to(),
             replied_author=incoming.quote.author if incoming.quote else None,
+            replied_answer=incoming.quote.mine if incoming.quote else None,
         )
 
     async def _answer(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from router.config import RouterConfig
-from router.context import ConversationContext
+from router.context import PRIOR_TEXT_CHARS, ConversationContext
 from router.counters import Counters
 from router.decision import RoutingDecision, SignalAnswer, Source
 from router.decision_builder import DecisionBuilder
@@ -32,7 +32,13 @@ from router.store.retention import Retention
 from router.store.settings import StoredMode
 from router.store.write_behind import JobWriter
 from router.taxonomy import TIERS, Mode, Taxonomy
-from router.text import answered_request, message_text, readable, split_quote
+from router.text import (
+    answered_request,
+    message_text,
+    readable,
+    remembered_words,
+    user_message_of,
+)
 
 if TYPE_CHECKING:
     from router.cluster.shared_state import SharedState
@@ -162,6 +168,7 @@ class ModelRouter:
         origin: str | None = None,
         replied_to: str | None = None,
         replied_author: str | None = None,
+        replied_answer: bool | None = None,
     ) -> RoutingDecision:
         """Decide the tier and model for `text`; raises only EmptyMessageError.
         `origin` names who teaches the pool through this request (a proxy client key's label;
@@ -172,8 +179,10 @@ class ModelRouter:
         user turns in `history` (OpenAI-style messages, the bot's memory or a proxy request's;
         `name` is how the speaker shows in their `name` fields), else the speaker's
         (`user_key`) last decision in the conversation's log. A reply to a message it does not
-        know is read with the quote under its words (one embedding either way). A quote of an
-        answer in `history` stands for the request it answered (and its asker). A reply to
+        know is read with the quote under its words (one embedding either way). A quote of the
+        bot's answer (`replied_answer`; None: an answer in `history` that no user message there
+        says) stands for the request that answer answered in `history`, and its asker; the
+        request unknown, the speaker's previous turn is the context, never the quote. A reply to
         someone else's message weighs as such (rarely a request to go on with their task): who
         sent it is `replied_author` (as `name` names people) when the caller knows, else the
         speaker the router kept it under, else the name on it in `history`."""
@@ -183,18 +192,18 @@ class ModelRouter:
         now = time.time() if at is None else at
         mode = await self.refresh_mode()
         replied_to = (replied_to or "").strip() or None
-        if replied_to:  # a reply to the bot's answer is about the request it answered
-            answered = answered_request(history, replied_to)
-            if answered is not None and history is not None:
-                question = history[answered]
-                replied_to = split_quote(message_text(question.get("content")))[0].strip()
-                replied_author = str(question["name"]) if question.get("name") else None
+        asked = self._answered(replied_to, history, replied_answer)
+        if asked is not None:  # a reply to the bot's answer is about the request it answered
+            replied_to = remembered_words(message_text(asked.get("content"))) or None
+            replied_author = str(asked["name"]) if asked.get("name") else None
+        elif replied_answer:  # an answer no longer in the history: nothing of the family's
+            replied_to = None
         previous = None
         if replied_to and mode != "off":
             previous = await self.context.replied(
                 replied_to, conv_key, now, user_key, history, name, replied_author
             )
-        if replied_to and previous is None:
+        if replied_to and previous is None and asked is None:
             text = f"{text.strip()}\n\n{replied_to}"
         if previous is None and mode != "off":
             previous = await self.context.previous(history, conv_key, now, user_key, name)
@@ -214,6 +223,18 @@ class ModelRouter:
         decision.latency_ms = (time.perf_counter() - started) * 1000
         self._open(decision, text, conv_key, now, user_key)
         return decision
+
+    @staticmethod
+    def _answered(
+        quoted: str | None, history: Sequence[dict[str, Any]] | None, answer: bool | None
+    ) -> dict[str, Any] | None:
+        """The request in `history` the quoted answer answered, when `quoted` is the bot's
+        answer (`answer`; None: when no user message in `history` says it)."""
+        if not quoted or answer is False:
+            return None
+        if answer is None and user_message_of(quoted, history, PRIOR_TEXT_CHARS) is not None:
+            return None
+        return answered_request(history, quoted)
 
     async def route_without_text(
         self,

@@ -5,6 +5,7 @@ an answer quoted in a reply answered."""
 from __future__ import annotations
 
 import hashlib
+import html
 import itertools
 import re
 import unicodedata
@@ -18,11 +19,21 @@ _REPLYING_TO = re.compile(r"^\(replying to [^\n]{0,200}:\)$")
 # the blank Braille pattern): a message of these alone has nothing to read.
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 # Enough of a quoted answer to tell one answer from another; a chat client may show only a part
-# of it (a long one is sent in pieces) and without its Markdown, so both ends are tried. Fewer
-# letters than the least ("OK") would be found in any answer.
-_ANSWER_KEY_CHARS = 80
-_ANSWER_KEY_LEAST = 6
+# of it (a long one is sent in pieces) and without its Markdown, so its start, middle and end are
+# tried. A quote of less than the least ("OK", "Leaves of") would be found in any answer; a
+# CJK character counts as two letters.
+_ANSWER_KEY_CHARS = 60
+_ANSWER_KEY_LEAST = 12
 _NOT_LETTERS = re.compile(r"[\W_]+")
+# What Markdown shows no letters of: a code fence's language, a link's address.
+_UNSHOWN_MARKDOWN = re.compile(r"```[^\n]*|\]\([^)\s]*\)")
+# What the bot's memory adds around a message's words (bot/incoming.py memory_text): a voice
+# mark, a photo's brackets, a reminder of the message it quoted.
+_MEMORY_MARKS = (
+    re.compile(r' \(replying to [^\n]{0,200}: "[^\n]*"\)$'),
+    re.compile(r"^\[voice\] "),
+)
+_MEMORY_PHOTO = re.compile(r"^\[photo(?:: (.*))?\]$", re.DOTALL)
 
 
 def normalize_text(text: str) -> str:
@@ -103,11 +114,20 @@ def author_of(quoted: str, messages: Sequence[dict[str, Any]] | None, chars: int
     """The `name` of the newest user message in `messages` whose words (a reply's, without
     what it quoted) are `quoted`, compared on their first `chars` characters; None when no
     message is, or it names nobody."""
+    index = user_message_of(quoted, messages, chars)
+    name = (messages or ())[index].get("name") if index is not None else None
+    return str(name) if name else None
+
+
+def user_message_of(
+    quoted: str, messages: Sequence[dict[str, Any]] | None, chars: int
+) -> int | None:
+    """The index of the newest user message in `messages` whose words are `quoted` (compared
+    as author_of does); None when there is none."""
     key = normalize_text(quoted[:chars])
     for index, text in user_texts_backwards(messages):
         if normalize_text(split_quote(text)[0][:chars]) == key:
-            name = (messages or ())[index].get("name")
-            return str(name) if name else None
+            return index
     return None
 
 
@@ -145,25 +165,44 @@ def split_quote(text: str) -> tuple[str, str | None]:
 
 def _letters(text: str) -> str:
     """Letters and digits only: what survives Markdown becoming formatting."""
-    return _NOT_LETTERS.sub("", text).casefold()
+    return _NOT_LETTERS.sub("", unicodedata.normalize("NFKC", html.unescape(text))).casefold()
 
 
-def answered_request(messages: Sequence[dict[str, Any]] | None, quoted: str) -> int | None:
-    """The index of the user message whose answer (the assistant message right after it) holds
-    `quoted`, newest first: a reply to the bot's answer is about that request. None when no
-    answer there does."""
+def answered_request(
+    messages: Sequence[dict[str, Any]] | None, quoted: str
+) -> dict[str, Any] | None:
+    """The user message whose answer (the assistant message right after it) holds `quoted`: a
+    reply to the bot's answer is about that request. The answer holding the most of the quote
+    wins, the newest on a tie; None when no answer holds any of it."""
     letters = _letters(quoted)
-    if len(letters) < _ANSWER_KEY_LEAST:
+    if len(letters) + sum(ord(ch) >= 0x2E80 for ch in letters) < _ANSWER_KEY_LEAST:
         return None
-    keys = {letters[:_ANSWER_KEY_CHARS], letters[-_ANSWER_KEY_CHARS:]}
+    middle = max(0, (len(letters) - _ANSWER_KEY_CHARS) // 2)
+    keys = {
+        letters[:_ANSWER_KEY_CHARS],
+        letters[middle : middle + _ANSWER_KEY_CHARS],
+        letters[-_ANSWER_KEY_CHARS:],
+    }
     items = messages or ()
+    best: tuple[int, dict[str, Any]] | None = None
     for index in range(len(items) - 1, 0, -1):
         answer, question = items[index], items[index - 1]
         if not isinstance(answer, dict) or not isinstance(question, dict):
             continue
         if answer.get("role") != "assistant" or question.get("role") != "user":
             continue
-        answer_letters = _letters(message_text(answer.get("content")))
-        if any(key in answer_letters for key in keys):
-            return index - 1
-    return None
+        shown = _letters(_UNSHOWN_MARKDOWN.sub("", message_text(answer.get("content"))))
+        held = sum(key in shown for key in keys) + (letters == shown)
+        if held and (best is None or held > best[0]):
+            best = (held, question)
+    return best[1] if best is not None else None
+
+
+def remembered_words(text: str) -> str:
+    """A user message's words as the router read them, without what the bot's memory added."""
+    for mark in _MEMORY_MARKS:
+        text = mark.sub("", text)
+    photo = _MEMORY_PHOTO.match(text.strip())
+    if photo is not None:
+        text = photo.group(1) or ""
+    return split_quote(text)[0].strip()

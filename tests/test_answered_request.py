@@ -3,30 +3,74 @@ part of the answer the chat client quoted and however it showed its Markdown."""
 
 from __future__ import annotations
 
-from router.text import answered_request
+import pytest
+
+from bot.adapters.telegram_markdown import convert
+from router.text import answered_request, remembered_words
 
 POEM = "Leaves of amber, leaves of red,\nfalling softly on the bed.\n\n**Happy birthday, Grandma!**"
-CODE = "```python\ndef add(a, b):\n    return a + b\n```\nCall `add(2, 3)` to get 5. " + "x" * 300
+CODE = (
+    "Here is one that keeps the order:\n\n```python\ndef dedupe(xs):\n"
+    "    return list(dict.fromkeys(xs))\n```\n\nSee [the docs](https://docs.python.org/3/) for"
+    " dict ordering & more. It works on any list of hashable items, strings or numbers alike,"
+    " and leaves the list you pass in as it was."
+)
 HISTORY = [
     {"role": "user", "content": "write a poem for grandma", "name": "Dad"},
-    {"role": "assistant", "content": POEM + " A book of leaves."},
-    {"role": "user", "content": "add two numbers in python", "name": "Mom"},
+    {"role": "assistant", "content": POEM},
+    {"role": "user", "content": "remove duplicates from a list in python", "name": "Mom"},
     {"role": "assistant", "content": [{"type": "text", "text": CODE}]},
+    {"role": "user", "content": "thanks!"},
+    {"role": "assistant", "content": "You're welcome, happy birthday to grandma!"},
 ]
 
 
-def test_the_quoted_answer_names_its_request_and_its_asker() -> None:
-    shown = "Leaves of amber, leaves of red,\nfalling softly on the bed.\n\nHappy birthday, Gran"
-    assert answered_request(HISTORY, shown) == 0
+@pytest.mark.parametrize(
+    ("answer", "asker"),
+    [(POEM, "Dad"), (CODE, "Mom"), ("You're welcome, happy birthday to grandma!", None)],
+)
+def test_an_answer_as_telegram_shows_it_names_its_request(answer, asker) -> None:
+    # Telegram quotes the text as shown: fences, their language, link addresses and entities gone.
+    shown, _ = convert(answer)
+    assert (answered_request(HISTORY, shown) or {}).get("name") == asker
 
 
-def test_a_later_piece_of_a_long_answer_shown_without_markdown_still_matches() -> None:
-    piece = "Call add(2, 3) to get 5. " + "x" * 120
-    assert answered_request(HISTORY, piece) == 2
+def test_a_later_piece_of_a_long_answer_still_matches() -> None:
+    piece = "It works on any list of hashable items, strings or numbers alike, and leaves the list"
+    assert answered_request(HISTORY, piece) == HISTORY[2]
 
 
-def test_a_quote_no_answer_in_memory_holds_is_no_request() -> None:
+def test_the_answer_holding_the_whole_quote_wins_over_a_newer_one_holding_a_part() -> None:
+    # The newest answer holds "happy birthday ... grandma" too, but only the poem holds it all.
+    assert answered_request(HISTORY, "falling softly on the bed. Happy birthday") == HISTORY[0]
+
+
+def test_a_quote_no_answer_holds_is_no_request() -> None:
     assert answered_request(HISTORY, "an answer memory forgot long ago") is None
     assert answered_request(HISTORY, "🙂") is None
-    assert answered_request(HISTORY, "OK") is None  # in "bOoK": too short to tell
+    # In the poem and the code answer: too short to tell (six CJK characters are enough).
+    assert answered_request(HISTORY, "Leaves of") is None
+    assert (
+        answered_request(
+            [*HISTORY[:1], {"role": "assistant", "content": "秋天的落葉"}], "秋天的落葉"
+        )
+        is None
+    )
+    cjk = [*HISTORY[:1], {"role": "assistant", "content": "給奶奶的秋天落葉詩"}]
+    assert answered_request(cjk, "奶奶的秋天落葉") == HISTORY[0]
     assert answered_request([], POEM) is None
+    assert answered_request(None, POEM) is None
+
+
+@pytest.mark.parametrize(
+    ("remembered", "words"),
+    [
+        ("add two numbers in python", "add two numbers in python"),
+        ("[voice] add two numbers in python", "add two numbers in python"),
+        ('fix this (replying to Dad: "Traceback (most recent call last): …")', "fix this"),
+        ("[photo: what plant is this?]", "what plant is this?"),
+        ("[photo]", ""),
+    ],
+)
+def test_a_remembered_request_reads_as_the_words_the_router_routed(remembered, words) -> None:
+    assert remembered_words(remembered) == words

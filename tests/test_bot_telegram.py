@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from bot.adapters.telegram_markdown import convert
 from bot.admin import COMMANDS, HELP, REFUSAL
 from bot.language import APOLOGIES
 from router.store.settings import get_setting
@@ -431,7 +432,7 @@ async def ask_then_reply_to_the_answer(
     await telegram.push_message(GROUP, request, mention=True, user_id=7, first_name="Dad")
     await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
     replier_id = 7 if replier == "Dad" else 8
-    shown = answer.replace("```python\n", "").replace("```", "").replace("**", "")
+    shown, _ = convert(answer)
     await telegram.push_message(
         GROUP, reply, user_id=replier_id, first_name=replier, reply_to_bot=True, replied_text=shown
     )
@@ -439,8 +440,8 @@ async def ask_then_reply_to_the_answer(
 
 
 CODE_ANSWER = (
-    "```python\ndef dedupe(items):\n    seen = set()\n    return [x for x in items"
-    " if not (x in seen or seen.add(x))]\n```\nThe set remembers what came before."
+    "Here you go:\n```python\ndef dedupe(items):\n    seen = set()\n    return [x for x in"
+    " items if not (x in seen or seen.add(x))]\n```\nThe set remembers what came before."
 )
 POEM_ANSWER = "Leaves of amber, leaves of red,\nfalling softly...\n\n**Happy birthday, Grandma!**"
 

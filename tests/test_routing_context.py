@@ -232,3 +232,77 @@ async def test_a_reply_to_the_bot_s_answer_through_the_proxy_reads_the_request_i
         "coding",
         "strong",
     )
+
+
+SQL_REQUEST = "SQLで、先月1回もログインしてないユーザーを抽出したい"
+SQL_ANSWER = "SELECT * FROM users WHERE last_login < date_trunc('month', now()); See you at dinner!"
+
+
+async def test_a_family_message_an_answer_also_says_is_read_as_the_family_s(seeded_db, embedder):
+    """Dad's "See you at dinner!" is his, even when an earlier answer ended with the same words:
+    Mom's reply to it is chatter, whether the bot says whose it is or the history does."""
+    history = [
+        {"role": "user", "name": "mom", "content": SQL_REQUEST},
+        {"role": "assistant", "content": SQL_ANSWER},
+        {"role": "user", "name": "dad", "content": "See you at dinner!"},
+        {"role": "assistant", "content": "(answer)"},
+    ]
+    reply = "ok, what should I cook?"
+    router = await open_router(seeded_db, embedder)
+    try:
+        told = await router.route(
+            reply, history, name="mom", replied_to="See you at dinner!", replied_answer=False
+        )
+        read = await router.route(reply, history, name="mom", replied_to="See you at dinner!")
+    finally:
+        await router.close()
+    assert (told.tier, read.tier) == ("cheap", "cheap"), (told.category, read.category)
+
+
+@pytest.mark.parametrize(
+    "remembered", [SQL_REQUEST, f"[voice] {SQL_REQUEST}", f'{SQL_REQUEST} (replying to dad: "hm")']
+)
+async def test_thanks_on_an_answer_stays_cheap_however_memory_kept_the_request(
+    seeded_db, embedder, remembered
+):
+    """The request an answer answered, as memory keeps it (a voice mark, a quote's reminder),
+    is the context of a reply to that answer, in the process that routed it and after a
+    restart: never words under the reply's."""
+    history = [
+        {"role": "user", "name": "mom", "content": remembered},
+        {"role": "assistant", "content": SQL_ANSWER},
+    ]
+    thanks = "thanks!! works now"
+    router = await open_router(seeded_db, embedder)
+    try:
+        asked = await router.route(SQL_REQUEST, conv_key="c", at=START, user_key="mom")
+        same = await router.route(
+            thanks,
+            history,
+            "c",
+            START + 30,
+            "mom",
+            "mom",
+            replied_to=SQL_ANSWER,
+            replied_answer=True,
+        )
+    finally:
+        await router.close()
+    embedder.clear_cache()  # a new process: nothing embedded yet
+    restarted = await open_router(seeded_db, embedder)
+    try:
+        later = await restarted.route(
+            thanks,
+            history,
+            "c",
+            START + 60,
+            "mom",
+            "mom",
+            replied_to=SQL_ANSWER,
+            replied_answer=True,
+        )
+    finally:
+        await restarted.close()
+    assert asked.tier == "strong"
+    for decision in (same, later):
+        assert (decision.text, decision.tier) == (thanks, "cheap"), decision.category

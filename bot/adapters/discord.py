@@ -258,7 +258,7 @@ class CrabbotDiscord(discord.Client):
         if replied is None or not content.strip():
             return None
         mine = me is not None and replied.author.id == me.id
-        return Quote("crabbot" if mine else replied.author.display_name, content.strip(), mine)
+        return Quote("crabbot" if mine else replied.author.display_name, content.strip(), mine=mine)
 
     def turn(self, message: discord.Message) -> DiscordTurn:
         interval = self.core.config.discord.edit_interval_s
