@@ -4,6 +4,7 @@ and how each shows to the router, to the model and in memory."""
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,15 @@ from router.text import readable
 QUOTE_LIMIT = 4000  # characters of a quoted message the model and the router see
 MEMORY_QUOTE_LIMIT = 120  # memory keeps a short reminder of what was quoted
 CAPTION_LIMIT = 80
+
+
+# The line a voice message's answer is shown under (bot/voice.py heading): not the answer's.
+_VOICE_HEADING = re.compile(r"\A>? ?\[voice[^\]\n]*\][^\n]*\n+")
+
+
+def answer_shown(text: str) -> str:
+    """A quote of the bot's own answer without the voice heading it was shown under."""
+    return _VOICE_HEADING.sub("", text).strip()
 
 
 def _short(text: str, limit: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bot.adapters.telegram_markdown import convert
+from bot.incoming import answer_shown
 from router.text import answered_request, remembered_words
 
 POEM = "Leaves of amber, leaves of red,\nfalling softly on the bed.\n\n**Happy birthday, Grandma!**"
@@ -74,3 +75,13 @@ def test_a_quote_no_answer_holds_is_no_request() -> None:
 )
 def test_a_remembered_request_reads_as_the_words_the_router_routed(remembered, words) -> None:
     assert remembered_words(remembered) == words
+
+
+def test_an_answer_to_a_voice_message_matches_without_its_heading() -> None:
+    history = [
+        {"role": "user", "name": "Grandma", "content": "[voice] 明天台北會下雨嗎"},
+        {"role": "assistant", "content": "明天台北午後有雷陣雨，記得帶傘。"},
+    ]
+    shown = "> [voice 0:04] 明天台北會下雨嗎\n\n明天台北午後有雷陣雨，記得帶傘。"
+    assert answered_request(history, shown) is None  # the heading is not the answer's
+    assert answered_request(history, answer_shown(shown)) == history[0]

@@ -26,7 +26,7 @@ from bot.adapters.discord_stream import DiscordSurface
 from bot.admin import COMMANDS, Answer, Command, Picture, Text, parse_command
 from bot.agent import Prepare
 from bot.chat_user import ChatUser
-from bot.incoming import Incoming, Quote
+from bot.incoming import Incoming, Quote, answer_shown
 from bot.runtime import BotCore
 from bot.split import split_message
 from bot.streaming import StreamedReply
@@ -258,7 +258,9 @@ class CrabbotDiscord(discord.Client):
         if replied is None or not content.strip():
             return None
         mine = me is not None and replied.author.id == me.id
-        return Quote("crabbot" if mine else replied.author.display_name, content.strip(), mine=mine)
+        if mine:
+            return Quote("crabbot", answer_shown(content) or content.strip(), mine=True)
+        return Quote(replied.author.display_name, content.strip())
 
     def turn(self, message: discord.Message) -> DiscordTurn:
         interval = self.core.config.discord.edit_interval_s
