@@ -37,6 +37,11 @@ class Quote:
     text: str
     mine: bool = False  # the bot's own message (its answer)
 
+    @classmethod
+    def own_answer(cls, text: str) -> Quote:
+        """A quote of the bot's own answer, without the voice heading it was shown under."""
+        return cls("crabbot", answer_shown(text) or text.strip(), mine=True)
+
 
 @dataclass(frozen=True)
 class Image:

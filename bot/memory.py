@@ -14,7 +14,7 @@ from bot.config import MemorySettings
 from router.store.database import Database
 from router.store.migrations import Migrations, migrate
 from router.store.write_behind import Job, JobWriter
-from router.text import capped
+from router.text import capped, wide_count
 
 _SQLITE: tuple[str, ...] = (
     """
@@ -58,7 +58,7 @@ BOT_MIGRATIONS = Migrations(sqlite=_SQLITE, postgresql=_POSTGRESQL)
 def estimate_tokens(text: str) -> int:
     """A rough token count: a CJK character is about one token, other text about four
     characters a token. Good enough for a budget; no tokenizer download."""
-    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+    wide = wide_count(text)
     return wide + (len(text) - wide + 3) // 4 + 1
 
 

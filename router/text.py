@@ -163,6 +163,12 @@ def split_quote(text: str) -> tuple[str, str | None]:
     return words, quote_text
 
 
+def wide_count(text: str) -> int:
+    """How many characters of `text` are CJK or beyond (U+2E80 on): each carries about what a
+    word of Latin letters does."""
+    return sum(ord(ch) >= 0x2E80 for ch in text)
+
+
 def _letters(text: str) -> str:
     """Letters and digits only: what survives Markdown becoming formatting."""
     return _NOT_LETTERS.sub("", unicodedata.normalize("NFKC", html.unescape(text))).casefold()
@@ -175,7 +181,7 @@ def answered_request(
     reply to the bot's answer is about that request. The answer holding the most of the quote
     wins, the newest on a tie; None when no answer holds any of it."""
     letters = _letters(quoted)
-    if len(letters) + sum(ord(ch) >= 0x2E80 for ch in letters) < _ANSWER_KEY_LEAST:
+    if len(letters) + wide_count(letters) < _ANSWER_KEY_LEAST:
         return None
     middle = max(0, (len(letters) - _ANSWER_KEY_CHARS) // 2)
     keys = {

@@ -26,7 +26,7 @@ from bot.adapters.discord_stream import DiscordSurface
 from bot.admin import COMMANDS, Answer, Command, Picture, Text, parse_command
 from bot.agent import Prepare
 from bot.chat_user import ChatUser
-from bot.incoming import Incoming, Quote, answer_shown
+from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
 from bot.streaming import StreamedReply
@@ -257,9 +257,8 @@ class CrabbotDiscord(discord.Client):
             content = re.sub(rf"<@!?{me.id}>", "", content)
         if replied is None or not content.strip():
             return None
-        mine = me is not None and replied.author.id == me.id
-        if mine:
-            return Quote("crabbot", answer_shown(content) or content.strip(), mine=True)
+        if me is not None and replied.author.id == me.id:
+            return Quote.own_answer(content)
         return Quote(replied.author.display_name, content.strip())
 
     def turn(self, message: discord.Message) -> DiscordTurn:

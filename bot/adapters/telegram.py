@@ -35,7 +35,7 @@ from bot.adapters.telegram_stream import Drafts, TelegramSurface
 from bot.admin import COMMANDS, Answer, Command, Picture, parse_command
 from bot.chat_user import ChatUser
 from bot.config import TelegramSettings
-from bot.incoming import Incoming, Quote, answer_shown
+from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.streaming import StreamedReply
 from bot.turns import Turns, read_photo
@@ -108,7 +108,7 @@ def quoted(message: Message, bot_id: int, bot_username: str) -> Quote | None:
     if sender is None:
         return Quote(replied.chat.title, text)
     if sender.id == bot_id:
-        return Quote("crabbot", answer_shown(text) or text, mine=True)
+        return Quote.own_answer(text)
     return Quote(sender.first_name, text)
 
 
