@@ -118,7 +118,7 @@ def seeded_db(
     """This test's own copy of the seeded database."""
     target = tmp_path / "crabbot.db"
     if pg_backend.SERVER_URL is None:
-        shutil.copyfile(seeded_template, target)
+        shutil.copy(seeded_template, target)  # with its mode: 0600, as crabbot keeps it
         yield target
         return
     url = pg_backend.create(template=pg_backend.SEED_DATABASE)

@@ -163,7 +163,7 @@ def copy_seeded(template: Path, target: Path) -> Path:
     from router.store import database
 
     if SERVER_URL is None:
-        shutil.copyfile(template, target)
+        shutil.copy(template, target)  # with its mode, 0600
         return target
     paths = database.database_url
     assert isinstance(paths, PathDatabases)
