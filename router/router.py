@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from router.config import RouterConfig
@@ -181,11 +182,12 @@ class ModelRouter:
         (`user_key`) last decision in the conversation's log. A reply to a message it does not
         know is read with the quote under its words (one embedding either way). A quote of the
         bot's answer (`replied_answer`; None: an answer in `history` that no user message there
-        says) stands for the request that answer answered in `history`, and its asker; the
-        request unknown, the speaker's previous turn is the context, never the quote. A reply to
-        someone else's message weighs as such (rarely a request to go on with their task): who
-        sent it is `replied_author` (as `name` names people) when the caller knows, else the
-        speaker the router kept it under, else the name on it in `history`."""
+        says) stands for the request that answer answered in `history`, whoever asked it (the
+        reply talks to the bot about its answer); the request unknown, the speaker's previous
+        turn is the context, never the quote. A reply to someone else's message weighs as such
+        (rarely a request to go on with their task): who sent it is `replied_author` (as `name`
+        names people) when the caller knows, else the speaker the router kept it under, else
+        the name on it in `history`."""
         if not readable(text):  # empty, blanks, zero-width or control characters only
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
@@ -195,7 +197,6 @@ class ModelRouter:
         asked = self._answered(replied_to, history, replied_answer)
         if asked is not None:  # a reply to the bot's answer is about the request it answered
             replied_to = remembered_words(message_text(asked.get("content"))) or None
-            replied_author = str(asked["name"]) if asked.get("name") else None
         elif replied_answer:  # an answer no longer in the history: nothing of the family's
             replied_to = None
         previous = None
@@ -203,6 +204,11 @@ class ModelRouter:
             previous = await self.context.replied(
                 replied_to, conv_key, now, user_key, history, name, replied_author
             )
+            if previous is not None and asked is not None:
+                # Whoever replies to the bot's answer talks to the bot about it: not the reply
+                # to another person's message that the continuity model reads as rarely going
+                # on with that person's task.
+                previous = replace(previous, another_speaker=False)
         if replied_to and previous is None and asked is None:
             text = f"{text.strip()}\n\n{replied_to}"
         if previous is None and mode != "off":

@@ -31,6 +31,7 @@ from router.signals.continuity import (
     FEATURES,
     ContinuityModel,
     EmbeddingCue,
+    FollowUpNeighbours,
     PreviousTurn,
     TurnFeatures,
     carries,
@@ -225,16 +226,26 @@ def main() -> None:
     pairs = np.stack(pair_vectors)
     after_task = np.array([s[1].previous_index != categories.index("casual") for s in samples])
 
+    dim = pairs.shape[1] // 2
+
     def fit_cues(rows_: np.ndarray, l2: Penalty) -> ContinuityModel:
-        """The wording and embedding cues fit on `rows_`, in a model with no weights yet."""
+        """The wording and embedding cues fit on `rows_`, and `rows_` as the follow-ups whose
+        neighbours vote, in a model with no weights yet."""
         cue = fit_cue([follow_texts[i] for i in rows_], y[rows_])
         weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], l2, after_task[rows_])
         embedding = EmbeddingCue(weights, bias, embedder.id)
-        return ContinuityModel(taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue, embedding)
+        neighbours = FollowUpNeighbours(
+            pairs[rows_, :dim], y[rows_] > 0.5, after_task[rows_], embedder.id
+        )
+        return ContinuityModel(
+            taxonomy, np.zeros(1), 0.0, np.zeros(1), np.ones(1), cue, embedding, False, neighbours
+        )
 
     def features_with_cues(rows_: np.ndarray, model: ContinuityModel) -> np.ndarray:
-        # The runtime's own cues and vector: training reads a turn as routing will.
-        dim = pairs.shape[1] // 2
+        # The runtime's own cues and vector: training reads a turn as routing will (the
+        # neighbours' vote computed for all the rows at once, as routing does for one).
+        assert model.neighbours is not None
+        shares = model.neighbours.share_continuing(pairs[rows_, :dim], after_task[rows_])
         return np.array(
             [
                 model.vector(
@@ -244,9 +255,10 @@ def main() -> None:
                         embedding_cue=model.embedding_cue(
                             pairs[i, :dim], pairs[i, dim:], samples[i][1].previous_index
                         ),
+                        neighbours_continuing=share,
                     )
                 )
-                for i in rows_
+                for i, share in zip(rows_, shares, strict=True)
             ]
         )
 
@@ -385,7 +397,7 @@ def main() -> None:
     weights, bias, mean, scale = fit_logistic(stacked_features(all_rows, l2), y, continue_weight)
     cues = fit_cues(all_rows, l2)
     model = ContinuityModel(
-        taxonomy, weights, bias, mean, scale, cues.cue, cues.embedding, pairs=True
+        taxonomy, weights, bias, mean, scale, cues.cue, cues.embedding, True, cues.neighbours
     )
     TARGET.write_bytes(model.dump())
     print(f"wrote {TARGET} ({TARGET.stat().st_size / 1e3:.0f} kB)")

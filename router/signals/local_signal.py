@@ -103,6 +103,7 @@ class LocalSignal:
             cue=self.continuity.wording_cue(reading.text),
             embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector, index),
             another_speaker=previous.another_speaker,
+            neighbours_continuing=self.continuity.neighbours_continuing(reading.vector, index),
         )
         return self.continuity.p_continue(turn)
 
