@@ -16,7 +16,7 @@ from router.counters import Counters
 from router.pool.pool import PoolSnapshot, give_back_free_memory
 from router.pool.seed import shipped_calibration
 from router.pool.vector_index import EXACT_LIMIT
-from router.signals.calibration import Calibration
+from router.signals.calibration import SERVES_GROWTH, Calibration
 from router.signals.fit_process import FitProcessError, fit_in_process
 from router.signals.fitted import FittedPool, fit_pool
 from router.signals.local_signal import LocalSignal
@@ -27,7 +27,6 @@ from router.taxonomy import Taxonomy
 log = logging.getLogger(__name__)
 
 CALIBRATION_KEY = "local_calibration"
-REFIT_GROWTH = 1.05  # refit the head once the pool has grown by 5%
 STOP_WAIT_S = 10.0  # a stop waits this long for a refit at idle priority, then cancels it
 # A start whose fit another process is making waits this long for it (no longer than fitting
 # itself would take, as both began at once), then serves without the classifier (the LLM, else
@@ -105,9 +104,9 @@ class ClassifierFitting:
         give_back_free_memory()  # what loading the rows and fitting freed
 
     def refit_if_grown(self) -> None:
-        """Start a refit in the background once the pool has grown by REFIT_GROWTH."""
+        """Start a refit in the background once the pool has grown by SERVES_GROWTH."""
         trained_on = self.local.classifier.trained_on
-        if len(self.local.pool) >= trained_on * REFIT_GROWTH and self._idle:
+        if len(self.local.pool) >= trained_on * SERVES_GROWTH and self._idle:
             self.refit_task = asyncio.create_task(self._refit_claimed())
 
     def refit(self) -> None:
@@ -378,7 +377,7 @@ class ClassifierFitting:
             # to this one's logits.
             if stored.get("state_version") != fitted_state.STATE_VERSION:
                 return None
-            if len(self.local.pool) > stored["pool_size"] * REFIT_GROWTH:
+            if len(self.local.pool) > stored["pool_size"] * SERVES_GROWTH:
                 return None
             return Calibration(
                 float(stored["head_scale"]),

@@ -17,7 +17,7 @@ import numpy as np
 
 from router.embedding.embedder import Embedder
 from router.pool.pool import Pool, PoolEntry
-from router.signals.calibration import Calibration
+from router.signals.calibration import SERVES_GROWTH, Calibration
 from router.store import seed_given
 from router.taxonomy import Taxonomy
 from router.text import text_hash
@@ -28,9 +28,6 @@ SEED_FILE = "seed_pool.jsonl"
 VECTORS_FILE = "seed_vectors.npz"  # written by scripts/build_seed_vectors.py
 SPOT_CHECKS = 6  # shipped vectors re-embedded at start: a changed model must not slip in
 SPOT_CHECK_COSINE = 0.99  # float16 storage keeps cosine above 0.999 for the same model
-# A pool this much larger or smaller than the shipped one is still read with the shipped
-# calibration (as a stored calibration serves until its pool grows by 5%).
-SHIPPED_CALIBRATION_SLACK = 1.05
 BATCH = 32
 
 ProgressCallback = Callable[[int, int], None]
@@ -189,7 +186,7 @@ def shipped_calibration(pool: Pool) -> Calibration | None:
     was chosen by held-out writer on that pool, which a start's own calibration (random folds)
     cannot do. Reads the shipped file: call it only when no stored calibration serves."""
     rows = seed_rows()
-    slack = SHIPPED_CALIBRATION_SLACK
+    slack = SERVES_GROWTH
     if not len(rows) / slack <= len(pool) <= len(rows) * slack:
         return None
     shipped = _shipped_file(pool.embedder_id, rows)

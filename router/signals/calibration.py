@@ -19,6 +19,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 FAR_SLOPES = np.arange(0.0, 40.1, 2.0)
+# A calibration serves a pool until it is this much larger (or, for the shipped one, smaller)
+# than the pool it was chosen on: then the head is refit and calibrated again.
+SERVES_GROWTH = 1.05
 
 
 @dataclass(frozen=True)
