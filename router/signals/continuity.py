@@ -205,23 +205,25 @@ class ContinuityModel:
                 cue = np.zeros(buckets, np.float32)
                 cue[stored["cue_index"]] = values
             fit_with = str(stored["embedder_id"])
-            embedding: EmbeddingCue | None = EmbeddingCue(
-                stored["embedding_weights"], float(stored["embedding_bias"]), fit_with
-            )
-            neighbours: FollowUpNeighbours | None = FollowUpNeighbours(
-                stored["neighbour_vectors"].astype(np.float32),
-                stored["neighbour_continues"].astype(bool),
-                stored["neighbour_after_task"].astype(bool),
-                fit_with,
-            )
-            if fit_with != embedder_id:
+            embedding: EmbeddingCue | None = None
+            neighbours: FollowUpNeighbours | None = None
+            if fit_with == embedder_id:
+                embedding = EmbeddingCue(
+                    stored["embedding_weights"], float(stored["embedding_bias"]), fit_with
+                )
+                neighbours = FollowUpNeighbours(
+                    stored["neighbour_vectors"].astype(np.float32),
+                    stored["neighbour_continues"].astype(bool),
+                    stored["neighbour_after_task"].astype(bool),
+                    fit_with,
+                )
+            else:  # not read at all: another embedder's vectors mean nothing to them
                 log.info(
                     "the continuity model's embedding cue and neighbours were fit on %s, not %s:"
                     " left out",
                     fit_with,
                     embedder_id,
                 )
-                embedding, neighbours = None, None
             return cls(
                 taxonomy,
                 stored["weights"],
