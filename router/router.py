@@ -22,7 +22,7 @@ from router.pool.learning import QUARANTINE, LearningGate, LocalView
 from router.pool.pool import Pool, PoolEntry
 from router.signals.categorizer import CategorizerError, LLMCategorizer
 from router.signals.classifier import LocalResult
-from router.signals.continuity import ContinuityModel, PreviousTurn, within_horizon
+from router.signals.continuity import ContinuityModel, PreviousTurn, left_open, within_horizon
 from router.signals.local_signal import LocalSignal
 from router.store import erasure, routing_log
 from router.store.database import Database, DatabaseError
@@ -211,6 +211,10 @@ class ModelRouter:
                 previous = replace(previous, another_speaker=False)
         if replied_to and previous is None and asked is None:
             text = f"{text.strip()}\n\n{replied_to}"
+        # A task behind a reaction is kept only from the speaker's own turns (their previous
+        # turn, or their request the quoted answer answered): another person's words in it
+        # would outlive that person's erasure.
+        own_context = previous is None or (asked is not None and asked.get("name") in (None, name))
         if previous is None and mode != "off":
             previous = await self.context.previous(history, conv_key, now, user_key, name)
             # Hours later the speaker's last turn is no context, for either signal (a quoted
@@ -227,7 +231,7 @@ class ModelRouter:
         else:
             decision = await self._route_live(text, previous, now, teacher, (conv_key, user_key))
         decision.latency_ms = (time.perf_counter() - started) * 1000
-        self._open(decision, text, conv_key, now, user_key)
+        self._open(decision, text, conv_key, now, user_key, previous if own_context else None)
         return decision
 
     @staticmethod
@@ -440,11 +444,13 @@ class ModelRouter:
         conv_key: str | None,
         at: float,
         user_key: str | None = None,
+        context: PreviousTurn | None = None,
     ) -> None:
         decision.text, decision.conv_key, decision.at = text, conv_key, at
         decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
-            turn = PreviousTurn(decision.category, at, text)
+            behind = left_open(decision.category, context)
+            turn = PreviousTurn(decision.category, at, text, task_behind=behind)
             self.context.record(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)

@@ -29,6 +29,7 @@ from router.pool.seed import seed_rows, shipped_vectors
 from router.signals.classifier import LocalAnswer, LocalClassifier, decide
 from router.signals.continuity import (
     FEATURES,
+    NEVER_BEHIND,
     ContinuityModel,
     EmbeddingCue,
     FollowUpNeighbours,
@@ -62,6 +63,7 @@ CUE_PENALTIES = tuple(("task", l2) for l2 in (1e-4, 1e-3))
 Penalty = tuple[str, float]
 EMBEDDING_SCALE = 5.0
 CONTEXT_BARS = (0.7, 0.75, 0.8, 0.85, 0.9)  # live mode's, for a turn the context swayed
+BEHIND_OFFSETS = (NEVER_BEHIND, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
 
 
 def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
@@ -185,6 +187,7 @@ def main() -> None:
         return classifiers[fold].probs(vectors[text], text, nearest)
 
     samples: list[tuple[str, TurnFeatures, str, bool]] = []  # conversation, features, truth, cont
+    sample_of: dict[tuple[str, int], int] = {}  # (conversation, turn) -> its sample
     follow_texts: list[str] = []
     languages: list[str] = []
     pair_vectors: list[np.ndarray] = []  # the turn's vector, then the previous message's
@@ -210,6 +213,7 @@ def main() -> None:
                 embedding_cue=0.0,
                 another_speaker=before.get("speaker") != turn.get("speaker"),
             )
+            sample_of[conversation["conversation"], index] = len(samples)
             samples.append(
                 (
                     conversation["conversation"],
@@ -221,7 +225,33 @@ def main() -> None:
             follow_texts.append(text)
             pair_vectors.append(np.concatenate([vectors[text], vectors[previous.text]]))
             languages.append(conversation.get("lang", "?"))
+    # A turn after its speaker's reaction to a task (a request, "thanks!", then "wait, why
+    # ...?"), read against the task behind the reaction too, as routing reads it.
+    behind: list[tuple[int, TurnFeatures, np.ndarray]] = []  # its sample, features, task vector
+    casual = categories.index("casual")
+    for conversation in conversations:
+        turns = conversation["turns"]
+        for index, turn in enumerate(turns):
+            direct = sample_of.get((conversation["conversation"], index))
+            if direct is None or samples[direct][1].previous_index != casual:
+                continue
+            reaction = context_of(turns, index)
+            task = None if reaction is None else context_of(turns, reaction)
+            if task is None or turns[task]["category"] == "casual":
+                continue
+            if not carries(turns[task]["category"], taxonomy):
+                continue
+            text, task_text = turn["text"], turns[task]["text"]
+            features = replace(
+                samples[direct][1],
+                similarity=float(vectors[text] @ vectors[task_text]),
+                gap_s=gap_since(turns, task, index),
+                previous_index=categories.index(turns[task]["category"]),
+                another_speaker=turns[task].get("speaker") != turn.get("speaker"),
+            )
+            behind.append((direct, features, vectors[task_text]))
     folds = np.array([fold_of[s[0]] for s in samples])
+    behind_folds = np.array([folds[direct] for direct, _, _ in behind])
     y = np.array([s[3] for s in samples], dtype=float)
     pairs = np.stack(pair_vectors)
     after_task = np.array([s[1].previous_index != categories.index("casual") for s in samples])
@@ -262,6 +292,27 @@ def main() -> None:
             ]
         )
 
+    def behind_features(rows_: np.ndarray, model: ContinuityModel) -> np.ndarray:
+        """The features of `behind`'s rows, read against the task behind the reaction."""
+        assert model.neighbours is not None
+        turn_vectors = pairs[[behind[i][0] for i in rows_], :dim]
+        shares = model.neighbours.share_continuing(turn_vectors, np.ones(len(rows_), bool))
+        found = []
+        for i, turn_vector, share in zip(rows_, turn_vectors, shares, strict=True):
+            direct, features, task_vector = behind[i]
+            cues = model.embedding_cue(turn_vector, task_vector, features.previous_index)
+            found.append(
+                model.vector(
+                    replace(
+                        features,
+                        cue=model.wording_cue(follow_texts[direct]),
+                        embedding_cue=cues,
+                        neighbours_continuing=share,
+                    )
+                )
+            )
+        return np.array(found).reshape(len(rows_), len(FEATURES))
+
     def stacked_features(train: np.ndarray, l2: Penalty) -> np.ndarray:
         """Cue scores for the training rows from cues that never saw their writer."""
         x = np.zeros((len(train), len(FEATURES)))
@@ -270,24 +321,33 @@ def main() -> None:
             x[inner == k] = features_with_cues(train[inner == k], fit_cues(train[inner != k], l2))
         return x
 
-    def fold_features(l2: Penalty) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Per held-out writer: the training rows, the held rows, and their features."""
+    FoldFeatures = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    def fold_features(l2: Penalty) -> list[FoldFeatures]:
+        """Per held-out writer: the training rows, the held rows, and their features; the
+        held `behind` rows and theirs."""
         found = []
         for k in range(folds_count):
             train, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-            x_held = features_with_cues(held, fit_cues(train, l2))
-            found.append((train, held, stacked_features(train, l2), x_held))
+            cues = fit_cues(train, l2)
+            held_behind = np.flatnonzero(behind_folds == k)
+            x_behind = behind_features(held_behind, cues)
+            x_held = features_with_cues(held, cues)
+            found.append((train, held, stacked_features(train, l2), x_held, held_behind, x_behind))
         return found
 
     features_by_l2 = {l2: fold_features(l2) for l2 in CUE_PENALTIES}
 
-    def out_of_fold(l2: Penalty, continue_weight: float) -> np.ndarray:
-        p = np.zeros(len(samples))
-        for train, held, x_train, x_held in features_by_l2[l2]:
+    def out_of_fold(l2: Penalty, continue_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each follow-up's chance to continue from the model that never saw its writer; and
+        the log-odds of each `behind` row's going back to the task."""
+        p, back = np.zeros(len(samples)), np.zeros(len(behind))
+        for train, held, x_train, x_held, held_behind, x_behind in features_by_l2[l2]:
             weights, bias, mean, scale = fit_logistic(x_train, y[train], continue_weight)
             z = with_pairs((x_held - mean) / scale)
             p[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
-        return p
+            back[held_behind] = with_pairs((x_behind - mean) / scale) @ weights + bias
+        return p, back
 
     horizon_h = ContextSettings().horizon_h
 
@@ -356,6 +416,40 @@ def main() -> None:
             for k, v in tally.items()
         )
 
+    def choose_behind_offset(back: np.ndarray, p_oof: np.ndarray, bar: float) -> float:
+        """The offset to the log-odds of going back to the task behind a reaction, by the
+        cost on held-out writers of the turns after a reaction (those of the task's category
+        and the rest weigh the same)."""
+        tallies: dict[float, dict[str, list[int]]] = {}
+        for offset in BEHIND_OFFSETS:
+            tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            for (direct, f, _), logit in zip(behind, back, strict=True):
+                _, after, truth, _ = samples[direct]
+                probs = carry(after.alone, after.previous_index, p_oof[direct])
+                if within_horizon(0.0, f.gap_s or 0.0, horizon_h):
+                    probs = carry(probs, f.previous_index, 1.0 / (1.0 + np.exp(-logit - offset)))
+                carried = decide(probs, taxonomy, args.downgrade_cost, [])
+                alone = decide(after.alone, taxonomy, args.downgrade_cost, [])
+                answer = content_first(alone, carried, bar)
+                chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
+                back_to_task = "continue" if truth == categories[f.previous_index] else "switch"
+                kind = "chatter" if truth == "casual" else "request"
+                for key in (back_to_task, "back" if back_to_task == "continue" else kind):
+                    tally[key][0] += 1
+                    tally[key][1] += chosen == true
+                    tally[key][2] += chosen < true
+            tallies[offset] = tally
+        print(
+            f"{len(behind)} turns after their speaker's reaction to a task: cost and tier"
+            " accuracy by the offset to the log-odds of going back to that task"
+        )
+        for offset, tally in tallies.items():
+            parts = "  ".join(f"{k} {v[1] / v[0]:.3f} (n {v[0]})" for k, v in sorted(tally.items()))
+            print(f"    {offset:>5}  cost {cost(tally):.4f}  {parts}")
+        chosen_offset = min(tallies, key=lambda offset: cost(tallies[offset]))
+        print(f"chosen: behind offset {chosen_offset}")
+        return chosen_offset
+
     # The cue's penalty, the continuation weight and the content-first bar, chosen together by
     # the cost on held-out writers.
     print(f"CV over {folds_count} writers ({', '.join(writers)}): cost (tier errors + downgrades")
@@ -363,7 +457,8 @@ def main() -> None:
     print("continuation weight and the content bar:")
     print("    cue               weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
     choices: dict[tuple[Penalty, float, float], float] = {}
-    oof = {(l2, w): out_of_fold(l2, w) for l2 in CUE_PENALTIES for w in CONTINUE_WEIGHTS}
+    oof_both = {(l2, w): out_of_fold(l2, w) for l2 in CUE_PENALTIES for w in CONTINUE_WEIGHTS}
+    oof = {key: both[0] for key, both in oof_both.items()}
     for (l2, w), p_oof in oof.items():
         for bar in CONTENT_BARS:
             answer = lambda f, p, bar=bar: carried_answer(f, p, bar)  # noqa: E731
@@ -391,13 +486,23 @@ def main() -> None:
     for context_bar in CONTEXT_BARS:
         score = decided_score(content, message_bar, context_bar, p_oof)
         print(f"    context's bar {context_bar}: {score}")
+    behind_offset = choose_behind_offset(oof_both[l2, continue_weight][1], p_oof, bar)
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))
     weights, bias, mean, scale = fit_logistic(stacked_features(all_rows, l2), y, continue_weight)
     cues = fit_cues(all_rows, l2)
     model = ContinuityModel(
-        taxonomy, weights, bias, mean, scale, cues.cue, cues.embedding, True, cues.neighbours
+        taxonomy,
+        weights,
+        bias,
+        mean,
+        scale,
+        cues.cue,
+        cues.embedding,
+        True,
+        cues.neighbours,
+        behind_offset,
     )
     TARGET.write_bytes(model.dump())
     print(f"wrote {TARGET} ({TARGET.stat().st_size / 1e3:.0f} kB)")

@@ -110,6 +110,23 @@ async def test_prompt_carries_the_previous_task(groq_server):
     assert "No, need dedup" in prompt
 
 
+async def test_prompt_carries_the_task_behind_a_reaction(groq_server):
+    groq_server.respond = lambda _r: Reply('{"category": "coding", "confidence": 0.9}')
+    categorizer = categorizer_for(groq_server)
+    request = PreviousTurn("coding", at=100.0, text="write a script that merges 3 csv files")
+    reaction = PreviousTurn("casual", at=130.0, text="lol thanks", task_behind=request)
+    try:
+        await categorizer.categorize("wait, why is row 1 there twice?", reaction, at=150.0)
+    finally:
+        await categorizer.close()
+    prompt = groq_server.user_content()
+    earlier, previous = (
+        prompt.index("[Earlier routing: coding, 50s ago]"),
+        prompt.index("[Previous routing: casual, 20s ago]"),
+    )
+    assert earlier < prompt.index("merges 3 csv files") < previous < prompt.index("lol thanks")
+
+
 def test_parse_reply_takes_the_object_with_a_category():
     content = 'notes: {"x": 1} then {"category": "casual", "confidence": 0.5}'
     assert parse_reply(content, TAXONOMY.categories) == ("casual", 0.5)

@@ -483,6 +483,8 @@ def test_the_continuity_model_reads_back_as_it_was_written(embedder):
     )
     assert again.pairs == shipped.pairs
     assert again.p_continue(turn) == pytest.approx(shipped.p_continue(turn))
+    behind = shipped.p_continue(turn, behind=True)
+    assert again.p_continue(turn, behind=True) == pytest.approx(behind)
 
 
 def test_the_follow_ups_nearest_a_turn_vote_on_whether_it_continues(embedder):

@@ -306,3 +306,49 @@ async def test_thanks_on_an_answer_stays_cheap_however_memory_kept_the_request(
     assert asked.tier == "strong"
     for decision in (same, later):
         assert (decision.text, decision.tier) == (thanks, "cheap"), decision.category
+
+
+PRINT_REQUEST = "write a python script that prints every line of a file"
+
+
+@pytest.mark.parametrize(
+    ("reaction", "then", "tier"),
+    [
+        ("lol thanks", "wait, why does it print a blank line after each one?", "strong"),
+        ("thanks!", "hmm now it says permission denied", "strong"),
+        ("lol thanks", "haha my son will love it", "cheap"),
+    ],
+)
+async def test_a_turn_after_a_reaction_can_go_back_to_the_task_behind_it(
+    seeded_db, embedder, reaction, then, tier
+):
+    """A request, the same person's reaction, then a turn about the request: it goes on with
+    the request's task, not the reaction's; in the process that routed them, after a restart
+    (read back from the log) and through a proxy (the history alone). More chatter stays
+    chatter."""
+    history = [
+        {"role": "user", "content": PRINT_REQUEST},
+        {"role": "assistant", "content": "(answer)"},
+        {"role": "user", "content": reaction},
+        {"role": "assistant", "content": "(answer)"},
+    ]
+    router = await open_router(seeded_db, embedder)
+    try:
+        alone = await router.route(then)
+        for conv in ("here", "restarted"):
+            await router.route(PRINT_REQUEST, conv_key=conv, at=START, user_key="kid")
+            await router.route(reaction, conv_key=conv, at=START + 30, user_key="kid")
+        same = await router.route(then, conv_key="here", at=START + 50, user_key="kid")
+        stateless = await router.route(then, history=history)
+    finally:
+        await router.close()
+    embedder.clear_cache()  # a new process: nothing embedded, nothing kept
+    restarted = await open_router(seeded_db, embedder)
+    try:
+        later = await restarted.route(then, conv_key="restarted", at=START + 50, user_key="kid")
+    finally:
+        await restarted.close()
+    if tier == "strong":
+        assert alone.tier != "strong"  # the words alone do not say it
+    for decision in (same, later, stateless):
+        assert decision.tier == tier, (decision.category, decision.confidence)

@@ -55,3 +55,18 @@ def test_an_erasure_of_many_pool_entries_goes_out_in_payloads_that_fit():
     payloads = encode_unpool("a", hashes)
     assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
     assert set().union(*(decode_unpool(p)[1] for p in payloads)) == hashes
+
+
+def test_a_reaction_goes_out_with_the_task_behind_it_and_that_task_s_vector():
+    request, vector = PreviousTurn("coding", 10.0, "write a python script"), unit_vector(4)
+    reaction = PreviousTurn("casual", 40.0, "lol thanks", task_behind=request)
+    payload = encode_turn("a", "c", "kid", reaction, unit_vector(5), True, vector)
+    assert payload is not None
+    heard = decode_turn(payload, DIM).turn
+    behind = heard.task_behind
+    assert (heard.category, heard.text) == ("casual", "lol thanks")
+    assert behind is not None
+    assert (behind.category, behind.at, behind.text) == ("coding", 10.0, request.text)
+    assert behind.vector is not None and float(behind.vector @ vector) > 0.999
+    no_text = decode_turn(encode_turn("a", "c", "kid", reaction, None, False) or "", DIM).turn
+    assert no_text.task_behind is not None and no_text.task_behind.text == ""

@@ -1,13 +1,13 @@
 """What processes on one database tell each other (NOTIFY payloads, JSON under 8000 bytes): a
 conversation's turn (its task, time, text as far as prompts are kept, and its vector as float16
-in base64), a reset, an erasure's scope, the pool entries an erasure removed. Each names the
-process that sent it."""
+in base64; the same of the task behind it when it is a reaction), a reset, an erasure's scope,
+the pool entries an erasure removed. Each names the process that sent it."""
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,12 @@ def _vector(encoded: str | None, dim: int) -> np.ndarray | None:
     return raw.astype(np.float32) if len(raw) == dim else None
 
 
+def _packed(vector: np.ndarray | None) -> str | None:
+    if vector is None:
+        return None
+    return base64.b64encode(np.asarray(vector, dtype=np.float16).tobytes()).decode()
+
+
 def encode_turn(
     sender: str,
     conv_key: str,
@@ -40,33 +46,40 @@ def encode_turn(
     turn: PreviousTurn,
     vector: np.ndarray | None,
     keep_text: bool,
+    behind_vector: np.ndarray | None = None,
 ) -> str | None:
-    """The turn as a payload; None when even its keys alone are too big to send."""
-    packed = (
-        base64.b64encode(np.asarray(vector, dtype=np.float16).tobytes()).decode()
-        if vector is not None
-        else None
-    )
-    text = turn.text if keep_text else ""
+    """The turn as a payload, with the task behind it when it is a reaction (and that task's
+    vector, `behind_vector`); None when even its keys alone are too big to send."""
+    behind = turn.task_behind
     for chars in TEXT_STEPS:
-        body: dict[str, Any] = {"o": sender, "c": conv_key, "u": user_key, "k": turn.category}
-        body.update({"t": turn.at, "x": text[:chars], "v": packed})
+        body: dict[str, Any] = {"o": sender, "c": conv_key, "u": user_key}
+        body.update(_turn_body(turn, vector, keep_text, chars))
+        if behind is not None:
+            body["b"] = _turn_body(behind, behind_vector, keep_text, chars)
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         if len(payload.encode()) <= MAX_PAYLOAD:
             return payload
     return None
 
 
+def _turn_body(
+    turn: PreviousTurn, vector: np.ndarray | None, keep_text: bool, chars: int
+) -> dict[str, Any]:
+    text = turn.text if keep_text else ""
+    return {"k": turn.category, "t": turn.at, "x": text[:chars], "v": _packed(vector)}
+
+
+def _decoded_turn(body: dict[str, Any], dim: int) -> PreviousTurn:
+    at, vector = body["t"], _vector(body.get("v"), dim)
+    return PreviousTurn(str(body["k"]), None if at is None else float(at), str(body["x"]), vector)
+
+
 def decode_turn(payload: str, dim: int) -> Turn:
     """A turn payload; raises ValueError (or KeyError, TypeError) for a malformed one."""
     body = json.loads(payload)
-    at = body["t"]
-    previous = PreviousTurn(
-        str(body["k"]),
-        None if at is None else float(at),
-        str(body["x"]),
-        _vector(body.get("v"), dim),
-    )
+    previous = _decoded_turn(body, dim)
+    if body.get("b") is not None:
+        previous = replace(previous, task_behind=_decoded_turn(body["b"], dim))
     user = body["u"]
     return Turn(str(body["o"]), str(body["c"]), None if user is None else str(user), previous)
 

@@ -144,8 +144,15 @@ class SharedState:
     def turn(self, conv_key: str, user_key: str | None, turn: PreviousTurn) -> None:
         embedder = self.router.embedder
         vector = embedder.cached(turn.text) if embedder is not None else None
+        behind, behind_vector = turn.task_behind, None
+        if behind is not None:
+            behind_vector = behind.vector
+            if behind_vector is None and embedder is not None:
+                behind_vector = embedder.cached(behind.text)
         keep_text = self.router.config.privacy.store_prompts
-        payload = encode_turn(self.sender, conv_key, user_key, turn, vector, keep_text)
+        payload = encode_turn(
+            self.sender, conv_key, user_key, turn, vector, keep_text, behind_vector
+        )
         if payload is None:
             self.router.counters["notify_dropped_too_long"] += 1
             return

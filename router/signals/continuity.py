@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 
 import numpy as np
@@ -21,6 +21,7 @@ from router.taxonomy import TIERS, UNKNOWN, Taxonomy
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "continuity.npz"
+CHATTER = "casual"  # the category whose turns are chatter, not a task
 UNKNOWN_GAP_S = 60.0  # history without times (a stateless client): one sitting
 # The training conversations' gaps start at about 8 s; a gap below that (a quick paste right
 # after an answer) is read as that, not extrapolated into "surely the same task".
@@ -44,6 +45,7 @@ EMBEDDING_CUE = FEATURES.index("embedding_cue")
 NEIGHBOURS_CONTINUING = FEATURES.index("neighbours_continuing")
 NEIGHBOURS = 10  # chosen by cross-validation by writer (5 and 25 read worse)
 NEIGHBOUR_SHARPNESS = 20.0  # a neighbour's vote weighs exp(sharpness * similarity)
+NEVER_BEHIND = -math.inf  # a behind_offset that never goes back past a reaction
 BATCH_ROWS = 1024  # similarities computed this many turns at a time (memory, when fitting)
 
 
@@ -60,6 +62,9 @@ class PreviousTurn:
     # Someone else sent it: the turn is a reply to another person's message (a reply to
     # grandma's request is rarely a request to go on with her task).
     another_speaker: bool = False
+    # The task a chatter turn reacted to ("thanks!", "lol" after a request), still open for the
+    # speaker's next turn: "wait, why does it print a blank line after each one?" goes on with it.
+    task_behind: PreviousTurn | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,11 @@ class FollowUpNeighbours:
     def __init__(
         self, vectors: np.ndarray, continues: np.ndarray, after_task: np.ndarray, embedder_id: str
     ) -> None:
-        self.vectors, self.continues, self.after_task = vectors, continues, after_task
         self.embedder_id = embedder_id
+        self.dim = vectors.shape[1]
         # Per kind of turn before (chatter, task): its follow-ups' vectors as columns and their
-        # votes, split once here, not at every turn (a copy of thousands of vectors a message).
+        # votes, split once here, not at every turn (a copy of thousands of vectors a message),
+        # and kept only so (the vectors as given are not held twice).
         self._by_kind = {
             kind: (
                 np.ascontiguousarray(vectors[after_task == kind].T),
@@ -123,7 +129,16 @@ class FollowUpNeighbours:
         }
 
     def fits(self, dim: int) -> bool:
-        return self.vectors.shape[1] == dim
+        return self.dim == dim
+
+    def stored(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The follow-ups' vectors, whether each continued, and whether a task came before it:
+        grouped by that kind (the vote does not depend on their order)."""
+        parts = list(self._by_kind.items())
+        vectors = np.concatenate([columns.T for _, (columns, _) in parts])
+        continues = np.concatenate([votes > 0.5 for _, (_, votes) in parts])
+        after_task = np.concatenate([np.full(len(votes), kind) for kind, (_, votes) in parts])
+        return vectors, continues, after_task
 
     def share_continuing(self, vectors: np.ndarray, after_task: np.ndarray) -> np.ndarray:
         """Per row of `vectors` (turns; `after_task` per turn), the similarity-weighted share of
@@ -172,17 +187,19 @@ class ContinuityModel:
         embedding: EmbeddingCue | None = None,
         pairs: bool = False,
         neighbours: FollowUpNeighbours | None = None,
+        behind_offset: float = NEVER_BEHIND,
     ) -> None:
         self.taxonomy = taxonomy
         self.weights, self.bias, self.mean, self.scale = weights, bias, mean, scale
+        # Added to the log-odds that a turn goes back to the task behind a reaction (the
+        # model is fit on turns and their own context; after "thanks!" a return is rarer).
+        self.behind_offset = behind_offset
         self.pairs = pairs
         self.cue = cue
         self.embedding = embedding
         self.neighbours = neighbours
         self._tier_of = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
-        self._casual = (
-            taxonomy.categories.index("casual") if "casual" in taxonomy.categories else -1
-        )
+        self._casual = taxonomy.categories.index(CHATTER) if CHATTER in taxonomy.categories else -1
 
     @classmethod
     def load(
@@ -234,12 +251,14 @@ class ContinuityModel:
                 embedding,
                 bool(stored["pairs"]) if "pairs" in stored.files else False,
                 neighbours,
+                float(stored["behind_offset"]),
             )
 
     def dump(self) -> bytes:
         assert self.cue is not None and self.embedding is not None
         assert self.neighbours is not None
         nonzero = np.flatnonzero(self.cue)
+        vectors, continues, after_task = self.neighbours.stored()
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
@@ -253,11 +272,12 @@ class ContinuityModel:
             embedding_weights=self.embedding.weights.astype(np.float32),
             embedding_bias=np.array(self.embedding.bias),
             embedder_id=np.array(self.embedding.embedder_id),
-            neighbour_vectors=self.neighbours.vectors.astype(np.float16),
-            neighbour_continues=self.neighbours.continues,
-            neighbour_after_task=self.neighbours.after_task,
+            neighbour_vectors=vectors.astype(np.float16),
+            neighbour_continues=continues,
+            neighbour_after_task=after_task,
             features=np.array(FEATURES),
             pairs=np.array(self.pairs),
+            behind_offset=np.array(self.behind_offset),
         )
         return buffer.getvalue()
 
@@ -308,11 +328,14 @@ class ContinuityModel:
             ]
         )
 
-    def p_continue(self, turn: TurnFeatures) -> float:
+    def p_continue(self, turn: TurnFeatures, behind: bool = False) -> float:
+        """The chance that the turn continues its context's task; `behind`: the task behind
+        the reaction that is its context."""
         z = (self.vector(turn) - self.mean) / self.scale
         if self.pairs:
             z = with_pairs(z)
-        return float(1.0 / (1.0 + math.exp(-(z @ self.weights + self.bias))))
+        logit = float(z @ self.weights + self.bias) + (self.behind_offset if behind else 0.0)
+        return 1.0 / (1.0 + math.exp(-max(logit, -700.0)))
 
 
 def carry(alone: np.ndarray, previous_index: int, p_continue: float) -> np.ndarray:
@@ -326,6 +349,17 @@ def carry(alone: np.ndarray, previous_index: int, p_continue: float) -> np.ndarr
 def carries(category: str | None, taxonomy: Taxonomy) -> bool:
     """`unknown` (and anything the taxonomy lacks) is never carried to the next turn."""
     return category is not None and category != UNKNOWN and category in taxonomy.categories
+
+
+def left_open(category: str, context: PreviousTurn | None) -> PreviousTurn | None:
+    """The task a turn of `category`, routed in `context`, leaves open behind it: a chatter
+    turn after a task (a reaction to the answer) leaves that task open, as does chatter after
+    such chatter; a task leaves none (it is the context itself)."""
+    if category != CHATTER or context is None:
+        return None
+    if context.category == CHATTER:
+        return context.task_behind
+    return replace(context, task_behind=None) if context.category != UNKNOWN else None
 
 
 def content_first(alone: LocalAnswer, carried: LocalAnswer, min_confidence: float) -> LocalAnswer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -14,12 +15,15 @@ from router.pool.pool import Neighbour, Pool, PoolSnapshot
 from router.signals.calibration import Calibration
 from router.signals.classifier import LocalClassifier, LocalResult, blend, decide, knn_vote
 from router.signals.continuity import (
+    NEVER_BEHIND,
     ContinuityModel,
     PreviousTurn,
     TurnFeatures,
     carries,
     carry,
     content_first,
+    left_open,
+    within_horizon,
 )
 from router.store.fitted_state import fingerprint as fitted_state_fingerprint
 from router.taxonomy import Taxonomy
@@ -89,11 +93,18 @@ class LocalSignal:
         votes = knn_vote(neighbours, self.taxonomy.categories)
         return blend(head, votes, settings.classifier)
 
-    def p_continue(
-        self, reading: Reading, previous: PreviousTurn, previous_vector: np.ndarray, now: float
+    async def p_continue(
+        self, reading: Reading, previous: PreviousTurn, now: float, behind: bool = False
     ) -> float:
+        """The chance that the turn read goes on with `previous`'s task (`behind`: the task
+        behind the reaction that is the turn's context)."""
         assert self.continuity is not None
-        index = self.taxonomy.categories.index(previous.category)
+        previous_vector = (
+            previous.vector
+            if previous.vector is not None
+            else await self.embedder.aembed_message(previous.text)
+        )
+        index = self._index(previous)
         turn = TurnFeatures(
             tokens=self.embedder.token_count(reading.text),
             similarity=float(reading.vector @ previous_vector),
@@ -105,7 +116,7 @@ class LocalSignal:
             another_speaker=previous.another_speaker,
             neighbours_continuing=self.continuity.neighbours_continuing(reading.vector, index),
         )
-        return self.continuity.p_continue(turn)
+        return self.continuity.p_continue(turn, behind)
 
     async def answer(self, text: str, previous: PreviousTurn | None, now: float) -> LocalResult:
         """The message's answer alone and in its conversation (the same when nothing carries)."""
@@ -118,22 +129,29 @@ class LocalSignal:
         alone = decide(reading.alone, self.taxonomy, cost, neighbours)
         answer, p_continue = alone, None
         if self._can_carry(previous):
-            assert previous is not None
-            previous_vector = (
-                previous.vector
-                if previous.vector is not None
-                else await self.embedder.aembed_message(previous.text)
-            )
-            p_continue = self.p_continue(reading, previous, previous_vector, now)
-            index = self.taxonomy.categories.index(previous.category)
-            carried = decide(
-                carry(reading.alone, index, p_continue), self.taxonomy, cost, neighbours
-            )
+            p_continue = await self.p_continue(reading, previous, now)
+            probs = carry(reading.alone, self._index(previous), p_continue)
+            task = previous.task_behind
+            if self._goes_back(task) and within_horizon(
+                task.at, now, self.config.context.horizon_h
+            ):
+                # The task the chatter reacted to is still open: the turn may go on with it.
+                p_back = await self.p_continue(reading, task, now, behind=True)
+                probs = carry(probs, self._index(task), p_back)
+            carried = decide(probs, self.taxonomy, cost, neighbours)
             answer = content_first(alone, carried, self.config.context.content_confidence)
         elapsed = (time.perf_counter() - started) * 1000
         return LocalResult(reading.vector, answer, alone, elapsed, p_continue)
 
-    def _can_carry(self, previous: PreviousTurn | None) -> bool:
+    def _goes_back(self, task: PreviousTurn | None) -> TypeGuard[PreviousTurn]:
+        """Whether a turn may go back to `task`, the one behind a reaction."""
+        assert self.continuity is not None
+        return self._can_carry(task) and self.continuity.behind_offset > NEVER_BEHIND
+
+    def _index(self, turn: PreviousTurn) -> int:
+        return self.taxonomy.categories.index(turn.category)
+
+    def _can_carry(self, previous: PreviousTurn | None) -> TypeGuard[PreviousTurn]:
         return (
             previous is not None
             and self.continuity is not None
@@ -149,5 +167,6 @@ class LocalSignal:
             result = await self.answer(text, previous, now)
             if result.answer is None:
                 return None
-            previous = PreviousTurn(result.answer.category, None, text)
+            category = result.answer.category
+            previous = PreviousTurn(category, None, text, task_behind=left_open(category, previous))
         return previous

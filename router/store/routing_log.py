@@ -4,11 +4,11 @@ small key-value settings table that holds the routing mode."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from router.config import PrivacySettings
 from router.decision import RoutingDecision
-from router.signals.continuity import PreviousTurn
+from router.signals.continuity import PreviousTurn, left_open
 from router.store.database import Database, Row
 from router.text import capped, text_hash
 
@@ -161,28 +161,36 @@ async def write_decision(conn: Database, decision: RoutingDecision) -> None:
         await conn.execute(INSERT_SQL, row_of(decision))
 
 
+REACTIONS_READ_BACK = 8  # a speaker's chatter turns after a task read through to find it
+
+
 async def last_turn(
     conn: Database, conv_key: str, user_key: str | None = None
 ) -> PreviousTurn | None:
     """The conversation's last categorized decision since its last /reset (the speaker's own,
-    when `user_key` names one): its context after a restart."""
+    when `user_key` names one): its context after a restart; when it is chatter, with the task
+    the speaker's chatter followed (the task behind a reaction)."""
     # `user_key = ?` or `IS NULL`, not SQLite's `IS ?`: both dialects, and an index either way.
     speaker, values = (
         ("user_key = ?", (conv_key, user_key, conv_key))
         if user_key is not None
         else ("user_key IS NULL", (conv_key, conv_key))
     )
-    row = await conn.fetch_one(
+    rows = await conn.fetch_all(
         "SELECT category, at, prompt FROM routing_log WHERE conv_key = ? AND category IS NOT NULL"
         f" AND {speaker}"
         " AND at > COALESCE((SELECT at FROM context_resets WHERE conv_key = ?), 0)"
-        " ORDER BY id DESC LIMIT 1",
+        f" ORDER BY id DESC LIMIT {REACTIONS_READ_BACK + 1}",
         values,
     )
-    # A row whose text was not kept (store_prompts off, retention, /forget) gives no context.
-    if row is None or not row["prompt"]:
-        return None
-    return PreviousTurn(row["category"], row["at"], row["prompt"])
+    # Replayed oldest first, as routing recorded them. A row whose text was not kept
+    # (store_prompts off, retention, /forget) gives no context.
+    context: PreviousTurn | None = None
+    for row in reversed(rows):
+        turn = PreviousTurn(row["category"], row["at"], row["prompt"] or "")
+        behind = left_open(turn.category, context)
+        context = replace(turn, task_behind=behind) if turn.text else None
+    return context
 
 
 async def reset_context(conn: Database, conv_key: str, at: float) -> None:
