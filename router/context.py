@@ -155,6 +155,10 @@ class ConversationContext:
     def remember(self, conv_key: str, turn: PreviousTurn, user_key: str | None = None) -> None:
         """Keep the last turn of the most recent speakers; the rest are read back on demand."""
         kept = dataclasses.replace(turn, text=turn.text[:PRIOR_TEXT_CHARS])
+        if len(turn.text) > PRIOR_TEXT_CHARS and turn.vector is None and self.local is not None:
+            # The words kept are not the words embedded: keep their vector, or the next turn
+            # would embed the cut words (a second embedding for that message).
+            kept = dataclasses.replace(kept, vector=self.local.embedder.cached(turn.text))
         key = (conv_key, user_key)
         self._previous[key] = kept
         self._previous.move_to_end(key)

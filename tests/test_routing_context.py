@@ -352,3 +352,22 @@ async def test_a_turn_after_a_reaction_can_go_back_to_the_task_behind_it(
         assert alone.tier != "strong"  # the words alone do not say it
     for decision in (same, later, stateless):
         assert decision.tier == tier, (decision.category, decision.confidence)
+
+
+async def test_a_long_request_is_not_embedded_again_for_the_turns_after_it(seeded_db, embedder):
+    """The context keeps 300 characters of a turn; the turns after a longer one read its
+    vector, not the cut words embedded a second time: one embedding a message."""
+    pasted = "my script crashes, here is all of it:\n" + "\n".join(
+        f"row_{i} = load_row({i})  # keep row {i} of the sheet" for i in range(12)
+    )
+    router = await open_router(seeded_db, embedder)
+    embedded = []
+    try:
+        for offset, text in enumerate((pasted, "lol thanks", "why?")):
+            before = embedder.cache_misses
+            decision = await router.route(text, conv_key="c", at=START + 20 * offset)
+            embedded.append((embedder.cache_misses - before, decision.tier))
+    finally:
+        await router.close()
+    assert len(pasted) > 300
+    assert embedded == [(1, "strong"), (1, "cheap"), (1, "strong")]
