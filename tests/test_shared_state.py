@@ -122,6 +122,39 @@ async def test_turn_two_on_one_process_reads_turn_one_on_the_other(
     assert (follow_up.tier, follow_up.source) == ("strong", "prior")
 
 
+async def test_a_turn_after_a_reaction_goes_back_to_the_task_in_any_process(seeded_db, embedder):
+    """A request and its reaction routed by one process: the turn after them goes back to
+    the request's task in a process that heard them, and in one started after (read from the
+    log)."""
+    request, reaction = "write a python script that prints every line of a file", "lol thanks"
+    then = "wait, why does it print a blank line after each one?"
+    a = await open_router(seeded_db, embedder)
+    b = await open_router(seeded_db, embedder)
+    now = time.time()
+    late: ModelRouter | None = None
+    try:
+        for offset, text in ((0, request), (30, reaction)):
+            decision = await a.route(text, conv_key="family", at=now + offset, user_key="kid")
+            a.finish(decision, "completed")
+        assert await a.log.flush(HEARD_S)
+        await shared(b).until(
+            lambda: (
+                (held := b.context.held("family", "kid")) is not None
+                and held.task_behind is not None
+            ),
+            HEARD_S,
+        )
+        heard = await b.route(then, conv_key="family", at=now + 50, user_key="kid")
+        late = await open_router(seeded_db, embedder)
+        await shared(late).until(lambda: late.context.held("family", "kid") is not None, HEARD_S)
+        read = await late.route(then, conv_key="family", at=now + 50, user_key="kid")
+    finally:
+        for router in (a, b, late):
+            if router is not None:
+                await router.close()
+    assert (heard.tier, read.tier) == ("strong", "strong"), (heard.category, read.category)
+
+
 async def test_a_reset_on_one_process_clears_the_context_on_the_other(pair):
     a, b = pair
     now = time.time()

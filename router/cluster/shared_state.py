@@ -24,6 +24,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from router.cluster.messages import (
@@ -35,7 +36,7 @@ from router.cluster.messages import (
     encode_unpool,
 )
 from router.pool.pool import rows_after
-from router.signals.continuity import PreviousTurn
+from router.signals.continuity import PreviousTurn, left_open
 from router.store import database as store
 from router.store import routing_log
 from router.store.database import DatabaseError
@@ -258,10 +259,15 @@ class SharedState:
         conn, context = self.router.conn, self.router.context
         for conv_key, at in await routing_log.resets_since(conn, since):
             context.heard_reset(str(conv_key), float(at))
-        for row in await routing_log.recent_turns(conn, since, CONTEXT_ROWS):
+        latest: dict[tuple[str, str | None], PreviousTurn] = {}
+        rows = await routing_log.recent_turns(conn, since, CONTEXT_ROWS)
+        for row in reversed(rows):  # oldest first, as they were routed: a reaction's task behind
             conv_key, user_key, category, at, text = tuple(row)
+            key = (str(conv_key), None if user_key is None else str(user_key))
             turn = PreviousTurn(str(category), float(at), str(text))
-            context.heard(str(conv_key), turn, None if user_key is None else str(user_key))
+            latest[key] = replace(turn, task_behind=left_open(turn.category, latest.get(key)))
+        for (conv_key, user_key), turn in latest.items():
+            context.heard(conv_key, turn, user_key)
 
     async def _pool_loop(self) -> None:
         while True:
