@@ -99,20 +99,23 @@ class ConversationContext:
         history: Sequence[dict[str, Any]] | None = None,
         name: str | None = None,
         author: str | None = None,
+        answered: bool = False,
     ) -> PreviousTurn | None:
         """The message a turn replies to as its context, when the router knows it: a turn kept
         of the conversation with that text (its task and time as routed), else a message whose
         vector is cached, read alone. None otherwise: reading it would cost a second embedding.
         Whether someone else sent it: its `author` (as the caller names people) against the
         speaker's `name`, else the kept turn's speaker against `user_key`, else the `name` on it
-        in `history` against `name`."""
+        in `history` against `name`. `answered`: the quote is the request the bot's answer
+        answered, and whoever asked it, a reply to that answer talks to the bot about it, not to
+        another person (whose task such a reply rarely goes on with)."""
         if not self.config.context.enabled or not quoted.strip():
             return None
         key = normalize_text(quoted[:PRIOR_TEXT_CHARS])
-        known = author is not None and name is not None
+        known = answered or (author is not None and name is not None)
         if not known:
             author = author_of(quoted, history, PRIOR_TEXT_CHARS)
-        another = None not in (author, name) and author != name
+        another = not answered and None not in (author, name) and author != name
         for (conv, sender), turn in reversed(self._previous.items()):
             if conv == conv_key and normalize_text(turn.text) == key:
                 if not known and None not in (sender, user_key):

@@ -8,7 +8,6 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from router.config import RouterConfig
@@ -202,13 +201,15 @@ class ModelRouter:
         previous = None
         if replied_to and mode != "off":
             previous = await self.context.replied(
-                replied_to, conv_key, now, user_key, history, name, replied_author
+                replied_to,
+                conv_key,
+                now,
+                user_key,
+                history,
+                name,
+                replied_author,
+                asked is not None,
             )
-            if previous is not None and asked is not None:
-                # Whoever replies to the bot's answer talks to the bot about it: not the reply
-                # to another person's message that the continuity model reads as rarely going
-                # on with that person's task.
-                previous = replace(previous, another_speaker=False)
         if replied_to and previous is None and asked is None:
             text = f"{text.strip()}\n\n{replied_to}"
         # A task behind a reaction is kept only from the speaker's own turns (their previous
