@@ -120,7 +120,12 @@ class ConversationContext:
             if conv == conv_key and normalize_text(turn.text) == key:
                 if not known and None not in (sender, user_key):
                     another = sender != user_key
-                return PreviousTurn(turn.category, turn.at, quoted, another_speaker=another)
+                # The speaker's own reaction keeps the task behind it: "wait, why?" in reply to
+                # the bot's "you're welcome" after their "lol thanks" may go back to it.
+                behind = turn.task_behind if sender == user_key else None
+                return PreviousTurn(
+                    turn.category, turn.at, quoted, another_speaker=another, task_behind=behind
+                )
         if self.local is None or not self.local.ready or self.local.embedder.cached(quoted) is None:
             return None
         try:
@@ -157,16 +162,26 @@ class ConversationContext:
 
     def remember(self, conv_key: str, turn: PreviousTurn, user_key: str | None = None) -> None:
         """Keep the last turn of the most recent speakers; the rest are read back on demand."""
-        kept = dataclasses.replace(turn, text=turn.text[:PRIOR_TEXT_CHARS])
-        if len(turn.text) > PRIOR_TEXT_CHARS and turn.vector is None and self.local is not None:
-            # The words kept are not the words embedded: keep their vector, or the next turn
-            # would embed the cut words (a second embedding for that message).
-            kept = dataclasses.replace(kept, vector=self.local.embedder.cached(turn.text))
+        behind = turn.task_behind
+        kept = dataclasses.replace(
+            self._cut(turn), task_behind=None if behind is None else self._cut(behind)
+        )
         key = (conv_key, user_key)
         self._previous[key] = kept
         self._previous.move_to_end(key)
         while len(self._previous) > PRIOR_CACHE_SIZE:
             self._previous.popitem(last=False)
+
+    def _cut(self, turn: PreviousTurn) -> PreviousTurn:
+        """The turn with its first PRIOR_TEXT_CHARS characters; when that cut its words, with
+        the vector of the words it had, or the next turn would embed the cut words (a second
+        embedding for that message)."""
+        if len(turn.text) <= PRIOR_TEXT_CHARS:
+            return turn
+        vector = turn.vector
+        if vector is None and self.local is not None:
+            vector = self.local.embedder.cached(turn.text)
+        return dataclasses.replace(turn, text=turn.text[:PRIOR_TEXT_CHARS], vector=vector)
 
     def held(self, conv_key: str, user_key: str | None = None) -> PreviousTurn | None:
         """The turn kept in memory for this speaker in this conversation, if any."""
@@ -183,8 +198,11 @@ class ConversationContext:
         held = self._previous.get((conv_key, user_key))
         if held is not None and (held.at or 0.0) >= (turn.at or 0.0):
             return False
-        if (turn.at or 0.0) <= self._resets.get(conv_key, 0.0):
+        reset_at = self._resets.get(conv_key, 0.0)
+        if (turn.at or 0.0) <= reset_at:
             return False
+        if turn.task_behind is not None and (turn.task_behind.at or 0.0) <= reset_at:
+            turn = dataclasses.replace(turn, task_behind=None)  # a /reset came between them
         self.remember(conv_key, turn, user_key)
         return True
 

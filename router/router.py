@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from router.config import RouterConfig
@@ -220,10 +221,10 @@ class ModelRouter:
             previous = await self.context.previous(history, conv_key, now, user_key, name)
             # Hours later the speaker's last turn is no context, for either signal (a quoted
             # message is: the reply names it).
-            if previous is not None and not within_horizon(
-                previous.at, now, self.config.context.horizon_h
-            ):
+            if not self._within_horizon(previous, now):
                 previous = None
+        if previous is not None and not self._within_horizon(previous.task_behind, now):
+            previous = replace(previous, task_behind=None)  # nor the task behind a reaction
         teacher = origin or conv_key or "anonymous"
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
@@ -234,6 +235,10 @@ class ModelRouter:
         decision.latency_ms = (time.perf_counter() - started) * 1000
         self._open(decision, text, conv_key, now, user_key, previous if own_context else None)
         return decision
+
+    def _within_horizon(self, turn: PreviousTurn | None, now: float) -> bool:
+        """Whether `turn` (None: no turn) is recent enough to be a context."""
+        return turn is None or within_horizon(turn.at, now, self.config.context.horizon_h)
 
     @staticmethod
     def _answered(

@@ -9,7 +9,7 @@ import pytest
 from router import ModelRouter, Secrets
 from router import open_router as build_router
 from router.signals.classifier import LocalAnswer
-from router.signals.continuity import content_first
+from router.signals.continuity import PreviousTurn, content_first
 from router.text import split_quote
 from tests.conftest import make_config
 from tests.pg_backend import copy_seeded
@@ -345,6 +345,10 @@ async def test_a_turn_after_a_reaction_can_go_back_to_the_task_behind_it(
     embedder.clear_cache()  # a new process: nothing embedded, nothing kept
     restarted = await open_router(seeded_db, embedder)
     try:
+        if restarted.shared is not None:  # on PostgreSQL the log is read once, at start
+            await restarted.shared.until(
+                lambda: restarted.context.held("restarted", "kid") is not None, 10.0
+            )
         later = await restarted.route(then, conv_key="restarted", at=START + 50, user_key="kid")
     finally:
         await restarted.close()
@@ -361,6 +365,7 @@ async def test_a_long_request_is_not_embedded_again_for_the_turns_after_it(seede
         f"row_{i} = load_row({i})  # keep row {i} of the sheet" for i in range(12)
     )
     router = await open_router(seeded_db, embedder)
+    embedder.clear_cache()  # what earlier tests embedded is not this conversation's
     embedded = []
     try:
         for offset, text in enumerate((pasted, "lol thanks", "why?")):
@@ -371,3 +376,54 @@ async def test_a_long_request_is_not_embedded_again_for_the_turns_after_it(seede
         await router.close()
     assert len(pasted) > 300
     assert embedded == [(1, "strong"), (1, "cheap"), (1, "strong")]
+
+
+async def test_a_reply_to_the_bot_s_answer_to_a_reaction_can_still_go_back_to_the_task(
+    seeded_db, embedder
+):
+    """A request, "lol thanks", the bot's "you're welcome", then a reply to that answer about
+    the request: it goes back to the request's task through the reaction."""
+    welcome = "You're welcome! Have fun with it."
+    then = "wait, why does it print a blank line after each one?"
+    history = [
+        {"role": "user", "name": "kid", "content": PRINT_REQUEST},
+        {"role": "assistant", "content": "(the script)"},
+        {"role": "user", "name": "kid", "content": "lol thanks"},
+        {"role": "assistant", "content": welcome},
+    ]
+    router = await open_router(seeded_db, embedder)
+    try:
+        await router.route(PRINT_REQUEST, conv_key="c", at=START, user_key="kid", name="kid")
+        await router.route("lol thanks", conv_key="c", at=START + 30, user_key="kid", name="kid")
+        reply = await router.route(
+            then,
+            history,
+            "c",
+            START + 50,
+            "kid",
+            "kid",
+            replied_to=welcome,
+            replied_answer=True,
+        )
+    finally:
+        await router.close()
+    assert reply.tier == "strong", (reply.category, reply.confidence)
+
+
+async def test_a_reset_between_a_request_and_its_reaction_leaves_nothing_behind(
+    seeded_db, embedder
+):
+    """A turn heard from another process after a /reset does not bring back the task from
+    before it."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        request = PreviousTurn("coding", START, PRINT_REQUEST)
+        reaction = PreviousTurn("casual", START + 30, "lol thanks", task_behind=request)
+        router.context.heard_reset("c", START + 10)
+        assert router.context.heard("c", reaction, "kid")
+        held = router.context.held("c", "kid")
+        after = await router.route("why?", conv_key="c", at=START + 50, user_key="kid")
+    finally:
+        await router.close()
+    assert held is not None and held.task_behind is None
+    assert after.tier == "cheap"

@@ -70,3 +70,16 @@ def test_a_reaction_goes_out_with_the_task_behind_it_and_that_task_s_vector():
     assert behind.vector is not None and float(behind.vector @ vector) > 0.999
     no_text = decode_turn(encode_turn("a", "c", "kid", reaction, None, False) or "", DIM).turn
     assert no_text.task_behind is not None and no_text.task_behind.text == ""
+
+
+def test_a_reaction_too_big_with_its_task_behind_goes_out_without_it():
+    wide = 1536  # a wider embedder's vectors: two of them no longer fit a notification
+    rng = np.random.default_rng(6)
+    vector, behind_vector = rng.standard_normal((2, wide)).astype(np.float32)
+    request = PreviousTurn("coding", 10.0, "write a python script")
+    reaction = PreviousTurn("casual", 40.0, "lol thanks", task_behind=request)
+    payload = encode_turn("a", "c", "kid", reaction, vector, True, behind_vector)
+    assert payload is not None and len(payload.encode()) <= MAX_PAYLOAD
+    heard = decode_turn(payload, wide).turn
+    assert (heard.category, heard.text, heard.task_behind) == ("casual", "lol thanks", None)
+    assert heard.vector is not None

@@ -50,15 +50,18 @@ def encode_turn(
 ) -> str | None:
     """The turn as a payload, with the task behind it when it is a reaction (and that task's
     vector, `behind_vector`); None when even its keys alone are too big to send."""
-    behind = turn.task_behind
-    for chars in TEXT_STEPS:
-        body: dict[str, Any] = {"o": sender, "c": conv_key, "u": user_key}
-        body.update(_turn_body(turn, vector, keep_text, chars))
-        if behind is not None:
-            body["b"] = _turn_body(behind, behind_vector, keep_text, chars)
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        if len(payload.encode()) <= MAX_PAYLOAD:
-            return payload
+    # Less text first; then, for a reaction still too big (a wide embedder's two vectors), the
+    # turn without its task behind rather than nothing.
+    attempts = (None,) if turn.task_behind is None else (turn.task_behind, None)
+    for behind in attempts:
+        for chars in TEXT_STEPS:
+            body: dict[str, Any] = {"o": sender, "c": conv_key, "u": user_key}
+            body.update(_turn_body(turn, vector, keep_text, chars))
+            if behind is not None:
+                body["b"] = _turn_body(behind, behind_vector, keep_text, chars)
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+            if len(payload.encode()) <= MAX_PAYLOAD:
+                return payload
     return None
 
 

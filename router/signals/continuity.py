@@ -251,7 +251,7 @@ class ContinuityModel:
                 embedding,
                 bool(stored["pairs"]) if "pairs" in stored.files else False,
                 neighbours,
-                float(stored["behind_offset"]),
+                float(stored["behind_offset"]) if "behind_offset" in stored.files else NEVER_BEHIND,
             )
 
     def dump(self) -> bytes:

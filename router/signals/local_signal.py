@@ -23,7 +23,6 @@ from router.signals.continuity import (
     carry,
     content_first,
     left_open,
-    within_horizon,
 )
 from router.store.fitted_state import fingerprint as fitted_state_fingerprint
 from router.taxonomy import Taxonomy
@@ -132,9 +131,7 @@ class LocalSignal:
             p_continue = await self.p_continue(reading, previous, now)
             probs = carry(reading.alone, self._index(previous), p_continue)
             task = previous.task_behind
-            if self._goes_back(task) and within_horizon(
-                task.at, now, self.config.context.horizon_h
-            ):
+            if self._goes_back(task):
                 # The task the chatter reacted to is still open: the turn may go on with it.
                 p_back = await self.p_continue(reading, task, now, behind=True)
                 probs = carry(probs, self._index(task), p_back)
