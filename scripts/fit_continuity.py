@@ -226,18 +226,20 @@ def main() -> None:
             pair_vectors.append(np.concatenate([vectors[text], vectors[previous.text]]))
             languages.append(conversation.get("lang", "?"))
     # A turn after its speaker's reaction to a task (a request, "thanks!", then "wait, why
-    # ...?"), read against the task behind the reaction too, as routing reads it.
+    # ...?"), read against the task behind the reaction too, in the shapes routing keeps one:
+    # the speaker's own turns, through any chatter of theirs, none of it a reply.
     behind: list[tuple[int, TurnFeatures, np.ndarray]] = []  # its sample, features, task vector
     casual = categories.index("casual")
     for conversation in conversations:
         turns = conversation["turns"]
         for index, turn in enumerate(turns):
             direct = sample_of.get((conversation["conversation"], index))
-            if direct is None or samples[direct][1].previous_index != casual:
+            if direct is None or samples[direct][1].previous_index != casual or "reply_to" in turn:
                 continue
-            reaction = context_of(turns, index)
-            task = None if reaction is None else context_of(turns, reaction)
-            if task is None or turns[task]["category"] == "casual":
+            task = context_of(turns, index)
+            while task is not None and turns[task]["category"] == "casual":
+                task = None if "reply_to" in turns[task] else context_of(turns, task)
+            if task is None:
                 continue
             if not carries(turns[task]["category"], taxonomy):
                 continue
@@ -426,7 +428,9 @@ def main() -> None:
             for (direct, f, _), logit in zip(behind, back, strict=True):
                 _, after, truth, _ = samples[direct]
                 probs = carry(after.alone, after.previous_index, p_oof[direct])
-                if within_horizon(0.0, f.gap_s or 0.0, horizon_h):
+                if not within_horizon(0.0, after.gap_s or 0.0, horizon_h):  # no context at all
+                    probs = after.alone
+                elif within_horizon(0.0, f.gap_s or 0.0, horizon_h):
                     probs = carry(probs, f.previous_index, 1.0 / (1.0 + np.exp(-logit - offset)))
                 carried = decide(probs, taxonomy, args.downgrade_cost, [])
                 alone = decide(after.alone, taxonomy, args.downgrade_cost, [])
