@@ -22,7 +22,12 @@ from router.pool.learning import QUARANTINE, LearningGate, LocalView
 from router.pool.pool import Pool, PoolEntry
 from router.signals.categorizer import CategorizerError, LLMCategorizer
 from router.signals.classifier import LocalResult
-from router.signals.continuity import ContinuityModel, PreviousTurn, left_open, within_horizon
+from router.signals.continuity import (
+    ContinuityModel,
+    PreviousTurn,
+    routed_turn,
+    within_horizon,
+)
 from router.signals.local_signal import LocalSignal
 from router.store import erasure, routing_log
 from router.store.database import Database, DatabaseError
@@ -455,8 +460,7 @@ class ModelRouter:
         decision.text, decision.conv_key, decision.at = text, conv_key, at
         decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
-            behind = left_open(decision.category, context)
-            turn = PreviousTurn(decision.category, at, text, task_behind=behind)
+            turn = routed_turn(decision.category, at, text, context)
             self.context.record(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)

@@ -436,9 +436,11 @@ def main() -> None:
                 alone = decide(after.alone, taxonomy, args.downgrade_cost, [])
                 answer = content_first(alone, carried, bar)
                 chosen, true = TIERS.index(answer.tier), TIERS.index(taxonomy.tier_of(truth))
-                back_to_task = "continue" if truth == categories[f.previous_index] else "switch"
-                kind = "chatter" if truth == "casual" else "request"
-                for key in (back_to_task, "back" if back_to_task == "continue" else kind):
+                if truth == categories[f.previous_index]:
+                    keys: tuple[str, ...] = ("continue",)  # back to the task
+                else:
+                    keys = ("switch", "chatter" if truth == "casual" else "request")
+                for key in keys:
                     tally[key][0] += 1
                     tally[key][1] += chosen == true
                     tally[key][2] += chosen < true

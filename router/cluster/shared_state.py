@@ -24,7 +24,6 @@ import secrets
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from router.cluster.messages import (
@@ -36,7 +35,7 @@ from router.cluster.messages import (
     encode_unpool,
 )
 from router.pool.pool import rows_after
-from router.signals.continuity import PreviousTurn, left_open
+from router.signals.continuity import PreviousTurn, routed_turn
 from router.store import database as store
 from router.store import routing_log
 from router.store.database import DatabaseError
@@ -45,6 +44,8 @@ from router.store.pg_listener import PgListener
 from router.store.settings import MODE_CHANNEL
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from router.router import ModelRouter
 
 log = logging.getLogger(__name__)
@@ -144,12 +145,14 @@ class SharedState:
 
     def turn(self, conv_key: str, user_key: str | None, turn: PreviousTurn) -> None:
         embedder = self.router.embedder
-        vector = embedder.cached(turn.text) if embedder is not None else None
-        behind, behind_vector = turn.task_behind, None
-        if behind is not None:
-            behind_vector = behind.vector
-            if behind_vector is None and embedder is not None:
-                behind_vector = embedder.cached(behind.text)
+
+        def vector_of(sent: PreviousTurn) -> np.ndarray | None:
+            if sent.vector is not None or embedder is None:
+                return sent.vector
+            return embedder.cached(sent.text)
+
+        behind = turn.task_behind
+        vector, behind_vector = vector_of(turn), None if behind is None else vector_of(behind)
         keep_text = self.router.config.privacy.store_prompts
         payload = encode_turn(
             self.sender, conv_key, user_key, turn, vector, keep_text, behind_vector
@@ -264,8 +267,7 @@ class SharedState:
         for row in reversed(rows):  # oldest first, as they were routed: a reaction's task behind
             conv_key, user_key, category, at, text = tuple(row)
             key = (str(conv_key), None if user_key is None else str(user_key))
-            turn = PreviousTurn(str(category), float(at), str(text))
-            latest[key] = replace(turn, task_behind=left_open(turn.category, latest.get(key)))
+            latest[key] = routed_turn(str(category), float(at), str(text), latest.get(key))
         for (conv_key, user_key), turn in latest.items():
             context.heard(conv_key, turn, user_key)
 

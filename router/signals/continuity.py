@@ -362,6 +362,14 @@ def left_open(category: str, context: PreviousTurn | None) -> PreviousTurn | Non
     return replace(context, task_behind=None) if context.category != UNKNOWN else None
 
 
+def routed_turn(
+    category: str, at: float | None, text: str, context: PreviousTurn | None
+) -> PreviousTurn:
+    """A turn routed as `category` in `context`, as the next turn's context: with the task it
+    leaves open behind it."""
+    return PreviousTurn(category, at, text, task_behind=left_open(category, context))
+
+
 def content_first(alone: LocalAnswer, carried: LocalAnswer, min_confidence: float) -> LocalAnswer:
     """Content before context: a message that alone reads as a higher tier, with at least
     `min_confidence`, keeps that tier whatever the conversation says; the context decides only

@@ -22,7 +22,7 @@ from router.signals.continuity import (
     carries,
     carry,
     content_first,
-    left_open,
+    routed_turn,
 )
 from router.store.fitted_state import fingerprint as fitted_state_fingerprint
 from router.taxonomy import Taxonomy
@@ -164,6 +164,5 @@ class LocalSignal:
             result = await self.answer(text, previous, now)
             if result.answer is None:
                 return None
-            category = result.answer.category
-            previous = PreviousTurn(category, None, text, task_behind=left_open(category, previous))
+            previous = routed_turn(result.answer.category, None, text, previous)
         return previous

@@ -4,11 +4,11 @@ small key-value settings table that holds the routing mode."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from router.config import PrivacySettings
 from router.decision import RoutingDecision
-from router.signals.continuity import PreviousTurn, left_open
+from router.signals.continuity import PreviousTurn, routed_turn
 from router.store.database import Database, Row
 from router.text import capped, text_hash
 
@@ -187,9 +187,8 @@ async def last_turn(
     # (store_prompts off, retention, /forget) gives no context.
     context: PreviousTurn | None = None
     for row in reversed(rows):
-        turn = PreviousTurn(row["category"], row["at"], row["prompt"] or "")
-        behind = left_open(turn.category, context)
-        context = replace(turn, task_behind=behind) if turn.text else None
+        turn = routed_turn(row["category"], row["at"], row["prompt"] or "", context)
+        context = turn if turn.text else None
     return context
 
 
