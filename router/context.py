@@ -124,7 +124,12 @@ class ConversationContext:
                 # the bot's "you're welcome" after their "lol thanks" may go back to it.
                 behind = turn.task_behind if sender == user_key else None
                 return PreviousTurn(
-                    turn.category, turn.at, quoted, another_speaker=another, task_behind=behind
+                    turn.category,
+                    turn.at,
+                    quoted,
+                    another_speaker=another,
+                    task_behind=behind,
+                    confidence=turn.confidence,
                 )
         if self.local is None or not self.local.ready or self.local.embedder.cached(quoted) is None:
             return None
@@ -136,7 +141,10 @@ class ConversationContext:
             return None
         if result.answer is None:
             return None
-        return PreviousTurn(result.answer.category, None, quoted, another_speaker=another)
+        answer = result.answer
+        return PreviousTurn(
+            answer.category, None, quoted, another_speaker=another, confidence=answer.confidence
+        )
 
     async def previous_turn(
         self, conv_key: str | None, user_key: str | None = None

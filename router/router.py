@@ -460,7 +460,7 @@ class ModelRouter:
         decision.text, decision.conv_key, decision.at = text, conv_key, at
         decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
-            turn = routed_turn(decision.category, at, text, context)
+            turn = routed_turn(decision.category, at, text, context, decision.confidence)
             self.context.record(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)

@@ -427,3 +427,58 @@ async def test_a_reset_between_a_request_and_its_reaction_leaves_nothing_behind(
         await router.close()
     assert held is not None and held.task_behind is None
     assert after.tier == "cheap"
+
+
+OPINION = "I think the bridge downtown will never get fixed, the city has no money"
+
+
+@pytest.mark.parametrize(
+    ("then", "sure", "unsure"),
+    [
+        ("yeah and the potholes on our street are even worse", "medium", "cheap"),
+        ("what if we wait two years", "medium", "medium"),
+    ],
+)
+async def test_a_turn_after_one_routing_was_unsure_of_is_held_to_it_less(
+    seeded_db, embedder, then, sure, unsure
+):
+    """Chatter misread as a task (an opinion read as analysis at 0.4) does not hold the
+    speaker's next chatter to it; a follow-up that asks for more still goes on with it."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        alone = await router.route(then)
+        tiers = []
+        for confidence in (1.0, 0.4):
+            conv = f"family-{confidence}"
+            opinion = PreviousTurn("analysis", START, OPINION, confidence=confidence)
+            router.context.remember(conv, opinion, "dad")
+            after = await router.route(then, conv_key=conv, at=START + 30, user_key="dad")
+            tiers.append(after.tier)
+    finally:
+        await router.close()
+    assert alone.tier == "cheap"
+    assert tiers == [sure, unsure]
+
+
+async def test_how_sure_routing_was_of_a_turn_is_kept_and_read_back_after_a_restart(
+    seeded_db, embedder
+):
+    router = await open_router(seeded_db, embedder)
+    try:
+        decision = await router.route(PRINT_REQUEST, conv_key="c", at=START, user_key="kid")
+        held = router.context.held("c", "kid")
+    finally:
+        await router.close()
+    restarted = await open_router(seeded_db, embedder)
+    try:
+        if restarted.shared is not None:  # on PostgreSQL the log is read once, at start
+            await restarted.shared.until(
+                lambda: restarted.context.held("c", "kid") is not None, 10.0
+            )
+        read_back = await restarted.context.previous_turn("c", "kid")
+    finally:
+        await restarted.close()
+    assert decision.confidence is not None and decision.confidence < 1.0
+    assert held is not None and held.confidence == decision.confidence
+    assert read_back is not None
+    assert read_back.confidence == pytest.approx(decision.confidence, abs=1e-6)

@@ -3,6 +3,8 @@ keeps no prompt text where prompts are not kept, and comes back as it was sent."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from router.cluster.messages import (
@@ -83,3 +85,20 @@ def test_a_reaction_too_big_with_its_task_behind_goes_out_without_it():
     heard = decode_turn(payload, wide).turn
     assert (heard.category, heard.text, heard.task_behind) == ("casual", "lol thanks", None)
     assert heard.vector is not None
+
+
+def test_how_sure_routing_was_of_a_turn_and_its_task_behind_comes_back():
+    """Another process carries a turn's task only as far as the routing process was sure of
+    it; a notification from a process that did not send it reads as sure."""
+    request = PreviousTurn("analysis", 10.0, "is a fish a pet", confidence=0.43)
+    reaction = PreviousTurn("casual", 40.0, "haha", task_behind=request, confidence=0.91)
+    payload = encode_turn("a", "c", "kid", reaction, unit_vector(7), True, unit_vector(8))
+    assert payload is not None
+    heard = decode_turn(payload, DIM).turn
+    assert heard.confidence == 0.91
+    assert heard.task_behind is not None and heard.task_behind.confidence == 0.43
+    body = json.loads(payload)
+    del body["p"], body["b"]["p"]
+    older = decode_turn(json.dumps(body), DIM).turn
+    assert older.confidence == 1.0 and older.task_behind is not None
+    assert older.task_behind.confidence == 1.0

@@ -69,12 +69,21 @@ def _turn_body(
     turn: PreviousTurn, vector: np.ndarray | None, keep_text: bool, chars: int
 ) -> dict[str, Any]:
     text = turn.text if keep_text else ""
-    return {"k": turn.category, "t": turn.at, "x": text[:chars], "v": _packed(vector)}
+    return {
+        "k": turn.category,
+        "t": turn.at,
+        "x": text[:chars],
+        "v": _packed(vector),
+        "p": round(turn.confidence, 4),
+    }
 
 
 def _decoded_turn(body: dict[str, Any], dim: int) -> PreviousTurn:
     at, vector = body["t"], _vector(body.get("v"), dim)
-    return PreviousTurn(str(body["k"]), None if at is None else float(at), str(body["x"]), vector)
+    sure = min(max(float(body.get("p", 1.0)), 0.0), 1.0)  # a process before "p": sure
+    return PreviousTurn(
+        str(body["k"]), None if at is None else float(at), str(body["x"]), vector, confidence=sure
+    )
 
 
 def decode_turn(payload: str, dim: int) -> Turn:

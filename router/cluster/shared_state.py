@@ -265,9 +265,10 @@ class SharedState:
         latest: dict[tuple[str, str | None], PreviousTurn] = {}
         rows = await routing_log.recent_turns(conn, since, CONTEXT_ROWS)
         for row in reversed(rows):  # oldest first, as they were routed: a reaction's task behind
-            conv_key, user_key, category, at, text = tuple(row)
+            conv_key, user_key, category, at, text, confidence = tuple(row)
             key = (str(conv_key), None if user_key is None else str(user_key))
-            latest[key] = routed_turn(str(category), float(at), str(text), latest.get(key))
+            turn = routed_turn(str(category), float(at), str(text), latest.get(key), confidence)
+            latest[key] = turn
         for (conv_key, user_key), turn in latest.items():
             context.heard(conv_key, turn, user_key)
 

@@ -65,6 +65,9 @@ class PreviousTurn:
     # The task a chatter turn reacted to ("thanks!", "lol" after a request), still open for the
     # speaker's next turn: "wait, why does it print a blank line after each one?" goes on with it.
     task_behind: PreviousTurn | None = field(default=None, compare=False, repr=False)
+    # How sure routing was of `category` (its decision's confidence): a task read at 0.5 carries
+    # half as often. Chatter misread as a task does not hold the speaker's next turns to it.
+    confidence: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -363,11 +366,18 @@ def left_open(category: str, context: PreviousTurn | None) -> PreviousTurn | Non
 
 
 def routed_turn(
-    category: str, at: float | None, text: str, context: PreviousTurn | None
+    category: str,
+    at: float | None,
+    text: str,
+    context: PreviousTurn | None,
+    confidence: float | None = None,
 ) -> PreviousTurn:
-    """A turn routed as `category` in `context`, as the next turn's context: with the task it
-    leaves open behind it."""
-    return PreviousTurn(category, at, text, task_behind=left_open(category, context))
+    """A turn routed as `category` (with `confidence`; None: unknown, taken as sure) in
+    `context`, as the next turn's context: with the task it leaves open behind it."""
+    sure = 1.0 if confidence is None else min(max(float(confidence), 0.0), 1.0)
+    return PreviousTurn(
+        category, at, text, task_behind=left_open(category, context), confidence=sure
+    )
 
 
 def content_first(alone: LocalAnswer, carried: LocalAnswer, min_confidence: float) -> LocalAnswer:

@@ -129,12 +129,15 @@ class LocalSignal:
         answer, p_continue = alone, None
         if self._can_carry(previous):
             p_continue = await self.p_continue(reading, previous, now)
-            probs = carry(reading.alone, self._index(previous), p_continue)
+            # The turn carries the previous task as far as it goes on with it and as far as
+            # that turn was that task (routing's confidence in it): chatter misread as a task
+            # does not hold the speaker's next turns to it.
+            probs = carry(reading.alone, self._index(previous), p_continue * previous.confidence)
             task = previous.task_behind
             if self._goes_back(task):
                 # The task the chatter reacted to is still open: the turn may go on with it.
                 p_back = await self.p_continue(reading, task, now, behind=True)
-                probs = carry(probs, self._index(task), p_back)
+                probs = carry(probs, self._index(task), p_back * task.confidence)
             carried = decide(probs, self.taxonomy, cost, neighbours)
             answer = content_first(alone, carried, self.config.context.content_confidence)
         elapsed = (time.perf_counter() - started) * 1000
@@ -164,5 +167,6 @@ class LocalSignal:
             result = await self.answer(text, previous, now)
             if result.answer is None:
                 return None
-            previous = routed_turn(result.answer.category, None, text, previous)
+            answer = result.answer
+            previous = routed_turn(answer.category, None, text, previous, answer.confidence)
         return previous

@@ -177,7 +177,8 @@ async def last_turn(
         else ("user_key IS NULL", (conv_key, conv_key))
     )
     rows = await conn.fetch_all(
-        "SELECT category, at, prompt FROM routing_log WHERE conv_key = ? AND category IS NOT NULL"
+        "SELECT category, at, prompt, confidence FROM routing_log"
+        " WHERE conv_key = ? AND category IS NOT NULL"
         f" AND {speaker}"
         " AND at > COALESCE((SELECT at FROM context_resets WHERE conv_key = ?), 0)"
         f" ORDER BY id DESC LIMIT {REACTIONS_READ_BACK + 1}",
@@ -187,7 +188,8 @@ async def last_turn(
     # (store_prompts off, retention, /forget) gives no context.
     context: PreviousTurn | None = None
     for row in reversed(rows):
-        turn = routed_turn(row["category"], row["at"], row["prompt"] or "", context)
+        text = row["prompt"] or ""
+        turn = routed_turn(row["category"], row["at"], text, context, row["confidence"])
         context = turn if turn.text else None
     return context
 
@@ -203,9 +205,10 @@ async def reset_context(conn: Database, conv_key: str, at: float) -> None:
 
 async def recent_turns(conn: Database, since: float, limit: int) -> list[Row]:
     """Categorized decisions since `since` whose text was kept, newest first: (conv_key,
-    user_key, category, at, prompt) each (a process's context when it starts or reconnects)."""
+    user_key, category, at, prompt, confidence) each (a process's context when it starts or
+    reconnects)."""
     return await conn.fetch_all(
-        "SELECT conv_key, user_key, category, at, prompt FROM routing_log"
+        "SELECT conv_key, user_key, category, at, prompt, confidence FROM routing_log"
         " WHERE at > ? AND conv_key IS NOT NULL AND category IS NOT NULL AND prompt <> ''"
         " ORDER BY at DESC LIMIT ?",
         (since, limit),
