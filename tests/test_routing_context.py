@@ -463,10 +463,13 @@ async def test_a_turn_after_one_routing_was_unsure_of_is_held_to_it_less(
 async def test_how_sure_routing_was_of_a_turn_is_kept_and_read_back_after_a_restart(
     seeded_db, embedder
 ):
+    """The request's confidence stays with it in memory and in the log, and with the task
+    behind the speaker's reaction to it."""
     router = await open_router(seeded_db, embedder)
     try:
-        decision = await router.route(PRINT_REQUEST, conv_key="c", at=START, user_key="kid")
+        request = await router.route(PRINT_REQUEST, conv_key="c", at=START, user_key="kid")
         held = router.context.held("c", "kid")
+        reaction = await router.route("lol thanks", conv_key="c", at=START + 30, user_key="kid")
     finally:
         await router.close()
     restarted = await open_router(seeded_db, embedder)
@@ -478,7 +481,35 @@ async def test_how_sure_routing_was_of_a_turn_is_kept_and_read_back_after_a_rest
         read_back = await restarted.context.previous_turn("c", "kid")
     finally:
         await restarted.close()
-    assert decision.confidence is not None and decision.confidence < 1.0
-    assert held is not None and held.confidence == decision.confidence
-    assert read_back is not None
-    assert read_back.confidence == pytest.approx(decision.confidence, abs=1e-6)
+    assert request.confidence is not None and request.confidence < 1.0
+    assert held is not None and held.confidence == request.confidence
+    assert read_back is not None and read_back.task_behind is not None
+    assert read_back.confidence == pytest.approx(reaction.confidence, abs=1e-6)
+    assert read_back.task_behind.confidence == pytest.approx(request.confidence, abs=1e-6)
+
+
+async def test_a_thread_of_follow_ups_does_not_wear_its_task_away(seeded_db, embedder):
+    """A follow-up carried at a low confidence ("now with comments": strong, but unsure) leaves
+    its task as sure as the request that named it, so the next follow-ups are still decided
+    without the LLM in live mode."""
+    follow_ups = ["make it shorter", "now with comments", "why?", "and skip the png ones"]
+    router = await open_router(seeded_db, embedder)
+    try:
+        request = await router.route(PHOTO_REQUEST, conv_key="c", at=START, user_key="kid")
+        decisions = []
+        for n, text in enumerate(follow_ups, start=1):
+            decision = await router.route(text, conv_key="c", at=START + 20 * n, user_key="kid")
+            decisions.append(decision)
+        held = router.context.held("c", "kid")
+        bar = router.config.context.min_confidence
+    finally:
+        await router.close()
+    assert request.tier == "strong" and request.confidence is not None
+    assert [d.tier for d in decisions] == ["strong"] * len(follow_ups)
+    assert held is not None and held.confidence >= request.confidence
+    assert all((d.confidence or 0.0) >= bar for d in decisions[2:]), [
+        d.confidence for d in decisions
+    ]
+
+
+PHOTO_REQUEST = "write a python script that renames all photos in a folder by date taken"

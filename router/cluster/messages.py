@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from router.signals.continuity import PreviousTurn
+from router.signals.continuity import PreviousTurn, sure_share
 
 MAX_PAYLOAD = 7_900  # PostgreSQL refuses 8000 bytes or more
 TEXT_STEPS = (300, 120, 40, 0)  # a turn too big with its text is sent with less of it
@@ -81,7 +81,7 @@ def _turn_body(
 
 def _decoded_turn(body: dict[str, Any], dim: int) -> PreviousTurn:
     at, vector = body["t"], _vector(body.get("v"), dim)
-    sure = min(max(float(body.get("p", 1.0)), 0.0), 1.0)  # a process before "p": sure
+    sure = sure_share(body.get("p"))  # a process before "p": sure
     return PreviousTurn(
         str(body["k"]), None if at is None else float(at), str(body["x"]), vector, confidence=sure
     )
