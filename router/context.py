@@ -123,13 +123,9 @@ class ConversationContext:
                 # The speaker's own reaction keeps the task behind it: "wait, why?" in reply to
                 # the bot's "you're welcome" after their "lol thanks" may go back to it.
                 behind = turn.task_behind if sender == user_key else None
-                return PreviousTurn(
-                    turn.category,
-                    turn.at,
-                    quoted,
-                    another_speaker=another,
-                    task_behind=behind,
-                    confidence=turn.confidence,
+                # The kept turn as routed (its task, time, confidence), under the quote's words.
+                return dataclasses.replace(
+                    turn, text=quoted, vector=None, another_speaker=another, task_behind=behind
                 )
         if self.local is None or not self.local.ready or self.local.embedder.cached(quoted) is None:
             return None

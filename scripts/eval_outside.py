@@ -7,11 +7,11 @@ message of such a corpus is chatter between people, so it should route cheap.
 
 Topical-Chat (github.com/alexa/Topical-Chat, conversations/*.json) is English; the Japanese
 daily dialogues (github.com/jqk09a/japanese-daily-dialogue, data/topic*.json) are role-played
-and some of their turns are real requests ("健康診断と人間ドックはどう違うのでしょうか？"), so
-their cheap share is a floor, not a score. Prints the cheap share of single messages and of the
-turns of whole conversations (two speakers in one keyed group chat, 20 s apart), the share
-decided without the LLM in live mode and how often those decisions are right, with 95% Wilson
-intervals."""
+and some of their turns are real requests by the labelling rules (asking how two kinds of health
+check differ is analysis), so their cheap share is a floor, not a score. Prints the cheap
+share of single messages and of the turns of whole conversations (two speakers in one keyed
+group chat, 20 s apart), the share decided without the LLM in live mode and how often those
+decisions are right, with 95% Wilson intervals."""
 
 from __future__ import annotations
 

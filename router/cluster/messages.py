@@ -1,8 +1,8 @@
 """What processes on one database tell each other (NOTIFY payloads, JSON under 8000 bytes): a
 conversation's turn (its task and how sure routing was of it, time, text as far as prompts are
 kept, and its vector as float16 in base64; the same of the task behind it when it is a
-reaction), a reset, an erasure's scope,
-the pool entries an erasure removed. Each names the process that sent it."""
+reaction), a reset, an erasure's scope, the pool entries an erasure removed. Each names the
+process that sent it."""
 
 from __future__ import annotations
 
