@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from eval_router import Score, config_for
+from eval_router import Score, add_head_seed, config_for, use_head_seed
 
 from router import Secrets, open_router
 from router.decision import RoutingDecision
@@ -108,7 +108,9 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=500, help="single messages drawn")
     parser.add_argument("--conversations", type=int, default=60, help="whole ones routed")
     parser.add_argument("--seed", type=int, default=7)
+    add_head_seed(parser)
     args = parser.parse_args()
+    use_head_seed(args.head_seed)
     conversations = CORPORA[args.corpus](args.paths)
     asyncio.run(evaluate(conversations, args.sample, args.conversations, args.seed))
 

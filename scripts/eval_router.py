@@ -4,10 +4,12 @@ follow-ups with the conversation key and real gaps (continuations and topic swit
 the same follow-ups sent the proxy's way (history in `messages`, no session key).
 
     python scripts/eval_router.py [--split test|dev|dev2|dev3|dev4|dev5|dev6|dev7|dev8] [--misses]
+                                  [--head-seed N]
 
 The test split was written apart from the pool and nothing is fit or tuned on it; tune by
 cross-validation on the training data instead (`crabbot pool validate`,
-scripts/fit_continuity.py)."""
+scripts/fit_continuity.py). One fit's figures move with the seed its head is fit from: compare a
+change to the pool over a few `--head-seed`s, not on one fit."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from conversations import context_of
 from bot.config import CrabbotConfig
 from router import Secrets, open_router
 from router.signals.calibration import reliability
+from router.signals.classifier import HiddenLayerHead
 from router.taxonomy import TIERS
 from router.text import split_quote
 
@@ -248,11 +251,34 @@ async def route_conversation(
         )
 
 
+def use_head_seed(offset: int) -> None:
+    """Fit the local classifier's head from another seed than the product's (0): the same pool
+    with another start, to see how much one fit's figures owe to it."""
+    if offset == 0:
+        return
+    fit = HiddenLayerHead.fit
+
+    def fit_from(
+        self: HiddenLayerHead, vectors: np.ndarray, labels: list[str], seed: int = 0
+    ) -> None:
+        fit(self, vectors, labels, seed + offset)
+
+    HiddenLayerHead.fit = fit_from  # type: ignore[method-assign]
+
+
+def add_head_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head-seed", type=int, default=0, help="fit the head from this seed (product: 0)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=sorted(SPLITS), default="test")
     parser.add_argument("--misses", action="store_true", help="list the tier misses")
+    add_head_seed(parser)
     args = parser.parse_args()
+    use_head_seed(args.head_seed)
     asyncio.run(evaluate(SPLITS[args.split], args.misses))
 
 
