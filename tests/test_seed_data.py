@@ -49,7 +49,8 @@ def test_seed_pool_size_balance_and_languages(seed):
             assert categories[category] >= 80, category
     languages = Counter(row["lang"] for row in seed)
     share = {lang: count / len(seed) for lang, count in languages.items()}
-    assert 0.35 <= share["zh-Hant"] + share["zh-Hans"] <= 0.50
+    # 0.348 since Japanese in the polite register joined (2026-12-06)
+    assert 0.33 <= share["zh-Hant"] + share["zh-Hans"] <= 0.50
     assert min(share["zh-Hant"], share["zh-Hans"]) >= 0.15
     assert 0.25 <= share["en"] <= 0.40
     assert share["ja"] >= 0.20
@@ -156,5 +157,5 @@ def test_pool_rows_are_grouped_by_writer_for_cross_validation():
 
 def test_shipped_single_messages_of_known_writers_carry_their_mark(seed):
     marks = Counter(row["writer"] for row in seed if "writer" in row)
-    assert set(marks) == {"tr7", "pasted", "lookalike", "smalltalk"}
-    assert min(marks.values()) >= 250
+    assert set(marks) == {"tr7", "pasted", "lookalike", "smalltalk", "polite_ja"}
+    assert min(marks.values()) >= 200
