@@ -268,7 +268,10 @@ def use_head_seed(offset: int) -> None:
 
 def add_head_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--head-seed", type=int, default=0, help="fit the head from this seed (product: 0)"
+        "--head-seed",
+        type=int,
+        default=0,
+        help="fit the head from the product's seed plus N (0: the product's own fit)",
     )
 
 
