@@ -65,8 +65,6 @@ class HiddenLayerHead:
         x = (x - mean) / scale
         n, dim = x.shape
         classes = len(self.categories)
-        counts = np.bincount(y, minlength=classes)
-        class_weight = (n / (classes * np.maximum(counts, 1))).astype(np.float32)
         rng = np.random.default_rng(seed)
         params = {
             "hidden_weights": (rng.standard_normal((dim, self.HIDDEN)) * np.sqrt(2.0 / dim)),
@@ -85,7 +83,7 @@ class HiddenLayerHead:
             rows = order[((step - 1) % batches) * self.BATCH :][: self.BATCH]
             keep_mask = rng.random((len(rows), dim)) >= self.DROPOUT
             xb = x[rows] * keep_mask / np.float32(1.0 - self.DROPOUT)
-            grads = self._gradients(params, xb, y[rows], class_weight)
+            grads = self._gradients(params, xb, y[rows])
             for name, grad in grads.items():
                 first, second = moments[name]
                 first *= 0.9
@@ -99,15 +97,17 @@ class HiddenLayerHead:
 
     @staticmethod
     def _gradients(
-        params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, class_weight: np.ndarray
+        params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Of the class-weighted mean cross-entropy of one batch."""
+        """Of the mean cross-entropy of one batch. Every row weighs the same, so the head learns
+        the pool's own mix of tasks; the expected-cost decision (a downgrade costs more) is where
+        the asymmetry lives. Weighing the classes even (casual, half the pool, at a fifth of the
+        rest) read casual messages held out by writer 0.942 against 0.960."""
         hidden = np.maximum(x @ params["hidden_weights"] + params["hidden_bias"], 0.0)
         probs = softmax(hidden @ params["weights"] + params["bias"])
-        weight = class_weight[y]
         error = probs
         error[np.arange(len(y)), y] -= 1.0
-        error *= (weight / weight.sum())[:, None]
+        error /= len(y)
         back = (error @ params["weights"].T) * (hidden > 0)
         return {
             "hidden_weights": x.T @ back,

@@ -12,7 +12,7 @@ from router.signals.calibration import Calibration
 from router.store.database import Database
 
 STATE_NAME = "local_classifier"
-STATE_VERSION = "3"  # bump when what LocalClassifier fits changes
+STATE_VERSION = "4"  # bump when what LocalClassifier fits changes
 
 
 def fingerprint(
