@@ -95,7 +95,7 @@ async def evaluate(conversations: list[Conversation], sample: int, whole: int, s
     print(f"pool {router.pool_size} entries, live mode, no keys; 95% Wilson intervals")
     scores["of them, openers"] = openers
     for name, score in scores.items():
-        print(score.row(name).replace("tier", "cheap", 1))
+        print(score.row(name, measure="cheap"))
         print(score.calibration_row(""))
     print("not cheap (category, confidence, text):")
     print("\n".join(misses))

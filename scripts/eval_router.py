@@ -81,13 +81,15 @@ class Score:
         if confidence is not None:
             self.confidences.append((confidence, tier == truth_tier, confidence >= bar))
 
-    def row(self, name: str) -> str:
+    def row(self, name: str, measure: str = "tier") -> str:
+        """Counts, the tier accuracy (named `measure`) and the downgrades, with 95% intervals."""
         if not self.n:
             return f"  {name:<26}{0:>5}"
         low, high = wilson(self.tier_ok, self.n)
         down_low, down_high = wilson(self.downgrades, self.n)
         return (
-            f"  {name:<26}{self.n:>5}  tier {self.tier_ok / self.n:.3f} [{low:.3f}, {high:.3f}]"
+            f"  {name:<26}{self.n:>5}  {measure} {self.tier_ok / self.n:.3f}"
+            f" [{low:.3f}, {high:.3f}]"
             f"  downgrades {self.downgrades / self.n:.3f} [{down_low:.3f}, {down_high:.3f}]"
             f"  category {self.category_ok / self.n:.3f}"
         )
