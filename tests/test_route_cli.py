@@ -105,3 +105,22 @@ def test_at_must_be_plausible_unix_seconds(seeded_db):
     assert "inf" in out[1]["error"]
     assert out[2]["tier"] == "cheap"
     assert result.returncode == 1
+
+
+def test_conv_flag_holds_the_stdin_lines_that_name_no_conversation(seeded_db):
+    """`--conv` is the stream's conversation: a follow-up keeps its task without a "conv_key" on
+    every line; a line's own key still wins."""
+    lines = [
+        json.dumps({"text": "write a python script that merges 3 csv files", "at": 100}),
+        json.dumps({"text": "why?", "at": 112}),
+        json.dumps({"text": "why?", "conv_key": "elsewhere", "at": 112}),
+    ]
+    stdin = "\n".join(lines)
+    live = ("route", "--db", str(seeded_db), "--mode", "live")
+    result = crabbot(*live, "--conv", "fam", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["category"] for d in out[:2]] == ["coding", "coding"]
+    assert out[2]["category"] != "coding", "another conversation: no context"
+    without = crabbot(*live, stdin=stdin)
+    assert json.loads(without.stdout.splitlines()[1])["category"] != "coding"

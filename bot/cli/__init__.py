@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     route = commands.add_parser("route", help="route a message (or JSON lines on stdin)")
     _common(route)
     route.add_argument("text", nargs="?", help="the message; omit to read JSON lines from stdin")
-    route.add_argument("--conv", help="conversation key, so a follow-up keeps its task")
+    route.add_argument(
+        "--conv",
+        help="conversation key, so a follow-up keeps its task (on stdin: for lines without one)",
+    )
     route.add_argument("--json", action="store_true", help="print one JSON object")
     route.add_argument(
         "--mode", choices=("live", "shadow", "off"), help="mode for this run only (not stored)"

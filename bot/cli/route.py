@@ -78,8 +78,11 @@ def unix_seconds(at: object) -> float | None:
     return float(at)
 
 
-async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO) -> int:
-    """Answer each JSON line in order; a bad line gets an error naming it and the rest go on."""
+async def route_stream(
+    router: ModelRouter, lines: TextIO, out: TextIO, default_conv: str | None = None
+) -> int:
+    """Answer each JSON line in order; a bad line gets an error naming it and the rest go on.
+    A line without a "conv_key" is in `default_conv` (`--conv`), if given."""
     failures = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -94,7 +97,7 @@ async def route_stream(router: ModelRouter, lines: TextIO, out: TextIO) -> int:
             text = item.get("text")
             if not isinstance(text, str):
                 raise ValueError('"text" must be a string')
-            conv_key = item.get("conv_key")
+            conv_key = item.get("conv_key", default_conv)
             if conv_key is not None and not isinstance(conv_key, str):
                 raise ValueError('"conv_key" must be a string')
             at = unix_seconds(item.get("at"))
@@ -125,7 +128,7 @@ async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
     try:
         note_missing_categorizer(router)
         if args.text is None:
-            return await route_stream(router, sys.stdin, sys.stdout)
+            return await route_stream(router, sys.stdin, sys.stdout, args.conv)
         decision = await router.route(args.text, conv_key=args.conv)
         router.finish(decision, "routed")
         if args.json:
