@@ -488,6 +488,35 @@ async def test_how_sure_routing_was_of_a_turn_is_kept_and_read_back_after_a_rest
     assert read_back.task_behind.confidence == pytest.approx(request.confidence, abs=1e-6)
 
 
+ROADWORKS_CHATTER = [
+    "I wonder why they never finish the roadworks before winter",
+    "I guess the contractors get paid either way",
+    "Maybe the mayor's cousin owns the company, that would explain a lot",
+]
+
+
+async def test_chatter_misread_as_a_task_does_not_hold_a_whole_chain_of_chatter_to_it(
+    seeded_db, embedder
+):
+    """Dad's opinion read as analysis at 0.85 (not clearly a task) carries his next musings
+    only as far as each was carried itself: the third goes cheap, as it reads alone."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        opinion = PreviousTurn("analysis", START, OPINION, confidence=0.85)
+        router.context.remember("family", opinion, "dad")
+        tiers = []
+        for n, text in enumerate(ROADWORKS_CHATTER, start=1):
+            decision = await router.route(
+                text, conv_key="family", at=START + 20 * n, user_key="dad"
+            )
+            tiers.append(decision.tier)
+        alone = await router.route(ROADWORKS_CHATTER[-1])
+    finally:
+        await router.close()
+    assert alone.tier == "cheap"
+    assert tiers == ["medium", "medium", "cheap"]
+
+
 async def test_a_thread_of_follow_ups_does_not_wear_its_task_away(seeded_db, embedder):
     """A follow-up carried at a low confidence ("now with comments": strong, but unsure) leaves
     its task as sure as the request that named it, so the next follow-ups are still decided

@@ -26,6 +26,10 @@ UNKNOWN_GAP_S = 60.0  # history without times (a stateless client): one sitting
 # The training conversations' gaps start at about 8 s; a gap below that (a quick paste right
 # after an answer) is read as that, not extrapolated into "surely the same task".
 MIN_GAP_S = 8.0
+# A task read at least this sure (content first's default bar: the message named it clearly)
+# lends its confidence to the turns that stay on it; a task read less sure does not, so chatter
+# misread as a task is not held to it turn after turn.
+CLEAR_TASK = 0.9
 FEATURES = (
     "log_tokens",
     "similarity",
@@ -373,13 +377,13 @@ def routed_turn(
     confidence: float | None = None,
 ) -> PreviousTurn:
     """A turn routed as `category` (with `confidence`) in `context`, as the next turn's context:
-    with the task it leaves open behind it. A turn that stays on its context's task (or goes
-    back to the one behind it) is as sure of it as the surest reading along the way: "why?"
-    carried at 0.5 after a request read at 0.97 leaves the task at 0.97, and a thread of
-    follow-ups does not wear its task away."""
+    with the task it leaves open behind it. A turn that stays on a clearly named task (its
+    context's, or the one behind it) is as sure of it as that reading: "why?" carried at 0.5
+    after a request read at 0.97 leaves the task at 0.97, and a thread of follow-ups does not
+    wear its task away. After a task read at 0.85 the turn keeps its own confidence."""
     sure = sure_share(confidence)
     for task in (context, context.task_behind if context is not None else None):
-        if task is not None and task.category == category:
+        if task is not None and task.category == category and task.confidence >= CLEAR_TASK:
             sure = max(sure, task.confidence)
     return PreviousTurn(
         category, at, text, task_behind=left_open(category, context), confidence=sure
