@@ -26,9 +26,10 @@ UNKNOWN_GAP_S = 60.0  # history without times (a stateless client): one sitting
 # The training conversations' gaps start at about 8 s; a gap below that (a quick paste right
 # after an answer) is read as that, not extrapolated into "surely the same task".
 MIN_GAP_S = 8.0
-# A task read at least this sure (content first's default bar: the message named it clearly)
-# lends its confidence to the turns that stay on it; a task read less sure does not, so chatter
-# misread as a task is not held to it turn after turn.
+# A context turn held at least this sure of its task (content first's default bar; a request
+# that named it clearly, or a turn that stayed on such a request) lends that confidence to the
+# turns that stay on it; one held less sure does not, so chatter misread as a task is not held
+# to it turn after turn. Not tuned.
 CLEAR_TASK = 0.9
 FEATURES = (
     "log_tokens",
@@ -378,9 +379,9 @@ def routed_turn(
 ) -> PreviousTurn:
     """A turn routed as `category` (with `confidence`) in `context`, as the next turn's context:
     with the task it leaves open behind it. A turn that stays on a clearly named task (its
-    context's, or the one behind it) is as sure of it as that reading: "why?" carried at 0.5
-    after a request read at 0.97 leaves the task at 0.97, and a thread of follow-ups does not
-    wear its task away. After a task read at 0.85 the turn keeps its own confidence."""
+    context's, or the one behind it) is at least as sure of it as that reading: "why?" carried
+    at 0.5 after a request read at 0.97 leaves the task at 0.97, and a thread of follow-ups does
+    not wear its task away. After a task read at 0.85 the turn keeps its own confidence."""
     sure = sure_share(confidence)
     for task in (context, context.task_behind if context is not None else None):
         if task is not None and task.category == category and task.confidence >= CLEAR_TASK:
