@@ -252,6 +252,9 @@ async def _try_connection(host: str, port: int) -> str:
         reader, writer = await asyncio.open_connection(host, port)
     except ConnectionRefusedError:
         return "refused"
+    except ConnectionResetError:
+        # Queued on a stopping worker's listener, which closed before connect() had returned.
+        return "reset"
     try:
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         answer = await asyncio.wait_for(reader.read(), DEADLINE_S)
