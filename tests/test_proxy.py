@@ -165,6 +165,42 @@ async def test_a_group_history_gives_each_speaker_their_own_context(proxy, provi
     assert hers.model != STRONG
 
 
+FAMILY_TURNS = [
+    ("kenji", "write a bash loop that renames every .JPG"),
+    ("grandma", "おじいちゃんの誕生日に短い詩を書いて"),
+    ("kenji", "why?"),
+]
+
+
+@pytest.mark.parametrize("field", ["user", "safety_identifier", None])
+async def test_in_a_keyed_group_the_end_user_field_gives_each_speaker_their_own_context(
+    proxy, provider, field
+):
+    """One session key for the family, each request sent alone (no history): the body's end
+    user (`user`, or its successor `safety_identifier`) says who speaks, so grandma's request
+    between them does not decide what kenji's "why?" follows. Without it, it does."""
+    tiers = []
+    async with proxy.client(default_headers={"X-Session-Key": "telegram:-100"}) as client:
+        for who, text in FAMILY_TURNS:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="auto", messages=user(text), extra_body={field: who} if field else None
+            )
+            tiers.append(raw.headers["x-crabbot-tier"])
+    assert tiers == ["strong", "medium", "strong" if field else "medium"]
+    rows = await proxy.rows()
+    assert len({row["conv_key"] for row in rows}) == 1  # the end user is not the conversation
+
+
+async def test_an_end_user_field_that_is_not_a_string_is_refused(proxy, provider):
+    async with proxy.client() as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="auto", messages=user(CODING), extra_body={"safety_identifier": 7}
+            )
+    assert "safety_identifier must be a string" in str(refused.value)
+    assert provider.requests == []
+
+
 async def test_nothing_to_read_still_gets_an_answer_on_the_default_tier(proxy, provider):
     """OpenAI accepts a system prompt alone, or a picture alone: so does the proxy."""
     picture = {"type": "image_url", "image_url": {"url": "https://example.invalid/plant.jpg"}}

@@ -110,6 +110,27 @@ async def test_responses_earlier_items_are_the_context_of_the_last_user_text(pro
     assert [row["prompt"] for row in rows] == ["為什麼", "為什麼"]
 
 
+@pytest.mark.parametrize("field", ["safety_identifier", "user"])
+async def test_responses_in_a_keyed_group_the_end_user_gives_each_speaker_their_context(
+    proxy, provider, field
+):
+    """The Responses API names no speaker in its items: its `safety_identifier` (or `user`
+    beside a session header) does, so grandma's poem request does not decide kenji's "why?"."""
+    turns = [
+        ("kenji", CODING),
+        ("grandma", "おじいちゃんの誕生日に短い詩を書いて"),
+        ("kenji", "why?"),
+    ]
+    tiers = []
+    async with proxy.client(default_headers={"X-Session-Key": "telegram:-100"}) as client:
+        for who, text in turns:
+            raw = await client.responses.with_raw_response.create(
+                model="auto", input=text, extra_body={field: who}
+            )
+            tiers.append(raw.headers["x-crabbot-tier"])
+    assert tiers == ["strong", "medium", "strong"]
+
+
 async def test_responses_auto_without_user_text_gets_the_default_tier(proxy, provider):
     picture = {"type": "input_image", "image_url": "https://example.invalid/cat.png"}
     async with proxy.client() as client:

@@ -15,6 +15,7 @@ from router.proxy.gateway import Gateway, Target
 from router.proxy.request import (
     SESSION_HEADER,
     ChatRequest,
+    end_user_of,
     last_user_index,
     model_body,
     session_key_of,
@@ -85,7 +86,8 @@ def parse_responses_request(raw: bytes, session_header: str | None) -> ChatReque
     else:
         raise bad_request("input must be a string or an array of items", "input")
     last_user = last_user_index(messages)
-    user = body.get("user")
+    given_user = body.get("user")
+    user = given_user if isinstance(given_user, str) else None
     return ChatRequest(
         model=model,
         body=body,
@@ -93,7 +95,8 @@ def parse_responses_request(raw: bytes, session_header: str | None) -> ChatReque
         wants_usage=True,
         route_text="" if last_user is None else messages[last_user]["content"],
         history=messages if last_user is None else messages[:last_user],
-        session_key=session_key_of(session_header, user if isinstance(user, str) else None),
+        session_key=session_key_of(session_header, user),
+        speaker=end_user_of(body, session_header, user),
     )
 
 
