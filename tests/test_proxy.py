@@ -132,6 +132,7 @@ async def test_session_key_from_header_or_user_field(proxy, provider):
         f"proxy:{namespace}:telegram:42",
         f"proxy:{namespace}:ann",
     ]
+    assert [row["user_key"] for row in rows] == [None, None]  # `user` alone: the conversation
 
 
 async def test_routes_the_last_user_message(proxy, provider):
@@ -189,6 +190,41 @@ async def test_in_a_keyed_group_the_end_user_field_gives_each_speaker_their_own_
     assert tiers == ["strong", "medium", "strong" if field else "medium"]
     rows = await proxy.rows()
     assert len({row["conv_key"] for row in rows}) == 1  # the end user is not the conversation
+    # Kept in the client's namespace: `crabbot forget --user proxy:<namespace>:kenji` finds it.
+    namespace = ClientKey(CLIENT_KEY.encode(), None).namespace
+    speakers = [f"proxy:{namespace}:{who}" if field else None for who, _ in FAMILY_TURNS]
+    assert [row["user_key"] for row in rows] == speakers
+
+
+async def test_an_end_user_id_keeps_a_history_with_other_peoples_names_as_context(proxy, provider):
+    """A hashed end-user id never matches the display names on others' messages: the history
+    is read whole, as without it, and "why?" still follows the coding request before the
+    greeting."""
+    messages = [
+        {"role": "user", "content": "write a bash loop that renames every .JPG"},
+        {"role": "assistant", "content": "for f in *.JPG; do ...; done"},
+        {"role": "user", "name": "grandma", "content": "おはよう〜今日は寒いね"},
+        {"role": "assistant", "content": "おはようございます!"},
+        {"role": "user", "content": "why?"},
+    ]
+    async with proxy.client() as client:
+        answer = await client.chat.completions.create(
+            model="auto", messages=messages, safety_identifier="h_9f2c"
+        )
+    assert answer.model == STRONG
+
+
+async def test_a_client_cannot_speak_as_a_bot_user_and_a_long_end_user_id_names_nobody(
+    proxy, provider
+):
+    async with proxy.client(default_headers={"X-Session-Key": "family"}) as client:
+        for who in ("telegram:12345", "x" * 300):
+            await client.chat.completions.create(
+                model="auto", messages=user(GREETING), extra_body={"safety_identifier": who}
+            )
+    namespace = ClientKey(CLIENT_KEY.encode(), None).namespace
+    rows = await proxy.rows()
+    assert [row["user_key"] for row in rows] == [f"proxy:{namespace}:telegram:12345", None]
 
 
 async def test_an_end_user_field_that_is_not_a_string_is_refused(proxy, provider):

@@ -131,6 +131,16 @@ async def test_responses_in_a_keyed_group_the_end_user_gives_each_speaker_their_
     assert tiers == ["strong", "medium", "strong"]
 
 
+async def test_responses_an_end_user_id_that_is_not_a_string_is_refused(proxy, provider):
+    async with proxy.client() as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(
+                model="auto", input=CODING, extra_body={"safety_identifier": ["kenji"]}
+            )
+    assert "safety_identifier must be a string" in str(refused.value)
+    assert provider.requests == []
+
+
 async def test_responses_auto_without_user_text_gets_the_default_tier(proxy, provider):
     picture = {"type": "input_image", "image_url": "https://example.invalid/cat.png"}
     async with proxy.client() as client:

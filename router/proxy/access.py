@@ -47,6 +47,12 @@ class Caller:
         so no client reaches another's conversations, nor the bot's (`telegram:...`)."""
         return None if session_key is None else f"proxy:{self.namespace}:{session_key}"
 
+    def user_key(self, speaker: str | None) -> str | None:
+        """The router's key for a person a client names, in the same namespace: no client can
+        speak as a bot user (`telegram:...`) or as another client's, and `crabbot forget --user
+        proxy:<namespace>:<name>` erases them."""
+        return None if speaker is None else f"proxy:{self.namespace}:{speaker}"
+
 
 OPEN_CALLER = Caller(None, OPEN_NAMESPACE)
 

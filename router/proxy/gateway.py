@@ -127,15 +127,14 @@ class Gateway:
             if not text.strip():  # an image alone, or no user message: the last user text there is
                 text, history = last_user_text(history)
             if text.strip():
-                speaker = chat.speaker
                 words, quoted = split_quote(text)  # a reply: routed on its words, quote as context
                 # A client key teaches the pool as one source, whatever its session keys.
                 decision = await self.router.route(
                     words,
                     history,
                     conv_key=conv_key,
-                    user_key=speaker,
-                    name=speaker,
+                    user_key=caller.user_key(chat.speaker or chat.end_user),
+                    name=chat.speaker,
                     origin=f"proxy:{caller.namespace}",
                     replied_to=quoted,
                 )

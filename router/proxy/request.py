@@ -27,9 +27,10 @@ class ChatRequest:
     route_text: str
     history: list[dict[str, Any]]
     session_key: str | None
-    # Who speaks: the last user message's `name`, else the end user the body names; in a group
-    # their context is their own turn.
+    # Who speaks, so that in a group their context is their own turn: the last user message's
+    # `name` (how they show in the history's names), else the end user the body names.
     speaker: str | None = None
+    end_user: str | None = None
 
 
 def too_large(limit: int) -> ProxyError:
@@ -123,18 +124,15 @@ def session_key_of(session_header: str | None, user: str | None) -> str | None:
 
 def end_user_of(body: dict[str, Any], session_header: str | None, user: str | None) -> str | None:
     """The end user the body names: `safety_identifier`, else `user` when the header names the
-    conversation (without one, `user` is the conversation's key, and the speaker goes unsaid)."""
+    conversation (without one, `user` is the conversation's key). Only a routing hint: blank or
+    over-long, it names nobody."""
     identifier = body.get("safety_identifier")
     if identifier is not None and not isinstance(identifier, str):
         raise bad_request("safety_identifier must be a string", "safety_identifier")
-    end_user: str | None
-    if identifier:
-        param, end_user = "safety_identifier", identifier
-    else:
-        param, end_user = "user", (user if session_header else None)
-    if end_user is not None and len(end_user) > MAX_SESSION_KEY_CHARS:
-        raise bad_request(f"{param} is over {MAX_SESSION_KEY_CHARS} characters", param)
-    return end_user if end_user and end_user.strip() else None
+    for given in (identifier, user if session_header else None):
+        if given and given.strip():
+            return given if len(given) <= MAX_SESSION_KEY_CHARS else None
+    return None
 
 
 def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
@@ -162,7 +160,8 @@ def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
         route_text="" if last_user is None else message_text(messages[last_user]["content"]),
         history=messages if last_user is None else messages[:last_user],
         session_key=session_key_of(session_header, user),
-        speaker=speaker_of(messages, last_user) or end_user_of(body, session_header, user),
+        speaker=speaker_of(messages, last_user),
+        end_user=end_user_of(body, session_header, user),
     )
 
 

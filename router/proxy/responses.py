@@ -96,7 +96,7 @@ def parse_responses_request(raw: bytes, session_header: str | None) -> ChatReque
         route_text="" if last_user is None else messages[last_user]["content"],
         history=messages if last_user is None else messages[:last_user],
         session_key=session_key_of(session_header, user),
-        speaker=end_user_of(body, session_header, user),
+        end_user=end_user_of(body, session_header, user),
     )
 
 
