@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -247,6 +250,31 @@ def test_crabbot_export_writes_a_conversation_as_json_lines(seeded_db, embedder,
     assert rows[0]["content"] == "mom's worry" and rows[0]["user_key"] == "telegram:42"
     assert rows[4]["prompt"] == "mom's worry" and rows[4]["category"] == "casual"
     assert rows[6]["text"] == "mom's worry" and "embedding" not in rows[6]
+
+
+def _crabbot(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command as an owner runs it: a process of its own, which must end by itself."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,  # a writer's connection left open kept both commands running for ever
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def test_crabbot_forget_and_export_end_once_they_have_said_what_they_did(seeded_db, embedder):
+    _build_family_db(seeded_db, embedder)
+    forgot = _crabbot("forget", "--db", str(seeded_db), "--user", "telegram:42", "--dry-run")
+    exported = _crabbot("export", "--db", str(seeded_db), "--conv", "telegram:-1")
+    assert forgot.returncode == 0, forgot.stderr
+    assert forgot.stdout == (
+        "would erase 2 memory messages, 1 routing-log prompts, 1 pool entries (telegram:42)\n"
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert len(exported.stdout.splitlines()) == 7
 
 
 def test_the_example_config_documents_the_privacy_defaults():

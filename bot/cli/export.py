@@ -18,7 +18,10 @@ async def run_export(args: argparse.Namespace, config: CrabbotConfig) -> int:
     conn = await open_store(config)
     try:
         memory = await Memory.open(conn, config.memory)
-        rows = await export(conn, memory, args.conv)
+        try:
+            rows = await export(conn, memory, args.conv)
+        finally:
+            await memory.close()  # its writer's connection: left open, the process never exits
     finally:
         await conn.close()
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -38,10 +38,13 @@ async def run_forget(args: argparse.Namespace, config: CrabbotConfig) -> int:
     conn = await open_store(config)
     try:
         memory = await Memory.open(conn, config.memory)
-        # The terminal's history file holds whatever was typed at `crabbot chat`: a console
-        # conversation's or person's erasure empties it.
-        history = history_path(config.database.path) if _console(args.conv, args.user) else None
-        erased = await forget(conn, memory, scope, dry_run=args.dry_run, history=history)
+        try:
+            # The terminal's history file holds whatever was typed at `crabbot chat`: a console
+            # conversation's or person's erasure empties it.
+            history = history_path(config.database.path) if _console(args.conv, args.user) else None
+            erased = await forget(conn, memory, scope, dry_run=args.dry_run, history=history)
+        finally:
+            await memory.close()  # its writer's connection: left open, the process never exits
     finally:
         await conn.close()
     who = " in ".join(key for key in (args.user, args.conv) if key)
