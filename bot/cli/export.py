@@ -8,22 +8,14 @@ import json
 import os
 import sys
 
-from bot.cli.tooling import open_store
+from bot.cli.tooling import store_with_memory
 from bot.config import CrabbotConfig
 from bot.erasure import export
-from bot.memory import Memory
 
 
 async def run_export(args: argparse.Namespace, config: CrabbotConfig) -> int:
-    conn = await open_store(config)
-    try:
-        memory = await Memory.open(conn, config.memory)
-        try:
-            rows = await export(conn, memory, args.conv)
-        finally:
-            await memory.close()  # its writer's connection: left open, the process never exits
-    finally:
-        await conn.close()
+    async with store_with_memory(config) as (conn, memory):
+        rows = await export(conn, memory, args.conv)
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if args.out is None:
         sys.stdout.write(lines)

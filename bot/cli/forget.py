@@ -8,11 +8,10 @@ import argparse
 import re
 import sys
 
-from bot.cli.tooling import open_store
+from bot.cli.tooling import store_with_memory
 from bot.config import CrabbotConfig
 from bot.console_history import history_path
 from bot.erasure import forget
-from bot.memory import Memory
 from router.store.erasure import Scope
 
 USER_KEY = re.compile(r"[a-z]+:\S+")
@@ -35,18 +34,11 @@ async def run_forget(args: argparse.Namespace, config: CrabbotConfig) -> int:
         )
         return 2
     scope = Scope(args.conv, args.user)
-    conn = await open_store(config)
-    try:
-        memory = await Memory.open(conn, config.memory)
-        try:
-            # The terminal's history file holds whatever was typed at `crabbot chat`: a console
-            # conversation's or person's erasure empties it.
-            history = history_path(config.database.path) if _console(args.conv, args.user) else None
-            erased = await forget(conn, memory, scope, dry_run=args.dry_run, history=history)
-        finally:
-            await memory.close()  # its writer's connection: left open, the process never exits
-    finally:
-        await conn.close()
+    # The terminal's history file holds whatever was typed at `crabbot chat`: a console
+    # conversation's or person's erasure empties it.
+    history = history_path(config.database.path) if _console(args.conv, args.user) else None
+    async with store_with_memory(config) as (conn, memory):
+        erased = await forget(conn, memory, scope, dry_run=args.dry_run, history=history)
     who = " in ".join(key for key in (args.user, args.conv) if key)
     print(f"{erased.line(args.dry_run)} ({who})")
     if erased.pool_entries and not args.dry_run:

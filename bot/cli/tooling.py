@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from bot.config import CrabbotConfig
+from bot.memory import Memory
 from router import ModelRouter
 from router.embedding.embedder import Embedder, build_embedder
 from router.store.database import Database, open_database
@@ -35,6 +36,21 @@ async def open_store(config: CrabbotConfig) -> Database:
         await conn.close()
         raise
     return conn
+
+
+@contextlib.asynccontextmanager
+async def store_with_memory(config: CrabbotConfig) -> AsyncIterator[tuple[Database, Memory]]:
+    """The database and the conversation memory in it, both closed on the way out: the memory's
+    writer has a connection of its own, and left open the process never exits."""
+    conn = await open_store(config)
+    try:
+        memory = await Memory.open(conn, config.memory)
+        try:
+            yield conn, memory
+        finally:
+            await memory.close()
+    finally:
+        await conn.close()
 
 
 async def load_embedder(config: CrabbotConfig) -> Embedder:
