@@ -14,6 +14,7 @@ from importlib import resources
 
 import numpy as np
 
+from router.config import ContextSettings
 from router.signals.classifier import LocalAnswer
 from router.signals.ngrams import ngram_buckets
 from router.taxonomy import TIERS, UNKNOWN, Taxonomy
@@ -29,8 +30,8 @@ MIN_GAP_S = 8.0
 # A context turn held at least this sure of its task (content first's default bar; a request
 # that named it clearly, or a turn that stayed on such a request) lends that confidence to the
 # turns that stay on it; one held less sure does not, so chatter misread as a task is not held
-# to it turn after turn. Not tuned.
-CLEAR_TASK = 0.9
+# to it turn after turn. Not tuned, and the default only: an operator's bar does not move it.
+CLEAR_TASK: float = ContextSettings.model_fields["content_confidence"].default
 FEATURES = (
     "log_tokens",
     "similarity",
