@@ -18,6 +18,7 @@ from router.config import ConfigError, DatabaseSettings
 from router.store.database import open_database
 from router.store.postgres import PostgresDatabase
 from router.store.schema import ROUTER_MIGRATIONS
+from tests.cli_helpers import run_crabbot
 from tests.db_helpers import fetch_sync, open_db, open_migrated, write_sync
 
 STARTERS = 6
@@ -54,14 +55,7 @@ asyncio.run(main())
 
 
 def crabbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
-        cwd=Path(__file__).parent.parent,
-    )
+    return run_crabbot(*args, env={**os.environ, **env})
 
 
 def migrate_at_once(script: str, *args: str) -> list[tuple[str, str]]:

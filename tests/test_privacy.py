@@ -10,7 +10,6 @@ import logging
 import os
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from bot.console_history import PrivateHistory
 from router import EmptyMessageError, RoutingDecision
 from router.store.routing_log import last_turn, write_decision
 from tests.bot_helpers import dispatch, log_rows, open_core, open_learning_core
+from tests.cli_helpers import run_crabbot
 from tests.db_helpers import fetch_sync
 from tests.fakes.groq_server import category_reply
 
@@ -253,16 +253,9 @@ def test_crabbot_export_writes_a_conversation_as_json_lines(seeded_db, embedder,
 
 
 def _crabbot(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command as an owner runs it: a process of its own, which must end by itself."""
+    """As the owner runs it; the environment read now, so it names this test's database."""
     env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,  # a writer's connection left open kept both commands running for ever
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    return run_crabbot(*args, env=env)
 
 
 def test_crabbot_forget_and_export_end_once_they_have_said_what_they_did(seeded_db, embedder):

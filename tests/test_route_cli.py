@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
+
+from tests.cli_helpers import run_crabbot
 
 ENV = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
 
 
 def crabbot(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    return run_crabbot(*args, env=ENV, stdin=stdin)
 
 
 def test_route_prints_the_decision(seeded_db):
