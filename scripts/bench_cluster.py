@@ -44,7 +44,7 @@ from cluster_services import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTLE_LIMIT_S = 30.0  # rows still being written after the load: read until the count holds
+SETTLE_LIMIT_S = 90.0  # after the load, each answer's row is awaited this long at most
 RESTARTED_LIMIT_S = 300.0  # after the load, the restarted proxy's start is awaited this long
 KILL_WAIT_S = 5.0  # the kill waits this long at most for rows waiting in the victim's spool
 
@@ -79,12 +79,33 @@ def decision_outcomes(database: str, pg: PostgresServer | None) -> dict[str, str
         return {str(k): str(v) for k, v in conn.execute(query).fetchall()}
 
 
-def rows_of_answers(result: dict[str, Any], outcomes: dict[str, str]) -> dict[str, Any]:
-    """For each proxy, its answers and what the routing log holds of them."""
+def answered_decisions(result: dict[str, Any]) -> dict[str, list[str]]:
+    """Each proxy's answered requests, by decision id (the label probe's as proxy1's)."""
     answered = {k: list(v) for k, v in result["tally"].pop("decisions").items()}
     probe = result["probes"].get("label", {}).get("request", {}).get("decision")
     if probe:
         answered.setdefault("proxy1", []).append(probe)
+    return answered
+
+
+def settled_outcomes(
+    database: str, pg: PostgresServer | None, answered: dict[str, list[str]]
+) -> tuple[dict[str, str], float]:
+    """The rows' outcomes once every answer has its closed row, or at SETTLE_LIMIT_S, and the
+    seconds that took: a writer backing off after the database's restart may still hold rows,
+    and quiet for a moment is not proof it holds none."""
+    wanted = {decision for decisions in answered.values() for decision in decisions}
+    started = time.monotonic()
+    while True:
+        outcomes = decision_outcomes(database, pg)
+        waiting = sum(1 for d in wanted if outcomes.get(d, "none") == "none")
+        if not waiting or time.monotonic() - started >= SETTLE_LIMIT_S:
+            return outcomes, time.monotonic() - started
+        time.sleep(0.5)  # another process writes them: nothing here can be awaited
+
+
+def rows_of_answers(answered: dict[str, list[str]], outcomes: dict[str, str]) -> dict[str, Any]:
+    """For each proxy, its answers and what the routing log holds of them."""
     found: dict[str, Any] = {}
     for proxy, decisions in sorted(answered.items()):
         by_outcome: dict[str, int] = {}
@@ -93,21 +114,6 @@ def rows_of_answers(result: dict[str, Any], outcomes: dict[str, str]) -> dict[st
             by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
         found[proxy] = {"answered": len(decisions), "rows": by_outcome}
     return found
-
-
-def settled_rows(database: str, pg: PostgresServer | None) -> dict[str, int]:
-    """The row counts once they stop changing (the surviving proxies write behind)."""
-    last: dict[str, int] | None = None
-    stable_since = time.monotonic()
-    deadline = time.monotonic() + SETTLE_LIMIT_S
-    while time.monotonic() < deadline:
-        rows = count_rows(database, pg)
-        if rows != last:
-            last, stable_since = rows, time.monotonic()
-        elif time.monotonic() - stable_since >= 2.0:
-            break
-        time.sleep(0.5)
-    return last or {}
 
 
 class ConnectionSampler(threading.Thread):
@@ -244,8 +250,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 "too_many_clients": pg.log_lines("too many clients"),
                 "fatal_lines": pg.log_lines("FATAL"),
             }
-        result["rows"] = settled_rows(database, pg)
-        result["answers"] = rows_of_answers(result, decision_outcomes(database, pg))
+        answered = answered_decisions(result)
+        outcomes, result["rows_settled_s"] = settled_outcomes(database, pg, answered)
+        result["rows"] = count_rows(database, pg)
+        result["answers"] = rows_of_answers(answered, outcomes)
         result["setup"] = {
             "load_before": load_before,
             "load_after": load_average(),

@@ -115,7 +115,8 @@ def print_report(result: dict[str, Any]) -> None:
     missing = sum(found["rows"].get("missing", 0) for found in answers)
     print(
         f"answers with their routing-log row: {answered - missing} of {answered}"
-        f" ({missing} missing; a decision id has one row: none twice)"
+        f" ({missing} missing; a decision id has one row: none twice);"
+        f" read {result['rows_settled_s']:.1f} s after the load ended"
     )
     for proxy, found in result["answers"].items():
         note = " (killed)" if proxy == killed else ""
