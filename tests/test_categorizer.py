@@ -127,6 +127,22 @@ async def test_prompt_carries_the_task_behind_a_reaction(groq_server):
     assert earlier < prompt.index("merges 3 csv files") < previous < prompt.index("lol thanks")
 
 
+async def test_prompt_says_when_the_previous_message_is_someone_elses(groq_server):
+    """A reply to grandma's request is read as a reply, not as the replier's own follow-up."""
+    groq_server.respond = lambda _r: Reply('{"category": "casual", "confidence": 0.9}')
+    categorizer = categorizer_for(groq_server)
+    grandma = PreviousTurn("creative", at=100.0, text="寫一首生日詩給阿公", another_speaker=True)
+    own = PreviousTurn("creative", at=100.0, text="寫一首生日詩給阿公")
+    try:
+        await categorizer.categorize("哈哈 阿嬤好可愛", grandma, at=110.0)
+        await categorizer.categorize("再短一點", own, at=110.0)
+    finally:
+        await categorizer.close()
+    replied, followed = (request["messages"][1]["content"] for request in groq_server.requests)
+    assert "[Previous routing: creative, 10s ago, sent by someone else]" in replied
+    assert "[Previous routing: creative, 10s ago]" in followed
+
+
 def test_parse_reply_takes_the_object_with_a_category():
     content = 'notes: {"x": 1} then {"category": "casual", "confidence": 0.5}'
     assert parse_reply(content, TAXONOMY.categories) == ("casual", 0.5)
