@@ -139,7 +139,10 @@ async def test_prompt_says_when_the_previous_message_is_someone_elses(groq_serve
     finally:
         await categorizer.close()
     replied, followed = (request["messages"][1]["content"] for request in groq_server.requests)
-    assert "[Previous routing: creative, 10s ago, sent by someone else]" in replied
+    assert (
+        "[Previous routing: creative, 10s ago, sent by someone else; the current message"
+        " replies to it]"
+    ) in replied
     assert "[Previous routing: creative, 10s ago]" in followed
 
 
