@@ -1,10 +1,17 @@
-"""The routing log's write-behind on its own: a row SQLite can never store costs that row alone."""
+"""The routing log's write-behind on its own: a row the database can never store costs that row
+alone, and a connection lost after its commit stops nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import Counter
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
 
 from router.store.log_writer import LogWriter
+from router.store.postgres import PostgresDatabase
 from tests.db_helpers import open_db
 
 INSERT = "INSERT INTO notes (n, text) VALUES (?, ?)"
@@ -28,3 +35,91 @@ async def test_a_row_the_database_refuses_is_dropped_alone_and_the_rest_written(
         await db.close()
     assert stored == ["early", "late", "after"]
     assert counters["log_rows_dropped"] == 1
+
+
+async def connect_to(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the server a PostgreSQL URL names: its Unix socket (`?host=/dir`, as
+    scripts/pg_throwaway.py gives) or its TCP address."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    host = query.get("host") or parts.hostname or "127.0.0.1"
+    port = int(query.get("port") or parts.port or 5432)
+    if host.startswith("/"):
+        return await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+    return await asyncio.open_connection(host, port)
+
+
+class CutOnReset:
+    """A TCP relay to PostgreSQL that, once armed, cuts the connection whose client sends the
+    pool's reset (what asyncpg runs as a connection goes back to the pool, after the commit):
+    the server restarted between a batch's commit and its connection's return."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.armed = False
+        self.cuts = 0
+        self.server: asyncio.Server | None = None
+        self.ends: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        """The URL that reaches the database through the relay."""
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        parts = urlsplit(self.url)
+        user = f"{parts.username}@" if parts.username else ""
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}", query=query))
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await connect_to(self.url)
+        self.ends += [writer, upstream_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, up: bool) -> None:
+            while data := await source.read(65536):
+                if up and self.armed and b"RESET ALL" in data:
+                    self.armed = False
+                    self.cuts += 1
+                    break
+                sink.write(data)
+                await sink.drain()
+            for end in (writer, upstream_writer):
+                end.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(
+                pump(reader, upstream_writer, True), pump(upstream_reader, writer, False)
+            )
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for end in self.ends:
+            end.close()
+        await self.server.wait_closed()
+
+
+async def test_a_connection_lost_on_its_way_back_to_the_pool_stops_no_writer(database_backend):
+    """On PostgreSQL a batch's connection can die after its commit, as it goes back to the pool
+    (a server restart at that moment): the rows are written, and the writer goes on."""
+    if database_backend is None:
+        pytest.skip("PostgreSQL's connection pool (runs with CRABBOT_TEST_DATABASE_URL set)")
+    relay = CutOnReset(database_backend)
+    through = await relay.start()
+    db = await PostgresDatabase.open(through, pool_size=2)
+    counters: Counter[str] = Counter()
+    writer = await LogWriter(INSERT, counters).start(db)
+    try:
+        await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
+        relay.armed = True
+        writer.put((0, "before the cut"))
+        assert await writer.flush(10.0), "the writer stopped with its row unwritten"
+        assert relay.cuts == 1
+        writer.put((1, "after the cut"))
+        assert await writer.flush(10.0), "the writer stopped taking rows"
+        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
+    finally:
+        await writer.close()
+        await db.close()
+        await relay.close()
+    assert stored == ["before the cut", "after the cut"]
+    assert counters["log_rows_dropped"] == 0

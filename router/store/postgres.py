@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -18,6 +19,8 @@ import asyncpg
 
 from router.config import ConfigError
 from router.store.database import Database, DatabaseError, OperationalError, Row, scrub
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
@@ -161,7 +164,19 @@ class PostgresDatabase(Database):
             yield conn
         finally:
             self._held.reset(token)
+            await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        """Give a connection back. One that dies on the way (the server restarted after the
+        work was committed or had failed) is closed by asyncpg and replaced at the next
+        acquire: the work's own outcome stands, and the caller goes on."""
+        try:
             await self._pool.release(conn)
+        except _ERRORS as exc:
+            log.warning(
+                "PostgreSQL: a connection was lost as it went back to the pool (%s)",
+                scrub(str(exc)) or type(exc).__name__,
+            )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
