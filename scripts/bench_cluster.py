@@ -89,19 +89,33 @@ def answered_decisions(result: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def settled_outcomes(
-    database: str, pg: PostgresServer | None, answered: dict[str, list[str]]
-) -> tuple[dict[str, str], float]:
-    """The rows' outcomes once every answer has its closed row, or at SETTLE_LIMIT_S, and the
-    seconds that took: a writer backing off after the database's restart may still hold rows,
-    and quiet for a moment is not proof it holds none."""
-    wanted = {decision for decisions in answered.values() for decision in decisions}
-    started = time.monotonic()
+    database: str, pg: PostgresServer | None, wanted: set[str], since: float
+) -> tuple[dict[str, str], float, bool]:
+    """The rows' outcomes once each `wanted` decision has its closed row, or SETTLE_LIMIT_S
+    after `since` (the load's end); the seconds from `since`, and whether every row came. A
+    writer backing off after the database's restart may still hold rows: quiet for a moment
+    is not proof it holds none."""
     while True:
         outcomes = decision_outcomes(database, pg)
         waiting = sum(1 for d in wanted if outcomes.get(d, "none") == "none")
-        if not waiting or time.monotonic() - started >= SETTLE_LIMIT_S:
-            return outcomes, time.monotonic() - started
+        waited = time.monotonic() - since
+        if not waiting or waited >= SETTLE_LIMIT_S:
+            return outcomes, waited, not waiting
         time.sleep(0.5)  # another process writes them: nothing here can be awaited
+
+
+def awaited_rows(answered: dict[str, list[str]], faults: dict[str, Any]) -> set[str]:
+    """The decisions whose rows can come: not a killed proxy's when nothing started it again
+    (its spooled rows wait for its next start), nor an answer that named no decision."""
+    killed = faults.get("kill", {}).get("proxy")
+    replayed = faults.get("restart", {}).get("ready_s") is not None
+    return {
+        decision
+        for proxy, decisions in answered.items()
+        if proxy != killed or replayed
+        for decision in decisions
+        if decision
+    }
 
 
 def rows_of_answers(answered: dict[str, list[str]], outcomes: dict[str, str]) -> dict[str, Any]:
@@ -230,6 +244,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             began = time.monotonic() - t0
             faults["pg_restart"] = {"at_s": began, "took_s": pg.restart()}
         load.popen.wait(args.seconds + args.timeout + 120)
+        load_ended = time.monotonic()
         lines = [line for line in load.lines if line.startswith("{")]
         if load.popen.returncode != 0 or not lines:
             raise ClusterError("the load generator failed:\n" + "".join(load.lines[-20:]))
@@ -251,7 +266,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 "fatal_lines": pg.log_lines("FATAL"),
             }
         answered = answered_decisions(result)
-        outcomes, result["rows_settled_s"] = settled_outcomes(database, pg, answered)
+        wanted = awaited_rows(answered, faults)
+        outcomes, waited, complete = settled_outcomes(database, pg, wanted, load_ended)
+        result["rows_awaited"] = {"seconds": waited, "all_came": complete}
         result["rows"] = count_rows(database, pg)
         result["answers"] = rows_of_answers(answered, outcomes)
         result["setup"] = {

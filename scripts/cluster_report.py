@@ -113,10 +113,12 @@ def print_report(result: dict[str, Any]) -> None:
     answers = result["answers"].values()
     answered = sum(found["answered"] for found in answers)
     missing = sum(found["rows"].get("missing", 0) for found in answers)
+    awaited = result["rows_awaited"]
+    came = "every row awaited came" if awaited["all_came"] else "gave up waiting for the rest"
     print(
         f"answers with their routing-log row: {answered - missing} of {answered}"
-        f" ({missing} missing; a decision id has one row: none twice);"
-        f" read {result['rows_settled_s']:.1f} s after the load ended"
+        f" ({missing} missing; a decision id has one row: none twice); read"
+        f" {awaited['seconds']:.1f} s after the load ended ({came})"
     )
     for proxy, found in result["answers"].items():
         note = " (killed)" if proxy == killed else ""
