@@ -174,6 +174,7 @@ class Cluster:
         self.cleanups: list[tuple[str, object]] = []  # (what, callable) run before the namespaces
         self._namespaces: list[str] = []
         self._switch: str | None = None
+        self._ports: dict[str, str] = {}  # a host's role -> its port on the bridge
 
     def __enter__(self) -> Cluster:
         remove_stale(self.use_netns)
@@ -214,8 +215,16 @@ class Cluster:
             run(["ip", "-n", netns, "link", "set", "eth0", "up"])
             run(["ip", "-n", netns, "link", "set", "lo", "up"])
             host = Host(role, address, netns)
+            self._ports[role] = port
         self.hosts[role] = host
         return host
+
+    def set_link(self, host: Host, up: bool) -> None:
+        """Plug `host` into the bridge or pull its cable: pulled, whatever it sends or is sent
+        vanishes with no reset, as in a partition or a power cut."""
+        assert self._switch is not None, "a link to cut needs network namespaces"
+        state = "up" if up else "down"
+        run(["ip", "-n", self._switch, "link", "set", self._ports[host.role], state])
 
     @property
     def subnet(self) -> str:

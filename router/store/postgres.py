@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import re
+import socket
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +24,12 @@ from router.store.database import Database, DatabaseError, OperationalError, Row
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+# A database host that drops off the network (a partition, a power cut) sends no reset: a query
+# would wait for TCP to give up retransmitting, about 15 minutes on Linux, and a bot's reply with
+# it. Data unacknowledged this long closes the connection (an error the caller degrades on); idle
+# and long-running connections are probed as often, so a dead peer is found there too, while a
+# slow query on a live server is not cut (its kernel acknowledges the probes).
+DEAD_PEER_S = 10
 CLOSE_TIMEOUT_S = 5.0
 # SQLSTATE classes that may pass: connection, transaction rollback (deadlock, serialization),
 # insufficient resources, object in use / lock not available, operator intervention, system.
@@ -83,7 +90,28 @@ def _rowcount(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+def _notice_dead_peer(conn: asyncpg.Connection) -> None:
+    """TCP keepalives and a user timeout on a connection's socket (none on a Unix socket, whose
+    peer cannot vanish without its end closing). asyncpg has no setting for them (its issue
+    #606), so the transport's socket is set directly."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    tcp_options = {
+        "TCP_KEEPIDLE": DEAD_PEER_S // 2,
+        "TCP_KEEPINTVL": DEAD_PEER_S // 4,
+        "TCP_KEEPCNT": 3,
+        "TCP_USER_TIMEOUT": DEAD_PEER_S * 1000,  # milliseconds
+    }
+    for name, value in tcp_options.items():
+        if hasattr(socket, name):  # Linux has them all; other systems some
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
 async def _setup(conn: asyncpg.Connection) -> None:
+    _notice_dead_peer(conn)
     # SUM over integers is numeric in PostgreSQL: read it as a float, like SQLite's numbers.
     await conn.set_type_codec(
         "numeric", encoder=str, decoder=float, schema="pg_catalog", format="text"
