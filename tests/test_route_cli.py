@@ -116,3 +116,41 @@ def test_conv_flag_holds_the_stdin_lines_that_name_no_conversation(seeded_db):
     assert out[2]["category"] != "coding", "another conversation: no context"
     without = crabbot(*live, stdin=stdin)
     assert json.loads(without.stdout.splitlines()[1])["category"] != "coding"
+
+
+def test_a_replayed_group_names_who_speaks_and_each_turn_follows_its_own_speaker(seeded_db):
+    """Grandma's poem request between Kenji's coding request and his "why?" does not become his
+    context when the lines say who speaks; without "user" it does, as it would in a bot that
+    could not tell them apart."""
+    turns = [
+        ("kenji", "write a python script that merges 3 csv files", 100),
+        ("grandma", "寫一首生日詩給阿公 要押韻", 105),
+        ("kenji", "why?", 112),
+    ]
+    named = [json.dumps({"text": t, "user": u, "at": at}) for u, t, at in turns]
+    live = ("route", "--db", str(seeded_db), "--mode", "live", "--conv", "family")
+    result = crabbot(*live, stdin="\n".join(named))
+    assert result.returncode == 0, result.stderr
+    tiers = [json.loads(line)["tier"] for line in result.stdout.splitlines()]
+    assert tiers == ["strong", "medium", "strong"]
+    unnamed = [json.dumps({"text": t, "at": at}) for _, t, at in turns]
+    mixed = crabbot(*live, stdin="\n".join(unnamed))
+    assert [json.loads(line)["tier"] for line in mixed.stdout.splitlines()][2] == "medium"
+
+
+def test_a_speaker_or_reply_that_is_not_text_is_an_error_for_that_line_alone(seeded_db):
+    lines = [
+        json.dumps({"text": "hello", "user": 42}),
+        json.dumps({"text": "hello", "reply_to": ["x"]}),
+        json.dumps({"text": "hello", "user": "x" * 300}),
+        json.dumps({"text": "hello", "user": "mom", "reply_to": "早安", "reply_user": "dad"}),
+    ]
+    result = crabbot("route", "--db", str(seeded_db), stdin="\n".join(lines))
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o.get("error") for o in out[:3]] == [
+        '"user" must be a string',
+        '"reply_to" must be a string',
+        '"user" is over 256 characters',
+    ]
+    assert out[3]["tier"] == "cheap"
+    assert result.returncode == 1

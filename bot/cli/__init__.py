@@ -43,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     route = commands.add_parser("route", help="route a message (or JSON lines on stdin)")
     _common(route)
-    route.add_argument("text", nargs="?", help="the message; omit to read JSON lines from stdin")
+    route.add_argument(
+        "text",
+        nargs="?",
+        help='the message; omit to read JSON lines from stdin: "text", and optionally "conv_key",'
+        ' "at" (unix seconds), "user" (who speaks), "reply_to" (the text replied to) and'
+        ' "reply_user" (who sent it)',
+    )
     route.add_argument(
         "--conv",
         help="conversation key, so a follow-up keeps its task (on stdin: for lines without one)",

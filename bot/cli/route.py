@@ -78,11 +78,29 @@ def unix_seconds(at: object) -> float | None:
     return float(at)
 
 
+MAX_SPEAKER_CHARS = 256  # as a proxy's end user (router/proxy/request.py)
+
+
+def optional_text(item: dict[str, object], field: str, limit: int | None = None) -> str | None:
+    """A line's optional string field: None when absent or blank; an error when it is not a
+    string, or longer than `limit`."""
+    value = item.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f'"{field}" must be a string')
+    if limit is not None and len(value) > limit:
+        raise ValueError(f'"{field}" is over {limit} characters')
+    return value.strip() or None
+
+
 async def route_stream(
     router: ModelRouter, lines: TextIO, out: TextIO, default_conv: str | None = None
 ) -> int:
     """Answer each JSON line in order; a bad line gets an error naming it and the rest go on.
-    A line without a "conv_key" is in `default_conv` (`--conv`), if given."""
+    A line without a "conv_key" is in `default_conv` (`--conv`), if given. In a group, "user"
+    names who speaks (a turn's context is their own previous turn), and "reply_to" the text of
+    the message the line replies to (its context), sent by "reply_user" when given."""
     failures = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -101,7 +119,17 @@ async def route_stream(
             if conv_key is not None and not isinstance(conv_key, str):
                 raise ValueError('"conv_key" must be a string')
             at = unix_seconds(item.get("at"))
-            decision = await router.route(text, conv_key=conv_key, at=at)
+            user = optional_text(item, "user", MAX_SPEAKER_CHARS)
+            replied_user = optional_text(item, "reply_user", MAX_SPEAKER_CHARS)
+            decision = await router.route(
+                text,
+                conv_key=conv_key,
+                at=at,
+                user_key=user,
+                name=user,
+                replied_to=optional_text(item, "reply_to"),
+                replied_author=replied_user,
+            )
             router.finish(decision, "routed")
         except (ValueError, EmptyMessageError) as exc:
             failures += 1
@@ -121,7 +149,8 @@ async def run_route(args: argparse.Namespace, config: CrabbotConfig) -> int:
     if args.text is None and sys.stdin.isatty():
         say(
             'usage: crabbot route "a message" (or JSON lines on stdin, one'
-            ' {"text": ..., "conv_key": ..., "at": ...} a line; see crabbot route --help)'
+            ' {"text": ..., "conv_key": ..., "at": ..., "user": ...} a line; see crabbot route'
+            " --help)"
         )
         return 2
     router = await open_router(config, args.mode, args.text)
