@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -123,3 +124,49 @@ async def test_a_connection_lost_on_its_way_back_to_the_pool_stops_no_writer(dat
         await relay.close()
     assert stored == ["before the cut", "after the cut"]
     assert counters["log_rows_dropped"] == 0
+
+
+class FailsOnce:
+    """A database whose next transaction raises what no seam maps (a driver's surprise), then
+    works: the error a writer must outlive."""
+
+    def __init__(self, db: Any, owns: bool = False) -> None:
+        self.db = db
+        self.owns = owns  # a connection of its own (SQLite's writer), not the shared pool
+        self.failed = False
+
+    async def writer(self) -> FailsOnce:
+        handle = await self.db.writer()
+        return FailsOnce(handle, owns=handle is not self.db)
+
+    async def check_file(self) -> str | None:
+        return await self.db.check_file()
+
+    def transaction(self) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a driver's surprise")
+        return self.db.transaction()
+
+    async def close(self) -> None:
+        if self.owns:
+            await self.db.close()
+
+
+async def test_an_error_nobody_expected_is_logged_counted_and_outlived(tmp_path, caplog):
+    db = await open_db(tmp_path / "log.db")
+    await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
+    counters: Counter[str] = Counter()
+    writer = await LogWriter(INSERT, counters).start(FailsOnce(db))  # type: ignore[arg-type]
+    try:
+        writer.put((0, "waited"))
+        assert await writer.flush(10.0), "the writer stopped"
+        writer.put((1, "after"))
+        assert await writer.flush(10.0)
+    finally:
+        await writer.close()
+        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
+        await db.close()
+    assert stored == ["waited", "after"]
+    assert counters["log_write_errors"] == 1 and counters["log_rows_dropped"] == 0
+    assert "the database driver failed unexpectedly" in caplog.text

@@ -202,26 +202,31 @@ class LogWriter:
             try:
                 await self._commit(rows)
             except (DatabaseError, ValueError) as exc:
-                attempt += 1
-                self.counters[self.errors] += 1
-                # Locked, busy, disk full: it may pass. A value SQLite cannot store (a lone
-                # surrogate) or a broken constraint never will.
-                if not isinstance(exc, OperationalError):
-                    log.warning("%s: a batch was refused (%s)", self.label, exc)
-                    return "refused"
-                if self._closing and attempt >= CLOSING_ATTEMPTS:
-                    log.error("%s: %d rows lost at shutdown: %s", self.label, len(rows), exc)
-                    self.counters[self.dropped] += len(rows)
-                    return "dropped"
-                if attempt == 1 or not attempt % 60:
-                    log.warning(
-                        "%s: cannot write (%s); %d rows wait", self.label, exc, len(self._pending)
-                    )
-                await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
+                error: Exception = exc
+            except Exception as exc:  # a driver's error the seam did not map: the writer lives
+                if not attempt:  # its traceback once; the retries are counted and summed up
+                    log.exception("%s: the database driver failed unexpectedly", self.label)
+                error = OperationalError(type(exc).__name__)
             else:
                 if attempt:
                     log.info("%s: written again after %d failed attempts", self.label, attempt)
                 return "written"
+            attempt += 1
+            self.counters[self.errors] += 1
+            # Locked, busy, disk full: it may pass. A value SQLite cannot store (a lone
+            # surrogate) or a broken constraint never will.
+            if not isinstance(error, OperationalError):
+                log.warning("%s: a batch was refused (%s)", self.label, error)
+                return "refused"
+            if self._closing and attempt >= CLOSING_ATTEMPTS:
+                log.error("%s: %d rows lost at shutdown: %s", self.label, len(rows), error)
+                self.counters[self.dropped] += len(rows)
+                return "dropped"
+            if attempt == 1 or not attempt % 60:
+                log.warning(
+                    "%s: cannot write (%s); %d rows wait", self.label, error, len(self._pending)
+                )
+            await self._pause(RETRY_S[min(attempt, len(RETRY_S)) - 1])
 
     async def _pause(self, seconds: float) -> None:
         """Wait before retrying; flush() and close() cut the wait short."""
