@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 # A database host that drops off the network (a partition, a power cut) sends no reset: a query
 # would wait for TCP to give up retransmitting, about 15 minutes on Linux, and a bot's reply with
-# it. Data unacknowledged this long closes the connection (an error the caller degrades on); idle
-# and long-running connections are probed as often, so a dead peer is found there too, while a
-# slow query on a live server is not cut (its kernel acknowledges the probes).
+# it. Data unacknowledged this long closes the connection (an error the caller degrades on), and
+# idle or waiting connections are probed as often, so a dead peer is found there too. A live
+# server's kernel acknowledges the probes, so a slow query is not cut; a batch the server stops
+# reading for this long (blocked on a lock, its receive window full) is, and is retried.
 DEAD_PEER_S = 10
 CLOSE_TIMEOUT_S = 5.0
 # SQLSTATE classes that may pass: connection, transaction rollback (deadlock, serialization),
@@ -154,27 +155,26 @@ class PostgresDatabase(Database):
             ) from None
         return cls(pool, url)
 
-    def _conn(self) -> asyncpg.Connection | asyncpg.Pool:
-        held = self._held.get()
-        return self._pool if held is None else held
-
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> int:
-        try:
-            return _rowcount(await self._conn().execute(translate(sql), *parameters))
-        except _ERRORS as exc:
-            _raise(exc)
+        async with self._holding() as conn:
+            try:
+                return _rowcount(await conn.execute(translate(sql), *parameters))
+            except _ERRORS as exc:
+                _raise(exc)
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        try:
-            await self._conn().executemany(translate(sql), list(rows))
-        except _ERRORS as exc:
-            _raise(exc)
+        async with self._holding() as conn:
+            try:
+                await conn.executemany(translate(sql), list(rows))
+            except _ERRORS as exc:
+                _raise(exc)
 
     async def fetch_all(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
-        try:
-            return list(await self._conn().fetch(translate(sql), *parameters))
-        except _ERRORS as exc:
-            _raise(exc)
+        async with self._holding() as conn:
+            try:
+                return list(await conn.fetch(translate(sql), *parameters))
+            except _ERRORS as exc:
+                _raise(exc)
 
     @asynccontextmanager
     async def _holding(self) -> AsyncIterator[asyncpg.Connection]:
