@@ -184,7 +184,7 @@ class LogWriter:
     async def _commit_retrying(self, rows: list[Row]) -> str:
         """'written'; 'refused' for a row the database will never take; 'dropped' when a database
         that keeps refusing at shutdown costs the rows."""
-        attempt = 0
+        attempt = unexpected = 0
         while True:
             lost = await self.check_file()
             if lost is not None:
@@ -204,9 +204,12 @@ class LogWriter:
             except (DatabaseError, ValueError) as exc:
                 error: Exception = exc
             except Exception as exc:  # a driver's error the seam did not map: the writer lives
-                if not attempt:  # its traceback once; the retries are counted and summed up
+                unexpected += 1
+                if unexpected == 1:  # tried once more: it may have been the moment
                     log.exception("%s: the database driver failed unexpectedly", self.label)
-                error = OperationalError(type(exc).__name__)
+                    error = OperationalError(type(exc).__name__)
+                else:  # again: a row the driver cannot take (refused: tried alone, dropped)
+                    error = DatabaseError(f"{type(exc).__name__} twice")
             else:
                 if attempt:
                     log.info("%s: written again after %d failed attempts", self.label, attempt)
