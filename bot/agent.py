@@ -23,6 +23,10 @@ from router import EmptyMessageError, ModelRouter, RoutingDecision
 
 log = logging.getLogger(__name__)
 
+# A reply waits this long at most for the conversation's history (a lock held elsewhere, a
+# database host gone silent); past it the reply goes on without it.
+HISTORY_WAIT_S = 3.0
+
 Deliver = Callable[["Reply"], Awaitable[None]]
 OnText = Callable[[str], None]  # the answer so far, while it streams
 # Reads a message that needs work first (a download, a transcription), in the message's turn.
@@ -65,6 +69,7 @@ class Agent:
         self.system_prompt = system_prompt
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: Counter[str] = Counter()
+        self._late_reads: set[asyncio.Task[list[Turn]]] = set()  # cancelled, still ending
 
     async def handle(
         self,
@@ -120,6 +125,34 @@ class Agent:
             raise EmptyMessageError("the message is empty")
         return await self._answer(conv_key, user, incoming, on_text)
 
+    async def _history(self, conv_key: str) -> list[Turn]:
+        """The conversation's history; none when the database fails, or takes longer than
+        HISTORY_WAIT_S: that costs the conversation its memory, never the reply."""
+        read = asyncio.create_task(self.memory.history(conv_key))
+        done, _ = await asyncio.wait({read}, timeout=HISTORY_WAIT_S)
+        if not done:
+            # Cancelled, not awaited: the query's cancellation may itself wait on the database.
+            read.cancel()
+            self._late_reads.add(read)
+            read.add_done_callback(self._late_read_ended)
+            log.warning(
+                "the history of %s took over %g s to read; answering without it",
+                conv_key,
+                HISTORY_WAIT_S,
+            )
+            self.counters["db_timeouts"] += 1
+            return []
+        try:
+            return read.result()
+        except Exception:
+            self._db_failed("read the conversation's history; answering without it")
+            return []
+
+    def _late_read_ended(self, read: asyncio.Task[list[Turn]]) -> None:
+        self._late_reads.discard(read)
+        if not read.cancelled():
+            read.exception()  # taken, not raised: its cost was counted as the timeout
+
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)
         self.counters["db_errors"] += 1
@@ -153,12 +186,7 @@ class Agent:
         self, conv_key: str, user: ChatUser | None, incoming: Incoming, on_text: OnText | None
     ) -> Reply:
         text = incoming.routing_text()
-        # A database failure costs the conversation its memory, never the reply.
-        try:
-            history = await self.memory.history(conv_key)
-        except Exception:
-            self._db_failed("read the conversation's history; answering without it")
-            history = []
+        history = await self._history(conv_key)
         decision: RoutingDecision | None = None
         if self.upstream.auto:
             model = AUTO_MODEL

@@ -313,3 +313,36 @@ async def test_stream_off_asks_for_the_whole_answer(seeded_db, embedder, upstrea
         assert row["prompt_tokens"] > 0
     finally:
         await core.close()
+
+
+async def test_a_history_read_held_up_by_the_database_costs_the_memory_not_the_reply(
+    core, upstream, database_backend
+):
+    """A lock held elsewhere on the memory table (an operator's VACUUM FULL, a migration) holds
+    the history read: the reply goes out without the history, and the next one, once the lock
+    is gone, has it again."""
+    if database_backend is None:
+        pytest.skip("PostgreSQL: SQLite's readers are never held by a lock in WAL mode")
+    await core.agent.handle("telegram:1", MOM, "My name is Mom")
+    assert await core.memory.flush()
+    locked, done = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_table() -> None:
+        async with core.router.conn.transaction() as conn:
+            await conn.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            await done.wait()
+
+    holder = asyncio.create_task(hold_the_table())
+    await locked.wait()
+    try:  # bounded: a reply that waits for the lock would otherwise wait for ever here
+        reply = await asyncio.wait_for(core.agent.handle("telegram:1", MOM, CODING), 60)
+    finally:
+        done.set()
+        await holder
+    assert reply.ok and reply.text == f"[{reply.decision.model}] Mom: {CODING}"
+    assert [m["role"] for m in upstream.requests[-1].body["messages"]] == ["system", "user"]
+    assert core.counters["db_timeouts"] == 1
+    await core.agent.handle("telegram:1", MOM, "what's my name?")
+    sent = [m["content"] for m in upstream.requests[-1].body["messages"]]
+    assert any("My name is Mom" in str(content) for content in sent), sent
