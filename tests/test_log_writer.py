@@ -13,6 +13,7 @@ import pytest
 
 from router.store.log_writer import LogWriter
 from router.store.postgres import PostgresDatabase
+from router.store.write_behind import Job, JobWriter
 from tests.db_helpers import open_db
 
 INSERT = "INSERT INTO notes (n, text) VALUES (?, ?)"
@@ -191,3 +192,25 @@ async def test_a_row_the_driver_cannot_take_at_all_costs_that_row_alone(tmp_path
         await db.close()
     assert stored == ["early", "late"]
     assert counters["log_rows_dropped"] == 1
+
+
+async def test_a_jobs_callback_that_fails_stops_no_later_job(tmp_path, caplog):
+    db = await open_db(tmp_path / "log.db")
+    await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
+    counters: Counter[str] = Counter()
+    writer = await JobWriter(counters, "memory", "memory").start(db)
+
+    def broken(_written: bool) -> None:
+        raise KeyError("a caller's bug")
+
+    try:
+        writer.put(Job(((INSERT, (0, "first")),), broken))
+        assert await writer.flush(10.0)
+        writer.put(Job(((INSERT, (1, "second")),)))
+        assert await writer.flush(10.0), "the writer stopped"
+    finally:
+        await writer.close()
+        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
+        await db.close()
+    assert stored == ["first", "second"]
+    assert "a written job's callback failed" in caplog.text

@@ -5,11 +5,14 @@ as dropped."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from router.store.log_writer import LogWriter, Row
+
+log = logging.getLogger(__name__)
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -41,7 +44,11 @@ class JobWriter(LogWriter):
             written = id(job) in self._written
             self._written.discard(id(job))
             if job.done is not None:
-                job.done(written)
+                try:
+                    job.done(written)
+                except Exception:  # a caller's callback must not stop the writer
+                    log.exception("%s: a written job's callback failed", self.label)
+                    self.counters[self.errors] += 1
 
     async def _commit(self, batch: list[Row]) -> None:
         assert self._conn is not None
