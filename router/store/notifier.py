@@ -1,6 +1,7 @@
 """NOTIFY without waiting: notifications are queued (`put` never blocks) and sent in batches by
 one background task, a round trip a batch, so a slow or restarting PostgreSQL delays no answer;
-past a bound, or when the database refuses a batch, they are dropped and counted."""
+past a bound, or when the database refuses a batch (or its driver fails in a way nobody mapped),
+they are dropped and counted."""
 
 from __future__ import annotations
 
@@ -87,6 +88,10 @@ class Notifier:
                 self._drop("db_error", len(payloads))
                 if self.counters["notify_dropped_db_error"] <= len(payloads):
                     log.warning("NOTIFY %s: %d dropped (%s)", channel, len(payloads), exc)
+            except Exception:  # a driver's surprise must not end the task and strand the rest
+                self._drop("error", len(payloads))
+                if self.counters["notify_dropped_error"] <= len(payloads):
+                    log.exception("NOTIFY %s: %d dropped", channel, len(payloads))
 
     def _drop(self, reason: str, n: int) -> None:
         self.counters[f"notify_dropped_{reason}"] += n
