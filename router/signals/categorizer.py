@@ -91,8 +91,10 @@ def build_messages(
         " continues the previous task, and one after a reaction may go back to the earlier"
         ' task. Thanks, praise, a comment on the answer or a feeling ("works now!", "lol",'
         ' "比我想的少") is casual, even right after a task and even when it uses the task\'s'
-        " words; a fact or constraint added to the task continues it. A reply to someone"
-        " else's message is usually the replier's own chatter, unless it refers to their task."
+        " words; a fact or constraint added to the task continues it. Chatter around a request"
+        ' does not make it chatter: "thanks! now make it skip the header" is that request.'
+        " A reply to someone else's message is usually the replier's own chatter, unless it"
+        " refers to their task."
         " Answer with JSON only: "
         '{"category": "<one of the categories>", "confidence": <number from 0 to 1>}'
     )
