@@ -45,6 +45,7 @@ SPLITS = {
     "dev7": (DATA / "dev7_set.jsonl",),
     "dev8": (DATA / "dev8_set.jsonl",),
     "dev9": (DATA / "dev9_set.jsonl",),
+    "dev10": (DATA / "dev10_set.jsonl",),
 }
 
 
