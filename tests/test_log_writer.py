@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from router.store.database import Database
 from router.store.log_writer import LogWriter
 from router.store.postgres import PostgresDatabase
 from router.store.write_behind import Job, JobWriter
@@ -19,10 +21,23 @@ from tests.db_helpers import open_db
 INSERT = "INSERT INTO notes (n, text) VALUES (?, ?)"
 
 
-async def test_a_row_the_database_refuses_is_dropped_alone_and_the_rest_written(tmp_path):
-    path = tmp_path / "log.db"
-    db = await open_db(path)
+async def notes_db(tmp_path: Path) -> Database:
+    """A SQLite file with the table the writers under test fill."""
+    db = await open_db(tmp_path / "log.db")
     await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
+    return db
+
+
+async def closed_and_stored(writer: LogWriter | JobWriter, db: Database) -> list[str]:
+    """The writer closed (its queue written or given up), then the texts stored, in order."""
+    await writer.close()
+    stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
+    await db.close()
+    return stored
+
+
+async def test_a_row_the_database_refuses_is_dropped_alone_and_the_rest_written(tmp_path):
+    db = await notes_db(tmp_path)
     counters: Counter[str] = Counter()
     writer = await LogWriter(INSERT, counters).start(db)
     try:
@@ -32,9 +47,7 @@ async def test_a_row_the_database_refuses_is_dropped_alone_and_the_rest_written(
         writer.put((3, "after"))  # the writer goes on taking rows
         assert await writer.flush(10.0)
     finally:
-        await writer.close()
-        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
-        await db.close()
+        stored = await closed_and_stored(writer, db)
     assert stored == ["early", "late", "after"]
     assert counters["log_rows_dropped"] == 1
 
@@ -157,8 +170,7 @@ class FailsOnce:
 
 
 async def test_an_error_nobody_expected_is_logged_counted_and_outlived(tmp_path, caplog):
-    db = await open_db(tmp_path / "log.db")
-    await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
+    db = await notes_db(tmp_path)
     counters: Counter[str] = Counter()
     writer = await LogWriter(INSERT, counters).start(FailsOnce(db))  # type: ignore[arg-type]
     try:
@@ -167,9 +179,7 @@ async def test_an_error_nobody_expected_is_logged_counted_and_outlived(tmp_path,
         writer.put((1, "after"))
         assert await writer.flush(10.0)
     finally:
-        await writer.close()
-        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
-        await db.close()
+        stored = await closed_and_stored(writer, db)
     assert stored == ["waited", "after"]
     assert counters["log_write_errors"] == 1 and counters["log_rows_dropped"] == 0
     assert "the database driver failed unexpectedly" in caplog.text
@@ -178,8 +188,7 @@ async def test_an_error_nobody_expected_is_logged_counted_and_outlived(tmp_path,
 async def test_a_row_the_driver_cannot_take_at_all_costs_that_row_alone(tmp_path):
     """An integer past 64 bits: on SQLite the driver raises OverflowError, which is no database
     error; tried again, it is a row the database will never take, dropped alone."""
-    db = await open_db(tmp_path / "log.db")
-    await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
+    db = await notes_db(tmp_path)
     counters: Counter[str] = Counter()
     writer = await LogWriter(INSERT, counters).start(db)
     try:
@@ -187,16 +196,13 @@ async def test_a_row_the_driver_cannot_take_at_all_costs_that_row_alone(tmp_path
             writer.put((n, text))
         assert await writer.flush(10.0), "the writer stopped"
     finally:
-        await writer.close()
-        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
-        await db.close()
+        stored = await closed_and_stored(writer, db)
     assert stored == ["early", "late"]
     assert counters["log_rows_dropped"] == 1
 
 
 async def test_a_jobs_callback_that_fails_stops_no_later_job(tmp_path, caplog):
-    db = await open_db(tmp_path / "log.db")
-    await db.execute("CREATE TABLE notes (n INTEGER, text TEXT NOT NULL)")
+    db = await notes_db(tmp_path)
     counters: Counter[str] = Counter()
     writer = await JobWriter(counters, "memory", "memory").start(db)
 
@@ -209,8 +215,6 @@ async def test_a_jobs_callback_that_fails_stops_no_later_job(tmp_path, caplog):
         writer.put(Job(((INSERT, (1, "second")),)))
         assert await writer.flush(10.0), "the writer stopped"
     finally:
-        await writer.close()
-        stored = [row[0] for row in await db.fetch_all("SELECT text FROM notes ORDER BY n")]
-        await db.close()
+        stored = await closed_and_stored(writer, db)
     assert stored == ["first", "second"]
     assert "a written job's callback failed" in caplog.text
