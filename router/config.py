@@ -118,6 +118,7 @@ class ContextSettings(Section):
     max_history_turns: int = Field(default=4, ge=1, le=8)
     # Content before context: a message that alone reads as a higher tier with at least this
     # calibrated confidence keeps it, whatever the conversation (cross-validated on training).
+    # Also the bar at which a follow-up's label equal to its context's task is learned.
     content_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     # Live mode's bar for a turn whose task the conversation named, not the message: the
     # smallest at which such decisions leave every kind of follow-up (continuations, switches,

@@ -25,6 +25,7 @@ from router.signals.classifier import LocalResult
 from router.signals.continuity import (
     ContinuityModel,
     PreviousTurn,
+    named_by_context,
     routed_turn,
     within_horizon,
 )
@@ -315,7 +316,7 @@ class ModelRouter:
         local = await local_task
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "shadow", local)
-            await self._learn(text, local, llm_result, now, teacher, whose)
+            await self._learn(text, local, llm_result, previous, now, teacher, whose)
             return decision
         return self._fall_back("shadow", local, llm_result)
 
@@ -339,7 +340,7 @@ class ModelRouter:
         llm_result = await self._ask_llm(text, previous, now)
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "live", local)
-            await self._learn(text, local, llm_result, now, teacher, whose)
+            await self._learn(text, local, llm_result, previous, now, teacher, whose)
             return decision
         return self._fall_back("live", local, llm_result)
 
@@ -396,6 +397,7 @@ class ModelRouter:
         text: str,
         local: LocalResult | None,
         llm: SignalAnswer,
+        previous: PreviousTurn | None,
         now: float,
         teacher: str,
         whose: Origin,
@@ -403,13 +405,20 @@ class ModelRouter:
         """The categorizer labels the pool: confident, new and not near-duplicate labels only,
         within their teacher's bounds (else quarantined), each with whose message it was
         (erasable), written behind the answer; none when prompt text is not to be stored (the
-        classifier's n-gram view needs the text)."""
+        classifier's n-gram view needs the text), and none the conversation may have given."""
         if local is None or self.pool is None or not self.config.privacy.store_prompts:
             return
         if llm.confidence < self.config.pool.min_llm_confidence or self.pool.contains_text(text):
             return
         nearest = self.pool.search(local.vector, 1)
         if nearest and nearest[0].similarity >= self.config.pool.near_duplicate_cosine:
+            return
+        alone = local.unprimed or local.answer
+        if named_by_context(llm.category, previous, alone, self.config.context.content_confidence):
+            # The pool holds what a message says alone (the local classifier reads it alone; the
+            # seed pool holds only conversations' first turns and switches): "why?" labelled
+            # coding after a coding request would make every later "why?" read coding.
+            self.counters["pool_context_labels"] += 1
             return
         conv_key, user_key = whose
         entry = PoolEntry(
@@ -422,7 +431,6 @@ class ModelRouter:
             user_key=user_key,
             origin=teacher,
         )
-        alone = local.unprimed or local.answer
         view = None
         if alone is not None:
             share = alone.tier_probabilities

@@ -12,7 +12,7 @@ bundled model and a fake Groq that obeys text injected in a message:
 
 Counts with Wilson 95% intervals.
 
-    python scripts/eval_learning.py [--attack 300] [--only steering|teaching]
+    python scripts/eval_learning.py [--attack 300] [--only steering|teaching|follow-ups]
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from router import ModelRouter, Secrets, open_router  # noqa: E402
 from router.embedding.embedder import Embedder  # noqa: E402
 from scripts.chitchat import held_out, teach  # noqa: E402
 from scripts.coding_requests import coding_requests  # noqa: E402
+from scripts.conversations import context_of  # noqa: E402
 from scripts.scripted_groq import ScriptedGroq  # noqa: E402
 
+TRAINING = Path(__file__).resolve().parent.parent / "router" / "data" / "train_conversations.jsonl"
 START = 1_790_000_000.0  # a simulated Monday morning, Unix seconds
 DAY = 86_400.0
 INJECTED = re.compile(r"\(category=([a-z_]+)\)")
@@ -286,14 +288,120 @@ async def teaching(folder: Path, embedder: Embedder | None = None) -> Teaching:
     return Teaching(len(lessons), len(probe), before, after, learned, quarantined)
 
 
+@dataclass
+class FollowUps:
+    conversations: int
+    turns: int
+    continuations: int  # turns that go on with a task (chatter going on with chatter is chatter)
+    learned: int
+    learned_continuations: int
+    # of them, messages that alone do not name their task clearly ("why?" learned as coding)
+    learned_from_context: int
+    quarantined: int
+    context_labels: int  # labels the conversation may have given, not learned
+
+
+def in_context_categorizer(conversations: list[dict[str, Any]]) -> ScriptedGroq:
+    """A categorizer that labels each turn as its conversation's writer did, by the turn and the
+    context the prompt names (the same words after another turn may be another task)."""
+    truth: dict[tuple[str | None, str], str] = {}
+    for conversation in conversations:
+        turns = conversation["turns"]
+        for index, turn in enumerate(turns):
+            context = context_of(turns, index) if index else None
+            before = turns[context]["text"][:300] if context is not None else None
+            truth.setdefault((before, turn["text"]), turn["category"])
+            truth.setdefault((None, turn["text"]), turn["category"])
+
+    def respond(request: dict[str, Any]) -> str:
+        content = str(request["messages"][-1]["content"])
+        current = quoted(content, "[Current message: ") or ""
+        previous = quoted(content, "[Previous message: ")
+        category = truth.get((previous, current), truth.get((None, current), "casual"))
+        return json.dumps({"category": category, "confidence": 0.95})
+
+    return ScriptedGroq(respond=respond)
+
+
+def quoted(content: str, label: str) -> str | None:
+    """The JSON string after `label` in a categorizer prompt, if any."""
+    start = content.find(label)
+    if start < 0:
+        return None
+    text, _ = json.JSONDecoder().raw_decode(content, start + len(label))
+    return str(text)
+
+
+async def follow_ups(
+    folder: Path, embedder: Embedder | None = None, count: int = 280, keep: Path | None = None
+) -> FollowUps:
+    """`count` training conversations in ten family chats, one every 30 minutes of a simulated
+    week, each speaker known by name (a turn's context is their previous turn, or the turn it
+    replies to), labelled in shadow mode by a categorizer that reads them in context."""
+    every = [json.loads(line) for line in TRAINING.read_text(encoding="utf-8").splitlines() if line]
+    conversations = random.Random(27).sample(every, count)
+    groq = await in_context_categorizer(conversations).start()
+    db = keep or folder / "follow-ups.db"
+    router = await open_on(db, groq, embedder)
+    turns = continuations = learned_continuations = learned_from_context = 0
+    try:
+        size = router.pool_size
+        assert router.pool is not None and router.local is not None
+        for number, conversation in enumerate(conversations):
+            chat, at = f"telegram:-100{number % 10}", START + 1_800.0 * number
+            people = [f"{number}:{turn.get('speaker', 'me')}" for turn in conversation["turns"]]
+            for index, turn in enumerate(conversation["turns"]):
+                at += float(turn.get("gap_s", 0))
+                reply = turn.get("reply_to")
+                known = router.pool.contains_text(turn["text"])  # a seed entry, or taught before
+                alone = (await router.local.answer(turn["text"], None, at)).unprimed
+                says_it = (
+                    alone is not None
+                    and alone.category == turn["category"]
+                    and alone.confidence >= router.config.context.content_confidence
+                )
+                decision = await router.route(
+                    turn["text"],
+                    conv_key=chat,
+                    at=at,
+                    user_key=people[index],
+                    replied_to=conversation["turns"][reply]["text"] if reply is not None else None,
+                    replied_author=people[reply] if reply is not None else None,
+                )
+                router.finish(decision, "routed")
+                turns += 1
+                if turn.get("kind") == "continue" and turn["category"] != "casual":
+                    continuations += 1
+                    learned = not known and router.pool.contains_text(turn["text"])
+                    learned_continuations += learned
+                    learned_from_context += learned and not says_it
+        learned = router.pool_size - size
+        quarantined = router.counters["pool_quarantined"]
+        context_labels = router.counters["pool_context_labels"]
+    finally:
+        await router.close()
+        await groq.stop()
+    return FollowUps(
+        count,
+        turns,
+        continuations,
+        learned,
+        learned_continuations,
+        learned_from_context,
+        quarantined,
+        context_labels,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attack", type=int, default=300, help="injected requests (300)")
-    parser.add_argument("--only", choices=("steering", "teaching"))
+    parser.add_argument("--only", choices=("steering", "teaching", "follow-ups"))
+    parser.add_argument("--keep", type=Path, help="keep the follow-ups' database here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        if args.only != "teaching":
+        if args.only in (None, "steering"):
             for gate in (False, True):
                 s = await steering(folder, args.attack, gate=gate)
                 print(
@@ -309,7 +417,17 @@ async def main() -> None:
                         f" routed cheap (live) {shown(before.routed_cheap, before.n)}"
                         f" -> {shown(after.routed_cheap, after.n)}"
                     )
-        if args.only != "steering":
+        if args.only in (None, "follow-ups"):
+            f = await follow_ups(folder, keep=args.keep)
+            print(
+                f"follow-ups: {f.conversations} training conversations ({f.turns} turns,"
+                f" {f.continuations} of them go on with a task) labelled in context; learned"
+                f" {f.learned}, of them going on with a task {f.learned_continuations}"
+                f" ({f.learned_from_context} not naming it alone); quarantined"
+                f" {f.quarantined}; labels the conversation may have given, not learned"
+                f" {f.context_labels}"
+            )
+        if args.only in (None, "teaching"):
             t = await teaching(folder)
             print(
                 f"teaching: {t.taught} chit-chat messages taught over a week in 10 conversations;"

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import math
+import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -46,6 +47,7 @@ SPLITS = {
     "dev8": (DATA / "dev8_set.jsonl",),
     "dev9": (DATA / "dev9_set.jsonl",),
     "dev10": (DATA / "dev10_set.jsonl",),
+    "dev11": (DATA / "dev11_set.jsonl",),
 }
 
 
@@ -153,7 +155,7 @@ class Tally:
             )
 
 
-async def evaluate(paths: tuple[Path, ...], show_misses: bool) -> None:
+async def evaluate(paths: tuple[Path, ...], show_misses: bool, db: Path | None = None) -> None:
     rows = [
         json.loads(line)
         for path in paths
@@ -161,6 +163,9 @@ async def evaluate(paths: tuple[Path, ...], show_misses: bool) -> None:
         if line
     ]
     work = Path(tempfile.mkdtemp()) / "eval.db"
+    if db is not None:  # a copy: the evaluation's own turns must not reach that database
+        shutil.copyfile(db, work)
+        work.chmod(0o600)  # family messages: readable by this account only, as crabbot keeps them
     router = await open_router(config_for(work), Secrets(groq_api_key=None))
     tier_of = router.taxonomy.tier_of
     tally = Tally(router.config.live_bar)
@@ -283,10 +288,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=sorted(SPLITS), default="test")
     parser.add_argument("--misses", action="store_true", help="list the tier misses")
+    parser.add_argument(
+        "--db", type=Path, help="route on a copy of this SQLite database's pool (else the seed's)"
+    )
     add_head_seed(parser)
     args = parser.parse_args()
     use_head_seed(args.head_seed)
-    asyncio.run(evaluate(SPLITS[args.split], args.misses))
+    asyncio.run(evaluate(SPLITS[args.split], args.misses, args.db))
 
 
 if __name__ == "__main__":

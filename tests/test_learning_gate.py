@@ -15,6 +15,7 @@ from scripts.eval_learning import (
     CODING,
     START,
     fake_categorizer,
+    follow_ups,
     open_on,
     steering,
     teaching,
@@ -39,6 +40,17 @@ async def test_correct_chitchat_labels_still_teach_the_pool(tmp_path, embedder):
     # Not worse beyond a refit's own noise: the fit on the grown pool moves a message or two at
     # confidence near 0.5 either way (2026-12-05: 142 -> 141, two came in and three went out).
     assert result.cheap_after >= result.cheap_before - 2
+
+
+async def test_a_label_the_conversation_gave_does_not_teach_the_pool(tmp_path, embedder):
+    # A categorizer that reads each turn in its conversation labels "why?" after a coding
+    # request coding; the pool holds what a message says alone, so that label stays out,
+    # while first turns, new requests and follow-ups that name their task are still learned.
+    result = await follow_ups(tmp_path, embedder, count=30)
+    assert result.continuations >= 10
+    assert result.learned_from_context == 0
+    assert result.context_labels >= result.continuations // 2
+    assert result.learned >= 5
 
 
 def test_the_gate_rules_one_by_one():

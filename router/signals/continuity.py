@@ -371,6 +371,22 @@ def left_open(category: str, context: PreviousTurn | None) -> PreviousTurn | Non
     return replace(context, task_behind=None) if context.category != UNKNOWN else None
 
 
+def named_by_context(
+    category: str, context: PreviousTurn | None, alone: LocalAnswer | None, clear: float
+) -> bool:
+    """Whether a label given with `context` may be the context's, not the message's: it names
+    the task the context holds (or the one behind the reaction that is the context), and the
+    message read `alone` does not name it with at least `clear` confidence ("why?" is coding
+    after a coding request and nothing alone; a second coding request says so itself). Chatter
+    is chatter alone."""
+    if category == CHATTER or context is None:
+        return False
+    if alone is not None and alone.category == category and alone.confidence >= clear:
+        return False
+    behind = context.task_behind
+    return category == context.category or (behind is not None and category == behind.category)
+
+
 def routed_turn(
     category: str,
     at: float | None,
