@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from router.config import RouterConfig
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 PRIOR_CACHE_SIZE = 10_000  # conversations whose last turn is kept in memory (older: from the log)
 PRIOR_TEXT_CHARS = 300
+# A reply can quote any recent message, not only its sender's last: this many turns a
+# conversation are kept for replies, in this many recent conversations.
+REPLY_TURNS = 32
+REPLY_CONVERSATIONS = 1_000
 
 
 ContextKey = tuple[str, str | None]  # (conv_key, user_key)
@@ -40,7 +44,8 @@ class ContextPublisher(Protocol):
 
 
 class ConversationContext:
-    """The last turn of each speaker in each conversation."""
+    """The last turn of each speaker in each conversation, and the recent turns a reply may
+    quote."""
 
     def __init__(
         self,
@@ -54,6 +59,8 @@ class ConversationContext:
         self.local = local
         self.counters = counters
         self._previous: OrderedDict[ContextKey, PreviousTurn] = OrderedDict()
+        # Per conversation, its recent turns (sender, turn), oldest first: what a reply quotes.
+        self._recent: OrderedDict[str, deque[tuple[str | None, PreviousTurn]]] = OrderedDict()
         self._resets: OrderedDict[str, float] = OrderedDict()  # heard from other processes
         self.publisher: ContextPublisher | None = None
         # False when other processes publish their turns (PostgreSQL): memory is the context.
@@ -116,8 +123,8 @@ class ConversationContext:
         if not known:
             author = author_of(quoted, history, PRIOR_TEXT_CHARS)
         another = not answered and None not in (author, name) and author != name
-        for (conv, sender), turn in reversed(self._previous.items()):
-            if conv == conv_key and normalize_text(turn.text) == key:
+        for sender, turn in self._quotable(conv_key):
+            if normalize_text(turn.text) == key:
                 if not known and None not in (sender, user_key):
                     another = sender != user_key
                 # The speaker's own reaction keeps the task behind it: "wait, why?" in reply to
@@ -175,6 +182,28 @@ class ConversationContext:
         self._previous.move_to_end(key)
         while len(self._previous) > PRIOR_CACHE_SIZE:
             self._previous.popitem(last=False)
+        recent = self._recent.setdefault(conv_key, deque(maxlen=REPLY_TURNS))
+        recent.append((user_key, kept))
+        self._recent.move_to_end(conv_key)
+        while len(self._recent) > REPLY_CONVERSATIONS:
+            self._recent.popitem(last=False)
+
+    def _quotable(self, conv_key: str | None) -> list[tuple[str | None, PreviousTurn]]:
+        """The conversation's turns a reply may quote, newest first: the recent ones, then each
+        speaker's last (kept for more conversations)."""
+        recent = list(reversed(self._recent.get(conv_key or "", ())))
+        kept = reversed(self._previous.items())
+        return recent + [(key[1], turn) for key, turn in kept if key[0] == conv_key]
+
+    def _let_go(self, keep: Callable[[str, str | None, PreviousTurn], bool]) -> None:
+        """Drop every kept turn, last or recent, for which `keep(conv, sender, turn)` is False."""
+        for key, turn in list(self._previous.items()):
+            if not keep(key[0], key[1], turn):
+                del self._previous[key]
+        for conv, recent in list(self._recent.items()):
+            kept = [(sender, turn) for sender, turn in recent if keep(conv, sender, turn)]
+            if len(kept) < len(recent):
+                self._recent[conv] = deque(kept, maxlen=REPLY_TURNS)
 
     def _cut(self, turn: PreviousTurn) -> PreviousTurn:
         """The turn with its first PRIOR_TEXT_CHARS characters; when that cut its words, with
@@ -213,9 +242,7 @@ class ConversationContext:
     def heard_reset(self, conv_key: str, at: float) -> None:
         """Another process reset the conversation at `at`: its turns up to then are gone."""
         self._note_reset(conv_key, at)
-        for key, turn in list(self._previous.items()):
-            if key[0] == conv_key and (turn.at or 0.0) <= at:
-                del self._previous[key]
+        self._let_go(lambda conv, _, turn: conv != conv_key or (turn.at or 0.0) > at)
 
     def _note_reset(self, conv_key: str, at: float) -> None:
         """A turn from before it, heard late, is not kept."""
@@ -227,9 +254,9 @@ class ConversationContext:
     def drop(self, conv_key: str | None, user_key: str | None, publish: bool = True) -> None:
         """Let go of the turns kept of a conversation, a person, or a person in a conversation
         (in every process on the database, unless it is another's erasure being heard)."""
-        for key in list(self._previous):
-            if conv_key in (None, key[0]) and user_key in (None, key[1]):
-                del self._previous[key]
+        self._let_go(
+            lambda conv, sender, _: conv_key not in (None, conv) or user_key not in (None, sender)
+        )
         if publish and self.publisher is not None:
             self.publisher.drop(conv_key, user_key)
 
@@ -238,8 +265,7 @@ class ConversationContext:
         had = await self.previous_turn(conv_key) is not None or any(
             key[0] == conv_key for key in self._previous
         )
-        for key in [key for key in self._previous if key[0] == conv_key]:
-            del self._previous[key]
+        self._let_go(lambda conv, _, __: conv != conv_key)
         at = time.time() if at is None else at
         self._note_reset(conv_key, at)
         if self.publisher is not None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from router import ModelRouter, Secrets
+from router import ModelRouter, RoutingDecision, Secrets
 from router import open_router as build_router
 from router.signals.classifier import LocalAnswer
 from router.signals.continuity import PreviousTurn, content_first
+from router.store.erasure import Scope
 from router.text import split_quote
 from tests.conftest import make_config
 from tests.pg_backend import copy_seeded
@@ -542,3 +543,51 @@ async def test_a_thread_of_follow_ups_does_not_wear_its_task_away(seeded_db, emb
 
 
 PHOTO_REQUEST = "write a python script that renames all photos in a folder by date taken"
+
+
+async def kid_asks_why_then_chats(router: ModelRouter, kid: str) -> None:
+    """A coding request, "why?" (carried as coding), then chatter: "why?" is no longer the
+    kid's last turn."""
+    for text, after in (
+        ("write a python function that removes duplicate rows from a csv file", 0),
+        ("why?", 20),
+        ("ok brb dinner", 60),
+    ):
+        decision = await router.route(text, conv_key="group", at=START + after, user_key=kid)
+        router.finish(decision, "routed")
+
+
+async def kid_replies_to_his_why(router: ModelRouter, kid: str) -> RoutingDecision:
+    """After dinner, the kid replies to his own "why?"."""
+    return await router.route(
+        "still confused about this part",
+        conv_key="group",
+        at=START + 600,
+        user_key=kid,
+        replied_to="why?",
+        replied_author=kid,
+    )
+
+
+async def test_a_reply_to_an_older_message_reads_it_as_it_was_routed(seeded_db, embedder):
+    """A reply can quote any recent message, not only its sender's last: the kid's reply to his
+    own "why?" goes on with the coding task that "why?" was routed to (read alone, "why?" is
+    chatter)."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        await kid_asks_why_then_chats(router, "telegram:7")
+        reply = await kid_replies_to_his_why(router, "telegram:7")
+    finally:
+        await router.close()
+    assert (reply.tier, reply.category, reply.source) == ("strong", "coding", "prior")
+
+
+async def test_an_erased_person_s_older_turns_are_no_reply_s_context(seeded_db, embedder):
+    router = await open_router(seeded_db, embedder)
+    try:
+        await kid_asks_why_then_chats(router, "telegram:7")
+        await router.erase(Scope(user_key="telegram:7"))
+        reply = await kid_replies_to_his_why(router, "telegram:7")
+    finally:
+        await router.close()
+    assert (reply.tier, reply.source) != ("strong", "prior")
