@@ -217,7 +217,8 @@ class ModelRouter:
                 replied_author,
                 asked is not None,
             )
-        if replied_to and previous is None and asked is None:
+        quoted_under = bool(replied_to) and previous is None and asked is None
+        if quoted_under:
             text = f"{text.strip()}\n\n{replied_to}"
         # A task behind a reaction is kept only from the speaker's own turns (their previous
         # turn, or their request the quoted answer answered): another person's words in it
@@ -231,7 +232,10 @@ class ModelRouter:
                 previous = None
         if previous is not None and not self._within_horizon(previous.task_behind, now):
             previous = replace(previous, task_behind=None)  # nor the task behind a reaction
-        teacher = origin or conv_key or "anonymous"
+        # A reply read with the quote under its words teaches nothing: the pool holds what one
+        # message says alone, and the quote may be another person's words, which would outlive
+        # that person's erasure there.
+        teacher = None if quoted_under else origin or conv_key or "anonymous"
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
         elif mode == "shadow":
@@ -306,7 +310,7 @@ class ModelRouter:
         text: str,
         previous: PreviousTurn | None,
         now: float,
-        teacher: str,
+        teacher: str | None,
         whose: Origin = (None, None),
     ) -> RoutingDecision:
         if self.categorizer is None:
@@ -325,7 +329,7 @@ class ModelRouter:
         text: str,
         previous: PreviousTurn | None,
         now: float,
-        teacher: str,
+        teacher: str | None,
         whose: Origin = (None, None),
     ) -> RoutingDecision:
         local = await self._local(text, previous, now)
@@ -399,14 +403,18 @@ class ModelRouter:
         llm: SignalAnswer,
         previous: PreviousTurn | None,
         now: float,
-        teacher: str,
+        teacher: str | None,
         whose: Origin,
     ) -> None:
         """The categorizer labels the pool: confident, new and not near-duplicate labels only,
         within their teacher's bounds (else quarantined), each with whose message it was
         (erasable), written behind the answer; none when prompt text is not to be stored (the
-        classifier's n-gram view needs the text), and none the conversation may have given."""
+        classifier's n-gram view needs the text), and none the conversation may have given;
+        none without a `teacher` (a reply read with its quote)."""
         if local is None or self.pool is None or not self.config.privacy.store_prompts:
+            return
+        if teacher is None:
+            self.counters["pool_quoted_labels"] += 1
             return
         if llm.confidence < self.config.pool.min_llm_confidence or self.pool.contains_text(text):
             return

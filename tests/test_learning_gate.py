@@ -53,6 +53,37 @@ async def test_a_label_the_conversation_gave_does_not_teach_the_pool(tmp_path, e
     assert result.learned >= 5
 
 
+async def test_a_reply_read_with_its_quote_teaches_the_pool_nothing(tmp_path, embedder):
+    # A reply to a message the router never saw is read with the quote under its words: that
+    # text is not one message, and the quote may be someone else's, so it is not learned.
+    groq = await fake_categorizer({text: "coding" for text in CODING}).start()
+    router = await open_on(tmp_path / "quoted.db", groq, embedder)
+    try:
+        size = router.pool_size
+        quoted = await router.route(
+            CODING[10],
+            conv_key="telegram:-42",
+            at=START,
+            user_key="telegram:1",
+            replied_to="奶奶昨天傳的那張照片，是在哪裡拍的呀？",
+            replied_author="telegram:2",
+        )
+        router.finish(quoted, "routed")
+        await router.pool_writer.flush(5.0)
+        after_reply = router.pool_size
+        plain = await router.route(CODING[11], conv_key="telegram:-43", at=START + 60)
+        router.finish(plain, "routed")
+        await router.pool_writer.flush(5.0)
+        after_plain = router.pool_size
+        counted = router.counters["pool_quoted_labels"]
+    finally:
+        await router.close()
+        await groq.stop()
+    assert quoted.category == "coding" and quoted.source == "llm"
+    assert after_reply == size and counted == 1
+    assert after_plain == size + 1  # the same kind of label, on a message alone, is learned
+
+
 def test_the_gate_rules_one_by_one():
     settings = PoolSettings(burst_max=3, burst_s=60, max_per_source=5, trusted_after=2)
     gate = LearningGate(settings)
