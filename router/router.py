@@ -218,6 +218,7 @@ class ModelRouter:
                 asked is not None,
             )
         quoted_under = bool(replied_to) and previous is None and asked is None
+        own_words = text
         if quoted_under:
             text = f"{text.strip()}\n\n{replied_to}"
         # A task behind a reaction is kept only from the speaker's own turns (their previous
@@ -243,7 +244,11 @@ class ModelRouter:
         else:
             decision = await self._route_live(text, previous, now, teacher, (conv_key, user_key))
         decision.latency_ms = (time.perf_counter() - started) * 1000
-        self._open(decision, text, conv_key, now, user_key, previous if own_context else None)
+        # The log keeps the sender's own words: a quote under them may be another person's,
+        # whose erasure must reach every copy of their words.
+        self._open(
+            decision, own_words, conv_key, now, user_key, previous if own_context else None, text
+        )
         return decision
 
     def _within_horizon(self, turn: PreviousTurn | None, now: float) -> bool:
@@ -472,11 +477,14 @@ class ModelRouter:
         at: float,
         user_key: str | None = None,
         context: PreviousTurn | None = None,
+        read_as: str | None = None,
     ) -> None:
+        """Log the decision on `text`; keep the turn, as routing read it (`read_as`, else
+        `text`), as the next turn's context."""
         decision.text, decision.conv_key, decision.at = text, conv_key, at
         decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
-            turn = routed_turn(decision.category, at, text, context, decision.confidence)
+            turn = routed_turn(decision.category, at, read_as or text, context, decision.confidence)
             self.context.record(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)

@@ -259,7 +259,7 @@ async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
         message(client, channel, f"<@{BOT_ID}> 总结一下", [BOT_USER], replying_to=dad)
     )
     (row,) = await log_rows(client.core)
-    assert row["prompt"] == f"总结一下\n\n{notice}"
+    assert row["prompt"] == "总结一下"  # the log keeps Ann's words; Dad's notice is his
     asked = upstream.requests[0].body["messages"][-1]["content"]
     assert asked == f"Ann: 总结一下\n\n(replying to Dad:)\n> {notice}"
 

@@ -314,7 +314,9 @@ async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
         (row,) = await log_rows(core)
         history = await core.memory.history(f"telegram:{GROUP}")
     # Alone, "what does this mean?" is a cheap lookup; on a traceback it is a coding question.
-    assert row["prompt"] == f"what does this mean?\n\n{TRACEBACK}"
+    # Routed on the words with the quote under them; the log keeps Mom's words only (Dad's
+    # traceback is his, for his erasure to reach).
+    assert row["prompt"] == "what does this mean?"
     assert row["category"] == "coding" and row["tier"] == "strong"
     asked = upstream.requests[0].body["messages"][-1]["content"]
     assert asked.startswith("Mom: what does this mean?\n\n(replying to Dad:)\n> Traceback")

@@ -591,3 +591,27 @@ async def test_an_erased_person_s_older_turns_are_no_reply_s_context(seeded_db, 
     finally:
         await router.close()
     assert (reply.tier, reply.source) != ("strong", "prior")
+
+
+async def test_a_reply_to_a_message_never_routed_logs_only_its_sender_s_words(seeded_db, embedder):
+    """Routing reads the quote under the reply's words, but the routing log keeps only the
+    grandson's: grandma's words stay where her erasure reaches them."""
+    quote = "下禮拜六中午大家回來吃飯，我煮佛跳牆"
+    router = await open_router(seeded_db, embedder)
+    try:
+        reply = await router.route(
+            "要帶什麼嗎？",
+            conv_key="group",
+            at=START,
+            user_key="telegram:1",
+            replied_to=quote,
+            replied_author="telegram:2",
+        )
+        router.finish(reply, "routed")
+        await router.log.flush(5.0)
+        rows = await router.conn.fetch_all(
+            "SELECT prompt FROM routing_log WHERE conv_key = ?", ("group",)
+        )
+    finally:
+        await router.close()
+    assert [row["prompt"] for row in rows] == ["要帶什麼嗎？"]
