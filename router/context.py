@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from router.config import RouterConfig
@@ -188,12 +188,13 @@ class ConversationContext:
         while len(self._recent) > REPLY_CONVERSATIONS:
             self._recent.popitem(last=False)
 
-    def _quotable(self, conv_key: str | None) -> list[tuple[str | None, PreviousTurn]]:
+    def _quotable(self, conv_key: str | None) -> Iterator[tuple[str | None, PreviousTurn]]:
         """The conversation's turns a reply may quote, newest first: the recent ones, then each
-        speaker's last (kept for more conversations)."""
-        recent = list(reversed(self._recent.get(conv_key or "", ())))
-        kept = reversed(self._previous.items())
-        return recent + [(key[1], turn) for key, turn in kept if key[0] == conv_key]
+        speaker's last (kept for more conversations), read only as far as the reply's quote."""
+        yield from reversed(self._recent.get(conv_key or "", ()))
+        for key, turn in reversed(self._previous.items()):
+            if key[0] == conv_key:
+                yield key[1], turn
 
     def _let_go(self, keep: Callable[[str, str | None, PreviousTurn], bool]) -> None:
         """Drop every kept turn, last or recent, for which `keep(conv, sender, turn)` is False."""

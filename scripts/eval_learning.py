@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot.config import CrabbotConfig  # noqa: E402
 from router import ModelRouter, Secrets, open_router  # noqa: E402
 from router.embedding.embedder import Embedder  # noqa: E402
+from router.signals.continuity import says_alone  # noqa: E402
 from scripts.chitchat import held_out, teach  # noqa: E402
 from scripts.coding_requests import coding_requests  # noqa: E402
 from scripts.conversations import context_of  # noqa: E402
@@ -354,12 +355,12 @@ async def follow_ups(
                 at += float(turn.get("gap_s", 0))
                 reply = turn.get("reply_to")
                 known = router.pool.contains_text(turn["text"])  # a seed entry, or taught before
-                alone = (await router.local.answer(turn["text"], None, at)).unprimed
-                says_it = (
-                    alone is not None
-                    and alone.category == turn["category"]
-                    and alone.confidence >= router.config.context.content_confidence
-                )
+                goes_on = turn.get("kind") == "continue" and turn["category"] != "casual"
+                says_it = False
+                if goes_on:  # read alone before routing, and the pool, learn from it
+                    alone = (await router.local.answer(turn["text"], None, at)).unprimed
+                    bar = router.config.context.content_confidence
+                    says_it = says_alone(alone, turn["category"], bar)
                 decision = await router.route(
                     turn["text"],
                     conv_key=chat,
@@ -370,7 +371,7 @@ async def follow_ups(
                 )
                 router.finish(decision, "routed")
                 turns += 1
-                if turn.get("kind") == "continue" and turn["category"] != "casual":
+                if goes_on:
                     continuations += 1
                     learned = not known and router.pool.contains_text(turn["text"])
                     learned_continuations += learned

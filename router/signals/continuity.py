@@ -371,6 +371,11 @@ def left_open(category: str, context: PreviousTurn | None) -> PreviousTurn | Non
     return replace(context, task_behind=None) if context.category != UNKNOWN else None
 
 
+def says_alone(alone: LocalAnswer | None, category: str, clear: float) -> bool:
+    """Whether the message read `alone` names `category` with at least `clear` confidence."""
+    return alone is not None and alone.category == category and alone.confidence >= clear
+
+
 def named_by_context(
     category: str, context: PreviousTurn | None, alone: LocalAnswer | None, clear: float
 ) -> bool:
@@ -379,9 +384,7 @@ def named_by_context(
     message read `alone` does not name it with at least `clear` confidence ("why?" is coding
     after a coding request and nothing alone; a second coding request says so itself). Chatter
     is chatter alone."""
-    if category == CHATTER or context is None:
-        return False
-    if alone is not None and alone.category == category and alone.confidence >= clear:
+    if category == CHATTER or context is None or says_alone(alone, category, clear):
         return False
     behind = context.task_behind
     return category == context.category or (behind is not None and category == behind.category)
