@@ -320,8 +320,8 @@ class Admin:
 
     async def forget(self, user: ChatUser, conv_key: str) -> str:
         """/forget: erase what this person said in this conversation (memory, with the answers
-        to them; the routing log's text; the pool entries it taught; at the terminal, its
-        input history)."""
+        to them and their words quoted in others' replies; the routing log's text; the pool
+        entries it taught; at the terminal, its input history)."""
         user_key = user_key_of(user)
         assert user_key is not None
         history = self.console_history if user.platform == "console" else None
@@ -332,7 +332,7 @@ class Admin:
             router=self.router,
             history=history,
         )
-        if not (erased.messages or erased.prompts or erased.pool_entries or erased.history_lines):
+        if erased.empty():
             return "Nothing you said here is kept."
         return f"Done: {erased.line()} of yours from this conversation."
 

@@ -234,7 +234,13 @@ class Agent:
             )
         try:
             await self.memory.add_exchange(
-                conv_key, author, incoming.memory_text(), completion.text, user_key_of(user)
+                conv_key,
+                author,
+                incoming.memory_text(),
+                completion.text,
+                user_key_of(user),
+                quote=incoming.memory_quote(),
+                quoted_key=incoming.quote.user_key if incoming.quote else None,
             )
         except Exception:
             self._db_failed("store the exchange in memory")

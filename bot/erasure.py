@@ -1,6 +1,7 @@
 """Erasing what crabbot keeps of a conversation or a person wherever it keeps it: conversation
-memory, the routing log's prompt text, the pool entries their messages taught, and the console's
-history file; and exporting what it keeps of a conversation."""
+memory (and their words quoted in others' replies there), the routing log's prompt text, the
+pool entries their messages taught, and the console's history file; and exporting what it keeps
+of a conversation."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ async def forget(
         erased = await erasure.count(conn, scope)
     else:
         erased, _ = await erasure.erase(conn, scope)
-    messages = await memory.forget(scope.conv_key, scope.user_key, dry_run)
+    messages, quotes = await memory.forget(scope.conv_key, scope.user_key, dry_run)
     lines = 0
     if isinstance(history, PrivateHistory):
         lines = erase_file(history.path, dry_run=True) if dry_run else history.forget()
@@ -41,7 +42,7 @@ async def forget(
         lines = erase_file(history, dry_run)
     if not dry_run:
         await conn.erase_traces()
-    return replace(erased, messages=messages, history_lines=lines)
+    return replace(erased, messages=messages, history_lines=lines, quotes=quotes)
 
 
 async def export(conn: Database, memory: Memory, conv_key: str) -> list[dict[str, Any]]:

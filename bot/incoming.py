@@ -31,11 +31,14 @@ def _short(text: str, limit: int) -> str:
 
 @dataclass(frozen=True)
 class Quote:
-    """The message replied to: its author's name (None when unknown) and its text."""
+    """The message replied to: its author's name (None when unknown), its text, and its author's
+    user key as the adapter keys a sender (None for the bot's own message), so that person's
+    erasure reaches what memory keeps of the quote."""
 
     author: str | None
     text: str
     mine: bool = False  # the bot's own message (its answer)
+    user_key: str | None = None
 
     @classmethod
     def own_answer(cls, text: str) -> Quote:
@@ -111,13 +114,19 @@ class Incoming:
         return f"{self.heading}\n\n{answer}" if self.heading else answer
 
     def memory_text(self) -> str:
-        """What memory keeps: images never, a short placeholder instead ("[photo: caption]")."""
+        """What memory keeps of the sender's own words: images never, a short placeholder
+        instead ("[photo: caption]")."""
         words = self.text.strip()
         if self.kind == "photo":
             words = f"[photo: {_short(words, CAPTION_LIMIT)}]" if words else "[photo]"
         elif self.kind == "voice":
             words = f"[voice] {words}"
-        if self.quote is not None and self.quote.text.strip():
-            who = self.quote.author or "someone"
-            words += f' (replying to {who}: "{_short(self.quote.text, MEMORY_QUOTE_LIMIT)}")'
         return words
+
+    def memory_quote(self) -> str | None:
+        """The short reminder of the quoted message memory keeps beside the words
+        ('(replying to Dad: "...")'); stored apart, as it may be another person's words."""
+        if self.quote is None or not self.quote.text.strip():
+            return None
+        who = self.quote.author or "someone"
+        return f'(replying to {who}: "{_short(self.quote.text, MEMORY_QUOTE_LIMIT)}")'

@@ -1,6 +1,7 @@
 """Conversation memory: the last exchanges of each conversation in the `messages` table of the
 one database, trimmed to a number of exchanges and an approximate token budget; each exchange
-records whose it is, so a person's can be erased, and old ones are removed ([privacy]).
+records whose it is, and a reply whose words it quotes, so a person's can be erased, and old
+ones are removed ([privacy]).
 Exchanges are written behind the reply (a locked database delays no answer); until written they
 are read from memory."""
 
@@ -16,6 +17,13 @@ from router.store.migrations import Migrations, migrate
 from router.store.write_behind import Job, JobWriter
 from router.text import capped, wide_count
 
+# A reply's reminder of the message it quotes ('(replying to Dad: "...")'), apart from the
+# replier's words, with the quoted person's user key: their erasure clears it.
+_QUOTES = """
+    ALTER TABLE messages ADD COLUMN quote_excerpt TEXT;
+    ALTER TABLE messages ADD COLUMN quoted_key TEXT;
+    CREATE INDEX messages_quoted ON messages (quoted_key) WHERE quoted_key IS NOT NULL;
+    """
 _SQLITE: tuple[str, ...] = (
     """
     CREATE TABLE messages (
@@ -34,6 +42,7 @@ _SQLITE: tuple[str, ...] = (
     CREATE INDEX messages_user ON messages (user_key) WHERE user_key IS NOT NULL;
     CREATE INDEX messages_at ON messages (at);
     """,
+    _QUOTES,
 )
 # PostgreSQL's list starts at the schema SQLite's had reached (the same columns).
 _POSTGRESQL: tuple[str, ...] = (
@@ -51,6 +60,7 @@ _POSTGRESQL: tuple[str, ...] = (
     CREATE INDEX messages_user ON messages (user_key) WHERE user_key IS NOT NULL;
     CREATE INDEX messages_at ON messages (at);
     """,
+    _QUOTES,
 )
 BOT_MIGRATIONS = Migrations(sqlite=_SQLITE, postgresql=_POSTGRESQL)
 
@@ -67,6 +77,11 @@ class Turn:
     role: str
     content: str
     author: str | None = None
+
+
+def _question(words: str, quote: str | None) -> str:
+    """A question as the model reads it: the words, then the reminder of the quote if kept."""
+    return words if quote is None else f"{words} {quote}"
 
 
 class Memory:
@@ -118,12 +133,13 @@ class Memory:
         # (another connection, on PostgreSQL) leaves the unwritten list, and may miss the rows.
         before = list(self._unwritten.get(conv_key, ()))
         rows = await self.conn.fetch_all(
-            "SELECT role, content, author FROM messages WHERE conv_key = ?"
+            "SELECT role, content, author, quote_excerpt FROM messages WHERE conv_key = ?"
             " ORDER BY id DESC LIMIT ?",
             (conv_key, self.max_messages),
         )
-        cleared = conv_key in self._clearing  # the rows read are about to be deleted
-        newest = [] if cleared else [Turn(row[0], row[1], row[2]) for row in rows]
+        newest = [Turn(row[0], _question(row[1], row[3]), row[2]) for row in rows]
+        if conv_key in self._clearing:  # the rows read are about to be deleted
+            newest = []
         after = self._unwritten.get(conv_key, [])
         pending = before + [exchange for exchange in after if exchange not in before]
         read = newest[: 2 * len(pending)]  # where an exchange committed meanwhile would be
@@ -157,19 +173,26 @@ class Memory:
         question: str,
         answer: str,
         user_key: str | None = None,
+        quote: str | None = None,
+        quoted_key: str | None = None,
     ) -> None:
         """Queue a question and its answer (the asker's `user_key` on both), stored together
-        behind the reply; exchanges beyond max_turns are then forgotten. Never waits for the
-        database."""
+        behind the reply; exchanges beyond max_turns are then forgotten. `quote` is the
+        question's reminder of the message it replies to, kept beside its words with the quoted
+        person's `quoted_key`. Never waits for the database."""
         now = time.time()
         cap = self.max_chars
         question, answer = capped(question, cap), capped(answer, cap)
-        exchange = (Turn("user", question, author), Turn("assistant", answer))
+        quoted_key = quoted_key if quote is not None else None
+        asked = Turn("user", _question(question, quote), author)
+        exchange = (asked, Turn("assistant", answer))
         self._unwritten.setdefault(conv_key, []).append(exchange)
         insert = (
-            "INSERT INTO messages (conv_key, at, role, author, content, user_key)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO messages"
+            " (conv_key, at, role, author, content, user_key, quote_excerpt, quoted_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        asker = (conv_key, now, "user", author, question, user_key, quote, quoted_key)
 
         def done(_written: bool) -> None:  # written, or dropped and counted by the writer
             waiting = self._unwritten.get(conv_key)
@@ -181,8 +204,8 @@ class Memory:
         self.writer.put(
             Job(
                 (
-                    (insert, (conv_key, now, "user", author, question, user_key)),
-                    (insert, (conv_key, now, "assistant", None, answer, user_key)),
+                    (insert, asker),
+                    (insert, (conv_key, now, "assistant", None, answer, user_key, None, None)),
                     (
                         "DELETE FROM messages WHERE conv_key = ? AND id NOT IN"
                         " (SELECT id FROM messages WHERE conv_key = ? ORDER BY id DESC LIMIT ?)",
@@ -214,16 +237,31 @@ class Memory:
 
     async def forget(
         self, conv_key: str | None, user_key: str | None, dry_run: bool = False
-    ) -> int:
+    ) -> tuple[int, int]:
         """Erase the exchanges of a conversation, a person, or a person in a conversation (their
-        questions and the answers to them); return how many messages (would) go."""
+        questions and the answers to them), and the reminders of a person's words that others'
+        questions there quote (cleared; the others' words stay); return how many messages and
+        how many quotes (would) go."""
         where, values = _scope(conv_key, user_key)
+        quoting = _quoting(conv_key, user_key)
         await self.writer.flush()  # exchanges still queued are erased too
         if dry_run:
-            row = await self.conn.fetch_one(f"SELECT COUNT(*) FROM messages WHERE {where}", values)
-            return int(row[0]) if row else 0
+            quotes = await self._count(*quoting) if quoting else 0
+            return await self._count(where, values), quotes
         async with self.conn.transaction() as conn:
-            return await conn.execute(f"DELETE FROM messages WHERE {where}", values)
+            messages = await conn.execute(f"DELETE FROM messages WHERE {where}", values)
+            quotes = 0
+            if quoting:
+                quotes = await conn.execute(
+                    "UPDATE messages SET quote_excerpt = NULL, quoted_key = NULL"
+                    f" WHERE {quoting[0]}",
+                    quoting[1],
+                )
+        return messages, quotes
+
+    async def _count(self, where: str, values: tuple[str, ...]) -> int:
+        row = await self.conn.fetch_one(f"SELECT COUNT(*) FROM messages WHERE {where}", values)
+        return int(row[0]) if row else 0
 
     async def remove_older_than(self, before: float) -> int:
         """Retention ([privacy] memory_days): remove messages stored before `before`."""
@@ -233,8 +271,8 @@ class Memory:
     async def export(self, conv_key: str) -> list[dict[str, object]]:
         """A conversation's messages, oldest first."""
         rows = await self.conn.fetch_all(
-            "SELECT at, role, author, user_key, content FROM messages WHERE conv_key = ?"
-            " ORDER BY id",
+            "SELECT at, role, author, user_key, content, quote_excerpt, quoted_key FROM messages"
+            " WHERE conv_key = ? ORDER BY id",
             (conv_key,),
         )
         return [{"kind": "message", **dict(row)} for row in rows]
@@ -245,3 +283,14 @@ def _scope(conv_key: str | None, user_key: str | None) -> tuple[str, tuple[str, 
         raise ValueError("name a conversation, a person or both")
     named = [(c, v) for c, v in (("conv_key", conv_key), ("user_key", user_key)) if v]
     return " AND ".join(f"{column} = ?" for column, _ in named), tuple(v for _, v in named)
+
+
+def _quoting(conv_key: str | None, user_key: str | None) -> tuple[str, tuple[str, ...]] | None:
+    """Others' questions in the scope that quote the person (None: the scope names nobody). The
+    person's own rows are left out: they are deleted whole."""
+    if not user_key:
+        return None
+    where, values = "quoted_key = ? AND COALESCE(user_key, '') != ?", (user_key, user_key)
+    if conv_key:
+        return f"{where} AND conv_key = ?", (*values, conv_key)
+    return where, values

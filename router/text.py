@@ -27,8 +27,8 @@ _ANSWER_KEY_LEAST = 12
 _NOT_LETTERS = re.compile(r"[\W_]+")
 # What Markdown shows no letters of: a code fence's language, a link's address.
 _UNSHOWN_MARKDOWN = re.compile(r"```[^\n]*|\]\([^)\s]*\)")
-# What the bot's memory adds around a message's words (bot/incoming.py memory_text): a voice
-# mark, a photo's brackets, a reminder of the message it quoted.
+# What the bot's memory adds around a message's words (bot/incoming.py memory_text, memory_quote):
+# a voice mark, a photo's brackets, a reminder of the message it quoted.
 _MEMORY_MARKS = (
     re.compile(r' \(replying to [^\n]{0,200}: "[^\n]*"\)$'),
     re.compile(r"^\[voice\] "),

@@ -23,6 +23,7 @@ from tests.discord_helpers import (
     message,
     message_data,
     routing_command,
+    slash_event,
 )
 from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
 
@@ -201,6 +202,33 @@ async def test_forget_slash_command_erases_only_the_callers_words(client, discor
         "Done: erased 2 memory messages, 1 routing-log prompts"
     )
     assert body["data"]["flags"] == EPHEMERAL
+
+
+async def test_forget_slash_command_clears_the_callers_words_quoted_in_anothers_reply(
+    client, discord_api, upstream
+):
+    upstream.reply = lambda body: "Noted."  # an answer that repeats nobody's words
+    key, channel, dad = f"discord:{CHANNEL}", guild_channel(client), user_payload(4343, "Dad")
+    notice = f"<@{BOT_ID}> Our passport numbers for the booking: X1234567 and X7654321"
+    await client.on_message(message(client, channel, notice, [BOT_USER], author=dad))
+    replied = message_data(channel, notice, author=dad, message_id=4999)
+    await client.on_message(
+        message(client, channel, f"<@{BOT_ID}> book it for Friday", [BOT_USER], replying_to=replied)
+    )
+    await client.core.memory.flush()  # written behind the reply
+    (_, _, reply, _) = await client.core.memory.export(key)
+    assert (reply["user_key"], reply["quoted_key"]) == ("discord:4242", "discord:4343")
+    assert "X1234567" in reply["quote_excerpt"]
+    forget = client.tree.get_command("forget")
+    data = slash_event(dad, 8, "forget")
+    await forget.callback(discord.Interaction(data=data, state=client._connection))
+    kept = [turn.content for turn in await client.core.memory.history(key)]
+    assert kept == ["book it for Friday", "Noted."]  # Ann's words, without Dad's
+    ((_, body),) = discord_api.callbacks
+    assert body["data"]["content"] == (
+        "Done: erased 2 memory messages, 1 quotes in others' replies, 1 routing-log prompts,"
+        " 0 pool entries of yours from this conversation."
+    )
 
 
 ANSWER = "Rice first, then the soup, and the fish goes in last so it stays tender."

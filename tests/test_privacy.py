@@ -19,11 +19,13 @@ from bot.admin import Command, Text
 from bot.chat_user import ChatUser
 from bot.cli import main
 from bot.console_history import PrivateHistory
+from bot.memory import BOT_MIGRATIONS
 from router import EmptyMessageError, RoutingDecision
+from router.store.migrations import Migrations, migrate
 from router.store.routing_log import last_turn, write_decision
 from tests.bot_helpers import dispatch, log_rows, open_core, open_learning_core
 from tests.cli_helpers import run_crabbot
-from tests.db_helpers import fetch_sync
+from tests.db_helpers import fetch_sync, open_db
 from tests.fakes.groq_server import category_reply
 
 DAY_S = 24 * 3600
@@ -250,6 +252,89 @@ def test_crabbot_export_writes_a_conversation_as_json_lines(seeded_db, embedder,
     assert rows[0]["content"] == "mom's worry" and rows[0]["user_key"] == "telegram:42"
     assert rows[4]["prompt"] == "mom's worry" and rows[4]["category"] == "casual"
     assert rows[6]["text"] == "mom's worry" and "embedding" not in rows[6]
+
+
+DAD_WORDS = "Our passport numbers for the booking: X1234567 and X7654321"
+QUOTE = f'(replying to Dad: "{DAD_WORDS}")'
+
+
+def _build_quoting_db(db: Path, embedder) -> None:
+    """Dad (telegram:43) asks in one Telegram group; there and in another group, Mom replies
+    quoting his words."""
+
+    async def build() -> None:
+        core = await open_core(db, embedder, None)
+        memory = core.memory
+        await memory.add_exchange("telegram:-1", "Dad", DAD_WORDS, "Noted.", "telegram:43")
+        for conv_key in ("telegram:-1", "telegram:-2"):
+            await memory.add_exchange(
+                conv_key, "Mom", "book it", "Done.", "telegram:42", QUOTE, "telegram:43"
+            )
+        await core.close()
+
+    asyncio.run(build())
+
+
+def test_crabbot_forget_clears_a_persons_words_quoted_in_others_replies(
+    seeded_db, embedder, capsys, tmp_path
+):
+    _build_quoting_db(seeded_db, embedder)
+    out = tmp_path / "family.jsonl"
+    assert main(["export", "--db", str(seeded_db), "--conv", "telegram:-1", "--out", str(out)]) == 0
+    exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(row["content"], row["quote_excerpt"], row["quoted_key"]) for row in exported] == [
+        (DAD_WORDS, None, None),
+        ("Noted.", None, None),
+        ("book it", QUOTE, "telegram:43"),
+        ("Done.", None, None),
+    ]
+    dad_here = ["--user", "telegram:43", "--conv", "telegram:-1"]
+    assert main(["forget", "--db", str(seeded_db), *dad_here, "--dry-run"]) == 0
+    assert capsys.readouterr().out == (
+        "would erase 2 memory messages, 1 quotes in others' replies, 0 routing-log prompts,"
+        " 0 pool entries (telegram:43 in telegram:-1)\n"
+    )
+    assert _count(seeded_db, "SELECT COUNT(*) FROM messages WHERE quoted_key = 'telegram:43'") == 2
+    assert main(["forget", "--db", str(seeded_db), *dad_here]) == 0
+    assert capsys.readouterr().out.startswith("erased 2 memory messages, 1 quotes in others'")
+    # The other group's reply still quotes him, until he is erased everywhere.
+    assert main(["forget", "--db", str(seeded_db), "--user", "telegram:43"]) == 0
+    assert capsys.readouterr().out.startswith("erased 0 memory messages, 1 quotes in others'")
+    rows = fetch_sync(
+        seeded_db, "SELECT conv_key, content, quote_excerpt, quoted_key FROM messages ORDER BY id"
+    )
+    assert rows == [
+        ("telegram:-1", "book it", None, None),
+        ("telegram:-1", "Done.", None, None),
+        ("telegram:-2", "book it", None, None),
+        ("telegram:-2", "Done.", None, None),
+    ]
+    files = [seeded_db, Path(f"{seeded_db}-wal")]
+    assert not any(b"X1234567" in path.read_bytes() for path in files if path.exists())
+
+
+async def test_a_reply_remembered_before_quotes_were_kept_apart_reads_as_before(
+    seeded_db, embedder
+):
+    db = await open_db(seeded_db)
+    await migrate(db, "bot", Migrations(*(scripts[:-1] for scripts in BOT_MIGRATIONS)))
+    old = f"book it {QUOTE}"  # as memory kept a reply then: the quote in the replier's words
+    for role, author, content in (("user", "Mom", old), ("assistant", None, "Done.")):
+        await db.execute(
+            "INSERT INTO messages (conv_key, at, role, author, content, user_key)"
+            " VALUES ('telegram:-1', ?, ?, ?, ?, 'telegram:42')",
+            (time.time(), role, author, content),
+        )
+    await db.close()
+    core = await open_core(seeded_db, embedder, None)
+    try:
+        history = await core.memory.history("telegram:-1")
+        # Whom it quoted is not known: Dad's erasure leaves it; Mom's takes it, as before.
+        assert await core.memory.forget(None, "telegram:43", dry_run=True) == (0, 0)
+        assert await core.memory.forget(None, "telegram:42", dry_run=True) == (2, 0)
+    finally:
+        await core.close()
+    assert [(turn.content, turn.author) for turn in history] == [(old, "Mom"), ("Done.", None)]
 
 
 def _crabbot(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from bot.admin import HELP
 from router import Secrets
 from tests.bot_helpers import log_rows
 from tests.fakes.groq_server import Reply, category_reply
-from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_api import BOT_USERNAME, FakeTelegram
 from tests.telegram_helpers import running
 
 GROUP = -1002
@@ -85,6 +85,50 @@ async def test_forget_erases_one_persons_words_in_a_group_and_keeps_the_rest(
         {"text": DAD_TEXT, "conv_key": f"telegram:{GROUP}", "user_key": "telegram:43"}
     ]
     assert in_memory == (False, True, before + 1)  # gone from the running pool too
+
+
+MOM_REPLY = "Is the train cheaper than that for the four of us?"
+
+
+async def test_forget_erases_a_persons_words_quoted_in_anothers_reply_and_keeps_hers(
+    seeded_db, embedder, upstream, telegram
+):
+    upstream.reply = lambda body: "Hard to say."  # an answer that repeats nobody's words
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(GROUP, DAD_TEXT, mention=True, user_id=DAD, first_name="Dad")
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        await telegram.push_message(
+            GROUP,
+            MOM_REPLY,
+            mention=True,
+            user_id=MOM,
+            reply_to_user="Dad",
+            replied_text=f"@{BOT_USERNAME} {DAD_TEXT}",
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 2)
+        await telegram.push_message(GROUP, "/forget", user_id=DAD, first_name="Dad")
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 3)
+        await telegram.push_message(GROUP, "And by bus?", mention=True, user_id=MOM)
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 4)
+        memory = await table(core, "SELECT user_key, content FROM messages ORDER BY id")
+    # Mom's next question is read with her earlier one, without the excerpt of Dad's words.
+    context = upstream.requests[-1].body["messages"]
+    assert [m["content"] for m in context[1:]] == [
+        f"Mom: {MOM_REPLY}",
+        "Hard to say.",
+        "Mom: And by bus?",
+    ]
+    assert [m["content"] for m in memory] == [
+        MOM_REPLY,
+        "Hard to say.",
+        "And by bus?",
+        "Hard to say.",
+    ]
+    assert {m["user_key"] for m in memory} == {f"telegram:{MOM}"}
+    assert telegram.texts(GROUP)[2] == (
+        "Done: erased 2 memory messages, 1 quotes in others' replies, 1 routing-log prompts,"
+        " 0 pool entries of yours from this conversation."
+    )
 
 
 async def test_a_message_of_invisible_characters_is_empty_and_reaches_no_model(

@@ -25,7 +25,7 @@ from bot.adapters.discord_media import (
 from bot.adapters.discord_stream import DiscordSurface
 from bot.admin import COMMANDS, Answer, Command, Picture, Text, parse_command
 from bot.agent import Prepare
-from bot.chat_user import ChatUser
+from bot.chat_user import ChatUser, user_key_of
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
@@ -259,7 +259,8 @@ class CrabbotDiscord(discord.Client):
             return None
         if me is not None and replied.author.id == me.id:
             return Quote.own_answer(content)
-        return Quote(replied.author.display_name, content.strip())
+        author = replied.author
+        return Quote(author.display_name, content.strip(), user_key=user_key_of(chat_user(author)))
 
     def turn(self, message: discord.Message) -> DiscordTurn:
         interval = self.core.config.discord.edit_interval_s

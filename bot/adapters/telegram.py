@@ -33,7 +33,7 @@ from bot.adapters.telegram_markdown import TelegramText
 from bot.adapters.telegram_media import read_image, read_voice_message
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
 from bot.admin import COMMANDS, Answer, Command, Picture, parse_command
-from bot.chat_user import ChatUser
+from bot.chat_user import ChatUser, user_key_of
 from bot.config import TelegramSettings
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
@@ -105,11 +105,10 @@ def quoted(message: Message, bot_id: int, bot_username: str) -> Quote | None:
     if not text:  # a sticker, a service message (a forum topic's first message)...
         return None
     sender = replied.from_user
-    if sender is None:
-        return Quote(replied.chat.title, text)
-    if sender.id == bot_id:
+    if sender is not None and sender.id == bot_id:
         return Quote.own_answer(text)
-    return Quote(sender.first_name, text)
+    author = replied.chat.title if sender is None else sender.first_name
+    return Quote(author, text, user_key=user_key_of(chat_user(replied)))
 
 
 class TelegramTurn:

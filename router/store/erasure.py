@@ -4,7 +4,7 @@ entries taught by their messages deleted."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 from router.store.database import Database
@@ -52,14 +52,17 @@ class Erased:
     pool_entries: int = 0
     messages: int = 0  # conversation memory (the bot's)
     history_lines: int = 0  # the terminal's input history (the console's)
+    quotes: int = 0  # the person's words quoted in others' questions in memory, cleared
+
+    def empty(self) -> bool:
+        return not any(astuple(self))
 
     def line(self, dry_run: bool = False) -> str:
         verb = "would erase" if dry_run else "erased"
-        parts = [
-            f"{self.messages} memory messages",
-            f"{self.prompts} routing-log prompts",
-            f"{self.pool_entries} pool entries",
-        ]
+        parts = [f"{self.messages} memory messages"]
+        if self.quotes:
+            parts.append(f"{self.quotes} quotes in others' replies")
+        parts += [f"{self.prompts} routing-log prompts", f"{self.pool_entries} pool entries"]
         if self.history_lines:
             parts.append(f"{self.history_lines} console history entries")
         return f"{verb} {', '.join(parts)}"
