@@ -215,7 +215,13 @@ class ConversationContext:
         vector = turn.vector
         if vector is None and self.local is not None:
             vector = self.local.embedder.cached(turn.text)
-        return dataclasses.replace(turn, text=turn.text[:PRIOR_TEXT_CHARS], vector=vector)
+        own = turn.own_words
+        return dataclasses.replace(
+            turn,
+            text=turn.text[:PRIOR_TEXT_CHARS],
+            vector=vector,
+            own_words=None if own is None else own[:PRIOR_TEXT_CHARS],
+        )
 
     def held(self, conv_key: str, user_key: str | None = None) -> PreviousTurn | None:
         """The turn kept in memory for this speaker in this conversation, if any."""
@@ -258,8 +264,24 @@ class ConversationContext:
         self._let_go(
             lambda conv, sender, _: conv_key not in (None, conv) or user_key not in (None, sender)
         )
+        if user_key is not None:
+            self._unquote(conv_key)
         if publish and self.publisher is not None:
             self.publisher.drop(conv_key, user_key)
+
+    def _unquote(self, conv_key: str | None) -> None:
+        """Cut every kept turn read with a quote under its words, in the conversation (None:
+        everywhere), back to its sender's own words."""
+        # The router does not know whose words a quote held (a message it never routed; its
+        # author, when given, is a display name, not a person's key), so a person's erasure
+        # cuts back every quote in its scope, whoever wrote it.
+        for key, turn in list(self._previous.items()):
+            if conv_key in (None, key[0]):
+                self._previous[key] = _unquoted(turn)
+        for conv, recent in list(self._recent.items()):
+            if conv_key in (None, conv):
+                unquoted = ((sender, _unquoted(turn)) for sender, turn in recent)
+                self._recent[conv] = deque(unquoted, maxlen=REPLY_TURNS)
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
@@ -277,3 +299,16 @@ class ConversationContext:
             log.exception("could not store the conversation's reset")
             self.counters["db_errors"] += 1
         return had
+
+
+def _unquoted(turn: PreviousTurn) -> PreviousTurn:
+    """The turn (and the task behind it) without a quote under its sender's words: their own
+    words alone, without the vector of the words with the quote (the next turn embeds them)."""
+    behind = turn.task_behind
+    if behind is not None:
+        behind = _unquoted(behind)
+    if turn.own_words is None:
+        return turn if behind is turn.task_behind else dataclasses.replace(turn, task_behind=behind)
+    return dataclasses.replace(
+        turn, text=turn.own_words, own_words=None, vector=None, task_behind=behind
+    )

@@ -480,11 +480,13 @@ class ModelRouter:
         read_as: str | None = None,
     ) -> None:
         """Log the decision on `text`; keep the turn, as routing read it (`read_as`, else
-        `text`), as the next turn's context."""
+        `text`, which it then holds as its sender's own words), as the next turn's context."""
         decision.text, decision.conv_key, decision.at = text, conv_key, at
         decision.user_key = user_key
         if conv_key is not None and decision.category is not None:
-            turn = routed_turn(decision.category, at, read_as or text, context, decision.confidence)
+            read = read_as or text
+            own = text if read != text else None
+            turn = routed_turn(decision.category, at, read, context, decision.confidence, own)
             self.context.record(conv_key, turn, user_key)
         if decision.source == "fallback":
             log.info("routing fell back to %s: %s", decision.tier, decision.error)

@@ -615,3 +615,73 @@ async def test_a_reply_to_a_message_never_routed_logs_only_its_sender_s_words(se
     finally:
         await router.close()
     assert [row["prompt"] for row in rows] == ["要帶什麼嗎？"]
+
+
+DAD_SAYS = "my python script crashes with KeyError: 'date' when it reads the orders csv"
+MOM_ASKS = "帮他看看这个怎么改"
+MOM, DAD = "telegram:1", "telegram:2"
+
+
+async def mom_replies_to_dad(router: ModelRouter) -> RoutingDecision:
+    """Mom replies to Dad's message, which was never sent to the bot: routing reads her words
+    with his under them."""
+    decision = await router.route(
+        MOM_ASKS,
+        conv_key="group",
+        at=START,
+        user_key=MOM,
+        name="mom",
+        replied_to=DAD_SAYS,
+        replied_author="dad",
+    )
+    router.finish(decision, "routed")
+    return decision
+
+
+def kept_texts(router: ModelRouter, conv_key: str) -> list[str]:
+    """Every turn the router keeps of the conversation: the speakers' last and the recent ones."""
+    return [turn.text for _, turn in router.context._quotable(conv_key)]
+
+
+async def test_erasing_a_quoted_person_takes_their_words_out_of_the_replier_s_context(
+    seeded_db, embedder
+):
+    """Dad's erasure reaches the routing context kept for Mom's reply that quoted him: her words
+    stay, with the task they were routed to, and his go; an erasure in another conversation
+    leaves this one's quote alone."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        reply = await mom_replies_to_dad(router)
+        held = router.context.held("group", MOM)
+        assert held is not None and DAD_SAYS in held.text  # routing read both
+        await router.erase(Scope(conv_key="elsewhere", user_key=DAD))
+        assert any(DAD_SAYS in text for text in kept_texts(router, "group"))
+        await router.erase(Scope(user_key=DAD))
+        held = router.context.held("group", MOM)
+        kept = kept_texts(router, "group")
+    finally:
+        await router.close()
+    assert held is not None
+    assert (held.text, held.category, held.at) == (MOM_ASKS, reply.category, START)
+    assert held.vector is None  # the vector was of her words with his
+    assert kept and all(DAD_SAYS not in text for text in kept), kept
+
+
+async def test_erasing_a_quoted_person_reaches_the_task_behind_the_replier_s_thanks(
+    seeded_db, embedder
+):
+    """Mom's "thanks!" after her reply keeps the reply's task open behind it: Dad's erasure
+    cuts that task back to Mom's words too, and the task stays."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        reply = await mom_replies_to_dad(router)
+        thanks = await router.route("thanks!", conv_key="group", at=START + 30, user_key=MOM)
+        await router.erase(Scope(conv_key="group", user_key=DAD))
+        held = router.context.held("group", MOM)
+    finally:
+        await router.close()
+    assert (reply.category, thanks.category) == ("coding", "casual")
+    assert held is not None and held.text == "thanks!"
+    behind = held.task_behind
+    assert behind is not None and (behind.text, behind.category) == (MOM_ASKS, "coding")
+    assert behind.vector is None

@@ -74,6 +74,9 @@ class PreviousTurn:
     # How sure routing was of `category` (its decision's confidence): a task read at 0.5 carries
     # half as often. Chatter misread as a task does not hold the speaker's next turns to it.
     confidence: float = 1.0
+    # The sender's own words when `text` holds more (a reply read with the quote under them);
+    # None: `text` is all their own. An erasure cuts the turn back to them.
+    own_words: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -396,18 +399,25 @@ def routed_turn(
     text: str,
     context: PreviousTurn | None,
     confidence: float | None = None,
+    own_words: str | None = None,
 ) -> PreviousTurn:
     """A turn routed as `category` (with `confidence`) in `context`, as the next turn's context:
     with the task it leaves open behind it. A turn that stays on a clearly named task (its
     context's, or the one behind it) is at least as sure of it as that reading: "why?" carried
     at 0.5 after a request read at 0.97 leaves the task at 0.97, and a thread of follow-ups does
-    not wear its task away. After a task read at 0.85 the turn keeps its own confidence."""
+    not wear its task away. After a task read at 0.85 the turn keeps its own confidence.
+    `own_words`: the sender's own, when `text` holds more (a reply read with its quote)."""
     sure = sure_share(confidence)
     for task in (context, context.task_behind if context is not None else None):
         if task is not None and task.category == category and task.confidence >= CLEAR_TASK:
             sure = max(sure, task.confidence)
     return PreviousTurn(
-        category, at, text, task_behind=left_open(category, context), confidence=sure
+        category,
+        at,
+        text,
+        task_behind=left_open(category, context),
+        confidence=sure,
+        own_words=own_words,
     )
 
 
