@@ -102,3 +102,21 @@ def test_how_sure_routing_was_of_a_turn_and_its_task_behind_comes_back():
     older = decode_turn(json.dumps(body), DIM).turn
     assert older.confidence == 1.0 and older.task_behind is not None
     assert older.task_behind.confidence == 1.0
+
+
+def test_a_reply_read_with_a_quote_goes_out_with_its_sender_s_own_words_apart():
+    """The other processes can cut the turn back to its sender's words when the quoted person is
+    erased; a process before "w" sent a turn whose text is all its sender's."""
+    reply = PreviousTurn("coding", 10.0, "fix this?\n\nKeyError: 'date'", own_words="fix this?")
+    thanks = PreviousTurn("casual", 40.0, "thanks!", task_behind=reply)
+    payload = encode_turn("a", "c", "mom", thanks, unit_vector(9), True, unit_vector(10))
+    assert payload is not None
+    behind = decode_turn(payload, DIM).turn.task_behind
+    assert behind is not None
+    assert (behind.text, behind.own_words) == (reply.text, "fix this?")
+    assert decode_turn(payload, DIM).turn.own_words is None
+    no_text = decode_turn(encode_turn("a", "c", "mom", reply, None, False) or "", DIM).turn
+    assert (no_text.text, no_text.own_words) == ("", "")  # still marked as read with a quote
+    body = json.loads(encode_turn("a", "c", "mom", reply, None, True) or "")
+    del body["w"]
+    assert decode_turn(json.dumps(body), DIM).turn.own_words is None

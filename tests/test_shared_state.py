@@ -1,7 +1,7 @@
 """Two routers on one PostgreSQL act as one (router/cluster/): the mode set on one reaches the
 other, a label one learns joins the other's pool, turn 2 on one reads turn 1 on the other as its
-context, a reset on one clears the other's, one refit serves both, and LISTEN outlives a
-PostgreSQL restart. Each waits on what the other heard, never on a sleep."""
+context, a reset or an erasure on one clears the other's, one refit serves both, and LISTEN
+outlives a PostgreSQL restart. Each waits on what the other heard, never on a sleep."""
 
 from __future__ import annotations
 
@@ -164,6 +164,31 @@ async def test_a_reset_on_one_process_clears_the_context_on_the_other(pair):
     await shared(b).until(lambda: b.context.held("family") is None, HEARD_S)
     follow_up = await b.route("why?", conv_key="family", at=now + 2)
     assert follow_up.source != "prior"
+
+
+async def test_erasing_a_quoted_person_on_one_process_cuts_the_quote_on_the_other(pair):
+    """Mom's reply read with Dad's message under it reaches the other process whole; Dad's
+    erasure on the first cuts it back to Mom's words there too."""
+    a, b = pair
+    dad_says = "my python script crashes with KeyError: 'date' when it reads the orders csv"
+    reply = await a.route(
+        "can you fix this for him?",
+        conv_key="family",
+        user_key="mom",
+        replied_to=dad_says,
+        replied_author="dad",
+    )
+
+    def mom_holds() -> str | None:
+        held = b.context.held("family", "mom")
+        return None if held is None else held.text
+
+    await shared(b).until(lambda: mom_holds() is not None, HEARD_S)
+    assert dad_says in (mom_holds() or "")
+    await a.erase(Scope(user_key="dad"))
+    await shared(b).until(lambda: mom_holds() == "can you fix this for him?", HEARD_S)
+    held = b.context.held("family", "mom")
+    assert held is not None and held.category == reply.category and held.vector is None
 
 
 async def test_the_refit_is_done_once_and_the_other_process_loads_it(pair):

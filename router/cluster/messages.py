@@ -1,8 +1,8 @@
 """What processes on one database tell each other (NOTIFY payloads, JSON under 8000 bytes): a
 conversation's turn (its task and how sure routing was of it, time, text as far as prompts are
-kept, and its vector as float16 in base64; the same of the task behind it when it is a
-reaction), a reset, an erasure's scope, the pool entries an erasure removed. Each names the
-process that sent it."""
+kept, the sender's own words apart when a quote is under them, and its vector as float16 in
+base64; the same of the task behind it when it is a reaction), a reset, an erasure's scope, the
+pool entries an erasure removed. Each names the process that sent it."""
 
 from __future__ import annotations
 
@@ -70,20 +70,29 @@ def _turn_body(
     turn: PreviousTurn, vector: np.ndarray | None, keep_text: bool, chars: int
 ) -> dict[str, Any]:
     text = turn.text if keep_text else ""
-    return {
+    body: dict[str, Any] = {
         "k": turn.category,
         "t": turn.at,
         "x": text[:chars],
         "v": _packed(vector),
         "p": round(turn.confidence, 4),
     }
+    if turn.own_words is not None:  # sent even empty: an erasure then lets go of the vector
+        body["w"] = (turn.own_words if keep_text else "")[:chars]
+    return body
 
 
 def _decoded_turn(body: dict[str, Any], dim: int) -> PreviousTurn:
     at, vector = body["t"], _vector(body.get("v"), dim)
     sure = sure_share(body.get("p"))  # a process before "p": sure
+    own = body.get("w")  # a process before "w" sent no quote apart
     return PreviousTurn(
-        str(body["k"]), None if at is None else float(at), str(body["x"]), vector, confidence=sure
+        str(body["k"]),
+        None if at is None else float(at),
+        str(body["x"]),
+        vector,
+        confidence=sure,
+        own_words=None if own is None else str(own),
     )
 
 
