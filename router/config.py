@@ -82,8 +82,9 @@ class LocalSignalSettings(Section):
     k: int = Field(default=10, ge=1, le=100)
     min_pool_size: int = Field(default=20, ge=1)
     # Live mode: a message surer than this of its own task is routed without asking the LLM
-    # (a follow-up the conversation swayed needs context.min_confidence). The smallest bar at
-    # which those decisions are right >= 0.95 across held-out writers (scripts/fit_continuity.py).
+    # (a follow-up the conversation had a say in needs context.min_confidence). The smallest
+    # bar at which those decisions are right >= 0.95 across held-out writers
+    # (scripts/fit_continuity.py).
     min_confidence: float = Field(default=0.7, ge=0.0, le=1.0)
     classifier: Literal["head", "blend", "knn"] = "head"
     downgrade_cost: float = Field(default=1.5, ge=1.0)
@@ -120,11 +121,11 @@ class ContextSettings(Section):
     # calibrated confidence keeps it, whatever the conversation (cross-validated on training).
     # Also the bar at which a follow-up's label equal to its context's task is learned.
     content_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
-    # Live mode's bar for a turn whose task the conversation named, not the message: the
-    # smallest at which such decisions leave every kind of follow-up (continuations, switches,
-    # reactions) right >= 0.95 across held-out writers, with a margin for a refit's wobble
-    # (scripts/fit_continuity.py: reactions 0.944 at 0.75, 0.952 at 0.8, 0.954 at 0.85; 0.8 read
-    # 0.9496 on the fit before).
+    # Live mode's bar for a turn whose task the conversation named, not the message, or that
+    # left the task it was read against: the smallest at which such decisions leave every kind
+    # of follow-up (continuations, switches, reactions) right >= 0.95 across held-out writers,
+    # with a margin for a refit's wobble (scripts/fit_continuity.py: reactions 0.944 at 0.75,
+    # 0.952 at 0.8, 0.954 at 0.85; 0.8 read 0.9496 on the fit before; docs/routing.md).
     min_confidence: float = Field(default=0.85, ge=0.0, le=1.0)
     # A turn this many hours after its context starts a new sitting: it is read alone (a reply
     # still has the message it quotes; a history without times is one sitting). Few
@@ -243,10 +244,11 @@ class RouterConfig(Section):
     def build_taxonomy(self) -> Taxonomy:
         return self.taxonomy.build()
 
-    def live_bar(self, swayed: bool) -> float:
+    def live_bar(self, context_decided: bool) -> float:
         """The confidence live mode needs to decide without the LLM: the context's bar when the
-        conversation, not the message, named the task."""
-        return self.context.min_confidence if swayed else self.local.min_confidence
+        conversation had a say (it named the task, or the turn left the task it was read
+        against)."""
+        return self.context.min_confidence if context_decided else self.local.min_confidence
 
 
 def _secret(name: str) -> Any:

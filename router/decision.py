@@ -48,8 +48,9 @@ class RoutingDecision:
     llm: SignalAnswer | None = None
     knn: SignalAnswer | None = None
     prior_category: str | None = None
-    # The conversation, not the message alone, named the local signal's answer (live mode then
-    # needs context.min_confidence to decide without the LLM).
+    # The conversation had a say in the local signal's answer: it named the task, or the turn
+    # left the task it was read against (live mode then needs context.min_confidence to decide
+    # without the LLM). Logged as knn_swayed, the name it had when only the first counted.
     knn_swayed: bool = False
     neighbours: list[Neighbour] = field(default_factory=list)
     error: str | None = None

@@ -66,7 +66,7 @@ class DecisionBuilder:
             mode=mode,
             llm=llm,
             knn=self._local_answer(local),
-            knn_swayed=local is not None and local.swayed,
+            knn_swayed=local is not None and local.context_decided,
             neighbours=local.answer.neighbours if local and local.answer else [],
         )
 
@@ -84,7 +84,7 @@ class DecisionBuilder:
             source="prior" if local.swayed else "knn",
             mode=mode,
             knn=self._local_answer(local),
-            knn_swayed=local.swayed,
+            knn_swayed=local.context_decided,
             prior_category=previous.category if previous else None,
             neighbours=answer.neighbours,
         )
@@ -99,7 +99,7 @@ class DecisionBuilder:
                 source="fallback",
                 mode=mode,
                 knn=self._local_answer(local),
-                knn_swayed=local.swayed,
+                knn_swayed=local.context_decided,
                 neighbours=answer.neighbours,
                 error=error,
             )

@@ -341,7 +341,7 @@ class ModelRouter:
         if (
             local is not None
             and local.answer is not None
-            and local.answer.confidence >= self.config.live_bar(local.swayed)
+            and local.answer.confidence >= self.config.live_bar(local.context_decided)
         ):
             return self.decisions.from_local(local.answer, local, "live", previous)
         if self.categorizer is None:

@@ -139,7 +139,7 @@ class Tally:
     def __init__(self, live_bar: Callable[[bool], float]) -> None:
         self.sections: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
         self.misses: list[str] = []
-        self.live_bar = live_bar  # live mode's bar, by whether the conversation swayed the turn
+        self.live_bar = live_bar  # live mode's bar, by whether the conversation had a say
 
     def note(
         self, section: str, keys: list[str], truth: str, decision: Any, text: str, tier_of: Any

@@ -408,12 +408,15 @@ def main() -> None:
         p_oof: np.ndarray,
     ) -> str:
         """Per kind: the share of answers confident enough to be decided alone (`context_bar`
-        when the conversation named the task, else `message_bar`), and their tier accuracy."""
+        when the conversation named the task or the turn left one, else `message_bar`), and
+        their tier accuracy."""
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for (_, f, truth, cont), p in zip(samples, p_oof, strict=True):
             answer = answer_of(f, p)
             swayed = answer.category != decide(f.alone, taxonomy, args.downgrade_cost, []).category
-            bar = context_bar if swayed else message_bar
+            task = categories[f.previous_index]
+            left_task = task != "casual" and answer.category != task  # as LocalResult reads it
+            bar = context_bar if swayed or left_task else message_bar
             alone, right = answer.confidence >= bar, answer.tier == taxonomy.tier_of(truth)
             for kind in kinds_of(f, truth, cont):
                 counts[kind][0] += 1

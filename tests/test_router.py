@@ -228,18 +228,28 @@ async def test_shadow_mode_llm_decides_and_local_is_logged(seeded_db, embedder, 
     assert row["mode"] == "shadow" and row["source"] == "llm"
 
 
+async def open_router_asking_llm_only_where_the_context_had_a_say(
+    db, embedder, groq_server
+) -> ModelRouter:
+    """Live mode where every local answer clears the message's bar and none the context's; the
+    LLM answers coding."""
+    groq_server.respond = lambda _r: category_reply("coding", 0.9)
+    return await open_router(
+        db,
+        embedder,
+        groq=groq_server,
+        local={"min_confidence": 0.0},
+        context={"min_confidence": 1.0},
+    )
+
+
 async def test_live_mode_asks_the_llm_when_the_conversation_not_the_message_names_the_task(
     seeded_db, embedder, groq_server
 ):
     """A turn the context swayed must clear the context's bar to skip the LLM; a message that
     names its own task only the message's. The LLM is asked with the previous turn beside it."""
-    groq_server.respond = lambda _r: category_reply("coding", 0.9)
-    router = await open_router(
-        seeded_db,
-        embedder,
-        groq=groq_server,
-        local={"min_confidence": 0.0},
-        context={"min_confidence": 1.0},
+    router = await open_router_asking_llm_only_where_the_context_had_a_say(
+        seeded_db, embedder, groq_server
     )
     start = 1_700_000_000.0
     request = "write a python script that merges the employee tables from 3 databases"
@@ -258,6 +268,41 @@ async def test_live_mode_asks_the_llm_when_the_conversation_not_the_message_name
     assert len(groq_server.requests) == 1
     sent = json.dumps(groq_server.requests[0]["messages"], ensure_ascii=False)
     assert "Previous routing: coding" in sent and "employee tables" in sent
+
+
+async def test_live_mode_asks_the_llm_when_a_turn_leaves_the_task_it_followed(
+    seeded_db, embedder, groq_server
+):
+    """Leaving a task is the conversation's call as much as staying on it: a bare added fact
+    after a coding request, read locally as chatter, must clear the context's bar to skip the
+    LLM (which reads it as the coding task it is); the same words after chatter need only the
+    message's bar."""
+    router = await open_router_asking_llm_only_where_the_context_had_a_say(
+        seeded_db, embedder, groq_server
+    )
+    start = 1_700_000_000.0
+    added_fact = "it's google sheets btw"
+    try:
+        request = await router.route(
+            "write a formula that counts how many of these dates fall on a weekend",
+            conv_key="sheet",
+            at=start,
+        )
+        after_task = await router.route(added_fact, conv_key="sheet", at=start + 15)
+        await router.route("good morning everyone", conv_key="hello", at=start)
+        asked = len(groq_server.requests)
+        after_chatter = await router.route(added_fact, conv_key="hello", at=start + 15)
+    finally:
+        await router.close()
+    assert (request.source, request.category) == ("knn", "coding")
+    assert after_task.knn is not None and after_task.knn.category == "casual"
+    assert (after_task.source, after_task.category, after_task.tier) == ("llm", "coding", "strong")
+    assert after_chatter.source == "knn" and len(groq_server.requests) == asked
+    rows = {
+        row["conv_key"]: row for row in await log_rows(seeded_db) if row["prompt"] == added_fact
+    }
+    assert rows["sheet"]["knn_swayed"] == 1, "/routing stats counts it at the context's bar"
+    assert rows["hello"]["knn_swayed"] == 0
 
 
 async def test_groq_down_falls_back_loudly_in_every_mode(seeded_db, embedder, groq_server):

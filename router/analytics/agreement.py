@@ -74,7 +74,7 @@ async def shadow_agreement(
 ) -> ShadowAgreement:
     """Rows where the LLM decided (source 'llm', so the row's tier is the LLM's) and the local
     signal answered; grouped by the LLM's category. The confident ones clear live mode's bar:
-    `context_min_confidence` where the conversation swayed the local answer."""
+    `context_min_confidence` where the conversation had a say in the local answer."""
     where = "source = 'llm' AND llm_category IS NOT NULL AND knn_tier IS NOT NULL"
     params: tuple[float, ...] = (context_min_confidence, min_confidence)
     if since is not None:

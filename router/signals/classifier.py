@@ -356,6 +356,7 @@ class LocalResult:
     unprimed: LocalAnswer | None
     latency_ms: float
     p_continue: float | None = None  # the continuity model's estimate, when a task could carry
+    read_against: tuple[str, ...] = ()  # the tasks (not chatter) the turn could have gone on with
 
     @property
     def swayed(self) -> bool:
@@ -365,3 +366,11 @@ class LocalResult:
             and self.unprimed is not None
             and self.unprimed.category != self.answer.category
         )
+
+    @property
+    def context_decided(self) -> bool:
+        """Whether the conversation had a say in the answer: it named the task, or the turn was
+        read against a task and left it (that it does not go on with the task is the continuity
+        model's call as much as that it does: "it's google sheets btw" after a coding request)."""
+        left = self.answer is not None and self.answer.category not in self.read_against
+        return self.swayed or (bool(self.read_against) and left)

@@ -374,6 +374,14 @@ def left_open(category: str, context: PreviousTurn | None) -> PreviousTurn | Non
     return replace(context, task_behind=None) if context.category != UNKNOWN else None
 
 
+def tasks_read_against(context: PreviousTurn, behind: PreviousTurn | None) -> tuple[str, ...]:
+    """The tasks a turn read in `context` (and against `behind`, the task behind a reaction)
+    could have gone on with: chatter is none."""
+    return tuple(
+        turn.category for turn in (context, behind) if turn is not None and turn.category != CHATTER
+    )
+
+
 def says_alone(alone: LocalAnswer | None, category: str, clear: float) -> bool:
     """Whether the message read `alone` names `category` with at least `clear` confidence."""
     return alone is not None and alone.category == category and alone.confidence >= clear

@@ -23,6 +23,7 @@ from router.signals.continuity import (
     carry,
     content_first,
     routed_turn,
+    tasks_read_against,
 )
 from router.store.fitted_state import fingerprint as fitted_state_fingerprint
 from router.taxonomy import Taxonomy
@@ -127,6 +128,7 @@ class LocalSignal:
         cost = self.config.local.downgrade_cost
         alone = decide(reading.alone, self.taxonomy, cost, neighbours)
         answer, p_continue = alone, None
+        read_against: tuple[str, ...] = ()
         if self._can_carry(previous):
             p_continue = await self.p_continue(reading, previous, now)
             # The turn carries the previous task as far as it goes on with it and as far as
@@ -140,8 +142,9 @@ class LocalSignal:
                 probs = carry(probs, self._index(task), p_back * task.confidence)
             carried = decide(probs, self.taxonomy, cost, neighbours)
             answer = content_first(alone, carried, self.config.context.content_confidence)
+            read_against = tasks_read_against(previous, task if self._goes_back(task) else None)
         elapsed = (time.perf_counter() - started) * 1000
-        return LocalResult(reading.vector, answer, alone, elapsed, p_continue)
+        return LocalResult(reading.vector, answer, alone, elapsed, p_continue, read_against)
 
     def _goes_back(self, task: PreviousTurn | None) -> TypeGuard[PreviousTurn]:
         """Whether a turn may go back to `task`, the one behind a reaction."""
