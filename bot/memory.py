@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bot.config import MemorySettings
 from router.store.database import Database
+from router.store.erasure import Scope
 from router.store.migrations import Migrations, migrate
 from router.store.write_behind import Job, JobWriter
 from router.text import capped, wide_count
@@ -242,7 +243,7 @@ class Memory:
         questions and the answers to them), and the reminders of a person's words that others'
         questions there quote (cleared; the others' words stay); return how many messages and
         how many quotes (would) go."""
-        where, values = _scope(conv_key, user_key)
+        where, values = Scope(conv_key, user_key).where()
         quoting = _quoting(conv_key, user_key)
         await self.writer.flush()  # exchanges still queued are erased too
         if dry_run:
@@ -276,13 +277,6 @@ class Memory:
             (conv_key,),
         )
         return [{"kind": "message", **dict(row)} for row in rows]
-
-
-def _scope(conv_key: str | None, user_key: str | None) -> tuple[str, tuple[str, ...]]:
-    if conv_key is None and user_key is None:
-        raise ValueError("name a conversation, a person or both")
-    named = [(c, v) for c, v in (("conv_key", conv_key), ("user_key", user_key)) if v]
-    return " AND ".join(f"{column} = ?" for column, _ in named), tuple(v for _, v in named)
 
 
 def _quoting(conv_key: str | None, user_key: str | None) -> tuple[str, tuple[str, ...]] | None:
