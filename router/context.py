@@ -277,11 +277,16 @@ class ConversationContext:
         # cuts back every quote in its scope, whoever wrote it.
         for key, turn in list(self._previous.items()):
             if conv_key in (None, key[0]):
-                self._previous[key] = _unquoted(turn)
+                cut = _unquoted(turn)
+                if cut is None:
+                    del self._previous[key]
+                else:
+                    self._previous[key] = cut
         for conv, recent in list(self._recent.items()):
             if conv_key in (None, conv):
                 unquoted = ((sender, _unquoted(turn)) for sender, turn in recent)
-                self._recent[conv] = deque(unquoted, maxlen=REPLY_TURNS)
+                kept = ((sender, turn) for sender, turn in unquoted if turn is not None)
+                self._recent[conv] = deque(kept, maxlen=REPLY_TURNS)
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
@@ -301,14 +306,18 @@ class ConversationContext:
         return had
 
 
-def _unquoted(turn: PreviousTurn) -> PreviousTurn:
+def _unquoted(turn: PreviousTurn) -> PreviousTurn | None:
     """The turn (and the task behind it) without a quote under its sender's words: their own
-    words alone, without the vector of the words with the quote (the next turn embeds them)."""
+    words alone, without the vector of the words with the quote (the next turn embeds them).
+    None when no words are left (heard from a process that keeps no prompts): with neither
+    text nor vector it is no context, as a logged turn without text is not."""
     behind = turn.task_behind
     if behind is not None:
         behind = _unquoted(behind)
     if turn.own_words is None:
         return turn if behind is turn.task_behind else dataclasses.replace(turn, task_behind=behind)
+    if not turn.own_words:
+        return None
     return dataclasses.replace(
         turn, text=turn.own_words, own_words=None, vector=None, task_behind=behind
     )

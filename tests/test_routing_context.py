@@ -685,3 +685,24 @@ async def test_erasing_a_quoted_person_reaches_the_task_behind_the_replier_s_tha
     behind = held.task_behind
     assert behind is not None and (behind.text, behind.category) == (MOM_ASKS, "coding")
     assert behind.vector is None
+
+
+async def test_a_quoted_reply_heard_without_its_words_is_no_context_after_an_erasure(
+    seeded_db, embedder
+):
+    """A reply heard from a process that keeps no prompts carries only its vector (of the words
+    with the quote): an erasure takes that vector, and with no words left the turn is let go,
+    rather than kept as an empty context for Mom's next question."""
+    router = await open_router(seeded_db, embedder)
+    vector = (await router.embedder.aembed([MOM_ASKS]))[0]
+    heard = PreviousTurn("coding", START, "", vector=vector, own_words="")
+    try:
+        router.context.heard("group", heard, MOM)
+        assert router.context.held("group", MOM) is not None
+        await router.erase(Scope(user_key=DAD))
+        held = router.context.held("group", MOM)
+        kept = kept_texts(router, "group")
+    finally:
+        await router.close()
+    assert held is None
+    assert kept == []
