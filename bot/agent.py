@@ -171,13 +171,14 @@ class Agent:
             {"role": t.role, "content": t.content, **({"name": t.author} if t.author else {})}
             for t in history
         ]
+        bare = incoming.bare_quote()  # routed as the request, logged as nobody's words
         return await self.router.route(
-            text,
+            "" if bare else text,
             messages,
             conv_key,
             user_key=user_key_of(user),
             name=user.name if user else None,
-            replied_to=incoming.replied_to(),
+            replied_to=bare or incoming.replied_to(),
             replied_author=incoming.quote.author if incoming.quote else None,
             replied_answer=incoming.quote.mine if incoming.quote else None,
         )

@@ -80,6 +80,14 @@ class Incoming:
             return words
         return self.quote.text.strip()[:QUOTE_LIMIT]
 
+    def bare_quote(self) -> str | None:
+        """The quoted message, when a bare reply (no words, no images) asks about another
+        person's message: the router reads it as the request, but it is not the sender's words.
+        None for a bare reply to the bot's own answer (no person's words)."""
+        if self.text.strip() or self.images or self.quote is None or self.quote.mine:
+            return None
+        return self.quote.text.strip()[:QUOTE_LIMIT] or None
+
     def replied_to(self) -> str | None:
         """The quoted message, when the router reads it as the context of the words."""
         words = self.text.strip()

@@ -193,20 +193,25 @@ class ModelRouter:
         turn is the context, never the quote. A reply to someone else's message weighs as such
         (rarely a request to go on with their task): who sent it is `replied_author` (as `name`
         names people) when the caller knows, else the speaker the router kept it under, else
-        the name on it in `history`."""
-        if not readable(text):  # empty, blanks, zero-width or control characters only
+        the name on it in `history`. A bare reply (nothing readable in `text`) asks about the
+        message it replies to: that message is read as the request, after the speaker's previous
+        turn; the log keeps no words for it (they are the quoted person's) and it teaches
+        nothing."""
+        replied_to = (replied_to or "").strip() or None
+        # A bare reply (no words of its own) asks about the message it replies to.
+        bare = not readable(text)
+        if bare and not readable(replied_to or ""):  # empty, blanks, zero-width, control chars
             raise EmptyMessageError("the message is empty")
         started = time.perf_counter()
         now = time.time() if at is None else at
         mode = await self.refresh_mode()
-        replied_to = (replied_to or "").strip() or None
-        asked = self._answered(replied_to, history, replied_answer)
+        asked = None if bare else self._answered(replied_to, history, replied_answer)
         if asked is not None:  # a reply to the bot's answer is about the request it answered
             replied_to = remembered_words(message_text(asked.get("content"))) or None
         elif replied_answer:  # an answer no longer in the history: nothing of the family's
             replied_to = None
         previous = None
-        if replied_to and mode != "off":
+        if replied_to and mode != "off" and not bare:
             previous = await self.context.replied(
                 replied_to,
                 conv_key,
@@ -218,8 +223,10 @@ class ModelRouter:
                 asked is not None,
             )
         quoted_under = bool(replied_to) and previous is None and asked is None
-        own_words = text
-        if quoted_under:
+        own_words = "" if bare else text
+        if bare and replied_to is not None:
+            text = replied_to
+        elif quoted_under:
             text = f"{text.strip()}\n\n{replied_to}"
         # A task behind a reaction is kept only from the speaker's own turns (their previous
         # turn, or their request the quoted answer answered): another person's words in it

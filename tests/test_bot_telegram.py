@@ -329,15 +329,20 @@ async def test_reply_context_quoted_message_reaches_the_model_and_the_router(
 async def test_reply_context_bare_mention_on_a_reply_asks_about_that_message(
     seeded_db, embedder, upstream, telegram
 ):
+    """Mom mentions the bot with no words of her own on Grandpa's question: his question is what
+    is routed (strong, coding) and sent to the model, but Mom's routing-log row keeps none of his
+    words (his erasure could not reach them there)."""
     async with running(seeded_db, embedder, upstream, telegram) as core:
         await telegram.push_message(
-            GROUP, "", mention=True, reply_to_user="Grandma", replied_text="明天早上八点出发去机场"
+            GROUP, "", mention=True, reply_to_user="Grandpa", replied_text=CODING
         )
         await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
         (row,) = await log_rows(core)
-    assert row["prompt"] == "明天早上八点出发去机场"
+        held = [turn.text for _, turn in core.router.context._quotable(f"telegram:{GROUP}")]
+    assert (row["prompt"], row["category"], row["tier"]) == ("", "coding", "strong")
     asked = upstream.requests[0].body["messages"][-1]["content"]
-    assert asked == "Mom: (replying to Grandma:)\n> 明天早上八点出发去机场"
+    assert asked == f"Mom: (replying to Grandpa:)\n> {CODING}"
+    assert held and set(held) == {CODING}  # Mom's next turn is read after his question
 
 
 async def ask_and_reply(telegram: FakeTelegram, request: str, requester: str, reply: str) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from router import ModelRouter, RoutingDecision, Secrets
+from router import EmptyMessageError, ModelRouter, RoutingDecision, Secrets
 from router import open_router as build_router
 from router.signals.classifier import LocalAnswer
 from router.signals.continuity import PreviousTurn, content_first
 from router.store.erasure import Scope
 from router.text import split_quote
 from tests.conftest import make_config
+from tests.db_helpers import fetch_dicts
 from tests.pg_backend import copy_seeded
 from tests.proxy_helpers import CLIENT_KEY, running_proxy, user
 
@@ -706,3 +707,30 @@ async def test_a_quoted_reply_heard_without_its_words_is_no_context_after_an_era
         await router.close()
     assert held is None
     assert kept == []
+
+
+async def test_a_bare_reply_is_routed_on_the_quote_and_keeps_none_of_it_past_its_erasure(
+    seeded_db, embedder
+):
+    """Mom mentions the bot with no words on Dad's message: his message is the request (coding),
+    her log row holds none of his words, and his erasure lets go of the context turn that held
+    them (no words of hers are left in it)."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        with pytest.raises(EmptyMessageError):
+            await router.route(" ", conv_key="group", user_key=MOM)
+        decision = await router.route(
+            "", conv_key="group", at=START, user_key=MOM, replied_to=DAD_SAYS, replied_author="dad"
+        )
+        router.finish(decision, "routed")
+        before = kept_texts(router, "group")
+        await router.erase(Scope(user_key=DAD))
+        held = router.context.held("group", MOM)
+        after = kept_texts(router, "group")
+    finally:
+        await router.close()
+    rows = await fetch_dicts(seeded_db, "SELECT prompt, category FROM routing_log")
+    assert (decision.category, decision.tier) == ("coding", "strong")
+    assert rows == [{"prompt": "", "category": "coding"}]
+    assert before and set(before) == {DAD_SAYS}
+    assert held is None and after == []
