@@ -414,8 +414,10 @@ def main() -> None:
         for (_, f, truth, cont), p in zip(samples, p_oof, strict=True):
             answer = answer_of(f, p)
             swayed = answer.category != decide(f.alone, taxonomy, args.downgrade_cost, []).category
+            # As LocalResult reads it: past the horizon a turn is read alone, against no task.
             task = categories[f.previous_index]
-            left_task = task != "casual" and answer.category != task  # as LocalResult reads it
+            read_against = task != "casual" and within_horizon(0.0, f.gap_s or 0.0, horizon_h)
+            left_task = read_against and answer.category != task
             bar = context_bar if swayed or left_task else message_bar
             alone, right = answer.confidence >= bar, answer.tier == taxonomy.tier_of(truth)
             for kind in kinds_of(f, truth, cont):
