@@ -135,14 +135,14 @@ class LocalSignal:
             # that turn was that task (routing's confidence in it): chatter misread as a task
             # does not hold the speaker's next turns to it.
             probs = carry(reading.alone, self._index(previous), p_continue * previous.confidence)
-            task = previous.task_behind
-            if self._goes_back(task):
+            behind = previous.task_behind if self._goes_back(previous.task_behind) else None
+            if behind is not None:
                 # The task the chatter reacted to is still open: the turn may go on with it.
-                p_back = await self.p_continue(reading, task, now, behind=True)
-                probs = carry(probs, self._index(task), p_back * task.confidence)
+                p_back = await self.p_continue(reading, behind, now, behind=True)
+                probs = carry(probs, self._index(behind), p_back * behind.confidence)
             carried = decide(probs, self.taxonomy, cost, neighbours)
             answer = content_first(alone, carried, self.config.context.content_confidence)
-            read_against = tasks_read_against(previous, task if self._goes_back(task) else None)
+            read_against = tasks_read_against(previous, behind)
         elapsed = (time.perf_counter() - started) * 1000
         return LocalResult(reading.vector, answer, alone, elapsed, p_continue, read_against)
 
