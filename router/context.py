@@ -198,12 +198,23 @@ class ConversationContext:
 
     def _let_go(self, keep: Callable[[str, str | None, PreviousTurn], bool]) -> None:
         """Drop every kept turn, last or recent, for which `keep(conv, sender, turn)` is False."""
+        self._revise(lambda conv, sender, turn: turn if keep(conv, sender, turn) else None)
+
+    def _revise(
+        self, change: Callable[[str, str | None, PreviousTurn], PreviousTurn | None]
+    ) -> None:
+        """Replace every kept turn, last or recent, by `change(conv, sender, turn)`; None lets
+        go of it."""
         for key, turn in list(self._previous.items()):
-            if not keep(key[0], key[1], turn):
+            changed = change(key[0], key[1], turn)
+            if changed is None:
                 del self._previous[key]
+            elif changed is not turn:
+                self._previous[key] = changed
         for conv, recent in list(self._recent.items()):
-            kept = [(sender, turn) for sender, turn in recent if keep(conv, sender, turn)]
-            if len(kept) < len(recent):
+            revised = [(sender, change(conv, sender, turn)) for sender, turn in recent]
+            if any(new is not old for (_, new), (_, old) in zip(revised, recent, strict=True)):
+                kept = [(sender, turn) for sender, turn in revised if turn is not None]
                 self._recent[conv] = deque(kept, maxlen=REPLY_TURNS)
 
     def _cut(self, turn: PreviousTurn) -> PreviousTurn:
@@ -275,18 +286,7 @@ class ConversationContext:
         # The router does not know whose words a quote held (a message it never routed; its
         # author, when given, is a display name, not a person's key), so a person's erasure
         # cuts back every quote in its scope, whoever wrote it.
-        for key, turn in list(self._previous.items()):
-            if conv_key in (None, key[0]):
-                cut = _unquoted(turn)
-                if cut is None:
-                    del self._previous[key]
-                else:
-                    self._previous[key] = cut
-        for conv, recent in list(self._recent.items()):
-            if conv_key in (None, conv):
-                unquoted = ((sender, _unquoted(turn)) for sender, turn in recent)
-                kept = ((sender, turn) for sender, turn in unquoted if turn is not None)
-                self._recent[conv] = deque(kept, maxlen=REPLY_TURNS)
+        self._revise(lambda conv, _, turn: _unquoted(turn) if conv_key in (None, conv) else turn)
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
