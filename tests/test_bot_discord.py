@@ -199,7 +199,7 @@ async def test_forget_slash_command_erases_only_the_callers_words(client, discor
     assert row["user_key"] == "discord:4242" and row["prompt"] == "" and row["tier"]
     ((_, body),) = discord_api.callbacks
     assert body["data"]["content"].startswith(
-        "Done: erased 2 memory messages, 1 routing-log prompts"
+        "Done: erased 2 memory messages, 1 routing-log prompt"
     )
     assert body["data"]["flags"] == EPHEMERAL
 
@@ -226,7 +226,7 @@ async def test_forget_slash_command_clears_the_callers_words_quoted_in_anothers_
     assert kept == ["book it for Friday", "Noted."]  # Ann's words, without Dad's
     ((_, body),) = discord_api.callbacks
     assert body["data"]["content"] == (
-        "Done: erased 2 memory messages, 1 quotes in others' replies, 1 routing-log prompts,"
+        "Done: erased 2 memory messages, 1 quote in others' replies, 1 routing-log prompt,"
         " 0 pool entries of yours from this conversation."
     )
 

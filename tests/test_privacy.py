@@ -214,12 +214,12 @@ def test_crabbot_forget_counts_in_a_dry_run_then_erases_a_person(seeded_db, embe
     _build_family_db(seeded_db, embedder)
     assert main(["forget", "--db", str(seeded_db), "--user", "telegram:42", "--dry-run"]) == 0
     assert capsys.readouterr().out == (
-        "would erase 2 memory messages, 1 routing-log prompts, 1 pool entries (telegram:42)\n"
+        "would erase 2 memory messages, 1 routing-log prompt, 1 pool entry (telegram:42)\n"
     )
     assert _count(seeded_db, "SELECT COUNT(*) FROM messages") == 4  # nothing went
     assert main(["forget", "--db", str(seeded_db), "--user", "telegram:42"]) == 0
     assert capsys.readouterr().out.startswith(
-        "erased 2 memory messages, 1 routing-log prompts, 1 pool entries (telegram:42)\n"
+        "erased 2 memory messages, 1 routing-log prompt, 1 pool entry (telegram:42)\n"
     )
     assert _count(seeded_db, "SELECT COUNT(*) FROM messages WHERE user_key = 'telegram:43'") == 2
     assert _count(seeded_db, "SELECT COUNT(*) FROM messages") == 2
@@ -236,8 +236,8 @@ def test_crabbot_forget_a_console_conversation_covers_its_history(seeded_db, emb
     history = seeded_db.parent / "console_history"
     assert main(["forget", "--db", str(seeded_db), "--conv", "console:ann"]) == 0
     assert capsys.readouterr().out == (
-        "erased 0 memory messages, 1 routing-log prompts, 0 pool entries, 1 console history"
-        " entries (console:ann)\n"
+        "erased 0 memory messages, 1 routing-log prompt, 0 pool entries, 1 console history entry"
+        " (console:ann)\n"
     )
     assert history.read_text() == "" and mode_of(history) == 0o600
 
@@ -291,15 +291,15 @@ def test_crabbot_forget_clears_a_persons_words_quoted_in_others_replies(
     dad_here = ["--user", "telegram:43", "--conv", "telegram:-1"]
     assert main(["forget", "--db", str(seeded_db), *dad_here, "--dry-run"]) == 0
     assert capsys.readouterr().out == (
-        "would erase 2 memory messages, 1 quotes in others' replies, 0 routing-log prompts,"
+        "would erase 2 memory messages, 1 quote in others' replies, 0 routing-log prompts,"
         " 0 pool entries (telegram:43 in telegram:-1)\n"
     )
     assert _count(seeded_db, "SELECT COUNT(*) FROM messages WHERE quoted_key = 'telegram:43'") == 2
     assert main(["forget", "--db", str(seeded_db), *dad_here]) == 0
-    assert capsys.readouterr().out.startswith("erased 2 memory messages, 1 quotes in others'")
+    assert capsys.readouterr().out.startswith("erased 2 memory messages, 1 quote in others'")
     # The other group's reply still quotes him, until he is erased everywhere.
     assert main(["forget", "--db", str(seeded_db), "--user", "telegram:43"]) == 0
-    assert capsys.readouterr().out.startswith("erased 0 memory messages, 1 quotes in others'")
+    assert capsys.readouterr().out.startswith("erased 0 memory messages, 1 quote in others'")
     rows = fetch_sync(
         seeded_db, "SELECT conv_key, content, quote_excerpt, quoted_key FROM messages ORDER BY id"
     )
@@ -349,7 +349,7 @@ def test_crabbot_forget_and_export_end_once_they_have_said_what_they_did(seeded_
     exported = _crabbot("export", "--db", str(seeded_db), "--conv", "telegram:-1")
     assert forgot.returncode == 0, forgot.stderr
     assert forgot.stdout == (
-        "would erase 2 memory messages, 1 routing-log prompts, 1 pool entries (telegram:42)\n"
+        "would erase 2 memory messages, 1 routing-log prompt, 1 pool entry (telegram:42)\n"
     )
     assert exported.returncode == 0, exported.stderr
     assert len(exported.stdout.splitlines()) == 7

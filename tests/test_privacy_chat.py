@@ -72,7 +72,7 @@ async def test_forget_erases_one_persons_words_in_a_group_and_keeps_the_rest(
         )
         in_memory = (pool.contains_text(MOM_TEXT), pool.contains_text(DAD_TEXT), len(pool))
     assert telegram.texts(GROUP)[2] == (
-        "Done: erased 2 memory messages, 1 routing-log prompts, 1 pool entries of yours from"
+        "Done: erased 2 memory messages, 1 routing-log prompt, 1 pool entry of yours from"
         " this conversation."
     )
     mom, dad = rows
@@ -126,7 +126,7 @@ async def test_forget_erases_a_persons_words_quoted_in_anothers_reply_and_keeps_
     ]
     assert {m["user_key"] for m in memory} == {f"telegram:{MOM}"}
     assert telegram.texts(GROUP)[2] == (
-        "Done: erased 2 memory messages, 1 quotes in others' replies, 1 routing-log prompts,"
+        "Done: erased 2 memory messages, 1 quote in others' replies, 1 routing-log prompt,"
         " 0 pool entries of yours from this conversation."
     )
 

@@ -59,13 +59,22 @@ class Erased:
 
     def line(self, dry_run: bool = False) -> str:
         verb = "would erase" if dry_run else "erased"
-        parts = [f"{self.messages} memory messages"]
+        parts = [_counted(self.messages, "memory message")]
         if self.quotes:
-            parts.append(f"{self.quotes} quotes in others' replies")
-        parts += [f"{self.prompts} routing-log prompts", f"{self.pool_entries} pool entries"]
+            parts.append(_counted(self.quotes, "quote") + " in others' replies")
+        parts += [
+            _counted(self.prompts, "routing-log prompt"),
+            _counted(self.pool_entries, "pool entry", "pool entries"),
+        ]
         if self.history_lines:
-            parts.append(f"{self.history_lines} console history entries")
+            parts.append(
+                _counted(self.history_lines, "console history entry", "console history entries")
+            )
         return f"{verb} {', '.join(parts)}"
+
+
+def _counted(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 async def count(conn: Database, scope: Scope) -> Erased:
