@@ -525,11 +525,31 @@ def test_the_continuity_model_reads_back_as_it_was_written(embedder):
         cue=0.4,
         embedding_cue=1.1,
         neighbours_continuing=share,
+        logistic_cue=shipped.wording_cues("why 3 though?", coding)[1],
     )
     assert again.pairs == shipped.pairs
     assert again.p_continue(turn) == pytest.approx(shipped.p_continue(turn))
     behind = shipped.p_continue(turn, behind=True)
     assert again.p_continue(turn, behind=True) == pytest.approx(behind)
+
+
+def test_the_logistic_wording_cue_reads_a_request_for_more_apart_from_a_reaction(embedder):
+    """After a coding request, asking for more reads as going on and thanks or a laugh as
+    ending it; read back from what the fit writes, the cue is the same."""
+    taxonomy = Taxonomy("v2", MAPPING_V2)
+    shipped = ContinuityModel.load(taxonomy, embedder.id)
+    again = ContinuityModel.load(taxonomy, None, shipped.dump())
+    coding = taxonomy.categories.index("coding")
+
+    def logistic(model: ContinuityModel, text: str) -> float:
+        return model.wording_cues(text, coding)[1]
+
+    going_on = ["now sort it biggest first", "もっと短くして", "改成用 for 迴圈寫"]
+    ending = ["lol thanks", "ありがとう！助かった", "哈哈哈 好喔"]
+    for more in going_on:
+        for reaction in ending:
+            assert logistic(shipped, more) > logistic(shipped, reaction), (more, reaction)
+    assert logistic(again, going_on[0]) == pytest.approx(logistic(shipped, going_on[0]))
 
 
 def test_the_follow_ups_nearest_a_turn_vote_on_whether_it_continues(embedder):

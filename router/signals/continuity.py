@@ -46,9 +46,11 @@ FEATURES = (
     "embedding_cue",
     "another_speaker",
     "neighbours_continuing",
+    "wording_logistic_cue",
 )
 EMBEDDING_CUE = FEATURES.index("embedding_cue")
 NEIGHBOURS_CONTINUING = FEATURES.index("neighbours_continuing")
+WORDING_LOGISTIC_CUE = FEATURES.index("wording_logistic_cue")
 NEIGHBOURS = 10  # chosen by cross-validation by writer (5 and 25 read worse)
 NEIGHBOUR_SHARPNESS = 20.0  # a neighbour's vote weighs exp(sharpness * similarity)
 NEVER_BEHIND = -math.inf  # a behind_offset that never goes back past a reaction
@@ -90,6 +92,7 @@ class TurnFeatures:
     embedding_cue: float
     another_speaker: bool = False
     neighbours_continuing: float = 0.0
+    logistic_cue: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,26 @@ class EmbeddingCue:
         if after_task and len(self.weights) == 3 * dim:
             score += self.weights[2 * dim :] @ vector
         return float(score + self.bias)
+
+
+@dataclass(frozen=True)
+class WordingLogistic:
+    """Logistic weights over the turn's hashed n-grams (`ngram_buckets`): the log-odds that it
+    continues, read from its wording; a second block reads the same n-grams again when the
+    previous message is a task. Fit together, it and the naive Bayes cue beside it read better
+    than either alone (cross-validated by writer)."""
+
+    weights: np.ndarray  # per bucket: any turn's, then again after a task
+    bias: float
+
+    def score(self, grams: np.ndarray, after_task: bool) -> float:
+        """`grams`: the turn's `ngram_buckets`."""
+        buckets_count = len(self.weights) // 2
+        buckets = grams % buckets_count
+        total = float(self.weights[buckets].sum())
+        if after_task:
+            total += float(self.weights[buckets_count + buckets].sum())
+        return total / math.sqrt(len(buckets)) + self.bias
 
 
 class FollowUpNeighbours:
@@ -185,8 +208,8 @@ def with_pairs(z: np.ndarray) -> np.ndarray:
 
 class ContinuityModel:
     """Weights over standardized features (and, when `pairs`, their pairwise products), the
-    wording cue's log-odds by n-gram bucket, the embedding cue and the follow-ups whose
-    neighbours vote."""
+    wording cues (naive Bayes log-odds and logistic weights by n-gram bucket), the embedding
+    cue and the follow-ups whose neighbours vote."""
 
     def __init__(
         self,
@@ -200,6 +223,7 @@ class ContinuityModel:
         pairs: bool = False,
         neighbours: FollowUpNeighbours | None = None,
         behind_offset: float = NEVER_BEHIND,
+        wording: WordingLogistic | None = None,
     ) -> None:
         self.taxonomy = taxonomy
         self.weights, self.bias, self.mean, self.scale = weights, bias, mean, scale
@@ -210,6 +234,7 @@ class ContinuityModel:
         self.cue = cue
         self.embedding = embedding
         self.neighbours = neighbours
+        self.wording = wording
         self._tier_of = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
         self._casual = taxonomy.categories.index(CHATTER) if CHATTER in taxonomy.categories else -1
 
@@ -233,6 +258,9 @@ class ContinuityModel:
             else:
                 cue = np.zeros(buckets, np.float32)
                 cue[stored["cue_index"]] = values
+            wording_weights = np.zeros(int(stored["wording_weights_count"]), np.float32)
+            wording_weights[stored["wording_index"]] = stored["wording_value"]
+            wording = WordingLogistic(wording_weights, float(stored["wording_bias"]))
             fit_with = str(stored["embedder_id"])
             embedding: EmbeddingCue | None = None
             neighbours: FollowUpNeighbours | None = None
@@ -264,12 +292,14 @@ class ContinuityModel:
                 bool(stored["pairs"]) if "pairs" in stored.files else False,
                 neighbours,
                 float(stored["behind_offset"]) if "behind_offset" in stored.files else NEVER_BEHIND,
+                wording,
             )
 
     def dump(self) -> bytes:
         assert self.cue is not None and self.embedding is not None
-        assert self.neighbours is not None
+        assert self.neighbours is not None and self.wording is not None
         nonzero = np.flatnonzero(self.cue)
+        wording_nonzero = np.flatnonzero(self.wording.weights)
         vectors, continues, after_task = self.neighbours.stored()
         buffer = io.BytesIO()
         np.savez_compressed(
@@ -281,6 +311,10 @@ class ContinuityModel:
             cue_buckets=np.array(len(self.cue)),
             cue_index=nonzero,
             cue_value=self.cue[nonzero],
+            wording_weights_count=np.array(len(self.wording.weights)),
+            wording_index=wording_nonzero.astype(np.int32),
+            wording_value=self.wording.weights[wording_nonzero].astype(np.float32),
+            wording_bias=np.array(self.wording.bias),
             embedding_weights=self.embedding.weights.astype(np.float32),
             embedding_bias=np.array(self.embedding.bias),
             embedder_id=np.array(self.embedding.embedder_id),
@@ -293,11 +327,17 @@ class ContinuityModel:
         )
         return buffer.getvalue()
 
-    def wording_cue(self, text: str) -> float:
-        if self.cue is None:
-            return 0.0
-        buckets = ngram_buckets(text) % len(self.cue)
-        return float(self.cue[buckets].sum() / math.sqrt(len(buckets)))
+    def wording_cues(self, text: str, previous_index: int) -> tuple[float, float]:
+        """The naive Bayes and the logistic wording cues, from one read of the turn's n-grams;
+        without the logistic weights, that feature's training mean (it then moves nothing)."""
+        grams = ngram_buckets(text)
+        bayes = 0.0
+        if self.cue is not None:
+            buckets = grams % len(self.cue)
+            bayes = float(self.cue[buckets].sum() / math.sqrt(len(buckets)))
+        if self.wording is None:
+            return bayes, float(self.mean[WORDING_LOGISTIC_CUE])
+        return bayes, self.wording.score(grams, previous_index != self._casual)
 
     def embedding_cue(
         self, vector: np.ndarray, previous_vector: np.ndarray, previous_index: int
@@ -337,6 +377,7 @@ class ContinuityModel:
                 turn.embedding_cue,
                 float(turn.another_speaker),
                 turn.neighbours_continuing,
+                turn.logistic_cue,
             ]
         )
 

@@ -105,13 +105,15 @@ class LocalSignal:
             else await self.embedder.aembed_message(previous.text)
         )
         index = self._index(previous)
+        bayes_cue, logistic_cue = self.continuity.wording_cues(reading.text, index)
         turn = TurnFeatures(
             tokens=self.embedder.token_count(reading.text),
             similarity=float(reading.vector @ previous_vector),
             gap_s=None if previous.at is None else now - previous.at,
             alone=reading.alone,
             previous_index=index,
-            cue=self.continuity.wording_cue(reading.text),
+            cue=bayes_cue,
+            logistic_cue=logistic_cue,
             embedding_cue=self.continuity.embedding_cue(reading.vector, previous_vector, index),
             another_speaker=previous.another_speaker,
             neighbours_continuing=self.continuity.neighbours_continuing(reading.vector, index),
