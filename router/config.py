@@ -126,7 +126,7 @@ class ContextSettings(Section):
     # of follow-up (continuations, switches, reactions) right >= 0.95 across held-out writers,
     # with a margin for a refit's wobble (scripts/fit_continuity.py, the fit of 2026-12-07:
     # reactions 0.959 at 0.75, 0.961 at 0.8, 0.966 at 0.85; 0.8 read 0.9496 on an earlier fit).
-    # 0.8 would do (every kind >= 0.961); kept for the margin (docs/routing.md).
+    # 0.8 would do (every kind >= 0.96); kept for the margin (docs/routing.md).
     min_confidence: float = Field(default=0.85, ge=0.0, le=1.0)
     # A turn this many hours after its context starts a new sitting: it is read alone (a reply
     # still has the message it quotes; a history without times is one sitting). Few

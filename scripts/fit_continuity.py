@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 from conversations import context_of, conversation_writers, gap_since, writer_groups, writer_of
+from sklearn.linear_model import LogisticRegression
 
 from router.config import ContextSettings, LocalSignalSettings
 from router.embedding.embedder import Embedder
@@ -98,8 +99,6 @@ def wording_matrix(texts: list[str], after_task: np.ndarray) -> scipy.sparse.csr
 
 
 def fit_wording_logistic(matrix: scipy.sparse.csr_matrix, continues: np.ndarray) -> WordingLogistic:
-    from sklearn.linear_model import LogisticRegression  # the `fit` extra
-
     model = LogisticRegression(C=WORDING_C, max_iter=3000, solver="liblinear")
     model.fit(matrix, continues)
     return WordingLogistic(model.coef_[0].astype(np.float32), float(model.intercept_[0]))
@@ -125,15 +124,13 @@ def gradient_logistic(
 def fit_embedding_cue(
     pairs: np.ndarray,
     continues: np.ndarray,
-    penalty: Penalty = ("pair", 0.3),
+    penalty: Penalty = ("task", 0.3),
     after_task: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Logistic weights over the turn's and the previous message's vectors (unit rows, scaled up)
     for the log-odds that the turn continues; with the "difference" and "task" forms, fit on the
     turn's vector and (turn - previous) [and the turn's vector where `after_task`], then written
     back as weights on the vectors routing reads."""
-    from sklearn.linear_model import LogisticRegression  # the `fit` extra
-
     form, c = penalty
     dim = pairs.shape[1] // 2
     turn, previous = pairs[:, :dim], pairs[:, dim:]
@@ -297,11 +294,11 @@ def main() -> None:
     wordings = wording_matrix(follow_texts, after_task)
     dim = pairs.shape[1] // 2
 
-    def fit_cues(rows_: np.ndarray, l2: Penalty) -> ContinuityModel:
+    def fit_cues(rows_: np.ndarray, penalty: Penalty) -> ContinuityModel:
         """The wording cues and the embedding cue fit on `rows_`, and `rows_` as the follow-ups
         whose neighbours vote, in a model with no weights yet."""
         cue = fit_cue([follow_texts[i] for i in rows_], y[rows_])
-        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], l2, after_task[rows_])
+        weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], penalty, after_task[rows_])
         embedding = EmbeddingCue(weights, bias, embedder.id)
         neighbours = FollowUpNeighbours(
             pairs[rows_, :dim], y[rows_] > 0.5, after_task[rows_], embedder.id
@@ -317,7 +314,7 @@ def main() -> None:
             embedding,
             False,
             neighbours,
-            wording=wording,
+            wording_logistic=wording,
         )
 
     def read_with_cues(
@@ -332,21 +329,19 @@ def main() -> None:
         cues (the neighbours' vote computed for all the turns at once, as routing does for one)."""
         assert model.neighbours is not None
         shares = model.neighbours.share_continuing(turn_vectors, after_tasks)
-        found = [
-            model.vector(
-                replace(
-                    turn,
-                    cue=cues[0],
-                    logistic_cue=cues[1],
-                    embedding_cue=model.embedding_cue(vector, previous, turn.previous_index),
-                    neighbours_continuing=share,
-                )
+        found = []
+        for turn, text, vector, previous, share in zip(
+            features, texts, turn_vectors, previous_vectors, shares, strict=True
+        ):
+            bayes_cue, logistic_cue = model.wording_cues(text, turn.previous_index)
+            read = replace(
+                turn,
+                cue=bayes_cue,
+                logistic_cue=logistic_cue,
+                embedding_cue=model.embedding_cue(vector, previous, turn.previous_index),
+                neighbours_continuing=share,
             )
-            for turn, text, vector, previous, share in zip(
-                features, texts, turn_vectors, previous_vectors, shares, strict=True
-            )
-            for cues in [model.wording_cues(text, turn.previous_index)]
-        ]
+            found.append(model.vector(read))
         return np.array(found).reshape(len(features), len(FEATURES))
 
     def features_with_cues(rows_: np.ndarray, model: ContinuityModel) -> np.ndarray:
@@ -372,36 +367,40 @@ def main() -> None:
             np.ones(len(rows_), bool),
         )
 
-    def stacked_features(train: np.ndarray, l2: Penalty) -> np.ndarray:
+    def stacked_features(train: np.ndarray, penalty: Penalty) -> np.ndarray:
         """Cue scores for the training rows from cues that never saw their writer."""
         x = np.zeros((len(train), len(FEATURES)))
         inner = folds[train]
         for k in np.unique(inner):
-            x[inner == k] = features_with_cues(train[inner == k], fit_cues(train[inner != k], l2))
+            x[inner == k] = features_with_cues(
+                train[inner == k], fit_cues(train[inner != k], penalty)
+            )
         return x
 
     FoldFeatures = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
-    def fold_features(l2: Penalty) -> list[FoldFeatures]:
+    def fold_features(penalty: Penalty) -> list[FoldFeatures]:
         """Per held-out writer: the training rows, the held rows, and their features; the
         held `behind` rows and theirs."""
         found = []
         for k in range(folds_count):
             train, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-            cues = fit_cues(train, l2)
+            cues = fit_cues(train, penalty)
             held_behind = np.flatnonzero(behind_folds == k)
             x_behind = behind_features(held_behind, cues)
             x_held = features_with_cues(held, cues)
-            found.append((train, held, stacked_features(train, l2), x_held, held_behind, x_behind))
+            found.append(
+                (train, held, stacked_features(train, penalty), x_held, held_behind, x_behind)
+            )
         return found
 
-    features_by_l2 = {l2: fold_features(l2) for l2 in CUE_PENALTIES}
+    features_by_penalty = {penalty: fold_features(penalty) for penalty in CUE_PENALTIES}
 
-    def out_of_fold(l2: Penalty, continue_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    def out_of_fold(penalty: Penalty, continue_weight: float) -> tuple[np.ndarray, np.ndarray]:
         """Each follow-up's chance to continue from the model that never saw its writer; and
         the log-odds of each `behind` row's going back to the task."""
         p, back = np.zeros(len(samples)), np.zeros(len(behind))
-        for train, held, x_train, x_held, held_behind, x_behind in features_by_l2[l2]:
+        for train, held, x_train, x_held, held_behind, x_behind in features_by_penalty[penalty]:
             weights, bias, mean, scale = fit_logistic(x_train, y[train], continue_weight)
             z = with_pairs((x_held - mean) / scale)
             p[held] = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
@@ -525,18 +524,20 @@ def main() -> None:
     print("continuation weight and the content bar:")
     print("    cue               weight  " + "  ".join(f"bar {bar:<4}" for bar in CONTENT_BARS))
     choices: dict[tuple[Penalty, float, float], float] = {}
-    oof_both = {(l2, w): out_of_fold(l2, w) for l2 in CUE_PENALTIES for w in CONTINUE_WEIGHTS}
+    oof_both = {
+        (penalty, w): out_of_fold(penalty, w) for penalty in CUE_PENALTIES for w in CONTINUE_WEIGHTS
+    }
     oof = {key: both[0] for key, both in oof_both.items()}
-    for (l2, w), p_oof in oof.items():
+    for (penalty, w), p_oof in oof.items():
         for bar in CONTENT_BARS:
             answer = lambda f, p, bar=bar: carried_answer(f, p, bar)  # noqa: E731
-            choices[l2, w, bar] = cost(tally_of(answer, p_oof))
-        row = "  ".join(f"{choices[l2, w, bar]:.4f}  " for bar in CONTENT_BARS)
-        print(f"    {l2[0]:<10} {l2[1]:<6} {w:<6}  {row}")
-    l2, continue_weight, bar = min(choices, key=choices.__getitem__)
-    p_oof = oof[l2, continue_weight]
+            choices[penalty, w, bar] = cost(tally_of(answer, p_oof))
+        row = "  ".join(f"{choices[penalty, w, bar]:.4f}  " for bar in CONTENT_BARS)
+        print(f"    {penalty[0]:<10} {penalty[1]:<6} {w:<6}  {row}")
+    penalty, continue_weight, bar = min(choices, key=choices.__getitem__)
+    p_oof = oof[penalty, continue_weight]
     print(
-        f"chosen: cue {l2[0]} C {l2[1]}, continuation weight {continue_weight},"
+        f"chosen: cue {penalty[0]} C {penalty[1]}, continuation weight {continue_weight},"
         f" content_confidence {bar}"
     )
     print(f"{len(samples)} follow-ups; continuity right {((p_oof > 0.5) == y).mean():.3f} (CV)")
@@ -554,12 +555,14 @@ def main() -> None:
     for context_bar in CONTEXT_BARS:
         score = decided_score(content, message_bar, context_bar, p_oof)
         print(f"    context's bar {context_bar}: {score}")
-    behind_offset = choose_behind_offset(oof_both[l2, continue_weight][1], p_oof, bar)
+    behind_offset = choose_behind_offset(oof_both[penalty, continue_weight][1], p_oof, bar)
     if args.dry_run:
         return
     all_rows = np.arange(len(samples))
-    weights, bias, mean, scale = fit_logistic(stacked_features(all_rows, l2), y, continue_weight)
-    cues = fit_cues(all_rows, l2)
+    weights, bias, mean, scale = fit_logistic(
+        stacked_features(all_rows, penalty), y, continue_weight
+    )
+    cues = fit_cues(all_rows, penalty)
     model = ContinuityModel(
         taxonomy,
         weights,
@@ -571,7 +574,7 @@ def main() -> None:
         True,
         cues.neighbours,
         behind_offset,
-        cues.wording,
+        cues.wording_logistic,
     )
     TARGET.write_bytes(model.dump())
     print(f"wrote {TARGET} ({TARGET.stat().st_size / 1e3:.0f} kB)")

@@ -549,7 +549,8 @@ def test_the_logistic_wording_cue_reads_a_request_for_more_apart_from_a_reaction
     for more in going_on:
         for reaction in ending:
             assert logistic(shipped, more) > logistic(shipped, reaction), (more, reaction)
-    assert logistic(again, going_on[0]) == pytest.approx(logistic(shipped, going_on[0]))
+    for text in going_on + ending:
+        assert logistic(again, text) == pytest.approx(logistic(shipped, text))
 
 
 def test_the_follow_ups_nearest_a_turn_vote_on_whether_it_continues(embedder):

@@ -223,7 +223,7 @@ class ContinuityModel:
         pairs: bool = False,
         neighbours: FollowUpNeighbours | None = None,
         behind_offset: float = NEVER_BEHIND,
-        wording: WordingLogistic | None = None,
+        wording_logistic: WordingLogistic | None = None,
     ) -> None:
         self.taxonomy = taxonomy
         self.weights, self.bias, self.mean, self.scale = weights, bias, mean, scale
@@ -234,7 +234,7 @@ class ContinuityModel:
         self.cue = cue
         self.embedding = embedding
         self.neighbours = neighbours
-        self.wording = wording
+        self.wording_logistic = wording_logistic
         self._tier_of = np.array([TIERS.index(taxonomy.tier_of(c)) for c in taxonomy.categories])
         self._casual = taxonomy.categories.index(CHATTER) if CHATTER in taxonomy.categories else -1
 
@@ -260,7 +260,7 @@ class ContinuityModel:
                 cue[stored["cue_index"]] = values
             wording_weights = np.zeros(int(stored["wording_weights_count"]), np.float32)
             wording_weights[stored["wording_index"]] = stored["wording_value"]
-            wording = WordingLogistic(wording_weights, float(stored["wording_bias"]))
+            wording_logistic = WordingLogistic(wording_weights, float(stored["wording_bias"]))
             fit_with = str(stored["embedder_id"])
             embedding: EmbeddingCue | None = None
             neighbours: FollowUpNeighbours | None = None
@@ -292,14 +292,15 @@ class ContinuityModel:
                 bool(stored["pairs"]) if "pairs" in stored.files else False,
                 neighbours,
                 float(stored["behind_offset"]) if "behind_offset" in stored.files else NEVER_BEHIND,
-                wording,
+                wording_logistic,
             )
 
     def dump(self) -> bytes:
         assert self.cue is not None and self.embedding is not None
-        assert self.neighbours is not None and self.wording is not None
+        assert self.neighbours is not None and self.wording_logistic is not None
         nonzero = np.flatnonzero(self.cue)
-        wording_nonzero = np.flatnonzero(self.wording.weights)
+        wording = self.wording_logistic.weights
+        wording_nonzero = np.flatnonzero(wording)
         vectors, continues, after_task = self.neighbours.stored()
         buffer = io.BytesIO()
         np.savez_compressed(
@@ -311,10 +312,10 @@ class ContinuityModel:
             cue_buckets=np.array(len(self.cue)),
             cue_index=nonzero,
             cue_value=self.cue[nonzero],
-            wording_weights_count=np.array(len(self.wording.weights)),
+            wording_weights_count=np.array(len(wording)),
             wording_index=wording_nonzero.astype(np.int32),
-            wording_value=self.wording.weights[wording_nonzero].astype(np.float32),
-            wording_bias=np.array(self.wording.bias),
+            wording_value=wording[wording_nonzero].astype(np.float32),
+            wording_bias=np.array(self.wording_logistic.bias),
             embedding_weights=self.embedding.weights.astype(np.float32),
             embedding_bias=np.array(self.embedding.bias),
             embedder_id=np.array(self.embedding.embedder_id),
@@ -335,9 +336,9 @@ class ContinuityModel:
         if self.cue is not None:
             buckets = grams % len(self.cue)
             bayes = float(self.cue[buckets].sum() / math.sqrt(len(buckets)))
-        if self.wording is None:
+        if self.wording_logistic is None:
             return bayes, float(self.mean[WORDING_LOGISTIC_CUE])
-        return bayes, self.wording.score(grams, previous_index != self._casual)
+        return bayes, self.wording_logistic.score(grams, previous_index != self._casual)
 
     def embedding_cue(
         self, vector: np.ndarray, previous_vector: np.ndarray, previous_index: int
