@@ -73,9 +73,10 @@ CONTEXT_BARS = (0.7, 0.75, 0.8, 0.85, 0.9)  # live mode's, for a turn the contex
 BEHIND_OFFSETS = (NEVER_BEHIND, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
 
 
-def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
-    """Per n-gram bucket, log p(bucket | continues) - log p(bucket | switches)."""
-    naive_bayes = NgramNaiveBayes(2, alpha=0.5).fit(texts, continues.astype(np.int64))
+def fit_cue(grams: list[np.ndarray], continues: np.ndarray) -> np.ndarray:
+    """Per n-gram bucket, log p(bucket | continues) - log p(bucket | switches); `grams`: each
+    turn's `ngram_buckets`."""
+    naive_bayes = NgramNaiveBayes(2, alpha=0.5).fit_buckets(grams, continues.astype(np.int64))
     return naive_bayes.log_probs[1] - naive_bayes.log_probs[0]
 
 
@@ -84,14 +85,14 @@ def fit_cue(texts: list[str], continues: np.ndarray) -> np.ndarray:
 WORDING_C = 10.0
 
 
-def wording_matrix(texts: list[str], after_task: np.ndarray) -> scipy.sparse.csr_matrix:
-    """Per turn, its n-gram buckets weighing 1/sqrt(count) as `WordingLogistic` reads them, then
-    the same again where the previous message is a task (zero elsewhere)."""
-    buckets = [ngram_buckets(text) for text in texts]
-    rows = np.repeat(np.arange(len(texts)), [len(b) for b in buckets])
-    values = np.concatenate([np.full(len(b), 1 / np.sqrt(len(b))) for b in buckets])
+def wording_matrix(grams: list[np.ndarray], after_task: np.ndarray) -> scipy.sparse.csr_matrix:
+    """Per turn (`grams`: its `ngram_buckets`), its n-gram buckets weighing 1/sqrt(count) as
+    `WordingLogistic` reads them, then the same again where the previous message is a task
+    (zero elsewhere)."""
+    rows = np.repeat(np.arange(len(grams)), [len(b) for b in grams])
+    values = np.concatenate([np.full(len(b), 1 / np.sqrt(len(b))) for b in grams])
     any_turn = scipy.sparse.csr_matrix(
-        (values, (rows, np.concatenate(buckets))), shape=(len(texts), BUCKETS)
+        (values, (rows, np.concatenate(grams))), shape=(len(grams), BUCKETS)
     )
     any_turn.sum_duplicates()
     after = scipy.sparse.diags(after_task.astype(float)) @ any_turn
@@ -291,13 +292,15 @@ def main() -> None:
     pairs = np.stack(pair_vectors)
     after_task = np.array([s[1].previous_index != categories.index("casual") for s in samples])
 
-    wordings = wording_matrix(follow_texts, after_task)
+    # Each follow-up hashed once, not again for every fold's cues.
+    follow_grams = [ngram_buckets(text) for text in follow_texts]
+    wordings = wording_matrix(follow_grams, after_task)
     dim = pairs.shape[1] // 2
 
     def fit_cues(rows_: np.ndarray, penalty: Penalty) -> ContinuityModel:
         """The wording cues and the embedding cue fit on `rows_`, and `rows_` as the follow-ups
         whose neighbours vote, in a model with no weights yet."""
-        cue = fit_cue([follow_texts[i] for i in rows_], y[rows_])
+        cue = fit_cue([follow_grams[i] for i in rows_], y[rows_])
         weights, bias = fit_embedding_cue(pairs[rows_], y[rows_], penalty, after_task[rows_])
         embedding = EmbeddingCue(weights, bias, embedder.id)
         neighbours = FollowUpNeighbours(
