@@ -12,6 +12,7 @@ from typing import Any
 from bot.console_history import PrivateHistory, erase_file
 from bot.memory import Memory
 from router import ModelRouter
+from router.cluster.shared_state import announce_erasure
 from router.store import erasure
 from router.store.database import Database
 from router.store.erasure import Erased, Scope
@@ -27,13 +28,17 @@ async def forget(
     history: PrivateHistory | Path | None = None,
 ) -> Erased:
     """Erase (or with `dry_run` count) the scope's data. A running `router` also lets go of what
-    it holds in memory (pool entries, context); `history` is the console's, when it is theirs."""
+    it holds in memory (pool entries, context), as do, told of it, the other processes on the
+    database; `history` is the console's, when it is theirs."""
     if router is not None:
         erased = await router.erase(scope, dry_run)
     elif dry_run:
         erased = await erasure.count(conn, scope)
     else:
-        erased, _ = await erasure.erase(conn, scope)
+        done = await erasure.erase(conn, scope)
+        erased = done.erased
+        # The bots and proxies running on the database let go of their copies too.
+        await announce_erasure(conn, scope, done.pool_hashes)
     messages, quotes = await memory.forget(scope.conv_key, scope.user_key, dry_run)
     lines = 0
     if isinstance(history, PrivateHistory):

@@ -20,6 +20,7 @@ from router.router import ModelRouter
 from router.signals.categorizer import LLMCategorizer
 from router.store import routing_log
 from router.store.database import Database, DatabaseError, open_database
+from router.store.erasure_notices import latest_notice
 from router.store.fit_lock import FileFitLock
 from router.store.migrations import migrate
 from router.store.schema import ROUTER_MIGRATIONS
@@ -76,6 +77,7 @@ async def open_router(
         await check_taxonomy_matches_store(conn, taxonomy)
         conn.check_on_reopen("taxonomy", lambda new: check_taxonomy_matches_store(new, taxonomy))
         stored = await StoredMode.read(conn, config.routing.mode)
+        notices_seen = await latest_notice(conn)  # what the pool read next knows of erasures
         pool: Pool | None = None
         if config.local.enabled:
             rows = None
@@ -104,6 +106,7 @@ async def open_router(
         await _settle(warming, loading)
         raise
     router = ModelRouter(config, conn, embedder, pool, categorizer, missing, stored, mode_override)
+    router.erasures.start(notices_seen)
     try:
         await _start(router, conn)
     except BaseException:  # its writers, threads and connections go with it

@@ -269,24 +269,48 @@ class ConversationContext:
         while len(self._resets) > PRIOR_CACHE_SIZE:
             self._resets.popitem(last=False)
 
-    def drop(self, conv_key: str | None, user_key: str | None, publish: bool = True) -> None:
+    def drop(
+        self,
+        conv_key: str | None,
+        user_key: str | None,
+        publish: bool = True,
+        before: float | None = None,
+    ) -> None:
         """Let go of the turns kept of a conversation, a person, or a person in a conversation
-        (in every process on the database, unless it is another's erasure being heard)."""
-        self._let_go(
-            lambda conv, sender, _: conv_key not in (None, conv) or user_key not in (None, sender)
-        )
+        (in every process on the database, unless it is another's erasure being heard);
+        `before`: only those from then or earlier (an erasure heard late: turns since stay)."""
+
+        def erased(turn: PreviousTurn | None) -> bool:
+            return turn is not None and (before is None or (turn.at or 0.0) <= before)
+
+        def change(conv: str, sender: str | None, turn: PreviousTurn) -> PreviousTurn | None:
+            if conv_key not in (None, conv) or user_key not in (None, sender):
+                return turn
+            if erased(turn):
+                return None
+            # A later turn of theirs reacting to an erased one keeps no copy of it.
+            return dataclasses.replace(turn, task_behind=None) if erased(turn.task_behind) else turn
+
+        self._revise(change)
         if user_key is not None:
-            self._unquote(conv_key)
+            self._unquote(conv_key, before)
         if publish and self.publisher is not None:
             self.publisher.drop(conv_key, user_key)
 
-    def _unquote(self, conv_key: str | None) -> None:
+    def _unquote(self, conv_key: str | None, before: float | None = None) -> None:
         """Cut every kept turn read with a quote under its words, in the conversation (None:
-        everywhere), back to its sender's own words."""
+        everywhere) and from `before` or earlier (None: whenever), back to its sender's own
+        words."""
+
         # The router does not know whose words a quote held (a message it never routed; its
         # author, when given, is a display name, not a person's key), so a person's erasure
         # cuts back every quote in its scope, whoever wrote it.
-        self._revise(lambda conv, _, turn: _unquoted(turn) if conv_key in (None, conv) else turn)
+        def cut(conv: str, _: str | None, turn: PreviousTurn) -> PreviousTurn | None:
+            if conv_key not in (None, conv) or (before is not None and (turn.at or 0.0) > before):
+                return turn
+            return _unquoted(turn)
+
+        self._revise(cut)
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""

@@ -17,6 +17,7 @@ from router.counters import Counters
 from router.decision import RoutingDecision, SignalAnswer, Source
 from router.decision_builder import DecisionBuilder
 from router.embedding.embedder import Embedder
+from router.erasure_watch import ErasureWatch
 from router.fitting import STOP_WAIT_S, ClassifierFitting
 from router.pool.learning import QUARANTINE, LearningGate, LocalView
 from router.pool.pool import Pool, PoolEntry
@@ -33,6 +34,7 @@ from router.signals.local_signal import LocalSignal
 from router.store import erasure, routing_log
 from router.store.database import Database, DatabaseError
 from router.store.erasure import Erased, Scope
+from router.store.erasure_notices import stored_pool_hashes
 from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
 from router.store.retention import Retention
@@ -122,6 +124,8 @@ class ModelRouter:
         self.gate = LearningGate(config.pool)
         # With other processes on one PostgreSQL: what they share (set by open_router).
         self.shared: SharedState | None = None
+        # Erasures other processes on the database made reach this one's memory.
+        self.erasures = ErasureWatch(conn, self.context, self.counters, self._resync_pool)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class ModelRouter:
         if self.shared is not None:
             await self.shared.close()
         await self.retention.close()
+        await self.erasures.close()
         if self.fitting is not None:
             await self.fitting.wait(STOP_WAIT_S)
         if self.categorizer is not None:
@@ -205,6 +210,7 @@ class ModelRouter:
         started = time.perf_counter()
         now = time.time() if at is None else at
         mode = await self.refresh_mode()
+        await self.erasures.check()
         asked = None if bare else self._answered(replied_to, history, replied_answer)
         if asked is not None:  # a reply to the bot's answer is about the request it answered
             replied_to = remembered_words(message_text(asked.get("content"))) or None
@@ -309,13 +315,30 @@ class ModelRouter:
         await self.pool_writer.flush(ERASE_FLUSH_S)  # and pool entries still queued
         if dry_run:
             return await erasure.count(self.conn, scope)
-        erased, hashes = await erasure.erase(self.conn, scope)
+        done = await erasure.erase(self.conn, scope)
+        self.erasures.made(done.notice)
         self.context.drop(scope.conv_key, scope.user_key)
         if self.shared is not None:  # and from the other processes' pools
-            self.shared.unpool(hashes)
-        if self.pool is not None and await self.pool.drop(hashes) and self.fitting is not None:
+            self.shared.unpool(done.pool_hashes)
+        pool = self.pool
+        if pool is not None and await pool.drop(done.pool_hashes) and self.fitting is not None:
             self.fitting.refit()
-        return erased
+        return done.erased
+
+    async def _resync_pool(self) -> None:
+        """Another process erased pool entries: this pool lets go of those no longer stored
+        (its own entries still queued are written first, so they stay)."""
+        if self.pool is None:
+            return
+        try:
+            await self.pool_writer.flush(ERASE_FLUSH_S)
+            stored = await stored_pool_hashes(self.conn, self.pool.embedder_id)
+        except DatabaseError:
+            log.exception("could not read the pool after another process's erasure")
+            self.counters["db_errors"] += 1
+            return
+        if await self.pool.keep_only(stored) and self.fitting is not None:
+            self.fitting.refit()
 
     async def _route_shadow(
         self,

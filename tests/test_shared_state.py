@@ -1,7 +1,8 @@
 """Two routers on one PostgreSQL act as one (router/cluster/): the mode set on one reaches the
 other, a label one learns joins the other's pool, turn 2 on one reads turn 1 on the other as its
 context, a reset or an erasure on one clears the other's, one refit serves both, and LISTEN
-outlives a PostgreSQL restart. Each waits on what the other heard, never on a sleep."""
+outlives a PostgreSQL restart (reading the mode and erasures it missed). Each waits on what
+the other heard, never on a sleep."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from router import ModelRouter, Secrets
 from router import open_router as build_router
 from router.cluster.shared_state import SharedState
 from router.counters import Counters
+from router.signals.continuity import PreviousTurn
 from router.store.database import open_database
-from router.store.erasure import Scope
+from router.store.erasure import Scope, erase
 from router.store.settings import StoredMode
 from tests.conftest import make_config
 from tests.test_router import category_reply
@@ -257,6 +259,10 @@ async def test_listen_survives_a_postgresql_restart_and_reads_what_it_missed(
     try:
         await shared(b).until(lambda: shared(b).connects == 1, HEARD_S)
         b.stored_mode.value = "off"  # as if a change were missed while it was away
+        # And an erasure: Dad's turn b heard, erased on a without b hearing of it.
+        b.context.heard("c2", PreviousTurn("coding", time.time() - 60, CODING), "dad")
+        await erase(a.conn, Scope(user_key="dad"))
+        assert b.context.held("c2", "dad") is not None
         restarting = asyncio.create_task(asyncio.to_thread(restart, data))
         # Routing needs no database: b answers while PostgreSQL restarts.
         decisions = []
@@ -267,6 +273,7 @@ async def test_listen_survives_a_postgresql_restart_and_reads_what_it_missed(
         await restarting
         await shared(b).until(lambda: shared(b).connects == 2 and shared(b).connected, 30.0)
         assert b.mode == "live"  # read again on reconnecting
+        assert b.context.held("c2", "dad") is None  # its notice read on reconnecting
         assert sum(v for k, v in b.counters.items() if k.startswith("listen_lost_")) >= 1
         await a.set_mode("shadow")
         await shared(b).until(lambda: b.mode == "shadow", HEARD_S)

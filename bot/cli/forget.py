@@ -41,6 +41,4 @@ async def run_forget(args: argparse.Namespace, config: CrabbotConfig) -> int:
         erased = await forget(conn, memory, scope, dry_run=args.dry_run, history=history)
     who = " in ".join(key for key in (args.user, args.conv) if key)
     print(f"{erased.line(args.dry_run)} ({who})")
-    if erased.pool_entries and not args.dry_run:
-        print("a crabbot running now keeps its copy of those pool entries until it restarts")
     return 0

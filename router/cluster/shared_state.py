@@ -38,7 +38,8 @@ from router.pool.pool import rows_after
 from router.signals.continuity import PreviousTurn, routed_turn
 from router.store import database as store
 from router.store import routing_log
-from router.store.database import DatabaseError
+from router.store.database import Database, DatabaseError
+from router.store.erasure import Scope
 from router.store.notifier import Notifier
 from router.store.pg_listener import PgListener
 from router.store.settings import MODE_CHANNEL
@@ -98,6 +99,7 @@ class SharedState:
         assert url is not None
         shared = cls(router, url)
         router.stored_mode.pushed = True
+        router.erasures.pushed = True
         router.context.read_log_on_miss = False
         router.context.publisher = shared
         if router.pool is not None:
@@ -242,6 +244,7 @@ class SharedState:
         if not first:
             log.info("LISTEN: connected again; reading what changed meanwhile")
             await router.stored_mode.reread()
+            await router.erasures.catch_up()  # erasures NOTIFY'd meanwhile, from their notices
             self._pool_wanted.set()
         # At start, the latest turns whatever their age (memory holds as many); after a
         # reconnect, those since a little before the loss.
@@ -324,3 +327,16 @@ class SharedState:
                 self.router.counters["db_errors"] += 1
                 log.warning("could not load the classifier another process refit: %s", exc)
             self._poke()
+
+
+async def announce_erasure(conn: Database, scope: Scope, pool_hashes: set[str]) -> None:
+    """An erasure made outside the running processes (`crabbot forget`): on PostgreSQL they hear
+    it as they hear each other's, and let go of their copies of what it erased."""
+    if conn.dialect != "postgresql":
+        return  # on SQLite they read its notice (router/erasure_watch.py)
+    sender = f"cli-{secrets.token_hex(4)}"
+    drop = encode_scope(sender, "drop", scope.conv_key, scope.user_key, time.time())
+    payloads = [(SCOPE_CHANNEL, drop)]
+    payloads += [(UNPOOL_CHANNEL, payload) for payload in encode_unpool(sender, pool_hashes)]
+    for channel, payload in payloads:
+        await conn.notify(channel, payload)

@@ -315,6 +315,13 @@ class Pool:
             self._generation += 1
         return dropped
 
+    async def keep_only(self, stored: set[str]) -> int:
+        """Let go of the entries whose text hashes are not in `stored` (another process erased
+        them from the table); return how many."""
+        with self._lock:
+            gone = self._hashes - stored
+        return await self.drop(gone) if gone else 0
+
     async def add_behind(
         self, entries: list[PoolEntry], put: Callable[[Job], None], at: float | None = None
     ) -> int:

@@ -4,10 +4,12 @@ entries taught by their messages deleted."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import astuple, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from router.store.database import Database
+from router.store.erasure_notices import leave_notice
 
 # The routing log's columns an export shows (no hashes, no process ids).
 EXPORTED_LOG_COLUMNS = (
@@ -87,9 +89,18 @@ async def count(conn: Database, scope: Scope) -> Erased:
     return Erased(int(prompts[0]) if prompts else 0, int(pool[0]) if pool else 0)
 
 
-async def erase(conn: Database, scope: Scope) -> tuple[Erased, set[str]]:
-    """Clear the scope's prompt text and delete its pool entries, in one transaction; return the
-    counts and the deleted entries' text hashes (a pool in memory lets go of them too)."""
+class Erasure(NamedTuple):
+    """What an erasure did: the counts, the deleted pool entries' text hashes (a pool in memory
+    lets go of them too) and the notice it left for the other processes on the database."""
+
+    erased: Erased
+    pool_hashes: set[str]
+    notice: int
+
+
+async def erase(conn: Database, scope: Scope, at: float | None = None) -> Erasure:
+    """Clear the scope's prompt text and delete its pool entries, and leave a notice of it, in
+    one transaction."""
     where, values = scope.where()
     async with conn.transaction():
         rows = await conn.fetch_all(f"SELECT prompt_hash FROM pool WHERE {where}", values)
@@ -100,7 +111,9 @@ async def erase(conn: Database, scope: Scope) -> tuple[Erased, set[str]]:
             " AND (prompt != '' OR prompt_hash != '')",
             values,
         )
-    return Erased(prompts, pool), hashes
+        at = time.time() if at is None else at
+        notice = await leave_notice(conn, scope.conv_key, scope.user_key, at)
+    return Erasure(Erased(prompts, pool), hashes, notice)
 
 
 async def export_rows(conn: Database, conv_key: str) -> list[dict[str, Any]]:

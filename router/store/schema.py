@@ -19,6 +19,19 @@ SEED_GIVEN = """
         SELECT embedder_id, prompt_hash FROM pool WHERE label_source = 'seed';
     """
 
+# Each erasure leaves a notice (when, and whose: never a word or a hash of what went) for a
+# day, so that the other processes on the database let go of their in-memory copies too
+# (router/store/erasure_notices.py).
+ERASURE_NOTICES = """
+    CREATE TABLE erasure_notices (
+        id {id},
+        at {real} NOT NULL,
+        conv_key TEXT,
+        user_key TEXT
+    );
+    CREATE INDEX erasure_notices_at ON erasure_notices (at);
+    """
+
 SQLITE: tuple[str, ...] = (
     """
     CREATE TABLE settings (
@@ -202,6 +215,7 @@ SQLITE: tuple[str, ...] = (
     # bar is then context.min_confidence): what `/routing stats` counts as "would go live".
     "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
     SEED_GIVEN,
+    ERASURE_NOTICES.format(id="INTEGER PRIMARY KEY", real="REAL"),
 )
 
 
@@ -317,6 +331,7 @@ POSTGRESQL: tuple[str, ...] = (
     """,
     "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
     SEED_GIVEN,
+    ERASURE_NOTICES.format(id=_ID, real="DOUBLE PRECISION"),
 )
 
 ROUTER_MIGRATIONS = Migrations(sqlite=SQLITE, postgresql=POSTGRESQL)

@@ -1,0 +1,101 @@
+"""`crabbot forget` at a terminal reaches the bots and proxies running on the database: they let
+go of the person's turns they hold as routing context and of the pool entries their messages
+taught, without a restart (on SQLite they read the erasure's notice on the way of the next
+request; on PostgreSQL they hear it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from router import ModelRouter, Secrets, erasure_watch
+from router import open_router as build_router
+from router.pool.pool import PoolEntry
+from router.store.database import open_database
+from router.store.erasure import Scope, erase
+from tests.cli_helpers import run_crabbot
+from tests.conftest import make_config
+
+GROUP = "telegram:-1"
+GRANDSON, COUSIN = "telegram:42", "telegram:43"
+CODING = "幫我寫一個 SQL 查每個班分數第二高的學生 mysql 5.7"
+HEARD_S = 10.0  # how long a PostgreSQL process may take to hear it (it takes milliseconds)
+
+
+async def open_router(db, embedder) -> ModelRouter:
+    return await build_router(make_config(db), Secrets(groq_api_key=None), embedder=embedder)
+
+
+async def crabbot_forget(*args: str) -> None:
+    """`crabbot forget` as the owner runs it at another terminal: another process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
+    done = await asyncio.to_thread(run_crabbot, "forget", *args, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+async def test_crabbot_forget_reaches_a_running_bot_without_a_restart(
+    seeded_db, embedder, monkeypatch
+):
+    monkeypatch.setattr(erasure_watch, "RECHECK_S", 0.0)  # the next request reads the notice
+    router = await open_router(seeded_db, embedder)
+    try:
+        then = time.time() - 60
+        for user in (GRANDSON, COUSIN):
+            await router.route(CODING, conv_key=GROUP, at=then, user_key=user)
+        taught = "外婆的滷肉飯 醬油和冰糖的比例是多少"
+        assert router.pool is not None
+        vector = embedder.embed([taught])[0]
+        entry = PoolEntry(taught, "simple_lookup", vector, "llm", 0.9, GROUP, GRANDSON, GROUP)
+        assert await router.pool.add_many([entry]) == 1
+        assert router.pool.contains_text(taught)
+
+        await crabbot_forget("--db", str(seeded_db), "--user", GRANDSON)
+        if router.shared is not None:  # PostgreSQL: heard, not read on a request's way
+
+            def let_go() -> bool:
+                assert router.pool is not None
+                held = router.context.held(GROUP, GRANDSON)
+                return held is None and not router.pool.contains_text(taught)
+
+            await router.shared.until(let_go, HEARD_S)
+
+        follow_up = await router.route("why?", conv_key=GROUP, at=then + 5, user_key=GRANDSON)
+        assert follow_up.prior_category is None  # the erased request is no context
+        await router.erasures.settled()
+        assert not router.pool.contains_text(taught)
+        assert taught not in [n.text for n in router.pool.search(vector, 5)]
+        # The cousin in the same group keeps their own context.
+        theirs = await router.route("why?", conv_key=GROUP, at=then + 6, user_key=COUSIN)
+        assert theirs.prior_category == "coding"
+    finally:
+        await router.close()
+
+
+async def test_an_erasure_read_late_keeps_the_turns_made_since(seeded_db, embedder, monkeypatch):
+    """The bot reads notices at most every 2 s: a request the person sent after the erasure,
+    routed before the notice was read, stays their context."""
+    monkeypatch.setattr(erasure_watch, "RECHECK_S", 3600.0)
+    router = await open_router(seeded_db, embedder)
+    try:
+        await router.route(CODING, conv_key=GROUP, at=time.time() - 60, user_key=GRANDSON)
+        other = await open_database(make_config(seeded_db).database)  # as another process
+        try:
+            await erase(other, Scope(GROUP, GRANDSON))
+        finally:
+            await other.close()
+        since = "那 PostgreSQL 要怎麼寫 同樣查第二高分"
+        await router.route(since, conv_key=GROUP, at=time.time() + 1, user_key=GRANDSON)
+        await router.erasures.check(max_age_s=0.0)
+        held = router.context.held(GROUP, GRANDSON)
+        assert held is not None and held.text == since
+    finally:
+        await router.close()
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_only_for_late_reads(request, database_backend):
+    if database_backend is not None and request.node.name.startswith("test_an_erasure_read_late"):
+        pytest.skip("SQLite only: on PostgreSQL an erasure is heard at once, not read late")
