@@ -34,7 +34,7 @@ from router.signals.local_signal import LocalSignal
 from router.store import erasure, routing_log
 from router.store.database import Database, DatabaseError
 from router.store.erasure import Erased, Scope
-from router.store.erasure_notices import stored_pool_hashes
+from router.store.erasure_notices import clear_old_notices, stored_pool_hashes
 from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
 from router.store.retention import Retention
@@ -119,6 +119,7 @@ class ModelRouter:
         self.retention.add(
             "prompts cleared", lambda now: erasure.clear_old_prompts(conn, now - keep_s)
         )
+        self.retention.add("erasure notices cleared", lambda now: clear_old_notices(conn, now))
         # Pool additions and quarantined labels are written behind the answer.
         self.pool_writer = JobWriter(self.counters, "pool", "pool")
         self.gate = LearningGate(config.pool)

@@ -21,6 +21,7 @@ from bot.cli import main
 from bot.console_history import PrivateHistory
 from bot.memory import BOT_MIGRATIONS
 from router import EmptyMessageError, RoutingDecision
+from router.store.erasure_notices import leave_notice, notices_after
 from router.store.migrations import Migrations, migrate
 from router.store.routing_log import last_turn, write_decision
 from tests.bot_helpers import dispatch, log_rows, open_core, open_learning_core
@@ -59,18 +60,26 @@ async def test_old_prompt_text_and_memory_are_removed_on_a_schedule_and_counted(
             "UPDATE messages SET at = ? WHERE content LIKE 'recent%'", (now - 3 * DAY_S,)
         )
         await core.memory.add_exchange("c", "Ann", "today", "answer", "t:1")
+        # An erasure's notice to the other processes (whose data, not what) is kept a day.
+        for age_s in (3600, 2 * DAY_S):  # the old one last: a new notice clears old ones
+            await leave_notice(conn, "c", "t:2", now - age_s)
         done = await core.router.retention.run()
+        notices = await notices_after(conn, 0)
         rows = await log_rows(core)
         kept = [turn.content for turn in await core.memory.history("c")]
         stats = await dispatch(core.admin, ChatUser("console", "me", "me"), "c", "/routing stats")
     finally:
         await core.close()
-    assert done == {"prompts cleared": 1, "messages removed": 2}
+    assert done == {"prompts cleared": 1, "erasure notices cleared": 1, "messages removed": 2}
+    assert [round(now - notice.at) for notice in notices] == [3600]
     old, new = rows
     assert old["prompt"] == "" and old["category"] == "casual" and old["completion_tokens"] == 30
     assert new["prompt"] == "a new plan"
     assert kept == ["today", "answer"]
-    assert "retention: 1 prompts cleared · 2 messages removed since start" in stats
+    assert (
+        "retention: 1 prompts cleared · 1 erasure notices cleared · 2 messages removed since start"
+        in stats
+    )
     assert "kept: prompt text 7 d, memory 2 d" in stats
 
 

@@ -24,13 +24,18 @@ async def leave_notice(
 ) -> int:
     """Record an erasure of a conversation, a person or both at `at` (inside the erasure's
     transaction) and clear the notices past NOTICE_KEEP_S; return the new notice's id."""
-    await conn.execute("DELETE FROM erasure_notices WHERE at < ?", (at - NOTICE_KEEP_S,))
+    await clear_old_notices(conn, at)
     await conn.execute(
         "INSERT INTO erasure_notices (at, conv_key, user_key) VALUES (?, ?, ?)",
         (at, conv_key, user_key),
     )
     row = await conn.fetch_one("SELECT MAX(id) FROM erasure_notices")
     return int(row[0]) if row and row[0] is not None else 0
+
+
+async def clear_old_notices(conn: Database, now: float) -> int:
+    """Remove the notices past NOTICE_KEEP_S (retention; a new erasure also does)."""
+    return await conn.execute("DELETE FROM erasure_notices WHERE at < ?", (now - NOTICE_KEEP_S,))
 
 
 async def latest_notice(conn: Database) -> int:
