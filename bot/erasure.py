@@ -30,6 +30,8 @@ async def forget(
     """Erase (or with `dry_run` count) the scope's data. A running `router` also lets go of what
     it holds in memory (pool entries, context), as do, told of it, the other processes on the
     database; `history` is the console's, when it is theirs."""
+    # Memory first: a process told of the erasure must not read the words back from it.
+    messages, quotes = await memory.forget(scope.conv_key, scope.user_key, dry_run)
     if router is not None:
         erased = await router.erase(scope, dry_run)
     elif dry_run:
@@ -39,7 +41,6 @@ async def forget(
         erased = done.erased
         # The bots and proxies running on the database let go of their copies too.
         await announce_erasure(conn, scope, done.pool_hashes)
-    messages, quotes = await memory.forget(scope.conv_key, scope.user_key, dry_run)
     lines = 0
     if isinstance(history, PrivateHistory):
         lines = erase_file(history.path, dry_run=True) if dry_run else history.forget()

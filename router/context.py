@@ -305,10 +305,19 @@ class ConversationContext:
         # The router does not know whose words a quote held (a message it never routed; its
         # author, when given, is a display name, not a person's key), so a person's erasure
         # cuts back every quote in its scope, whoever wrote it.
+        def erased(turn: PreviousTurn) -> bool:
+            return before is None or (turn.at or 0.0) <= before
+
         def cut(conv: str, _: str | None, turn: PreviousTurn) -> PreviousTurn | None:
-            if conv_key not in (None, conv) or (before is not None and (turn.at or 0.0) > before):
+            if conv_key not in (None, conv):
                 return turn
-            return _unquoted(turn)
+            if erased(turn):
+                return _unquoted(turn)
+            behind = turn.task_behind  # a later turn reacting to one read with a quote
+            if behind is None or not erased(behind):
+                return turn
+            unquoted = _unquoted(behind)
+            return turn if unquoted is behind else dataclasses.replace(turn, task_behind=unquoted)
 
         self._revise(cut)
 

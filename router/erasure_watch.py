@@ -1,8 +1,5 @@
-"""Erasures made by another process on the same SQLite file (`crabbot forget` at a terminal, a
-bot or proxy beside this one) reach this process's memory: read from their notices on the way of
-a request, at most every RECHECK_S as the mode is, the routing context lets go of the turns they
-erased and the pool of the entries no longer stored. On PostgreSQL they are heard instead
-(router/cluster/)."""
+"""Erasures another process on the database made reach this one's memory: on SQLite read from
+their notices before a request, at most every RECHECK_S (on PostgreSQL heard, router/cluster/)."""
 
 from __future__ import annotations
 
@@ -15,32 +12,31 @@ from collections.abc import Callable, Coroutine
 from router.context import ConversationContext
 from router.counters import Counters
 from router.store.database import Database, DatabaseError
-from router.store.erasure_notices import NOTICE_KEEP_S, notices_after
+from router.store.erasure_notices import NOTICE_KEEP_S, Notice, notices_after
 
 log = logging.getLogger(__name__)
 
 RECHECK_S = 2.0
+Heed = Callable[[list[Notice]], Coroutine[None, None, None]]
 
 
 class ErasureWatch:
-    """Reads the erasure notices this process has not made or seen, and applies them."""
+    """Reads the notices this process has neither made nor read; its routing context lets go
+    of their turns at once, and `heed` (the stored rows, the pool) follows in the background."""
 
     def __init__(
-        self,
-        conn: Database,
-        context: ConversationContext,
-        counters: Counters,
-        resync_pool: Callable[[], Coroutine[None, None, None]],
+        self, conn: Database, context: ConversationContext, counters: Counters, heed: Heed
     ) -> None:
         self.conn = conn
         self.context = context
         self.counters = counters
-        self.resync_pool = resync_pool
+        self.heed = heed
         self.seen = 0  # the newest notice read
         self.mine: set[int] = set()  # notices of this process's own erasures, not yet read
         self.pushed = False  # PostgreSQL: erasures are heard, never read on a request's way
         self._checked_at = time.monotonic()
-        self._resync: asyncio.Task[None] | None = None
+        self._waiting: list[Notice] | None = None  # for `heed`; [] after a possible miss
+        self._task: asyncio.Task[None] | None = None
 
     def start(self, seen: int) -> None:
         """Notices up to `seen` (the newest when the pool and context were read) are applied."""
@@ -54,17 +50,18 @@ class ErasureWatch:
     async def check(self, max_age_s: float | None = None) -> None:
         """Apply the notices left since the last check, when that is `max_age_s` (RECHECK_S)
         ago."""
-        since = time.monotonic() - self._checked_at
-        if self.pushed or since < (RECHECK_S if max_age_s is None else max_age_s):
+        idle_s = time.monotonic() - self._checked_at
+        if self.pushed or idle_s < (RECHECK_S if max_age_s is None else max_age_s):
             return
-        await self._read(since)
+        # Idle for half the time notices are kept: some may be cleared before they are read.
+        await self._read(missed_some=idle_s > NOTICE_KEEP_S / 2)
 
-    async def catch_up(self) -> None:
-        """Apply the notices not yet read, heard or not (PostgreSQL, after a lost connection:
-        what was sent meanwhile is gone)."""
-        await self._read(since=0.0)
+    async def catch_up(self, since: float) -> None:
+        """Apply the notices left from `since` on, heard or not (PostgreSQL, after a lost
+        connection: what was sent meanwhile is gone)."""
+        await self._read(since=since)
 
-    async def _read(self, since: float) -> None:
+    async def _read(self, missed_some: bool = False, since: float | None = None) -> None:
         self._checked_at = time.monotonic()
         try:
             notices = await notices_after(self.conn, self.seen)
@@ -72,28 +69,35 @@ class ErasureWatch:
             log.exception("could not read the erasure notices")
             self.counters["db_errors"] += 1
             return
-        # Idle longer than notices are kept: some may be gone unread, so every kept turn goes.
-        missed = since > NOTICE_KEEP_S / 2
-        theirs = [notice for notice in notices if notice.id not in self.mine]
         if notices:
             self.seen = notices[-1].id
-            self.mine = {notice for notice in self.mine if notice > self.seen}
-        if missed:
+        theirs = [n for n in notices if n.id not in self.mine and (since is None or n.at >= since)]
+        self.mine = {notice for notice in self.mine if notice > self.seen}
+        if missed_some:
+            log.info("no request for hours: the routing context starts over")
             self.context.drop(None, None, publish=False)
         for notice in theirs:
             self.context.drop(notice.conv_key, notice.user_key, publish=False, before=notice.at)
-        if theirs or missed:
+        if theirs:
             self.counters["erasures_heard"] += len(theirs)
-            log.info("%d erasures by another process reached this one's memory", len(theirs))
-            self._resync = asyncio.create_task(self.resync_pool(), name="erasure-resync")
+            log.info("%d erasures by another process reach this one's memory", len(theirs))
+        if theirs or missed_some:
+            self._waiting = (self._waiting or []) + theirs
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._heed_all(), name="erasures")
+
+    async def _heed_all(self) -> None:
+        while self._waiting is not None:
+            notices, self._waiting = self._waiting, None
+            await self.heed(notices)
 
     async def settled(self) -> None:
-        """Until the pool has let go of what the notices read so far erased."""
-        if self._resync is not None:
-            await self._resync
+        """Until what the notices read so far erased has left this process."""
+        if self._task is not None:
+            await self._task
 
     async def close(self) -> None:
-        if self._resync is not None and not self._resync.done():
-            self._resync.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._resync
+                await self._task

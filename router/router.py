@@ -20,7 +20,7 @@ from router.embedding.embedder import Embedder
 from router.erasure_watch import ErasureWatch
 from router.fitting import STOP_WAIT_S, ClassifierFitting
 from router.pool.learning import QUARANTINE, LearningGate, LocalView
-from router.pool.pool import Pool, PoolEntry
+from router.pool.pool import Pool, PoolEntry, stored_hashes
 from router.signals.categorizer import CategorizerError, LLMCategorizer
 from router.signals.classifier import LocalResult
 from router.signals.continuity import (
@@ -34,7 +34,7 @@ from router.signals.local_signal import LocalSignal
 from router.store import erasure, routing_log
 from router.store.database import Database, DatabaseError
 from router.store.erasure import Erased, Scope
-from router.store.erasure_notices import clear_old_notices, stored_pool_hashes
+from router.store.erasure_notices import Notice, clear_old_notices
 from router.store.log_writer import LogWriter
 from router.store.open_decisions import DecisionLog
 from router.store.retention import Retention
@@ -126,7 +126,7 @@ class ModelRouter:
         # With other processes on one PostgreSQL: what they share (set by open_router).
         self.shared: SharedState | None = None
         # Erasures other processes on the database made reach this one's memory.
-        self.erasures = ErasureWatch(conn, self.context, self.counters, self._resync_pool)
+        self.erasures = ErasureWatch(conn, self.context, self.counters, self._heed_erasures)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -326,19 +326,28 @@ class ModelRouter:
             self.fitting.refit()
         return done.erased
 
-    async def _resync_pool(self) -> None:
-        """Another process erased pool entries: this pool lets go of those no longer stored
-        (its own entries still queued are written first, so they stay)."""
-        if self.pool is None:
-            return
+    async def _heed_erasures(self, notices: list[Notice]) -> None:
+        """Other processes erased these scopes: rows this process still had queued from before
+        an erasure are erased too once written, and the pool lets go of the entries no longer
+        stored (an entry added meanwhile stays)."""
+        pool = self.pool
+        held = pool.hashes() if pool is not None else set()
         try:
-            await self.pool_writer.flush(ERASE_FLUSH_S)
-            stored = await stored_pool_hashes(self.conn, self.pool.embedder_id)
+            written = await self.log.flush(ERASE_FLUSH_S)
+            written = await self.pool_writer.flush(ERASE_FLUSH_S) and written
+            for notice in notices:
+                scope = Scope(notice.conv_key, notice.user_key)
+                await erasure.erase_rows(self.conn, scope, before=notice.at)
+            stored = await stored_hashes(self.conn, pool.embedder_id) if pool else set()
         except DatabaseError:
-            log.exception("could not read the pool after another process's erasure")
+            log.exception("could not apply another process's erasure to the stored rows")
             self.counters["db_errors"] += 1
             return
-        if await self.pool.keep_only(stored) and self.fitting is not None:
+        if not written:  # still queued: erased once the next erasure or a restart reads them
+            log.warning("rows still queued when another process's erasure was read")
+            self.counters["erasure_rows_queued"] += 1
+            return
+        if pool is not None and await pool.drop(held - stored) and self.fitting is not None:
             self.fitting.refit()
 
     async def _route_shadow(

@@ -14,6 +14,7 @@ import pytest
 from router import ModelRouter, Secrets, erasure_watch
 from router import open_router as build_router
 from router.pool.pool import PoolEntry
+from router.signals.continuity import PreviousTurn
 from router.store.database import open_database
 from router.store.erasure import Scope, erase
 from tests.cli_helpers import run_crabbot
@@ -51,6 +52,7 @@ async def test_crabbot_forget_reaches_a_running_bot_without_a_restart(
         entry = PoolEntry(taught, "simple_lookup", vector, "llm", 0.9, GROUP, GRANDSON, GROUP)
         assert await router.pool.add_many([entry]) == 1
         assert router.pool.contains_text(taught)
+        size = len(router.pool)
 
         await crabbot_forget("--db", str(seeded_db), "--user", GRANDSON)
         if router.shared is not None:  # PostgreSQL: heard, not read on a request's way
@@ -65,7 +67,7 @@ async def test_crabbot_forget_reaches_a_running_bot_without_a_restart(
         follow_up = await router.route("why?", conv_key=GROUP, at=then + 5, user_key=GRANDSON)
         assert follow_up.prior_category is None  # the erased request is no context
         await router.erasures.settled()
-        assert not router.pool.contains_text(taught)
+        assert not router.pool.contains_text(taught) and len(router.pool) == size - 1
         assert taught not in [n.text for n in router.pool.search(vector, 5)]
         # The cousin in the same group keeps their own context.
         theirs = await router.route("why?", conv_key=GROUP, at=then + 6, user_key=COUSIN)
@@ -76,26 +78,88 @@ async def test_crabbot_forget_reaches_a_running_bot_without_a_restart(
 
 async def test_an_erasure_read_late_keeps_the_turns_made_since(seeded_db, embedder, monkeypatch):
     """The bot reads notices at most every 2 s: a request the person sent after the erasure,
-    routed before the notice was read, stays their context."""
+    routed before the notice was read, stays their context; what they said before goes, from
+    memory and from the rows this process wrote after the erasure."""
     monkeypatch.setattr(erasure_watch, "RECHECK_S", 3600.0)
     router = await open_router(seeded_db, embedder)
     try:
-        await router.route(CODING, conv_key=GROUP, at=time.time() - 60, user_key=GRANDSON)
+        before = await router.route(CODING, conv_key=GROUP, at=time.time() - 60, user_key=GRANDSON)
+        router.log.finish(before, "completed")  # queued: written after the erasure below
         other = await open_database(make_config(seeded_db).database)  # as another process
         try:
             await erase(other, Scope(GROUP, GRANDSON))
         finally:
             await other.close()
         since = "那 PostgreSQL 要怎麼寫 同樣查第二高分"
-        await router.route(since, conv_key=GROUP, at=time.time() + 1, user_key=GRANDSON)
+        after = await router.route(since, conv_key=GROUP, at=time.time() + 1, user_key=GRANDSON)
+        router.log.finish(after, "completed")
         await router.erasures.check(max_age_s=0.0)
+        await router.erasures.settled()
         held = router.context.held(GROUP, GRANDSON)
-        assert held is not None and held.text == since
+        rows = await router.conn.fetch_all(
+            "SELECT prompt FROM routing_log WHERE user_key = ? ORDER BY at", (GRANDSON,)
+        )
     finally:
         await router.close()
+    assert held is not None and held.text == since
+    assert router.counters["erasures_heard"] == 1
+    assert [row[0] for row in rows] == ["", since]
+
+
+async def test_forget_on_one_process_reaches_another_after_older_notices_were_cleared(
+    seeded_db, embedder, monkeypatch
+):
+    """Notices are cleared after a day; the next erasure's notice is still read (its id is
+    never one a process has read before)."""
+    monkeypatch.setattr(erasure_watch, "RECHECK_S", 0.0)
+    a, b = await open_router(seeded_db, embedder), await open_router(seeded_db, embedder)
+    try:
+        at = time.time() - 60
+        await a.erase(Scope(GROUP, COUSIN))
+        await b.route("早安", conv_key=GROUP, at=at, user_key=COUSIN)  # b reads that notice
+        await b.retention.run(now=time.time() + 2 * 24 * 3600)  # a day later: cleared
+        await b.route(CODING, conv_key=GROUP, at=at, user_key=GRANDSON)
+        assert b.context.held(GROUP, GRANDSON) is not None
+        await a.erase(Scope(GROUP, GRANDSON))  # /forget in a chat the other process serves
+        follow_up = await b.route("why?", conv_key=GROUP, at=at + 5, user_key=GRANDSON)
+    finally:
+        await a.close()
+        await b.close()
+    assert follow_up.prior_category is None
+    assert b.counters["erasures_heard"] == 2
+
+
+def test_a_turn_since_an_erasure_keeps_no_quote_or_task_of_the_erased_turns(seeded_db, embedder):
+    """Read late, an erasure still reaches into the turns made since: the task behind a
+    reaction, and a quote under the words of the turn it reacted to."""
+
+    async def run() -> tuple[object, object]:
+        router = await open_router(seeded_db, embedder)
+        try:
+            context, erased_at = router.context, time.time()
+            request = PreviousTurn("coding", erased_at - 30, CODING)
+            reaction = PreviousTurn("casual", erased_at + 1, "nice", task_behind=request)
+            context.remember(GROUP, reaction, GRANDSON)
+            quoted = PreviousTurn(
+                "coding", erased_at - 20, f"fix this for him\n\n{CODING}", own_words="fix this"
+            )
+            thanks = PreviousTurn("casual", erased_at + 2, "thanks!", task_behind=quoted)
+            context.remember(GROUP, thanks, COUSIN)
+            context.drop(GROUP, GRANDSON, publish=False, before=erased_at)
+            return context.held(GROUP, GRANDSON), context.held(GROUP, COUSIN)
+        finally:
+            await router.close()
+
+    grandson, cousin = asyncio.run(run())
+    assert grandson is not None and grandson.text == "nice" and grandson.task_behind is None
+    assert cousin is not None and cousin.task_behind is not None
+    assert cousin.task_behind.text == "fix this" and CODING not in cousin.task_behind.text
+
+
+SQLITE_ONLY = ("test_an_erasure_read_late", "test_forget_on_one_process_reaches_another")
 
 
 @pytest.fixture(autouse=True)
-def _sqlite_only_for_late_reads(request, database_backend):
-    if database_backend is not None and request.node.name.startswith("test_an_erasure_read_late"):
-        pytest.skip("SQLite only: on PostgreSQL an erasure is heard at once, not read late")
+def _sqlite_only(request, database_backend):
+    if database_backend is not None and request.node.name.startswith(SQLITE_ONLY):
+        pytest.skip("SQLite only: on PostgreSQL an erasure is heard at once, not read")

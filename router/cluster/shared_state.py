@@ -237,18 +237,20 @@ class SharedState:
         self._poke()
 
     async def _on_connected(self) -> None:
-        """After each connect: what was missed meanwhile (the mode, pool rows, turns)."""
+        """After each connect: what was missed meanwhile (the mode, pool rows, turns,
+        erasures)."""
         router = self.router
         first = self.connects == 0
         self.connects += 1
         if not first:
             log.info("LISTEN: connected again; reading what changed meanwhile")
             await router.stored_mode.reread()
-            await router.erasures.catch_up()  # erasures NOTIFY'd meanwhile, from their notices
             self._pool_wanted.set()
         # At start, the latest turns whatever their age (memory holds as many); after a
-        # reconnect, those since a little before the loss.
+        # reconnect, those since a little before the loss, and the erasures since then.
         since = 0.0 if first or self._lost_at is None else self._lost_at - RECONNECT_MARGIN_S
+        if not first:
+            await router.erasures.catch_up(since)
         try:
             await self._catch_up_context(since)
         except DatabaseError as exc:
@@ -338,5 +340,8 @@ async def announce_erasure(conn: Database, scope: Scope, pool_hashes: set[str]) 
     drop = encode_scope(sender, "drop", scope.conv_key, scope.user_key, time.time())
     payloads = [(SCOPE_CHANNEL, drop)]
     payloads += [(UNPOOL_CHANNEL, payload) for payload in encode_unpool(sender, pool_hashes)]
-    for channel, payload in payloads:
-        await conn.notify(channel, payload)
+    try:
+        for channel, payload in payloads:
+            await conn.notify(channel, payload)
+    except DatabaseError as exc:  # the erasure is made: they read its notice on reconnecting
+        log.warning("could not tell the running processes of the erasure: %s", exc)

@@ -94,6 +94,13 @@ async def rows_after(conn: Database, embedder_id: str, after_id: int, limit: int
     )
 
 
+async def stored_hashes(conn: Database, embedder_id: str) -> set[str]:
+    """The text hashes of the pool entries the database holds for `embedder_id`."""
+    sql = "SELECT prompt_hash FROM pool WHERE embedder_id = ?"
+    rows = await conn.fetch_all(sql, (embedder_id,))
+    return {str(row[0]) for row in rows}
+
+
 class Pool:
     """Vectors of one embedder, appended in place (capacity grows by a quarter) so a search never
     copies. Once a large pool is indexed, its indexed rows are held in the index's list order
@@ -315,12 +322,10 @@ class Pool:
             self._generation += 1
         return dropped
 
-    async def keep_only(self, stored: set[str]) -> int:
-        """Let go of the entries whose text hashes are not in `stored` (another process erased
-        them from the table); return how many."""
+    def hashes(self) -> set[str]:
+        """The text hashes of the entries held now."""
         with self._lock:
-            gone = self._hashes - stored
-        return await self.drop(gone) if gone else 0
+            return set(self._hashes)
 
     async def add_behind(
         self, entries: list[PoolEntry], put: Callable[[Job], None], at: float | None = None

@@ -98,22 +98,38 @@ class Erasure(NamedTuple):
     notice: int
 
 
-async def erase(conn: Database, scope: Scope, at: float | None = None) -> Erasure:
+async def erase(conn: Database, scope: Scope) -> Erasure:
     """Clear the scope's prompt text and delete its pool entries, and leave a notice of it, in
     one transaction."""
-    where, values = scope.where()
     async with conn.transaction():
-        rows = await conn.fetch_all(f"SELECT prompt_hash FROM pool WHERE {where}", values)
+        erased, hashes = await erase_rows(conn, scope)
+        notice = await leave_notice(conn, scope.conv_key, scope.user_key, time.time())
+    return Erasure(erased, hashes, notice)
+
+
+async def erase_rows(
+    conn: Database, scope: Scope, before: float | None = None
+) -> tuple[Erased, set[str]]:
+    """Clear the scope's prompt text and delete its pool entries (`before`: only rows stored
+    then or earlier, as another process's erasure did); return the counts and the deleted
+    entries' text hashes."""
+    where, values = scope.where()
+    pool_where, log_where = where, where
+    pool_values: tuple[str | float, ...] = values
+    log_values: tuple[str | float, ...] = values
+    if before is not None:
+        pool_where, pool_values = f"{where} AND added_at <= ?", (*values, before)
+        log_where, log_values = f"{where} AND at <= ?", (*values, before)
+    async with conn.transaction():
+        rows = await conn.fetch_all(f"SELECT prompt_hash FROM pool WHERE {pool_where}", pool_values)
         hashes = {str(row[0]) for row in rows}
-        pool = await conn.execute(f"DELETE FROM pool WHERE {where}", values)
+        pool = await conn.execute(f"DELETE FROM pool WHERE {pool_where}", pool_values)
         prompts = await conn.execute(
-            f"UPDATE routing_log SET prompt = '', prompt_hash = '' WHERE {where}"
+            f"UPDATE routing_log SET prompt = '', prompt_hash = '' WHERE {log_where}"
             " AND (prompt != '' OR prompt_hash != '')",
-            values,
+            log_values,
         )
-        at = time.time() if at is None else at
-        notice = await leave_notice(conn, scope.conv_key, scope.user_key, at)
-    return Erasure(Erased(prompts, pool), hashes, notice)
+    return Erased(prompts, pool), hashes
 
 
 async def export_rows(conn: Database, conv_key: str) -> list[dict[str, Any]]:

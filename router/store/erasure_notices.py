@@ -1,6 +1,5 @@
-"""Erasure notices: each erasure leaves one (when, and whose scope; never a word or a hash of
-what went) for NOTICE_KEEP_S, so that the other processes on the database let go of their
-in-memory copies of what it erased (router/erasure_watch.py)."""
+"""Erasure notices: each erasure leaves one (when, and whose; never a word or a hash of what
+went) for a day, so that every process on the database lets go of its copies too."""
 
 from __future__ import annotations
 
@@ -25,12 +24,12 @@ async def leave_notice(
     """Record an erasure of a conversation, a person or both at `at` (inside the erasure's
     transaction) and clear the notices past NOTICE_KEEP_S; return the new notice's id."""
     await clear_old_notices(conn, at)
-    await conn.execute(
-        "INSERT INTO erasure_notices (at, conv_key, user_key) VALUES (?, ?, ?)",
+    row = await conn.fetch_one(
+        "INSERT INTO erasure_notices (at, conv_key, user_key) VALUES (?, ?, ?) RETURNING id",
         (at, conv_key, user_key),
     )
-    row = await conn.fetch_one("SELECT MAX(id) FROM erasure_notices")
-    return int(row[0]) if row and row[0] is not None else 0
+    assert row is not None
+    return int(row[0])
 
 
 async def clear_old_notices(conn: Database, now: float) -> int:
@@ -51,10 +50,3 @@ async def notices_after(conn: Database, after_id: int) -> list[Notice]:
         (after_id,),
     )
     return [Notice(int(row[0]), float(row[1]), row[2], row[3]) for row in rows]
-
-
-async def stored_pool_hashes(conn: Database, embedder_id: str) -> set[str]:
-    """The text hashes of the pool entries the database holds for `embedder_id`."""
-    sql = "SELECT prompt_hash FROM pool WHERE embedder_id = ?"
-    rows = await conn.fetch_all(sql, (embedder_id,))
-    return {str(row[0]) for row in rows}

@@ -215,7 +215,9 @@ SQLITE: tuple[str, ...] = (
     # bar is then context.min_confidence): what `/routing stats` counts as "would go live".
     "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
     SEED_GIVEN,
-    ERASURE_NOTICES.format(id="INTEGER PRIMARY KEY", real="REAL"),
+    # AUTOINCREMENT: an id is never given again once the notices are cleared (a process
+    # that read up to it would skip the new one).
+    ERASURE_NOTICES.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL"),
 )
 
 
