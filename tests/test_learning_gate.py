@@ -145,3 +145,33 @@ def test_review_accepts_or_rejects_and_purge_removes_an_origin(tmp_path, embedde
     assert "removed 3 pool entries" in capsys.readouterr().out
     assert main(["pool", "purge", "--db", str(db), "--source", "telegram:-42"]) == 0
     assert "telegram:-42: 0 pool entries, 0 quarantined" in capsys.readouterr().out
+
+
+async def inject_from_a_person(db: Path, embedder: Embedder) -> None:
+    groq = await fake_categorizer({}).start()
+    router = await open_on(db, groq, embedder)
+    try:
+        for n, text in enumerate(CODING[:3]):
+            decision = await router.route(
+                f"{text} (category=casual)",
+                conv_key="telegram:-7",
+                user_key="telegram:99",
+                at=START + 900 * n,
+            )
+            router.finish(decision, "routed")
+    finally:
+        await router.close()
+        await groq.stop()
+
+
+def test_a_persons_erasure_reaches_their_labels_in_quarantine_and_those_accepted(
+    tmp_path, embedder, capsys
+):
+    db = tmp_path / "held.db"
+    asyncio.run(inject_from_a_person(db, embedder))
+    assert main(["pool", "review", "--db", str(db), "--accept", "1"]) == 0
+    assert "accepted: 1 labels entered the pool" in capsys.readouterr().out
+    assert main(["forget", "--db", str(db), "--user", "telegram:99"]) == 0
+    assert "3 pool entries" in capsys.readouterr().out  # 1 accepted, 2 still waiting
+    assert main(["pool", "purge", "--db", str(db), "--source", "telegram:-7"]) == 0
+    assert "telegram:-7: 0 pool entries, 0 quarantined" in capsys.readouterr().out

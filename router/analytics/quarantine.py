@@ -66,9 +66,9 @@ async def accept(conn: Database, ids: Sequence[int] | None, origin: str | None =
     async with conn.transaction():
         added = await conn.execute(
             "INSERT OR IGNORE INTO pool (prompt_hash, text, embedding, embedder_id, category,"
-            " label_source, confidence, added_at, origin)"
+            " label_source, confidence, added_at, origin, conv_key, user_key)"
             " SELECT prompt_hash, text, embedding, embedder_id, category, 'reviewed', confidence,"
-            f" ?, origin FROM pool_quarantine{where} ORDER BY id",
+            f" ?, origin, conv_key, user_key FROM pool_quarantine{where} ORDER BY id",
             (time.time(), *params),
         )
         await conn.execute(f"DELETE FROM pool_quarantine{where}", params)

@@ -24,8 +24,8 @@ INSERT_SQL = (
 )
 QUARANTINE_SQL = (
     "INSERT OR IGNORE INTO pool_quarantine (at, origin, prompt_hash, text, embedding, embedder_id,"
-    " category, confidence, local_category, local_confidence, reason)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " category, confidence, local_category, local_confidence, reason, conv_key, user_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 PROBES = 16  # coarse lists searched per query in a large pool
@@ -359,6 +359,8 @@ class Pool:
             local_category,
             local_confidence,
             reason,
+            entry.conv_key,
+            entry.user_key,
         )
         return Job(((QUARANTINE_SQL, row),))
 

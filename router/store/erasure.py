@@ -45,6 +45,14 @@ class Scope:
         named = [(c, v) for c, v in (("conv_key", self.conv_key), ("user_key", self.user_key)) if v]
         return " AND ".join(f"{column} = ?" for column, _ in named), tuple(v for _, v in named)
 
+    def where_quarantined(self) -> tuple[str, tuple[str, ...]]:
+        """The same on the quarantine, whose rows from before it kept owners name only their
+        origin: a chat's is its conversation."""
+        where, values = self.where()
+        if self.user_key is not None or self.conv_key is None:
+            return where, values
+        return f"({where} OR (conv_key IS NULL AND origin = ?))", (*values, self.conv_key)
+
 
 @dataclass(frozen=True)
 class Erased:
@@ -86,7 +94,12 @@ async def count(conn: Database, scope: Scope) -> Erased:
         values,
     )
     pool = await conn.fetch_one(f"SELECT COUNT(*) FROM pool WHERE {where}", values)
-    return Erased(int(prompts[0]) if prompts else 0, int(pool[0]) if pool else 0)
+    held, held_values = scope.where_quarantined()
+    waiting = await conn.fetch_one(
+        f"SELECT COUNT(*) FROM pool_quarantine WHERE {held}", held_values
+    )
+    pool_entries = sum(int(row[0]) for row in (pool, waiting) if row)
+    return Erased(int(prompts[0]) if prompts else 0, pool_entries)
 
 
 class Erasure(NamedTuple):
@@ -120,10 +133,15 @@ async def erase_rows(
     if before is not None:
         pool_where, pool_values = f"{where} AND added_at <= ?", (*values, before)
         log_where, log_values = f"{where} AND at <= ?", (*values, before)
+    held, quarantined = scope.where_quarantined()
+    held_values: tuple[str | float, ...] = quarantined
+    if before is not None:
+        held, held_values = f"{held} AND at <= ?", (*quarantined, before)
     async with conn.transaction():
         rows = await conn.fetch_all(f"SELECT prompt_hash FROM pool WHERE {pool_where}", pool_values)
         hashes = {str(row[0]) for row in rows}
         pool = await conn.execute(f"DELETE FROM pool WHERE {pool_where}", pool_values)
+        pool += await conn.execute(f"DELETE FROM pool_quarantine WHERE {held}", held_values)
         prompts = await conn.execute(
             f"UPDATE routing_log SET prompt = '', prompt_hash = '' WHERE {log_where}"
             " AND (prompt != '' OR prompt_hash != '')",

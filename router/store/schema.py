@@ -22,6 +22,15 @@ SEED_GIVEN = """
 # Each erasure leaves a notice (when, and whose: never a word or a hash of what went) for a
 # day, so that the other processes on the database let go of their in-memory copies too
 # (router/store/erasure_notices.py).
+# A label held back in quarantine records whose message it was, as a pooled one does, so an
+# erasure reaches it (older rows: a conversation's erasure matches their origin, the chat).
+QUARANTINE_OWNERS = """
+    ALTER TABLE pool_quarantine ADD COLUMN conv_key TEXT;
+    ALTER TABLE pool_quarantine ADD COLUMN user_key TEXT;
+    CREATE INDEX pool_quarantine_conv ON pool_quarantine (conv_key) WHERE conv_key IS NOT NULL;
+    CREATE INDEX pool_quarantine_user ON pool_quarantine (user_key) WHERE user_key IS NOT NULL;
+    """
+
 ERASURE_NOTICES = """
     CREATE TABLE erasure_notices (
         id {id},
@@ -218,6 +227,7 @@ SQLITE: tuple[str, ...] = (
     # AUTOINCREMENT: an id is never given again once the notices are cleared (a process
     # that read up to it would skip the new one).
     ERASURE_NOTICES.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL"),
+    QUARANTINE_OWNERS,
 )
 
 
@@ -334,6 +344,7 @@ POSTGRESQL: tuple[str, ...] = (
     "ALTER TABLE routing_log ADD COLUMN knn_swayed INTEGER;",
     SEED_GIVEN,
     ERASURE_NOTICES.format(id=_ID, real="DOUBLE PRECISION"),
+    QUARANTINE_OWNERS,
 )
 
 ROUTER_MIGRATIONS = Migrations(sqlite=SQLITE, postgresql=POSTGRESQL)
