@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from bot.config import MemorySettings
 from router.store.database import Database
 from router.store.erasure import Scope
+from router.store.erasure_notices import Notice
 from router.store.migrations import Migrations, migrate
 from router.store.write_behind import Job, JobWriter
 from router.text import capped, wide_count
@@ -237,14 +238,24 @@ class Memory:
         return count
 
     async def forget(
-        self, conv_key: str | None, user_key: str | None, dry_run: bool = False
+        self,
+        conv_key: str | None,
+        user_key: str | None,
+        dry_run: bool = False,
+        before: float | None = None,
     ) -> tuple[int, int]:
         """Erase the exchanges of a conversation, a person, or a person in a conversation (their
         questions and the answers to them), and the reminders of a person's words that others'
         questions there quote (cleared; the others' words stay); return how many messages and
-        how many quotes (would) go."""
-        where, values = Scope(conv_key, user_key).where()
-        quoting = _quoting(conv_key, user_key)
+        how many quotes (would) go. `before`: only rows from then or earlier."""
+        scope_where, scope_values = Scope(conv_key, user_key).where()
+        where: str = scope_where
+        values: tuple[str | float, ...] = scope_values
+        quoting: tuple[str, tuple[str | float, ...]] | None = _quoting(conv_key, user_key)
+        if before is not None:
+            where, values = f"{where} AND at <= ?", (*values, before)
+            if quoting is not None:
+                quoting = f"{quoting[0]} AND at <= ?", (*quoting[1], before)
         await self.writer.flush()  # exchanges still queued are erased too
         if dry_run:
             quotes = await self._count(*quoting) if quoting else 0
@@ -260,7 +271,13 @@ class Memory:
                 )
         return messages, quotes
 
-    async def _count(self, where: str, values: tuple[str, ...]) -> int:
+    async def heed_erasures(self, notices: list[Notice]) -> None:
+        """Another process erased these scopes: the exchanges this one still had queued from
+        before each erasure are erased once written."""
+        for notice in notices:
+            await self.forget(notice.conv_key, notice.user_key, before=notice.at)
+
+    async def _count(self, where: str, values: tuple[str | float, ...]) -> int:
         row = await self.conn.fetch_one(f"SELECT COUNT(*) FROM messages WHERE {where}", values)
         return int(row[0]) if row else 0
 

@@ -74,6 +74,7 @@ class BotCore:
             raise
         keep_s = config.privacy.memory_days * 24 * 3600
         router.retention.add("messages removed", lambda now: memory.remove_older_than(now - keep_s))
+        router.erasures.also.append(memory.heed_erasures)  # another process's erasure
         agent = Agent(router, memory, upstream, config.memory.system_prompt, counters)
         admin = Admin(
             router,

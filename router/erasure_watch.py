@@ -37,6 +37,7 @@ class ErasureWatch:
         self._checked_at = time.monotonic()
         self._waiting: list[Notice] | None = None  # for `heed`; [] after a possible miss
         self._task: asyncio.Task[None] | None = None
+        self.also: list[Heed] = []  # what else keeps copies (the bot's memory)
 
     def start(self, seen: int) -> None:
         """Notices up to `seen` (the newest when the pool and context were read) are applied."""
@@ -61,6 +62,11 @@ class ErasureWatch:
         connection: what was sent meanwhile is gone)."""
         await self._read(since=since)
 
+    def heard(self, notice: Notice) -> None:
+        """Another process's erasure, heard (PostgreSQL): its rows still queued here go too."""
+        self.counters["erasures_heard"] += 1
+        self._heed([notice])
+
     async def _read(self, missed_some: bool = False, since: float | None = None) -> None:
         self._checked_at = time.monotonic()
         try:
@@ -82,14 +88,22 @@ class ErasureWatch:
             self.counters["erasures_heard"] += len(theirs)
             log.info("%d erasures by another process reach this one's memory", len(theirs))
         if theirs or missed_some:
-            self._waiting = (self._waiting or []) + theirs
-            if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._heed_all(), name="erasures")
+            self._heed(theirs)
+
+    def _heed(self, notices: list[Notice]) -> None:
+        self._waiting = (self._waiting or []) + notices
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._heed_all(), name="erasures")
 
     async def _heed_all(self) -> None:
         while self._waiting is not None:
             notices, self._waiting = self._waiting, None
-            await self.heed(notices)
+            for heed in (self.heed, *self.also):
+                try:
+                    await heed(notices)
+                except DatabaseError:
+                    log.exception("could not apply another process's erasure to stored rows")
+                    self.counters["db_errors"] += 1
 
     async def settled(self) -> None:
         """Until what the notices read so far erased has left this process."""

@@ -13,10 +13,12 @@ import pytest
 
 from router import ModelRouter, Secrets, erasure_watch
 from router import open_router as build_router
+from router.cluster.shared_state import announce_erasure
 from router.pool.pool import PoolEntry
 from router.signals.continuity import PreviousTurn
 from router.store.database import open_database
 from router.store.erasure import Scope, erase
+from tests.bot_helpers import open_core
 from tests.cli_helpers import run_crabbot
 from tests.conftest import make_config
 
@@ -154,6 +156,34 @@ def test_a_turn_since_an_erasure_keeps_no_quote_or_task_of_the_erased_turns(seed
     assert grandson is not None and grandson.text == "nice" and grandson.task_behind is None
     assert cousin is not None and cousin.task_behind is not None
     assert cousin.task_behind.text == "fix this" and CODING not in cousin.task_behind.text
+
+
+async def test_a_running_bot_erases_the_exchanges_it_still_held_for_the_person(
+    seeded_db, embedder, monkeypatch
+):
+    """Another process's erasure reaches the bot's conversation memory too: an exchange the
+    bot had not written yet when the person was erased is erased once it is."""
+    monkeypatch.setattr(erasure_watch, "RECHECK_S", 0.0)
+    core = await open_core(seeded_db, embedder, None)
+    router = core.router
+    try:
+        await core.memory.add_exchange(GROUP, "Grandson", "my secret plan", "an answer", GRANDSON)
+        await core.memory.add_exchange(GROUP, "Cousin", "her question", "an answer", COUSIN)
+        other = await open_database(make_config(seeded_db).database)  # as another process
+        try:
+            done = await erase(other, Scope(GROUP, GRANDSON))
+            await announce_erasure(other, Scope(GROUP, GRANDSON), done.pool_hashes)
+        finally:
+            await other.close()
+        if router.shared is not None:
+            await router.shared.until(lambda: router.counters["erasures_heard"] == 1, HEARD_S)
+        else:
+            await router.erasures.check()
+        await router.erasures.settled()
+        kept = [turn.content for turn in await core.memory.history(GROUP)]
+    finally:
+        await core.close()
+    assert kept == ["her question", "an answer"]
 
 
 SQLITE_ONLY = ("test_an_erasure_read_late", "test_forget_on_one_process_reaches_another")

@@ -40,6 +40,7 @@ from router.store import database as store
 from router.store import routing_log
 from router.store.database import Database, DatabaseError
 from router.store.erasure import Scope
+from router.store.erasure_notices import Notice
 from router.store.notifier import Notifier
 from router.store.pg_listener import PgListener
 from router.store.settings import MODE_CHANNEL
@@ -224,6 +225,7 @@ class SharedState:
                 router.context.heard_reset(conv_key, at)
             elif kind == "drop":
                 router.context.drop(conv_key, user_key, publish=False)
+                router.erasures.heard(Notice(0, at, conv_key, user_key))
         elif channel == POOL_CHANNEL and payload != self.sender:
             self._pool_wanted.set()
         elif channel == FIT_CHANNEL and payload != self.sender:
