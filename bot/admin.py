@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bot.chat_user import ChatUser, user_key_of
 from bot.config import AdminSettings
-from bot.console_history import PrivateHistory
+from bot.console_history import PrivateHistory, is_console
 from bot.erasure import forget
 from bot.memory import Memory
 from bot.proxy_admin import ProxyAdmin, ProxyAdminError, ProxyStats
@@ -19,6 +19,7 @@ from router import MODES, ModelRouter
 from router.analytics import stats as routing_stats
 from router.analytics.cost import cost_report
 from router.store.erasure import Scope
+from router.store.erasure_notices import Notice
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,13 @@ class Admin:
         self.counters: Counter[str] = Counter() if counters is None else counters
         # The terminal's input history, which /forget at the console empties too.
         self.console_history: PrivateHistory | None = None
+
+    async def heed_erasures(self, notices: list[Notice]) -> None:
+        """Another process (`crabbot forget`) erased a console conversation or person: the
+        terminal's arrow keys let go of its lines too."""
+        erased = any(is_console(notice.conv_key, notice.user_key) for notice in notices)
+        if erased and self.console_history is not None:
+            self.console_history.forget()
 
     def is_admin(self, user: ChatUser) -> bool:
         if user.platform == "console":

@@ -42,6 +42,11 @@ def erase_file(path: Path, dry_run: bool = False) -> int:
     return entries
 
 
+def is_console(*keys: str | None) -> bool:
+    """Whether a conversation or person key is the terminal's (`console:...`)."""
+    return any(key is not None and key.startswith("console:") for key in keys)
+
+
 class PrivateHistory:
     """The prompt's FileHistory (`file`) on a private file; `forget` empties it, also in memory
     (the prompt reloads its arrow-key history from there at every new line). prompt_toolkit is

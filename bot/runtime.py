@@ -84,6 +84,7 @@ class BotCore:
             counters=counters,
             proxy=upstream.proxy,
         )
+        router.erasures.also.append(admin.heed_erasures)  # the console's arrow keys
         transcriber = Transcriber(config.voice, secrets.groq_api_key)
         access = Access(config.access, counters)
         return cls(config, router, memory, upstream, agent, admin, transcriber, counters, access)

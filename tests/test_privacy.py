@@ -20,12 +20,16 @@ from bot.chat_user import ChatUser
 from bot.cli import main
 from bot.console_history import PrivateHistory
 from bot.memory import BOT_MIGRATIONS
-from router import EmptyMessageError, RoutingDecision
+from router import EmptyMessageError, RoutingDecision, erasure_watch
+from router.cluster.shared_state import announce_erasure
+from router.store.database import open_database
+from router.store.erasure import Scope, erase
 from router.store.erasure_notices import leave_notice, notices_after
 from router.store.migrations import Migrations, migrate
 from router.store.routing_log import last_turn, write_decision
 from tests.bot_helpers import dispatch, log_rows, open_core, open_learning_core
 from tests.cli_helpers import run_crabbot
+from tests.conftest import make_config
 from tests.db_helpers import fetch_sync, open_db
 from tests.fakes.groq_server import category_reply
 
@@ -188,6 +192,32 @@ async def test_forget_at_the_console_empties_its_history_file_and_arrow_keys(see
         " history entries of yours from this conversation."
     )
     assert history.path.read_text() == "" and history.file.get_strings() == []
+
+
+async def test_crabbot_forget_of_the_console_empties_a_running_consoles_arrow_keys(
+    seeded_db, embedder, monkeypatch
+):
+    monkeypatch.setattr(erasure_watch, "RECHECK_S", 0.0)
+    core = await open_core(seeded_db, embedder, None)
+    history = PrivateHistory(seeded_db.parent / "console_history")
+    history.file.append_string("my bank password hint")
+    core.admin.console_history = history
+    try:
+        assert history.file.get_strings() == ["my bank password hint"]
+        other = await open_database(make_config(seeded_db).database)  # another terminal's
+        try:
+            done = await erase(other, Scope(conv_key="console:ann"))
+            await announce_erasure(other, Scope(conv_key="console:ann"), done.pool_hashes)
+        finally:
+            await other.close()
+        if core.router.shared is not None:
+            await core.router.shared.until(lambda: core.router.counters["erasures_heard"], 10.0)
+        else:
+            await core.router.erasures.check()
+        await core.router.erasures.settled()
+    finally:
+        await core.close()
+    assert history.file.get_strings() == []
 
 
 def _build_family_db(db: Path, embedder) -> None:

@@ -10,15 +10,11 @@ import sys
 
 from bot.cli.tooling import store_with_memory
 from bot.config import CrabbotConfig
-from bot.console_history import history_path
+from bot.console_history import history_path, is_console
 from bot.erasure import forget
 from router.store.erasure import Scope
 
 USER_KEY = re.compile(r"[a-z]+:\S+")
-
-
-def _console(*keys: str | None) -> bool:
-    return any(key is not None and key.startswith("console:") for key in keys)
 
 
 async def run_forget(args: argparse.Namespace, config: CrabbotConfig) -> int:
@@ -36,7 +32,7 @@ async def run_forget(args: argparse.Namespace, config: CrabbotConfig) -> int:
     scope = Scope(args.conv, args.user)
     # The terminal's history file holds whatever was typed at `crabbot chat`: a console
     # conversation's or person's erasure empties it.
-    history = history_path(config.database.path) if _console(args.conv, args.user) else None
+    history = history_path(config.database.path) if is_console(args.conv, args.user) else None
     async with store_with_memory(config) as (conn, memory):
         erased = await forget(conn, memory, scope, dry_run=args.dry_run, history=history)
     who = " in ".join(key for key in (args.user, args.conv) if key)
