@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bot.config import MemorySettings
 from router.store.database import Database
-from router.store.erasure import Scope
+from router.store.erasure import Scope, up_to
 from router.store.erasure_notices import Notice
 from router.store.migrations import Migrations, migrate
 from router.store.write_behind import Job, JobWriter
@@ -248,14 +248,9 @@ class Memory:
         questions and the answers to them), and the reminders of a person's words that others'
         questions there quote (cleared; the others' words stay); return how many messages and
         how many quotes (would) go. `before`: only rows from then or earlier."""
-        scope_where, scope_values = Scope(conv_key, user_key).where()
-        where: str = scope_where
-        values: tuple[str | float, ...] = scope_values
-        quoting: tuple[str, tuple[str | float, ...]] | None = _quoting(conv_key, user_key)
-        if before is not None:
-            where, values = f"{where} AND at <= ?", (*values, before)
-            if quoting is not None:
-                quoting = f"{quoting[0]} AND at <= ?", (*quoting[1], before)
+        where, values = up_to(*Scope(conv_key, user_key).where(), "at", before)
+        quoted = _quoting(conv_key, user_key)
+        quoting = None if quoted is None else up_to(*quoted, "at", before)
         await self.writer.flush()  # exchanges still queued are erased too
         if dry_run:
             quotes = await self._count(*quoting) if quoting else 0

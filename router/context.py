@@ -280,16 +280,14 @@ class ConversationContext:
         (in every process on the database, unless it is another's erasure being heard);
         `before`: only those from then or earlier (an erasure heard late: turns since stay)."""
 
-        def erased(turn: PreviousTurn | None) -> bool:
-            return turn is not None and (before is None or (turn.at or 0.0) <= before)
-
         def change(conv: str, sender: str | None, turn: PreviousTurn) -> PreviousTurn | None:
             if conv_key not in (None, conv) or user_key not in (None, sender):
                 return turn
-            if erased(turn):
+            if _up_to(turn, before):
                 return None
             # A later turn of theirs reacting to an erased one keeps no copy of it.
-            return dataclasses.replace(turn, task_behind=None) if erased(turn.task_behind) else turn
+            behind = turn.task_behind
+            return dataclasses.replace(turn, task_behind=None) if _up_to(behind, before) else turn
 
         self._revise(change)
         if user_key is not None:
@@ -305,16 +303,13 @@ class ConversationContext:
         # The router does not know whose words a quote held (a message it never routed; its
         # author, when given, is a display name, not a person's key), so a person's erasure
         # cuts back every quote in its scope, whoever wrote it.
-        def erased(turn: PreviousTurn) -> bool:
-            return before is None or (turn.at or 0.0) <= before
-
         def cut(conv: str, _: str | None, turn: PreviousTurn) -> PreviousTurn | None:
             if conv_key not in (None, conv):
                 return turn
-            if erased(turn):
+            if _up_to(turn, before):
                 return _unquoted(turn)
             behind = turn.task_behind  # a later turn reacting to one read with a quote
-            if behind is None or not erased(behind):
+            if behind is None or not _up_to(behind, before):
                 return turn
             unquoted = _unquoted(behind)
             return turn if unquoted is behind else dataclasses.replace(turn, task_behind=unquoted)
@@ -337,6 +332,11 @@ class ConversationContext:
             log.exception("could not store the conversation's reset")
             self.counters["db_errors"] += 1
         return had
+
+
+def _up_to(turn: PreviousTurn | None, before: float | None) -> bool:
+    """Whether `turn` is one from `before` or earlier (None: any time); no turn is not."""
+    return turn is not None and (before is None or (turn.at or 0.0) <= before)
 
 
 def _unquoted(turn: PreviousTurn) -> PreviousTurn | None:

@@ -321,10 +321,17 @@ class ModelRouter:
         self.context.drop(scope.conv_key, scope.user_key)
         if self.shared is not None:  # and from the other processes' pools
             self.shared.unpool(done.pool_hashes)
-        pool = self.pool
-        if pool is not None and await pool.drop(done.pool_hashes) and self.fitting is not None:
-            self.fitting.refit()
+        await self.unpool(done.pool_hashes)
         return done.erased
+
+    async def unpool(self, hashes: set[str]) -> bool:
+        """Let go of the pool entries with these text hashes (erased from the table) and refit
+        without them; True when the pool held any."""
+        if self.pool is None or not await self.pool.drop(hashes):
+            return False
+        if self.fitting is not None:
+            self.fitting.refit()
+        return True
 
     async def _heed_erasures(self, notices: list[Notice]) -> None:
         """Other processes erased these scopes: rows this process still had queued from before
@@ -347,8 +354,7 @@ class ModelRouter:
             log.warning("rows still queued when another process's erasure was read")
             self.counters["erasure_rows_queued"] += 1
             return
-        if pool is not None and await pool.drop(held - stored) and self.fitting is not None:
-            self.fitting.refit()
+        await self.unpool(held - stored)
 
     async def _route_shadow(
         self,

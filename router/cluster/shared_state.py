@@ -310,11 +310,8 @@ class SharedState:
                 router.fitting.refit_if_grown()
 
     async def _unpool(self, hashes: set[str]) -> None:
-        router = self.router
-        if router.pool is not None and await router.pool.drop(hashes):
+        if await self.router.unpool(hashes):
             log.info("entries another process erased left the pool")
-            if router.fitting is not None:
-                router.fitting.refit()
         self._poke()
 
     async def _fit_loop(self) -> None:

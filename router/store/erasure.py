@@ -102,6 +102,16 @@ async def count(conn: Database, scope: Scope) -> Erased:
     return Erased(int(prompts[0]) if prompts else 0, pool_entries)
 
 
+def up_to(
+    where: str, values: tuple[str, ...], column: str, before: float | None
+) -> tuple[str, tuple[str | float, ...]]:
+    """A scope's SQL condition (`where`, `values`) narrowed to rows whose `column` is `before`
+    or earlier (None: all of them)."""
+    if before is None:
+        return where, values
+    return f"{where} AND {column} <= ?", (*values, before)
+
+
 class Erasure(NamedTuple):
     """What an erasure did: the counts, the deleted pool entries' text hashes (a pool in memory
     lets go of them too) and the notice it left for the other processes on the database."""
@@ -126,17 +136,9 @@ async def erase_rows(
     """Clear the scope's prompt text and delete its pool entries (`before`: only rows stored
     then or earlier, as another process's erasure did); return the counts and the deleted
     entries' text hashes."""
-    where, values = scope.where()
-    pool_where, log_where = where, where
-    pool_values: tuple[str | float, ...] = values
-    log_values: tuple[str | float, ...] = values
-    if before is not None:
-        pool_where, pool_values = f"{where} AND added_at <= ?", (*values, before)
-        log_where, log_values = f"{where} AND at <= ?", (*values, before)
-    held, quarantined = scope.where_quarantined()
-    held_values: tuple[str | float, ...] = quarantined
-    if before is not None:
-        held, held_values = f"{held} AND at <= ?", (*quarantined, before)
+    pool_where, pool_values = up_to(*scope.where(), "added_at", before)
+    log_where, log_values = up_to(*scope.where(), "at", before)
+    held, held_values = up_to(*scope.where_quarantined(), "at", before)
     async with conn.transaction():
         rows = await conn.fetch_all(f"SELECT prompt_hash FROM pool WHERE {pool_where}", pool_values)
         hashes = {str(row[0]) for row in rows}

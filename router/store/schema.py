@@ -19,9 +19,6 @@ SEED_GIVEN = """
         SELECT embedder_id, prompt_hash FROM pool WHERE label_source = 'seed';
     """
 
-# Each erasure leaves a notice (when, and whose: never a word or a hash of what went) for a
-# day, so that the other processes on the database let go of their in-memory copies too
-# (router/store/erasure_notices.py).
 # A label held back in quarantine records whose message it was, as a pooled one does, so an
 # erasure reaches it (older rows: a conversation's erasure matches their origin, the chat).
 QUARANTINE_OWNERS = """
@@ -31,6 +28,9 @@ QUARANTINE_OWNERS = """
     CREATE INDEX pool_quarantine_user ON pool_quarantine (user_key) WHERE user_key IS NOT NULL;
     """
 
+# Each erasure leaves a notice (when, and whose: never a word or a hash of what went) for a
+# day, so that the other processes on the database let go of their in-memory copies too
+# (router/store/erasure_notices.py).
 ERASURE_NOTICES = """
     CREATE TABLE erasure_notices (
         id {id},
