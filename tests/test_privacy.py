@@ -81,7 +81,7 @@ async def test_old_prompt_text_and_memory_are_removed_on_a_schedule_and_counted(
     assert new["prompt"] == "a new plan"
     assert kept == ["today", "answer"]
     assert (
-        "retention: 1 prompts cleared · 1 erasure notices cleared · 2 messages removed since start"
+        "retention: 1 prompt cleared · 1 erasure notice cleared · 2 messages removed since start"
         in stats
     )
     assert "kept: prompt text 7 d, memory 2 d" in stats

@@ -28,13 +28,16 @@ class Retention:
         self.every_s = every_s
         self.jobs: dict[str, Job] = {}
         self.removed: Counter[str] = Counter()
+        self._singular: dict[str, str] = {}
         self.last_run: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     def add(self, name: str, job: Job) -> None:
-        """`name` says what a job removes ("prompts cleared", "messages removed")."""
+        """`name` says what a job removes, a plural noun then a verb ("prompts cleared",
+        "erasure notices cleared"); one of them is the noun less its "s"."""
         self.jobs[name] = job
         self.removed[name] += 0  # shown as 0 until it removes something
+        self._singular[name] = name.replace("s ", " ", 1)
 
     async def run(self, now: float | None = None) -> dict[str, int]:
         """Run every job once; return what each removed. A failing job costs only its turn."""
@@ -70,7 +73,13 @@ class Retention:
 
     def line(self) -> str:
         """'retention: 12 prompts cleared · 3 messages removed since start (last run 14:02)'."""
-        counts = " · ".join(f"{n} {name}" for name, n in self.removed.items()) or "no jobs"
+        counts = (
+            " · ".join(
+                f"{n} {self._singular[name] if n == 1 else name}"
+                for name, n in self.removed.items()
+            )
+            or "no jobs"
+        )
         when = (
             time.strftime("last run %H:%M", time.localtime(self.last_run))
             if self.last_run
