@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from openai.types.chat import ChatCompletionMessageParam
 
 from bot.chat_user import ChatUser, user_key_of
+from bot.history_wait import HistoryWait
 from bot.incoming import Incoming
 from bot.language import apology
 from bot.media import Unreadable
@@ -22,10 +23,6 @@ from bot.upstream import AUTO_MODEL, Routed, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
 
 log = logging.getLogger(__name__)
-
-# A reply waits this long at most for the conversation's history (a lock held elsewhere, a
-# database host gone silent); past it the reply goes on without it.
-HISTORY_WAIT_S = 3.0
 
 Deliver = Callable[["Reply"], Awaitable[None]]
 OnText = Callable[[str], None]  # the answer so far, while it streams
@@ -70,6 +67,7 @@ class Agent:
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: Counter[str] = Counter()
         self._late_reads: set[asyncio.Task[list[Turn]]] = set()  # cancelled, still ending
+        self.history_wait = HistoryWait()
 
     async def handle(
         self,
@@ -126,27 +124,38 @@ class Agent:
         return await self._answer(conv_key, user, incoming, on_text)
 
     async def _history(self, conv_key: str) -> list[Turn]:
-        """The conversation's history; none when the database fails, or takes longer than
-        HISTORY_WAIT_S: that costs the conversation its memory, never the reply."""
+        """The conversation's history; none when the database fails or takes longer than
+        `history_wait` allows: that costs the conversation its memory, never the reply."""
+        wait_s = self.history_wait.seconds()
         read = asyncio.create_task(self.memory.history(conv_key))
-        done, _ = await asyncio.wait({read}, timeout=HISTORY_WAIT_S)
+        done, _ = await asyncio.wait({read}, timeout=wait_s)
         if not done:
             # Cancelled, not awaited: the query's cancellation may itself wait on the database.
             read.cancel()
             self._late_reads.add(read)
             read.add_done_callback(self._late_read_ended)
             log.warning(
-                "the history of %s took over %g s to read; answering without it",
-                conv_key,
-                HISTORY_WAIT_S,
+                "the history of %s took over %g s to read; answering without it", conv_key, wait_s
             )
             self.counters["db_timeouts"] += 1
+            self._history_failed()
             return []
         try:
-            return read.result()
+            history = read.result()
         except Exception:
             self._db_failed("read the conversation's history; answering without it")
+            self._history_failed()
             return []
+        if self.history_wait.answered():
+            log.info("the database answers again: replies wait for their history as before")
+        return history
+
+    def _history_failed(self) -> None:
+        if self.history_wait.failed():
+            log.warning(
+                "until the database answers again, a reply waits at most %g s for its history",
+                self.history_wait.short_s,
+            )
 
     def _late_read_ended(self, read: asyncio.Task[list[Turn]]) -> None:
         self._late_reads.discard(read)

@@ -319,8 +319,9 @@ async def test_a_history_read_held_up_by_the_database_costs_the_memory_not_the_r
     core, upstream, database_backend
 ):
     """A lock held elsewhere on the memory table (an operator's VACUUM FULL, a migration) holds
-    the history read: the reply goes out without the history, and the next one, once the lock
-    is gone, has it again."""
+    the history read: the reply goes out without the history; the replies after it do not wait
+    the full budget again while the database still does not answer; and the next one, once the
+    lock is gone, has the history again."""
     if database_backend is None:
         pytest.skip("PostgreSQL: SQLite's readers are never held by a lock in WAL mode")
     await core.agent.handle("telegram:1", MOM, "My name is Mom")
@@ -337,12 +338,21 @@ async def test_a_history_read_held_up_by_the_database_costs_the_memory_not_the_r
     await locked.wait()
     try:  # bounded: a reply that waits for the lock would otherwise wait for ever here
         reply = await asyncio.wait_for(core.agent.handle("telegram:1", MOM, CODING), 60)
+        # The full budget is now an hour: a reply that took it would not come back in time.
+        core.agent.history_wait.full_s = 3600.0
+        again = await asyncio.wait_for(core.agent.handle("telegram:1", MOM, GREETING), 60)
     finally:
         done.set()
         await holder
     assert reply.ok and reply.text == f"[{reply.decision.model}] Mom: {CODING}"
-    assert [m["role"] for m in upstream.requests[-1].body["messages"]] == ["system", "user"]
-    assert core.counters["db_timeouts"] == 1
+    assert [m["role"] for m in upstream.requests[-2].body["messages"]] == ["system", "user"]
+    assert again.ok and [m["role"] for m in upstream.requests[-1].body["messages"]] == [
+        "system",
+        "user",
+    ]
+    assert core.counters["db_timeouts"] == 2
+    core.agent.history_wait.short_s = 30.0  # a read that answers, however slowly, is seen
     await core.agent.handle("telegram:1", MOM, "what's my name?")
     sent = [m["content"] for m in upstream.requests[-1].body["messages"]]
     assert any("My name is Mom" in str(content) for content in sent), sent
+    assert not core.agent.history_wait.failing
