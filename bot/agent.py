@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -196,6 +197,7 @@ class Agent:
         self, conv_key: str, user: ChatUser | None, incoming: Incoming, on_text: OnText | None
     ) -> Reply:
         text = incoming.routing_text()
+        asked_at = time.time()
         history = await self._history(conv_key)
         decision: RoutingDecision | None = None
         if self.upstream.auto:
@@ -243,7 +245,7 @@ class Agent:
                 completion_tokens=completion.completion_tokens,
             )
         try:
-            await self.memory.add_exchange(
+            kept = await self.memory.add_exchange(
                 conv_key,
                 author,
                 incoming.memory_text(),
@@ -251,7 +253,10 @@ class Agent:
                 user_key_of(user),
                 quote=incoming.memory_quote(),
                 quoted_key=incoming.quote.user_key if incoming.quote else None,
+                asked_at=asked_at,
             )
+            if not kept:
+                log.info("the asker in %s was erased while the answer ran: not kept", conv_key)
         except Exception:
             self._db_failed("store the exchange in memory")
         return Reply(incoming.headed(completion.text), decision, model, routed=completion.routed)

@@ -19,6 +19,8 @@ from router.store.migrations import Migrations, migrate
 from router.store.write_behind import Job, JobWriter
 from router.text import capped, wide_count
 
+ERASURES_KEPT_S = 3600.0  # longer than any reply streams
+
 # A reply's reminder of the message it quotes ('(replying to Dad: "...")'), apart from the
 # replier's words, with the quoted person's user key: their erasure clears it.
 _QUOTES = """
@@ -98,6 +100,9 @@ class Memory:
         # Exchanges queued and not yet written, by conversation, oldest first.
         self._unwritten: dict[str, list[tuple[Turn, Turn]]] = {}
         self._clearing: Counter[str] = Counter()  # /reset deletes queued, by conversation
+        # Recent erasures and when: an exchange asked before one and answered after it (a reply
+        # still streaming) is not stored, nor its reminder of an erased person's words.
+        self._erasures: list[tuple[Scope, float]] = []
 
     @classmethod
     async def open(
@@ -177,12 +182,19 @@ class Memory:
         user_key: str | None = None,
         quote: str | None = None,
         quoted_key: str | None = None,
-    ) -> None:
+        asked_at: float | None = None,
+    ) -> bool:
         """Queue a question and its answer (the asker's `user_key` on both), stored together
         behind the reply; exchanges beyond max_turns are then forgotten. `quote` is the
         question's reminder of the message it replies to, kept beside its words with the quoted
-        person's `quoted_key`. Never waits for the database."""
-        now = time.time()
+        person's `quoted_key`. Never waits for the database. The exchange is stored at
+        `asked_at` (else now); False when the asker was erased since (nothing is stored)."""
+        at = time.time() if asked_at is None else asked_at
+        if asked_at is not None:
+            if self._erased_since(asked_at, conv_key, user_key):
+                return False
+            if quoted_key is not None and self._erased_since(asked_at, conv_key, quoted_key):
+                quote = quoted_key = None
         cap = self.max_chars
         question, answer = capped(question, cap), capped(answer, cap)
         quoted_key = quoted_key if quote is not None else None
@@ -194,7 +206,7 @@ class Memory:
             " (conv_key, at, role, author, content, user_key, quote_excerpt, quoted_key)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        asker = (conv_key, now, "user", author, question, user_key, quote, quoted_key)
+        asker = (conv_key, at, "user", author, question, user_key, quote, quoted_key)
 
         def done(_written: bool) -> None:  # written, or dropped and counted by the writer
             waiting = self._unwritten.get(conv_key)
@@ -207,7 +219,7 @@ class Memory:
             Job(
                 (
                     (insert, asker),
-                    (insert, (conv_key, now, "assistant", None, answer, user_key, None, None)),
+                    (insert, (conv_key, at, "assistant", None, answer, user_key, None, None)),
                     (
                         "DELETE FROM messages WHERE conv_key = ? AND id NOT IN"
                         " (SELECT id FROM messages WHERE conv_key = ? ORDER BY id DESC LIMIT ?)",
@@ -216,6 +228,12 @@ class Memory:
                 ),
                 done,
             )
+        )
+        return True
+
+    def _erased_since(self, asked_at: float, conv_key: str, user_key: str | None) -> bool:
+        return any(
+            at >= asked_at and scope.covers(conv_key, user_key) for scope, at in self._erasures
         )
 
     async def clear(self, conv_key: str) -> int:
@@ -255,6 +273,9 @@ class Memory:
         if dry_run:
             quotes = await self._count(*quoting) if quoting else 0
             return await self._count(where, values), quotes
+        now = time.time()
+        self._erasures = [(scope, at) for scope, at in self._erasures if at > now - ERASURES_KEPT_S]
+        self._erasures.append((Scope(conv_key, user_key), now if before is None else before))
         async with self.conn.transaction() as conn:
             messages = await conn.execute(f"DELETE FROM messages WHERE {where}", values)
             quotes = 0

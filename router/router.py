@@ -318,6 +318,7 @@ class ModelRouter:
             return await erasure.count(self.conn, scope)
         done = await erasure.erase(self.conn, scope)
         self.erasures.made(done.notice)
+        self.log.forget(scope, time.time())  # requests still streaming: their rows to come
         self.context.drop(scope.conv_key, scope.user_key)
         if self.shared is not None:  # and from the other processes' pools
             self.shared.unpool(done.pool_hashes)
@@ -339,6 +340,8 @@ class ModelRouter:
         stored (an entry added meanwhile stays)."""
         pool = self.pool
         held = pool.hashes() if pool is not None else set()
+        for notice in notices:  # requests still streaming: their rows to come
+            self.log.forget(Scope(notice.conv_key, notice.user_key), notice.at)
         try:
             written = await self.log.flush(ERASE_FLUSH_S)
             written = await self.pool_writer.flush(ERASE_FLUSH_S) and written

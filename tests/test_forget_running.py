@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from bot.chat_user import ChatUser
 from router import ModelRouter, Secrets, erasure_watch
 from router import open_router as build_router
 from router.cluster.shared_state import announce_erasure
@@ -76,6 +77,63 @@ async def test_crabbot_forget_reaches_a_running_bot_without_a_restart(
         assert theirs.prior_category == "coding"
     finally:
         await router.close()
+
+
+async def test_a_reply_still_streaming_when_its_sender_is_erased_keeps_nothing_of_them(
+    seeded_db, embedder, upstream, monkeypatch
+):
+    """`crabbot forget` while the bot still streams its answer to the person: when the stream
+    ends, neither the conversation's memory nor the request's routing-log row keeps their
+    words; the cousin's exchange before it stays."""
+    monkeypatch.setattr(erasure_watch, "RECHECK_S", 0.0)
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    router = core.router
+    erased_mid_stream = False
+
+    async def forget_mid_stream(_sent: str) -> None:
+        nonlocal erased_mid_stream
+        if erased_mid_stream:
+            return
+        erased_mid_stream = True
+        await crabbot_forget("--db", str(seeded_db), "--user", GRANDSON)
+        if router.shared is not None:  # PostgreSQL: heard, not read on a request's way
+            await router.shared.until(lambda: router.counters["erasures_heard"] == 1, HEARD_S)
+        else:
+            await router.erasures.check(max_age_s=0.0)
+        await router.erasures.settled()
+
+    try:
+        cousin = ChatUser("telegram", 43, "Cousin")
+        await core.agent.handle(GROUP, cousin, "早安 今天好冷")
+        upstream.gate = forget_mid_stream
+        reply = await core.agent.handle(GROUP, ChatUser("telegram", 42, "Grandson"), CODING)
+        assert reply.ok and erased_mid_stream
+        assert await core.memory.flush() and await router.log.flush()
+        kept = [turn.content for turn in await core.memory.history(GROUP)]
+        rows = await router.conn.fetch_all(
+            "SELECT prompt, prompt_hash FROM routing_log WHERE decision_id = ?",
+            (reply.decision.id,),
+        )
+    finally:
+        await core.close()
+    assert len(kept) == 2 and "早安 今天好冷" in kept[0] and CODING not in "".join(kept)
+    assert [tuple(row) for row in rows] == [("", "")]
+
+
+async def test_forget_in_the_same_process_reaches_a_reply_still_streaming(seeded_db, embedder):
+    """/forget served by the process that is still streaming the person's answer."""
+    router = await open_router(seeded_db, embedder)
+    try:
+        streaming = await router.route(CODING, conv_key=GROUP, user_key=GRANDSON)
+        await router.erase(Scope(GROUP, GRANDSON))
+        router.finish(streaming, "completed")
+        assert await router.log.flush()
+        rows = await router.conn.fetch_all(
+            "SELECT prompt, prompt_hash FROM routing_log WHERE decision_id = ?", (streaming.id,)
+        )
+    finally:
+        await router.close()
+    assert [tuple(row) for row in rows] == [("", "")]
 
 
 async def test_an_erasure_read_late_keeps_the_turns_made_since(seeded_db, embedder, monkeypatch):

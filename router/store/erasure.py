@@ -45,6 +45,12 @@ class Scope:
         named = [(c, v) for c, v in (("conv_key", self.conv_key), ("user_key", self.user_key)) if v]
         return " AND ".join(f"{column} = ?" for column, _ in named), tuple(v for _, v in named)
 
+    def covers(self, conv_key: str | None, user_key: str | None) -> bool:
+        """Whether a row of this conversation and person is the scope's."""
+        return (self.conv_key is None or conv_key == self.conv_key) and (
+            self.user_key is None or user_key == self.user_key
+        )
+
     def where_quarantined(self) -> tuple[str, tuple[str, ...]]:
         """The same on the quarantine, whose rows from before it kept owners name only their
         origin: a chat's is its conversation."""

@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 from router.decision import OUTCOMES, Outcome, RoutingDecision
+from router.store.erasure import Scope
 from router.store.log_writer import LogWriter
 from router.store.routing_log import PromptKeeping, row_of
 from router.store.spool import SpoolReplay
@@ -16,6 +17,7 @@ from router.store.spool import SpoolReplay
 log = logging.getLogger(__name__)
 
 OPEN_ROW_AFTER_S = 1.0
+ERASED = PromptKeeping(store=False)  # a row whose sender was erased keeps no prompt
 
 
 class DecisionLog:
@@ -25,6 +27,9 @@ class DecisionLog:
         self.writer = writer
         self.keeping = keeping or PromptKeeping()  # what a row keeps of its prompt ([privacy])
         self._open: dict[str, RoutingDecision] = {}
+        # Open decisions whose sender was erased while their request ran: their rows keep no
+        # prompt when they end (the erasure cleared the rows written until then).
+        self._erased: set[str] = set()
         self._open_row_timers: dict[str, asyncio.TimerHandle] = {}
         # Rows processes that died left in the crash spool, written at the start (or retried).
         self.replay: SpoolReplay | None = None
@@ -41,10 +46,22 @@ class DecisionLog:
     def _write_open_row(self, decision_id: str) -> None:
         self._open_row_timers.pop(decision_id, None)
         decision = self._open.get(decision_id)
-        if decision is not None:
-            self.writer.put(
-                row_of(decision, still_open=True, keeping=self.keeping)
-            )  # the final row replaces it
+        if decision is not None:  # the final row replaces it
+            self.writer.put(row_of(decision, still_open=True, keeping=self._keeping_of(decision)))
+
+    def _keeping_of(self, decision: RoutingDecision) -> PromptKeeping:
+        return ERASED if decision.id in self._erased else self.keeping
+
+    def forget(self, scope: Scope, before: float) -> int:
+        """An erasure of `scope` at `before`: the requests of it still open, decided by then,
+        keep no prompt in their rows. Returns how many."""
+        erased = {
+            decision.id
+            for decision in self._open.values()
+            if decision.at <= before and scope.covers(decision.conv_key, decision.user_key)
+        }
+        self._erased |= erased
+        return len(erased)
 
     def finish(
         self,
@@ -60,6 +77,8 @@ class DecisionLog:
             raise ValueError(f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}")
         if self._open.pop(decision.id, None) is None:
             return
+        keeping = self._keeping_of(decision)
+        self._erased.discard(decision.id)
         timer = self._open_row_timers.pop(decision.id, None)
         if timer is not None:
             timer.cancel()
@@ -70,7 +89,7 @@ class DecisionLog:
             decision.completion_tokens = completion_tokens
         if error:
             decision.add_error(error)
-        self.writer.put(row_of(decision, keeping=self.keeping))
+        self.writer.put(row_of(decision, keeping=keeping))
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every finished decision's row is committed (see LogWriter.flush)."""
