@@ -42,6 +42,7 @@ from router.store.settings import StoredMode
 from router.store.write_behind import JobWriter
 from router.taxonomy import TIERS, Mode, Taxonomy
 from router.text import (
+    answer_to,
     answered_request,
     message_text,
     readable,
@@ -251,12 +252,18 @@ class ModelRouter:
         # message says alone, and the quote may be another person's words, which would outlive
         # that person's erasure there.
         teacher = None if quoted_under else origin or conv_key or "anonymous"
+        # What the bot answered the previous message, for the categorizer: whether the turn
+        # questions that answer or only echoes it is often what tells a follow-up from chatter.
+        answer = None
+        if previous is not None and previous.text:
+            answer = answer_to(previous.own_words or previous.text, history, PRIOR_TEXT_CHARS)
+        whose = (conv_key, user_key)
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
         elif mode == "shadow":
-            decision = await self._route_shadow(text, previous, now, teacher, (conv_key, user_key))
+            decision = await self._route_shadow(text, previous, now, teacher, whose, answer)
         else:
-            decision = await self._route_live(text, previous, now, teacher, (conv_key, user_key))
+            decision = await self._route_live(text, previous, now, teacher, whose, answer)
         decision.latency_ms = (time.perf_counter() - started) * 1000
         # The log keeps the sender's own words: a quote under them may be another person's,
         # whose erasure must reach every copy of their words.
@@ -366,11 +373,12 @@ class ModelRouter:
         now: float,
         teacher: str | None,
         whose: Origin = (None, None),
+        answer: str | None = None,
     ) -> RoutingDecision:
         if self.categorizer is None:
             return self._local_alone("shadow", await self._local(text, previous, now), previous)
         local_task = asyncio.create_task(self._local(text, previous, now))
-        llm_result = await self._ask_llm(text, previous, now)
+        llm_result = await self._ask_llm(text, previous, now, answer)
         local = await local_task
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "shadow", local)
@@ -385,6 +393,7 @@ class ModelRouter:
         now: float,
         teacher: str | None,
         whose: Origin = (None, None),
+        answer: str | None = None,
     ) -> RoutingDecision:
         local = await self._local(text, previous, now)
         if (
@@ -395,7 +404,7 @@ class ModelRouter:
             return self.decisions.from_local(local.answer, local, "live", previous)
         if self.categorizer is None:
             return self._local_alone("live", local, previous)
-        llm_result = await self._ask_llm(text, previous, now)
+        llm_result = await self._ask_llm(text, previous, now, answer)
         if isinstance(llm_result, SignalAnswer):
             decision = self.decisions.from_llm(llm_result, "live", local)
             await self._learn(text, local, llm_result, previous, now, teacher, whose)
@@ -417,13 +426,13 @@ class ModelRouter:
             return None
 
     async def _ask_llm(
-        self, text: str, previous: PreviousTurn | None, now: float
+        self, text: str, previous: PreviousTurn | None, now: float, answer: str | None = None
     ) -> SignalAnswer | str:
         """The categorizer's answer, or the reason it gave none."""
         if self.categorizer is None:
             return f"categorizer unavailable: {self.categorizer_missing or 'disabled in config'}"
         try:
-            result = await self.categorizer.categorize(text, previous, now)
+            result = await self.categorizer.categorize(text, previous, now, answer)
         except CategorizerError as exc:
             self.counters["categorizer_errors"] += 1
             log.warning("categorizer failed: %s", exc.reason)

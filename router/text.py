@@ -131,6 +131,19 @@ def user_message_of(
     return None
 
 
+def answer_to(asked: str, messages: Sequence[dict[str, Any]] | None, chars: int) -> str | None:
+    """The bot's answer (the assistant message right after it) to the newest user message in
+    `messages` whose words are `asked` (compared as author_of does); None when there is none."""
+    index = user_message_of(asked, messages, chars)
+    items = messages or ()
+    if index is None or index + 1 >= len(items):
+        return None
+    answer = items[index + 1]
+    if not isinstance(answer, dict) or answer.get("role") != "assistant":
+        return None
+    return message_text(answer.get("content")).strip() or None
+
+
 def last_user_text(messages: Sequence[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The last user message with text, and the messages before it; ("", []) when none has."""
     for index, text in user_texts_backwards(messages):

@@ -4,6 +4,7 @@ fake OpenAI-compatible server: routed models, "auto", usage, failures, memory.""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -11,7 +12,8 @@ from bot.chat_user import ChatUser
 from bot.language import APOLOGIES
 from bot.upstream import MISSING_HINT, Upstream
 from router import EmptyMessageError, Secrets
-from tests.bot_helpers import NO_SECRETS, log_rows, open_core
+from tests.bot_helpers import NO_SECRETS, log_rows, open_core, open_learning_core
+from tests.fakes.groq_server import category_reply
 
 MOM = ChatUser("telegram", 42, "Mom")
 CODING = "Write a Python function that removes duplicates from a list but keeps the order"
@@ -356,3 +358,24 @@ async def test_a_history_read_held_up_by_the_database_costs_the_memory_not_the_r
     sent = [m["content"] for m in upstream.requests[-1].body["messages"]]
     assert any("My name is Mom" in str(content) for content in sent), sent
     assert not core.agent.history_wait.failing
+
+
+async def test_the_categorizer_reads_the_bot_s_answer_to_the_speaker_s_previous_message(
+    seeded_db, embedder, upstream, groq_server
+):
+    """In shadow mode the LLM names every message's task: beside a follow-up it reads the
+    speaker's previous message and the bot's answer to it (from memory), not the answer to
+    someone else who spoke since."""
+    groq_server.respond = lambda _r: category_reply("simple_lookup", 0.9)
+    core = await open_learning_core(seeded_db, embedder, upstream.base_url, groq_server.base_url)
+    dad = ChatUser("telegram", 43, "Dad")
+    try:
+        asked = await core.agent.handle("telegram:-5", MOM, "whats a 15% tip on 84.50")
+        await core.agent.handle("telegram:-5", dad, "good morning all")
+        await core.agent.handle("telegram:-5", MOM, "ok so 97.18")
+        await core.agent.handle("telegram:-5", dad, "coffee anyone")
+    finally:
+        await core.close()
+    moms, dads = (groq_server.requests[i]["messages"][1]["content"] for i in (2, 3))
+    assert f"[The bot's answer to it: {json.dumps(asked.text)}]" in moms
+    assert "15% tip" not in dads and "answer to it: " + json.dumps(asked.text) not in dads

@@ -110,6 +110,26 @@ async def test_prompt_carries_the_previous_task(groq_server):
     assert "No, need dedup" in prompt
 
 
+async def test_prompt_carries_the_bot_s_answer_to_the_previous_message(groq_server):
+    """Whether a turn questions the answer or only echoes it tells a follow-up from chatter."""
+    groq_server.respond = lambda _r: Reply('{"category": "casual", "confidence": 0.9}')
+    categorizer = categorizer_for(groq_server)
+    previous = PreviousTurn("simple_lookup", at=100.0, text="whats a 15% tip on 84.50")
+    answer = "12.68, so 97.18 in all." + " More detail." * 100
+    try:
+        await categorizer.categorize("97.18 ok", previous, at=120.0, answer=answer)
+        await categorizer.categorize("97.18 ok", previous, at=120.0)
+    finally:
+        await categorizer.close()
+    with_answer, without = (request["messages"][1]["content"] for request in groq_server.requests)
+    shown = json.dumps(answer[:300])
+    assert (
+        f'[Previous message: "whats a 15% tip on 84.50"]\n[The bot\'s answer to it: {shown}]'
+        in with_answer
+    )
+    assert "answer to it" not in without
+
+
 async def test_prompt_carries_the_task_behind_a_reaction(groq_server):
     groq_server.respond = lambda _r: Reply('{"category": "coding", "confidence": 0.9}')
     categorizer = categorizer_for(groq_server)

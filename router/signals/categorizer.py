@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # groq loads only when a categorizer is configured
     from groq.types.chat import ChatCompletionMessageParam
 
 MAX_PROMPT_CHARS = 2000
+CONTEXT_CHARS = 300  # of a previous message, or of the bot's answer to it
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
@@ -72,13 +73,22 @@ def described(label: str, turn: PreviousTurn, at: float) -> str:
     )
     lines = f"[{label} routing: {turn.category}{ago}{whose}]\n"
     if turn.text:  # none from another process that keeps no prompt text
-        lines += f"[{label} message: {json.dumps(turn.text[:300], ensure_ascii=False)}]\n"
+        lines += f"[{label} message: {quoted(turn.text)}]\n"
     return lines
 
 
+def quoted(text: str, chars: int = CONTEXT_CHARS) -> str:
+    return json.dumps(text[:chars], ensure_ascii=False)
+
+
 def build_messages(
-    text: str, taxonomy: Taxonomy, previous: PreviousTurn | None, at: float
+    text: str,
+    taxonomy: Taxonomy,
+    previous: PreviousTurn | None,
+    at: float,
+    answer: str | None = None,
 ) -> list[ChatCompletionMessageParam]:
+    """`answer`: the bot's answer to the previous message, when the caller has it."""
     lines = "\n".join(f"- {c}: {taxonomy.describe(c)}" for c in taxonomy.categories)
     system = (
         "You classify one chat message by the type of task it asks for. Categories:\n"
@@ -94,7 +104,10 @@ def build_messages(
         " words; a fact or constraint added to the task continues it. Chatter around a request"
         ' does not make it chatter: "thanks! now make it skip the header" is that request.'
         " A reply to someone else's message is usually the replier's own chatter, unless it"
-        " refers to their task."
+        " refers to their task. When the bot's answer to the previous message is shown, a"
+        " message that only repeats, checks off or judges what it said is casual, even with"
+        ' its numbers or words ("so 42 it is", "和我算的一样"); one that questions it,'
+        " corrects it or brings a new fact to the task continues the task."
         " Answer with JSON only: "
         '{"category": "<one of the categories>", "confidence": <number from 0 to 1>}'
     )
@@ -103,6 +116,8 @@ def build_messages(
         if previous.task_behind is not None:  # the task the previous message reacted to
             context = described("Earlier", previous.task_behind, at)
         context += described("Previous", previous, at)
+        if answer:
+            context += f"[The bot's answer to it: {quoted(answer)}]\n"
     user = f"{context}[Current message: {json.dumps(text[:MAX_PROMPT_CHARS], ensure_ascii=False)}]"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -124,14 +139,14 @@ class LLMCategorizer:
         )
 
     async def categorize(
-        self, text: str, previous: PreviousTurn | None, at: float
+        self, text: str, previous: PreviousTurn | None, at: float, answer: str | None = None
     ) -> Categorization:
         started = time.perf_counter()
         groq = self._groq
         try:
             response = await self._client.chat.completions.create(
                 model=self.settings.model,
-                messages=build_messages(text, self.taxonomy, previous, at),
+                messages=build_messages(text, self.taxonomy, previous, at, answer),
                 temperature=0.0,
                 max_tokens=60,
                 response_format={"type": "json_object"},
