@@ -49,6 +49,7 @@ SPLITS = {
     "dev10": (DATA / "dev10_set.jsonl",),
     "dev11": (DATA / "dev11_set.jsonl",),
     "dev12": (DATA / "dev12_set.jsonl",),
+    "dev13": (DATA / "dev13_set.jsonl",),
 }
 
 
