@@ -42,6 +42,7 @@ from router.store.settings import StoredMode
 from router.store.write_behind import JobWriter
 from router.taxonomy import TIERS, Mode, Taxonomy
 from router.text import (
+    answer_after,
     answer_to,
     answered_request,
     message_text,
@@ -254,9 +255,7 @@ class ModelRouter:
         teacher = None if quoted_under else origin or conv_key or "anonymous"
         # What the bot answered the previous message, for the categorizer: whether the turn
         # questions that answer or only echoes it is often what tells a follow-up from chatter.
-        answer = None
-        if previous is not None and previous.text:
-            answer = answer_to(previous.own_words or previous.text, history, PRIOR_TEXT_CHARS)
+        answer = self._answer_to(previous, asked, history, name)
         whose = (conv_key, user_key)
         if mode == "off":
             decision = self.decisions.default_tier(mode, "fixed")
@@ -275,6 +274,23 @@ class ModelRouter:
     def _within_horizon(self, turn: PreviousTurn | None, now: float) -> bool:
         """Whether `turn` (None: no turn) is recent enough to be a context."""
         return turn is None or within_horizon(turn.at, now, self.config.context.horizon_h)
+
+    @staticmethod
+    def _answer_to(
+        previous: PreviousTurn | None,
+        asked: dict[str, Any] | None,
+        history: Sequence[dict[str, Any]] | None,
+        name: str | None,
+    ) -> str | None:
+        """The bot's answer to the turn's context in `history`: the answer the turn replies to,
+        else the one to the previous turn (the speaker's own, unless it is someone else's)."""
+        if asked is not None:
+            index = next((i for i, m in enumerate(history or ()) if m is asked), None)
+            return None if index is None else answer_after(history, index)
+        if previous is None or not previous.text:
+            return None
+        own = None if previous.another_speaker else name
+        return answer_to(previous.own_words or previous.text, history, PRIOR_TEXT_CHARS, own)
 
     @staticmethod
     def _answered(

@@ -131,14 +131,23 @@ def user_message_of(
     return None
 
 
-def answer_to(asked: str, messages: Sequence[dict[str, Any]] | None, chars: int) -> str | None:
-    """The bot's answer (the assistant message right after it) to the newest user message in
-    `messages` whose words are `asked` (compared as author_of does); None when there is none."""
-    index = user_message_of(asked, messages, chars)
+def answer_to(
+    asked: str, messages: Sequence[dict[str, Any]] | None, chars: int, name: str | None = None
+) -> str | None:
+    """The bot's answer to the newest user message in `messages` (`name`'s own, when the list
+    names its speakers) whose words as the router read them (`remembered_words`) are `asked`,
+    compared on their first `chars` characters; None when there is none or it got no answer."""
+    key = normalize_text(asked[:chars])
+    for index, text in user_texts_backwards(messages, name):
+        if normalize_text(remembered_words(text)[:chars]) == key:
+            return answer_after(messages, index)
+    return None
+
+
+def answer_after(messages: Sequence[dict[str, Any]] | None, index: int) -> str | None:
+    """The text of the assistant message right after `messages[index]`, if there is one."""
     items = messages or ()
-    if index is None or index + 1 >= len(items):
-        return None
-    answer = items[index + 1]
+    answer = items[index + 1] if index + 1 < len(items) else None
     if not isinstance(answer, dict) or answer.get("role") != "assistant":
         return None
     return message_text(answer.get("content")).strip() or None

@@ -7,7 +7,7 @@ import pytest
 
 from bot.adapters.telegram_markdown import convert
 from bot.incoming import answer_shown
-from router.text import answered_request, remembered_words
+from router.text import answer_to, answered_request, remembered_words
 
 POEM = "Leaves of amber, leaves of red,\nfalling softly on the bed.\n\n**Happy birthday, Grandma!**"
 CODE = (
@@ -85,3 +85,22 @@ def test_an_answer_to_a_voice_message_matches_without_its_heading() -> None:
     shown = "> [voice 0:04] 明天台北會下雨嗎\n\n明天台北午後有雷陣雨，記得帶傘。"
     assert answered_request(history, shown) is None  # the heading is not the answer's
     assert answered_request(history, answer_shown(shown)) == history[0]
+
+
+def test_the_answer_to_a_message_is_found_under_memory_s_marks_and_only_for_its_speaker() -> None:
+    """The bot's memory keeps a reply's reminder of what it quoted and a voice message's mark;
+    the router read the words without them. A group's history names who asked what."""
+    history = [
+        {
+            "role": "user",
+            "name": "Mom",
+            "content": '[voice] what about 20% (replying to Dad: "tip?")',
+        },
+        {"role": "assistant", "content": "16.90"},
+        {"role": "user", "name": "Dad", "content": "what about 20%"},
+        {"role": "assistant", "content": "it depends"},
+    ]
+    assert answer_to("what about 20%", history, 300, "Mom") == "16.90"
+    assert answer_to("what about 20%", history, 300, "Dad") == "it depends"
+    assert answer_to("what about 20%", history, 300) == "it depends"  # the newest, unnamed
+    assert answer_to("and 25%?", history, 300, "Mom") is None

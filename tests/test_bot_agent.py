@@ -369,13 +369,16 @@ async def test_the_categorizer_reads_the_bot_s_answer_to_the_speaker_s_previous_
     groq_server.respond = lambda _r: category_reply("simple_lookup", 0.9)
     core = await open_learning_core(seeded_db, embedder, upstream.base_url, groq_server.base_url)
     dad = ChatUser("telegram", 43, "Dad")
+    tip = "whats a 15% tip on 84.50"
     try:
-        asked = await core.agent.handle("telegram:-5", MOM, "whats a 15% tip on 84.50")
+        asked = await core.agent.handle("telegram:-5", MOM, tip)
+        dads_tip = await core.agent.handle("telegram:-5", dad, tip)  # the same words: his own
         await core.agent.handle("telegram:-5", dad, "good morning all")
         await core.agent.handle("telegram:-5", MOM, "ok so 97.18")
         await core.agent.handle("telegram:-5", dad, "coffee anyone")
     finally:
         await core.close()
-    moms, dads = (groq_server.requests[i]["messages"][1]["content"] for i in (2, 3))
+    moms, dads = (groq_server.requests[i]["messages"][1]["content"] for i in (3, 4))
+    assert asked.text != dads_tip.text  # the fake model's answer names who asked
     assert f"[The bot's answer to it: {json.dumps(asked.text)}]" in moms
     assert "15% tip" not in dads and "answer to it: " + json.dumps(asked.text) not in dads
