@@ -67,8 +67,11 @@ class Agent:
         self.system_prompt = system_prompt
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: Counter[str] = Counter()
-        self._late_reads: set[asyncio.Task[list[Turn]]] = set()  # cancelled, still ending
+        self._late_reads: set[asyncio.Task[list[Turn]]] = set()  # timed out, still ending
         self.history_wait = HistoryWait()
+        # One late read left running: when it succeeds the database answers again (a read
+        # that comes back in a second after an outage is not cut at the short wait).
+        self._probe: asyncio.Task[list[Turn]] | None = None
 
     async def handle(
         self,
@@ -131,8 +134,10 @@ class Agent:
         read = asyncio.create_task(self.memory.history(conv_key))
         done, _ = await asyncio.wait({read}, timeout=wait_s)
         if not done:
-            # Cancelled, not awaited: the query's cancellation may itself wait on the database.
-            read.cancel()
+            if self._probe is None:
+                self._probe = read
+            else:  # not awaited: the query's cancellation may itself wait on the database
+                read.cancel()
             self._late_reads.add(read)
             read.add_done_callback(self._late_read_ended)
             log.warning(
@@ -160,21 +165,30 @@ class Agent:
 
     def _late_read_ended(self, read: asyncio.Task[list[Turn]]) -> None:
         self._late_reads.discard(read)
-        if not read.cancelled():
-            read.exception()  # taken, not raised: its cost was counted as the timeout
+        if read is self._probe:
+            self._probe = None
+        if read.cancelled() or read.exception() is not None:
+            return  # taken, not raised: its cost was counted as the timeout
+        if self.history_wait.answered():
+            log.info("the database answers again: replies wait for their history as before")
 
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)
         self.counters["db_errors"] += 1
 
     async def _route(
-        self, incoming: Incoming, history: list[Turn], conv_key: str, user: ChatUser | None
+        self,
+        incoming: Incoming,
+        history: list[Turn],
+        conv_key: str,
+        user: ChatUser | None,
+        asked_at: float,
     ) -> RoutingDecision:
         text = incoming.routing_text()
         if not text.strip():  # a photo with no caption: nothing to read, a tier for images
             tier = self.router.config.routing.image_tier
             return await self.router.route_without_text(
-                f"image without text: routing.image_tier {tier}", conv_key, tier=tier
+                f"image without text: routing.image_tier {tier}", conv_key, asked_at, tier=tier
             )
         # Each person's context is their own previous turn: the history names who said what.
         messages = [
@@ -186,6 +200,7 @@ class Agent:
             "" if bare else text,
             messages,
             conv_key,
+            at=asked_at,
             user_key=user_key_of(user),
             name=user.name if user else None,
             replied_to=bare or incoming.replied_to(),
@@ -205,7 +220,7 @@ class Agent:
         elif self.upstream.fixed_model is not None:
             model = self.upstream.fixed_model  # config fixed the model: routing is off
         else:
-            decision = await self._route(incoming, history, conv_key, user)
+            decision = await self._route(incoming, history, conv_key, user, asked_at)
             decision.transcription_ms = incoming.transcription_ms
             model = decision.model
         if not self.upstream.configured:

@@ -30,6 +30,8 @@ async def forget(
     """Erase (or with `dry_run` count) the scope's data. A running `router` also lets go of what
     it holds in memory (pool entries, context), as do, told of it, the other processes on the
     database; `history` is the console's, when it is theirs."""
+    if router is not None and not dry_run:  # its requests under way keep nothing of it
+        router.forgetting(scope)
     # Memory first: a process told of the erasure must not read the words back from it.
     messages, quotes = await memory.forget(scope.conv_key, scope.user_key, dry_run)
     if router is not None:

@@ -1,6 +1,7 @@
 """How long a reply waits for its conversation's history: the full budget while the database
-answers; once a read fails or runs out of time, a short wait until one succeeds again, so a
-database gone silent costs one reply the full budget, not every reply (a circuit breaker)."""
+answers; once a read fails or runs out of time, a short wait until one succeeds again (a reply's,
+or the timed-out read the agent leaves running), so a database gone silent costs one reply the
+full budget, not every reply (a circuit breaker)."""
 
 from __future__ import annotations
 

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 
 from bot.config import MemorySettings
 from router.store.database import Database
-from router.store.erasure import Scope, up_to
+from router.store.erasure import RecentErasures, Scope, up_to
 from router.store.erasure_notices import Notice
 from router.store.migrations import Migrations, migrate
 from router.store.write_behind import Job, JobWriter
 from router.text import capped, wide_count
-
-ERASURES_KEPT_S = 3600.0  # longer than any reply streams
 
 # A reply's reminder of the message it quotes ('(replying to Dad: "...")'), apart from the
 # replier's words, with the quoted person's user key: their erasure clears it.
@@ -100,9 +98,9 @@ class Memory:
         # Exchanges queued and not yet written, by conversation, oldest first.
         self._unwritten: dict[str, list[tuple[Turn, Turn]]] = {}
         self._clearing: Counter[str] = Counter()  # /reset deletes queued, by conversation
-        # Recent erasures and when: an exchange asked before one and answered after it (a reply
-        # still streaming) is not stored, nor its reminder of an erased person's words.
-        self._erasures: list[tuple[Scope, float]] = []
+        # An exchange asked before an erasure and answered after it (a reply still streaming)
+        # is not stored, nor its reminder of an erased person's words.
+        self._erasures = RecentErasures()
 
     @classmethod
     async def open(
@@ -191,9 +189,9 @@ class Memory:
         `asked_at` (else now); False when the asker was erased since (nothing is stored)."""
         at = time.time() if asked_at is None else asked_at
         if asked_at is not None:
-            if self._erased_since(asked_at, conv_key, user_key):
+            if self._erasures.since(asked_at, conv_key, user_key):
                 return False
-            if quoted_key is not None and self._erased_since(asked_at, conv_key, quoted_key):
+            if quoted_key is not None and self._erasures.since(asked_at, conv_key, quoted_key):
                 quote = quoted_key = None
         cap = self.max_chars
         question, answer = capped(question, cap), capped(answer, cap)
@@ -231,11 +229,6 @@ class Memory:
         )
         return True
 
-    def _erased_since(self, asked_at: float, conv_key: str, user_key: str | None) -> bool:
-        return any(
-            at >= asked_at and scope.covers(conv_key, user_key) for scope, at in self._erasures
-        )
-
     async def clear(self, conv_key: str) -> int:
         """Forget one conversation; return how many turns were removed. The delete goes through
         the writer too, after any exchange still queued, so none comes back."""
@@ -266,16 +259,16 @@ class Memory:
         questions and the answers to them), and the reminders of a person's words that others'
         questions there quote (cleared; the others' words stay); return how many messages and
         how many quotes (would) go. `before`: only rows from then or earlier."""
-        where, values = up_to(*Scope(conv_key, user_key).where(), "at", before)
+        scope = Scope(conv_key, user_key)
+        where, values = up_to(*scope.where(), "at", before)
         quoted = _quoting(conv_key, user_key)
         quoting = None if quoted is None else up_to(*quoted, "at", before)
+        if not dry_run:  # before the flush: an exchange queued meanwhile is not stored
+            self._erasures.add(scope, time.time() if before is None else before)
         await self.writer.flush()  # exchanges still queued are erased too
         if dry_run:
             quotes = await self._count(*quoting) if quoting else 0
             return await self._count(where, values), quotes
-        now = time.time()
-        self._erasures = [(scope, at) for scope, at in self._erasures if at > now - ERASURES_KEPT_S]
-        self._erasures.append((Scope(conv_key, user_key), now if before is None else before))
         async with self.conn.transaction() as conn:
             messages = await conn.execute(f"DELETE FROM messages WHERE {where}", values)
             quotes = 0

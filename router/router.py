@@ -335,18 +335,24 @@ class ModelRouter:
         """/forget and `crabbot forget`: the scope's prompt text leaves the routing log, the pool
         entries its messages taught leave the pool (and this process's memory, the classifier
         refit without them), its turns leave the context. `dry_run` only counts."""
+        if not dry_run:
+            self.forgetting(scope)
         await self.log.flush(ERASE_FLUSH_S)  # rows still queued are erased too
         await self.pool_writer.flush(ERASE_FLUSH_S)  # and pool entries still queued
         if dry_run:
             return await erasure.count(self.conn, scope)
         done = await erasure.erase(self.conn, scope)
         self.erasures.made(done.notice)
-        self.log.forget(scope, time.time())  # requests still streaming: their rows to come
         self.context.drop(scope.conv_key, scope.user_key)
         if self.shared is not None:  # and from the other processes' pools
             self.shared.unpool(done.pool_hashes)
         await self.unpool(done.pool_hashes)
         return done.erased
+
+    def forgetting(self, scope: Scope) -> None:
+        """An erasure of `scope` starts now: its requests asked by now and not yet done (still
+        routed, answered or streamed) keep nothing of it: no context, pool entry or prompt."""
+        self.log.forget(scope, time.time())
 
     async def unpool(self, hashes: set[str]) -> bool:
         """Let go of the pool entries with these text hashes (erased from the table) and refit
@@ -363,7 +369,7 @@ class ModelRouter:
         stored (an entry added meanwhile stays)."""
         pool = self.pool
         held = pool.hashes() if pool is not None else set()
-        for notice in notices:  # requests still streaming: their rows to come
+        for notice in notices:  # requests asked before, not yet ended: what they keep
             self.log.forget(Scope(notice.conv_key, notice.user_key), notice.at)
         try:
             written = await self.log.flush(ERASE_FLUSH_S)
@@ -489,8 +495,11 @@ class ModelRouter:
         within their teacher's bounds (else quarantined), each with whose message it was
         (erasable), written behind the answer; none when prompt text is not to be stored (the
         classifier's n-gram view needs the text), and none the conversation may have given;
-        none without a `teacher` (a reply read with its quote)."""
+        none without a `teacher` (a reply read with its quote), and none of a sender erased
+        while their message was being routed."""
         if local is None or self.pool is None or not self.config.privacy.store_prompts:
+            return
+        if self.log.erasures.since(now, *whose):
             return
         if teacher is None:
             self.counters["pool_quoted_labels"] += 1
@@ -557,7 +566,8 @@ class ModelRouter:
         `text`, which it then holds as its sender's own words), as the next turn's context."""
         decision.text, decision.conv_key, decision.at = text, conv_key, at
         decision.user_key = user_key
-        if conv_key is not None and decision.category is not None:
+        erased = self.log.erasures.since(at, conv_key, user_key)  # while it was being routed
+        if conv_key is not None and decision.category is not None and not erased:
             read = read_as or text
             own = text if read != text else None
             turn = routed_turn(decision.category, at, read, context, decision.confidence, own)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from bot.chat_user import ChatUser
+from bot.erasure import forget
 from router import ModelRouter, Secrets, erasure_watch
 from router import open_router as build_router
 from router.cluster.shared_state import announce_erasure
@@ -19,9 +20,10 @@ from router.pool.pool import PoolEntry
 from router.signals.continuity import PreviousTurn
 from router.store.database import open_database
 from router.store.erasure import Scope, erase
-from tests.bot_helpers import open_core
+from tests.bot_helpers import open_core, open_learning_core
 from tests.cli_helpers import run_crabbot
 from tests.conftest import make_config
+from tests.fakes.groq_server import Reply
 
 GROUP = "telegram:-1"
 GRANDSON, COUSIN = "telegram:42", "telegram:43"
@@ -118,6 +120,43 @@ async def test_a_reply_still_streaming_when_its_sender_is_erased_keeps_nothing_o
         await core.close()
     assert len(kept) == 2 and "早安 今天好冷" in kept[0] and CODING not in "".join(kept)
     assert [tuple(row) for row in rows] == [("", "")]
+
+
+async def test_forget_while_a_message_is_being_routed_keeps_nothing_of_it(
+    seeded_db, embedder, upstream, groq_server
+):
+    """/forget lands while the categorizer is still naming the person's message (shadow mode,
+    every message waits on it): when routing goes on, the message teaches the pool nothing,
+    is no one's routing context, and its routing-log row and memory keep nothing of it."""
+    groq_server.respond = lambda _r: Reply('{"category": "coding", "confidence": 0.95}')
+    core = await open_learning_core(seeded_db, embedder, upstream.base_url, groq_server.base_url)
+    router = core.router
+    erased: list[str] = []
+
+    async def forget_meanwhile() -> None:
+        if not erased:
+            done = await forget(router.conn, core.memory, Scope(GROUP, GRANDSON), router=router)
+            erased.append(done.line())
+
+    groq_server.gate = forget_meanwhile
+    try:
+        reply = await core.agent.handle(GROUP, ChatUser("telegram", 42, "Grandson"), CODING)
+        assert reply.ok and erased
+        assert await core.memory.flush() and await router.log.flush()
+        assert await router.pool_writer.flush()
+        kept = await core.memory.history(GROUP)
+        prompts = await router.conn.fetch_all(
+            "SELECT prompt, prompt_hash FROM routing_log WHERE decision_id = ?",
+            (reply.decision.id,),
+        )
+        pooled = await router.conn.fetch_all(
+            "SELECT COUNT(*) FROM pool WHERE user_key = ?", (GRANDSON,)
+        )
+        held = router.context.held(GROUP, GRANDSON)
+    finally:
+        await core.close()
+    assert kept == [] and [tuple(row) for row in prompts] == [("", "")]
+    assert pooled[0][0] == 0 and held is None
 
 
 async def test_forget_in_the_same_process_reaches_a_reply_still_streaming(seeded_db, embedder):

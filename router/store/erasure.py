@@ -60,6 +60,26 @@ class Scope:
         return f"({where} OR (conv_key IS NULL AND origin = ?))", (*values, self.conv_key)
 
 
+RECENT_KEPT_S = 3600.0  # longer than any request is routed, answered and streamed
+
+
+class RecentErasures:
+    """Erasures made or heard lately, with their times: a request asked before one and done
+    after it (still routed, answered or streamed meanwhile) keeps nothing of the erased."""
+
+    def __init__(self) -> None:
+        self._erasures: list[tuple[Scope, float]] = []
+
+    def add(self, scope: Scope, at: float) -> None:
+        kept_since = time.time() - RECENT_KEPT_S
+        self._erasures = [(s, when) for s, when in self._erasures if when > kept_since]
+        self._erasures.append((scope, at))
+
+    def since(self, at: float, conv_key: str | None, user_key: str | None) -> bool:
+        """Whether this conversation's and person's data was erased at `at` or later."""
+        return any(when >= at and s.covers(conv_key, user_key) for s, when in self._erasures)
+
+
 @dataclass(frozen=True)
 class Erased:
     """What was (or, in a dry run, would be) erased."""

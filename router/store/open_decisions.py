@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from router.decision import OUTCOMES, Outcome, RoutingDecision
-from router.store.erasure import Scope
+from router.store.erasure import RecentErasures, Scope
 from router.store.log_writer import LogWriter
 from router.store.routing_log import PromptKeeping, row_of
 from router.store.spool import SpoolReplay
@@ -27,9 +27,9 @@ class DecisionLog:
         self.writer = writer
         self.keeping = keeping or PromptKeeping()  # what a row keeps of its prompt ([privacy])
         self._open: dict[str, RoutingDecision] = {}
-        # Open decisions whose sender was erased while their request ran: their rows keep no
-        # prompt when they end (the erasure cleared the rows written until then).
-        self._erased: set[str] = set()
+        # A request whose sender was erased while it ran keeps no prompt in its rows (the
+        # erasure cleared the rows written until then).
+        self.erasures = RecentErasures()
         self._open_row_timers: dict[str, asyncio.TimerHandle] = {}
         # Rows processes that died left in the crash spool, written at the start (or retried).
         self.replay: SpoolReplay | None = None
@@ -50,18 +50,13 @@ class DecisionLog:
             self.writer.put(row_of(decision, still_open=True, keeping=self._keeping_of(decision)))
 
     def _keeping_of(self, decision: RoutingDecision) -> PromptKeeping:
-        return ERASED if decision.id in self._erased else self.keeping
+        erased = self.erasures.since(decision.at, decision.conv_key, decision.user_key)
+        return ERASED if erased else self.keeping
 
-    def forget(self, scope: Scope, before: float) -> int:
-        """An erasure of `scope` at `before`: the requests of it still open, decided by then,
-        keep no prompt in their rows. Returns how many."""
-        erased = {
-            decision.id
-            for decision in self._open.values()
-            if decision.at <= before and scope.covers(decision.conv_key, decision.user_key)
-        }
-        self._erased |= erased
-        return len(erased)
+    def forget(self, scope: Scope, at: float) -> None:
+        """An erasure of `scope` at `at`: the requests of it asked by then and not yet ended
+        keep no prompt in their rows."""
+        self.erasures.add(scope, at)
 
     def finish(
         self,
@@ -78,7 +73,6 @@ class DecisionLog:
         if self._open.pop(decision.id, None) is None:
             return
         keeping = self._keeping_of(decision)
-        self._erased.discard(decision.id)
         timer = self._open_row_timers.pop(decision.id, None)
         if timer is not None:
             timer.cancel()

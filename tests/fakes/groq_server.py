@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,8 @@ class FakeGroq:
     transcript_language: str = "chinese"
     transcription_status: int = 200
     transcriptions: list[dict[str, Any]] = field(default_factory=list)  # form fields + file
+    # Awaited before each chat completion is answered (something that happens meanwhile).
+    gate: Callable[[], Awaitable[None]] | None = None
     _runner: web.AppRunner | None = None
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -84,6 +86,8 @@ class FakeGroq:
         body = await request.json()
         self.requests.append(body)
         reply = self.respond(body)
+        if self.gate is not None:
+            await self.gate()
         if reply.delay_s:
             # Held until the delay passes or the test ends, whichever is first.
             with contextlib.suppress(TimeoutError):
