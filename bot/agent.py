@@ -152,8 +152,7 @@ class Agent:
             self._db_failed("read the conversation's history; answering without it")
             self._history_failed()
             return []
-        if self.history_wait.answered():
-            log.info("the database answers again: replies wait for their history as before")
+        self._history_answered()
         return history
 
     def _history_failed(self) -> None:
@@ -169,6 +168,9 @@ class Agent:
             self._probe = None
         if read.cancelled() or read.exception() is not None:
             return  # taken, not raised: its cost was counted as the timeout
+        self._history_answered()
+
+    def _history_answered(self) -> None:
         if self.history_wait.answered():
             log.info("the database answers again: replies wait for their history as before")
 

@@ -3,7 +3,7 @@ tier accuracy and downgrades with counts and 95% Wilson intervals, single messag
 follow-ups with the conversation key and real gaps (continuations and topic switches apart), and
 the same follow-ups sent the proxy's way (history in `messages`, no session key).
 
-    python scripts/eval_router.py [--split test|dev|dev2|...|dev12] [--misses]
+    python scripts/eval_router.py [--split test|dev|dev2|...|dev13] [--misses]
                                   [--head-seed N]
 
 The test split was written apart from the pool and nothing is fit or tuned on it; tune by
