@@ -25,6 +25,8 @@ from router import EmptyMessageError, ModelRouter, RoutingDecision
 
 log = logging.getLogger(__name__)
 
+LATE_READS_AT_CLOSE_S = 1.0  # a history read still running at shutdown gets this to end
+
 Deliver = Callable[["Reply"], Awaitable[None]]
 OnText = Callable[[str], None]  # the answer so far, while it streams
 # Reads a message that needs work first (a download, a transcription), in the message's turn.
@@ -154,6 +156,18 @@ class Agent:
             return []
         self._history_answered()
         return history
+
+    async def settle(self, timeout_s: float | None = None) -> None:
+        """Wait (at most `timeout_s`) for the history reads left running past their wait."""
+        if self._late_reads:
+            await asyncio.wait(set(self._late_reads), timeout=timeout_s)
+
+    async def close(self, timeout_s: float = LATE_READS_AT_CLOSE_S) -> None:
+        """Before the database closes: the late reads get `timeout_s` to end, the rest are
+        cancelled (a read left on a closing pool fails with a misleading error)."""
+        await self.settle(timeout_s)
+        for read in list(self._late_reads):
+            read.cancel()
 
     def _history_failed(self) -> None:
         if self.history_wait.failed():

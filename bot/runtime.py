@@ -91,6 +91,7 @@ class BotCore:
 
     async def close(self) -> None:
         await self.transcriber.close()
+        await self.agent.close()
         await self.upstream.close()
         await self.memory.close()
         await self.router.close()
