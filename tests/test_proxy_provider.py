@@ -34,14 +34,19 @@ async def only_row(proxy: RunningProxy) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_provider_error_echoing_secrets_reaches_no_one(tmp_path, provider, caplog, stream):
+@pytest.mark.parametrize("entry", [CLIENT_KEY, f"kids:{CLIENT_KEY}"])
+async def test_provider_error_echoing_secrets_reaches_no_one(
+    tmp_path, provider, caplog, stream, entry
+):
     """A provider that repeats the request's Authorization header and text in its error: the
-    client, the warning log and the routing log get the message with every secret replaced."""
+    client, the warning log and the routing log get the message with every secret replaced; a
+    labelled client key ("kids:<key>") as its key."""
     provider.fail_status = 400
     provider.echo_secrets = True
     text = f"my key is {CLIENT_KEY}, my other one {LEAKED_TOKEN}"
     caplog.set_level(logging.WARNING)
-    async with running_proxy(tmp_path / "p.db", None, provider.base_url) as proxy:
+    keys = [entry]
+    async with running_proxy(tmp_path / "p.db", None, provider.base_url, client_keys=keys) as proxy:
         async with proxy.client() as client:
             with pytest.raises(openai.BadRequestError) as caught:
                 await client.chat.completions.create(
@@ -57,6 +62,17 @@ async def test_provider_error_echoing_secrets_reaches_no_one(tmp_path, provider,
         for secret in (PROVIDER_KEY, CLIENT_KEY, LEAKED_TOKEN):
             assert secret not in place
     assert row["outcome"] == "provider_error"
+
+
+def test_a_short_placeholder_key_is_not_scrubbed_out_of_answers():
+    """A local server's key "ollama" is no secret: an answer that says the word keeps it; an
+    error that holds it is still scrubbed, and a real key is scrubbed from answers too."""
+    redact = Redactor(["ollama", PROVIDER_KEY])
+    answer = f"install ollama, then run `ollama pull llama3`; not {PROVIDER_KEY}".encode()
+    assert (
+        redact.known_in(answer) == b"install ollama, then run `ollama pull llama3`; not [redacted]"
+    )
+    assert redact("bad key ollama") == "bad key [redacted]"
 
 
 def test_redactor_replaces_keys_and_token_shapes_only():

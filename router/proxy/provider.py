@@ -20,6 +20,7 @@ import aiohttp
 from yarl import URL
 
 from router.config import ConfigError, ProxySettings, Secrets
+from router.proxy.access import parse_keys
 from router.proxy.errors import ProxyError, provider_failed, provider_timeout
 from router.proxy.redact import Redactor
 from router.proxy.sse import ProviderStream
@@ -134,7 +135,8 @@ class Provider:
         if not key:
             log.info("%s is not set: %s gets requests with no key", settings.api_key_env, base_url)
         # Provider text is scrubbed of every key the proxy holds, before anyone sees it.
-        redact = Redactor([key, *settings.client_keys, *secrets.proxy_client_keys()])
+        clients = parse_keys([*settings.client_keys, *secrets.proxy_client_keys()])
+        redact = Redactor([key, *(client.secret.decode() for client in clients)])
         return cls(base_url or OPENAI_BASE_URL, key, settings, redact)
 
     def _client(self) -> aiohttp.ClientSession:

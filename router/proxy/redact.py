@@ -7,6 +7,9 @@ import re
 from collections.abc import Iterable
 
 REDACTED = "[redacted]"
+# A key shorter than this is a local server's placeholder ("ollama", "EMPTY", "lm-studio"), not a
+# secret: scrubbing it out of answers would corrupt every answer that says the word.
+ANSWER_KEY_CHARS = 12
 # Shapes of secrets the proxy may not know: "Bearer <anything>", OpenAI-style "sk-..." keys
 # (sk-proj-..., sk-ant-... too) and Groq's "gsk_..." keys.
 _SHAPES = re.compile(
@@ -16,13 +19,17 @@ _SHAPES = re.compile(
 
 class Redactor:
     """Replaces every known key, and every secret-shaped word, with "[redacted]"; in a 2xx body
-    (`known_in`), the known keys only (an answer may well show `Bearer <token>` in code)."""
+    (`known_in`), the known keys of ANSWER_KEY_CHARS or more only (an answer may well show
+    `Bearer <token>` in code, or say "ollama")."""
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
         known = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
         self._known = re.compile("|".join(map(re.escape, known))) if known else None
+        in_answers = [secret for secret in known if len(secret) >= ANSWER_KEY_CHARS]
         self._known_bytes = (
-            re.compile(b"|".join(re.escape(secret.encode()) for secret in known)) if known else None
+            re.compile(b"|".join(re.escape(secret.encode()) for secret in in_answers))
+            if in_answers
+            else None
         )
 
     def known_in(self, raw: bytes) -> bytes:
