@@ -319,12 +319,18 @@ class ModelRouter:
         return decision
 
     def named(
-        self, model: str, tier: str | None, source: Source, text: str, conv_key: str | None = None
+        self,
+        model: str,
+        tier: str | None,
+        source: Source,
+        text: str,
+        conv_key: str | None = None,
+        user_key: str | None = None,
     ) -> RoutingDecision:
         """A request that named its model (a tier alias, or a provider model passed through):
-        nothing to decide, but it is logged like a decision."""
+        nothing to decide, but it is logged like a decision, with whose words it was."""
         decision = self.decisions.named(self.mode, model, tier, source)
-        self._open(decision, text, conv_key, time.time())
+        self._open(decision, text, conv_key, time.time(), user_key)
         return decision
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:

@@ -22,6 +22,7 @@ from router.config import ProxySettings
 from router.proxy.access import ClientKey
 from router.proxy.provider import HOP_HEADER, Provider
 from router.proxy.server import ProxyServer
+from router.store.erasure import Scope
 from tests.fakes.openai_api import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
@@ -194,6 +195,26 @@ async def test_in_a_keyed_group_the_end_user_field_gives_each_speaker_their_own_
     namespace = ClientKey(CLIENT_KEY.encode(), None).namespace
     speakers = [f"proxy:{namespace}:{who}" if field else None for who, _ in FAMILY_TURNS]
     assert [row["user_key"] for row in rows] == speakers
+
+
+async def test_a_request_that_names_its_model_keeps_whose_words_and_their_erasure_reaches_it(
+    plain, provider
+):
+    """A tier alias or a provider model named by the client is logged with its speaker, as
+    `auto` is: erasing grandma clears her prompts there too, and no one else's."""
+    async with plain.client(default_headers={"X-Session-Key": "telegram:-100"}) as client:
+        for model in ("cheap", CHEAP, "auto"):
+            await client.chat.completions.create(
+                model=model, messages=user(f"grandma's words via {model}"), user="grandma"
+            )
+        await client.chat.completions.create(model="cheap", messages=user("kenji's"), user="kenji")
+    rows = await plain.settled_rows("TRUE", 4)
+    namespace = ClientKey(CLIENT_KEY.encode(), None).namespace
+    grandma = f"proxy:{namespace}:grandma"
+    assert [row["user_key"] for row in rows] == [grandma] * 3 + [f"proxy:{namespace}:kenji"]
+    await plain.router.erase(Scope(user_key=grandma))
+    prompts = [row["prompt"] for row in await plain.rows()]
+    assert prompts[:3] == ["", "", ""] and prompts[3] == "kenji's"
 
 
 async def test_an_end_user_id_keeps_a_history_with_other_peoples_names_as_context(proxy, provider):

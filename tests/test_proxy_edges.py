@@ -102,6 +102,24 @@ async def test_a_lone_surrogate_is_routed_with_a_replacement_character(
     assert rows[0]["prompt"] == "hi \ufffd there" and rows[0]["outcome"] == "completed"
 
 
+@pytest.mark.parametrize(
+    "content",
+    ["\u200b", "\u0007", [{"type": "text", "text": ""}, {"type": "text", "text": "\u200b"}]],
+)
+async def test_auto_with_nothing_readable_is_answered_on_the_default_tier(plain, provider, content):
+    """A last message of a zero-width space, a control character or blank parts (which
+    str.strip keeps) is no text to route: the default tier answers it, as an empty one."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": content}]}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(plain.url + "/chat/completions", json=body, headers=AUTH)
+        rows = await plain.settled_rows("TRUE", 1)
+    assert response.status_code == 200, response.text
+    default = plain.config.routing.default_tier
+    assert response.headers["x-crabbot-tier"] == default and len(provider.requests) == 1
+    assert rows[0]["outcome"] == "completed"
+    assert not plain.router.counters["proxy_failures"]
+
+
 # -- OpenAI's error shapes for paths, methods and sizes ------------------------------------------
 
 

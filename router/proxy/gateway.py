@@ -21,7 +21,7 @@ from router.proxy.provider import HOP_HEADER, Provider, ProviderStream, Usage, f
 from router.proxy.request import ChatRequest, read_body
 from router.router import ModelRouter
 from router.taxonomy import TIERS
-from router.text import last_user_text, split_quote
+from router.text import last_user_text, readable, split_quote
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,11 @@ class Gateway:
         conv_key = caller.conv_key(chat.session_key)
         if chat.model == AUTO:
             text, history = chat.route_text, chat.history
-            if not text.strip():  # an image alone, or no user message: the last user text there is
+            # An image alone, no user message, or nothing readable (a zero-width space): the last
+            # user text there is.
+            if not readable(text):
                 text, history = last_user_text(history)
-            if text.strip():
+            if readable(text):
                 words, quoted = split_quote(text)  # a reply: routed on its words, quote as context
                 # A client key teaches the pool as one source, whatever its session keys.
                 decision = await self.router.route(
@@ -142,12 +144,18 @@ class Gateway:
                 decision = await self.router.route_without_text(
                     "no user text to route: the default tier", conv_key=conv_key
                 )
-        elif chat.model in TIERS:
-            model = models.for_tier(chat.model)
-            decision = self.router.named(model, chat.model, "alias", chat.route_text, conv_key)
         else:
-            tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
-            decision = self.router.named(chat.model, tier, "passthrough", chat.route_text, conv_key)
+            # The speaker is kept beside the prompt as with auto: their erasure reaches it.
+            user_key = caller.user_key(chat.speaker or chat.end_user)
+            text = chat.route_text
+            if chat.model in TIERS:
+                model = models.for_tier(chat.model)
+                decision = self.router.named(model, chat.model, "alias", text, conv_key, user_key)
+            else:
+                tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
+                decision = self.router.named(
+                    chat.model, tier, "passthrough", text, conv_key, user_key
+                )
         self.metrics.decided(decision)
         return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
 
