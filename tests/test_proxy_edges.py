@@ -41,6 +41,14 @@ BAD_BODIES = [
     (body_with(', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"), 400, "nested deeper"),
     (body_with(', "x": ' + "[" * 100 + "]" * 100 + "}"), 400, "nested deeper"),
     (b'{"model": "cheap", "messages": [{"role": "user", "content": "\xff"}]}', 400, "not valid"),
+    # UTF-16, with a lone surrogate the UTF-8 check of the raw bytes would not see
+    (
+        '{"model": "cheap", "messages": [{"role": "user", "content": "hi \\ud800"}]}'.encode(
+            "utf-16"
+        ),
+        400,
+        "not valid",
+    ),
     (body_with(', "x": "' + "y" * 300_000 + '"}'), 413, "limit of 262144 bytes"),
 ]
 

@@ -32,10 +32,13 @@ def _finite_float(text: str) -> float:
 
 
 def load_json(raw: bytes) -> Any:
-    """The parsed body; a 400 naming the problem for anything json.loads would choke on or
-    pass on to choke later. Lone surrogates become U+FFFD, as a UTF-8 decoder would make them."""
+    """The parsed UTF-8 body; a 400 naming the problem for anything json.loads would choke on
+    or pass on to choke later. Lone surrogates become U+FFFD, as a UTF-8 decoder would make them."""
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        # Decoded here, not by json.loads, which also takes UTF-16 and UTF-32: a lone surrogate
+        # there would pass the check below (it reads the raw bytes as UTF-8) and fail later.
+        text = raw.decode("utf-8-sig")
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ProxyError:
         raise
     except RecursionError:
