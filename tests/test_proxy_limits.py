@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,6 +87,28 @@ async def limited(tmp_path, provider) -> AsyncIterator[RunningProxy]:
         keep_alive_s=120.0,
     ) as proxy:
         yield proxy
+
+
+async def test_a_client_that_hangs_up_mid_upload_is_no_proxy_failure(tmp_path, provider, caplog):
+    """Half a body, then the connection closed: counted as a client gone, logged at info, not
+    as the proxy failing (an error line, `proxy_failures`), and nothing reaches the provider."""
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    ).encode()
+    caplog.set_level(logging.INFO)
+    async with running_proxy(tmp_path / "gone.db", None, provider.base_url) as proxy:
+        _, writer = await asyncio.open_connection(*_address(proxy.url))
+        writer.write(head + b'{"model": "cheap", ')
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        # Leaving the context stops the server, which first lets the open request end.
+    assert proxy.router.counters["clients_gone"] == 1
+    assert not proxy.router.counters["proxy_failures"]
+    assert "hung up" in caplog.text and "the proxy failed" not in caplog.text
+    assert provider.requests == []
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -38,6 +39,10 @@ class ProxyApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            # The client hung up while its request was still arriving: nothing here failed.
+            self.state.gateway.router.counters["clients_gone"] += 1
+            log.info("a client hung up during its request %s %s", scope["method"], scope["path"])
         except Exception as exc:
             if scope["type"] != "http":
                 raise

@@ -37,6 +37,7 @@ KNOWN_COUNTERS = (
     "log_rows_dropped",
     "models_refused",
     "proxy_failures",
+    "clients_gone",
     "db_file_lost",
     "db_writes_refused",
     "headers_too_large",
