@@ -17,6 +17,9 @@ MESSAGE_CHARS = 200  # an unexpected exception's message is logged up to here
 log = logging.getLogger(__name__)
 
 
+IDENTIFIER_CHARS = 60  # of a provider's error type or code, in logs
+
+
 class ProxyError(Exception):
     """Raised anywhere in a request's handling; the app turns it into one OpenAI-format reply."""
 
@@ -29,6 +32,7 @@ class ProxyError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        provider_words: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -38,6 +42,17 @@ class ProxyError(Exception):
         self.param = param
         # Sent with the reply, e.g. a provider 429's Retry-After and x-ratelimit-* headers.
         self.headers = headers or {}
+        # The message is the provider's own: it may quote the request (the family's words).
+        self.provider_words = provider_words
+
+    def logged(self) -> str:
+        """What logs and the routing log keep of it: the message, or of the provider's own words
+        only the status, type and code (privacy.store_prompts and erasure never reach them)."""
+        if not self.provider_words:
+            return self.message
+        code = f", {self.code[:IDENTIFIER_CHARS]}" if self.code else ""
+        kind = self.type[:IDENTIFIER_CHARS]
+        return f"HTTP {self.status} from the provider: {kind}{code}"
 
     def body(self) -> dict[str, Any]:
         return {

@@ -160,12 +160,13 @@ class Gateway:
         return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
 
     def failed(self, target: Target, error: ProxyError) -> None:
-        log.warning(
-            "provider call for model %s failed: HTTP %d, %s", target.model, error.status, error
-        )
+        said = error.logged()
+        log.warning("provider call for model %s failed: %s", target.model, said)
+        if error.provider_words:
+            log.debug("the provider said: %s", error.message)
         self.router.counters["upstream_errors"] += 1
         self.metrics.provider_done(target.started, target.stream, error.status)
-        self.router.finish(target.decision, "provider_error", error=f"provider: {error.message}")
+        self.router.finish(target.decision, "provider_error", error=f"provider: {said}")
 
     def ended(self, target: Target, outcome: Outcome, usage: Usage | None) -> None:
         if outcome == "completed":

@@ -236,7 +236,7 @@ class Provider:
                 attempt += 1
                 log.info(
                     "provider call failed (%s); retry %d of %d in %.2f s",
-                    failed.error.message,
+                    failed.error.logged(),
                     attempt,
                     self.settings.max_retries,
                     wait,
@@ -298,6 +298,7 @@ class Provider:
             code=text("code"),
             param=text("param"),
             headers=rate_limit_headers(response),
+            provider_words=True,
         )
 
     async def model(self, name: str) -> dict[str, Any] | None:
