@@ -85,12 +85,14 @@ async def test_malformed_bodies_get_400_and_the_connection_keeps_serving(tmp_pat
     assert {row["outcome"] for row in rows} == {"completed"}
 
 
-async def test_a_lone_surrogate_is_routed_with_a_replacement_character(
-    seeded_db, embedder, provider
+@pytest.mark.parametrize("escape", [b"\\ud800", b"\\u0000"])
+async def test_a_lone_surrogate_or_nul_is_routed_with_a_replacement_character(
+    seeded_db, embedder, provider, escape
 ):
     # Valid JSON, but no UTF-8 encoder (the embedder's tokenizer, SQLite, the provider's
-    # client) takes a lone surrogate: it becomes U+FFFD, as a UTF-8 decoder would make it.
-    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "hi \\ud800 there"}]}'
+    # client) takes a lone surrogate, and no PostgreSQL text column a NUL: each becomes U+FFFD,
+    # as a UTF-8 decoder would make it.
+    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "hi %s there"}]}' % escape
     async with running_proxy(seeded_db, embedder, provider.base_url) as proxy:
         async with httpx.AsyncClient() as http:
             response = await http.post(

@@ -14,10 +14,11 @@ from router.proxy.errors import ProxyError, bad_request
 # Deeper than any chat request (a JSON schema in response_format or tools is a dozen levels);
 # json.loads itself gives up near 1,000, and the provider client's encoder is recursive too.
 MAX_DEPTH = 64
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-# A \uD800-\uDFFF escape somewhere in the raw text: only then can a string hold a lone one
-# (a valid pair decodes to one code point).
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Lone surrogates (no UTF-8 encoder takes them) and NUL (no PostgreSQL text column takes it).
+UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+# A \uD800-\uDFFF or \u0000 escape somewhere in the raw text: only then can a string hold one
+# (a valid surrogate pair decodes to one code point; a raw NUL byte is not valid JSON).
+UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -33,7 +34,8 @@ def _finite_float(text: str) -> float:
 
 def load_json(raw: bytes) -> Any:
     """The parsed UTF-8 body; a 400 naming the problem for anything json.loads would choke on
-    or pass on to choke later. Lone surrogates become U+FFFD, as a UTF-8 decoder would make them."""
+    or pass on to choke later. Lone surrogates and NUL become U+FFFD, as a UTF-8 decoder makes a
+    byte it cannot read."""
     try:
         # Decoded here, not by json.loads, which also takes UTF-16 and UTF-32: a lone surrogate
         # there would pass the check below (it reads the raw bytes as UTF-8) and fail later.
@@ -48,7 +50,7 @@ def load_json(raw: bytes) -> Any:
     except ValueError:  # Python's limit on integer digits (4,300 by default)
         limit = sys.get_int_max_str_digits()
         raise bad_request(f"the request body has an integer of over {limit} digits") from None
-    repair = SURROGATE_ESCAPE.search(raw) is not None
+    repair = UNSTORABLE_ESCAPE.search(raw) is not None
     # Fewer brackets than MAX_DEPTH (most requests) cannot nest deeper: no walk needed.
     if repair or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
         return _checked(data, repair)
@@ -58,26 +60,26 @@ def load_json(raw: bytes) -> Any:
 def _checked(data: Any, repair: bool) -> Any:
     """Check the depth without recursion; with `repair`, replace lone surrogates in place."""
     if repair and isinstance(data, str):
-        return LONE_SURROGATE.sub("\ufffd", data)
+        return UNSTORABLE.sub("\ufffd", data)
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise bad_request(f"the request body is nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
-            if repair and any(LONE_SURROGATE.search(key) for key in node):
-                fixed = {LONE_SURROGATE.sub("\ufffd", key): value for key, value in node.items()}
+            if repair and any(UNSTORABLE.search(key) for key in node):
+                fixed = {UNSTORABLE.sub("\ufffd", key): value for key, value in node.items()}
                 node.clear()
                 node.update(fixed)
             for key, value in node.items():
                 if isinstance(value, dict | list):
                     stack.append((value, depth + 1))
                 elif repair and isinstance(value, str):
-                    node[key] = LONE_SURROGATE.sub("\ufffd", value)
+                    node[key] = UNSTORABLE.sub("\ufffd", value)
         elif isinstance(node, list):
             for index, value in enumerate(node):
                 if isinstance(value, dict | list):
                     stack.append((value, depth + 1))
                 elif repair and isinstance(value, str):
-                    node[index] = LONE_SURROGATE.sub("\ufffd", value)
+                    node[index] = UNSTORABLE.sub("\ufffd", value)
     return data
