@@ -363,6 +363,17 @@ async def test_a_history_read_held_up_by_the_database_costs_the_memory_not_the_r
     assert not core.agent.history_wait.failing
 
 
+async def test_a_message_with_a_nul_character_is_remembered(core, upstream):
+    """PostgreSQL's text holds no NUL (SQLite's does): the exchange is kept, the NUL shown as
+    U+FFFD there, not refused and lost."""
+    await core.agent.handle("telegram:1", MOM, "My name is\x00 Mom")
+    assert await core.memory.flush()
+    await core.agent.handle("telegram:1", MOM, "what's my name?")
+    sent = [str(m["content"]) for m in upstream.requests[-1].body["messages"]]
+    assert any("My name is" in content for content in sent), sent
+    assert not core.counters["db_errors"]
+
+
 async def test_the_categorizer_reads_the_bot_s_answer_to_the_speaker_s_previous_message(
     seeded_db, embedder, upstream, groq_server
 ):

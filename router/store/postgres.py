@@ -117,6 +117,16 @@ async def _setup(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "numeric", encoder=str, decoder=float, schema="pg_catalog", format="text"
     )
+    # A text value cannot hold NUL in PostgreSQL (SQLite's can): a message with one would be
+    # refused whole, and its exchange or log row lost.
+    await conn.set_type_codec(
+        "text", encoder=_storable_text, decoder=str, schema="pg_catalog", format="text"
+    )
+
+
+def _storable_text(text: str) -> str:
+    """The text with each NUL as U+FFFD, as a UTF-8 decoder shows a byte it cannot read."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 class PostgresDatabase(Database):
