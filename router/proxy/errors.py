@@ -13,11 +13,9 @@ from starlette.responses import JSONResponse, Response
 STATUSES = frozenset(status.value for status in HTTPStatus)
 MODEL_CHARS = 200  # a model name echoed in an error is cut here
 MESSAGE_CHARS = 200  # an unexpected exception's message is logged up to here
+IDENTIFIER_CHARS = 60  # of a provider's error type or code, in logs
 
 log = logging.getLogger(__name__)
-
-
-IDENTIFIER_CHARS = 60  # of a provider's error type or code, in logs
 
 
 class ProxyError(Exception):
