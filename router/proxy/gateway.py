@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.requests import Request
 
-from router.decision import Outcome, RoutingDecision
+from router.decision import Outcome, RoutingDecision, Source
 from router.proxy.access import AUTO, Access, Caller
 from router.proxy.errors import ProxyError, model_not_allowed
 from router.proxy.metrics import ProxyMetrics
@@ -147,15 +147,14 @@ class Gateway:
         else:
             # The speaker is kept beside the prompt as with auto: their erasure reaches it.
             user_key = caller.user_key(chat.speaker or chat.end_user)
-            text = chat.route_text
+            source: Source
+            tier: str | None
             if chat.model in TIERS:
-                model = models.for_tier(chat.model)
-                decision = self.router.named(model, chat.model, "alias", text, conv_key, user_key)
+                model, tier, source = models.for_tier(chat.model), chat.model, "alias"
             else:
-                tier = next((tier for tier in TIERS if models.for_tier(tier) == chat.model), None)
-                decision = self.router.named(
-                    chat.model, tier, "passthrough", text, conv_key, user_key
-                )
+                model, source = chat.model, "passthrough"
+                tier = next((tier for tier in TIERS if models.for_tier(tier) == model), None)
+            decision = self.router.named(model, tier, source, chat.route_text, conv_key, user_key)
         self.metrics.decided(decision)
         return Target(decision.model, decision, decision_headers(decision), stream=chat.stream)
 
