@@ -68,7 +68,7 @@ class BotCore:
         try:
             counters: Counter[str] = Counter()
             memory = await Memory.open(router.conn, config.memory, counters)
-            upstream = Upstream(config.upstream, secrets)
+            upstream = Upstream(config.upstream, secrets, counters)
         except BaseException:
             await router.close()
             raise

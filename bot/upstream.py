@@ -5,6 +5,7 @@ reason."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from bot.config import UpstreamSettings
 from bot.proxy_admin import ProxyAdmin
 from router import Secrets
-from router.errors import ReasonError, sdk_error_reason
+from router.errors import ReasonError, refuses_stream_options, sdk_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,13 @@ def is_configured(settings: UpstreamSettings, secrets: Secrets) -> bool:
 class Upstream:
     """One client per process; `configured` is False when no key and no URL were given."""
 
-    def __init__(self, settings: UpstreamSettings, secrets: Secrets) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, secrets: Secrets, counters: Counter[str] | None = None
+    ) -> None:
         self.settings = settings
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        # Streamed answers ask for their token counts until the server refuses to give them.
+        self.asks_usage = True
         self.base_url = settings.base_url or secrets.openai_base_url
         self.configured = is_configured(settings, secrets)
         self.has_key = bool(secrets.openai_api_key)  # else a placeholder for keyless servers
@@ -157,9 +163,7 @@ class Upstream:
         parts: list[str] = []
         model = options["model"]
         prompt_tokens = completion_tokens = 0
-        raw = await client.chat.completions.with_raw_response.create(
-            **options, stream=True, stream_options={"include_usage": True}
-        )
+        raw = await self._open_stream(client, options)
         stream = raw.parse()
         async with stream:
             async for chunk in stream:
@@ -176,6 +180,23 @@ class Upstream:
         if not text.strip():
             raise UpstreamError("upstream: empty answer")
         return Completion(text, model, prompt_tokens, completion_tokens, routed_by(raw.headers))
+
+    async def _open_stream(self, client: openai.AsyncOpenAI, options: dict[str, Any]) -> Any:
+        """The streamed answer's raw response, with its token counts asked for unless the server
+        refuses `stream_options`: then it is asked again without them, and never again."""
+        create = client.chat.completions.with_raw_response.create
+        if self.asks_usage:
+            try:
+                return await create(**options, stream=True, stream_options={"include_usage": True})
+            except openai.APIStatusError as exc:
+                if not refuses_stream_options(exc.status_code, exc.message, exc.param):
+                    raise
+            self.asks_usage = False
+            self.counters["stream_usage_refused"] += 1
+            log.warning(
+                "the upstream refuses stream_options: streamed answers go on without token counts"
+            )
+        return await create(**options, stream=True)
 
     async def close(self) -> None:
         if self.client is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -289,6 +290,29 @@ async def test_streamed_reply_grows_chunk_by_chunk_and_usage_is_logged(core, ups
     assert all(answer.startswith(part) for part in seen)
     (row,) = await log_rows(core)
     assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+
+
+async def test_a_server_that_refuses_stream_options_still_streams_every_answer(
+    core, upstream, caplog
+):
+    """An OpenAI-compatible server that predates `stream_options` (Azure's older API versions)
+    refuses it with a 400: the answer still streams, asked again without it, later answers do
+    not ask for it again, and the bot says so once, in its log and in /routing stats."""
+    upstream.refuse_stream_options = True
+    seen: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="bot.upstream"):
+        first = await core.agent.handle("telegram:1", MOM, CODING, on_text=seen.append)
+        second = await core.agent.handle("telegram:1", MOM, GREETING)
+    assert first.ok and first.decision is not None and second.ok
+    assert first.text == f"[{first.decision.model}] Mom: {CODING}" and seen[-1] == first.text
+    assert ["stream_options" in request.body for request in upstream.requests] == [
+        True,
+        False,
+        False,
+    ]
+    assert sum("refuses stream_options" in record.message for record in caplog.records) == 1
+    assert [row["outcome"] for row in await log_rows(core)] == ["completed", "completed"]
+    assert "stream usage refused 1" in await core.admin.stats_text()
 
 
 async def test_streamed_reply_cut_off_keeps_what_was_shown_and_apologises(core, upstream):

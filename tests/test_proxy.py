@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import sqlite3
 
@@ -105,6 +106,38 @@ async def test_a_locked_database_delays_no_answer_and_loses_no_row(proxy, provid
     rows = await proxy.settled_rows("outcome = 'completed'", 3)
     assert all(row["prompt_tokens"] == PROMPT_TOKENS for row in rows)
     assert proxy.router.counters["log_rows_dropped"] == 0
+
+
+async def test_a_provider_that_refuses_stream_options_still_streams(proxy, provider, caplog):
+    """A provider that predates `stream_options` (Azure's older API versions) refuses it with a
+    400. Where the proxy asked for it, not the client, the answer still streams, asked again
+    without it, and later streams do not ask; a client that sends it itself gets the refusal."""
+    provider.refuse_stream_options = True
+    with caplog.at_level(logging.WARNING, logger="router.proxy.provider"):
+        async with proxy.client() as client:
+            for _ in range(2):
+                stream = await client.chat.completions.create(
+                    model="auto", messages=user(GREETING), stream=True
+                )
+                pieces = [chunk.choices[0].delta.content or "" async for chunk in stream]
+                assert "".join(pieces) == answer_from(CHEAP)
+            with pytest.raises(openai.BadRequestError, match="stream_options"):
+                await client.chat.completions.create(
+                    model="auto",
+                    messages=user(GREETING),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+    assert ["stream_options" in seen.body for seen in provider.requests] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert proxy.router.counters["stream_usage_refused"] == 1
+    assert sum("refuses stream_options" in record.message for record in caplog.records) == 1
+    rows = await proxy.settled_rows("outcome = 'completed'", 2)
+    assert [row["prompt_tokens"] for row in rows] == [None, None]
 
 
 async def test_stream_relays_usage_when_the_client_asks(proxy, provider):

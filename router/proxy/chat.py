@@ -50,8 +50,13 @@ class ChatEndpoint:
         self.gateway.ended(target, "completed", usage_of(data))
         return Response(raw, media_type="application/json", headers=target.headers)
 
+    def _usage_refused(self) -> None:
+        self.gateway.router.counters["stream_usage_refused"] += 1
+
     async def _stream(self, chat: ChatRequest, target: Target) -> Response:
-        stream = await self.gateway.provider.open_stream(target.model, chat.body, chat.wants_usage)
+        stream = await self.gateway.provider.open_stream(
+            target.model, chat.body, chat.wants_usage, self._usage_refused
+        )
         headers = target.headers | {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(
             self.gateway.relay(stream, target, chat_error_event),

@@ -38,6 +38,7 @@ KNOWN_COUNTERS = (
     "models_refused",
     "proxy_failures",
     "clients_gone",
+    "stream_usage_refused",
     "db_file_lost",
     "db_writes_refused",
     "headers_too_large",

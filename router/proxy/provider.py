@@ -20,6 +20,7 @@ import aiohttp
 from yarl import URL
 
 from router.config import ConfigError, ProxySettings, Secrets
+from router.errors import STREAM_OPTIONS, refuses_stream_options
 from router.proxy.access import parse_keys
 from router.proxy.errors import ProxyError, provider_failed, provider_timeout
 from router.proxy.redact import Redactor
@@ -118,6 +119,8 @@ class Provider:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
         self._via: dict[str, Any] = {}
+        # Streamed answers ask for their token counts until the provider refuses to give them.
+        self.asks_usage = True
 
     @classmethod
     def from_settings(
@@ -178,12 +181,31 @@ class Provider:
         return raw, data
 
     async def open_stream(
-        self, model: str, body: dict[str, Any], wants_usage: bool
+        self,
+        model: str,
+        body: dict[str, Any],
+        wants_usage: bool,
+        on_usage_refused: Callable[[], None] = lambda: None,
     ) -> ProviderStream:
         """Start a streamed answer; its status and first event are known (and failures raised)
-        before it returns. Usage is always asked for, and relayed only when the client asked."""
-        options = dict(body.get("stream_options") or {}) | {"include_usage": True}
-        request = body | {"model": model, "stream": True, "stream_options": options}
+        before it returns. Usage is asked for, and relayed only when the client asked, until a
+        provider refuses `stream_options` the client did not send: then the request goes again
+        without it, and later ones do not ask (`on_usage_refused` hears of each refusal)."""
+        request = body | {"model": model, "stream": True}
+        if self.asks_usage:
+            options = dict(body.get(STREAM_OPTIONS) or {}) | {"include_usage": True}
+            try:
+                asked = request | {STREAM_OPTIONS: options}
+                return await self.stream("/chat/completions", asked, wants_usage)
+            except ProxyError as error:
+                refused = refuses_stream_options(error.status, error.message, error.param)
+                if STREAM_OPTIONS in body or not refused:
+                    raise
+            self.asks_usage = False
+            on_usage_refused()
+            log.warning(
+                "the provider refuses stream_options: streamed answers go on without token counts"
+            )
         return await self.stream("/chat/completions", request, wants_usage)
 
     async def stream(

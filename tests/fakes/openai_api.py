@@ -23,6 +23,16 @@ PROMPT_TOKENS = 11
 COMPLETION_TOKENS = 7
 EMBEDDING_TOKENS_PER_INPUT = 4
 
+# How a server that predates `stream_options` refuses it (Azure OpenAI's older API versions).
+STREAM_OPTIONS_REFUSED = {
+    "error": {
+        "message": "Unrecognized request argument supplied: stream_options",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+}
+
 ReplyFn = Callable[[dict[str, Any]], Awaitable[str] | str]
 # Awaited before each chunk after the first, with the answer streamed so far.
 GateFn = Callable[[str], Awaitable[None]]
@@ -85,6 +95,8 @@ class FakeOpenAI:
         self.stall_after: int | None = None
         # A 200 answer of this body and content type instead of the real one (e.g. an HTML page).
         self.plain_answer: tuple[bytes, str] | None = None
+        # Set, a chat request with `stream_options` is refused as servers that predate it do.
+        self.refuse_stream_options = False
         self._released = asyncio.Event()  # what a stalled answer waits for: set on stop
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
@@ -159,6 +171,8 @@ class FakeOpenAI:
         body = await self._received(request)
         if self._failing():
             return self._failure(request, body)
+        if self.refuse_stream_options and "stream_options" in body:
+            return web.json_response(STREAM_OPTIONS_REFUSED, status=400)
         if self.stall_after == -1:
             await self._released.wait()
         if self.plain_answer is not None:
