@@ -11,6 +11,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -19,11 +20,16 @@ from tests.proxy_helpers import CLIENT_KEY, GREETING, RunningProxy, running_prox
 LIMIT_S = 60.0  # a guard against a hang, never a measure
 
 
-def _request(url: str, extra: bytes = b"") -> bytes:
-    body = json.dumps({"model": "cheap", "messages": user(GREETING)}).encode()
+CHAT = ("/v1/chat/completions", {"model": "cheap", "messages": user(GREETING)})
+RESPONSES = ("/v1/responses", {"model": "cheap", "input": GREETING})
+
+
+def _request(url: str, extra: bytes = b"", asked: tuple[str, dict[str, Any]] = CHAT) -> bytes:
+    path, payload = asked
+    body = json.dumps(payload).encode()
     host = url.split("//", 1)[1].split("/", 1)[0]
     return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
         f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n".encode()
         + extra
@@ -109,6 +115,36 @@ async def test_a_client_that_hangs_up_mid_upload_is_no_proxy_failure(tmp_path, p
     assert not proxy.router.counters["proxy_failures"]
     assert "hung up" in caplog.text and "the proxy failed" not in caplog.text
     assert provider.requests == []
+
+
+@pytest.mark.parametrize("endpoint", [CHAT, RESPONSES], ids=["chat", "responses"])
+async def test_a_client_that_hangs_up_before_its_whole_answer_ends_the_call(
+    tmp_path, provider, endpoint
+):
+    """A request not streamed, whose client hangs up while the provider is still at work: the
+    proxy gives the call up (its connection to the provider closes, so the provider can stop
+    generating and billing) and logs the row as client_gone, not completed."""
+    asked, dropped = asyncio.Event(), asyncio.Event()
+
+    async def held(body: dict) -> str:
+        asked.set()
+        try:
+            await asyncio.Event().wait()  # the provider is still generating
+        finally:
+            dropped.set()  # the proxy closed the connection: the handler is cancelled
+        return "never sent"
+
+    provider.reply = held
+    async with running_proxy(tmp_path / "gone.db", None, provider.base_url) as proxy:
+        _, writer = await asyncio.open_connection(*_address(proxy.url))
+        writer.write(_request(proxy.url, asked=endpoint))
+        await asyncio.wait_for(asked.wait(), LIMIT_S)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.wait_for(dropped.wait(), LIMIT_S)
+        (row,) = await proxy.settled_rows("TRUE", 1)
+    assert (row["outcome"], row["prompt_tokens"]) == ("client_gone", None)
+    assert not proxy.router.counters["proxy_failures"]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from router.proxy.errors import ProxyError
-from router.proxy.gateway import Gateway, Target
+from router.proxy.gateway import CLIENT_GONE, Gateway, Target
 from router.proxy.provider import usage_of
 from router.proxy.request import SESSION_HEADER, ChatRequest, parse_chat_request
 
@@ -34,7 +34,7 @@ class ChatEndpoint:
         try:
             if chat.stream:
                 return await self._stream(chat, target)
-            return await self._complete(chat, target)
+            return await self._complete(request, chat, target)
         except ProxyError as error:
             gateway.failed(target, error)
             return error.response(target.headers)
@@ -42,8 +42,12 @@ class ChatEndpoint:
             gateway.router.finish(target.decision, "interrupted", error="the proxy failed")
             raise
 
-    async def _complete(self, chat: ChatRequest, target: Target) -> Response:
-        raw, data = await self.gateway.provider.complete(target.model, chat.body)
+    async def _complete(self, request: Request, chat: ChatRequest, target: Target) -> Response:
+        body = chat.body | {"model": target.model}
+        answer = await self.gateway.whole_answer(request, target, "/chat/completions", body)
+        if answer is None:
+            return Response(status_code=CLIENT_GONE)
+        raw, data = answer
         if not data.get("model"):
             data["model"] = target.model
             raw = json.dumps(data).encode()

@@ -4,11 +4,13 @@ model, route it, end its log row (completed, failed, client gone) and relay a pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -24,6 +26,14 @@ from router.taxonomy import TIERS
 from router.text import last_user_text, readable, split_quote
 
 log = logging.getLogger(__name__)
+# The status of an answer nobody reads, as nginx logs it: the client closed the request.
+CLIENT_GONE = 499
+
+
+async def hung_up(request: Request) -> None:
+    """Returns when the client closes its connection (its request body read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        continue
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,26 @@ class Gateway:
         self.router.counters["upstream_errors"] += 1
         self.metrics.provider_done(target.started, target.stream, error.status)
         self.router.finish(target.decision, "provider_error", error=f"provider: {said}")
+
+    async def whole_answer(
+        self, request: Request, target: Target, path: str, body: dict[str, Any]
+    ) -> tuple[bytes, dict[str, Any]] | None:
+        """The provider's JSON answer to `body` posted to `path`, raw and parsed; None when the
+        client hung up first. Its call is then given up (a provider stops generating when the
+        connection closes) and the row ends as client_gone, not completed."""
+        call = asyncio.ensure_future(self.provider.post_json(path, body))
+        gone = asyncio.ensure_future(hung_up(request))
+        try:
+            await asyncio.wait((call, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not call.done():
+                call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            return await call
+        log.info("a client hung up before its answer from %s came", target.model)
+        self.ended(target, "client_gone", None)
+        return None
 
     def ended(self, target: Target, outcome: Outcome, usage: Usage | None) -> None:
         if outcome == "completed":

@@ -154,10 +154,6 @@ class Provider:
             self._via = env_proxy(self.base_url)
         return self._session
 
-    async def complete(self, model: str, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        """The provider's JSON chat completion, raw and parsed."""
-        return await self.post_json("/chat/completions", body | {"model": model})
-
     async def post_json(self, path: str, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """The provider's JSON answer to `body` posted to `path`, raw and parsed."""
         deadline = asyncio.get_running_loop().time() + self.settings.total_timeout_s

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from router.proxy.errors import ProxyError, bad_request
-from router.proxy.gateway import Gateway, Target
+from router.proxy.gateway import CLIENT_GONE, Gateway, Target
 from router.proxy.request import (
     SESSION_HEADER,
     ChatRequest,
@@ -123,7 +123,7 @@ class ResponsesEndpoint:
         try:
             if parsed.stream:
                 return await self._stream(body, target)
-            return await self._complete(body, target)
+            return await self._complete(request, body, target)
         except ProxyError as error:
             gateway.failed(target, error)
             return error.response(target.headers)
@@ -131,8 +131,11 @@ class ResponsesEndpoint:
             gateway.router.finish(target.decision, "interrupted", error="the proxy failed")
             raise
 
-    async def _complete(self, body: dict[str, Any], target: Target) -> Response:
-        raw, data = await self.gateway.provider.post_json("/responses", body)
+    async def _complete(self, request: Request, body: dict[str, Any], target: Target) -> Response:
+        answer = await self.gateway.whole_answer(request, target, "/responses", body)
+        if answer is None:
+            return Response(status_code=CLIENT_GONE)
+        raw, data = answer
         if not data.get("model"):
             data["model"] = target.model
             raw = json.dumps(data).encode()
