@@ -183,20 +183,23 @@ class Upstream:
 
     async def _open_stream(self, client: openai.AsyncOpenAI, options: dict[str, Any]) -> Any:
         """The streamed answer's raw response, with its token counts asked for unless the server
-        refuses `stream_options`: then it is asked again without them, and never again."""
+        refuses `stream_options`: then it is asked again without them, and once that is
+        answered (an error that only quoted the words is not a refusal), never again."""
         create = client.chat.completions.with_raw_response.create
-        if self.asks_usage:
-            try:
-                return await create(**options, stream=True, stream_options={"include_usage": True})
-            except openai.APIStatusError as exc:
-                if not refuses_stream_options(exc.status_code, exc.message, exc.param):
-                    raise
-            self.asks_usage = False
-            self.counters["stream_usage_refused"] += 1
-            log.warning(
-                "the upstream refuses stream_options: streamed answers go on without token counts"
-            )
-        return await create(**options, stream=True)
+        if not self.asks_usage:
+            return await create(**options, stream=True)
+        try:
+            return await create(**options, stream=True, stream_options={"include_usage": True})
+        except openai.APIStatusError as exc:
+            if not refuses_stream_options(exc.status_code, exc.message, exc.param):
+                raise
+        raw = await create(**options, stream=True)
+        self.asks_usage = False
+        self.counters["stream_usage_refused"] += 1
+        log.warning(
+            "the upstream refuses stream_options: streamed answers go on without token counts"
+        )
+        return raw
 
     async def close(self) -> None:
         if self.client is not None:

@@ -315,6 +315,21 @@ async def test_a_server_that_refuses_stream_options_still_streams_every_answer(
     assert "stream usage refused 1" in await core.admin.stats_text()
 
 
+async def test_an_error_that_only_quotes_stream_options_is_no_refusal(core, upstream):
+    """A 400 whose message quotes the words, "stream_options" among them, fails again without
+    it: that message gets the apology, and later answers still ask for token counts."""
+    upstream.fail_status, upstream.fail_count, upstream.echo_secrets = 400, 2, True
+    failed = await core.agent.handle("telegram:1", MOM, "what does stream_options do")
+    answered = await core.agent.handle("telegram:1", MOM, GREETING)
+    assert not failed.ok and answered.ok
+    assert ["stream_options" in request.body for request in upstream.requests] == [
+        True,
+        False,
+        True,
+    ]
+    assert not core.counters["stream_usage_refused"]
+
+
 async def test_streamed_reply_cut_off_keeps_what_was_shown_and_apologises(core, upstream):
     upstream.reply = lambda body: "First part of the answer and then the rest of it"
     upstream.cut_stream_after = 4

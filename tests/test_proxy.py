@@ -140,6 +140,24 @@ async def test_a_provider_that_refuses_stream_options_still_streams(proxy, provi
     assert [row["prompt_tokens"] for row in rows] == [None, None]
 
 
+async def test_an_error_that_only_quotes_stream_options_is_no_refusal(proxy, provider):
+    """A 400 whose message quotes the user's words, "stream_options" among them, fails again
+    without it: the client gets that error, and later streams still ask for token counts."""
+    provider.fail_status, provider.fail_count, provider.echo_secrets = 400, 2, True
+    asked = user("what does stream_options do in the openai api")
+    async with proxy.client() as client:
+        with pytest.raises(openai.BadRequestError, match="stream_options do"):
+            await client.chat.completions.create(model="auto", messages=asked, stream=True)
+        stream = await client.chat.completions.create(
+            model="auto", messages=user(GREETING), stream=True
+        )
+        assert [chunk async for chunk in stream]
+    assert ["stream_options" in seen.body for seen in provider.requests] == [True, False, True]
+    assert not proxy.router.counters["stream_usage_refused"]
+    (row,) = await proxy.settled_rows("outcome = 'completed'", 1)
+    assert row["prompt_tokens"] == PROMPT_TOKENS
+
+
 async def test_stream_relays_usage_when_the_client_asks(proxy, provider):
     async with proxy.client() as client:
         stream = await client.chat.completions.create(

@@ -186,23 +186,26 @@ class Provider:
         """Start a streamed answer; its status and first event are known (and failures raised)
         before it returns. Usage is asked for, and relayed only when the client asked, until a
         provider refuses `stream_options` the client did not send: then the request goes again
-        without it, and later ones do not ask (`on_usage_refused` hears of each refusal)."""
+        without it, and once that is answered (an error that only quoted the words is not a
+        refusal), later ones do not ask (`on_usage_refused` hears of each refusal)."""
         request = body | {"model": model, "stream": True}
-        if self.asks_usage:
-            options = dict(body.get(STREAM_OPTIONS) or {}) | {"include_usage": True}
-            try:
-                asked = request | {STREAM_OPTIONS: options}
-                return await self.stream("/chat/completions", asked, wants_usage)
-            except ProxyError as error:
-                refused = refuses_stream_options(error.status, error.message, error.param)
-                if STREAM_OPTIONS in body or not refused:
-                    raise
-            self.asks_usage = False
-            on_usage_refused()
-            log.warning(
-                "the provider refuses stream_options: streamed answers go on without token counts"
-            )
-        return await self.stream("/chat/completions", request, wants_usage)
+        if not self.asks_usage:
+            return await self.stream("/chat/completions", request, wants_usage)
+        options = dict(body.get(STREAM_OPTIONS) or {}) | {"include_usage": True}
+        try:
+            asked = request | {STREAM_OPTIONS: options}
+            return await self.stream("/chat/completions", asked, wants_usage)
+        except ProxyError as error:
+            refused = refuses_stream_options(error.status, error.message, error.param)
+            if STREAM_OPTIONS in body or not refused:
+                raise
+        stream = await self.stream("/chat/completions", request, wants_usage)
+        self.asks_usage = False
+        on_usage_refused()
+        log.warning(
+            "the provider refuses stream_options: streamed answers go on without token counts"
+        )
+        return stream
 
     async def stream(
         self,
