@@ -64,8 +64,8 @@ def routed_by(headers: Mapping[str, str]) -> Routed | None:
 class Completion:
     text: str
     model: str
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None  # None: the server gave no count
+    completion_tokens: int | None
     routed: Routed | None = None  # a routing proxy's decision (model "auto")
 
 
@@ -149,8 +149,8 @@ class Upstream:
         return Completion(
             text=content,
             model=response.model or model,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
             routed=routed_by(raw.headers),
         )
 
@@ -162,7 +162,8 @@ class Upstream:
     ) -> Completion:
         parts: list[str] = []
         model = options["model"]
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
         raw = await self._open_stream(client, options)
         stream = raw.parse()
         async with stream:
@@ -194,11 +195,10 @@ class Upstream:
             if not refuses_stream_options(exc.status_code, exc.message, exc.param):
                 raise
         raw = await create(**options, stream=True)
-        self.asks_usage = False
-        self.counters["stream_usage_refused"] += 1
-        log.warning(
-            "the upstream refuses stream_options: streamed answers go on without token counts"
-        )
+        if self.asks_usage:  # said once, though requests in flight then each asked again
+            self.asks_usage = False
+            self.counters["stream_usage_refused"] += 1
+            log.warning("the upstream refuses stream_options: streamed answers go without counts")
         return raw
 
     async def close(self) -> None:

@@ -4,7 +4,6 @@ model, route it, end its log row (completed, failed, client gone) and relay a pr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import urllib.parse
@@ -191,8 +190,10 @@ class Gateway:
             gone.cancel()
             if not call.done():
                 call.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            return await call
+        if not call.done():  # the client went first: the call given up, its connection closed
+            await asyncio.wait((call,))
+        if not call.cancelled():
+            return call.result()
         log.info("a client hung up before its answer from %s came", target.model)
         self.ended(target, "client_gone", None)
         return None

@@ -187,7 +187,7 @@ class Provider:
         before it returns. Usage is asked for, and relayed only when the client asked, until a
         provider refuses `stream_options` the client did not send: then the request goes again
         without it, and once that is answered (an error that only quoted the words is not a
-        refusal), later ones do not ask (`on_usage_refused` hears of each refusal)."""
+        refusal), later ones do not ask (`on_usage_refused` is called when they stop)."""
         request = body | {"model": model, "stream": True}
         if not self.asks_usage:
             return await self.stream("/chat/completions", request, wants_usage)
@@ -197,14 +197,13 @@ class Provider:
             return await self.stream("/chat/completions", asked, wants_usage)
         except ProxyError as error:
             refused = refuses_stream_options(error.status, error.message, error.param)
-            if STREAM_OPTIONS in body or not refused:
+            if body.get(STREAM_OPTIONS) or not refused:  # the client's own ask is its to fix
                 raise
         stream = await self.stream("/chat/completions", request, wants_usage)
-        self.asks_usage = False
-        on_usage_refused()
-        log.warning(
-            "the provider refuses stream_options: streamed answers go on without token counts"
-        )
+        if self.asks_usage:  # said once, though requests in flight then each asked again
+            self.asks_usage = False
+            on_usage_refused()
+            log.warning("the provider refuses stream_options: streamed answers go without counts")
         return stream
 
     async def stream(
