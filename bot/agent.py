@@ -188,6 +188,13 @@ class Agent:
         if self.history_wait.answered():
             log.info("the database answers again: replies wait for their history as before")
 
+    async def _erasures_meanwhile(self) -> None:
+        """Apply what another process erased while the answer ran (`crabbot forget` at a
+        terminal), before the exchange and its routing-log row are kept: on SQLite its notice is
+        read now, not only on the next message's way."""
+        await self.router.erasures.check(max_age_s=0.0)
+        await self.router.erasures.settled()
+
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)
         self.counters["db_errors"] += 1
@@ -229,6 +236,9 @@ class Agent:
     ) -> Reply:
         text = incoming.routing_text()
         asked_at = time.time()
+        # Read before the history too: a bot that never routes (model auto, or one fixed model)
+        # reads another process's erasures nowhere else.
+        await self.router.erasures.check()
         history = await self._history(conv_key)
         decision: RoutingDecision | None = None
         if self.upstream.auto:
@@ -268,6 +278,7 @@ class Agent:
             reason = type(exc).__name__
             failed = await self._failed(conv_key, text, decision, model, reason, partial)
             return replace(failed, text=incoming.headed(failed.text or ""))
+        await self._erasures_meanwhile()
         if decision is not None:
             self.router.finish(
                 decision,
@@ -303,6 +314,7 @@ class Agent:
     ) -> Reply:
         self.counters["upstream_errors"] += 1
         log.warning("no reply for %s (model %s): %s", conv_key, model, reason)
+        await self._erasures_meanwhile()
         if decision is not None:
             self.router.finish(decision, "provider_error", error=reason)
         # The failed exchange is not stored: the next message starts from a clean history. What

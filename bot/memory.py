@@ -238,6 +238,8 @@ class Memory:
         count = 0 if conv_key in self._clearing else int(next(iter(rows))[0])
         count += 2 * len(self._unwritten.pop(conv_key, ()))
         self._clearing[conv_key] += 1
+        # An exchange asked before the reset and answered after it is not kept either.
+        self._erasures.add(Scope(conv_key), time.time())
 
         def done(_written: bool) -> None:
             self._clearing[conv_key] -= 1

@@ -6,6 +6,7 @@ request; on PostgreSQL they hear it)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -120,6 +121,67 @@ async def test_a_reply_still_streaming_when_its_sender_is_erased_keeps_nothing_o
         await core.close()
     assert len(kept) == 2 and "早安 今天好冷" in kept[0] and CODING not in "".join(kept)
     assert [tuple(row) for row in rows] == [("", "")]
+
+
+async def test_crabbot_forget_while_an_answer_streams_reaches_it_with_no_other_message(
+    seeded_db, embedder, upstream
+):
+    """`crabbot forget` at a terminal while the bot still streams its answer to the person, and
+    nothing else reads the erasure's notice meanwhile: when the stream ends, memory keeps nothing
+    of them, their routing-log row keeps no words, and the next message (the cousin's) sends
+    none of their words to the model."""
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    router = core.router
+    erased: list[bool] = []
+
+    async def forget_mid_stream(_sent: str) -> None:
+        if not erased:
+            erased.append(True)
+            await crabbot_forget("--db", str(seeded_db), "--user", GRANDSON)
+            if router.shared is not None:  # PostgreSQL: heard, not read on a request's way
+                await router.shared.until(lambda: router.counters["erasures_heard"] == 1, HEARD_S)
+
+    try:
+        upstream.gate = forget_mid_stream
+        reply = await core.agent.handle(GROUP, ChatUser("telegram", 42, "Grandson"), CODING)
+        upstream.gate = None
+        cousin = await core.agent.handle(GROUP, ChatUser("telegram", 43, "Cousin"), "早安 今天好冷")
+        assert await core.memory.flush() and await router.log.flush()
+        kept = [turn.content for turn in await core.memory.history(GROUP)]
+        rows = await router.conn.fetch_all(
+            "SELECT prompt FROM routing_log WHERE decision_id = ?", (reply.decision.id,)
+        )
+    finally:
+        await core.close()
+    assert reply.ok and cousin.ok and erased
+    assert CODING not in json.dumps(upstream.requests[-1].body, ensure_ascii=False)
+    assert CODING not in "".join(kept) and len(kept) == 2  # the cousin's exchange
+    assert [tuple(row) for row in rows] == [("",)]
+
+
+async def test_a_reset_while_an_answer_streams_keeps_nothing_of_that_exchange(
+    seeded_db, embedder, upstream
+):
+    """/reset lands while the bot still streams its answer: the conversation starts over, so
+    the exchange asked before the reset is not stored when the stream ends."""
+    core = await open_core(seeded_db, embedder, upstream.base_url)
+    said: list[str] = []
+
+    async def reset_mid_stream(_sent: str) -> None:
+        if not said:
+            said.append(await core.admin.reset(GROUP))
+
+    try:
+        grandson = ChatUser("telegram", 42, "Grandson")
+        await core.agent.handle(GROUP, grandson, "早安 今天好冷")
+        upstream.gate = reset_mid_stream
+        reply = await core.agent.handle(GROUP, grandson, CODING)
+        assert await core.memory.flush()
+        kept = await core.memory.history(GROUP)
+    finally:
+        await core.close()
+    assert reply.ok and said[0].startswith("Forgot this conversation (2 messages)")
+    assert kept == []
 
 
 async def test_forget_while_a_message_is_being_routed_keeps_nothing_of_it(
