@@ -284,9 +284,11 @@ def test_crabbot_forget_a_console_conversation_covers_its_history(seeded_db, emb
 def test_crabbot_export_writes_a_conversation_as_json_lines(seeded_db, embedder, tmp_path):
     _build_family_db(seeded_db, embedder)
     out = tmp_path / "family.jsonl"
+    out.write_text("an older export, readable by everyone\n")
+    out.chmod(0o644)
     assert main(["export", "--db", str(seeded_db), "--conv", "telegram:-1", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert mode_of(out) == 0o600
+    assert mode_of(out) == 0o600  # the owner's alone, though the file was there and open
     assert [row["kind"] for row in rows] == ["message"] * 4 + ["routing_log"] * 2 + ["pool"]
     assert rows[0]["content"] == "mom's worry" and rows[0]["user_key"] == "telegram:42"
     assert rows[4]["prompt"] == "mom's worry" and rows[4]["category"] == "casual"

@@ -22,6 +22,7 @@ async def run_export(args: argparse.Namespace, config: CrabbotConfig) -> int:
         return 0
     # The family's words: the file is the owner's alone, like the database.
     descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file already there keeps its mode otherwise
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(lines)
     print(f"{len(rows)} rows written to {args.out}", file=sys.stderr)
