@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from router.text import readable
+from router.text import readable, storable
 
 QUOTE_LIMIT = 4000  # characters of a quoted message the model and the router see
 MEMORY_QUOTE_LIMIT = 120  # memory keeps a short reminder of what was quoted
@@ -65,6 +65,11 @@ class Incoming:
     kind: str = "text"  # "text", "photo" or "voice": how memory names what was sent
     heading: str | None = None  # shown above the reply ("[voice 0:12] what was heard")
     transcription_ms: float | None = None  # a voice message's transcription time
+
+    def __post_init__(self) -> None:
+        # A terminal's undecodable input arrives as lone surrogates, which no database or model
+        # API takes: shown as U+FFFD, as a UTF-8 decoder shows bytes it cannot read.
+        object.__setattr__(self, "text", storable(self.text))
 
     def is_empty(self) -> bool:
         """No images and nothing to read (zero-width, whitespace or control characters only)."""

@@ -63,6 +63,16 @@ def capped(text: str, max_chars: int) -> str:
     return text[:head] + marker + text[len(text) - room // 2 :]
 
 
+# Lone surrogates (no UTF-8 encoder takes them) and NUL (no PostgreSQL text column takes it).
+UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+
+
+def storable(text: str) -> str:
+    """`text` with lone surrogates and NUL as U+FFFD, as a UTF-8 decoder shows bytes it cannot
+    read (a terminal's undecodable input arrives as lone surrogates)."""
+    return UNSTORABLE.sub("\ufffd", text)
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
 

@@ -415,6 +415,19 @@ async def test_a_message_with_a_nul_character_is_remembered(core, upstream):
     assert not core.counters["db_errors"]
 
 
+async def test_a_message_with_a_lone_surrogate_is_answered_and_kept(core, upstream):
+    """A terminal's undecodable bytes arrive as lone surrogates, which no UTF-8 encoder takes:
+    the message is answered, logged and remembered with U+FFFD in their place, not lost."""
+    reply = await core.agent.handle("console:me", None, "why \ud800 is this")
+    assert reply.ok
+    assert upstream.requests[-1].body["messages"][-1]["content"].endswith("why \ufffd is this")
+    assert await core.memory.flush()
+    history = await core.memory.history("console:me")
+    assert history[0].content == "why \ufffd is this"
+    (row,) = await log_rows(core)
+    assert row["prompt"] == "why \ufffd is this"
+
+
 async def test_the_categorizer_reads_the_bot_s_answer_to_the_speaker_s_previous_message(
     seeded_db, embedder, upstream, groq_server
 ):

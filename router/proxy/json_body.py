@@ -10,12 +10,11 @@ import sys
 from typing import Any
 
 from router.proxy.errors import ProxyError, bad_request
+from router.text import UNSTORABLE, storable
 
 # Deeper than any chat request (a JSON schema in response_format or tools is a dozen levels);
 # json.loads itself gives up near 1,000, and the provider client's encoder is recursive too.
 MAX_DEPTH = 64
-# Lone surrogates (no UTF-8 encoder takes them) and NUL (no PostgreSQL text column takes it).
-UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 # A \uD800-\uDFFF or \u0000 escape somewhere in the raw text: only then can a string hold one
 # (a valid surrogate pair decodes to one code point; a raw NUL byte is not valid JSON).
 UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
@@ -60,7 +59,7 @@ def load_json(raw: bytes) -> Any:
 def _checked(data: Any, repair: bool) -> Any:
     """Check the depth without recursion; with `repair`, replace lone surrogates in place."""
     if repair and isinstance(data, str):
-        return UNSTORABLE.sub("\ufffd", data)
+        return storable(data)
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         node, depth = stack.pop()
@@ -68,18 +67,18 @@ def _checked(data: Any, repair: bool) -> Any:
             raise bad_request(f"the request body is nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
             if repair and any(UNSTORABLE.search(key) for key in node):
-                fixed = {UNSTORABLE.sub("\ufffd", key): value for key, value in node.items()}
+                fixed = {storable(key): value for key, value in node.items()}
                 node.clear()
                 node.update(fixed)
             for key, value in node.items():
                 if isinstance(value, dict | list):
                     stack.append((value, depth + 1))
                 elif repair and isinstance(value, str):
-                    node[key] = UNSTORABLE.sub("\ufffd", value)
+                    node[key] = storable(value)
         elif isinstance(node, list):
             for index, value in enumerate(node):
                 if isinstance(value, dict | list):
                     stack.append((value, depth + 1))
                 elif repair and isinstance(value, str):
-                    node[index] = UNSTORABLE.sub("\ufffd", value)
+                    node[index] = storable(value)
     return data
