@@ -190,8 +190,8 @@ class Agent:
 
     async def _erasures_meanwhile(self) -> None:
         """Apply what another process erased while the answer ran (`crabbot forget` at a
-        terminal), before the exchange and its routing-log row are kept: on SQLite its notice is
-        read now, not only on the next message's way."""
+        terminal) before the exchange is kept: on SQLite its notice is read now, not only on the
+        next message's way (the routing-log row just queued is written, then erased)."""
         await self.router.erasures.check(max_age_s=0.0)
         await self.router.erasures.settled()
 
@@ -278,7 +278,6 @@ class Agent:
             reason = type(exc).__name__
             failed = await self._failed(conv_key, text, decision, model, reason, partial)
             return replace(failed, text=incoming.headed(failed.text or ""))
-        await self._erasures_meanwhile()
         if decision is not None:
             self.router.finish(
                 decision,
@@ -286,6 +285,7 @@ class Agent:
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
             )
+        await self._erasures_meanwhile()
         try:
             kept = await self.memory.add_exchange(
                 conv_key,
@@ -314,7 +314,6 @@ class Agent:
     ) -> Reply:
         self.counters["upstream_errors"] += 1
         log.warning("no reply for %s (model %s): %s", conv_key, model, reason)
-        await self._erasures_meanwhile()
         if decision is not None:
             self.router.finish(decision, "provider_error", error=reason)
         # The failed exchange is not stored: the next message starts from a clean history. What
