@@ -19,6 +19,9 @@ class Surface(Protocol):
 
     limit: int
 
+    def size(self, text: str) -> int:
+        """How the platform counts `text` against `limit`."""
+
     async def show(self, index: int, text: str) -> None:
         """Show an unfinished piece (a draft, or a message edited in place)."""
 
@@ -77,7 +80,7 @@ class StreamedReply:
                 await asyncio.wait_for(self._closed.wait(), self.interval_s)
 
     async def _render(self, text: str, final: bool) -> None:
-        pieces = split_message(text, self.surface.limit)
+        pieces = split_message(text, self.surface.limit, self.surface.size)
         for index, piece in enumerate(pieces):
             # Every piece but the last is finished: the text has grown past it.
             if final or index < len(pieces) - 1:

@@ -12,7 +12,7 @@ from bot.admin import COMMANDS, HELP, REFUSAL
 from bot.language import APOLOGIES
 from router.store.settings import get_setting
 from tests.bot_helpers import TELEGRAM_ADMIN, VERBATIM, log_rows
-from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, FakeTelegram
+from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, FakeTelegram, utf16_len
 from tests.telegram_helpers import running
 
 GROUP = -1001
@@ -105,6 +105,19 @@ async def test_long_reply_arrives_in_three_messages(seeded_db, embedder, upstrea
     assert "".join(pieces).replace(" ", "").replace("\n", "") == long_text.replace(" ", "").replace(
         "\n", ""
     )
+
+
+async def test_a_long_reply_full_of_emoji_arrives_whole(seeded_db, embedder, upstream, telegram):
+    """Telegram counts a message in UTF-16 units, and an emoji is two: a 4,500-character answer
+    of CJK and emoji (5,500 units) arrives in pieces Telegram takes, none refused, none lost."""
+    answer = "今天的计划 😀🎉 " * 500
+    upstream.reply = lambda body: answer
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(77, "plan my day", chat_type="private")
+        await telegram.wait_until(lambda: "".join(telegram.texts(77)).count("🎉") == 500)
+    pieces = telegram.texts(77)
+    assert len(pieces) == 2 and all(utf16_len(piece) <= 4096 for piece in pieces)
+    assert "".join(pieces).replace(" ", "") == answer.replace(" ", "")
 
 
 async def test_upstream_500_gets_an_apology_and_the_next_message_works(

@@ -18,6 +18,9 @@ class DiscordSurface:
 
     limit = MESSAGE_LIMIT
 
+    def size(self, text: str) -> int:
+        return len(text)
+
     def __init__(self, message: discord.Message, counters: Counter[str]) -> None:
         self.message = message
         self.counters = counters

@@ -11,6 +11,7 @@ from telegram.constants import ChatType, MessageLimit
 from telegram.error import BadRequest, EndPointNotFound, InvalidToken, TelegramError
 
 from bot.adapters.telegram_markdown import TelegramText
+from bot.split import utf16_units
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ class TelegramSurface:
     """One reply to `message`; pieces after the first are further messages."""
 
     limit: int = MessageLimit.MAX_TEXT_LENGTH
+
+    def size(self, text: str) -> int:
+        return utf16_units(text)  # Telegram counts UTF-16 units: an emoji is two
 
     def __init__(
         self, message: Message, text: TelegramText, drafts: Drafts, counters: Counter[str]

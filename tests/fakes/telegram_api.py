@@ -34,6 +34,9 @@ PHOTO_SIZES = (
 )
 
 
+TEXT_LIMIT = 4096  # a message's text, in UTF-16 units
+
+
 def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
@@ -366,6 +369,8 @@ class FakeTelegram:
     @staticmethod
     def _refused_format(params: dict[str, Any]) -> str | None:
         text = params.get("text") or ""
+        if utf16_len(text) > TEXT_LIMIT:  # Telegram counts UTF-16 units: an emoji is two
+            return "Bad Request: message is too long"
         if params.get("parse_mode") and not markdown_is_valid(text):
             return "Bad Request: can't parse entities: unclosed entity"
         return entities_error(text, params.get("entities") or [])
