@@ -120,6 +120,23 @@ async def test_a_long_reply_full_of_emoji_arrives_whole(seeded_db, embedder, ups
     assert "".join(pieces).replace(" ", "") == answer.replace(" ", "")
 
 
+async def test_an_unknown_command_gets_an_answer_where_it_is_meant_for_the_bot(
+    seeded_db, embedder, upstream, telegram
+):
+    """/weather is no command of the bot's: in a private chat, or named to the bot in a group,
+    it is told so (as on Discord); a group's bare /weather may be another bot's and is left."""
+    unknown = "Unknown command /weather, try /help."
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(77, "/weather tomorrow in Taipei", chat_type="private")
+        await telegram.push_message(GROUP, "/weather tomorrow")
+        await telegram.push_message(GROUP, f"/weather@{BOT_USERNAME} tomorrow")
+        await telegram.wait_until(lambda: telegram.texts(77) == [unknown])
+        await telegram.wait_until(lambda: telegram.texts(GROUP) == [unknown])
+        await telegram.push_message(77, "hello", chat_type="private")
+        await telegram.wait_until(lambda: len(telegram.texts(77)) == 2)
+    assert upstream.models and len(telegram.texts(GROUP)) == 1
+
+
 async def test_upstream_500_gets_an_apology_and_the_next_message_works(
     seeded_db, embedder, upstream, telegram
 ):

@@ -247,6 +247,22 @@ class TelegramBot:
 
         return handle
 
+    async def on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A /command no handler knows gets "Unknown command", as on Discord: in a private chat,
+        or in a group when it names this bot (/weather@bot; a bare one may be another bot's)."""
+        message = update.message
+        if message is None or not message.text:
+            return
+        head, *arguments = message.text.split()
+        name, _, bot = head.removeprefix("/").partition("@")
+        private = message.chat.type == ChatType.PRIVATE
+        if not (bot.lower() == (context.bot.username or "").lower() if bot else private):
+            return
+        command = Command(name.lower(), tuple(arguments))
+        await self.turns.command(
+            self.turn(message), conv_key(message), chat_user(message), command, where(message)
+        )
+
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram handler failed", exc_info=context.error)
 
@@ -281,6 +297,12 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
             filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND,
             handlers.on_text,
             block=False,
+        )
+    )
+    # After the commands' own handlers: only a command none of them took gets here.
+    application.add_handler(
+        MessageHandler(
+            filters.UpdateType.MESSAGE & filters.COMMAND, handlers.on_unknown_command, block=False
         )
     )
     if core.config.images.enabled:
