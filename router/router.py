@@ -350,10 +350,17 @@ class ModelRouter:
         done = await erasure.erase(self.conn, scope)
         self.erasures.made(done.notice)
         self.context.drop(scope.conv_key, scope.user_key)
+        self._forget_vectors()
         if self.shared is not None:  # and from the other processes' pools
             self.shared.unpool(done.pool_hashes)
         await self.unpool(done.pool_hashes)
         return done.erased
+
+    def _forget_vectors(self) -> None:
+        """An erasure empties the embedding cache: a cached message counts as one routing
+        knows (a reply to it reads it as context), and the cache cannot tell whose it was."""
+        if self.embedder is not None:
+            self.embedder.clear_cache()
 
     def forgetting(self, scope: Scope) -> None:
         """An erasure of `scope` starts now: its requests asked by now and not yet done (still
@@ -373,6 +380,7 @@ class ModelRouter:
         """Other processes erased these scopes: rows this process still had queued from before
         an erasure are erased too once written, and the pool lets go of the entries no longer
         stored (an entry added meanwhile stays)."""
+        self._forget_vectors()
         pool = self.pool
         held = pool.hashes() if pool is not None else set()
         for notice in notices:  # requests asked before, not yet ended: what they keep

@@ -74,6 +74,7 @@ async def test_crabbot_forget_reaches_a_running_bot_without_a_restart(
         assert follow_up.prior_category is None  # the erased request is no context
         await router.erasures.settled()
         assert not router.pool.contains_text(taught) and len(router.pool) == size - 1
+        assert embedder.cached(CODING) is None  # a reply to it would read it as a known message
         assert taught not in [n.text for n in router.pool.search(vector, 5)]
         # The cousin in the same group keeps their own context.
         theirs = await router.route("why?", conv_key=GROUP, at=then + 6, user_key=COUSIN)

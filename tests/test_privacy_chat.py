@@ -71,6 +71,8 @@ async def test_forget_erases_one_persons_words_in_a_group_and_keeps_the_rest(
             core, "SELECT text, conv_key, user_key FROM pool WHERE label_source = 'llm'"
         )
         in_memory = (pool.contains_text(MOM_TEXT), pool.contains_text(DAD_TEXT), len(pool))
+        cached = embedder.cached(MOM_TEXT)  # a reply to her message would read it as known
+    assert cached is None
     assert telegram.texts(GROUP)[2] == (
         "Done: erased 2 memory messages, 1 routing-log prompt, 1 pool entry of yours from"
         " this conversation."
