@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 
 Measure = Callable[[str], int]  # how a platform counts a message against its limit
+
 # Tried in order: paragraph, line, sentence end (Latin and CJK), word.
 _BOUNDARIES = (
     re.compile(r"\n\s*\n"),

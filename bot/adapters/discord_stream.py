@@ -18,14 +18,14 @@ class DiscordSurface:
 
     limit = MESSAGE_LIMIT
 
-    def size(self, text: str) -> int:
-        return len(text)
-
     def __init__(self, message: discord.Message, counters: Counter[str]) -> None:
         self.message = message
         self.counters = counters
         self.sent: dict[int, discord.Message] = {}
         self.texts: dict[int, str] = {}
+
+    def size(self, text: str) -> int:
+        return len(text)
 
     async def show(self, index: int, text: str) -> None:
         await self._put(index, text)

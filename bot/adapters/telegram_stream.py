@@ -33,9 +33,6 @@ class TelegramSurface:
 
     limit: int = MessageLimit.MAX_TEXT_LENGTH
 
-    def size(self, text: str) -> int:
-        return utf16_units(text)  # Telegram counts UTF-16 units: an emoji is two
-
     def __init__(
         self, message: Message, text: TelegramText, drafts: Drafts, counters: Counter[str]
     ) -> None:
@@ -47,6 +44,9 @@ class TelegramSurface:
         self.drafting = not self.group
         self.sent: dict[int, Message] = {}
         self.texts: dict[int, str] = {}  # what each sent message says now
+
+    def size(self, text: str) -> int:
+        return utf16_units(text)  # Telegram counts UTF-16 units: an emoji is two
 
     async def show(self, index: int, text: str) -> None:
         if self.drafting and self.drafts.enabled and await self._draft(index, text):
