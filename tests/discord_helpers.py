@@ -15,9 +15,27 @@ GUILD, CHANNEL, DM_CHANNEL = 3000, 3001, 3002
 ANN = user_payload(4242, "Ann")
 
 
-def guild_channel(client: CrabbotDiscord) -> discord.TextChannel:
+def role_payload(role_id: int, name: str, bot_id: int | None = None) -> dict[str, Any]:
+    """A guild role as the gateway sends it; `bot_id`: the role a bot's invite created."""
+    role: dict[str, Any] = {
+        "id": str(role_id),
+        "name": name,
+        "color": 0,
+        "hoist": False,
+        "position": 1,
+        "permissions": "0",
+        "managed": bot_id is not None,
+        "mentionable": True,
+    }
+    if bot_id is not None:
+        role["tags"] = {"bot_id": str(bot_id)}
+    return role
+
+
+def guild_channel(client: CrabbotDiscord, roles: list[dict] | None = None) -> discord.TextChannel:
     state = client._connection
-    guild = discord.Guild(data={"id": str(GUILD), "name": "Family"}, state=state)
+    data = {"id": str(GUILD), "name": "Family", "roles": roles or []}
+    guild = discord.Guild(data=data, state=state)
     return discord.TextChannel(
         state=state,
         guild=guild,
@@ -66,6 +84,7 @@ def message(
     replying_to: dict | None = None,
     attachments: list[dict] | None = None,
     author: dict = ANN,
+    role_mentions: list[int] | None = None,
 ) -> discord.Message:
     """A message from `author` (Ann); `replying_to` is the message data it replies to, as the
     gateway sends it along."""
@@ -79,7 +98,7 @@ def message(
         "tts": False,
         "mention_everyone": False,
         "mentions": mentions or [],
-        "mention_roles": [],
+        "mention_roles": [str(role_id) for role_id in role_mentions or []],
         "attachments": attachments or [],
         "embeds": [],
         "pinned": False,

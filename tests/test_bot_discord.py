@@ -22,6 +22,7 @@ from tests.discord_helpers import (
     interaction,
     message,
     message_data,
+    role_payload,
     routing_command,
     slash_event,
 )
@@ -107,6 +108,29 @@ async def test_mention_is_answered_and_other_channel_messages_are_not(
     assert sent["message_reference"]["channel_id"] == CHANNEL
     assert sent["allowed_mentions"]["parse"] == []
     assert discord_api.typing == [CHANNEL]
+
+
+async def test_a_ping_of_the_bots_own_role_is_a_mention_and_another_roles_is_not(
+    client, discord_api, upstream
+):
+    """Discord's autocomplete offers the role the bot's invite created beside the bot."""
+    own_role, family_role = 7001, 7002
+    channel = guild_channel(
+        client, [role_payload(own_role, "crabbot", BOT_ID), role_payload(family_role, "family")]
+    )
+    await client.on_message(
+        message(client, channel, f"<@&{family_role}> dinner at 7?", role_mentions=[family_role])
+    )
+    assert discord_api.messages == [] and upstream.requests == []
+
+    question = "what is the capital of Peru?"
+    await client.on_message(
+        message(client, channel, f"<@&{own_role}> {question}", role_mentions=[own_role])
+    )
+    (row,) = await log_rows(client.core)
+    assert row["prompt"] == question
+    (sent,) = [body for _, body in discord_api.messages]
+    assert sent["content"].endswith(f"Ann: {question}")
 
 
 async def test_direct_message_is_answered_in_pieces_of_2000(client, discord_api, upstream):

@@ -240,12 +240,18 @@ class CrabbotDiscord(discord.Client):
         if me is None or message.author.bot:
             return None
         private = isinstance(message.channel, discord.DMChannel)
-        mentioned = any(user.id == me.id for user in message.mentions)
+        # Discord's autocomplete offers the bot's own role (the one its invite made, named like
+        # it) beside the bot itself: a ping of that role is a ping of the bot.
+        own_roles = [r.id for r in message.role_mentions if r.tags and r.tags.bot_id == me.id]
+        mentioned = any(user.id == me.id for user in message.mentions) or bool(own_roles)
         # A reply to the bot is for it, as on Telegram, also when its ping was turned off.
         replied = replied_to(message)
         if not (private or mentioned or (replied is not None and replied.author.id == me.id)):
             return None
-        return re.sub(rf"<@!?{me.id}>", "", message.content).strip()
+        text = re.sub(rf"<@!?{me.id}>", "", message.content)
+        for role_id in own_roles:
+            text = text.replace(f"<@&{role_id}>", "")
+        return text.strip()
 
     def quoted(self, message: discord.Message) -> Quote | None:
         """The message this one replies to, from the gateway's copy, without the bot's mention
