@@ -64,6 +64,23 @@ async def test_only_messages_for_the_bot_are_answered(seeded_db, embedder, upstr
     assert len(upstream.requests) == 2
 
 
+async def test_an_anonymous_admin_speaks_as_the_group_under_their_title(
+    seeded_db, embedder, upstream, telegram
+):
+    """Telegram puts the same placeholder account in `from` for every anonymous admin of every
+    group: the group is who spoke, named by the admin's custom title."""
+    other_group = GROUP - 1
+    async with running(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.push_message(GROUP, CODING, mention=True, as_group="Grandpa")
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+        await telegram.push_message(other_group, "hi there", mention=True, as_group="")
+        await telegram.wait_until(lambda: len(telegram.texts(other_group)) == 1)
+        rows = await log_rows(core)
+    assert [row["user_key"] for row in rows] == [f"telegram:{GROUP}", f"telegram:{other_group}"]
+    assert telegram.texts(GROUP) == [f"[{rows[0]['model']}] Grandpa: {CODING}"]
+    assert telegram.texts(other_group) == [f"[{rows[1]['model']}] Family: hi there"]
+
+
 async def test_routing_mode_is_admin_only_and_survives_a_rebuild(
     seeded_db, embedder, upstream, telegram
 ):

@@ -55,8 +55,15 @@ def conv_key(message: Message) -> str:
 
 
 def chat_user(message: Message) -> ChatUser:
+    on_behalf = message.sender_chat
+    if on_behalf is not None:
+        # Posted as the group (an anonymous admin) or a channel: `from` is then a placeholder
+        # account every such poster in every group shares, so the chat is who spoke, named by
+        # the admin's custom title when they have one.
+        name = message.author_signature or on_behalf.title or "someone"
+        return ChatUser("telegram", on_behalf.id, name)
     sender = message.from_user
-    if sender is None:  # posted as the group or a channel
+    if sender is None:
         return ChatUser("telegram", message.chat_id, message.chat.title or "someone")
     return ChatUser("telegram", sender.id, sender.first_name or sender.username or str(sender.id))
 

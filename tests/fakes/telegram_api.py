@@ -21,6 +21,7 @@ from tests.fakes.server import LocalServer
 TOKEN = "123456:TEST-TOKEN"
 BOT_ID = 123456
 BOT_USERNAME = "crabbot_test_bot"
+GROUP_ANONYMOUS_BOT_ID = 1087968824  # the placeholder `from` of a message sent as the group
 RAW_FIELDS = {"text", "parse_mode", "action", "emoji", "caption"}  # strings sent as they are
 GETFILE_LIMIT = 20 * 1024 * 1024  # the Bot API does not hand out bigger files
 # The sizes Telegram makes of a 4:3 phone photo (width, height, file_size): its thumbnails
@@ -154,10 +155,12 @@ class FakeTelegram:
         replied_text: str = "an earlier answer",
         thread_id: int | None = None,
         media: dict[str, Any] | None = None,
+        as_group: str | None = None,
     ) -> int:
         """Queue a message update (a group when chat_id < 0); returns its message id. It replies
         to `replied_text`, the bot's (`reply_to_bot`) or a family member's (`reply_to_user`).
-        With `media` (from photo(), document(), voice() or audio()), `text` is its caption."""
+        With `media` (from photo(), document(), voice() or audio()), `text` is its caption.
+        `as_group`: an anonymous admin posting as the group, with that custom title ("" none)."""
         chat_type = chat_type or ("supergroup" if chat_id < 0 else "private")
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -178,6 +181,16 @@ class FakeTelegram:
             "chat": chat,
             "from": {"id": user_id, "is_bot": False, "first_name": first_name},
         }
+        if as_group is not None:  # what Telegram sends for a message on behalf of the group
+            message["from"] = {
+                "id": GROUP_ANONYMOUS_BOT_ID,
+                "is_bot": True,
+                "first_name": "Group",
+                "username": "GroupAnonymousBot",
+            }
+            message["sender_chat"] = dict(chat)
+            if as_group:
+                message["author_signature"] = as_group
         words, marks = ("caption", "caption_entities") if media else ("text", "entities")
         if text or not media:
             message[words] = text
