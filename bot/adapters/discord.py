@@ -114,6 +114,12 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
         assert isinstance(answer, Text)  # no pictures asked for
         return shown(answer)
 
+    async def deferred(interaction: discord.Interaction, command: Command, private: bool) -> None:
+        """A command that waits on the database or the routing proxy: Discord wants an answer
+        within 3 s, so it hears "thinking" first and the text follows up."""
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        await interaction.followup.send(await text(interaction, command), ephemeral=private)
+
     routing = app_commands.Group(name="routing", description=COMMANDS["routing"])
 
     @routing.command(name="stats", description="how messages were routed (admins)")
@@ -132,19 +138,15 @@ def build_commands(core: BotCore) -> list[app_commands.Command | app_commands.Gr
     @routing.command(name="mode", description="how routing decides (admins)")
     @app_commands.describe(mode="live: local signal first; shadow: LLM decides; off: no routing")
     async def mode(interaction: discord.Interaction, mode: Mode) -> None:
-        await interaction.response.send_message(
-            await text(interaction, Command("routing", ("mode", mode))), ephemeral=True
-        )
+        await deferred(interaction, Command("routing", ("mode", mode)), private=True)
 
     @app_commands.command(name="reset", description=COMMANDS["reset"])
     async def reset(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(await text(interaction, Command("reset")))
+        await deferred(interaction, Command("reset"), private=False)
 
     @app_commands.command(name="forget", description=COMMANDS["forget"])
     async def forget(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(
-            await text(interaction, Command("forget")), ephemeral=True
-        )
+        await deferred(interaction, Command("forget"), private=True)
 
     @app_commands.command(name="whoami", description=COMMANDS["whoami"])
     async def whoami(interaction: discord.Interaction) -> None:
