@@ -15,10 +15,11 @@ from bot.console_history import PrivateHistory, is_console
 from bot.erasure import forget
 from bot.memory import Memory
 from bot.proxy_admin import ProxyAdmin, ProxyAdminError, ProxyStats
+from bot.speakers import speaker_name
 from router import MODES, ModelRouter
 from router.analytics import stats as routing_stats
 from router.analytics.cost import cost_report
-from router.store.erasure import Scope
+from router.store.erasure import Erased, Scope
 from router.store.erasure_notices import Notice
 
 log = logging.getLogger(__name__)
@@ -329,7 +330,8 @@ class Admin:
     async def forget(self, user: ChatUser, conv_key: str) -> str:
         """/forget: erase what this person said in this conversation (memory, with the answers
         to them and their words quoted in others' replies; the routing log's text; the pool
-        entries it taught; at the terminal, its input history)."""
+        entries it taught; at the terminal, its input history), and with a routing proxy what
+        it keeps of them too."""
         user_key = user_key_of(user)
         assert user_key is not None
         history = self.console_history if user.platform == "console" else None
@@ -340,9 +342,30 @@ class Admin:
             router=self.router,
             history=history,
         )
+        done = f"Done: {erased.line()} of yours from this conversation"
+        if self.proxy is not None:
+            return await self._forget_at_proxy(user, conv_key, erased, done)
         if erased.empty():
             return "Nothing you said here is kept."
-        return f"Done: {erased.line()} of yours from this conversation."
+        return f"{done}."
+
+    async def _forget_at_proxy(
+        self, user: ChatUser, conv_key: str, erased: Erased, done: str
+    ) -> str:
+        """/forget with a routing proxy: its routing log, pool and context let go of the person's
+        words there too, named as the bot's requests name them (see bot.speakers)."""
+        assert self.proxy is not None
+        try:
+            at_proxy = await self.proxy.forget(conv_key, speaker_name(user.name))
+        except ProxyAdminError as exc:
+            here = "Nothing you said here is kept by the bot" if erased.empty() else done
+            return (
+                f"{here}; the routing proxy keeps its own copies of your words:"
+                f" {self._proxy_failed(exc)}."
+            )
+        if erased.empty() and at_proxy.empty():
+            return "Nothing you said here is kept."
+        return f"{done}; the routing proxy {at_proxy.routing_line()}."
 
     async def reset(self, conv_key: str) -> str:
         """Forget the conversation's memory and its routing context (the last task, which the

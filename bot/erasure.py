@@ -35,7 +35,7 @@ async def forget(
     # Memory first: a process told of the erasure must not read the words back from it.
     messages, quotes = await memory.forget(scope.conv_key, scope.user_key, dry_run)
     if router is not None:
-        erased = await router.erase(scope, dry_run)
+        erased = await router.erase(scope, dry_run)  # the WAL checkpointed there
     elif dry_run:
         erased = await erasure.count(conn, scope)
     else:
@@ -43,13 +43,12 @@ async def forget(
         erased = done.erased
         # The bots and proxies running on the database let go of their copies too.
         await announce_erasure(conn, scope, done.pool_hashes)
+        await conn.erase_traces()
     lines = 0
     if isinstance(history, PrivateHistory):
         lines = erase_file(history.path, dry_run=True) if dry_run else history.forget()
     elif history is not None:
         lines = erase_file(history, dry_run)
-    if not dry_run:
-        await conn.erase_traces()
     return replace(erased, messages=messages, history_lines=lines, quotes=quotes)
 
 

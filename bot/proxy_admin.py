@@ -1,6 +1,6 @@
 """The bot's side of the routing proxy's admin endpoints (upstream model "auto"): the proxy's
-stats and mode with the admin key (CRABBOT_PROXY_ADMIN_KEY), a conversation's context reset with
-the bot's own client key; every failure becomes one line that says why."""
+stats and mode with the admin key (CRABBOT_PROXY_ADMIN_KEY), a conversation's context reset and a
+person's erasure with the bot's own client key; every failure becomes one line that says why."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import openai
 
 from router.analytics.stats import Agreement, Latency, Summary
 from router.errors import ReasonError
+from router.store.erasure import Erased
 
 ADMIN_HEADER = "X-Crabbot-Admin-Key"
 ADMIN_KEY_ENV = "CRABBOT_PROXY_ADMIN_KEY"
@@ -144,3 +145,16 @@ class ProxyAdmin:
             "POST", "/admin/context/reset", {"session_key": session_key}, admin=False
         )
         return bool(isinstance(data, dict) and data.get("had_context"))
+
+    async def forget(self, session_key: str, speaker: str) -> Erased:
+        """Erase at the proxy what `speaker` said in the conversation the bot names (in the
+        bot's key's namespace), both named as the bot's requests name them: the X-Session-Key
+        and the user message's `name`. Only its prompts and pool entries are counted."""
+        data = await self._call(
+            "POST", "/admin/forget", {"session_key": session_key, "speaker": speaker}, admin=False
+        )
+        try:
+            erased = data["erased"]
+            return Erased(prompts=int(erased["prompts"]), pool_entries=int(erased["pool_entries"]))
+        except (KeyError, TypeError, ValueError):
+            raise ProxyAdminError("the proxy's answer was not understood") from None

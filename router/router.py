@@ -338,9 +338,10 @@ class ModelRouter:
         return await self.context.forget(conv_key, at)
 
     async def erase(self, scope: Scope, dry_run: bool = False) -> Erased:
-        """/forget and `crabbot forget`: the scope's prompt text leaves the routing log, the pool
-        entries its messages taught leave the pool (and this process's memory, the classifier
-        refit without them), its turns leave the context. `dry_run` only counts."""
+        """/forget, `crabbot forget` and a proxy's /admin/forget: the scope's prompt text leaves
+        the routing log, the pool entries its messages taught leave the pool (and this process's
+        memory, the classifier refit without them), its turns leave the context, and a notice
+        tells the other processes on the database. `dry_run` only counts."""
         if not dry_run:
             self.forgetting(scope)
         await self.log.flush(ERASE_FLUSH_S)  # rows still queued are erased too
@@ -354,6 +355,7 @@ class ModelRouter:
         if self.shared is not None:  # and from the other processes' pools
             self.shared.unpool(done.pool_hashes)
         await self.unpool(done.pool_hashes)
+        await self.conn.erase_traces()  # the erased text leaves the SQLite WAL too
         return done.erased
 
     def _forget_vectors(self) -> None:

@@ -1,6 +1,6 @@
 """The proxy's admin endpoints over real HTTP: the admin key (none set, missing, wrong), the mode
-that /healthz reports and routing uses, the proxy's own stats, a conversation's context reset in
-the caller's namespace only, and the Host/Origin guard in front of them."""
+that /healthz reports and routing uses, the proxy's own stats, a conversation's context reset and a
+person's erasure in the caller's namespace only, and the Host/Origin guard in front of them."""
 
 from __future__ import annotations
 
@@ -140,6 +140,69 @@ async def test_a_client_resets_only_its_own_conversation_and_the_admin_any(
     # Untouched, the follow-up continues the coding task; after either reset it starts over.
     assert sources["kept"] == "prior"
     assert sources["reset"] != "prior" and sources["admin-reset"] != "prior"
+
+
+async def test_a_client_erases_a_persons_words_only_in_its_own_namespace_and_the_admin_in_any(
+    tmp_path, provider
+):
+    async with (
+        running_proxy(
+            tmp_path / "p.db", None, provider.base_url, env_keys=KEYS, admin_key=ADMIN_KEY
+        ) as proxy,
+        httpx.AsyncClient(base_url=proxy.url) as http,
+    ):
+
+        async def say(text: str, session: str, name: str) -> None:
+            # Named as a bot names its speakers: the session header and the message's `name`.
+            body = {"model": "cheap", "messages": [{"role": "user", "content": text, "name": name}]}
+            headers = {"X-Session-Key": session} | _auth("key-of-alice")
+            response = await http.post("/chat/completions", json=body, headers=headers)
+            assert response.status_code == 200, response.text
+
+        async def forget(key: str | None, body: object, admin: bool = False) -> httpx.Response:
+            headers = (_auth(key) if key else {}) | (ADMIN if admin else {})
+            return await http.post("/admin/forget", json=body, headers=headers)
+
+        await say("grandma's first words", "family", "grandma")
+        await say("kenji's words", "family", "kenji")
+        await say("grandma's words elsewhere", "grandma-alone", "grandma")
+        await say("grandma's last words", "family", "grandma")
+        grandma = {"session_key": "family", "speaker": "grandma"}
+        # Mallory's key erases in her own namespace (nothing of Alice's there) ...
+        own = await forget("key-of-mallory", grandma)
+        # ... and naming Alice's needs the admin key.
+        other = await forget("key-of-mallory", grandma | {"namespace": "alice"})
+        nokey = await forget(None, grandma)
+        bad = [
+            await forget("key-of-alice", body)
+            for body in ({}, {"speaker": ""}, {"session_key": 7}, grandma | {"namespace": 3}, [])
+        ]
+        kept = [row["prompt"] for row in await proxy.rows()]
+        mine = await forget("key-of-alice", grandma)
+        by_admin = await forget(None, {"speaker": "grandma", "namespace": "alice"}, admin=True)
+        prompts = [row["prompt"] for row in await proxy.rows()]
+    assert own.json() == {
+        "namespace": "mallory",
+        "session_key": "family",
+        "speaker": "grandma",
+        "erased": {"prompts": 0, "pool_entries": 0},
+    }
+    assert (other.status_code, other.json()["error"]["code"]) == (403, "namespace_not_allowed")
+    assert nokey.status_code == 401
+    assert [response.status_code for response in bad] == [400] * 5
+    assert "name the conversation (session_key), the person (speaker)" in bad[0].text
+    assert kept == [
+        "grandma's first words",
+        "kenji's words",
+        "grandma's words elsewhere",
+        "grandma's last words",
+    ]
+    # Alice's own key: grandma's words in that conversation, and no one else's.
+    assert mine.json()["erased"] == {"prompts": 2, "pool_entries": 0}
+    # The admin key, naming the namespace and the person alone: grandma everywhere there.
+    assert by_admin.json()["erased"] == {"prompts": 1, "pool_entries": 0}
+    assert prompts == ["", "kenji's words", "", ""]
+    assert proxy.router.counters["admin_refused"] == 1
 
 
 async def test_the_host_and_origin_guard_stands_in_front_of_the_admin_routes(tmp_path, provider):

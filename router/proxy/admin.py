@@ -1,6 +1,6 @@
 """The proxy's admin endpoints, for a bot or an operator on another host: the routing stats and
-mode (the admin key, CRABBOT_PROXY_ADMIN_KEY, in X-Crabbot-Admin-Key) and a conversation's context
-reset (a client in its own namespace; the admin key in any)."""
+mode (the admin key, CRABBOT_PROXY_ADMIN_KEY, in X-Crabbot-Admin-Key), a conversation's context
+reset and a person's erasure (a client in its own namespace; the admin key in any)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from router.proxy.errors import ProxyError, bad_request
 from router.proxy.gateway import Gateway
 from router.proxy.json_body import load_json
 from router.proxy.request import read_body, session_key_of
+from router.store.erasure import Scope
 from router.taxonomy import MODES, as_mode
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def summary_json(summary: routing_stats.Summary, cost: str | None) -> dict[str, 
 
 
 class AdminEndpoint:
-    """GET /admin/routing/stats, POST /admin/routing/mode, POST /admin/context/reset."""
+    """GET /admin/routing/stats, POST /admin/routing/mode, POST /admin/context/reset, POST
+    /admin/forget."""
 
     def __init__(self, gateway: Gateway, admin_key: str | None) -> None:
         self.gateway = gateway
@@ -144,37 +146,92 @@ class AdminEndpoint:
         log.info("routing mode set to %s through the admin endpoint (was %s)", mode, previous)
         return JSONResponse({"mode": router.mode, "previous": previous})
 
-    async def reset(self, request: Request) -> Response:
-        """/reset of a conversation: a client's in its own namespace (its key's), or, with the
-        admin key, in the namespace the body names."""
-        gateway = self.gateway
+    def _admin_offered(self, request: Request) -> bool:
+        """Whether a conversation request comes with the admin key; a wrong one, or one sent to
+        a proxy with none configured, is refused, not taken for a client's."""
         admin = self.key.offered(request)
-        if admin:  # a wrong key, or none configured, is refused, not taken for a client's
+        if admin:
             self._check(request)
-        body = await self._body(request)
-        session = body.get("session_key")
-        if not isinstance(session, str) or not session.strip():
-            raise bad_request("session_key must be a non-empty string", "session_key")
-        session_key = session_key_of(session, None)
+        return admin
+
+    def _caller(self, request: Request, admin: bool, body: dict[str, Any], acts: str) -> Caller:
+        """Whose namespace a conversation request acts in: the client key's own, or, with the
+        admin key, the one the body names; a client key naming another is refused (403)."""
         namespace = body.get("namespace")
         if namespace is not None and not isinstance(namespace, str):
             raise bad_request("namespace must be a string", "namespace")
         if admin and namespace is not None:
-            caller = Caller(None, namespace)
-        else:
-            caller = gateway.access.identify(request)  # a 401 without a valid client key
-            if namespace is not None and namespace != caller.namespace:
-                gateway.router.counters["admin_refused"] += 1
-                raise ProxyError(
-                    403,
-                    "a client key resets only its own conversations: leave out namespace, or"
-                    " send the admin key",
-                    type_="permission_error",
-                    code="namespace_not_allowed",
-                )
+            return Caller(None, namespace)
+        caller = self.gateway.access.identify(request)  # a 401 without a valid client key
+        if namespace is not None and namespace != caller.namespace:
+            self.gateway.router.counters["admin_refused"] += 1
+            raise ProxyError(
+                403,
+                f"a client key {acts} only in its own namespace: leave out namespace, or send"
+                " the admin key",
+                type_="permission_error",
+                code="namespace_not_allowed",
+            )
+        return caller
+
+    async def reset(self, request: Request) -> Response:
+        """/reset of a conversation: a client's in its own namespace (its key's), or, with the
+        admin key, in the namespace the body names."""
+        admin = self._admin_offered(request)
+        body = await self._body(request)
+        session = _optional_name(body, "session_key")
+        if session is None:
+            raise bad_request("session_key must be a non-empty string", "session_key")
+        session_key = session_key_of(session, None)
+        caller = self._caller(request, admin, body, "resets")
         conv_key = caller.conv_key(session_key)
         assert conv_key is not None
-        had_context = await gateway.router.forget(conv_key)
+        had_context = await self.gateway.router.forget(conv_key)
         return JSONResponse(
             {"namespace": caller.namespace, "session_key": session_key, "had_context": had_context}
         )
+
+    async def forget(self, request: Request) -> Response:
+        """/forget at the proxy: what a person said in a conversation (or a whole conversation,
+        or a person everywhere) erased from the routing log, the pool and the routing context,
+        as `crabbot forget --conv --user` does, in the caller's namespace (or, with the admin
+        key, the one the body names). The body names them as requests do: the conversation by
+        its session key (X-Session-Key), the person by the user message's `name` (or the
+        `safety_identifier` or `user` that stood in for it)."""
+        admin = self._admin_offered(request)
+        body = await self._body(request)
+        session_key, speaker = (_optional_name(body, field) for field in ("session_key", "speaker"))
+        if session_key is None and speaker is None:
+            raise bad_request(
+                "name the conversation (session_key), the person (speaker), or both",
+                "session_key",
+            )
+        session_key = session_key_of(session_key, None)
+        caller = self._caller(request, admin, body, "erases")
+        erased = await self.gateway.router.erase(
+            Scope(caller.conv_key(session_key), caller.user_key(speaker))
+        )
+        log.info(
+            "erased in namespace %s through the admin endpoint: %s",
+            caller.namespace,
+            erased.routing_line(),
+        )
+        return JSONResponse(
+            {
+                "namespace": caller.namespace,
+                "session_key": session_key,
+                "speaker": speaker,
+                "erased": {"prompts": erased.prompts, "pool_entries": erased.pool_entries},
+            }
+        )
+
+
+def _optional_name(body: dict[str, Any], field: str) -> str | None:
+    """A body's conversation or person, as its requests spell it (not stripped); None when the
+    body leaves it out; a 400 when it is not a non-blank string."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request(f"{field} must be a non-empty string", field)
+    return value

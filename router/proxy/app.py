@@ -107,6 +107,7 @@ def create_app(
             Route(f"{prefix}/admin/routing/stats", admin.stats, methods=["GET"]),
             Route(f"{prefix}/admin/routing/mode", admin.mode, methods=["POST"]),
             Route(f"{prefix}/admin/context/reset", admin.reset, methods=["POST"]),
+            Route(f"{prefix}/admin/forget", admin.forget, methods=["POST"]),
         ]
     middleware = [
         Middleware(RequestMetrics, metrics=gateway.metrics),  # outermost: counts every answer

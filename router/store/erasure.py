@@ -98,15 +98,22 @@ class Erased:
         parts = [_counted(self.messages, "memory message")]
         if self.quotes:
             parts.append(_counted(self.quotes, "quote") + " in others' replies")
-        parts += [
-            _counted(self.prompts, "routing-log prompt"),
-            _counted(self.pool_entries, "pool entry", "pool entries"),
-        ]
+        parts += self._routing_parts()
         if self.history_lines:
             parts.append(
                 _counted(self.history_lines, "console history entry", "console history entries")
             )
         return f"{verb} {', '.join(parts)}"
+
+    def routing_line(self) -> str:
+        """What a router alone keeps and erased (a proxy's: no memory, no console history)."""
+        return f"erased {', '.join(self._routing_parts())}"
+
+    def _routing_parts(self) -> list[str]:
+        return [
+            _counted(self.prompts, "routing-log prompt"),
+            _counted(self.pool_entries, "pool entry", "pool entries"),
+        ]
 
 
 def _counted(n: int, one: str, many: str | None = None) -> str:

@@ -1,0 +1,129 @@
+"""/forget in a bot whose upstream is a routing proxy (model "auto"), end to end on 127.0.0.1: the
+bot -> `crabbot proxy` over real HTTP (the categorizer on a fake Groq teaching its pool) -> a fake
+provider. The person's words leave the proxy's routing log and pool too, and no one else's; an
+upstream that is not crabbot's, or none at all, makes the reply say the proxy keeps its copies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.speakers import speaker_name
+from router.proxy.access import ClientKey
+from tests.fakes.groq_server import category_reply
+from tests.proxy_helpers import CLIENT_KEY, running_proxy
+from tests.test_proxy_bot import ADMIN_KEY, GRANNY, MOM, command, open_auto_bot
+
+GROUP, ELSEWHERE = "telegram:-100", "telegram:43"
+GRANNY_TEXT = "Is my blood sugar of 9.1 after breakfast a reason to see the doctor this week?"
+GRANNY_ELSEWHERE = "Compare the pension rules of Japan and China for someone who worked in both"
+MOM_TEXT = "Compare the fuel costs of our two cars over a 900 km road trip to the coast"
+NAMESPACE = ClientKey(CLIENT_KEY.encode(), None).namespace  # the bot's key has no label
+
+
+def learning(groq_server: Any) -> dict[str, dict[str, Any]]:
+    """The proxy's categorizer on the fake Groq decides (shadow mode) and teaches the pool at
+    once: erasure is under test, not the learning gate."""
+    return {
+        "categorizer": {"enabled": True, "base_url": groq_server.base_url},
+        "routing": {"mode": "shadow"},
+        "pool": {"trusted_after": 0},
+    }
+
+
+async def learned_texts(proxy: Any) -> set[str]:
+    """The texts the proxy's pool (or its quarantine, waiting for review) keeps from the chat."""
+    await proxy.router.pool_writer.flush()
+    rows = await proxy.router.conn.fetch_all(
+        "SELECT text FROM pool WHERE label_source = 'llm' UNION ALL SELECT text FROM"
+        " pool_quarantine"
+    )
+    return {str(row[0]) for row in rows}
+
+
+async def test_forget_in_the_bot_erases_the_persons_words_at_the_proxy_and_no_one_elses(
+    tmp_path, seeded_db, embedder, provider, groq_server
+):
+    groq_server.respond = lambda _request: category_reply("analysis", 0.95)
+    async with running_proxy(
+        seeded_db,
+        embedder,
+        provider.base_url,
+        sections=learning(groq_server),
+        groq_api_key="test-key",
+        admin_key=ADMIN_KEY,
+    ) as proxy:
+        # /forget is anyone's: the bot's client key does it, no admin key needed.
+        core = await open_auto_bot(tmp_path / "bot.db", proxy.url, admin_key=None)
+        try:
+            await core.agent.handle(GROUP, GRANNY, GRANNY_TEXT)
+            await core.agent.handle(GROUP, MOM, MOM_TEXT)
+            await core.agent.handle(ELSEWHERE, GRANNY, GRANNY_ELSEWHERE)
+            await proxy.gateway.settled()
+            learned_before = await learned_texts(proxy)
+            forgot = await command(core, GRANNY, GROUP, "/forget")
+            again = await command(core, GRANNY, GROUP, "/forget")
+        finally:
+            await core.close()
+        rows = await proxy.rows()
+        learned_after = await learned_texts(proxy)
+        in_memory = [proxy.router.pool.contains_text(t) for t in (GRANNY_TEXT, MOM_TEXT)]
+        notices = await proxy.router.conn.fetch_all(
+            "SELECT conv_key, user_key FROM erasure_notices"
+        )
+
+    assert learned_before >= {GRANNY_TEXT, MOM_TEXT, GRANNY_ELSEWHERE}  # the test means something
+    assert forgot == (
+        "Done: erased 2 memory messages, 0 routing-log prompts, 0 pool entries of yours from this"
+        " conversation; the routing proxy erased 1 routing-log prompt, 1 pool entry."
+    )
+    assert again == "Nothing you said here is kept."
+    # Her words in the group left the proxy's routing log and pool; the row stays, for stats.
+    granny = f"proxy:{NAMESPACE}:{speaker_name(GRANNY.name)}"  # as the bot named her: `name`
+    group = f"proxy:{NAMESPACE}:{GROUP}"
+    assert [(row["conv_key"], row["user_key"], row["prompt"]) for row in rows] == [
+        (group, granny, ""),
+        (group, f"proxy:{NAMESPACE}:Mom", MOM_TEXT),
+        (f"proxy:{NAMESPACE}:{ELSEWHERE}", granny, GRANNY_ELSEWHERE),  # another conversation
+    ]
+    assert GRANNY_TEXT not in learned_after
+    assert {MOM_TEXT, GRANNY_ELSEWHERE} <= learned_after
+    assert in_memory == [False, True]  # the proxy's pool in memory let go of it too
+    # The other processes on the proxy's database hear of it, as of `crabbot forget`.
+    assert [tuple(row) for row in notices] == [(group, granny)] * 2
+
+
+async def test_forget_says_the_proxy_keeps_its_copies_when_it_cannot_erase_them(
+    tmp_path, provider, caplog
+):
+    caplog.set_level(logging.DEBUG)
+
+    async def forget_through(url: str) -> tuple[str, int]:
+        core = await open_auto_bot(tmp_path / "bot.db", url)
+        try:
+            await core.agent.handle(GROUP, GRANNY, GRANNY_TEXT)
+            reply = await command(core, GRANNY, GROUP, "/forget")
+        finally:
+            await core.close()
+        return reply, core.counters["proxy_admin_errors"]
+
+    # Not crabbot proxy: the plain OpenAI-compatible API answers 404 to the admin path.
+    plain_url = provider.base_url.rstrip("/")
+    plain = await forget_through(plain_url)
+    async with running_proxy(tmp_path / "p.db", None, provider.base_url) as proxy:
+        gone_url = proxy.url
+    # Stopped now: nothing listens there, so no answer came and the bot kept nothing either.
+    gone = await forget_through(gone_url)
+
+    done = "Done: erased 2 memory messages, 0 routing-log prompts, 0 pool entries of yours from"
+    assert plain == (
+        f"{done} this conversation; the routing proxy keeps its own copies of your words: the"
+        f" upstream at {plain_url} has no crabbot admin endpoints.",
+        1,
+    )
+    assert gone == (
+        "Nothing you said here is kept by the bot; the routing proxy keeps its own copies of your"
+        f" words: the proxy at {gone_url} is unreachable.",
+        1,
+    )
+    assert CLIENT_KEY not in caplog.text and ADMIN_KEY not in caplog.text
