@@ -77,6 +77,9 @@ class TelegramSettings(Section):
     drafts: bool = True  # stream private replies with sendMessageDraft where the server has it
     edit_interval_s: float = Field(default=1.0, ge=0.0)  # between edits of a streamed reply
     group_edit_interval_s: float = Field(default=3.0, ge=0.0)
+    # An album comes as one message a photo, with no sign of the last: it is answered once no
+    # more of it has come for this long.
+    album_wait_s: float = Field(default=1.0, gt=0.0, le=10.0)
     # Webhook mode: Telegram posts updates to webhook_url (HTTPS, e.g. a reverse proxy) which
     # forwards to webhook_listen:webhook_port/webhook_path. Unset = long polling.
     webhook_url: str | None = None

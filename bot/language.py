@@ -72,3 +72,20 @@ MEDIA_REPLIES: dict[str, dict[str, str]] = {
 def media_reply(key: str, text: str, **values: object) -> str:
     """MEDIA_REPLIES[key] in the language of `text` (a caption; English when there is none)."""
     return MEDIA_REPLIES[key][detect_language(text)].format(**values)
+
+
+# An album's photo that could not be used, named above the answer about the others.
+ALBUM_PHOTO_LEFT_OUT: dict[str, str] = {
+    "en": "Photo {number} of {total}: {reply}",
+    "zh-Hans": "第 {number}/{total} 张：{reply}",
+    "zh-Hant": "第 {number}/{total} 張：{reply}",
+    "ja": "{total} 枚中 {number} 枚目：{reply}",
+}
+
+
+def album_photo_left_out(text: str, number: int, total: int, reply: str) -> str:
+    """Photo `number` of an album of `total` could not be used (`reply` says why), in the
+    language of `text`, the album's caption."""
+    return ALBUM_PHOTO_LEFT_OUT[detect_language(text)].format(
+        number=number, total=total, reply=reply
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ async def running(
     embedder: Embedder,
     upstream: FakeOpenAI,
     telegram: FakeTelegram,
+    /,  # so `telegram={...}` is the [telegram] section
     *,
     stream: bool = False,
     **sections: dict[str, Any],
@@ -40,3 +42,20 @@ async def running(
             yield core
     finally:
         await core.close()
+
+
+def image_parts(request: dict[str, Any]) -> list[str]:
+    """The data URLs of the images in a chat request's last message."""
+    content = request["messages"][-1]["content"]
+    return [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+
+
+def data_url(data: bytes) -> str:
+    return f"data:image/jpeg;base64,{base64.b64encode(data).decode()}"
+
+
+async def messages_table(core: BotCore) -> str:
+    """Every message memory keeps, in order, joined by "|", once the writes behind are done."""
+    assert await core.memory.flush()  # exchanges are written behind the reply
+    rows = await core.router.conn.fetch_all("SELECT content FROM messages ORDER BY id")
+    return "|".join(row[0] for row in rows)

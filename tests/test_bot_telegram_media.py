@@ -9,7 +9,7 @@ import pytest
 
 from tests.bot_helpers import log_rows
 from tests.fakes.telegram_api import PHOTO_SIZES, FakeTelegram
-from tests.telegram_helpers import running
+from tests.telegram_helpers import data_url, image_parts, messages_table, running
 
 GROUP, PRIVATE = -1001, 55
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
@@ -21,21 +21,6 @@ async def telegram():
     server = await FakeTelegram().start()
     yield server
     await server.stop()
-
-
-def image_parts(request: dict) -> list[str]:
-    content = request["messages"][-1]["content"]
-    return [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
-
-
-def data_url(data: bytes) -> str:
-    return f"data:image/jpeg;base64,{base64.b64encode(data).decode()}"
-
-
-async def messages_table(core) -> str:
-    assert await core.memory.flush()  # exchanges are written behind the reply
-    rows = await core.router.conn.fetch_all("SELECT content FROM messages ORDER BY id")
-    return "|".join(row[0] for row in rows)
 
 
 async def test_captioned_photo_goes_to_the_vision_model_routed_on_the_caption(

@@ -29,6 +29,7 @@ from telegram.ext import (
 )
 
 from bot.access import Where
+from bot.adapters.telegram_album import Albums
 from bot.adapters.telegram_markdown import TelegramText
 from bot.adapters.telegram_media import read_image, read_voice_message
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
@@ -38,7 +39,7 @@ from bot.config import TelegramSettings
 from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.streaming import StreamedReply
-from bot.turns import Turns, read_photo
+from bot.turns import Turns, read_album, read_photo
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,16 @@ def where(message: Message) -> Where:
     return Where(chat=message.chat_id, private=message.chat.type == ChatType.PRIVATE)
 
 
-def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:
-    """The text (or a photo's caption) meant for the bot, without its @mention; None when the
-    message is not for it."""
+def for_the_bot(message: Message, bot_id: int, bot_username: str) -> bool:
+    """Every message in a private chat; in a group, one that mentions the bot (in its text or
+    caption) or replies to it."""
+    if message.chat.type not in GROUP_TYPES:
+        return True
     kinds: list[str | None] = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
     if message.text is not None:
-        text, entities = message.text, message.parse_entities(kinds)
+        entities = message.parse_entities(kinds)
     else:
-        text, entities = message.caption or "", message.parse_caption_entities(kinds)
+        entities = message.parse_caption_entities(kinds)
     handle = f"@{bot_username}".lower()
     mentioned = any(
         (entity.type == MessageEntity.MENTION and value.lower() == handle)
@@ -91,8 +94,15 @@ def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | No
         and message.reply_to_message.from_user is not None
         and message.reply_to_message.from_user.id == bot_id
     )
-    if message.chat.type in GROUP_TYPES and not (mentioned or replied):
+    return mentioned or replied
+
+
+def addressed_text(message: Message, bot_id: int, bot_username: str) -> str | None:
+    """The text (or a photo's caption) meant for the bot, without its @mention; None when the
+    message is not for it."""
+    if not for_the_bot(message, bot_id, bot_username):
         return None
+    text = message.text if message.text is not None else message.caption or ""
     return without_mention(text, bot_username)
 
 
@@ -178,6 +188,7 @@ class TelegramBot:
         self.text = TelegramText(core.counters)
         self.drafts = Drafts(self.settings.drafts)
         self.turns = Turns(core.agent, core.admin, core.access)
+        self.albums = Albums(self.settings.album_wait_s, self.on_album, core.counters)
 
     def turn(self, message: Message) -> TelegramTurn:
         return TelegramTurn(message, self.text, self.drafts, self.settings, self.core.counters)
@@ -215,7 +226,11 @@ class TelegramBot:
         return message, text, quoted(message, context.bot.id, context.bot.username)
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A photo, or a picture sent as a file: to the model as an image part."""
+        """A photo, or a picture sent as a file: to the model as an image part. A part of an
+        album waits for the rest (on_album)."""
+        if update.message is not None and update.message.media_group_id is not None:
+            self.albums.add(update.message)
+            return
         addressed = self._addressed_media(update, context)
         if addressed is None:
             return
@@ -224,6 +239,24 @@ class TelegramBot:
         incoming = read_photo(text, quote, read)
         await self.turns.answer(
             self.turn(message), conv_key(message), chat_user(message), incoming, where(message)
+        )
+
+    async def on_album(self, parts: list[Message]) -> None:
+        """An album's photos, answered once: for the bot when any of its messages is (the one
+        with the caption mentions it, say); the captions are the words."""
+        bot = parts[0].get_bot()
+        if not any(for_the_bot(part, bot.id, bot.username) for part in parts):
+            return
+        captions = (without_mention(part.caption or "", bot.username) for part in parts)
+        text = "\n".join(caption for caption in captions if caption)
+        quotes = (quoted(part, bot.id, bot.username) for part in parts)
+        quote = next((found for found in quotes if found is not None), None)
+        lead = next((part for part in parts if part.caption), parts[0])  # what the reply answers
+        settings = self.core.config.images
+        reads = [functools.partial(read_image, part, settings, text) for part in parts]
+        incoming = read_album(text, quote, reads, self.core.counters)
+        await self.turns.answer(
+            self.turn(lead), conv_key(lead), chat_user(lead), incoming, where(lead)
         )
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -273,6 +306,10 @@ class TelegramBot:
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram handler failed", exc_info=context.error)
 
+    async def post_stop(self, application: Application) -> None:
+        """Albums still gathering are answered now, before the bot goes."""
+        await self.albums.close()
+
     async def post_init(self, application: Application) -> None:
         try:
             await application.bot.set_my_commands(
@@ -293,6 +330,7 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
         # A reply to a message deleted meanwhile goes out as a plain message, not as an error.
         .defaults(Defaults(allow_sending_without_reply=True))
         .post_init(handlers.post_init)
+        .post_stop(handlers.post_stop)
         .build()
     )
     # block=False: conversations run at once; the agent keeps each one in order.
@@ -369,3 +407,5 @@ async def serving(
         finally:
             await updater.stop()
             await application.stop()
+            if application.post_stop is not None:
+                await application.post_stop(application)

@@ -1,5 +1,6 @@
-"""A fake Telegram Bot API server: feeds updates (text, photos, image files, voice and audio) to
-a real python-telegram-bot Application through getUpdates long polling, serves their files via
+"""A fake Telegram Bot API server: feeds updates (text, photos and albums of them, image files,
+voice and audio) to a real python-telegram-bot Application through getUpdates long polling, tells
+when the bot has fetched them, serves their files via
 getFile and file downloads, takes multipart uploads, records every call the bot makes, keeps the
 bot's messages as edits change them, shows drafts, rejects formatting Telegram would reject, and
 can hold chat actions as a rate limiter's queue would."""
@@ -71,6 +72,8 @@ class FakeTelegram:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._updates: list[dict[str, Any]] = []
         self._update_id = 1000
+        self._fetched_update_id = 1000  # the bot has acknowledged the updates up to this one
+        self._album_id = 0
         self._message_id = 1
         self._closing = False
         self.deleted: set[tuple[int, int]] = set()  # (chat_id, message_id) deleted by users
@@ -218,6 +221,31 @@ class FakeTelegram:
             self._updates.append({"update_id": self._update_id, "message": message})
             self.changed.notify_all()
         return int(message["message_id"])
+
+    async def push_album(
+        self, chat_id: int, caption: str, photos: list[dict[str, Any]], **options: Any
+    ) -> list[int]:
+        """Queue an album as Telegram delivers one: a message a photo (from photo() or
+        document()), all sharing a new media_group_id, the caption (and a `mention`) on the
+        first only; other push_message options go to every part. Returns their message ids."""
+        album, mention = self.album_id(), options.pop("mention", False)
+        ids = []
+        for number, photo in enumerate(photos):
+            words, mentioned = (caption, mention) if number == 0 else ("", False)
+            part = photo | {"media_group_id": album}
+            ids.append(
+                await self.push_message(chat_id, words, mention=mentioned, media=part, **options)
+            )
+        return ids
+
+    def album_id(self) -> str:
+        """A new media_group_id, for an album's parts pushed one by one with push_message."""
+        self._album_id += 1
+        return f"album-{self._album_id}"
+
+    async def wait_fetched(self) -> None:
+        """Wait until the bot has fetched (and acknowledged) every update queued so far."""
+        await self.wait_until(lambda: self._fetched_update_id >= self._update_id)
 
     async def push_update(self, kind: str, payload: dict[str, Any]) -> None:
         """Queue an update of any kind ("edited_message", "channel_post", "callback_query"...)
@@ -404,6 +432,9 @@ class FakeTelegram:
         async with self.changed:
             # Telegram forgets updates below the offset the bot acknowledged.
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            if offset - 1 > self._fetched_update_id:
+                self._fetched_update_id = offset - 1
+                self.changed.notify_all()
             if not self._updates and timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
