@@ -27,6 +27,7 @@ from tests.discord_helpers import (
     slash_event,
 )
 from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
+from tests.fence_helpers import code_answer, fenced_code, open_fence, parser_code
 
 EPHEMERAL = 64
 
@@ -141,6 +142,18 @@ async def test_direct_message_is_answered_in_pieces_of_2000(client, discord_api,
     pieces = discord_api.texts(DM_CHANNEL)
     assert len(pieces) == 3 and all(len(piece) <= 2000 for piece in pieces)
     assert " ".join(pieces) == long_text
+
+
+async def test_a_long_code_answer_is_code_in_every_piece(client, discord_api, upstream):
+    code = parser_code(70)
+    upstream.reply = lambda body: code_answer(code)
+    await client.on_message(message(client, dm_channel(client), "write me a parser"))
+    pieces = discord_api.texts(DM_CHANNEL)
+    assert len(pieces) == 3 and all(len(piece) <= 2000 for piece in pieces)
+    # Each piece closes the block it opens: no stray backticks, no code read as Markdown.
+    assert all(open_fence(piece) is None for piece in pieces)
+    assert "\n".join(map(fenced_code, pieces)) == code
+    assert pieces[-1].endswith("```\n\nCall step_0 first.")
 
 
 async def test_routing_mode_slash_command_is_admin_only(client, discord_api):

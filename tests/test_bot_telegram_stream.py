@@ -9,6 +9,7 @@ import pytest
 from bot.adapters.telegram_markdown import to_entities
 from tests.bot_helpers import log_rows
 from tests.fakes.telegram_api import FakeTelegram
+from tests.fence_helpers import code_answer, parser_code
 from tests.telegram_helpers import running
 
 GROUP, PRIVATE = -1001, 55
@@ -111,6 +112,27 @@ async def test_streamed_reply_longer_than_the_limit_continues_in_further_message
     assert len(pieces) == 3 and all(len(piece) <= 4096 for piece in pieces)
     assert all(piece.endswith(".") for piece in pieces[:-1])
     assert "".join(pieces).replace("\n", "") == long_text.replace("\n", "")
+
+
+async def test_streamed_code_answer_longer_than_the_limit_is_code_in_every_piece(
+    seeded_db, embedder, upstream, telegram
+):
+    code = parser_code(110)
+    upstream.reply = lambda body: code_answer(code)
+    async with running(seeded_db, embedder, upstream, telegram, stream=True):
+        await telegram.push_message(GROUP, "Write me a parser", mention=True)
+        await telegram.wait_until(
+            lambda: "".join(telegram.shown(GROUP)).endswith("Call step_0 first.")
+        )
+    sent = [params for (chat, _), params in sorted(telegram.messages.items()) if chat == GROUP]
+    assert len(sent) == 2
+    # Each message shows its share of the code as a Python block, indentation and all.
+    shares = []
+    for params in sent:
+        (pre,) = [entity for entity in params["entities"] if entity["type"] == "pre"]
+        assert pre["language"] == "python"
+        shares.append(params["text"][pre["offset"] : pre["offset"] + pre["length"]])
+    assert "\n".join(shares) == code
 
 
 async def test_streamed_reply_loses_only_the_refused_link(seeded_db, embedder, upstream, telegram):
