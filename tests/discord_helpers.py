@@ -4,15 +4,30 @@ from the payloads the gateway sends, on a client whose REST calls go to the fake
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import discord
 
-from bot.adapters.discord import CrabbotDiscord
+from bot.adapters.discord import CrabbotDiscord, build_client
+from bot.runtime import BotCore
 from tests.fakes.discord_api import user_payload
 
 GUILD, CHANNEL, DM_CHANNEL = 3000, 3001, 3002
 ANN = user_payload(4242, "Ann")
+
+
+@asynccontextmanager
+async def logged_in(core: BotCore) -> AsyncIterator[CrabbotDiscord]:
+    """A client of `core` logged in to the fake Discord API; both closed at the block's end."""
+    client = build_client(core)
+    await client.login("fake-discord-token")
+    try:
+        yield client
+    finally:
+        await client.close()
+        await core.close()
 
 
 def role_payload(role_id: int, name: str, bot_id: int | None = None) -> dict[str, Any]:

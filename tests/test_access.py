@@ -5,7 +5,6 @@ and admins anywhere, are answered."""
 
 from __future__ import annotations
 
-import discord
 import pytest
 
 from bot.access import LET_IN
@@ -20,7 +19,7 @@ from tests.discord_helpers import (
     slash_event,
     subcommand,
 )
-from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
+from tests.fakes.discord_api import BOT_ID, BOT_USER, user_payload
 from tests.fakes.telegram_api import FakeTelegram
 from tests.telegram_helpers import running
 
@@ -67,14 +66,6 @@ async def test_telegram_serves_only_who_config_allows(seeded_db, embedder, upstr
     group = telegram.texts(STRANGERS_GROUP)
     assert f"telegram_chats = [{STRANGERS_GROUP}]" in group[0]
     assert core.counters["access_refused"] == 3
-
-
-@pytest.fixture
-async def discord_api(monkeypatch):
-    server = await FakeDiscord().start()
-    monkeypatch.setattr(discord.http.Route, "BASE", server.api_base)
-    yield server
-    await server.stop()
 
 
 async def test_discord_serves_only_allowed_channels_and_users(

@@ -9,7 +9,6 @@ from typing import Any
 import discord
 import pytest
 
-from bot.adapters.discord import build_client
 from bot.admin import REFUSAL
 from router import Secrets
 from tests.bot_helpers import DISCORD_ADMIN, VERBATIM, log_rows, open_core
@@ -20,35 +19,25 @@ from tests.discord_helpers import (
     dm_channel,
     guild_channel,
     interaction,
+    logged_in,
     message,
     message_data,
     role_payload,
     routing_command,
     slash_event,
 )
-from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
+from tests.fakes.discord_api import BOT_ID, BOT_USER, user_payload
 from tests.fence_helpers import code_answer, fenced_code, open_fence, parser_code
 
 EPHEMERAL = 64
 
 
 @pytest.fixture
-async def discord_api(monkeypatch):
-    server = await FakeDiscord().start()
-    monkeypatch.setattr(discord.http.Route, "BASE", server.api_base)
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def client(seeded_db, embedder, upstream, discord_api):
     """A logged-in client whose replies come whole (streamed ones have tests of their own)."""
     core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"stream": False})
-    client = build_client(core)
-    await client.login("fake-discord-token")
-    yield client
-    await client.close()
-    await core.close()
+    async with logged_in(core) as client:
+        yield client
 
 
 @pytest.fixture
@@ -64,22 +53,16 @@ async def voice_client(seeded_db, embedder, upstream, discord_api, groq_server):
         voice={"base_url": groq_server.base_url},
         categorizer={"enabled": False},
     )
-    client = build_client(core)
-    await client.login("fake-discord-token")
-    yield client
-    await client.close()
-    await core.close()
+    async with logged_in(core) as client:
+        yield client
 
 
 @pytest.fixture
 async def streaming(seeded_db, embedder, upstream, discord_api):
     """A logged-in client with streamed replies, edited with no pause between edits."""
     core = await open_core(seeded_db, embedder, upstream.base_url, discord={"edit_interval_s": 0})
-    client = build_client(core)
-    await client.login("fake-discord-token")
-    yield client
-    await client.close()
-    await core.close()
+    async with logged_in(core) as client:
+        yield client
 
 
 async def test_slash_commands_are_registered_with_mode_choices(client, discord_api):

@@ -1,13 +1,21 @@
 """Streamed replies on Telegram, end to end: the fake upstream streams a word at a time and holds
-each chunk until the fake Bot API shows the text so far, so every test sees the answer appear
-while it is written (drafts in private chats, one message edited in place in groups)."""
+each chunk until the fake Bot API shows the text so far, so a test sees the answer appear while
+it is written (drafts in private chats, one message edited in place in groups); a finished
+piece's edit that fails for a passing reason is tried again, never sent twice."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
 from bot.adapters.telegram_markdown import to_entities
+from bot.runtime import BotCore
+from router.embedding.embedder import Embedder
 from tests.bot_helpers import log_rows
+from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fence_helpers import code_answer, parser_code
 from tests.telegram_helpers import running
@@ -198,4 +206,79 @@ async def test_streamed_reply_survives_a_failed_edit(seeded_db, embedder, upstre
         await telegram.wait_until(lambda: telegram.shown(GROUP) == [ANSWER])
     # The finished answer went out as a new message instead of being lost.
     assert [params["text"] for params in telegram.sent(GROUP)] == ["Rice", ANSWER]
+    assert core.counters["stream_edit_fallbacks"] == 1
+
+
+@asynccontextmanager
+async def settle_only(
+    db: Path,
+    embedder: Embedder,
+    upstream: FakeOpenAI,
+    telegram: FakeTelegram,
+    gate: Callable[[str], Awaitable[None]] | None = None,
+) -> AsyncIterator[BotCore]:
+    """A group reply whose only edit is its settle: once the first word went out as a message
+    (and `gate`), the interval (60 s) holds every preview edit until the answer is finished.
+    The block's end waits for the turn to end."""
+    upstream.reply = lambda body: ANSWER
+
+    async def first_word_sent(so_far: str) -> None:
+        await telegram.wait_until(lambda: len(telegram.sent(GROUP)) == 1)
+        if gate is not None:
+            await gate(so_far)
+
+    upstream.gate = first_word_sent
+    settings = {"group_edit_interval_s": 60.0}
+    async with running(db, embedder, upstream, telegram, stream=True, telegram=settings) as core:
+        await telegram.push_message(GROUP, "How do I cook dinner?", mention=True)
+        yield core
+
+
+@pytest.mark.parametrize(
+    ("troubles", "reason"),
+    [
+        # Three 429s: the rate limiter's first try and its two retries; then the bot waits.
+        pytest.param(["flood"] * 3, "flood", id="flood"),
+        pytest.param(["lost_after"], "network", id="landed-unanswered"),
+        pytest.param(["lost"], "network", id="lost"),
+        pytest.param(["bad_gateway"], "network", id="bad-gateway"),
+    ],
+)
+async def test_settle_edit_that_fails_for_a_passing_reason_is_tried_again_not_sent_twice(
+    seeded_db, embedder, upstream, telegram, troubles, reason
+):
+    telegram.edit_troubles = list(troubles)
+    async with settle_only(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.wait_until(lambda: telegram.shown(GROUP)[-1:] == [ANSWER])
+    # One message holds the whole answer: the preview was edited once the edit went through,
+    # and no second copy was sent.
+    assert telegram.shown(GROUP) == [ANSWER] and telegram.texts(GROUP) == ["Rice"]
+    assert core.counters[f"stream_edit_retries_{reason}"] == 1
+    assert core.counters["stream_edit_fallbacks"] == 0
+    assert not [name for name in core.counters if name.startswith("stream_edit_failures")]
+
+
+async def test_settle_edit_still_failing_after_its_tries_sends_the_piece_anew(
+    seeded_db, embedder, upstream, telegram
+):
+    telegram.edit_troubles = ["lost"] * 3
+    async with settle_only(seeded_db, embedder, upstream, telegram) as core:
+        await telegram.wait_until(lambda: telegram.shown(GROUP) == ["Rice", ANSWER])
+    # Three tries, then the whole answer as a new message: shown twice, never cut off.
+    assert edits(telegram, GROUP) == [ANSWER] * 3
+    assert core.counters["stream_edit_retries_network"] == 2
+    assert core.counters["stream_edit_failures_network"] == 1
+
+
+async def test_settle_edit_of_a_deleted_message_sends_the_piece_anew_at_once(
+    seeded_db, embedder, upstream, telegram
+):
+    async def deleted(so_far: str) -> None:
+        telegram.deleted.add((GROUP, max(key[1] for key in telegram.messages)))
+
+    async with settle_only(seeded_db, embedder, upstream, telegram, gate=deleted) as core:
+        await telegram.wait_until(lambda: telegram.shown(GROUP) == [ANSWER])
+    # "Message to edit not found" is not tried again: the piece went out anew after one edit.
+    assert edits(telegram, GROUP) == [ANSWER]
+    assert telegram.texts(GROUP) == ["Rice", ANSWER]
     assert core.counters["stream_edit_fallbacks"] == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import struct
 import time
 
-import discord
 import pytest
 
 from bot.adapters.discord import build_client
@@ -25,7 +24,7 @@ from router import RoutingDecision
 from router.store.routing_log import write_decision
 from tests.bot_helpers import DISCORD_ADMIN, TELEGRAM_ADMIN, dispatch, open_core
 from tests.discord_helpers import CHANNEL, guild_channel, message
-from tests.fakes.discord_api import BOT_ID, BOT_USER, FakeDiscord, user_payload
+from tests.fakes.discord_api import BOT_ID, BOT_USER, user_payload
 from tests.fakes.telegram_api import FakeTelegram
 from tests.telegram_helpers import running
 
@@ -106,14 +105,6 @@ async def test_telegram_sends_the_chart_as_a_photo(seeded_db, embedder, upstream
     ((method, field, png),) = telegram.uploads
     assert (method, field, png_size(png)) == ("sendPhoto", "photo", (1000, 800))
     assert telegram.texts(-100) == [REFUSAL]
-
-
-@pytest.fixture
-async def discord_api(monkeypatch):
-    server = await FakeDiscord().start()
-    monkeypatch.setattr(discord.http.Route, "BASE", server.api_base)
-    yield server
-    await server.stop()
 
 
 async def test_discord_sends_the_chart_as_a_file(core, discord_api):

@@ -1,5 +1,6 @@
 """Where a streamed reply appears on Telegram: a message draft (sendMessageDraft) in private
-chats while the server supports it, else one message per piece edited in place."""
+chats while the server supports it, else one message per piece edited in place, where a finished
+piece's edit that fails for a passing reason is tried again."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from collections import Counter
 
 from telegram import Message, MessageEntity
 from telegram.constants import ChatType, MessageLimit
-from telegram.error import BadRequest, EndPointNotFound, InvalidToken, TelegramError
+from telegram.error import (
+    BadRequest,
+    EndPointNotFound,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 
 from bot.adapters.telegram_markdown import TelegramText
+from bot.adapters.telegram_media import seconds
+from bot.edit_retry import RETRY_PAUSE_S, EditFailure, edit_or_send_anew
 from bot.split import utf16_units
 
 log = logging.getLogger(__name__)
@@ -26,6 +37,21 @@ class Drafts:
     def unsupported(self, exc: TelegramError) -> None:
         log.warning("the Bot API server has no sendMessageDraft (%s); editing in place", exc)
         self.enabled = False
+
+
+def edit_failure(exc: Exception) -> EditFailure | None:
+    """A failed edit of a Telegram message: a flood limit (the rate limiter's own retries spent),
+    a timeout, a lost connection or a 5xx (NetworkError) pass; a refusal ("message to edit not
+    found", "message can't be edited") does not."""
+    if isinstance(exc, RetryAfter):
+        return EditFailure("flood", seconds(exc.retry_after) or 0.0)
+    if isinstance(exc, TimedOut):
+        return EditFailure("timeout", RETRY_PAUSE_S)
+    if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):
+        return EditFailure("network", RETRY_PAUSE_S)
+    if isinstance(exc, TelegramError):
+        return EditFailure("refused")
+    return None
 
 
 class TelegramSurface:
@@ -54,17 +80,17 @@ class TelegramSurface:
         await self._put(index, text)
 
     async def settle(self, index: int, text: str) -> None:
-        try:
-            await self._put(index, text)
-        except TelegramError as exc:
-            if index not in self.sent:
-                raise  # nothing to fall back from: sending itself failed
-            # The edit failed (the message was deleted, the edit window passed...): the piece
-            # goes out as a new message instead, so the answer is never lost.
-            log.warning("could not edit the streamed reply (%s); sending it anew", exc)
-            self.counters["stream_edit_fallbacks"] += 1
+        if index not in self.sent:
+            await self._put(index, text)  # a new message: no edit to fall back from
+            return
+
+        async def send_anew() -> None:
             self.sent[index] = await self.text.reply(self.message, text, quote=False)
             self.texts[index] = text
+
+        await edit_or_send_anew(
+            lambda: self._put(index, text), send_anew, edit_failure, self.counters
+        )
 
     async def _put(self, index: int, text: str) -> None:
         sent = self.sent.get(index)

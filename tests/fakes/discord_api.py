@@ -1,7 +1,7 @@
 """A fake Discord REST API (the few routes crabbot uses): who the bot is, command sync, sending
 and editing messages (JSON or multipart with files), typing, interaction callbacks and the CDN
-that serves attachments; records what the bot sends and keeps each of its messages as edits
-leave it."""
+that serves attachments; records what the bot sends, keeps each of its messages as edits leave
+it, and fails edits as a rate limit, a 503 or a lost connection would."""
 
 from __future__ import annotations
 
@@ -66,6 +66,12 @@ class FakeDiscord:
         self.followups: list[tuple[str, dict[str, Any]]] = []  # (interaction token, body)
         self.deleted: set[int] = set()  # ids of messages deleted by their authors
         self.edits: list[tuple[int, dict[str, Any]]] = []  # (message id, body)
+        # What the next message edits meet, one an edit: "rate_limited" (a 429 with Retry-After
+        # but no Via header, as Cloudflare answers it: discord.py does not wait it out itself),
+        # "unavailable" (a 503), "lost" (the connection closes before the edit is made) or
+        # "lost_after" (the edit is made, then the connection closes before the answer).
+        self.edit_troubles: list[str] = []
+        self.retry_after = 1  # seconds, in a "rate_limited" answer
         self.current: dict[int, tuple[int, str]] = {}  # message id -> (channel, content now)
         self.files: dict[str, bytes] = {}  # attachment name -> bytes, served by the fake CDN
         self.uploads: list[tuple[str, bytes]] = []  # (file name, bytes) the bot sent
@@ -245,10 +251,29 @@ class FakeDiscord:
         channel, message_id = int(request.match_info["channel"]), int(request.match_info["message"])
         body = await self._body(request)
         await self._record(lambda: self.edits.append((message_id, body)))
+        if self.edit_troubles:
+            return self._troubled_edit(request, channel, message_id, body)
         if message_id not in self.current or message_id in self.deleted:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
         await self._record(lambda: self.current.update({message_id: (channel, body["content"])}))
         return self._message(channel, body, message_id)
+
+    def _troubled_edit(
+        self, request: web.Request, channel: int, message_id: int, body: dict[str, Any]
+    ) -> web.Response:
+        trouble = self.edit_troubles.pop(0)
+        if trouble == "rate_limited":
+            limited = {"message": "You are being rate limited.", "global": False}
+            response = _json(limited | {"retry_after": float(self.retry_after)}, status=429)
+            response.headers["Retry-After"] = str(self.retry_after)
+            return response
+        if trouble == "unavailable":
+            return _json({"message": "503: Service Unavailable", "code": 0}, status=503)
+        if trouble == "lost_after":
+            self.current[message_id] = (channel, body["content"])
+        assert request.transport is not None
+        request.transport.close()  # the bot reads no answer at all
+        return web.Response()
 
     def _message(
         self, channel: int, body: dict[str, Any], message_id: int | None = None

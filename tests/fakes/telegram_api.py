@@ -2,8 +2,9 @@
 voice and audio) to a real python-telegram-bot Application through getUpdates long polling, tells
 when the bot has fetched them, serves their files via
 getFile and file downloads, takes multipart uploads, records every call the bot makes, keeps the
-bot's messages as edits change them, shows drafts, rejects formatting Telegram would reject, and
-can hold chat actions as a rate limiter's queue would."""
+bot's messages as edits change them, shows drafts, rejects formatting Telegram would reject, can
+hold chat actions as a rate limiter's queue would, and fails edits as a flood limit, a 502 or a
+lost connection would."""
 
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ class FakeTelegram:
         # The bot's messages as they stand now, after edits: (chat_id, message_id) -> params.
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.drafts_supported = True  # False: answer sendMessageDraft with 404, as old servers do
+        # What the next editMessageText calls meet, one a call: "flood" (a 429 with
+        # parameters.retry_after, Telegram's flood control), "bad_gateway" (a 502), "lost" (the
+        # connection closes before the edit is made) or "lost_after" (the edit is made, then the
+        # connection closes before the answer: the bot cannot tell that it landed).
+        self.edit_troubles: list[str] = []
+        self.retry_after = 1  # seconds, in a "flood" answer
         self.files: dict[str, tuple[str, bytes, int]] = {}  # file_id -> (path, bytes, size)
         self.uploads: list[tuple[str, str, bytes]] = []  # (method, field, bytes) sent by the bot
         self.downloads: list[str] = []  # file paths the bot downloaded
@@ -362,6 +369,8 @@ class FakeTelegram:
                 return self._error(400, "Bad Request: message to be replied not found")
             return self._ok(self._sent_message(params))
         if method == "editMessageText":
+            if self.edit_troubles:
+                return self._troubled_edit(request, params, self.edit_troubles.pop(0))
             return self._edit(params)
         if method in ("sendPhoto", "sendDocument"):
             return self._ok(self._sent_message(params | {"text": params.get("caption", "")}))
@@ -426,6 +435,20 @@ class FakeTelegram:
         self.messages[key] = params
         return self._ok(self._message_json(key[1], params))
 
+    def _troubled_edit(
+        self, request: web.Request, params: dict[str, Any], trouble: str
+    ) -> web.Response:
+        if trouble == "flood":
+            description = f"Too Many Requests: retry after {self.retry_after}"
+            return self._error(429, description, parameters={"retry_after": self.retry_after})
+        if trouble == "bad_gateway":
+            return self._error(502, "Bad Gateway")
+        if trouble == "lost_after":
+            self._edit(params)
+        assert request.transport is not None
+        request.transport.close()  # the bot reads no answer at all
+        return web.Response()
+
     async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
@@ -463,7 +486,10 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": result})
 
     @staticmethod
-    def _error(code: int, description: str) -> web.Response:
-        return web.json_response(
-            {"ok": False, "error_code": code, "description": description}, status=code
-        )
+    def _error(
+        code: int, description: str, parameters: dict[str, Any] | None = None
+    ) -> web.Response:
+        error: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+        if parameters:
+            error["parameters"] = parameters
+        return web.json_response(error, status=code)
