@@ -132,6 +132,13 @@ async def test_discord_slash_commands_pass_the_same_door(
         await discord_api.wait_until(lambda: len(discord_api.callbacks) > count)
         return discord_api.callbacks[-1][1]
 
+    async def use_deferred(event: dict) -> dict:
+        """A command let in that waits on the database: "thinking" first, then the text."""
+        count = len(discord_api.followups)
+        assert (await use(event))["type"] == 5
+        await discord_api.wait_until(lambda: len(discord_api.followups) > count)
+        return discord_api.followups[-1][1]
+
     try:
         await core.memory.add_exchange(f"discord:{CHANNEL}", "Bob", "our plans?", "the zoo")
         await client.on_message(
@@ -160,11 +167,11 @@ async def test_discord_slash_commands_pass_the_same_door(
             LET_IN_START
         )
         # Bob has the role; the admin is let in anywhere, here in a DM.
-        bobs = await use(slash_event(bob, 17, "reset", roles=(role,)))
-        assert bobs["data"]["content"].startswith("Forgot this conversation (2 messages)")
+        bobs = await use_deferred(slash_event(bob, 17, "reset", roles=(role,)))
+        assert bobs["content"].startswith("Forgot this conversation (2 messages)")
         dad = user_payload(DISCORD_ADMIN, "Dad")
         mode = slash_event(dad, 18, "routing", subcommand("mode", mode="shadow"), guild_id=None)
-        assert (await use(mode))["data"]["content"] == "routing mode: live → shadow"
+        assert (await use_deferred(mode))["content"] == "routing mode: live → shadow"
         assert core.counters["access_refused"] == 1 + len(stranger)
     finally:
         await client.close()
