@@ -48,16 +48,12 @@ class TurnSurface(Protocol):
         """Send a command's answer."""
 
 
-def read_photo(
-    text: str, quote: Quote | None, read: Callable[[], Awaitable[Image | tuple[Image, ...]]]
-) -> Prepare:
-    """A photo message whose pictures `read` downloads in the message's turn, so a slow
+def read_photo(text: str, quote: Quote | None, read: Callable[[], Awaitable[Image]]) -> Prepare:
+    """A photo message whose picture `read` downloads in the message's turn, so a slow
     download keeps the order."""
 
     async def prepare() -> Incoming:
-        images = await read()
-        images = images if isinstance(images, tuple) else (images,)
-        return Incoming(text, quote=quote, images=images, kind="photo")
+        return Incoming(text, quote=quote, images=(await read(),), kind="photo")
 
     return prepare
 

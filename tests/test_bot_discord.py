@@ -393,6 +393,25 @@ async def test_photo_too_big_gets_a_clear_reply(client, discord_api, upstream):
     assert discord_api.downloads == [] and upstream.requests == []
 
 
+async def test_a_picture_too_big_is_named_and_the_others_are_answered(
+    client, discord_api, upstream
+):
+    huge = discord_api.attachment(JPEG, "scan.png", "image/png", size=30 * 1024 * 1024)
+    photo = discord_api.attachment(JPEG, "plant.jpg", "image/jpeg")
+    await client.on_message(
+        message(client, dm_channel(client), "which plant is this?", attachments=[huge, photo])
+    )
+    (reply,) = discord_api.texts(DM_CHANNEL)
+    skipped, answer = reply.split("\n\n", 1)
+    assert skipped == "Photo 1 of 2: That picture is too big for me (30.0 MB; the limit is 10 MB)."
+    assert answer.endswith("Ann: which plant is this? (+1 images)")
+    assert discord_api.downloads == ["plant.jpg"]
+    (request,) = upstream.requests
+    parts = request.body["messages"][-1]["content"]
+    assert [part["type"] for part in parts] == ["text", "image_url"]
+    assert client.core.counters["image_too_big"] == 1
+
+
 async def test_voice_message_transcription_is_answered_with_a_quote_line(
     voice_client, discord_api, upstream, groq_server
 ):

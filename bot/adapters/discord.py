@@ -18,7 +18,7 @@ from discord import app_commands
 from bot.access import Where
 from bot.adapters.discord_media import (
     image_attachments,
-    read_images,
+    read_picture,
     read_sound,
     sound_attachment,
 )
@@ -30,7 +30,7 @@ from bot.incoming import Incoming, Quote
 from bot.runtime import BotCore
 from bot.split import split_message
 from bot.streaming import StreamedReply
-from bot.turns import OPEN_COMMANDS, Turns, read_photo
+from bot.turns import OPEN_COMMANDS, Turns, read_album
 
 log = logging.getLogger(__name__)
 Mode = Literal["live", "shadow", "off"]  # discord.py turns a Literal into the command's choices
@@ -295,8 +295,10 @@ class CrabbotDiscord(discord.Client):
                 read_sound, sound, core.transcriber, core.config.voice, text, quote
             )
         elif pictures:
-            read = functools.partial(read_images, pictures, core.config.images, text)
-            incoming = read_photo(text, quote, read)
+            # Each picture on its own, as a Telegram album's: one that cannot be used is named
+            # above the answer about the others.
+            reads = [functools.partial(read_picture, p, core.config.images, text) for p in pictures]
+            incoming = read_album(text, quote, reads, core.counters)
         await self.turns.answer(self.turn(message), key, user, incoming, where(message))
 
     async def on_error(self, event_method: str, /, *args: object, **kwargs: object) -> None:

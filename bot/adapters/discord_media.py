@@ -26,22 +26,16 @@ def image_attachments(message: discord.Message) -> list[discord.Attachment]:
     ][:MAX_IMAGES]
 
 
-async def read_images(
-    attachments: list[discord.Attachment], settings: ImageSettings, text: str
-) -> tuple[Image, ...]:
-    """The pictures; raises Unreadable with the reply to send when one cannot be used."""
-    for attachment in attachments:  # every check before any download
-        check_image(settings, attachment.content_type, attachment.size, text)
-    images = []
-    for attachment in attachments:
-        try:
-            data = await attachment.read()
-        except discord.HTTPException as exc:
-            log.warning("could not download a Discord attachment: %s", exc)
-            raise download_failed(text) from exc
-        mime_type = (attachment.content_type or "").split(";")[0]
-        images.append(image(settings, data, mime_type, text))
-    return tuple(images)
+async def read_picture(attachment: discord.Attachment, settings: ImageSettings, text: str) -> Image:
+    """One picture; raises Unreadable with the reply to send when it cannot be used (checked by
+    its stated type and size before any download)."""
+    check_image(settings, attachment.content_type, attachment.size, text)
+    try:
+        data = await attachment.read()
+    except discord.HTTPException as exc:
+        log.warning("could not download a Discord attachment: %s", exc)
+        raise download_failed(text) from exc
+    return image(settings, data, (attachment.content_type or "").split(";")[0], text)
 
 
 def sound_attachment(message: discord.Message) -> discord.Attachment | None:
