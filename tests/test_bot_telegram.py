@@ -81,6 +81,18 @@ async def test_an_anonymous_admin_speaks_as_the_group_under_their_title(
     assert telegram.texts(other_group) == [f"[{rows[1]['model']}] Family: hi there"]
 
 
+async def test_a_reply_to_an_anonymous_admin_quotes_them_by_their_title(
+    seeded_db, embedder, upstream, telegram
+):
+    async with running(seeded_db, embedder, upstream, telegram):
+        await telegram.push_message(
+            GROUP, "is that right?", mention=True, reply_as_group="Grandpa", replied_text="2+2=5"
+        )
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 1)
+    asked = upstream.requests[0].body["messages"][-1]["content"]
+    assert asked == "Mom: is that right?\n\n(replying to Grandpa:)\n> 2+2=5"
+
+
 async def test_routing_mode_is_admin_only_and_survives_a_rebuild(
     seeded_db, embedder, upstream, telegram
 ):

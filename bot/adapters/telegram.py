@@ -124,8 +124,8 @@ def quoted(message: Message, bot_id: int, bot_username: str) -> Quote | None:
     sender = replied.from_user
     if sender is not None and sender.id == bot_id:
         return Quote.own_answer(text)
-    author = replied.chat.title if sender is None else sender.first_name
-    return Quote(author, text, user_key=user_key_of(chat_user(replied)))
+    author = chat_user(replied)  # one sent as the group or a channel is that chat's
+    return Quote(author.name, text, user_key=user_key_of(author))
 
 
 class TelegramTurn:

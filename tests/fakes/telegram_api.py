@@ -166,11 +166,13 @@ class FakeTelegram:
         thread_id: int | None = None,
         media: dict[str, Any] | None = None,
         as_group: str | None = None,
+        reply_as_group: str | None = None,
     ) -> int:
         """Queue a message update (a group when chat_id < 0); returns its message id. It replies
         to `replied_text`, the bot's (`reply_to_bot`) or a family member's (`reply_to_user`).
         With `media` (from photo(), document(), voice() or audio()), `text` is its caption.
-        `as_group`: an anonymous admin posting as the group, with that custom title ("" none)."""
+        `as_group`: an anonymous admin posting as the group, with that custom title ("" none);
+        `reply_as_group`: the message it replies to was posted so."""
         chat_type = chat_type or ("supergroup" if chat_id < 0 else "private")
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -191,16 +193,8 @@ class FakeTelegram:
             "chat": chat,
             "from": {"id": user_id, "is_bot": False, "first_name": first_name},
         }
-        if as_group is not None:  # what Telegram sends for a message on behalf of the group
-            message["from"] = {
-                "id": GROUP_ANONYMOUS_BOT_ID,
-                "is_bot": True,
-                "first_name": "Group",
-                "username": "GroupAnonymousBot",
-            }
-            message["sender_chat"] = dict(chat)
-            if as_group:
-                message["author_signature"] = as_group
+        if as_group is not None:
+            message |= self._as_group(chat, as_group)
         words, marks = ("caption", "caption_entities") if media else ("text", "entities")
         if text or not media:
             message[words] = text
@@ -210,7 +204,7 @@ class FakeTelegram:
         if thread_id is not None:
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
-        if reply_to_bot or reply_to_user:
+        if reply_to_bot or reply_to_user or reply_as_group is not None:
             sender = (
                 self._me()
                 if reply_to_bot
@@ -223,6 +217,8 @@ class FakeTelegram:
                 "from": sender,
                 "text": replied_text,
             }
+            if reply_as_group is not None:
+                message["reply_to_message"] |= self._as_group(chat, reply_as_group)
         async with self.changed:
             self._update_id += 1
             self._updates.append({"update_id": self._update_id, "message": message})
@@ -253,6 +249,23 @@ class FakeTelegram:
     async def wait_fetched(self) -> None:
         """Wait until the bot has fetched (and acknowledged) every update queued so far."""
         await self.wait_until(lambda: self._fetched_update_id >= self._update_id)
+
+    @staticmethod
+    def _as_group(chat: dict[str, Any], title: str) -> dict[str, Any]:
+        """What Telegram sends for a message an anonymous admin posted as the group: a
+        placeholder `from`, the group as `sender_chat`, the admin's custom title if any."""
+        fields: dict[str, Any] = {
+            "from": {
+                "id": GROUP_ANONYMOUS_BOT_ID,
+                "is_bot": True,
+                "first_name": "Group",
+                "username": "GroupAnonymousBot",
+            },
+            "sender_chat": dict(chat),
+        }
+        if title:
+            fields["author_signature"] = title
+        return fields
 
     async def push_update(self, kind: str, payload: dict[str, Any]) -> None:
         """Queue an update of any kind ("edited_message", "channel_post", "callback_query"...)
