@@ -116,6 +116,14 @@ async def test_a_ping_of_the_bots_own_role_is_a_mention_and_another_roles_is_not
     (sent,) = [body for _, body in discord_api.messages]
     assert sent["content"].endswith(f"Ann: {question}")
 
+    # Quoted in a reply, that message reads as the bot read it: without the role's ping.
+    replied = message_data(channel, f"<@&{own_role}> {question}", author=user_payload(43, "Bo"))
+    replied["mention_roles"] = [str(own_role)]
+    reply = message(client, channel, f"<@{BOT_ID}> and Chile?", [BOT_USER], replying_to=replied)
+    await client.on_message(reply)
+    asked = upstream.requests[-1].body["messages"][-1]["content"]
+    assert asked == f"Ann: and Chile?\n\n(replying to Bo:)\n> {question}"
+
 
 async def test_direct_message_is_answered_in_pieces_of_2000(client, discord_api, upstream):
     long_text = " ".join(f"Sentence number {n} of a long answer." for n in range(140))

@@ -194,6 +194,20 @@ class DiscordTurn:
             await surface.settle(index, piece)
 
 
+def own_roles(message: discord.Message, bot_id: int) -> list[int]:
+    """The bot's own role among the message's role pings: the one its invite created, which
+    Discord's autocomplete offers beside the bot (a ping of it is a ping of the bot)."""
+    return [r.id for r in message.role_mentions if r.tags and r.tags.bot_id == bot_id]
+
+
+def without_mention(message: discord.Message, bot_id: int) -> str:
+    """The message's words without the bot's mention or its own role's."""
+    text = re.sub(rf"<@!?{bot_id}>", "", message.content)
+    for role_id in own_roles(message, bot_id):
+        text = text.replace(f"<@&{role_id}>", "")
+    return text.strip()
+
+
 class GatedTree(app_commands.CommandTree):
     """The slash commands, behind the same door as messages: someone not let in gets the line
     on how to be let in (only they see it), counted, and the command does nothing; /whoami and
@@ -242,18 +256,14 @@ class CrabbotDiscord(discord.Client):
         if me is None or message.author.bot:
             return None
         private = isinstance(message.channel, discord.DMChannel)
-        # Discord's autocomplete offers the bot's own role (the one its invite made, named like
-        # it) beside the bot itself: a ping of that role is a ping of the bot.
-        own_roles = [r.id for r in message.role_mentions if r.tags and r.tags.bot_id == me.id]
-        mentioned = any(user.id == me.id for user in message.mentions) or bool(own_roles)
+        mentioned = any(user.id == me.id for user in message.mentions) or bool(
+            own_roles(message, me.id)
+        )
         # A reply to the bot is for it, as on Telegram, also when its ping was turned off.
         replied = replied_to(message)
         if not (private or mentioned or (replied is not None and replied.author.id == me.id)):
             return None
-        text = re.sub(rf"<@!?{me.id}>", "", message.content)
-        for role_id in own_roles:
-            text = text.replace(f"<@&{role_id}>", "")
-        return text.strip()
+        return without_mention(message, me.id)
 
     def quoted(self, message: discord.Message) -> Quote | None:
         """The message this one replies to, from the gateway's copy, without the bot's mention
@@ -261,8 +271,8 @@ class CrabbotDiscord(discord.Client):
         replied = replied_to(message)
         me = self.user
         content = replied.content if replied is not None else ""
-        if me is not None:
-            content = re.sub(rf"<@!?{me.id}>", "", content)
+        if me is not None and replied is not None:
+            content = without_mention(replied, me.id)
         if replied is None or not content.strip():
             return None
         if me is not None and replied.author.id == me.id:
