@@ -92,11 +92,15 @@ class Agent:
             message = Incoming(message)
         if isinstance(message, Incoming) and message.is_empty():
             raise EmptyMessageError("the message is empty")
+        # When it came, not when its turn began or its photos were read: what the person erased
+        # after sending it (/forget while it waited or was read) reaches it as it does an answer
+        # still being written, and the gap to their previous turn is the one they left.
+        asked_at = time.time()
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
         self._holders[conv_key] += 1
         try:
             async with lock:
-                reply = await self._read_and_answer(conv_key, user, message, on_text)
+                reply = await self._read_and_answer(conv_key, user, message, on_text, asked_at)
                 if deliver is not None:
                     await deliver(reply)
                 return reply
@@ -112,9 +116,10 @@ class Agent:
         user: ChatUser | None,
         message: Incoming | Prepare,
         on_text: OnText | None,
+        asked_at: float,
     ) -> Reply:
         if isinstance(message, Incoming):
-            return await self._answer(conv_key, user, message, on_text)
+            return await self._answer(conv_key, user, message, on_text, asked_at)
         try:
             incoming = await message()
         except Unreadable as exc:  # too big, a wrong type, no transcription: say so, go on
@@ -127,7 +132,7 @@ class Agent:
             return Reply(apology(""), None, None, error=type(exc).__name__)
         if incoming.is_empty():
             raise EmptyMessageError("the message is empty")
-        return await self._answer(conv_key, user, incoming, on_text)
+        return await self._answer(conv_key, user, incoming, on_text, asked_at)
 
     async def _history(self, conv_key: str) -> list[Turn]:
         """The conversation's history; none when the database fails or takes longer than
@@ -232,10 +237,14 @@ class Agent:
         )
 
     async def _answer(
-        self, conv_key: str, user: ChatUser | None, incoming: Incoming, on_text: OnText | None
+        self,
+        conv_key: str,
+        user: ChatUser | None,
+        incoming: Incoming,
+        on_text: OnText | None,
+        asked_at: float,
     ) -> Reply:
         text = incoming.routing_text()
-        asked_at = time.time()
         # Read before the history too: a bot that never routes (model auto, or one fixed model)
         # reads another process's erasures nowhere else.
         await self.router.erasures.check()

@@ -184,20 +184,38 @@ async def test_album_whose_parts_come_in_separate_polls_is_answered_once(
     assert image_parts(request) == largest(telegram, album)
 
 
-async def test_album_still_gathering_when_the_bot_stops_is_answered(
+async def test_album_still_gathering_when_the_bot_stops_is_answered_first(
     seeded_db, embedder, upstream, telegram
 ):
     album = photos(telegram, 3)
-    # A wait no test sits through: only the stop hands the album on.
+    # A wait no test sits through: only the stop makes the album whole.
     async with running(seeded_db, embedder, upstream, telegram, telegram={"album_wait_s": 10}):
         await telegram.push_album(PRIVATE, "which of these is ripe?", album)
-        # A message after the album, answered meanwhile: the album's parts were all taken.
         await telegram.push_message(PRIVATE, "thanks")
-        await telegram.wait_until(lambda: len(telegram.texts(PRIVATE)) == 1)
-        assert telegram.texts(PRIVATE)[0].endswith("Mom: thanks")
-    assert len(telegram.texts(PRIVATE)) == 2
-    assert telegram.texts(PRIVATE)[1].endswith("Mom: which of these is ripe? (+3 images)")
-    assert image_parts(upstream.requests[1].body) == largest(telegram, album)
+        await telegram.wait_fetched()
+        assert telegram.texts(PRIVATE) == []  # "thanks" waits for the album sent before it
+    replies = telegram.texts(PRIVATE)
+    assert len(replies) == 2
+    assert replies[0].endswith("Mom: which of these is ripe? (+3 images)")
+    assert replies[1].endswith("Mom: thanks")
+    assert image_parts(upstream.requests[0].body) == largest(telegram, album)
+
+
+async def test_forget_right_after_an_album_keeps_nothing_of_it(
+    seeded_db, embedder, upstream, telegram
+):
+    """The album takes its turn when its first photo comes, so a /forget sent while it is still
+    gathered reaches it as it reaches any message still being answered: nothing of it is kept.
+    (Gathered after the /forget, it was a new message and kept.)"""
+    caption = "my bank statement, which month was dearest?"
+    async with running(seeded_db, embedder, upstream, telegram, telegram=QUICK) as core:
+        await telegram.push_album(PRIVATE, caption, photos(telegram, 2))
+        await telegram.push_message(PRIVATE, "/forget")
+        await telegram.wait_until(lambda: len(telegram.texts(PRIVATE)) == 2)
+        stored = await messages_table(core)
+        (row,) = await log_rows(core)
+    assert any(reply.endswith(f"Mom: {caption} (+2 images)") for reply in telegram.texts(PRIVATE))
+    assert stored == "" and row["prompt"] == ""
 
 
 async def test_album_keeps_ten_photos_at_most(seeded_db, embedder, upstream, telegram):

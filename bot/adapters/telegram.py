@@ -29,11 +29,12 @@ from telegram.ext import (
 )
 
 from bot.access import Where
-from bot.adapters.telegram_album import Albums
+from bot.adapters.telegram_album import Albums, Gathered
 from bot.adapters.telegram_markdown import TelegramText
 from bot.adapters.telegram_media import read_image, read_voice_message
 from bot.adapters.telegram_stream import Drafts, TelegramSurface
 from bot.admin import COMMANDS, Answer, Command, Picture, parse_command
+from bot.agent import Prepare
 from bot.chat_user import ChatUser, user_key_of
 from bot.config import TelegramSettings
 from bot.incoming import Incoming, Quote
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 TYPING_REFRESH_S = 4.5  # Telegram shows "typing" for about 5 s per chat action
 GROUP_TYPES = {ChatType.GROUP, ChatType.SUPERGROUP}
+ALBUMS = "crabbot.albums"  # in bot_data: the albums still gathering, whole when the bot stops
 CommandCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
@@ -188,7 +190,7 @@ class TelegramBot:
         self.text = TelegramText(core.counters)
         self.drafts = Drafts(self.settings.drafts)
         self.turns = Turns(core.agent, core.admin, core.access)
-        self.albums = Albums(self.settings.album_wait_s, self.on_album, core.counters)
+        self.albums = Albums(self.settings.album_wait_s, core.counters)
 
     def turn(self, message: Message) -> TelegramTurn:
         return TelegramTurn(message, self.text, self.drafts, self.settings, self.core.counters)
@@ -226,10 +228,12 @@ class TelegramBot:
         return message, text, quoted(message, context.bot.id, context.bot.username)
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A photo, or a picture sent as a file: to the model as an image part. A part of an
-        album waits for the rest (on_album)."""
+        """A photo, or a picture sent as a file: to the model as an image part. An album's
+        parts go together (on_album)."""
         if update.message is not None and update.message.media_group_id is not None:
-            self.albums.add(update.message)
+            gathered = self.albums.add(update.message)
+            if gathered is not None:  # the album's first part answers for all of it
+                await self.on_album(update.message, gathered)
             return
         addressed = self._addressed_media(update, context)
         if addressed is None:
@@ -241,23 +245,39 @@ class TelegramBot:
             self.turn(message), conv_key(message), chat_user(message), incoming, where(message)
         )
 
-    async def on_album(self, parts: list[Message]) -> None:
-        """An album's photos, answered once: for the bot when any of its messages is (the one
-        with the caption mentions it, say); the captions are the words."""
-        bot = parts[0].get_bot()
+    async def on_album(self, first: Message, gathered: Gathered) -> None:
+        """An album's photos, answered once, the captions as the words. When its first part is
+        for the bot (any part in a private chat; a caption that mentions it), the album takes
+        its turn in the conversation at once, so what came after it (a /forget) waits for it;
+        else it is for the bot when any of its parts is, known once they have all come."""
+        bot = first.get_bot()
+        if for_the_bot(first, bot.id, bot.username):
+
+            async def prepare() -> Incoming:
+                return await self._album(await gathered)()
+
+            await self.turns.answer(
+                self.turn(first), conv_key(first), chat_user(first), prepare, where(first)
+            )
+            return
+        parts = await gathered
         if not any(for_the_bot(part, bot.id, bot.username) for part in parts):
             return
+        lead = next((part for part in parts if part.caption), parts[0])  # what the reply answers
+        await self.turns.answer(
+            self.turn(lead), conv_key(lead), chat_user(lead), self._album(parts), where(lead)
+        )
+
+    def _album(self, parts: list[Message]) -> Prepare:
+        """The album read in its turn: every photo, the captions as the words."""
+        bot = parts[0].get_bot()
         captions = (without_mention(part.caption or "", bot.username) for part in parts)
         text = "\n".join(caption for caption in captions if caption)
         quotes = (quoted(part, bot.id, bot.username) for part in parts)
         quote = next((found for found in quotes if found is not None), None)
-        lead = next((part for part in parts if part.caption), parts[0])  # what the reply answers
         settings = self.core.config.images
         reads = [functools.partial(read_image, part, settings, text) for part in parts]
-        incoming = read_album(text, quote, reads, self.core.counters)
-        await self.turns.answer(
-            self.turn(lead), conv_key(lead), chat_user(lead), incoming, where(lead)
-        )
+        return read_album(text, quote, reads, self.core.counters)
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A voice message or an audio file: transcribed, then answered like text."""
@@ -306,10 +326,6 @@ class TelegramBot:
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram handler failed", exc_info=context.error)
 
-    async def post_stop(self, application: Application) -> None:
-        """Albums still gathering are answered now, before the bot goes."""
-        await self.albums.close()
-
     async def post_init(self, application: Application) -> None:
         try:
             await application.bot.set_my_commands(
@@ -330,7 +346,6 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
         # A reply to a message deleted meanwhile goes out as a plain message, not as an error.
         .defaults(Defaults(allow_sending_without_reply=True))
         .post_init(handlers.post_init)
-        .post_stop(handlers.post_stop)
         .build()
     )
     # block=False: conversations run at once; the agent keeps each one in order.
@@ -367,6 +382,7 @@ def build_application(core: BotCore, token: str, settings: TelegramSettings) -> 
             )
         )
     application.add_error_handler(handlers.on_error)
+    application.bot_data[ALBUMS] = handlers.albums
     return application
 
 
@@ -406,6 +422,7 @@ async def serving(
             yield application
         finally:
             await updater.stop()
-            await application.stop()
-            if application.post_stop is not None:
-                await application.post_stop(application)
+            albums = application.bot_data.get(ALBUMS)
+            if isinstance(albums, Albums):  # no part comes now: albums still gathering are whole
+                albums.close()
+            await application.stop()  # waits for the answers being written
