@@ -15,7 +15,7 @@ from bot.console_history import PrivateHistory, is_console
 from bot.erasure import forget
 from bot.memory import Memory
 from bot.proxy_admin import ProxyAdmin, ProxyAdminError, ProxyStats
-from bot.speakers import speaker_name
+from bot.speakers import speaker_key, speaker_name
 from router import MODES, ModelRouter
 from router.analytics import stats as routing_stats
 from router.analytics.cost import cost_report
@@ -353,10 +353,13 @@ class Admin:
         self, user: ChatUser, conv_key: str, erased: Erased, done: str
     ) -> str:
         """/forget with a routing proxy: its routing log, pool and context let go of the person's
-        words there too, named as the bot's requests name them (see bot.speakers)."""
+        words there too, named as the bot's requests name them: by their key (X-Crabbot-Speaker),
+        and, for words a proxy kept before it got one, by the `name` they go by (bot.speakers)."""
         assert self.proxy is not None
         try:
-            at_proxy = await self.proxy.forget(conv_key, speaker_name(user.name))
+            at_proxy = await self.proxy.forget(
+                conv_key, [speaker_key(user), speaker_name(user.name)]
+            )
         except ProxyAdminError as exc:
             here = "Nothing you said here is kept by the bot" if erased.empty() else done
             return (

@@ -19,7 +19,7 @@ from bot.incoming import Incoming
 from bot.language import apology
 from bot.media import Unreadable
 from bot.memory import Memory, Turn
-from bot.speakers import model_messages
+from bot.speakers import model_messages, speaker_key
 from bot.upstream import AUTO_MODEL, Routed, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
 
@@ -263,7 +263,8 @@ class Agent:
                 self.router.finish(decision, "routed")
             return Reply(None, decision, model)
         author = user.name if user else None
-        # A routing proxy routes on the text: the speaker goes in `name`, not before the words.
+        # A routing proxy routes on the text: the speaker goes in `name`, not before the words
+        # (and who they are, their key, in a header the proxy keeps their words under).
         messages: list[ChatCompletionMessageParam] = model_messages(
             self.system_prompt, history, incoming, author, named=self.upstream.auto
         )
@@ -277,7 +278,11 @@ class Agent:
 
         try:
             completion = await self.upstream.complete(
-                model, messages, session_key=conv_key, on_text=streamed
+                model,
+                messages,
+                session_key=conv_key,
+                speaker_key=speaker_key(user) if user else None,
+                on_text=streamed,
             )
         except UpstreamError as exc:
             failed = await self._failed(conv_key, text, decision, model, exc.reason, partial)

@@ -11,7 +11,12 @@ class ChatUser:
     id: int | str
     name: str
 
+    @property
+    def key(self) -> str:
+        """ "platform:id": how the routing log, the pool and memory name a person."""
+        return f"{self.platform}:{self.id}"
+
 
 def user_key_of(user: ChatUser | None) -> str | None:
-    """ "platform:id": how the routing log, the pool and memory name a person."""
-    return f"{user.platform}:{user.id}" if user else None
+    """The person's key (ChatUser.key); None for no one."""
+    return user.key if user else None

@@ -4,6 +4,7 @@ person's erasure with the bot's own client key; every failure becomes one line t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,13 +147,13 @@ class ProxyAdmin:
         )
         return bool(isinstance(data, dict) and data.get("had_context"))
 
-    async def forget(self, session_key: str, speaker: str) -> Erased:
-        """Erase at the proxy what `speaker` said in the conversation the bot names (in the
-        bot's key's namespace), both named as the bot's requests name them: the X-Session-Key
-        and the user message's `name`. Only its prompts and pool entries are counted."""
-        data = await self._call(
-            "POST", "/admin/forget", {"session_key": session_key, "speaker": speaker}, admin=False
-        )
+    async def forget(self, session_key: str, speakers: Sequence[str]) -> Erased:
+        """Erase at the proxy what one person said in the conversation the bot names (in the
+        bot's key's namespace), both named as the bot's requests name them: the X-Session-Key,
+        and each name the proxy may keep the person's words under (their X-Crabbot-Speaker
+        key, and the `name` it went by before that). Only prompts and pool entries count."""
+        body = {"session_key": session_key, "speaker": list(speakers)}
+        data = await self._call("POST", "/admin/forget", body, admin=False)
         try:
             erased = data["erased"]
             return Erased(prompts=int(erased["prompts"]), pool_entries=int(erased["pool_entries"]))

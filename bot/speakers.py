@@ -1,16 +1,18 @@
 """How the upstream model is told who speaks: the author before the words for a provider, or,
 for a routing proxy (model "auto"), each message's `name` and one system line, so the text the
-proxy routes on is the words alone, as the bot's own router reads them."""
+proxy routes on is the words alone, as the bot's own router reads them; and who they are, by key."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any, cast
 
 from openai.types.chat import ChatCompletionMessageParam
 
+from bot.chat_user import ChatUser
 from bot.incoming import Incoming
 from bot.memory import Turn
 
@@ -26,6 +28,16 @@ def speaker_name(author: str) -> str:
         return author
     kept = re.sub(r"[^a-zA-Z0-9_-]+", "_", author).strip("_")[:NAME_CUT] or "user"
     return f"{kept}_{hashlib.sha256(author.encode()).hexdigest()[:8]}"
+
+
+def speaker_key(user: ChatUser) -> str:
+    """Who speaks, for a routing proxy to keep their words under (X-Crabbot-Speaker): their
+    `platform:id`, which no new display name changes; what a header cannot carry (a console
+    name outside ASCII) percent-encoded."""
+    key = user.key
+    if key.isascii() and key.isprintable():
+        return key
+    return urllib.parse.quote(key, safe=":")
 
 
 def speaker_line(authors: Sequence[str], last: str) -> str:

@@ -21,6 +21,8 @@ from router.errors import ReasonError, refuses_stream_options, sdk_error_reason
 log = logging.getLogger(__name__)
 
 AUTO_MODEL = "auto"
+SESSION_HEADER = "X-Session-Key"
+SPEAKER_HEADER = "X-Crabbot-Speaker"
 # Local OpenAI-compatible servers (llama.cpp, Ollama, vLLM) need no key, but the SDK wants one.
 PLACEHOLDER_KEY = "not-needed"
 MISSING_HINT = (
@@ -118,16 +120,18 @@ class Upstream:
         messages: Sequence[ChatCompletionMessageParam],
         session_key: str | None = None,
         on_text: Callable[[str], None] | None = None,
+        speaker_key: str | None = None,
     ) -> Completion:
-        """One chat completion; `session_key` tells a routing proxy which conversation it is,
-        so it is sent only to a routing proxy (model "auto"), never to a plain provider.
-        Streamed (`[upstream] stream`), `on_text` gets the answer so far after every chunk."""
+        """One chat completion; `session_key` and `speaker_key` tell a routing proxy which
+        conversation it is and who speaks (their `platform:id`), so they are sent only to a
+        routing proxy (model "auto"), never to a plain provider. Streamed (`[upstream]
+        stream`), `on_text` gets the answer so far after every chunk."""
         if self.client is None:
             raise UpstreamError("upstream: not configured")
         options: dict[str, Any] = {
             "model": model,
             "messages": list(messages),
-            "extra_headers": {"X-Session-Key": session_key} if session_key and self.auto else None,
+            "extra_headers": self._proxy_headers(session_key, speaker_key),
         }
         if self.settings.max_tokens:
             options["max_tokens"] = self.settings.max_tokens
@@ -153,6 +157,15 @@ class Upstream:
             completion_tokens=usage.completion_tokens if usage else None,
             routed=routed_by(raw.headers),
         )
+
+    def _proxy_headers(
+        self, session_key: str | None, speaker_key: str | None
+    ) -> dict[str, str] | None:
+        """What a routing proxy is told beside the messages; nothing for a plain provider."""
+        if not self.auto:
+            return None
+        named = ((SESSION_HEADER, session_key), (SPEAKER_HEADER, speaker_key))
+        return {header: value for header, value in named if value} or None
 
     async def _stream(
         self,

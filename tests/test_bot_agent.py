@@ -117,7 +117,7 @@ async def test_auto_model_skips_routing_and_asks_for_auto(seeded_db, embedder, u
         await core.close()
 
 
-async def test_session_key_goes_only_to_a_routing_proxy(seeded_db, embedder, upstream):
+async def test_session_and_speaker_keys_go_only_to_a_routing_proxy(seeded_db, embedder, upstream):
     routed = await open_core(seeded_db, embedder, upstream.base_url)
     try:
         await routed.agent.handle("telegram:1", MOM, GREETING)
@@ -129,8 +129,24 @@ async def test_session_key_goes_only_to_a_routing_proxy(seeded_db, embedder, ups
     finally:
         await auto.close()
     plain, proxy = [seen.headers for seen in upstream.requests]
-    assert "x-session-key" not in plain  # a chat id is none of a plain provider's business
+    # A chat id, a person's id: none of a plain provider's business.
+    assert "x-session-key" not in plain and "x-crabbot-speaker" not in plain
     assert proxy["x-session-key"] == "telegram:1"
+    assert proxy["x-crabbot-speaker"] == "telegram:42"  # Mom by her id, whatever her name
+
+
+async def test_a_console_name_outside_ascii_reaches_a_routing_proxy_percent_encoded(
+    seeded_db, embedder, upstream
+):
+    """A header carries ASCII only: 奶奶 at the terminal still gets her answer, and the proxy a
+    key for her that it can keep and erase her words under."""
+    core = await open_core(seeded_db, embedder, upstream.base_url, upstream={"model": "auto"})
+    try:
+        reply = await core.agent.handle("console:family", ChatUser("console", "奶奶", "奶奶"), "hi")
+    finally:
+        await core.close()
+    assert reply.ok
+    assert upstream.requests[0].headers["x-crabbot-speaker"] == "console:%E5%A5%B6%E5%A5%B6"
 
 
 async def test_fixed_model_does_no_routing(seeded_db, embedder, upstream):
@@ -150,7 +166,9 @@ async def test_fixed_model_does_no_routing(seeded_db, embedder, upstream):
         stats = await core.admin.stats_text()
         assert "every reply uses my-model; routing is off in config" in stats
         assert "routing happens upstream" not in stats
-        assert all("x-session-key" not in seen.headers for seen in upstream.requests)
+        for seen in upstream.requests:
+            assert "x-session-key" not in seen.headers
+            assert "x-crabbot-speaker" not in seen.headers
     finally:
         await core.close()
 

@@ -175,7 +175,17 @@ async def test_a_client_erases_a_persons_words_only_in_its_own_namespace_and_the
         nokey = await forget(None, grandma)
         bad = [
             await forget("key-of-alice", body)
-            for body in ({}, {"speaker": ""}, {"session_key": 7}, grandma | {"namespace": 3}, [])
+            for body in (
+                {},
+                {"speaker": ""},
+                {"session_key": 7},
+                grandma | {"namespace": 3},
+                [],
+                {"speaker": []},
+                {"speaker": ["grandma", " "]},
+                {"speaker": ["grandma", 7]},
+                {"speaker": [f"grandma-{n}" for n in range(9)]},
+            )
         ]
         kept = [row["prompt"] for row in await proxy.rows()]
         mine = await forget("key-of-alice", grandma)
@@ -189,8 +199,9 @@ async def test_a_client_erases_a_persons_words_only_in_its_own_namespace_and_the
     }
     assert (other.status_code, other.json()["error"]["code"]) == (403, "namespace_not_allowed")
     assert nokey.status_code == 401
-    assert [response.status_code for response in bad] == [400] * 5
+    assert [response.status_code for response in bad] == [400] * 9
     assert "name the conversation (session_key), the person (speaker)" in bad[0].text
+    assert {response.json()["error"]["param"] for response in bad[5:]} == {"speaker"}
     assert kept == [
         "grandma's first words",
         "kenji's words",
@@ -203,6 +214,40 @@ async def test_a_client_erases_a_persons_words_only_in_its_own_namespace_and_the
     assert by_admin.json()["erased"] == {"prompts": 1, "pool_entries": 0}
     assert prompts == ["", "kenji's words", "", ""]
     assert proxy.router.counters["admin_refused"] == 1
+
+
+async def test_an_erasure_names_one_person_by_each_name_their_words_were_kept_under(
+    tmp_path, provider
+):
+    """A bot's person is kept under their id now and under their display name before: one
+    erasure names both, and its counts add up; another Mom's words in the chat stay."""
+    async with (
+        running_proxy(tmp_path / "p.db", None, provider.base_url, env_keys=KEYS) as proxy,
+        httpx.AsyncClient(base_url=proxy.url) as http,
+    ):
+        said = [
+            ("old", {}),  # a bot from before the header: the `name` alone says who
+            ("new", {"X-Crabbot-Speaker": "telegram:42"}),
+            ("the other Mom's", {"X-Crabbot-Speaker": "telegram:7"}),
+        ]
+        for text, speaker in said:
+            body = {
+                "model": "cheap",
+                "messages": [{"role": "user", "content": text, "name": "Mom"}],
+            }
+            headers = {"X-Session-Key": "family"} | speaker | _auth("key-of-alice")
+            response = await http.post("/chat/completions", json=body, headers=headers)
+            assert response.status_code == 200, response.text
+        mom = {"session_key": "family", "speaker": ["telegram:42", "Mom", "telegram:42"]}
+        erased = await http.post("/admin/forget", json=mom, headers=_auth("key-of-alice"))
+        prompts = [row["prompt"] for row in await proxy.rows()]
+    assert erased.json() == {
+        "namespace": "alice",
+        "session_key": "family",
+        "speaker": ["telegram:42", "Mom", "telegram:42"],
+        "erased": {"prompts": 2, "pool_entries": 0},
+    }
+    assert prompts == ["", "", "the other Mom's"]
 
 
 async def test_the_host_and_origin_guard_stands_in_front_of_the_admin_routes(tmp_path, provider):

@@ -1,13 +1,16 @@
 """/forget in a bot whose upstream is a routing proxy (model "auto"), end to end on 127.0.0.1: the
 bot -> `crabbot proxy` over real HTTP (the categorizer on a fake Groq teaching its pool) -> a fake
-provider. The person's words leave the proxy's routing log and pool too, and no one else's; an
+provider. The person's words leave the proxy's routing log and pool too, and no one else's: the
+proxy knows them by their id, not by a display name they changed or share with someone; an
 upstream that is not crabbot's, or none at all, makes the reply say the proxy keeps its copies."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+from bot.chat_user import ChatUser, user_key_of
 from bot.speakers import speaker_name
 from router.proxy.access import ClientKey
 from tests.fakes.groq_server import category_reply
@@ -18,6 +21,9 @@ GROUP, ELSEWHERE = "telegram:-100", "telegram:43"
 GRANNY_TEXT = "Is my blood sugar of 9.1 after breakfast a reason to see the doctor this week?"
 GRANNY_ELSEWHERE = "Compare the pension rules of Japan and China for someone who worked in both"
 MOM_TEXT = "Compare the fuel costs of our two cars over a 900 km road trip to the coast"
+GRANNY_RENAMED = "Which of my pills can I take together with grapefruit juice?"
+GRANNY_EARLIER = "My knee hurts when it rains, should I get it checked?"
+OTHER_MOM_TEXT = "Plan a weekend in Kyoto for two grandparents who walk slowly"
 NAMESPACE = ClientKey(CLIENT_KEY.encode(), None).namespace  # the bot's key has no label
 
 
@@ -79,18 +85,84 @@ async def test_forget_in_the_bot_erases_the_persons_words_at_the_proxy_and_no_on
     )
     assert again == "Nothing you said here is kept."
     # Her words in the group left the proxy's routing log and pool; the row stays, for stats.
-    granny = f"proxy:{NAMESPACE}:{speaker_name(GRANNY.name)}"  # as the bot named her: `name`
+    granny = f"proxy:{NAMESPACE}:{user_key_of(GRANNY)}"  # as the bot named her: X-Crabbot-Speaker
     group = f"proxy:{NAMESPACE}:{GROUP}"
     assert [(row["conv_key"], row["user_key"], row["prompt"]) for row in rows] == [
         (group, granny, ""),
-        (group, f"proxy:{NAMESPACE}:Mom", MOM_TEXT),
+        (group, f"proxy:{NAMESPACE}:{user_key_of(MOM)}", MOM_TEXT),
         (f"proxy:{NAMESPACE}:{ELSEWHERE}", granny, GRANNY_ELSEWHERE),  # another conversation
     ]
     assert GRANNY_TEXT not in learned_after
     assert {MOM_TEXT, GRANNY_ELSEWHERE} <= learned_after
     assert in_memory == [False, True]  # the proxy's pool in memory let go of it too
-    # The other processes on the proxy's database hear of it, as of `crabbot forget`.
-    assert [tuple(row) for row in notices] == [(group, granny)] * 2
+    # The other processes on the proxy's database hear of it, as of `crabbot forget`: by her key,
+    # and by the name an older bot keyed her words under.
+    by_name = f"proxy:{NAMESPACE}:{speaker_name(GRANNY.name)}"
+    assert [tuple(row) for row in notices] == [(group, granny), (group, by_name)] * 2
+
+
+async def said_then_forgot(
+    tmp_path: Path,
+    provider: Any,
+    turns: list[tuple[ChatUser, str]],
+    forgetter: ChatUser,
+    older_bot: tuple[str, str] | None = None,
+) -> tuple[str, list[str]]:
+    """`turns` said through a bot behind a proxy in the group, then `forgetter`'s /forget there:
+    its reply, and the prompts the proxy's routing log keeps, oldest first. `older_bot` (a
+    `name` and words) is first sent as a bot from before X-Crabbot-Speaker sent it: the `name`
+    alone says who speaks."""
+    async with running_proxy(tmp_path / "p.db", None, provider.base_url) as proxy:
+        if older_bot is not None:
+            name, text = older_bot
+            async with proxy.client(default_headers={"X-Session-Key": GROUP}) as client:
+                message = {"role": "user", "content": text, "name": name}
+                await client.chat.completions.create(model="auto", messages=[message])
+        core = await open_auto_bot(tmp_path / "bot.db", proxy.url)
+        try:
+            for user, text in turns:
+                await core.agent.handle(GROUP, user, text)
+            await proxy.gateway.settled()
+            forgot = await command(core, forgetter, GROUP, "/forget")
+        finally:
+            await core.close()
+        return forgot, [row["prompt"] for row in await proxy.rows()]
+
+
+async def test_forget_erases_at_the_proxy_what_a_person_said_under_each_of_their_names(
+    tmp_path, provider
+):
+    """Grandma changed her Telegram first name between two messages: one /forget erases both
+    at the proxy, and the words an older bot had sent as her (keyed by the name it gave)."""
+    renamed = ChatUser(GRANNY.platform, GRANNY.id, "Nai Nai")
+    forgot, prompts = await said_then_forgot(
+        tmp_path,
+        provider,
+        [(GRANNY, GRANNY_TEXT), (renamed, GRANNY_RENAMED), (MOM, MOM_TEXT)],
+        renamed,
+        older_bot=(speaker_name(renamed.name), GRANNY_EARLIER),
+    )
+    assert prompts == ["", "", "", MOM_TEXT]
+    assert forgot == (
+        "Done: erased 4 memory messages, 0 routing-log prompts, 0 pool entries of yours from this"
+        " conversation; the routing proxy erased 3 routing-log prompts, 0 pool entries."
+    )
+
+
+async def test_forget_leaves_at_the_proxy_the_words_of_another_person_of_the_same_name(
+    tmp_path, provider
+):
+    """Two people called Mom in one chat (Dad's mother too): one's /forget erases her words at
+    the proxy, and the other's stay."""
+    other_mom = ChatUser("telegram", 44, MOM.name)
+    forgot, prompts = await said_then_forgot(
+        tmp_path, provider, [(MOM, MOM_TEXT), (other_mom, OTHER_MOM_TEXT)], MOM
+    )
+    assert prompts == ["", OTHER_MOM_TEXT]
+    assert forgot == (
+        "Done: erased 2 memory messages, 0 routing-log prompts, 0 pool entries of yours from this"
+        " conversation; the routing proxy erased 1 routing-log prompt, 0 pool entries."
+    )
 
 
 async def test_forget_says_the_proxy_keeps_its_copies_when_it_cannot_erase_them(

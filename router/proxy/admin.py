@@ -20,7 +20,7 @@ from router.proxy.errors import ProxyError, bad_request
 from router.proxy.gateway import Gateway
 from router.proxy.json_body import load_json
 from router.proxy.request import read_body, session_key_of
-from router.store.erasure import Scope
+from router.store.erasure import Erased, Scope
 from router.taxonomy import MODES, as_mode
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ ADMIN_KEY_ENV = "CRABBOT_PROXY_ADMIN_KEY"
 DAY_S = 24 * 3600
 STATS_FLUSH_S = 2.0  # the stats wait this long for rows still queued
 ADMIN_BODY_BYTES = 16 * 1024
+MAX_SPEAKERS = 8  # one person's names in one erasure: their key, and names they went by
 
 
 def admin_refused(message: str) -> ProxyError:
@@ -196,21 +197,25 @@ class AdminEndpoint:
         or a person everywhere) erased from the routing log, the pool and the routing context,
         as `crabbot forget --conv --user` does, in the caller's namespace (or, with the admin
         key, the one the body names). The body names them as requests do: the conversation by
-        its session key (X-Session-Key), the person by the user message's `name` (or the
-        `safety_identifier` or `user` that stood in for it)."""
+        its session key (X-Session-Key), the person by their X-Crabbot-Speaker header (or the
+        user message's `name`, `safety_identifier` or `user` that stood in for it); a list of
+        speakers is one person known by each of those names, the counts added up."""
         admin = self._admin_offered(request)
         body = await self._body(request)
-        session_key, speaker = (_optional_name(body, field) for field in ("session_key", "speaker"))
-        if session_key is None and speaker is None:
+        session_key = _optional_name(body, "session_key")
+        speakers = _speakers(body)
+        if session_key is None and not speakers:
             raise bad_request(
                 "name the conversation (session_key), the person (speaker), or both",
                 "session_key",
             )
         session_key = session_key_of(session_key, None)
         caller = self._caller(request, admin, body, "erases")
-        erased = await self.gateway.router.erase(
-            Scope(caller.conv_key(session_key), caller.user_key(speaker))
-        )
+        conv_key = caller.conv_key(session_key)
+        scopes = [Scope(conv_key, caller.user_key(speaker)) for speaker in speakers]
+        erased = Erased()
+        for scope in scopes or [Scope(conv_key)]:
+            erased += await self.gateway.router.erase(scope)
         log.info(
             "erased in namespace %s through the admin endpoint: %s",
             caller.namespace,
@@ -220,10 +225,29 @@ class AdminEndpoint:
             {
                 "namespace": caller.namespace,
                 "session_key": session_key,
-                "speaker": speaker,
+                "speaker": body.get("speaker"),
                 "erased": {"prompts": erased.prompts, "pool_entries": erased.pool_entries},
             }
         )
+
+
+def _speakers(body: dict[str, Any]) -> list[str]:
+    """The person an erasure names: `speaker` as one name or a list of them (each a name a
+    request gave them), without repeats; empty when the body leaves it out; a 400 otherwise."""
+    given = body.get("speaker")
+    if given is None or isinstance(given, str):
+        name = _optional_name(body, "speaker")
+        return [] if name is None else [name]
+    if (
+        not isinstance(given, list)
+        or not 0 < len(given) <= MAX_SPEAKERS
+        or not all(isinstance(name, str) and name.strip() for name in given)
+    ):
+        raise bad_request(
+            f"speaker must be a non-empty string, or a list of 1 to {MAX_SPEAKERS} of them",
+            "speaker",
+        )
+    return list(dict.fromkeys(given))
 
 
 def _optional_name(body: dict[str, Any], field: str) -> str | None:

@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from router.proxy.errors import ProxyError
 from router.proxy.gateway import CLIENT_GONE, Gateway, Target
 from router.proxy.provider import usage_of
-from router.proxy.request import SESSION_HEADER, ChatRequest, parse_chat_request
+from router.proxy.request import ChatRequest, parse_chat_request
 
 
 def chat_error_event(error: ProxyError) -> bytes:
@@ -28,7 +28,7 @@ class ChatEndpoint:
     async def handle(self, request: Request) -> Response:
         gateway = self.gateway
         caller, raw = await gateway.admitted(request)
-        chat = parse_chat_request(raw, request.headers.get(SESSION_HEADER))
+        chat = parse_chat_request(raw, request.headers)
         gateway.check_model(caller.label, chat.model)
         target = await gateway.target(chat, caller)
         try:

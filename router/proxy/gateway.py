@@ -144,7 +144,7 @@ class Gateway:
                     words,
                     history,
                     conv_key=conv_key,
-                    user_key=caller.user_key(chat.speaker or chat.end_user),
+                    user_key=caller.user_key(chat.person),
                     name=chat.speaker,
                     origin=f"proxy:{caller.namespace}",
                     replied_to=quoted,
@@ -155,7 +155,7 @@ class Gateway:
                 )
         else:
             # The speaker is kept beside the prompt as with auto: their erasure reaches it.
-            user_key = caller.user_key(chat.speaker or chat.end_user)
+            user_key = caller.user_key(chat.person)
             source: Source
             tier: str | None
             if chat.model in TIERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from router.text import message_text
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_SESSION_KEY_CHARS = 256
 SESSION_HEADER = "x-session-key"
+# Who speaks, by a key that stays when their display name changes (a bot's `platform:id`).
+SPEAKER_HEADER = "x-crabbot-speaker"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,14 @@ class ChatRequest:
     # `name` (how they show in the history's names), else the end user the body names.
     speaker: str | None = None
     end_user: str | None = None
+    # The X-Crabbot-Speaker header: who speaks by a key of their own, not by a display name.
+    speaker_key: str | None = None
+
+    @property
+    def person(self) -> str | None:
+        """Whose words these are, as the proxy keeps and erases them: the speaker's own key
+        when the client sends one, else their `name`, else the end user."""
+        return self.speaker_key or self.speaker or self.end_user
 
 
 def too_large(limit: int) -> ProxyError:
@@ -122,6 +133,21 @@ def session_key_of(session_header: str | None, user: str | None) -> str | None:
     return session_key
 
 
+def speaker_key_of(headers: Mapping[str, str]) -> str | None:
+    """The X-Crabbot-Speaker header, when sent; a 400 when it is blank or over-long (it would
+    otherwise key the person's words where their erasure cannot find them)."""
+    given = headers.get(SPEAKER_HEADER)
+    if given is None:
+        return None
+    if not given.strip() or len(given) > MAX_SESSION_KEY_CHARS:
+        raise bad_request(
+            f"the X-Crabbot-Speaker header must be non-blank and at most {MAX_SESSION_KEY_CHARS}"
+            " characters",
+            "X-Crabbot-Speaker",
+        )
+    return given
+
+
 def end_user_of(body: dict[str, Any], session_header: str | None, user: str | None) -> str | None:
     """The end user the body names: `safety_identifier`, else `user` when the header names the
     conversation (without one, `user` is the conversation's key). Only a routing hint: blank or
@@ -135,8 +161,10 @@ def end_user_of(body: dict[str, Any], session_header: str | None, user: str | No
     return None
 
 
-def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
-    """Check the body; raise a 400 ProxyError naming the first problem."""
+def parse_chat_request(raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
+    """Check the body (and the headers that name the conversation and the speaker); raise a
+    400 ProxyError naming the first problem."""
+    session_header = headers.get(SESSION_HEADER)
     body = model_body(raw)
     model = body["model"]
     messages = body.get("messages")
@@ -162,6 +190,7 @@ def parse_chat_request(raw: bytes, session_header: str | None) -> ChatRequest:
         session_key=session_key_of(session_header, user),
         speaker=speaker_of(messages, last_user),
         end_user=end_user_of(body, session_header, user),
+        speaker_key=speaker_key_of(headers),
     )
 
 

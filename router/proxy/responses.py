@@ -5,6 +5,7 @@ replaced, streamed or not, and logged with its input and output tokens."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from router.proxy.request import (
     last_user_index,
     model_body,
     session_key_of,
+    speaker_key_of,
     stream_flag,
 )
 from router.proxy.usage import responses_usage_of
@@ -70,9 +72,10 @@ def _as_messages(items: list[Any]) -> list[dict[str, Any]]:
     return messages
 
 
-def parse_responses_request(raw: bytes, session_header: str | None) -> ChatRequest:
-    """The checked body, with what the router needs from it in chat terms; a 400 ProxyError
-    naming the first problem."""
+def parse_responses_request(raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
+    """The checked body (and the headers that name the conversation and the speaker), with what
+    the router needs from it in chat terms; a 400 ProxyError naming the first problem."""
+    session_header = headers.get(SESSION_HEADER)
     body = model_body(raw)
     model = body["model"]
     given = body.get("input")
@@ -97,6 +100,7 @@ def parse_responses_request(raw: bytes, session_header: str | None) -> ChatReque
         history=messages if last_user is None else messages[:last_user],
         session_key=session_key_of(session_header, user),
         end_user=end_user_of(body, session_header, user),
+        speaker_key=speaker_key_of(headers),
     )
 
 
@@ -116,7 +120,7 @@ class ResponsesEndpoint:
     async def handle(self, request: Request) -> Response:
         gateway = self.gateway
         caller, raw = await gateway.admitted(request)
-        parsed = parse_responses_request(raw, request.headers.get(SESSION_HEADER))
+        parsed = parse_responses_request(raw, request.headers)
         gateway.check_model(caller.label, parsed.model)
         target = await gateway.target(parsed, caller)
         body = parsed.body | {"model": target.model}

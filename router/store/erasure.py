@@ -93,6 +93,10 @@ class Erased:
     def empty(self) -> bool:
         return not any(astuple(self))
 
+    def __add__(self, other: Erased) -> Erased:
+        """Two erasures' counts together (one person known by two keys)."""
+        return Erased(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
     def line(self, dry_run: bool = False) -> str:
         verb = "would erase" if dry_run else "erased"
         parts = [_counted(self.messages, "memory message")]
