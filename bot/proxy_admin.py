@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 
+from bot.speakers import header_safe
 from router.analytics.stats import Agreement, Latency, Summary
 from router.errors import ReasonError
 from router.store.erasure import Erased
@@ -143,7 +144,7 @@ class ProxyAdmin:
         """Clear the proxy's routing context of the conversation the bot names (in the bot's
         key's namespace); True when it had one."""
         data = await self._call(
-            "POST", "/admin/context/reset", {"session_key": session_key}, admin=False
+            "POST", "/admin/context/reset", {"session_key": header_safe(session_key)}, admin=False
         )
         return bool(isinstance(data, dict) and data.get("had_context"))
 
@@ -152,7 +153,7 @@ class ProxyAdmin:
         bot's key's namespace), both named as the bot's requests name them: the X-Session-Key,
         and each name the proxy may keep the person's words under (their X-Crabbot-Speaker
         key, and the `name` it went by before that). Only prompts and pool entries count."""
-        body = {"session_key": session_key, "speaker": list(speakers)}
+        body = {"session_key": header_safe(session_key), "speaker": list(speakers)}
         data = await self._call("POST", "/admin/forget", body, admin=False)
         try:
             erased = data["erased"]

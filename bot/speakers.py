@@ -30,14 +30,19 @@ def speaker_name(author: str) -> str:
     return f"{kept}_{hashlib.sha256(author.encode()).hexdigest()[:8]}"
 
 
-def speaker_key(user: ChatUser) -> str:
-    """Who speaks, for a routing proxy to keep their words under (X-Crabbot-Speaker): their
-    `platform:id`, which no new display name changes; what a header cannot carry (a console
-    name outside ASCII) percent-encoded."""
-    key = user.key
+def header_safe(key: str) -> str:
+    """A key as a routing proxy's header carries it (X-Session-Key, X-Crabbot-Speaker), and as
+    its admin endpoints then name it: what a header cannot carry (a console name outside ASCII)
+    percent-encoded."""
     if key.isascii() and key.isprintable():
         return key
     return urllib.parse.quote(key, safe=":")
+
+
+def speaker_key(user: ChatUser) -> str:
+    """Who speaks, for a routing proxy to keep their words under (X-Crabbot-Speaker): their
+    `platform:id`, which no new display name changes."""
+    return header_safe(user.key)
 
 
 def speaker_line(authors: Sequence[str], last: str) -> str:

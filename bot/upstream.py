@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from bot.config import UpstreamSettings
 from bot.proxy_admin import ProxyAdmin
+from bot.speakers import header_safe
 from router import Secrets
 from router.errors import ReasonError, refuses_stream_options, sdk_error_reason
 
@@ -164,7 +165,8 @@ class Upstream:
         """What a routing proxy is told beside the messages; nothing for a plain provider."""
         if not self.auto:
             return None
-        named = ((SESSION_HEADER, session_key), (SPEAKER_HEADER, speaker_key))
+        session = header_safe(session_key) if session_key else None  # "console:奶奶" too
+        named = ((SESSION_HEADER, session), (SPEAKER_HEADER, speaker_key))
         return {header: value for header, value in named if value} or None
 
     async def _stream(

@@ -217,6 +217,25 @@ async def test_reset_in_the_bot_clears_the_proxys_context_for_that_conversation(
     assert after.routed.tier != "strong"
 
 
+async def test_a_conversation_named_outside_ascii_is_answered_and_reset_at_the_proxy(
+    tmp_path, seeded_db, embedder, provider
+):
+    """`crabbot chat --conv 奶奶家`: a header carries ASCII only, so the key goes percent-encoded,
+    in the request and in /reset alike (before, every answer failed)."""
+    conv = "console:奶奶家"
+    async with running_proxy(seeded_db, embedder, provider.base_url, admin_key=ADMIN_KEY) as proxy:
+        core = await open_auto_bot(tmp_path / "bot.db", proxy.url, admin_key=None)
+        try:
+            answered = await core.agent.handle(conv, GRANNY, CODING)
+            reset = await command(core, GRANNY, conv, "/reset")
+        finally:
+            await core.close()
+        (row,) = await proxy.rows()
+    assert answered.ok and answered.routed is not None
+    assert row["conv_key"].endswith(":console:%E5%A5%B6%E5%A5%B6%E5%AE%B6")
+    assert reset.endswith("and the proxy forgot its routing context.")
+
+
 # -- one conversation, routed by the bot and through the proxy -----------------------------------
 
 CONSOLE_SEQUENCE = [CODING, "早安", "hello", "Thanks! Now explain how the dict keeps the order"]
