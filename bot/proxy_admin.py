@@ -153,10 +153,34 @@ class ProxyAdmin:
         bot's key's namespace), both named as the bot's requests name them: the X-Session-Key,
         and each name the proxy may keep the person's words under (their X-Crabbot-Speaker
         key, and the `name` it went by before that). Only prompts and pool entries count."""
-        body = {"session_key": header_safe(session_key), "speaker": list(speakers)}
-        data = await self._call("POST", "/admin/forget", body, admin=False)
+        session = header_safe(session_key)
         try:
-            erased = data["erased"]
-            return Erased(prompts=int(erased["prompts"]), pool_entries=int(erased["pool_entries"]))
-        except (KeyError, TypeError, ValueError):
-            raise ProxyAdminError("the proxy's answer was not understood") from None
+            return _erased(await self._forget({"session_key": session, "speaker": list(speakers)}))
+        except _OneNameOnly:
+            # A proxy from before the list (it keys words by `name`): one name a call.
+            erased = Erased()
+            for speaker in speakers:
+                erased += _erased(await self._forget({"session_key": session, "speaker": speaker}))
+            return erased
+
+    async def _forget(self, body: dict[str, Any]) -> Any:
+        try:
+            return await self._call("POST", "/admin/forget", body, admin=False)
+        except ProxyAdminError as exc:
+            cause = exc.__cause__
+            refused = isinstance(cause, openai.BadRequestError) and cause.param == "speaker"
+            if refused and isinstance(body["speaker"], list):
+                raise _OneNameOnly from exc
+            raise
+
+
+class _OneNameOnly(Exception):
+    """The proxy refused `speaker` as a list: it predates it."""
+
+
+def _erased(data: Any) -> Erased:
+    try:
+        erased = data["erased"]
+        return Erased(prompts=int(erased["prompts"]), pool_entries=int(erased["pool_entries"]))
+    except (KeyError, TypeError, ValueError):
+        raise ProxyAdminError("the proxy's answer was not understood") from None

@@ -10,10 +10,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from bot.chat_user import ChatUser, user_key_of
 from bot.speakers import speaker_name
 from router.proxy.access import ClientKey
 from tests.fakes.groq_server import category_reply
+from tests.fakes.server import LocalServer
 from tests.proxy_helpers import CLIENT_KEY, running_proxy
 from tests.test_proxy_bot import ADMIN_KEY, GRANNY, MOM, command, open_auto_bot
 
@@ -199,3 +202,33 @@ async def test_forget_says_the_proxy_keeps_its_copies_when_it_cannot_erase_them(
         1,
     )
     assert CLIENT_KEY not in caplog.text and ADMIN_KEY not in caplog.text
+
+
+async def test_forget_reaches_a_proxy_from_before_speaker_lists_one_name_at_a_time(tmp_path):
+    """A bot upgraded before its proxy (two hosts): the older proxy refuses `speaker` as a list
+    (400, param "speaker") and keeps words by `name`; each name goes again on its own."""
+    asked: list[object] = []
+
+    async def older_forget(request: web.Request) -> web.Response:
+        speaker = (await request.json()).get("speaker")
+        asked.append(speaker)
+        if not isinstance(speaker, str):
+            error = {"message": "speaker must be a non-empty string", "param": "speaker"}
+            error["type"] = "invalid_request_error"
+            return web.json_response({"error": error}, status=400)
+        prompts = 2 if speaker == speaker_name(GRANNY.name) else 0  # it kept her words by name
+        return web.json_response({"erased": {"prompts": prompts, "pool_entries": 1}})
+
+    app = web.Application()
+    app.router.add_post("/admin/forget", older_forget)
+    older = LocalServer(app)
+    await older.start()
+    core = await open_auto_bot(tmp_path / "bot.db", older.url, admin_key=None)
+    try:
+        reply = await command(core, GRANNY, GROUP, "/forget")
+    finally:
+        await core.close()
+        await older.stop()
+    assert asked == [[GRANNY.key, speaker_name(GRANNY.name)], GRANNY.key, speaker_name(GRANNY.name)]
+    assert reply.endswith("; the routing proxy erased 2 routing-log prompts, 2 pool entries.")
+    assert core.counters["proxy_admin_errors"] == 0
