@@ -232,14 +232,15 @@ class Memory:
     async def clear(self, conv_key: str) -> int:
         """Forget one conversation; return how many turns were removed. The delete goes through
         the writer too, after any exchange still queued, so none comes back."""
+        # An exchange asked before the reset and answered after it is not kept either; one
+        # asked while the count below is read came after the reset, and is.
+        self._erasures.add(Scope(conv_key), time.time())
         rows = await self.conn.fetch_all(
             "SELECT COUNT(*) FROM messages WHERE conv_key = ?", (conv_key,)
         )
         count = 0 if conv_key in self._clearing else int(next(iter(rows))[0])
         count += 2 * len(self._unwritten.pop(conv_key, ()))
         self._clearing[conv_key] += 1
-        # An exchange asked before the reset and answered after it is not kept either.
-        self._erasures.add(Scope(conv_key), time.time())
 
         def done(_written: bool) -> None:
             self._clearing[conv_key] -= 1

@@ -9,7 +9,9 @@ import logging
 
 import pytest
 
+from bot.admin import Command
 from bot.chat_user import ChatUser
+from bot.incoming import Incoming
 from bot.language import APOLOGIES
 from bot.upstream import MISSING_HINT, Upstream
 from router import EmptyMessageError, Secrets
@@ -468,3 +470,28 @@ async def test_the_categorizer_reads_the_bot_s_answer_to_the_speaker_s_previous_
     assert asked.text != dads_tip.text  # the fake model's answer names who asked
     assert f"[The bot's answer to it: {json.dumps(asked.text)}]" in moms
     assert "15% tip" not in dads and "answer to it: " + json.dumps(asked.text) not in dads
+
+
+async def test_reset_keeps_a_message_sent_after_it_and_drops_one_sent_before(core):
+    """What /reset erases is by when messages came: one still waiting its turn from before the
+    reset keeps nothing, one that came right after it (queued behind the same answer, as a
+    poll's batch dispatches them) is kept."""
+    conv, before, after = "telegram:42", "remember: the wifi password is tulip", "my name is Ann"
+    reading, go = asyncio.Event(), asyncio.Event()
+
+    async def held() -> Incoming:  # an earlier message, its photo still downloading
+        reading.set()
+        await go.wait()
+        return Incoming(GREETING)
+
+    first = asyncio.create_task(core.agent.handle(conv, MOM, held))
+    await reading.wait()
+    queued = asyncio.create_task(core.agent.handle(conv, MOM, before))
+    reset = asyncio.create_task(core.admin.answer(MOM, conv, Command("reset")))
+    later = asyncio.create_task(core.agent.handle(conv, MOM, after))
+    await reset  # by now the message after it has come and waits its turn
+    go.set()
+    await asyncio.gather(first, queued, later)
+    await core.memory.flush()
+    kept = [turn.content for turn in await core.memory.history(conv)]
+    assert kept[0] == after and len(kept) == 2
