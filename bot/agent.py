@@ -82,6 +82,7 @@ class Agent:
         message: str | Incoming | Prepare,
         deliver: Deliver | None = None,
         on_text: OnText | None = None,
+        came_at: float | None = None,
     ) -> Reply:
         """Answer `message` (its words, the message it replies to, its images; or what reads
         them), and hand the reply to `deliver` (if given) before the conversation's next
@@ -92,10 +93,11 @@ class Agent:
             message = Incoming(message)
         if isinstance(message, Incoming) and message.is_empty():
             raise EmptyMessageError("the message is empty")
-        # When it came, not when its turn began or its photos were read: what the person erased
-        # after sending it (/forget while it waited or was read) reaches it as it does an answer
-        # still being written, and the gap to their previous turn is the one they left.
-        asked_at = time.time()
+        # When it came (now, unless the caller knows better), not when its turn began or its
+        # photos were read: what the person erased after sending it (/forget while it waited or
+        # was read) reaches it as it does an answer still being written, and the gap to their
+        # previous turn is the one they left.
+        asked_at = time.time() if came_at is None else came_at
         lock = self._locks.setdefault(conv_key, asyncio.Lock())
         self._holders[conv_key] += 1
         try:

@@ -140,9 +140,11 @@ class Turns:
         user: ChatUser,
         incoming: Incoming | Prepare,
         where: Where | None = None,
+        came_at: float | None = None,
     ) -> Reply:
         """Answer a message: typing until the reply shows, then the reply streamed and settled.
         Call it before any other await in a handler, so replies keep the messages' order.
+        `came_at`: when the message came, for one handed on later (an album gathered).
         A text longer than the platform allows is refused in one line, and a message with
         nothing to read gets the help, both before any model is asked; someone not let in gets
         no model call (and no download or transcription either)."""
@@ -172,7 +174,7 @@ class Turns:
         try:
             # The agent takes the conversation's turn before anything else is awaited here, and
             # delivers within it, so replies go out in the order the messages came in.
-            return await self.agent.handle(conv_key, user, incoming, deliver, on_text)
+            return await self.agent.handle(conv_key, user, incoming, deliver, on_text, came_at)
         finally:
             replied.set()  # also when the agent failed before any reply
             await asyncio.wait((typing,))

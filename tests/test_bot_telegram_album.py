@@ -218,6 +218,29 @@ async def test_forget_right_after_an_album_keeps_nothing_of_it(
     assert stored == "" and row["prompt"] == ""
 
 
+async def test_forget_while_a_group_album_mentioning_the_bot_later_gathers_reaches_it(
+    seeded_db, embedder, upstream, telegram
+):
+    """An album for the bot only by a later photo's caption takes its turn once gathered, but
+    it came when its first photo did: a /forget sent meanwhile keeps nothing of it either."""
+    caption = "my bank statement, which month was dearest?"
+    album, album_id = photos(telegram, 3), telegram.album_id()
+    async with running(seeded_db, embedder, upstream, telegram, telegram=QUICK) as core:
+        for number, photo in enumerate(album):
+            await telegram.push_message(
+                GROUP,
+                caption if number == 1 else "",
+                mention=number == 1,
+                media=photo | {"media_group_id": album_id},
+            )
+        await telegram.push_message(GROUP, "/forget")
+        await telegram.wait_until(lambda: len(telegram.texts(GROUP)) == 2)
+        stored = await messages_table(core)
+        (row,) = await log_rows(core)
+    assert any(reply.endswith(f"Mom: {caption} (+3 images)") for reply in telegram.texts(GROUP))
+    assert stored == "" and row["prompt"] == ""
+
+
 async def test_album_keeps_ten_photos_at_most(seeded_db, embedder, upstream, telegram):
     album = photos(telegram, 12)
     async with running(seeded_db, embedder, upstream, telegram, telegram=QUICK) as core:

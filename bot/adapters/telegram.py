@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -250,6 +251,7 @@ class TelegramBot:
         for the bot (any part in a private chat; a caption that mentions it), the album takes
         its turn in the conversation at once, so what came after it (a /forget) waits for it;
         else it is for the bot when any of its parts is, known once they have all come."""
+        came_at = time.time()  # its first photo's arrival: a /forget while it gathers is after
         bot = first.get_bot()
         if for_the_bot(first, bot.id, bot.username):
 
@@ -265,7 +267,12 @@ class TelegramBot:
             return
         lead = next((part for part in parts if part.caption), parts[0])  # what the reply answers
         await self.turns.answer(
-            self.turn(lead), conv_key(lead), chat_user(lead), self._album(parts), where(lead)
+            self.turn(lead),
+            conv_key(lead),
+            chat_user(lead),
+            self._album(parts),
+            where(lead),
+            came_at=came_at,
         )
 
     def _album(self, parts: list[Message]) -> Prepare:
