@@ -15,7 +15,6 @@ from bot.console_history import PrivateHistory, is_console
 from bot.erasure import forget
 from bot.memory import Memory
 from bot.proxy_admin import ProxyAdmin, ProxyAdminError, ProxyStats
-from bot.speakers import speaker_key, speaker_name
 from router import MODES, ModelRouter
 from router.analytics import stats as routing_stats
 from router.analytics.cost import cost_report
@@ -357,9 +356,7 @@ class Admin:
         and, for words a proxy kept before it got one, by the `name` they go by (bot.speakers)."""
         assert self.proxy is not None
         try:
-            at_proxy = await self.proxy.forget(
-                conv_key, [speaker_key(user), speaker_name(user.name)]
-            )
+            at_proxy = await self.proxy.forget_person(conv_key, user)
         except ProxyAdminError as exc:
             here = "Nothing you said here is kept by the bot" if erased.empty() else done
             return (

@@ -19,6 +19,7 @@ from bot.incoming import Incoming
 from bot.language import apology
 from bot.media import Unreadable
 from bot.memory import Memory, Turn
+from bot.proxy_admin import ProxyAdminError
 from bot.speakers import model_messages, speaker_key
 from bot.upstream import AUTO_MODEL, Routed, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
@@ -202,6 +203,22 @@ class Agent:
         await self.router.erasures.check(max_age_s=0.0)
         await self.router.erasures.settled()
 
+    async def _erase_at_proxy_too(
+        self, conv_key: str, user: ChatUser | None, asked_at: float
+    ) -> None:
+        """The asker's /forget came while this message waited or was answered: a routing proxy
+        kept it after that /forget reached it, so it is asked to let go of it too."""
+        proxy, user_key = self.upstream.proxy, user_key_of(user)
+        if proxy is None or user is None or user_key is None:
+            return
+        if not self.memory.person_erased_since(asked_at, conv_key, user_key):
+            return  # a /reset, not their erasure
+        try:
+            await proxy.forget_person(conv_key, user)
+        except ProxyAdminError as exc:
+            self.counters["proxy_admin_errors"] += 1
+            log.warning("could not erase at the proxy a message answered after /forget: %s", exc)
+
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)
         self.counters["db_errors"] += 1
@@ -315,6 +332,7 @@ class Agent:
             )
             if not kept:
                 log.info("the asker in %s was erased while the answer ran: not kept", conv_key)
+                await self._erase_at_proxy_too(conv_key, user, asked_at)
         except Exception:
             self._db_failed("store the exchange in memory")
         return Reply(incoming.headed(completion.text), decision, model, routed=completion.routed)

@@ -229,6 +229,11 @@ class Memory:
         )
         return True
 
+    def person_erased_since(self, at: float, conv_key: str, user_key: str) -> bool:
+        """Whether the person was erased here (/forget, theirs or another process's) at `at` or
+        later."""
+        return self._erasures.person_since(at, conv_key, user_key)
+
     async def clear(self, conv_key: str) -> int:
         """Forget one conversation; return how many turns were removed. The delete goes through
         the writer too, after any exchange still queued, so none comes back."""

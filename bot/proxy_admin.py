@@ -10,7 +10,8 @@ from typing import Any
 
 import openai
 
-from bot.speakers import header_safe
+from bot.chat_user import ChatUser
+from bot.speakers import header_safe, speaker_key, speaker_name
 from router.analytics.stats import Agreement, Latency, Summary
 from router.errors import ReasonError
 from router.store.erasure import Erased
@@ -162,6 +163,11 @@ class ProxyAdmin:
             for speaker in speakers:
                 erased += _erased(await self._forget({"session_key": session, "speaker": speaker}))
             return erased
+
+    async def forget_person(self, session_key: str, user: ChatUser) -> Erased:
+        """What `user` said in the conversation, under each name the proxy may keep it by:
+        their key (X-Crabbot-Speaker) and, for words kept before it got one, their `name`."""
+        return await self.forget(session_key, [speaker_key(user), speaker_name(user.name)])
 
     async def _forget(self, body: dict[str, Any]) -> Any:
         try:

@@ -383,7 +383,13 @@ async def test_the_family_group_on_telegram_through_a_proxy_on_another_host(
         ) as proxy:
             config = make_config(
                 tmp_path / "bot.db",
-                upstream={"base_url": proxy.url, "model": "auto", "max_retries": 0},
+                # Whole replies: a reply shown is an exchange kept, so /reset's count is known.
+                upstream={
+                    "base_url": proxy.url,
+                    "model": "auto",
+                    "max_retries": 0,
+                    "stream": False,
+                },
                 local={"enabled": False},
                 categorizer={"enabled": False},
                 admins={"telegram": [admin]},

@@ -6,6 +6,7 @@ upstream that is not crabbot's, or none at all, makes the reply say the proxy ke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.chat_user import ChatUser, user_key_of
+from bot.incoming import Incoming
 from bot.speakers import speaker_name
 from router.proxy.access import ClientKey
 from tests.fakes.groq_server import category_reply
@@ -231,4 +233,33 @@ async def test_forget_reaches_a_proxy_from_before_speaker_lists_one_name_at_a_ti
         await older.stop()
     assert asked == [[GRANNY.key, speaker_name(GRANNY.name)], GRANNY.key, speaker_name(GRANNY.name)]
     assert reply.endswith("; the routing proxy erased 2 routing-log prompts, 2 pool entries.")
+    assert core.counters["proxy_admin_errors"] == 0
+
+
+async def test_forget_reaches_a_message_the_proxy_got_after_it(tmp_path, provider):
+    """A message sent before /forget and still being read (a voice message transcribed) reaches
+    the proxy after the erasure did: the bot keeps nothing of it, and has the proxy let go too."""
+    async with running_proxy(tmp_path / "p.db", None, provider.base_url) as proxy:
+        core = await open_auto_bot(tmp_path / "bot.db", proxy.url)
+        try:
+            reading, go = asyncio.Event(), asyncio.Event()
+
+            async def transcribed() -> Incoming:
+                reading.set()
+                await go.wait()
+                return Incoming(GRANNY_TEXT)
+
+            answering = asyncio.create_task(core.agent.handle(GROUP, GRANNY, transcribed))
+            await reading.wait()
+            forgot = await command(core, GRANNY, GROUP, "/forget")
+            go.set()
+            reply = await answering
+            await proxy.gateway.settled()
+            history = await core.memory.history(GROUP)
+        finally:
+            await core.close()
+        rows = [(row["user_key"], row["prompt"]) for row in await proxy.rows()]
+    assert forgot == "Nothing you said here is kept."
+    assert reply.ok and history == []
+    assert rows == [(f"proxy:{NAMESPACE}:{GRANNY.key}", "")]
     assert core.counters["proxy_admin_errors"] == 0

@@ -79,6 +79,14 @@ class RecentErasures:
         """Whether this conversation's and person's data was erased at `at` or later."""
         return any(when >= at and s.covers(conv_key, user_key) for s, when in self._erasures)
 
+    def person_since(self, at: float, conv_key: str | None, user_key: str) -> bool:
+        """Whether this person's data here was erased at `at` or later by an erasure of them
+        (/forget), not only of the whole conversation (/reset)."""
+        return any(
+            when >= at and s.user_key is not None and s.covers(conv_key, user_key)
+            for s, when in self._erasures
+        )
+
 
 @dataclass(frozen=True)
 class Erased:
