@@ -239,7 +239,11 @@ class ConversationContext:
         return self._previous.get((conv_key, user_key))
 
     def record(self, conv_key: str, turn: PreviousTurn, user_key: str | None = None) -> None:
-        """A turn this process routed: kept, and published to the other processes."""
+        """A turn this process routed: kept, and published to the other processes; not one
+        asked before a /reset that came while it was routed (the conversation starts over)."""
+        reset_at = self._resets.get(conv_key)
+        if reset_at is not None and (turn.at or 0.0) <= reset_at:
+            return
         self.remember(conv_key, turn, user_key)
         if self.publisher is not None:
             self.publisher.turn(conv_key, user_key, turn)
@@ -318,11 +322,11 @@ class ConversationContext:
 
     async def forget(self, conv_key: str, at: float | None = None) -> bool:
         """/reset: the conversation's routing context starts over. True when there was one."""
+        at = time.time() if at is None else at  # a turn that comes while this reads is after it
         had = await self.previous_turn(conv_key) is not None or any(
             key[0] == conv_key for key in self._previous
         )
-        self._let_go(lambda conv, _, __: conv != conv_key)
-        at = time.time() if at is None else at
+        self._let_go(lambda conv, _, turn: conv != conv_key or (turn.at or 0.0) > at)
         self._note_reset(conv_key, at)
         if self.publisher is not None:
             self.publisher.reset(conv_key, at)

@@ -495,3 +495,26 @@ async def test_reset_keeps_a_message_sent_after_it_and_drops_one_sent_before(cor
     await core.memory.flush()
     kept = [turn.content for turn in await core.memory.history(conv)]
     assert kept[0] == after and len(kept) == 2
+
+
+async def test_a_request_sent_before_reset_is_not_the_context_after_it(core):
+    """A request still waiting its turn when /reset comes is answered, but the conversation
+    starts over: "make it faster" after it is not carried to its task."""
+    reading, go = asyncio.Event(), asyncio.Event()
+
+    async def held() -> Incoming:
+        reading.set()
+        await go.wait()
+        return Incoming(CODING)
+
+    await core.agent.handle("telegram:1", MOM, CODING)  # the same, with no /reset between
+    carried = await core.agent.handle("telegram:1", MOM, "make it faster")
+    first = asyncio.create_task(core.agent.handle("telegram:2", MOM, held))
+    await reading.wait()
+    await core.admin.answer(MOM, "telegram:2", Command("reset"))
+    go.set()
+    answered = await first
+    after = await core.agent.handle("telegram:2", MOM, "make it faster")
+    assert answered.ok and answered.decision is not None and answered.decision.tier == "strong"
+    assert carried.decision is not None and carried.decision.tier == "strong"
+    assert after.decision is not None and after.decision.tier != "strong"
