@@ -583,6 +583,8 @@ class ModelRouter:
         decision.text, decision.conv_key, decision.at = text, conv_key, at
         decision.user_key = user_key
         erased = self.log.erasures.since(at, conv_key, user_key)  # while it was being routed
+        if erased:
+            self._forget_vectors()  # its vector, made after the erasure emptied the cache
         if conv_key is not None and decision.category is not None and not erased:
             read = read_as or text
             own = text if read != text else None

@@ -518,3 +518,23 @@ async def test_a_request_sent_before_reset_is_not_the_context_after_it(core):
     assert answered.ok and answered.decision is not None and answered.decision.tier == "strong"
     assert carried.decision is not None and carried.decision.tier == "strong"
     assert after.decision is not None and after.decision.tier != "strong"
+
+
+async def test_no_vector_is_left_of_a_message_sent_before_forget_and_routed_after(core):
+    """/forget empties the embedding cache; a message of the person's still waiting its turn is
+    embedded after that, and its vector goes too once routing sees it was erased meanwhile."""
+    words = "my passport number is X1234567, write a packing list for Osaka"
+    reading, go = asyncio.Event(), asyncio.Event()
+
+    async def held() -> Incoming:
+        reading.set()
+        await go.wait()
+        return Incoming(words)
+
+    answering = asyncio.create_task(core.agent.handle("telegram:3", MOM, held))
+    await reading.wait()
+    await core.admin.answer(MOM, "telegram:3", Command("forget"))
+    go.set()
+    answered = await answering
+    assert answered.ok
+    assert core.router.embedder is not None and core.router.embedder.cached(words) is None
