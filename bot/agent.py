@@ -87,7 +87,8 @@ class Agent:
     ) -> Reply:
         """Answer `message` (its words, the message it replies to, its images; or what reads
         them), and hand the reply to `deliver` (if given) before the conversation's next
-        message is answered; a streamed answer goes to `on_text` as it grows. Call it before
+        message is answered; a streamed answer goes to `on_text` as it grows. `came_at`: when
+        the message came, when that was before this call (an album gathered first). Call it before
         any other await in a handler: the lock is taken at once and asyncio locks are fair, so
         replies keep the messages' order."""
         if isinstance(message, str):
@@ -218,6 +219,9 @@ class Agent:
         except ProxyAdminError as exc:
             self.counters["proxy_admin_errors"] += 1
             log.warning("could not erase at the proxy a message answered after /forget: %s", exc)
+        except Exception:  # the answer is written: it still goes out
+            self.counters["proxy_admin_errors"] += 1
+            log.exception("could not erase at the proxy a message answered after /forget")
 
     def _db_failed(self, what: str) -> None:
         log.exception("could not %s", what)
@@ -330,11 +334,12 @@ class Agent:
                 quoted_key=incoming.quote.user_key if incoming.quote else None,
                 asked_at=asked_at,
             )
+        except Exception:
+            self._db_failed("store the exchange in memory")
+        else:
             if not kept:
                 log.info("the asker in %s was erased while the answer ran: not kept", conv_key)
                 await self._erase_at_proxy_too(conv_key, user, asked_at)
-        except Exception:
-            self._db_failed("store the exchange in memory")
         return Reply(incoming.headed(completion.text), decision, model, routed=completion.routed)
 
     async def _failed(
