@@ -20,7 +20,7 @@ from bot.language import apology
 from bot.media import Unreadable
 from bot.memory import Memory, Turn
 from bot.proxy_admin import ProxyAdminError
-from bot.speakers import model_messages, speaker_key
+from bot.speakers import model_messages
 from bot.upstream import AUTO_MODEL, Routed, Upstream, UpstreamError
 from router import EmptyMessageError, ModelRouter, RoutingDecision
 
@@ -304,7 +304,7 @@ class Agent:
                 model,
                 messages,
                 session_key=conv_key,
-                speaker_key=speaker_key(user) if user else None,
+                speaker_key=user_key_of(user),
                 on_text=streamed,
             )
         except UpstreamError as exc:

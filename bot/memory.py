@@ -232,7 +232,7 @@ class Memory:
     def person_erased_since(self, at: float, conv_key: str, user_key: str) -> bool:
         """Whether the person was erased here (/forget, theirs or another process's) at `at` or
         later."""
-        return self._erasures.person_since(at, conv_key, user_key)
+        return self._erasures.since(at, conv_key, user_key, of_person=True)
 
     async def clear(self, conv_key: str) -> int:
         """Forget one conversation; return how many turns were removed. The delete goes through

@@ -165,9 +165,9 @@ class Upstream:
         """What a routing proxy is told beside the messages; nothing for a plain provider."""
         if not self.auto:
             return None
-        session = header_safe(session_key) if session_key else None  # "console:奶奶" too
-        named = ((SESSION_HEADER, session), (SPEAKER_HEADER, speaker_key))
-        return {header: value for header, value in named if value} or None
+        named = ((SESSION_HEADER, session_key), (SPEAKER_HEADER, speaker_key))
+        # What a header cannot carry ("console:奶奶") goes percent-encoded.
+        return {header: header_safe(value) for header, value in named if value} or None
 
     async def _stream(
         self,

@@ -269,11 +269,11 @@ class CrabbotDiscord(discord.Client):
         """The message this one replies to, from the gateway's copy, without the bot's mention
         (the words as the bot read them, when it was for the bot)."""
         replied = replied_to(message)
+        if replied is None:
+            return None
         me = self.user
-        content = replied.content if replied is not None else ""
-        if me is not None and replied is not None:
-            content = without_mention(replied, me.id)
-        if replied is None or not content.strip():
+        content = replied.content if me is None else without_mention(replied, me.id)
+        if not content.strip():
             return None
         if me is not None and replied.author.id == me.id:
             return Quote.own_answer(content)

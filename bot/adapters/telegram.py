@@ -253,26 +253,18 @@ class TelegramBot:
         else it is for the bot when any of its parts is, known once they have all come."""
         came_at = time.time()  # its first photo's arrival: a /forget while it gathers is after
         bot = first.get_bot()
-        if for_the_bot(first, bot.id, bot.username):
+        lead = first
+        if not for_the_bot(first, bot.id, bot.username):
+            parts = await gathered
+            if not any(for_the_bot(part, bot.id, bot.username) for part in parts):
+                return
+            lead = next((part for part in parts if part.caption), parts[0])  # what it answers
 
-            async def prepare() -> Incoming:
-                return await self._album(await gathered)()
+        async def prepare() -> Incoming:  # in its turn, once every part has come
+            return await self._album(await gathered)()
 
-            await self.turns.answer(
-                self.turn(first), conv_key(first), chat_user(first), prepare, where(first)
-            )
-            return
-        parts = await gathered
-        if not any(for_the_bot(part, bot.id, bot.username) for part in parts):
-            return
-        lead = next((part for part in parts if part.caption), parts[0])  # what the reply answers
         await self.turns.answer(
-            self.turn(lead),
-            conv_key(lead),
-            chat_user(lead),
-            self._album(parts),
-            where(lead),
-            came_at=came_at,
+            self.turn(lead), conv_key(lead), chat_user(lead), prepare, where(lead), came_at=came_at
         )
 
     def _album(self, parts: list[Message]) -> Prepare:

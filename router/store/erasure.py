@@ -75,15 +75,13 @@ class RecentErasures:
         self._erasures = [(s, when) for s, when in self._erasures if when > kept_since]
         self._erasures.append((scope, at))
 
-    def since(self, at: float, conv_key: str | None, user_key: str | None) -> bool:
-        """Whether this conversation's and person's data was erased at `at` or later."""
-        return any(when >= at and s.covers(conv_key, user_key) for s, when in self._erasures)
-
-    def person_since(self, at: float, conv_key: str | None, user_key: str) -> bool:
-        """Whether this person's data here was erased at `at` or later by an erasure of them
-        (/forget), not only of the whole conversation (/reset)."""
+    def since(
+        self, at: float, conv_key: str | None, user_key: str | None, of_person: bool = False
+    ) -> bool:
+        """Whether this conversation's and person's data was erased at `at` or later; with
+        `of_person`, by an erasure of a person (/forget), not only of a conversation (/reset)."""
         return any(
-            when >= at and s.user_key is not None and s.covers(conv_key, user_key)
+            when >= at and s.covers(conv_key, user_key) and not (of_person and s.user_key is None)
             for s, when in self._erasures
         )
 
